@@ -1,0 +1,1 @@
+"""Provisioning service: the domain logic and plumbing of the stream-processing pipeline."""
