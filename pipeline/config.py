@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,12 @@ class Settings(BaseSettings):
     dead_letter_topic: str = "dead-letter-events"
     dedupe_window_seconds: int = 7 * 24 * 3600
     utilization_window_seconds: int = 60
+    anomaly_reactions: dict[
+        Literal["low", "medium", "high", "critical"], Literal["notify", "scale", "quarantine"]
+    ] = Field(
+        default_factory=lambda: {"low": "notify", "medium": "notify", "high": "scale", "critical": "quarantine"},
+        description="Reaction per anomaly severity, as JSON in ANOMALY_REACTIONS.",
+    )
 
     # Pulsar
     pulsar_url: str = "pulsar://127.0.0.1:6650"

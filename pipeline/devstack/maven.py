@@ -19,7 +19,7 @@ _POM = """<?xml version="1.0" encoding="UTF-8"?>
   <artifactId>{artifact}</artifactId>
   <version>1</version>
   <packaging>pom</packaging>
-  <dependencies>
+{management}  <dependencies>
 {dependencies}
   </dependencies>
 </project>
@@ -43,19 +43,42 @@ def _dependency_xml(coordinate: str, exclusions: Sequence[str]) -> str:
     )
 
 
+def _management_xml(boms: Sequence[str]) -> str:
+    """A ``dependencyManagement`` section importing ``boms`` (group:artifact:version), or nothing."""
+    if not boms:
+        return ""
+    imports = []
+    for bom in boms:
+        parts = bom.split(":")
+        if len(parts) != 3:
+            raise ValueError(f"expected group:artifact:version for a BOM, got {bom!r}")
+        group, artifact, version = (escape(p) for p in parts)
+        imports.append(
+            f"      <dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId>"
+            f"<version>{version}</version><type>pom</type><scope>import</scope></dependency>"
+        )
+    body = "\n".join(imports)
+    return f"  <dependencyManagement>\n    <dependencies>\n{body}\n    </dependencies>\n  </dependencyManagement>\n"
+
+
 def resolve_classpath(
     ctx: StackContext,
     service: str,
     coordinates: Sequence[str],
     exclusions: Sequence[str] = (),
+    boms: Sequence[str] = (),
 ) -> Path:
     """Copy ``coordinates`` and their runtime dependencies into a cached folder of jars; return it.
+
+    ``boms`` are imported as ``dependencyManagement`` (e.g. a project's parent POM), so transitive
+    dependencies get the versions the project itself ships with instead of Maven's nearest-wins pick.
 
     The folder is only published (renamed into place) once Maven finished, so an interrupted
     download is never mistaken for a complete one: the next run starts that step again, and Maven's
     own local repository (also in the cache) resumes what it had.
     """
-    digest = hashlib.sha256("\n".join([*coordinates, "--", *exclusions]).encode()).hexdigest()[:12]
+    key = [*coordinates, "--", *exclusions, *(["--boms", *boms] if boms else [])]
+    digest = hashlib.sha256("\n".join(key).encode()).hexdigest()[:12]
     target = ctx.cache("jars") / f"{service}-{digest}"
     if (target / ".complete").exists():
         return target / "lib"
@@ -63,7 +86,8 @@ def resolve_classpath(
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     deps = "\n".join(_dependency_xml(c, exclusions) for c in coordinates)
-    (partial / "pom.xml").write_text(_POM.format(artifact=f"{service}-stack", dependencies=deps))
+    pom = _POM.format(artifact=f"{service}-stack", management=_management_xml(boms), dependencies=deps)
+    (partial / "pom.xml").write_text(pom)
     mvn = shutil.which("mvn")
     if mvn is None:
         raise DevstackError(service, "Maven (mvn) is not installed: apt-get install maven")

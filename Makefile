@@ -1,0 +1,61 @@
+# Two commands: `make run` (local stack + worker) and `make test` (local stack + the whole test suite).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Development-only signing secret for JWTs; set JWT_SECRET (or RS256 keys) for anything real.
+export JWT_SECRET ?= dev-only-secret-change-me
+
+.PHONY: venv system-deps stack run test lint check down status env clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# Toolchains the local stack builds its servers with, and the browser the dashboard test drives.
+system-deps:
+	@for tool in java mvn go; do command -v $$tool >/dev/null || { echo "missing $$tool (JDK 17, Maven, Go are needed to build the local stack)" >&2; exit 1; }; done
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		echo "installing Debian's chromium and chromium-driver for the dashboard test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
+stack: venv system-deps
+	$(PY) -m pipeline.devstack up
+
+run: stack
+	@eval "$$($(PY) -m pipeline.devstack env)"; \
+	echo "== environment"; $(PY) -m pipeline.devstack env; \
+	echo "export JWT_SECRET=$$JWT_SECRET"; \
+	echo "== URLs"; \
+	echo "  API        http://127.0.0.1:6066/api/v1/  (OpenAPI: /api/v1/openapi.json)"; \
+	echo "  dashboard  http://127.0.0.1:6066/ui/"; \
+	echo "  health     http://127.0.0.1:6066/health  /ready  /metrics"; \
+	echo "  Prometheus $$PROMETHEUS_URL   Pulsar admin $$PULSAR_ADMIN_URL"; \
+	echo "== development admin token (24 h)"; $(PY) -m pipeline dev-token; \
+	exec $(PY) -m pipeline worker
+
+test: venv system-deps
+	$(PY) -m pytest -q -rfE
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m mypy pipeline agents tables web
+
+check: lint test
+
+down: venv
+	$(PY) -m pipeline.devstack down
+
+status: venv
+	@$(PY) -m pipeline.devstack status
+
+env: venv
+	@$(PY) -m pipeline.devstack env
+
+clean: down
+	rm -rf .devstack .data

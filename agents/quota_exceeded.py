@@ -1,0 +1,18 @@
+"""quota-exceeded-events: mark the resource over quota and emit an enforcement event."""
+
+from typing import Any
+
+from agents.runtime import process, topic
+from agents.stores import STORES, now
+from pipeline.app import app
+from pipeline.events.models import QuotaExceeded
+from pipeline.tenants.logic import handle_quota_exceeded
+from pipeline.topics import QUOTA_EXCEEDED
+
+
+@app.agent(topic(QUOTA_EXCEEDED), concurrency=1)
+async def quota_exceeded(stream: Any) -> None:
+    async for message in stream.events():
+        await process(
+            message, QUOTA_EXCEEDED, QuotaExceeded, lambda event: handle_quota_exceeded(event, STORES, now())
+        )

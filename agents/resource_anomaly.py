@@ -1,0 +1,21 @@
+"""resource-anomaly-events: record the anomaly and apply the configured reaction."""
+
+from typing import Any
+
+from agents.runtime import process, topic
+from agents.stores import STORES, now
+from pipeline.app import app
+from pipeline.events.models import ResourceAnomaly
+from pipeline.tenants.anomaly import handle_anomaly
+from pipeline.topics import RESOURCE_ANOMALY
+from tables.anomalies import anomalies
+
+
+@app.agent(topic(RESOURCE_ANOMALY), concurrency=1)
+async def resource_anomaly(stream: Any) -> None:
+    reactions = app.settings.anomaly_reactions
+    async for message in stream.events():
+        await process(
+            message, RESOURCE_ANOMALY, ResourceAnomaly,
+            lambda event: handle_anomaly(event, STORES, anomalies, reactions, now()),
+        )

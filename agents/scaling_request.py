@@ -1,0 +1,20 @@
+"""scaling-request-events: validate against the tenant's quota and emit a scaling command."""
+
+from typing import Any
+
+from agents.runtime import process, topic
+from agents.stores import STORES, now
+from pipeline.app import app
+from pipeline.events.models import ScalingRequest
+from pipeline.tenants.scaling_request import handle_scaling_request
+from pipeline.topics import SCALING_REQUEST
+from tables.usage import usage
+
+
+@app.agent(topic(SCALING_REQUEST), concurrency=1)
+async def scaling_request(stream: Any) -> None:
+    async for message in stream.events():
+        await process(
+            message, SCALING_REQUEST, ScalingRequest,
+            lambda event: handle_scaling_request(event, STORES, usage, now()),
+        )

@@ -1,0 +1,18 @@
+"""tenant-deleted-events: mark the tenant deleting and emit teardown commands in reverse order."""
+
+from typing import Any
+
+from agents.runtime import process, topic
+from agents.stores import STORES, now
+from pipeline.app import app
+from pipeline.events.models import TenantDeleted
+from pipeline.tenants.logic import handle_tenant_deleted
+from pipeline.topics import TENANT_DELETED
+
+
+@app.agent(topic(TENANT_DELETED), concurrency=1)
+async def tenant_deleted(stream: Any) -> None:
+    async for message in stream.events():
+        await process(
+            message, TENANT_DELETED, TenantDeleted, lambda event: handle_tenant_deleted(event, STORES, now())
+        )

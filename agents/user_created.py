@@ -1,0 +1,16 @@
+"""user-created-events: record the user under its tenant and emit the user's provisioning commands."""
+
+from typing import Any
+
+from agents.runtime import process, topic
+from agents.stores import STORES, now
+from pipeline.app import app
+from pipeline.events.models import UserCreated
+from pipeline.tenants.logic import handle_user_created
+from pipeline.topics import USER_CREATED
+
+
+@app.agent(topic(USER_CREATED), concurrency=1)
+async def user_created(stream: Any) -> None:
+    async for message in stream.events():
+        await process(message, USER_CREATED, UserCreated, lambda event: handle_user_created(event, STORES, now()))

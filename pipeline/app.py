@@ -1,0 +1,73 @@
+"""The Faust application, built from settings.
+
+Agents (``agents/``) and tables (``tables/``) attach themselves to the module-level ``app``; the web
+layer (``web/``) is mounted on its aiohttp server when the server initialises.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+import faust
+from faust.types.web import Web
+
+from pipeline.config import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+
+class ProvisioningApp(faust.App):
+    """A Faust app whose web server also serves the REST API, the dashboard, /health, /ready, /metrics."""
+
+    settings: Settings
+
+    def on_webserver_init(self, web: Web) -> None:
+        from web.server import mount  # the web layer imports tables, which import this module
+
+        mount(self, web)
+
+
+def create_app(settings: Settings) -> ProvisioningApp:
+    app = ProvisioningApp(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap_servers}",
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        processing_guarantee="at_least_once",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_every=500,
+        broker_commit_interval=timedelta(seconds=1),
+        table_cleanup_interval=timedelta(seconds=30),
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        canonical_url=f"http://{settings.web_host}:{settings.web_port}",
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
+        stream_wait_empty=False,
+    )
+    app.settings = settings
+    return app
+
+
+app: ProvisioningApp = create_app(get_settings())
+
+
+def table_options(help_text: str, **extra: Any) -> dict[str, Any]:
+    """Options shared by every table: JSON values, changelog-backed, documented."""
+    return {
+        "value_serializer": "json",
+        "key_serializer": "raw",
+        "key_type": str,
+        "help": help_text,
+        **extra,
+    }

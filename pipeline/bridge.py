@@ -1,0 +1,234 @@
+"""The Pulsar <-> Kafka bridge.
+
+Inbound: platform events on Pulsar topics are produced to Kafka topics of the same name, keyed by tenant
+id, with the event's ``occurred_at`` as the record timestamp. A Pulsar message is acknowledged only after
+Kafka acknowledged the write, so a bridge that dies in between loses nothing (Pulsar redelivers; the
+agents deduplicate by event id).
+
+Outbound: the service's output topics are copied from Kafka to Pulsar; Kafka offsets are committed only
+after Pulsar acknowledged every message up to them.
+
+Runs inside the worker as a Faust service, or alone with ``python -m pipeline bridge``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import pulsar
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from pulsar import asyncio as pulsar_asyncio
+
+from pipeline.config import Settings
+from pipeline.metrics import BRIDGE_FORWARDED, BRIDGE_LAG_SECONDS
+from pipeline.topics import INPUT_TOPICS, OUTPUT_TOPICS
+
+logger = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT = 2000
+
+
+def pulsar_topic(settings: Settings, name: str) -> str:
+    return f"persistent://{settings.pulsar_namespace}/{name}"
+
+
+def kafka_key_and_timestamp(payload: bytes, pulsar_key: str | None) -> tuple[bytes | None, int | None]:
+    """The tenant id to key the Kafka record by, and ``occurred_at`` in ms (None when unreadable).
+
+    An unreadable payload is still forwarded (the agents dead-letter it with its reason), keyed by the
+    Pulsar message key when there is one.
+    """
+    key = pulsar_key.encode() if pulsar_key else None
+    try:
+        event = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return key, None
+    if not isinstance(event, dict):
+        return key, None
+    tenant_id = event.get("tenant_id")
+    if isinstance(tenant_id, str) and tenant_id:
+        key = tenant_id.encode()
+    timestamp = None
+    occurred_at = event.get("occurred_at")
+    if isinstance(occurred_at, str):
+        with contextlib.suppress(ValueError):
+            parsed = datetime.fromisoformat(occurred_at)
+            if parsed.tzinfo is not None:
+                timestamp = int(parsed.timestamp() * 1000)
+    return key, timestamp
+
+
+async def ensure_kafka_topics(settings: Settings, names: Sequence[str]) -> None:
+    """Create ``names`` with the service's partition count where they do not exist yet."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [NewTopic(n, num_partitions=settings.topic_partitions, replication_factor=1) for n in missing]
+                )
+    finally:
+        await admin.close()
+
+
+class Bridge:
+    def __init__(
+        self,
+        settings: Settings,
+        inbound: Sequence[str] = INPUT_TOPICS,
+        outbound: Sequence[str] = OUTPUT_TOPICS,
+    ) -> None:
+        self.settings = settings
+        self.inbound = list(inbound)
+        self.outbound = list(outbound)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pulsar: pulsar_asyncio.Client | None = None
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        await ensure_kafka_topics(self.settings, [*self.inbound, *self.outbound])
+        self._pulsar = pulsar_asyncio.Client(self.settings.pulsar_url, operation_timeout_seconds=30)
+        if self.inbound:
+            self._tasks.append(asyncio.create_task(self._run_inbound(), name="bridge-inbound"))
+        if self.outbound:
+            self._tasks.append(asyncio.create_task(self._run_outbound(), name="bridge-outbound"))
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._pulsar is not None:
+            with contextlib.suppress(Exception):
+                await self._pulsar.close()
+            self._pulsar = None
+
+    async def run_forever(self) -> None:
+        await self.start()
+        try:
+            await asyncio.gather(*self._tasks)
+        finally:
+            await self.stop()
+
+    # -- Pulsar -> Kafka ------------------------------------------------------------------------------
+
+    async def _run_inbound(self) -> None:
+        assert self._pulsar is not None
+        consumer = await self._pulsar.subscribe(
+            [pulsar_topic(self.settings, t) for t in self.inbound],
+            subscription_name=self.settings.bridge_subscription,
+            consumer_type=pulsar.ConsumerType.KeyShared,
+            initial_position=pulsar.InitialPosition.Earliest,
+            negative_ack_redelivery_delay_ms=1000,
+            receiver_queue_size=MAX_IN_FLIGHT,
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+        )
+        await producer.start()
+        in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        pending: set[asyncio.Task[None]] = set()
+        try:
+            while not self._stopping.is_set():
+                message = await consumer.receive()
+                await in_flight.acquire()
+                delivery = await self._produce(producer, message)
+                task = asyncio.create_task(self._ack_after(consumer, message, delivery, in_flight))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+        finally:
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+            await producer.stop()
+            with contextlib.suppress(Exception):
+                await consumer.close()
+
+    async def _produce(self, producer: AIOKafkaProducer, message: pulsar.Message) -> asyncio.Future[Any]:
+        name = message.topic_name().rsplit("/", 1)[-1]
+        payload = message.data()
+        key, timestamp = kafka_key_and_timestamp(payload, message.partition_key() or None)
+        return await producer.send(name, payload, key=key, timestamp_ms=timestamp)
+
+    async def _ack_after(
+        self,
+        consumer: pulsar_asyncio.Consumer,
+        message: pulsar.Message,
+        delivery: asyncio.Future[Any],
+        in_flight: asyncio.Semaphore,
+    ) -> None:
+        name = message.topic_name().rsplit("/", 1)[-1]
+        try:
+            await delivery
+        except Exception:
+            logger.exception("Kafka refused a message from %s; Pulsar will redeliver it", name)
+            consumer.negative_acknowledge(message)
+        else:
+            await consumer.acknowledge(message)
+            BRIDGE_FORWARDED.labels("pulsar-to-kafka", name).inc()
+            BRIDGE_LAG_SECONDS.labels("pulsar-to-kafka", name).set(
+                max(0.0, time.time() - message.publish_timestamp() / 1000)
+            )
+        finally:
+            in_flight.release()
+
+    # -- Kafka -> Pulsar ------------------------------------------------------------------------------
+
+    async def _run_outbound(self) -> None:
+        assert self._pulsar is not None
+        consumer = AIOKafkaConsumer(
+            *self.outbound,
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            group_id=f"{self.settings.app_id}-bridge-out",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        producers: dict[str, pulsar_asyncio.Producer] = {}
+        await consumer.start()
+        try:
+            while not self._stopping.is_set():
+                batches = await consumer.getmany(timeout_ms=500, max_records=1000)
+                if not batches:
+                    continue
+                sends = []
+                for tp, records in batches.items():
+                    if tp.topic not in producers:
+                        producers[tp.topic] = await self._pulsar.create_producer(
+                            pulsar_topic(self.settings, tp.topic), batching_enabled=True
+                        )
+                    for record in records:
+                        sends.append(
+                            producers[tp.topic].send(
+                                record.value or b"",
+                                partition_key=record.key.decode("utf-8", "replace") if record.key else None,
+                            )
+                        )
+                await asyncio.gather(*sends)
+                await consumer.commit()
+                for tp, records in batches.items():
+                    BRIDGE_FORWARDED.labels("kafka-to-pulsar", tp.topic).inc(len(records))
+                    BRIDGE_LAG_SECONDS.labels("kafka-to-pulsar", tp.topic).set(
+                        max(0.0, time.time() - records[-1].timestamp / 1000)
+                    )
+        finally:
+            await consumer.stop()
+            for producer in producers.values():
+                with contextlib.suppress(Exception):
+                    await producer.close()

@@ -1,0 +1,374 @@
+"""Lifecycle of a compute request: states, the stored record, auto-termination and the capacity view.
+
+States: ``requested -> allocating -> provisioning -> running -> terminating -> terminated``, and
+``failed``. :func:`transition` is pure and refuses illegal transitions. :class:`ComputeRecord` is the
+value stored in the changelog-backed table (JSON via pydantic); it never holds secrets (access is a
+:class:`~pipeline.compute.access.MaskedAccess`). :func:`termination_due` decides automatic termination
+(end of duration, idle time) from ``now`` and the last time the machine was busy. :func:`capacity_view`
+computes available capacity by provider/region/resource type and the tenant's remaining quota/budget
+from the offers and the current records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from pipeline.compute.access import MaskedAccess
+from pipeline.compute.allocation import Attempt
+from pipeline.compute.catalog import Offer
+from pipeline.compute.optimizer import Decision, TenantPolicy, TenantUsage
+from pipeline.compute.request import ComputeRequest
+
+
+class ComputeState(StrEnum):
+    REQUESTED = "requested"
+    ALLOCATING = "allocating"
+    PROVISIONING = "provisioning"
+    RUNNING = "running"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+    FAILED = "failed"
+
+
+S = ComputeState
+
+#: Legal transitions. ``provisioning -> allocating`` is a failover after a machine failed to boot;
+#: ``requested -> terminated`` is a cancellation before anything was allocated.
+TRANSITIONS: dict[ComputeState, frozenset[ComputeState]] = {
+    S.REQUESTED: frozenset({S.ALLOCATING, S.TERMINATED, S.FAILED}),
+    S.ALLOCATING: frozenset({S.PROVISIONING, S.TERMINATING, S.FAILED}),
+    S.PROVISIONING: frozenset({S.RUNNING, S.ALLOCATING, S.TERMINATING, S.FAILED}),
+    S.RUNNING: frozenset({S.TERMINATING, S.FAILED}),
+    S.TERMINATING: frozenset({S.TERMINATED, S.FAILED}),
+    S.TERMINATED: frozenset(),
+    S.FAILED: frozenset(),
+}
+
+TERMINAL = frozenset({S.TERMINATED, S.FAILED})
+#: States in which an allocation may exist at a backend (capacity held, quota used, money spent).
+HOLDING = frozenset({S.PROVISIONING, S.RUNNING, S.TERMINATING})
+
+
+class IllegalTransition(ValueError):
+    def __init__(self, request_id: str, source: ComputeState, target: ComputeState) -> None:
+        super().__init__(f"{request_id}: illegal transition {source.value} -> {target.value}")
+        self.source = source
+        self.target = target
+
+
+class TerminationReason(StrEnum):
+    DURATION_ELAPSED = "duration_elapsed"
+    IDLE = "idle"
+    USER = "user"
+    CANCELLED = "cancelled"
+    ALLOCATION_FAILED = "allocation_failed"
+    MACHINE_FAILED = "machine_failed"
+
+
+class StateChange(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    state: ComputeState
+    at: AwareDatetime
+    reason: str | None = None
+
+
+class ComputeRecord(BaseModel):
+    """The stored record of one request (changelog table value; status endpoint body). No secrets."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str
+    tenant_id: str
+    request: ComputeRequest
+    state: ComputeState = ComputeState.REQUESTED
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    history: list[StateChange] = Field(default_factory=list)
+    decision: Decision | None = None
+    offer: Offer | None = None
+    price_per_hour: float | None = None
+    allocation_id: str | None = None
+    client_token: str | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+    access: MaskedAccess | None = None
+    running_since: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+    finished_at: AwareDatetime | None = None
+    last_active_at: AwareDatetime | None = None
+    termination_reason: TerminationReason | None = None
+    error: str | None = None
+    unreleased_tokens: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def new(cls, request_id: str, request: ComputeRequest, now: datetime) -> ComputeRecord:
+        _aware(now)
+        return cls(
+            request_id=request_id,
+            tenant_id=request.tenant_id,
+            request=request,
+            created_at=now,
+            updated_at=now,
+            history=[StateChange(state=ComputeState.REQUESTED, at=now)],
+        )
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    @property
+    def gpus_held(self) -> int:
+        return self.offer.gpu_count if self.offer is not None and self.state in HOLDING else 0
+
+    def cost_usd(self, now: datetime) -> float:
+        """Spend of this record: the full duration while holding (committed), the time actually run
+        once finished (capped at the duration)."""
+        if self.price_per_hour is None or self.running_since is None:
+            return 0.0
+        hours = self.request.duration_hours
+        if self.state in TERMINAL:
+            end = self.finished_at or now
+            hours = min(hours, max((end - self.running_since).total_seconds(), 0.0) / 3600.0)
+        return self.price_per_hour * hours
+
+
+def _aware(now: datetime) -> None:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("timezone-aware datetime required")
+
+
+def transition(
+    record: ComputeRecord,
+    target: ComputeState,
+    now: datetime,
+    *,
+    reason: str | None = None,
+    **changes: object,
+) -> ComputeRecord:
+    """A copy of ``record`` in ``target`` state with ``changes`` applied; raises :class:`IllegalTransition`.
+
+    Sets ``running_since``/``ends_at`` on entering ``running`` and ``finished_at`` on a terminal state.
+    """
+    _aware(now)
+    if target not in TRANSITIONS[record.state]:
+        raise IllegalTransition(record.request_id, record.state, target)
+    unknown = set(changes) - set(ComputeRecord.model_fields)
+    if unknown:
+        raise ValueError(f"unknown record fields {sorted(unknown)}")
+    update: dict[str, object] = dict(changes)
+    update["state"] = target
+    update["updated_at"] = now
+    update["history"] = [*record.history, StateChange(state=target, at=now, reason=reason)]
+    if target is ComputeState.RUNNING:
+        update.setdefault("running_since", now)
+        start = update["running_since"]
+        assert isinstance(start, datetime)
+        update.setdefault("ends_at", start + timedelta(hours=record.request.duration_hours))
+        update.setdefault("last_active_at", start)
+    if target in TERMINAL:
+        update.setdefault("finished_at", now)
+    return ComputeRecord.model_validate({**record.model_dump(), **update})
+
+
+class IdlePolicy(BaseModel):
+    """Auto-termination after ``idle_timeout_s`` without utilization >= ``busy_threshold`` (``None``:
+    never for idleness). Utilization is a fraction in [0, 1] (e.g. GPU utilization from
+    ``resource-metrics``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    idle_timeout_s: float | None = Field(default=3600.0, gt=0)
+    busy_threshold: float = Field(default=0.05, ge=0, le=1)
+
+
+def last_active(previous: datetime | None, utilization: float, at: datetime, policy: IdlePolicy) -> datetime | None:
+    """New "last busy" time after a utilization sample taken ``at`` (pure)."""
+    if utilization >= policy.busy_threshold and (previous is None or at > previous):
+        return at
+    return previous
+
+
+def termination_due(
+    record: ComputeRecord, now: datetime, *, last_active_at: datetime | None = None, idle: IdlePolicy | None = None
+) -> TerminationReason | None:
+    """Whether a running allocation must be terminated now (pure): the duration has elapsed, or it
+    has been idle for ``idle.idle_timeout_s`` (idle counted from the later of ``last_active_at`` and
+    the start of running)."""
+    _aware(now)
+    if record.state is not ComputeState.RUNNING or record.running_since is None:
+        return None
+    ends_at = record.ends_at or record.running_since + timedelta(hours=record.request.duration_hours)
+    if now >= ends_at:
+        return TerminationReason.DURATION_ELAPSED
+    idle = idle or IdlePolicy()
+    if idle.idle_timeout_s is not None:
+        reference = max(
+            d for d in (record.running_since, record.last_active_at, last_active_at) if d is not None
+        )
+        if (now - reference).total_seconds() >= idle.idle_timeout_s:
+            return TerminationReason.IDLE
+    return None
+
+
+def tenant_usage(records: Iterable[ComputeRecord], tenant_id: str, now: datetime) -> TenantUsage:
+    """GPUs held and spend (committed for holding records, actual for finished ones) of a tenant."""
+    gpus, spent = 0, 0.0
+    for record in records:
+        if record.tenant_id != tenant_id:
+            continue
+        gpus += record.gpus_held
+        spent += record.cost_usd(now)
+    return TenantUsage(gpus_in_use=gpus, spent_usd=spent)
+
+
+class CapacityRow(BaseModel):
+    """Capacity of one (provider, region, resource type); ``None`` where the capacity is unknown."""
+
+    model_config = ConfigDict(frozen=True)
+
+    provider: str
+    region: str
+    resource_type: str
+    pools: int
+    capacity_instances: int | None
+    allocated_instances: int
+    available_instances: int | None
+    available_gpus: int | None
+    available_vcpus: float | None
+
+
+class TenantQuotaView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    tenant_id: str
+    max_gpus: int | None
+    gpus_in_use: int
+    gpus_remaining: int | None
+    max_price_per_hour: float | None
+    budget_usd: float | None
+    spent_usd: float
+    budget_remaining_usd: float | None
+
+
+class CapacityView(BaseModel):
+    """Body of ``GET /api/v1/compute/capacity``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    generated_at: AwareDatetime
+    rows: list[CapacityRow]
+    tenant: TenantQuotaView | None = None
+
+
+def capacity_view(
+    offers: Sequence[Offer] | Iterable[Offer],
+    records: Iterable[ComputeRecord],
+    now: datetime,
+    *,
+    tenant: TenantPolicy | None = None,
+) -> CapacityView:
+    """Available capacity = pool capacity (from offers: engine quotes, Kubernetes config) minus the
+    pools' allocations held by current records; plus the tenant's remaining quota and budget."""
+    _aware(now)
+    records = list(records)
+    pools: dict[tuple[str, str, str], tuple[Offer, int | None]] = {}
+    for offer in offers:
+        key = offer.pool_key
+        known = pools.get(key)
+        capacity = offer.capacity
+        if known is not None and known[1] is not None:
+            capacity = known[1] if capacity is None else max(capacity, known[1])
+        pools[key] = (known[0] if known is not None else offer, capacity)
+    held: dict[tuple[str, str, str], int] = {}
+    for record in records:
+        if record.offer is not None and record.state in HOLDING:
+            held[record.offer.pool_key] = held.get(record.offer.pool_key, 0) + 1
+    groups: dict[tuple[str, str, str], list[tuple[Offer, int | None, int]]] = {}
+    for key, (offer, capacity) in pools.items():
+        group = (offer.provider, offer.region, offer.resource_type)
+        groups.setdefault(group, []).append((offer, capacity, held.get(key, 0)))
+    rows = []
+    for (provider, region, resource_type), members in sorted(groups.items()):
+        known = all(capacity is not None for _, capacity, _ in members)
+        allocated = sum(h for _, _, h in members)
+        if known:
+            free = [(o, max((c or 0) - h, 0)) for o, c, h in members]
+            rows.append(
+                CapacityRow(
+                    provider=provider,
+                    region=region,
+                    resource_type=resource_type,
+                    pools=len(members),
+                    capacity_instances=sum(c or 0 for _, c, _ in members),
+                    allocated_instances=allocated,
+                    available_instances=sum(n for _, n in free),
+                    available_gpus=sum(o.gpu_count * n for o, n in free),
+                    available_vcpus=sum(o.vcpus * n for o, n in free),
+                )
+            )
+        else:
+            rows.append(
+                CapacityRow(
+                    provider=provider,
+                    region=region,
+                    resource_type=resource_type,
+                    pools=len(members),
+                    capacity_instances=None,
+                    allocated_instances=allocated,
+                    available_instances=None,
+                    available_gpus=None,
+                    available_vcpus=None,
+                )
+            )
+    quota = None
+    if tenant is not None:
+        usage = tenant_usage(records, tenant.tenant_id, now)
+        quota = TenantQuotaView(
+            tenant_id=tenant.tenant_id,
+            max_gpus=tenant.max_gpus,
+            gpus_in_use=usage.gpus_in_use,
+            gpus_remaining=None if tenant.max_gpus is None else max(tenant.max_gpus - usage.gpus_in_use, 0),
+            max_price_per_hour=tenant.max_price_per_hour,
+            budget_usd=tenant.budget_usd,
+            spent_usd=usage.spent_usd,
+            budget_remaining_usd=None if tenant.budget_usd is None else tenant.budget_usd - usage.spent_usd,
+        )
+    return CapacityView(generated_at=now, rows=rows, tenant=quota)
+
+
+class ComputeEvent(BaseModel):
+    """Payload announced on ``provisioning-events`` for every state change (no secrets)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str = "compute"
+    request_id: str
+    tenant_id: str
+    state: ComputeState
+    at: AwareDatetime
+    reason: str | None = None
+    offer_id: str | None = None
+    allocation_id: str | None = None
+    attempts: int = 0
+    access: MaskedAccess | None = None
+    error: str | None = None
+
+
+def event_for(record: ComputeRecord) -> ComputeEvent:
+    last = record.history[-1] if record.history else None
+    return ComputeEvent(
+        request_id=record.request_id,
+        tenant_id=record.tenant_id,
+        state=record.state,
+        at=record.updated_at,
+        reason=last.reason if last else None,
+        offer_id=record.offer.offer_id if record.offer else None,
+        allocation_id=record.allocation_id,
+        attempts=len(record.attempts),
+        access=record.access,
+        error=record.error,
+    )

@@ -1,0 +1,1 @@
+"""Platform events: typed records, their versioned JSON Schemas, and decoding with clear errors."""

@@ -1,0 +1,201 @@
+"""Typed records of every event the service consumes or emits.
+
+These models are the single source of the JSON Schemas under ``pipeline/events/schemas/`` (written by
+``python -m pipeline schemas``; a test checks that the files in the repository match).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+
+#: Tenant ids are DNS-label-like so that every backend can name its resources after them safely.
+TENANT_ID_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$"
+TenantId = Annotated[
+    str,
+    Field(
+        pattern=TENANT_ID_PATTERN,
+        min_length=1,
+        max_length=40,
+        description="Lower-case letters, digits and inner hyphens, at most 40 characters.",
+    ),
+]
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Tier(StrEnum):
+    FREE = "free"
+    STANDARD = "standard"
+    ENTERPRISE = "enterprise"
+
+
+class Event(BaseModel):
+    """Fields every platform event carries."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: Identifier = Field(description="Unique id of this event; redeliveries keep it.")
+    tenant_id: TenantId
+    occurred_at: AwareDatetime = Field(description="ISO-8601 time with a UTC offset.")
+
+
+class TenantCreated(Event):
+    name: str = Field(min_length=1, max_length=200)
+    tier: Tier
+    region: str | None = Field(default=None, max_length=64, pattern=r"^[a-z0-9-]+$")
+    owner_user_id: Identifier | None = None
+
+
+class TenantDeleted(Event):
+    purge: bool = Field(False, description="Also delete data-bearing resources (keyspace, bucket, index).")
+
+
+class UserCreated(Event):
+    user_id: Identifier
+    email: str = Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    roles: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list)
+
+
+class Severity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class ResourceAnomaly(Event):
+    resource_type: str = Field(min_length=1, max_length=64)
+    resource_id: str = Field(min_length=1, max_length=256)
+    anomaly_type: str = Field(min_length=1, max_length=64)
+    severity: Severity
+    value: float
+
+
+class ScalingRequest(Event):
+    workload: Identifier
+    desired_replicas: int | None = Field(default=None, ge=0, le=10_000)
+    delta: int | None = Field(default=None, ge=-10_000, le=10_000)
+    reason: str = Field(default="", max_length=500)
+
+    @model_validator(mode="after")
+    def _one_of_desired_or_delta(self) -> ScalingRequest:
+        if (self.desired_replicas is None) == (self.delta is None):
+            raise ValueError("exactly one of desired_replicas and delta is required")
+        return self
+
+
+class QuotaResource(StrEnum):
+    CPU_CORES = "cpu_cores"
+    MEMORY_GIB = "memory_gib"
+    GPUS = "gpus"
+    STORAGE_GIB = "storage_gib"
+
+
+class QuotaExceeded(Event):
+    resource: QuotaResource
+    used: float = Field(ge=0)
+    limit: float = Field(ge=0)
+
+
+class ResourceMetrics(Event):
+    workload: Identifier
+    cpu_cores: float = Field(ge=0)
+    memory_gib: float = Field(ge=0)
+    gpus: float = Field(ge=0)
+    requests_per_s: float | None = Field(default=None, ge=0)
+    replicas: int | None = Field(default=None, ge=0)
+
+
+class QuotaUpdateRequested(Event):
+    """Internal: the REST API asks the tenant's owner worker to replace its quota."""
+
+    quota: dict[str, float]
+    actor: str = Field(min_length=1, max_length=256)
+
+
+# -- emitted ---------------------------------------------------------------------------------------
+
+
+class CommandAction(StrEnum):
+    CREATE = "create"
+    DELETE = "delete"
+    UPDATE_QUOTA = "update_quota"
+    CREATE_USER = "create_user"
+
+
+class ProvisioningCommand(BaseModel):
+    """One resource to provision (or tear down) for a tenant; ``command_id`` is deterministic."""
+
+    model_config = ConfigDict(frozen=True)
+
+    command_id: str
+    tenant_id: TenantId
+    resource: str
+    action: CommandAction
+    issued_at: AwareDatetime
+    cause_event_id: str
+    spec: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProvisioningStatusEvent(BaseModel):
+    """A resource of a tenant changed state (announced on ``provisioning-events``)."""
+
+    event_id: str
+    tenant_id: TenantId
+    occurred_at: AwareDatetime
+    kind: Literal["resource-status", "quota-enforcement", "anomaly-reaction", "compute-status"]
+    resource: str
+    status: str
+    previous_status: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditEvent(BaseModel):
+    """Who did what to which tenant, when, and how it ended (``audit-events``)."""
+
+    event_id: str
+    occurred_at: AwareDatetime
+    actor: str
+    action: str
+    tenant_id: str | None
+    outcome: Literal["accepted", "succeeded", "refused", "failed"]
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeadLetter(BaseModel):
+    """An input that could not be processed, with the original bytes (base64) and the reason."""
+
+    source_topic: str
+    reason: str
+    detail: str
+    original_base64: str
+    key: str | None
+    occurred_at: AwareDatetime
+
+
+#: Input topic name -> the record its events must match.
+INPUT_EVENTS: dict[str, type[Event]] = {
+    "tenant-created-events": TenantCreated,
+    "tenant-deleted-events": TenantDeleted,
+    "user-created-events": UserCreated,
+    "resource-anomaly-events": ResourceAnomaly,
+    "scaling-request-events": ScalingRequest,
+    "quota-exceeded-events": QuotaExceeded,
+    "resource-metrics": ResourceMetrics,
+}
+
+OUTPUT_RECORDS: dict[str, type[BaseModel]] = {
+    "provisioning-commands": ProvisioningCommand,
+    "provisioning-events": ProvisioningStatusEvent,
+    "audit-events": AuditEvent,
+    "dead-letter-events": DeadLetter,
+}

@@ -1,0 +1,36 @@
+"""Prometheus metrics of the service (served at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_PROCESSED = Counter(
+    "provisioning_events_processed_total", "Input events processed successfully.", ["topic"]
+)
+EVENTS_FAILED = Counter(
+    "provisioning_events_failed_total", "Input events that could not be processed.", ["topic"]
+)
+EVENTS_DUPLICATE = Counter(
+    "provisioning_events_duplicate_total", "Redelivered events skipped by the dedupe table.", ["topic"]
+)
+DEAD_LETTERS = Counter(
+    "provisioning_dead_letters_total", "Events sent to the dead-letter topic.", ["topic", "reason"]
+)
+BRIDGE_FORWARDED = Counter(
+    "provisioning_bridge_forwarded_total", "Messages the bridge forwarded.", ["direction", "topic"]
+)
+BRIDGE_LAG_SECONDS = Gauge(
+    "provisioning_bridge_lag_seconds",
+    "Age of the last message the bridge forwarded (publish time to Kafka ack).",
+    ["direction", "topic"],
+)
+TABLE_SIZE = Gauge("provisioning_table_keys", "Keys held locally in each table.", ["table"])
+HTTP_LATENCY = Histogram(
+    "provisioning_http_request_duration_seconds",
+    "REST request latency.",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+PROVISIONING_ATTEMPTS = Counter(
+    "provisioning_backend_attempts_total", "Backend apply attempts.", ["resource", "outcome"]
+)

@@ -1,0 +1,285 @@
+"""The one interface every backend provisioner implements, and the value types it speaks.
+
+* :meth:`Provisioner.plan` is pure: exactly what would be created, with which settings (dry runs).
+* :meth:`Provisioner.apply` creates what is missing and converges what differs; applying twice gives the
+  same end state and no error.
+* :meth:`Provisioner.verify` compares the backend's state with the plan (drift detection).
+* :meth:`Provisioner.delete` removes what ``apply`` created; a data-bearing resource (keyspace, bucket,
+  index) is kept unless ``purge``.
+
+Every method raises :class:`~pipeline.provisioners.errors.TransientError` (retry) or
+:class:`~pipeline.provisioners.errors.PermanentError` (do not), never a backend's own exception type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from pipeline.provisioners.errors import PermanentError, ProvisioningError, TransientError
+from pipeline.provisioners.naming import TenantNames, names_for, validate_owner_user_id, validate_region
+from pipeline.provisioners.tiers import Quota, QuotaOverride, TierConfig, TiersConfig
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Every resource kind, in provisioning order (teardown runs in reverse).
+RESOURCES: tuple[str, ...] = (
+    "cassandra",
+    "s3",
+    "pulsar",
+    "openproject",
+    "ignite",
+    "elasticsearch",
+    "kubernetes",
+)
+
+
+class TenantSpec(BaseModel):
+    """What a tenant asks for. Field values are checked by :meth:`names` (called by every ``plan``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tenant_id: str = Field(max_length=1024)
+    name: str = Field(min_length=1, max_length=255, description="display name (OpenProject project name)")
+    tier: str = Field(max_length=64)
+    region: str = Field(default="local", max_length=64)
+    owner_user_id: str = Field(max_length=1024, description="the tenant admin (Kubernetes RoleBinding subject)")
+    quota: QuotaOverride | None = Field(
+        default=None,
+        description="per-tenant quota; the quota table's numbers, so reconciliation keeps them",
+    )
+
+    def names(self) -> TenantNames:
+        """Validate the id, owner and region; every backend name. Raises ``UnsafeNameError``."""
+        names = names_for(self.tenant_id)
+        validate_owner_user_id(self.owner_user_id)
+        validate_region(self.region)
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in self.name):
+            raise PermanentError("tenant display name must not contain control characters")
+        return names
+
+    def effective_quota(self, tier: TierConfig) -> Quota:
+        return self.quota.apply_to(tier.quota) if self.quota else tier.quota
+
+
+class ResourcePlan(BaseModel):
+    """What a provisioner creates for a tenant: names and settings, JSON-serialisable (``model_dump()``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    resource: str
+    tenant_id: str
+    tier: str
+    data_bearing: bool
+    names: dict[str, str]
+    settings: dict[str, Any]
+
+
+class Difference(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    expected: Any
+    actual: Any
+
+
+class VerifyResult(BaseModel):
+    """How the backend's state compares with the plan."""
+
+    resource: str
+    tenant_id: str
+    exists: bool
+    #: Objects that should exist and do not, e.g. ``"networkpolicy default-deny"``.
+    missing: list[str] = Field(default_factory=list)
+    differences: list[Difference] = Field(default_factory=list)
+    #: Settings this server cannot report or store (not counted as drift), e.g. bucket tagging.
+    unsupported: list[str] = Field(default_factory=list)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ok(self) -> bool:
+        return self.exists and not self.missing and not self.differences
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def drifted(self) -> bool:
+        return not self.ok
+
+    @property
+    def details(self) -> list[str]:
+        lines = [] if self.exists else ["resource does not exist"]
+        lines += [f"missing: {item}" for item in self.missing]
+        lines += [f"{d.path}: expected {d.expected!r}, found {d.actual!r}" for d in self.differences]
+        lines += [f"not supported by this server: {item}" for item in self.unsupported]
+        return lines
+
+
+class DeleteResult(BaseModel):
+    resource: str
+    tenant_id: str
+    deleted: list[str] = Field(default_factory=list)
+    #: Data-bearing objects left in place because ``purge`` was false.
+    kept: list[str] = Field(default_factory=list)
+    #: Objects that were already gone.
+    absent: list[str] = Field(default_factory=list)
+
+
+@runtime_checkable
+class Provisioner(Protocol):
+    """One backend. ``resource`` is one of :data:`RESOURCES`."""
+
+    resource: str
+    data_bearing: bool
+
+    def plan(self, tenant: TenantSpec) -> ResourcePlan:
+        """Pure: exactly what would be created, with which settings."""
+        ...
+
+    async def apply(self, tenant: TenantSpec) -> ResourcePlan:
+        """Create what is missing, converge what differs; idempotent. Returns what was applied."""
+        ...
+
+    async def verify(self, tenant: TenantSpec) -> VerifyResult:
+        """Does the resource exist and match the plan?"""
+        ...
+
+    async def delete(self, tenant: TenantSpec, purge: bool = False) -> DeleteResult:
+        """Remove what ``apply`` created; data-bearing resources are kept unless ``purge``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and sessions."""
+        ...
+
+
+def diff(expected: Mapping[str, Any], actual: Mapping[str, Any] | None, prefix: str = "") -> list[Difference]:
+    """Differences on the keys of ``expected`` (recursively for nested mappings); extra keys are ignored."""
+    actual = actual or {}
+    found: list[Difference] = []
+    for key, want in expected.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        have = actual.get(key)
+        if isinstance(want, Mapping) and isinstance(have, Mapping):
+            found += diff(want, have, path)
+        elif want != have:
+            found.append(Difference(path=path, expected=want, actual=have))
+    return found
+
+
+def http_error(resource: str, status: int, what: str, body: str = "") -> ProvisioningError:
+    """The error for an unexpected HTTP status: 5xx, 408, 409, 429 are transient, other 4xx permanent."""
+    message = f"{what}: HTTP {status} {body[:300]}".rstrip()
+    if status >= 500 or status in {408, 409, 425, 429}:
+        return TransientError(message, resource=resource)
+    return PermanentError(message, resource=resource)
+
+
+def is_transient_exception(exc: BaseException) -> bool:
+    """Network-level failures that every backend shares."""
+    return isinstance(exc, (OSError, TimeoutError, asyncio.TimeoutError, aiohttp.ClientConnectionError,
+                            aiohttp.ServerTimeoutError, EOFError))
+
+
+class BaseProvisioner(ABC):
+    """Shared plumbing: tier lookup, error mapping, timing logs, blocking calls in a worker thread."""
+
+    resource: str
+    data_bearing: bool = False
+
+    def __init__(self, tiers: TiersConfig) -> None:
+        self.tiers = tiers
+
+    # -- the interface ---------------------------------------------------------------------------------
+
+    def plan(self, tenant: TenantSpec) -> ResourcePlan:
+        names = tenant.names()
+        tier = self.tiers.tier(tenant.tier)
+        names_out, settings = self._plan(tenant, names, tier)
+        return ResourcePlan(
+            resource=self.resource,
+            tenant_id=names.tenant_id,
+            tier=tier.name,
+            data_bearing=self.data_bearing,
+            names=names_out,
+            settings=settings,
+        )
+
+    async def apply(self, tenant: TenantSpec) -> ResourcePlan:
+        plan = self.plan(tenant)
+        return await self._run("apply", tenant, lambda: self._apply(tenant, plan))
+
+    async def verify(self, tenant: TenantSpec) -> VerifyResult:
+        plan = self.plan(tenant)
+        return await self._run("verify", tenant, lambda: self._verify(tenant, plan))
+
+    async def delete(self, tenant: TenantSpec, purge: bool = False) -> DeleteResult:
+        plan = self.plan(tenant)
+        return await self._run("delete", tenant, lambda: self._delete(tenant, plan, purge))
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; the default holds none."""
+
+    # -- what each backend provides ----------------------------------------------------------------------
+
+    @abstractmethod
+    def _plan(self, tenant: TenantSpec, names: TenantNames, tier: TierConfig) -> tuple[dict[str, str], dict[str, Any]]:
+        """The names and settings of this backend's resource."""
+
+    @abstractmethod
+    async def _apply(self, tenant: TenantSpec, plan: ResourcePlan) -> ResourcePlan: ...
+
+    @abstractmethod
+    async def _verify(self, tenant: TenantSpec, plan: ResourcePlan) -> VerifyResult: ...
+
+    @abstractmethod
+    async def _delete(self, tenant: TenantSpec, plan: ResourcePlan, purge: bool) -> DeleteResult: ...
+
+    def _classify(self, exc: Exception) -> ProvisioningError:
+        """Map a backend exception to a transient or permanent error; backends extend this."""
+        if is_transient_exception(exc):
+            return TransientError(f"{type(exc).__name__}: {exc}", resource=self.resource)
+        return PermanentError(f"{type(exc).__name__}: {exc}", resource=self.resource)
+
+    async def _on_failure(self, error: ProvisioningError) -> None:  # noqa: B027 - optional hook
+        """Called when an operation failed; backends drop a broken connection here."""
+
+    # -- helpers -------------------------------------------------------------------------------------------
+
+    async def _run(self, op: str, tenant: TenantSpec, call: Callable[[], Awaitable[T]]) -> T:
+        started = time.monotonic()
+        try:
+            result = await call()
+        except ProvisioningError as exc:
+            if exc.resource is None:
+                exc.resource = self.resource
+            await self._on_failure(exc)
+            logger.warning("%s %s of tenant %s failed: %s", self.resource, op, tenant.tenant_id, exc)
+            raise
+        except Exception as exc:
+            error = self._classify(exc)
+            await self._on_failure(error)
+            logger.warning("%s %s of tenant %s failed: %s", self.resource, op, tenant.tenant_id, error)
+            raise error from exc
+        logger.info("%s %s of tenant %s took %.3fs", self.resource, op, tenant.tenant_id,
+                    time.monotonic() - started)
+        return result
+
+    def _verify_result(self, plan: ResourcePlan, **fields: Any) -> VerifyResult:
+        return VerifyResult(resource=self.resource, tenant_id=plan.tenant_id, **fields)
+
+    def _delete_result(self, plan: ResourcePlan, **fields: Any) -> DeleteResult:
+        return DeleteResult(resource=self.resource, tenant_id=plan.tenant_id, **fields)
+
+
+async def blocking(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a blocking client call in a worker thread."""
+    return await asyncio.to_thread(func, *args, **kwargs)

@@ -1,0 +1,260 @@
+"""Scaling policy documents: validated pydantic models, stored as JSON in the policies table.
+
+Four kinds share :class:`PolicyBase` (``policy_id``, ``tenant_id``, ``workload``, ``kind``,
+``enabled``, ``min_replicas``, ``max_replicas``, ``combine``):
+
+* :class:`TargetTrackingPolicy` (reactive): keep ``demand / (replicas * capacity_per_replica)`` near
+  ``target_utilization``, with the Kubernetes HPA ``behavior`` semantics (tolerance, rate limits per
+  period, stabilization windows) - see :mod:`pipeline.scaling.hpa`;
+* :class:`PredictivePolicy`: provision for a forecast quantile ``lead_steps`` ahead (the boot time),
+  scale in only when the upper band over the whole look-ahead allows it, optionally forecast-only;
+* :class:`ScheduledPolicy`: cron windows (IANA time zone) that set min / max / desired replicas;
+* :class:`CostAwarePolicy`: budget per hour and per month, prices per capacity class; a cap, never a
+  reason to scale up.
+
+How they combine (:func:`pipeline.scaling.decide.decide`): the maximum of the desired values of the
+enabled, non-forecast-only policies, unless some policy says ``combine="override"`` (then the maximum
+of the overriding ones wins); bounded by the largest ``min_replicas`` and the smallest ``max_replicas``
+(active scheduled windows replace those bounds, as AWS scheduled actions do); then capped by the budget
+and the fair-share grant.
+
+Parse a document with :func:`parse_policy` (raises ``pydantic.ValidationError`` -> HTTP 422).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+PolicyKind = Literal["target_tracking", "predictive", "scheduled", "cost_aware"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RatePolicy(_Strict):
+    """One HPA ``HPAScalingPolicy``: at most ``value`` pods / percent per ``period_seconds``."""
+
+    type: Literal["Pods", "Percent"]
+    value: int = Field(gt=0)
+    period_seconds: int = Field(gt=0, le=1800)
+
+
+class ScalingRules(_Strict):
+    """One direction of the HPA ``behavior`` (``HPAScalingRules``)."""
+
+    stabilization_window_seconds: int = Field(0, ge=0, le=3600)
+    select_policy: Literal["Max", "Min", "Disabled"] = "Max"
+    policies: list[RatePolicy] = Field(default_factory=list)
+
+
+def _default_scale_up() -> ScalingRules:
+    # Kubernetes defaults: no stabilization, max(100 % , 4 pods) per 15 s.
+    return ScalingRules(
+        stabilization_window_seconds=0,
+        select_policy="Max",
+        policies=[
+            RatePolicy(type="Percent", value=100, period_seconds=15),
+            RatePolicy(type="Pods", value=4, period_seconds=15),
+        ],
+    )
+
+
+def _default_scale_down() -> ScalingRules:
+    # Kubernetes defaults: 300 s stabilization, up to 100 % per 15 s.
+    return ScalingRules(
+        stabilization_window_seconds=300,
+        select_policy="Max",
+        policies=[RatePolicy(type="Percent", value=100, period_seconds=15)],
+    )
+
+
+class Behavior(_Strict):
+    """HPA ``behavior``: rules for scaling up and down (Kubernetes defaults when omitted)."""
+
+    scale_up: ScalingRules = Field(default_factory=_default_scale_up)
+    scale_down: ScalingRules = Field(default_factory=_default_scale_down)
+
+    def longest_period_seconds(self) -> int:
+        periods = [p.period_seconds for p in (*self.scale_up.policies, *self.scale_down.policies)]
+        return max(periods, default=0)
+
+    def longest_window_seconds(self) -> int:
+        return max(self.scale_up.stabilization_window_seconds, self.scale_down.stabilization_window_seconds)
+
+
+class PolicyBase(_Strict):
+    policy_id: str = Field(pattern=_ID_PATTERN)
+    tenant_id: str = Field(pattern=_ID_PATTERN)
+    workload: str = Field(pattern=_ID_PATTERN)
+    enabled: bool = True
+    description: str = Field("", max_length=1000)
+    min_replicas: int = Field(0, ge=0, le=100_000)
+    max_replicas: int = Field(100, ge=0, le=100_000)
+    combine: Literal["max", "override"] = "max"
+    """``max``: take part in the maximum; ``override``: this policy's desired value wins over the
+    non-overriding ones (the maximum among overriding policies)."""
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> PolicyBase:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        return self
+
+
+class TargetTrackingPolicy(PolicyBase):
+    kind: Literal["target_tracking"] = "target_tracking"
+    metric: str = Field("cpu", max_length=64)
+    target_utilization: float = Field(gt=0.0, le=2.0)
+    """Demand per unit of replica capacity to aim for (0.7 = 70 %)."""
+    tolerance: float = Field(0.1, ge=0.0, lt=1.0)
+    """No change while ``|utilization / target - 1| <= tolerance`` (HPA default 0.1)."""
+    behavior: Behavior = Field(default_factory=Behavior)
+
+
+class PredictivePolicy(PolicyBase):
+    kind: Literal["predictive"] = "predictive"
+    metric: str = Field("cpu", max_length=64)
+    target_utilization: float = Field(0.7, gt=0.0, le=2.0)
+    lead_steps: int = Field(0, ge=0, le=10_000)
+    """Boot time of new capacity in forecast steps: a replica requested now serves step
+    ``lead_steps + 1`` onwards, so scale-out provisions for that step."""
+    horizon_steps: int | None = Field(None, ge=1, le=10_000)
+    """Forecast steps looked at (default ``lead_steps + 1``). Scale-out provisions for the maximum over
+    steps ``lead_steps + 1 .. horizon_steps``; scale-in must also cover steps ``1 .. horizon_steps``."""
+    quantile: float = Field(0.9, gt=0.0, lt=1.0)
+    """Forecast quantile to provision for."""
+    scale_in_quantile: float | None = Field(None, gt=0.0, lt=1.0)
+    """Upper band that must allow a scale-in (default: ``max(quantile, 0.9)``)."""
+    forecast_only: bool = False
+    """Compute and explain the desired value but never act on it."""
+    min_residuals: int = Field(30, ge=0)
+    """Below this many forecast residuals behind the band, the policy abstains (warm-up)."""
+
+    @model_validator(mode="after")
+    def _check_horizon(self) -> PredictivePolicy:
+        if self.horizon_steps is not None and self.horizon_steps < self.lead_steps + 1:
+            raise ValueError("horizon_steps must be at least lead_steps + 1")
+        return self
+
+    @property
+    def effective_horizon(self) -> int:
+        return self.horizon_steps if self.horizon_steps is not None else self.lead_steps + 1
+
+    @property
+    def effective_scale_in_quantile(self) -> float:
+        if self.scale_in_quantile is not None:
+            return self.scale_in_quantile
+        return max(self.quantile, 0.9)
+
+
+class ScheduleWindow(_Strict):
+    """From each time ``cron`` fires (in ``timezone``) for ``duration_minutes``: set the bounds /
+    desired replicas. Standard 5-field cron (croniter)."""
+
+    name: str = Field("", max_length=128)
+    cron: str = Field(max_length=256)
+    timezone: str = "UTC"
+    duration_minutes: int = Field(gt=0, le=31 * 24 * 60)
+    min_replicas: int | None = Field(None, ge=0, le=100_000)
+    max_replicas: int | None = Field(None, ge=0, le=100_000)
+    desired_replicas: int | None = Field(None, ge=0, le=100_000)
+
+    @field_validator("cron")
+    @classmethod
+    def _check_cron(cls, value: str) -> str:
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(f"not a valid 5-field cron expression: {value!r}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_+\-/]{1,64}", value):
+            raise ValueError(f"not an IANA time zone name: {value!r}")
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone: {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _check_values(self) -> ScheduleWindow:
+        if self.min_replicas is None and self.max_replicas is None and self.desired_replicas is None:
+            raise ValueError("a schedule window must set min_replicas, max_replicas or desired_replicas")
+        if self.min_replicas is not None and self.max_replicas is not None:
+            if self.min_replicas > self.max_replicas:
+                raise ValueError("window min_replicas must not exceed max_replicas")
+        return self
+
+
+class ScheduledPolicy(PolicyBase):
+    kind: Literal["scheduled"] = "scheduled"
+    windows: list[ScheduleWindow] = Field(min_length=1, max_length=100)
+
+
+class CapacityClass(_Strict):
+    """A kind of capacity (on-demand, spot, reserved...) with its price."""
+
+    name: str = Field(pattern=_ID_PATTERN)
+    price_per_unit_hour: float = Field(ge=0.0)
+    """Price of one unit of capacity (the unit of ``capacity_per_replica``) for one hour."""
+    max_replicas: int | None = Field(None, ge=0)
+    """How many replicas this class can supply (None: unlimited)."""
+
+
+class CostAwarePolicy(PolicyBase):
+    kind: Literal["cost_aware"] = "cost_aware"
+    currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
+    budget_per_hour: float | None = Field(None, ge=0.0)
+    budget_per_month: float | None = Field(None, ge=0.0)
+    capacity_classes: list[CapacityClass] = Field(min_length=1, max_length=20)
+    prefer_cheaper: bool = True
+    """Fill the cheapest classes first (otherwise in the listed order)."""
+    budget_over_min_replicas: bool = True
+    """When the budget cannot pay for ``min_replicas``: True caps below the minimum (said so in the
+    explanation); False keeps the minimum and flags the decision as over budget."""
+
+    @model_validator(mode="after")
+    def _check_budget(self) -> CostAwarePolicy:
+        if self.budget_per_hour is None and self.budget_per_month is None:
+            raise ValueError("a cost_aware policy needs budget_per_hour or budget_per_month")
+        names = [c.name for c in self.capacity_classes]
+        if len(set(names)) != len(names):
+            raise ValueError("capacity class names must be unique")
+        return self
+
+
+Policy = Annotated[
+    TargetTrackingPolicy | PredictivePolicy | ScheduledPolicy | CostAwarePolicy,
+    Field(discriminator="kind"),
+]
+
+_POLICY_ADAPTER: TypeAdapter[Policy] = TypeAdapter(Policy)
+_POLICY_LIST_ADAPTER: TypeAdapter[list[Policy]] = TypeAdapter(list[Policy])
+
+
+def parse_policy(document: dict[str, Any] | str | bytes) -> Policy:
+    """Validate one policy document (a dict or JSON text). Raises ``pydantic.ValidationError``."""
+    if isinstance(document, str | bytes):
+        return _POLICY_ADAPTER.validate_json(document)
+    return _POLICY_ADAPTER.validate_python(document)
+
+
+def parse_policies(documents: list[dict[str, Any]] | str | bytes) -> list[Policy]:
+    """Validate a list of policy documents (a list or JSON text)."""
+    if isinstance(documents, str | bytes):
+        return _POLICY_LIST_ADAPTER.validate_json(documents)
+    return _POLICY_LIST_ADAPTER.validate_python(documents)
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """JSON schema of a policy document (for the API docs)."""
+    return _POLICY_ADAPTER.json_schema()

@@ -1,0 +1,1 @@
+"""Tenants: their records, quotas, users and per-resource provisioning status, and the event logic."""

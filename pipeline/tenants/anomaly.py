@@ -1,0 +1,92 @@
+"""Resource anomalies: record them and apply the configured reaction (notify, scale or quarantine)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from enum import StrEnum
+
+from pipeline.events.models import ProvisioningStatusEvent, ResourceAnomaly, Severity
+from pipeline.outputs import PROVISIONING_EVENTS, SCALING_EVENTS, Emit, derived_id
+from pipeline.tenants.logic import TenantStores, require_tenant
+from pipeline.tenants.models import AnomalyLog, AnomalyRecord
+from pipeline.tenants.scaling_request import ScalingCommand
+from pipeline.typed_table import TypedTable
+
+RECENT_LIMIT = 50
+
+
+class Reaction(StrEnum):
+    NOTIFY = "notify"
+    SCALE = "scale"
+    QUARANTINE = "quarantine"
+
+
+DEFAULT_REACTIONS: dict[Severity, Reaction] = {
+    Severity.LOW: Reaction.NOTIFY,
+    Severity.MEDIUM: Reaction.NOTIFY,
+    Severity.HIGH: Reaction.SCALE,
+    Severity.CRITICAL: Reaction.QUARANTINE,
+}
+
+
+def handle_anomaly(
+    event: ResourceAnomaly,
+    stores: TenantStores,
+    anomalies: TypedTable[AnomalyLog],
+    reactions: Mapping[str, str],
+    now: datetime,
+) -> list[Emit]:
+    require_tenant(stores, event.tenant_id)
+    reaction = Reaction(reactions.get(event.severity.value, DEFAULT_REACTIONS[event.severity].value))
+    log = anomalies.get(event.tenant_id) or AnomalyLog(tenant_id=event.tenant_id)
+    log.recent = [
+        AnomalyRecord(
+            event_id=event.event_id,
+            resource_type=event.resource_type,
+            resource_id=event.resource_id,
+            anomaly_type=event.anomaly_type,
+            severity=event.severity.value,
+            value=event.value,
+            reaction=reaction.value,
+            occurred_at=event.occurred_at,
+        ),
+        *log.recent,
+    ][:RECENT_LIMIT]
+    if reaction is Reaction.QUARANTINE and event.resource_id not in log.quarantined:
+        log.quarantined.append(event.resource_id)
+    anomalies.put(event.tenant_id, log)
+    emits = [
+        Emit(
+            PROVISIONING_EVENTS,
+            event.tenant_id,
+            ProvisioningStatusEvent(
+                event_id=derived_id(event.event_id, "reaction"),
+                tenant_id=event.tenant_id,
+                occurred_at=now,
+                kind="anomaly-reaction",
+                resource=f"{event.resource_type}/{event.resource_id}",
+                status=reaction.value,
+                detail={"anomaly_type": event.anomaly_type, "severity": event.severity.value, "value": event.value},
+            ),
+        )
+    ]
+    if reaction is Reaction.SCALE:
+        emits.append(
+            Emit(
+                SCALING_EVENTS,
+                event.tenant_id,
+                ScalingCommand(
+                    command_id=derived_id(event.event_id, "scale"),
+                    tenant_id=event.tenant_id,
+                    workload=event.resource_id,
+                    delta=1,
+                    desired_replicas=None,
+                    reason=f"anomaly {event.anomaly_type} ({event.severity.value})",
+                    status="accepted",
+                    issued_at=now,
+                    cause_event_id=event.event_id,
+                ),
+            )
+        )
+    return emits

@@ -1,0 +1,307 @@
+"""What each tenant-related event does to the tenant's state, and what it emits.
+
+Plain functions over typed tables: the agents call them, unit tests call them with dict-backed tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from pipeline.events.models import (
+    CommandAction,
+    ProvisioningCommand,
+    ProvisioningStatusEvent,
+    QuotaExceeded,
+    QuotaResource,
+    QuotaUpdateRequested,
+    TenantCreated,
+    TenantDeleted,
+    Tier,
+    UserCreated,
+)
+from pipeline.outputs import PROVISIONING_COMMANDS, PROVISIONING_EVENTS, Emit, Refused, derived_id
+from pipeline.provisioners.tiers import Quota
+from pipeline.tenants.models import (
+    OverQuota,
+    ProvisioningStatus,
+    QuotaRecord,
+    ResourceState,
+    ResourceStatus,
+    TenantRecord,
+    TenantState,
+    UserRecord,
+    quota_limit,
+)
+from pipeline.typed_table import TypedTable
+
+#: Resources every tenant gets, in provisioning order (teardown runs in reverse).
+TENANT_RESOURCES: tuple[str, ...] = (
+    "kubernetes",
+    "cassandra",
+    "s3",
+    "pulsar",
+    "ignite",
+    "elasticsearch",
+    "openproject",
+)
+#: Resources that hold per-user access and get a command when a user is created.
+USER_RESOURCES: tuple[str, ...] = ("kubernetes", "openproject")
+#: Which backends a quota resource gates while the tenant is over it.
+GATED_BY: dict[QuotaResource, tuple[str, ...]] = {
+    QuotaResource.STORAGE_GIB: ("cassandra", "s3", "elasticsearch", "ignite"),
+    QuotaResource.CPU_CORES: ("kubernetes", "compute"),
+    QuotaResource.MEMORY_GIB: ("kubernetes", "compute"),
+    QuotaResource.GPUS: ("kubernetes", "compute"),
+}
+
+QuotaForTier = Callable[[Tier], Quota]
+
+
+@dataclass(frozen=True)
+class TenantStores:
+    tenants: TypedTable[TenantRecord]
+    quotas: TypedTable[QuotaRecord]
+    status: TypedTable[ProvisioningStatus]
+    users: TypedTable[UserRecord]
+
+
+def require_tenant(stores: TenantStores, tenant_id: str) -> TenantRecord:
+    tenant = stores.tenants.get(tenant_id)
+    if tenant is None or tenant.state is TenantState.DELETED:
+        raise Refused("unknown-tenant", f"tenant {tenant_id!r} does not exist")
+    return tenant
+
+
+def refusal_for(quota: QuotaRecord | None, resource: str) -> str | None:
+    """Why new provisioning of ``resource`` is refused for this tenant, or None if it is allowed."""
+    if quota is None:
+        return None
+    for quota_resource, over in quota.over_quota.items():
+        if resource in GATED_BY[quota_resource]:
+            return (
+                f"tenant is over its {quota_resource.value} quota (used {over.used:g} of {over.limit:g} "
+                f"since {over.since.isoformat()}); new {resource} provisioning is refused until it is back "
+                "under quota or the quota is raised"
+            )
+    return None
+
+
+def _status_event(
+    tenant_id: str, resource: str, status: ResourceStatus, previous: str | None, kind: str = "resource-status"
+) -> Emit:
+    return Emit(
+        PROVISIONING_EVENTS,
+        tenant_id,
+        ProvisioningStatusEvent(
+            event_id=derived_id(status.command_id, status.status.value, str(status.attempts)),
+            tenant_id=tenant_id,
+            occurred_at=status.updated_at,
+            kind=kind,  # type: ignore[arg-type]
+            resource=resource,
+            status=status.status.value,
+            previous_status=previous,
+            detail={"last_error": status.last_error} if status.last_error else {},
+        ),
+    )
+
+
+def provisioning_commands(
+    tenant: TenantRecord,
+    quota: QuotaRecord,
+    action: CommandAction,
+    cause_event_id: str,
+    now: datetime,
+    resources: Sequence[str] = TENANT_RESOURCES,
+    extra_spec: dict[str, object] | None = None,
+) -> list[ProvisioningCommand]:
+    spec = {
+        "tenant_id": tenant.tenant_id,
+        "name": tenant.name,
+        "tier": tenant.tier.value,
+        "region": tenant.region,
+        "owner_user_id": tenant.owner_user_id,
+        "quota": quota.limits.model_dump(),
+        **(extra_spec or {}),
+    }
+    return [
+        ProvisioningCommand(
+            command_id=derived_id(cause_event_id, resource, action.value),
+            tenant_id=tenant.tenant_id,
+            resource=resource,
+            action=action,
+            issued_at=now,
+            cause_event_id=cause_event_id,
+            spec=spec,
+        )
+        for resource in resources
+    ]
+
+
+def start_provisioning(
+    stores: TenantStores,
+    tenant: TenantRecord,
+    cause_event_id: str,
+    action: CommandAction,
+    now: datetime,
+    extra_spec: dict[str, object] | None = None,
+) -> list[Emit]:
+    """Commands for every resource of the tenant, each resource's status set to pending (or refused)."""
+    quota = stores.quotas.get(tenant.tenant_id)
+    assert quota is not None
+    status = stores.status.get(tenant.tenant_id) or ProvisioningStatus(tenant_id=tenant.tenant_id)
+    resources = TENANT_RESOURCES if action is CommandAction.CREATE else tuple(reversed(TENANT_RESOURCES))
+    emits: list[Emit] = []
+    for command in provisioning_commands(tenant, quota, action, cause_event_id, now, resources, extra_spec):
+        previous = status.resources.get(command.resource)
+        refusal = refusal_for(quota, command.resource) if action is CommandAction.CREATE else None
+        state = ResourceState.REFUSED if refusal else (
+            ResourceState.PENDING if action is CommandAction.CREATE else ResourceState.DELETING
+        )
+        entry = ResourceStatus(
+            resource=command.resource,
+            status=state,
+            command_id=command.command_id,
+            updated_at=now,
+            last_error=refusal,
+        )
+        status.resources[command.resource] = entry
+        if refusal is None:
+            emits.append(Emit(PROVISIONING_COMMANDS, tenant.tenant_id, command))
+        emits.append(_status_event(tenant.tenant_id, command.resource, entry, previous and previous.status.value))
+    stores.status.put(tenant.tenant_id, status)
+    return emits
+
+
+def handle_tenant_created(
+    event: TenantCreated, stores: TenantStores, quota_for_tier: QuotaForTier, now: datetime
+) -> list[Emit]:
+    existing = stores.tenants.get(event.tenant_id)
+    if existing is not None and existing.state is not TenantState.DELETED:
+        if existing.source_event_id == event.event_id:
+            return []  # a redelivery that outlived the dedupe window: already done
+        raise Refused(
+            "tenant-exists",
+            f"tenant {event.tenant_id!r} already exists (created by event {existing.source_event_id})",
+        )
+    tenant = TenantRecord(
+        tenant_id=event.tenant_id,
+        name=event.name,
+        tier=event.tier,
+        region=event.region,
+        owner_user_id=event.owner_user_id,
+        created_at=event.occurred_at,
+        updated_at=now,
+        source_event_id=event.event_id,
+    )
+    stores.tenants.put(tenant.tenant_id, tenant)
+    if stores.quotas.get(tenant.tenant_id) is None:
+        stores.quotas.put(
+            tenant.tenant_id,
+            QuotaRecord(
+                tenant_id=tenant.tenant_id,
+                limits=quota_for_tier(event.tier),
+                updated_at=now,
+                updated_by=f"tier:{event.tier.value}",
+            ),
+        )
+    return start_provisioning(stores, tenant, event.event_id, CommandAction.CREATE, now)
+
+
+def handle_tenant_deleted(event: TenantDeleted, stores: TenantStores, now: datetime) -> list[Emit]:
+    tenant = require_tenant(stores, event.tenant_id)
+    if tenant.state is TenantState.DELETING:
+        return []
+    tenant = tenant.model_copy(update={"state": TenantState.DELETING, "updated_at": now})
+    stores.tenants.put(tenant.tenant_id, tenant)
+    return start_provisioning(
+        stores, tenant, event.event_id, CommandAction.DELETE, now, extra_spec={"purge": event.purge}
+    )
+
+
+def handle_user_created(event: UserCreated, stores: TenantStores, now: datetime) -> list[Emit]:
+    tenant = require_tenant(stores, event.tenant_id)
+    key = f"{event.tenant_id}/{event.user_id}"
+    if key in stores.users:
+        return []
+    stores.users.put(
+        key,
+        UserRecord(
+            tenant_id=event.tenant_id,
+            user_id=event.user_id,
+            email=event.email,
+            roles=event.roles,
+            created_at=event.occurred_at,
+            source_event_id=event.event_id,
+        ),
+    )
+    quota = stores.quotas.get(tenant.tenant_id)
+    assert quota is not None
+    commands = provisioning_commands(
+        tenant,
+        quota,
+        CommandAction.CREATE_USER,
+        event.event_id,
+        now,
+        USER_RESOURCES,
+        extra_spec={"user": {"user_id": event.user_id, "email": event.email, "roles": event.roles}},
+    )
+    return [Emit(PROVISIONING_COMMANDS, tenant.tenant_id, c) for c in commands]
+
+
+def handle_quota_exceeded(event: QuotaExceeded, stores: TenantStores, now: datetime) -> list[Emit]:
+    require_tenant(stores, event.tenant_id)
+    quota = stores.quotas.get(event.tenant_id)
+    assert quota is not None
+    quota.over_quota[event.resource] = OverQuota(
+        used=event.used, limit=event.limit, since=event.occurred_at, event_id=event.event_id
+    )
+    quota.updated_at = now
+    stores.quotas.put(event.tenant_id, quota)
+    return [
+        Emit(
+            PROVISIONING_EVENTS,
+            event.tenant_id,
+            ProvisioningStatusEvent(
+                event_id=derived_id(event.event_id, "enforcement"),
+                tenant_id=event.tenant_id,
+                occurred_at=now,
+                kind="quota-enforcement",
+                resource=event.resource.value,
+                status="over-quota",
+                detail={
+                    "used": event.used,
+                    "limit": event.limit,
+                    "refused_backends": list(GATED_BY[event.resource]),
+                },
+            ),
+        )
+    ]
+
+
+def set_quota(
+    stores: TenantStores, tenant_id: str, limits: Quota, actor: str, now: datetime
+) -> tuple[QuotaRecord, list[QuotaResource]]:
+    """Replace the tenant's limits; over-quota marks that the new limits clear are dropped."""
+    require_tenant(stores, tenant_id)
+    quota = stores.quotas.get(tenant_id)
+    assert quota is not None
+    cleared = [r for r, over in quota.over_quota.items() if quota_limit(limits, r) > over.used]
+    for resource in cleared:
+        del quota.over_quota[resource]
+    quota.limits = limits
+    quota.updated_at = now
+    quota.updated_by = actor
+    stores.quotas.put(tenant_id, quota)
+    return quota, cleared
+
+
+def handle_quota_update(event: QuotaUpdateRequested, stores: TenantStores, now: datetime) -> list[Emit]:
+    """Replace the quota (from the REST API) and have the Kubernetes ResourceQuota follow."""
+    tenant = require_tenant(stores, event.tenant_id)
+    record, _ = set_quota(stores, event.tenant_id, Quota.model_validate(event.quota), event.actor, now)
+    commands = provisioning_commands(
+        tenant, record, CommandAction.UPDATE_QUOTA, event.event_id, now, resources=("kubernetes",)
+    )
+    return [Emit(PROVISIONING_COMMANDS, tenant.tenant_id, c) for c in commands]

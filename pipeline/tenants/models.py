@@ -1,0 +1,117 @@
+"""Records the service keeps per tenant (values of the tables in ``tables/``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, Field
+
+from pipeline.events.models import QuotaResource, Tier
+from pipeline.provisioners.tiers import Quota
+
+
+class TenantState(StrEnum):
+    ACTIVE = "active"
+    DELETING = "deleting"
+    DELETED = "deleted"
+
+
+class TenantRecord(BaseModel):
+    tenant_id: str
+    name: str
+    tier: Tier
+    region: str | None = None
+    owner_user_id: str | None = None
+    state: TenantState = TenantState.ACTIVE
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    source_event_id: str
+
+
+def quota_limit(quota: Quota, resource: QuotaResource) -> float:
+    value: float = getattr(quota, resource.value)
+    return value
+
+
+class OverQuota(BaseModel):
+    used: float
+    limit: float
+    since: AwareDatetime
+    event_id: str
+
+
+class QuotaRecord(BaseModel):
+    tenant_id: str
+    limits: Quota
+    over_quota: dict[QuotaResource, OverQuota] = Field(default_factory=dict)
+    updated_at: AwareDatetime
+    updated_by: str
+
+
+class ResourceState(StrEnum):
+    PENDING = "pending"
+    PROVISIONING = "provisioning"
+    READY = "ready"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    DRIFTED = "drifted"
+    REFUSED = "refused"
+    DELETING = "deleting"
+    DELETED = "deleted"
+
+
+class ResourceStatus(BaseModel):
+    resource: str
+    status: ResourceState
+    command_id: str
+    updated_at: AwareDatetime
+    attempts: int = 0
+    last_error: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProvisioningStatus(BaseModel):
+    tenant_id: str
+    resources: dict[str, ResourceStatus] = Field(default_factory=dict)
+
+    @property
+    def overall(self) -> str:
+        states = {r.status for r in self.resources.values()}
+        if not states:
+            return "unknown"
+        for state in (ResourceState.FAILED, ResourceState.REFUSED, ResourceState.RETRYING):
+            if state in states:
+                return state.value
+        if states == {ResourceState.READY}:
+            return "ready"
+        if states == {ResourceState.DELETED}:
+            return "deleted"
+        return "in-progress"
+
+
+class UserRecord(BaseModel):
+    tenant_id: str
+    user_id: str
+    email: str
+    roles: list[str]
+    created_at: AwareDatetime
+    source_event_id: str
+
+
+class AnomalyRecord(BaseModel):
+    event_id: str
+    resource_type: str
+    resource_id: str
+    anomaly_type: str
+    severity: str
+    value: float
+    reaction: str
+    occurred_at: datetime
+
+
+class AnomalyLog(BaseModel):
+    tenant_id: str
+    recent: list[AnomalyRecord] = Field(default_factory=list)
+    quarantined: list[str] = Field(default_factory=list)

@@ -1,0 +1,22 @@
+"""Topic names: the stable contract with the rest of the platform."""
+
+from __future__ import annotations
+
+from pipeline.events.models import INPUT_EVENTS
+from pipeline.outputs import AUDIT_EVENTS, PROVISIONING_COMMANDS, PROVISIONING_EVENTS, SCALING_EVENTS
+
+TENANT_CREATED = "tenant-created-events"
+TENANT_DELETED = "tenant-deleted-events"
+USER_CREATED = "user-created-events"
+RESOURCE_ANOMALY = "resource-anomaly-events"
+SCALING_REQUEST = "scaling-request-events"
+QUOTA_EXCEEDED = "quota-exceeded-events"
+RESOURCE_METRICS = "resource-metrics"
+COMPUTE_REQUESTS = "compute-request-events"
+#: Internal: the REST API's quota changes, keyed by tenant like every input.
+QUOTA_UPDATES = "quota-update-requests"
+
+#: Platform -> service: bridged from Pulsar into Kafka.
+INPUT_TOPICS: tuple[str, ...] = (*INPUT_EVENTS, COMPUTE_REQUESTS)
+#: Service -> platform: bridged from Kafka out to Pulsar.
+OUTPUT_TOPICS: tuple[str, ...] = (PROVISIONING_COMMANDS, PROVISIONING_EVENTS, SCALING_EVENTS, AUDIT_EVENTS)

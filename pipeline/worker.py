@@ -1,0 +1,43 @@
+"""The worker process: every agent, table and service attached to the Faust app, and running it."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+
+import faust
+from mode import Service
+
+import agents
+from pipeline.app import app
+from pipeline.bridge import Bridge
+
+logger = logging.getLogger(__name__)
+
+
+def load_agents() -> None:
+    """Import every module of ``agents/`` so its agents attach to the app."""
+    for module in pkgutil.iter_modules(agents.__path__):
+        importlib.import_module(f"agents.{module.name}")
+
+
+@app.service
+class BridgeService(Service):
+    """The Pulsar <-> Kafka bridge, inside the worker (BRIDGE_ENABLED=false to run it on its own)."""
+
+    _bridge: Bridge | None = None
+
+    async def on_start(self) -> None:
+        if app.settings.bridge_enabled:
+            self._bridge = Bridge(app.settings)
+            await self._bridge.start()
+
+    async def on_stop(self) -> None:
+        if self._bridge is not None:
+            await self._bridge.stop()
+
+
+def run_worker(loglevel: str = "info") -> None:
+    load_agents()
+    faust.Worker(app, loglevel=loglevel).execute_from_commandline()

@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+import pytest
+
+from pipeline.events.models import (
+    CommandAction,
+    ProvisioningCommand,
+    ProvisioningStatusEvent,
+    QuotaExceeded,
+    QuotaResource,
+    QuotaUpdateRequested,
+    TenantDeleted,
+    Tier,
+    UserCreated,
+)
+from pipeline.outputs import PROVISIONING_COMMANDS, PROVISIONING_EVENTS, Refused
+from pipeline.tenants.logic import (
+    TENANT_RESOURCES,
+    TenantStores,
+    handle_quota_exceeded,
+    handle_quota_update,
+    handle_tenant_created,
+    handle_tenant_deleted,
+    handle_user_created,
+    start_provisioning,
+)
+from pipeline.tenants.models import ResourceState
+from tests.pipeline.tenants.conftest import NOW, quota_for_tier, tenant_created
+
+
+def commands(emits) -> list[ProvisioningCommand]:
+    return [e.value for e in emits if e.topic == PROVISIONING_COMMANDS]
+
+
+def test_tenant_created_records_tenant_quota_and_pending_status(stores: TenantStores) -> None:
+    emits = handle_tenant_created(tenant_created(tier=Tier.ENTERPRISE), stores, quota_for_tier, NOW)
+
+    tenant = stores.tenants.get("acme")
+    assert tenant is not None and tenant.tier is Tier.ENTERPRISE and tenant.owner_user_id == "alice"
+    quota = stores.quotas.get("acme")
+    assert quota is not None and quota.limits == quota_for_tier(Tier.ENTERPRISE)
+    status = stores.status.get("acme")
+    assert status is not None
+    assert {r: s.status for r, s in status.resources.items()} == dict.fromkeys(TENANT_RESOURCES, ResourceState.PENDING)
+    cmds = commands(emits)
+    assert [c.resource for c in cmds] == list(TENANT_RESOURCES)
+    assert {c.action for c in cmds} == {CommandAction.CREATE}
+    assert all(c.spec["tier"] == "enterprise" for c in cmds)
+    assert len({c.command_id for c in cmds}) == len(cmds)
+    assert all(status.resources[c.resource].command_id == c.command_id for c in cmds)
+
+
+def test_tier_decides_the_quota(stores: TenantStores) -> None:
+    handle_tenant_created(tenant_created("a", "e1", Tier.FREE), stores, quota_for_tier, NOW)
+    handle_tenant_created(tenant_created("b", "e2", Tier.ENTERPRISE), stores, quota_for_tier, NOW)
+    free, enterprise = stores.quotas.get("a"), stores.quotas.get("b")
+    assert free is not None and enterprise is not None
+    assert enterprise.limits.cpu_cores > free.limits.cpu_cores
+
+
+def test_same_event_twice_is_one_tenant_and_same_command_ids(stores: TenantStores) -> None:
+    first = commands(handle_tenant_created(tenant_created(), stores, quota_for_tier, NOW))
+    again = handle_tenant_created(tenant_created(), stores, quota_for_tier, NOW)
+    assert len(list(stores.tenants.items())) == 1
+    assert {c.command_id for c in commands(again)} <= {c.command_id for c in first}
+
+
+def test_a_second_create_for_an_existing_tenant_is_refused(stores: TenantStores) -> None:
+    handle_tenant_created(tenant_created(), stores, quota_for_tier, NOW)
+    with pytest.raises(Refused) as refused:
+        handle_tenant_created(tenant_created(event_id="evt-other"), stores, quota_for_tier, NOW)
+    assert refused.value.reason == "tenant-exists"
+
+
+def test_user_created_needs_a_known_tenant(stores: TenantStores) -> None:
+    event = UserCreated(event_id="u1", tenant_id="ghost", occurred_at=NOW, user_id="bob", email="b@x.io", roles=[])
+    with pytest.raises(Refused) as refused:
+        handle_user_created(event, stores, NOW)
+    assert refused.value.reason == "unknown-tenant"
+
+
+def test_user_created_records_user_and_emits_user_commands(stores: TenantStores) -> None:
+    handle_tenant_created(tenant_created(), stores, quota_for_tier, NOW)
+    event = UserCreated(
+        event_id="u1", tenant_id="acme", occurred_at=NOW, user_id="bob", email="b@x.io", roles=["tenant-viewer"]
+    )
+    cmds = commands(handle_user_created(event, stores, NOW))
+    assert stores.users.get("acme/bob") is not None
+    assert {c.resource for c in cmds} == {"kubernetes", "openproject"}
+    assert all(c.action is CommandAction.CREATE_USER and c.spec["user"]["user_id"] == "bob" for c in cmds)
+    assert handle_user_created(event, stores, NOW) == []
+
+
+def test_quota_exceeded_marks_the_resource_and_emits_enforcement(stores: TenantStores) -> None:
+    handle_tenant_created(tenant_created(), stores, quota_for_tier, NOW)
+    exceeded = QuotaExceeded(
+        event_id="q1", tenant_id="acme", occurred_at=NOW, resource=QuotaResource.STORAGE_GIB, used=120, limit=100
+    )
+    enforcement = handle_quota_exceeded(exceeded, stores, NOW)
+    assert [e.topic for e in enforcement] == [PROVISIONING_EVENTS]
+    assert isinstance(enforcement[0].value, ProvisioningStatusEvent)
+    assert enforcement[0].value.kind == "quota-enforcement"
+    assert "s3" in enforcement[0].value.detail["refused_backends"]
+    quota = stores.quotas.get("acme")
+    assert quota is not None and quota.over_quota[QuotaResource.STORAGE_GIB].used == 120
+
+
+def test_refused_resources_get_a_reason_and_no_command(stores: TenantStores) -> None:
+    handle_tenant_created(tenant_created(), stores, quota_for_tier, NOW)
+    quota = stores.quotas.get("acme")
+    assert quota is not None
+    handle_quota_exceeded(
+        QuotaExceeded(event_id="q1", tenant_id="acme", occurred_at=NOW, resource=QuotaResource.STORAGE_GIB,
+                      used=150, limit=100),
+        stores,
+        NOW,
+    )
+    tenant = stores.tenants.get("acme")
+    assert tenant is not None
+    emits = start_provisioning(stores, tenant, "retry-1", CommandAction.CREATE, NOW)
+    sent = {c.resource for c in commands(emits)}
+    assert sent == {"kubernetes", "pulsar", "openproject"}
+    status = stores.status.get("acme")
+    assert status is not None
+    s3 = status.resources["s3"]
+    assert s3.status is ResourceState.REFUSED and s3.last_error and "storage_gib quota" in s3.last_error
+
+
+def test_quota_update_clears_over_quota_it_lifts_and_updates_kubernetes(stores: TenantStores) -> None:
+    handle_tenant_created(tenant_created(), stores, quota_for_tier, NOW)
+    handle_quota_exceeded(
+        QuotaExceeded(event_id="q1", tenant_id="acme", occurred_at=NOW, resource=QuotaResource.CPU_CORES,
+                      used=9, limit=8),
+        stores,
+        NOW,
+    )
+    update = QuotaUpdateRequested(
+        event_id="p1", tenant_id="acme", occurred_at=NOW, actor="admin",
+        quota={"cpu_cores": 16, "memory_gib": 64, "gpus": 1, "storage_gib": 200},
+    )
+    cmds = commands(handle_quota_update(update, stores, NOW))
+    quota = stores.quotas.get("acme")
+    assert quota is not None and quota.limits.cpu_cores == 16 and quota.over_quota == {}
+    assert [(c.resource, c.action) for c in cmds] == [("kubernetes", CommandAction.UPDATE_QUOTA)]
+    assert cmds[0].spec["quota"]["cpu_cores"] == 16
+
+
+def test_teardown_runs_in_reverse_order_and_carries_purge(stores: TenantStores) -> None:
+    handle_tenant_created(tenant_created(), stores, quota_for_tier, NOW)
+    emits = handle_tenant_deleted(TenantDeleted(event_id="d1", tenant_id="acme", occurred_at=NOW, purge=True),
+                                  stores, NOW)
+    cmds = commands(emits)
+    assert [c.resource for c in cmds] == list(reversed(TENANT_RESOURCES))
+    assert all(c.action is CommandAction.DELETE and c.spec["purge"] is True for c in cmds)

@@ -1,0 +1,228 @@
+"""The worker's StateReader and CommandGateway: Faust tables read locally or on the owning worker.
+
+Reads of one tenant are routed to the worker that owns the tenant's partition (the same partition in
+every per-tenant table, since all inputs are keyed by tenant id): served from the local table when that
+is this worker, else fetched from the owner's internal state endpoint. The tenant list is gathered from
+every worker of the group. Routing keeps reads fresh (no second copy of the state to lag behind) and
+costs one hop on a miss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from aiohttp import web as aioweb
+from pydantic import BaseModel
+from yarl import URL
+
+from agents.runtime import topic
+from pipeline.app import ProvisioningApp
+from pipeline.events.models import AuditEvent, QuotaUpdateRequested, TenantCreated, TenantDeleted
+from pipeline.outputs import AUDIT_EVENTS
+from pipeline.provisioners.tiers import Quota
+from pipeline.tenants.models import AnomalyLog, ProvisioningStatus, QuotaRecord, TenantRecord
+from pipeline.topics import QUOTA_UPDATES, TENANT_CREATED, TENANT_DELETED
+from pipeline.typed_table import TypedTable
+from pipeline.usage import UsageRecord
+from tables.anomalies import anomalies
+from tables.provisioning_status import provisioning_status
+from tables.quotas import quotas
+from tables.tenants import tenants
+from tables.usage import usage
+from web.state import LiveUpdate, Page
+
+logger = logging.getLogger(__name__)
+
+INTERNAL_PREFIX = "/internal/v1/state"
+_TABLES: dict[str, TypedTable[Any]] = {
+    "tenants": tenants,
+    "quotas": quotas,
+    "provisioning-status": provisioning_status,
+    "usage": usage,
+    "anomalies": anomalies,
+}
+
+
+def internal_token(app: ProvisioningApp) -> str:
+    """A secret every worker of the group derives alike, guarding the internal state endpoints."""
+    settings = app.settings
+    key = (settings.jwt_secret.get_secret_value() if settings.jwt_secret else settings.app_id).encode()
+    return hmac.new(key, b"internal-state-v1:" + settings.app_id.encode(), hashlib.sha256).hexdigest()
+
+
+class FaustStateReader:
+    def __init__(self, app: ProvisioningApp) -> None:
+        self.app = app
+        self._subscribers: set[asyncio.Queue[LiveUpdate]] = set()
+        for table in _TABLES.values():
+            table.listeners.append(self._on_change)
+
+    # -- live updates ------------------------------------------------------------------------------
+
+    def _on_change(self, table: str, key: str, value: BaseModel) -> None:
+        update = LiveUpdate(kind=table, tenant_id=key.split("/", 1)[0], data=value.model_dump(mode="json"))
+        for queue in list(self._subscribers):
+            if queue.qsize() < 1000:
+                queue.put_nowait(update)
+
+    async def updates(self) -> AsyncIterator[LiveUpdate]:
+        queue: asyncio.Queue[LiveUpdate] = asyncio.Queue()
+        self._subscribers.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.discard(queue)
+
+    # -- routing ----------------------------------------------------------------------------------
+
+    def _owner(self, tenant_id: str) -> URL | None:
+        """URL of the worker owning ``tenant_id``, or None when that is this worker (or unknown yet)."""
+        try:
+            owner = self.app.router.key_store("tenants", tenant_id)
+        except (KeyError, IndexError):
+            return None
+        mine = URL(str(self.app.conf.canonical_url))
+        if (owner.host, owner.port) == (mine.host, mine.port):
+            return None
+        return owner
+
+    def _peers(self) -> list[URL]:
+        mine = URL(str(self.app.conf.canonical_url))
+        peers = []
+        for host in self.app.router.tables_metadata():
+            url = URL(str(host))
+            if (url.host, url.port) != (mine.host, mine.port):
+                peers.append(url)
+        return peers
+
+    async def _fetch(self, owner: URL, path: str) -> Any:
+        headers = {"X-Internal-Token": internal_token(self.app)}
+        timeout = aiohttp.ClientTimeout(total=5)
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(
+            owner.with_path(path), headers=headers
+        ) as response:
+            if response.status == 404:
+                return None
+            response.raise_for_status()
+            return await response.json()
+
+    async def _get(self, table_name: str, tenant_id: str) -> Any:
+        table = _TABLES[table_name]
+        owner = self._owner(tenant_id)
+        if owner is None:
+            value = table.get(tenant_id)
+            return value
+        raw = await self._fetch(owner, f"{INTERNAL_PREFIX}/{table_name}/{tenant_id}")
+        return None if raw is None else table.model.model_validate(raw)
+
+    async def tenant(self, tenant_id: str) -> TenantRecord | None:
+        value: TenantRecord | None = await self._get("tenants", tenant_id)
+        return value
+
+    async def quota(self, tenant_id: str) -> QuotaRecord | None:
+        value: QuotaRecord | None = await self._get("quotas", tenant_id)
+        return value
+
+    async def provisioning_status(self, tenant_id: str) -> ProvisioningStatus | None:
+        value: ProvisioningStatus | None = await self._get("provisioning-status", tenant_id)
+        return value
+
+    async def usage(self, tenant_id: str) -> UsageRecord | None:
+        value: UsageRecord | None = await self._get("usage", tenant_id)
+        return value
+
+    async def anomalies(self, tenant_id: str) -> AnomalyLog | None:
+        value: AnomalyLog | None = await self._get("anomalies", tenant_id)
+        return value
+
+    async def tenants(self, offset: int, limit: int, tenant_ids: Sequence[str] | None = None) -> Page:
+        records = {key: value for key, value in tenants.items()}
+        peers = self._peers()
+        results = await asyncio.gather(
+            *(self._fetch(peer, f"{INTERNAL_PREFIX}/tenants") for peer in peers), return_exceptions=True
+        )
+        for peer, result in zip(peers, results, strict=True):
+            if isinstance(result, BaseException):
+                logger.warning("tenant list from %s failed: %s", peer, result)
+                continue
+            for raw in result or []:
+                record = TenantRecord.model_validate(raw)
+                records[record.tenant_id] = record
+        selected = sorted(
+            (r for r in records.values() if tenant_ids is None or r.tenant_id in tenant_ids),
+            key=lambda r: r.tenant_id,
+        )
+        return Page(items=selected[offset : offset + limit], total=len(selected), offset=offset, limit=limit)
+
+
+def internal_routes(app: ProvisioningApp) -> aioweb.RouteTableDef:
+    """The endpoints peers call to read this worker's local tables (guarded by the internal token)."""
+    routes = aioweb.RouteTableDef()
+    expected = internal_token(app)
+
+    def check(request: aioweb.Request) -> None:
+        if not hmac.compare_digest(request.headers.get("X-Internal-Token", ""), expected):
+            raise aioweb.HTTPForbidden()
+
+    @routes.get(f"{INTERNAL_PREFIX}/tenants")
+    async def local_tenants(request: aioweb.Request) -> aioweb.Response:
+        check(request)
+        return aioweb.json_response([value.model_dump(mode="json") for _, value in tenants.items()])
+
+    @routes.get(INTERNAL_PREFIX + "/{table}/{key}")
+    async def local_value(request: aioweb.Request) -> aioweb.Response:
+        check(request)
+        table = _TABLES.get(request.match_info["table"])
+        if table is None:
+            raise aioweb.HTTPNotFound()
+        value = table.get(request.match_info["key"])
+        if value is None:
+            raise aioweb.HTTPNotFound()
+        return aioweb.json_response(value.model_dump(mode="json"))
+
+    return routes
+
+
+class FaustCommandGateway:
+    async def _send(self, topic_name: str, key: str, value: BaseModel) -> None:
+        fut = await topic(topic_name).send(key=key.encode(), value=value.model_dump_json().encode())
+        await fut
+
+    async def submit_tenant(self, event: TenantCreated) -> None:
+        await self._send(TENANT_CREATED, event.tenant_id, event)
+
+    async def set_quota(self, tenant_id: str, quota: Quota, actor: str) -> None:
+        request = QuotaUpdateRequested(
+            event_id=str(uuid.uuid4()),
+            tenant_id=tenant_id,
+            occurred_at=datetime.now(UTC),
+            quota=quota.model_dump(),
+            actor=actor,
+        )
+        await self._send(QUOTA_UPDATES, tenant_id, request)
+
+    async def delete_tenant(self, tenant_id: str, purge: bool, actor: str) -> None:
+        event = TenantDeleted(
+            event_id=str(uuid.uuid4()), tenant_id=tenant_id, occurred_at=datetime.now(UTC), purge=purge
+        )
+        await self._send(TENANT_DELETED, tenant_id, event)
+
+    async def audit(self, record: AuditEvent) -> None:
+        await self._send(AUDIT_EVENTS, record.tenant_id or "-", record)
+
+
+def build_reader(app: ProvisioningApp) -> FaustStateReader:
+    return FaustStateReader(app)
+
+
+def build_gateway(app: ProvisioningApp) -> FaustCommandGateway:
+    return FaustCommandGateway()

@@ -1,0 +1,60 @@
+"""What the web layer needs from the worker: reading state and submitting changes.
+
+The web layer never writes tables: it reads them through ``StateReader`` and submits changes through
+``CommandGateway`` (which sends to a topic that an agent consumes, or calls the same functions the agents
+call). The worker provides Faust-backed implementations (``web/faust_state.py``); tests use the in-memory
+ones in ``web/memory_state.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pipeline.events.models import AuditEvent, TenantCreated
+from pipeline.provisioners.tiers import Quota
+from pipeline.tenants.models import AnomalyLog, ProvisioningStatus, QuotaRecord, TenantRecord
+from pipeline.usage import UsageRecord
+
+
+@dataclass(frozen=True)
+class Page:
+    items: Sequence[TenantRecord]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class LiveUpdate:
+    """A change the dashboard shows: ``kind`` is tenant / quota / status / usage / anomaly / scaling / compute."""
+
+    kind: str
+    tenant_id: str
+    data: dict[str, Any]
+
+
+class StateReader(Protocol):
+    async def tenant(self, tenant_id: str) -> TenantRecord | None: ...
+    async def tenants(self, offset: int, limit: int, tenant_ids: Sequence[str] | None = None) -> Page: ...
+    async def quota(self, tenant_id: str) -> QuotaRecord | None: ...
+    async def provisioning_status(self, tenant_id: str) -> ProvisioningStatus | None: ...
+    async def usage(self, tenant_id: str) -> UsageRecord | None: ...
+    async def anomalies(self, tenant_id: str) -> AnomalyLog | None: ...
+    def updates(self) -> AsyncIterator[LiveUpdate]:
+        """Changes as they happen on this worker, for server-sent events."""
+        ...
+
+
+class CommandGateway(Protocol):
+    async def submit_tenant(self, event: TenantCreated) -> None:
+        """Provision a tenant exactly as the tenant-created event would (sends that event)."""
+
+    async def set_quota(self, tenant_id: str, quota: Quota, actor: str) -> None:
+        """Ask the owner of the tenant to replace its quota (quota table and Kubernetes ResourceQuota)."""
+
+    async def delete_tenant(self, tenant_id: str, purge: bool, actor: str) -> None: ...
+
+    async def audit(self, record: AuditEvent) -> None:
+        """Append to the audit stream (audit-events)."""
