@@ -13,7 +13,7 @@ from tables.anomalies import anomalies
 
 @app.agent(topic(RESOURCE_ANOMALY), concurrency=1)
 async def resource_anomaly(stream: Any) -> None:
-    reactions = app.settings.anomaly_reactions
+    reactions = {str(severity): str(reaction) for severity, reaction in app.settings.anomaly_reactions.items()}
     async for message in stream.events():
         await process(
             message, RESOURCE_ANOMALY, ResourceAnomaly,

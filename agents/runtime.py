@@ -60,7 +60,7 @@ async def dead_letter(source_topic: str, raw: bytes | None, key: bytes | None, r
 
 
 async def process(
-    message: EventT,
+    message: EventT[Any],
     source_topic: str,
     model: type[E],
     handle: Callable[[E], list[Emit]],

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from datetime import timedelta
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,15 +42,16 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"wrote {path}\n")
         return 0
     if command == "dev-token":
-        from pipeline.config import get_settings
         from web.auth import issue_dev_token
+
+        from pipeline.config import get_settings
 
         settings = get_settings()
         if settings.jwt_secret is None:
             sys.stderr.write("JWT_SECRET is not set: development tokens are signed with it\n")
             return 2
         sys.stdout.write(
-            issue_dev_token(settings.jwt_secret.get_secret_value(), "dev-admin", ["platform-admin"], None, 86400)
+            issue_dev_token(settings.jwt_secret.get_secret_value(), "dev-admin", ["platform-admin"], None, timedelta(hours=24))
             + "\n"
         )
         return 0

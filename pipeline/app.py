@@ -43,6 +43,7 @@ def create_app(settings: Settings) -> ProvisioningApp:
         broker_commit_every=500,
         broker_commit_interval=timedelta(seconds=1),
         table_cleanup_interval=timedelta(seconds=30),
+        table_standby_replicas=0,
         web_enabled=True,
         web_bind=settings.web_host,
         web_host=settings.web_host,
@@ -64,10 +65,5 @@ app: ProvisioningApp = create_app(get_settings())
 
 def table_options(help_text: str, **extra: Any) -> dict[str, Any]:
     """Options shared by every table: JSON values, changelog-backed, documented."""
-    return {
-        "value_serializer": "json",
-        "key_serializer": "raw",
-        "key_type": str,
-        "help": help_text,
-        **extra,
-    }
+    schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
+    return {"schema": schema, "key_type": str, "help": help_text, **extra}

@@ -24,7 +24,7 @@ from typing import Any
 
 import pulsar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from pulsar import asyncio as pulsar_asyncio
 
@@ -68,7 +68,12 @@ def kafka_key_and_timestamp(payload: bytes, pulsar_key: str | None) -> tuple[byt
 
 
 async def ensure_kafka_topics(settings: Settings, names: Sequence[str]) -> None:
-    """Create ``names`` with the service's partition count where they do not exist yet."""
+    """Create ``names`` with the service's partition count, or grow topics that have fewer partitions.
+
+    Every per-tenant table is co-partitioned with its source topics, so they must all have the same count
+    (Faust refuses to write a table otherwise).
+    """
+    wanted = settings.topic_partitions
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:
@@ -76,9 +81,16 @@ async def ensure_kafka_topics(settings: Settings, names: Sequence[str]) -> None:
         missing = [n for n in names if n not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
-                    [NewTopic(n, num_partitions=settings.topic_partitions, replication_factor=1) for n in missing]
-                )
+                await admin.create_topics([NewTopic(n, num_partitions=wanted, replication_factor=1) for n in missing])
+        present = [n for n in names if n in existing]
+        short = {
+            d["topic"]: len(d["partitions"])
+            for d in (await admin.describe_topics(present) if present else [])
+            if len(d["partitions"]) < wanted
+        }
+        if short:
+            logger.warning("growing topics to %d partitions: %s", wanted, short)
+            await admin.create_partitions({name: NewPartitions(wanted) for name in short})
     finally:
         await admin.close()
 
@@ -99,7 +111,9 @@ class Bridge:
 
     async def start(self) -> None:
         await ensure_kafka_topics(self.settings, [*self.inbound, *self.outbound])
-        self._pulsar = pulsar_asyncio.Client(self.settings.pulsar_url, operation_timeout_seconds=30)
+        self._pulsar = pulsar_asyncio.Client(
+            self.settings.pulsar_url, operation_timeout_seconds=30, logger=logging.getLogger("pulsar.client")
+        )
         if self.inbound:
             self._tasks.append(asyncio.create_task(self._run_inbound(), name="bridge-inbound"))
         if self.outbound:
@@ -165,7 +179,8 @@ class Bridge:
         name = message.topic_name().rsplit("/", 1)[-1]
         payload = message.data()
         key, timestamp = kafka_key_and_timestamp(payload, message.partition_key() or None)
-        return await producer.send(name, payload, key=key, timestamp_ms=timestamp)
+        delivery: asyncio.Future[Any] = await producer.send(name, payload, key=key, timestamp_ms=timestamp)
+        return delivery
 
     async def _ack_after(
         self,

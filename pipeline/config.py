@@ -14,6 +14,14 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+SeverityName = Literal["low", "medium", "high", "critical"]
+ReactionName = Literal["notify", "scale", "quarantine"]
+
+
+def _default_reactions() -> dict[SeverityName, ReactionName]:
+    return {"low": "notify", "medium": "notify", "high": "scale", "critical": "quarantine"}
+
+
 def _default_cache_dir() -> Path:
     return Path.home() / ".cache" / "provisioning-devstack"
 
@@ -38,10 +46,8 @@ class Settings(BaseSettings):
     dead_letter_topic: str = "dead-letter-events"
     dedupe_window_seconds: int = 7 * 24 * 3600
     utilization_window_seconds: int = 60
-    anomaly_reactions: dict[
-        Literal["low", "medium", "high", "critical"], Literal["notify", "scale", "quarantine"]
-    ] = Field(
-        default_factory=lambda: {"low": "notify", "medium": "notify", "high": "scale", "critical": "quarantine"},
+    anomaly_reactions: dict[SeverityName, ReactionName] = Field(
+        default_factory=_default_reactions,
         description="Reaction per anomaly severity, as JSON in ANOMALY_REACTIONS.",
     )
 
@@ -69,6 +75,13 @@ class Settings(BaseSettings):
     prometheus_url: str = "http://127.0.0.1:9090"
     derivatives_engine_url: str = "http://127.0.0.1:8092"
     tiers_file: Path | None = None
+    executor_enabled: bool = Field(True, description="Run provisioning commands against the backends.")
+    executor_concurrency: int = 32
+    executor_max_attempts: int = 8
+    executor_base_delay_seconds: float = 0.5
+    executor_max_delay_seconds: float = 20.0
+    reconcile_interval_seconds: float = 30.0
+    reconcile_stale_after_seconds: float = 60.0
 
     # Auth
     jwt_secret: SecretStr | None = None

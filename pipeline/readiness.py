@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import faust
+from faust.tables.manager import TableManager
 
 
 def is_ready(app: faust.App) -> tuple[bool, str]:
@@ -11,7 +14,7 @@ def is_ready(app: faust.App) -> tuple[bool, str]:
         return False, "waiting to join the consumer group"
     if app.rebalancing:
         return False, "a rebalance is under way"
-    recovery = app.tables.recovery
+    recovery = cast(TableManager, app.tables).recovery
     if app.in_recovery or recovery.in_recovery:
         return False, "tables are being recovered from their changelogs"
     if app.tables and not recovery.completed.is_set():

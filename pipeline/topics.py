@@ -15,8 +15,17 @@ RESOURCE_METRICS = "resource-metrics"
 COMPUTE_REQUESTS = "compute-request-events"
 #: Internal: the REST API's quota changes, keyed by tenant like every input.
 QUOTA_UPDATES = "quota-update-requests"
+#: Internal: transitions of provisioning commands, from the executor's tasks back into the status table.
+PROVISIONING_RESULTS = "provisioning-results"
 
 #: Platform -> service: bridged from Pulsar into Kafka.
 INPUT_TOPICS: tuple[str, ...] = (*INPUT_EVENTS, COMPUTE_REQUESTS)
 #: Service -> platform: bridged from Kafka out to Pulsar.
 OUTPUT_TOPICS: tuple[str, ...] = (PROVISIONING_COMMANDS, PROVISIONING_EVENTS, SCALING_EVENTS, AUDIT_EVENTS)
+#: Kafka only.
+INTERNAL_TOPICS: tuple[str, ...] = (QUOTA_UPDATES, PROVISIONING_RESULTS)
+
+
+def kafka_topics(dead_letter_topic: str) -> list[str]:
+    """Every non-changelog Kafka topic the worker reads or writes (created before it subscribes)."""
+    return [*INPUT_TOPICS, *OUTPUT_TOPICS, *INTERNAL_TOPICS, dead_letter_topic]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import pkgutil
@@ -11,7 +12,8 @@ from mode import Service
 
 import agents
 from pipeline.app import app
-from pipeline.bridge import Bridge
+from pipeline.bridge import Bridge, ensure_kafka_topics
+from pipeline.topics import kafka_topics
 
 logger = logging.getLogger(__name__)
 
@@ -39,5 +41,8 @@ class BridgeService(Service):
 
 
 def run_worker(loglevel: str = "info") -> None:
+    # Faust subscribes only to topics that exist when it starts: create them first, with the partition
+    # count every per-tenant table shares.
+    asyncio.run(ensure_kafka_topics(app.settings, kafka_topics(app.settings.dead_letter_topic)))
     load_agents()
     faust.Worker(app, loglevel=loglevel).execute_from_commandline()

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,8 +86,10 @@ class FaustStateReader:
 
     def _owner(self, tenant_id: str) -> URL | None:
         """URL of the worker owning ``tenant_id``, or None when that is this worker (or unknown yet)."""
+        # Tables are keyed by JSON-encoded keys, topics by raw tenant ids: the partition that holds a tenant is
+        # the one its events land on, so route by the source topic's key.
         try:
-            owner = self.app.router.key_store("tenants", tenant_id)
+            owner = self.app.router.external_topic_key_store(topic(TENANT_CREATED), tenant_id)
         except (KeyError, IndexError):
             return None
         mine = URL(str(self.app.conf.canonical_url))
@@ -226,3 +228,23 @@ def build_reader(app: ProvisioningApp) -> FaustStateReader:
 
 def build_gateway(app: ProvisioningApp) -> FaustCommandGateway:
     return FaustCommandGateway()
+
+
+def build_planner(app: ProvisioningApp) -> Callable[[TenantCreated], dict[str, Any]]:
+    """Dry runs: the tier's quota and every backend's plan for a tenant-created event."""
+    from agents.backends import provisioners
+    from pipeline.executor import dry_run_plan
+    from pipeline.tenants.tiers import quota_for_tier
+
+    def plan(event: TenantCreated) -> dict[str, Any]:
+        quota = quota_for_tier(event.tier)
+        spec = {
+            "name": event.name,
+            "tier": event.tier.value,
+            "region": event.region,
+            "owner_user_id": event.owner_user_id,
+            "quota": quota.model_dump(),
+        }
+        return {"quota": quota.model_dump(), "resources": dry_run_plan(event.tenant_id, spec, provisioners())}
+
+    return plan

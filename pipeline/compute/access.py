@@ -36,6 +36,10 @@ _PRIVATE_KEY_BLOCK = re.compile(
     r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.DOTALL
 )
 _TOKEN_PARAM = re.compile(r"((?:token|access_token|api_key|password|secret)=)[^&\s'\"#]+", re.IGNORECASE)
+_SECRET_ITEM = re.compile(
+    r"""((?:["']?)\w*(?:private_key|jupyter_token|api_token|password|secret)["']?\s*[:=]\s*["'])[^"']+""",
+    re.IGNORECASE,
+)
 _SECRET_KEYS = re.compile(r"(private_key|token|secret|password|credential)", re.IGNORECASE)
 _PUBLIC_KEY_NAMES = re.compile(r"(public_key|client_token|fingerprint|_issued)$", re.IGNORECASE)
 
@@ -43,7 +47,7 @@ _PUBLIC_KEY_NAMES = re.compile(r"(public_key|client_token|fingerprint|_issued)$"
 class _SecretRegistry:
     """Exact secret strings to mask wherever they appear (bounded, most recent kept)."""
 
-    def __init__(self, limit: int = 10_000) -> None:
+    def __init__(self, limit: int = 1_000) -> None:
         self._secrets: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
         self._limit = limit
@@ -76,6 +80,7 @@ def mask_text(text: str, extra: Iterable[str] = ()) -> str:
         return text
     out = _PRIVATE_KEY_BLOCK.sub(f"<private key {MASK}>", text)
     out = _TOKEN_PARAM.sub(rf"\g<1>{MASK}", out)
+    out = _SECRET_ITEM.sub(rf"\g<1>{MASK}", out)
     for secret in (*REGISTRY.snapshot(), *extra):
         if secret and secret in out:
             out = out.replace(secret, MASK)
@@ -268,7 +273,7 @@ class AccessDetails(BaseModel):
 
     def _jupyter(self, token: str) -> str:
         sep = "&" if "?" in self.jupyter_base_url else "?"
-        return f"{self.jupyter_base_url}{sep}token={quote(token, safe='')}"
+        return f"{self.jupyter_base_url}{sep}token={quote(token, safe='*')}"
 
     def public_view(self) -> MaskedAccess:
         return MaskedAccess(

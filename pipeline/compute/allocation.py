@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -204,9 +204,14 @@ async def allocate_with_failover(
     policy: FailoverPolicy | None = None,
     history: FailureHistory | None = None,
     on_attempt: Callable[[Attempt], None] | None = None,
+    on_allocated: Callable[[Offer, AllocationHandle], Awaitable[None]] | None = None,
     token_prefix: str = "",
 ) -> FailoverResult:
     """Allocate the first candidate that reaches ``running``; see the module docstring.
+
+    ``on_attempt`` is called with every finished attempt; ``on_allocated`` is awaited when the backend
+    accepted an allocation (before waiting for ``running``; an exception there abandons the attempt and
+    releases it).
 
     Raises only ``asyncio.CancelledError`` (after releasing the in-flight attempt); everything else is
     reported in the result.
@@ -240,6 +245,8 @@ async def allocate_with_failover(
         try:
             async with asyncio.timeout_at(deadline):
                 handle = await backend.allocate(offer, request, client_token=token, setup=setup)
+                if on_allocated is not None:
+                    await on_allocated(offer, handle)
                 handle = await _wait_running(backend, handle, policy)
             outcome = AttemptOutcome.RUNNING
         except TimeoutError:

@@ -272,9 +272,8 @@ class OfferBook:
 
 def discount_multiplier(discounts: Mapping[str, float], provider: str) -> float:
     """``1 - discount`` for ``provider`` (keys compared case-insensitively; missing = no discount)."""
-    fraction = discounts.get(provider)
-    if fraction is None:
-        fraction = discounts.get(normalize_name(provider), 0.0)
+    key = normalize_name(provider)
+    fraction = next((f for name, f in discounts.items() if normalize_name(name) == key), 0.0)
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"discount for {provider} must be in [0, 1): {fraction}")
     return 1.0 - fraction

@@ -293,9 +293,8 @@ def capacity_view(
         groups.setdefault(group, []).append((offer, capacity, held.get(key, 0)))
     rows = []
     for (provider, region, resource_type), members in sorted(groups.items()):
-        known = all(capacity is not None for _, capacity, _ in members)
         allocated = sum(h for _, _, h in members)
-        if known:
+        if all(capacity is not None for _, capacity, _ in members):
             free = [(o, max((c or 0) - h, 0)) for o, c, h in members]
             rows.append(
                 CapacityRow(

@@ -452,18 +452,18 @@ def _infeasible_message(
             return prefix + "no CPU-only offer exists"
         return prefix + f"no offer has GPU type {gpu.type!r}; known GPU types: {', '.join(index.gpu_types)}"
     if binding is ExclusionReason.GPU_COUNT:
-        most = max(e.gpu_count for e in reached)
-        return prefix + f"no {what} has {res.gpu_count} GPUs on one machine (the most is {most})"
+        most_gpus = max(e.gpu_count for e in reached)
+        return prefix + f"no {what} has {res.gpu_count} GPUs on one machine (the most is {most_gpus})"
     if binding is ExclusionReason.VCPUS:
-        most = max(e.vcpus for e in reached)
-        return prefix + f"no {what} with the requested GPUs has {res.vcpus:g} vCPUs (the most is {most:g})"
+        most_vcpus = max(e.vcpus for e in reached)
+        return prefix + f"no {what} with the requested GPUs has {res.vcpus:g} vCPUs (the most is {most_vcpus:g})"
     if binding is ExclusionReason.MEMORY:
-        most = max(e.memory_gib for e in reached)
+        most_mem = max(e.memory_gib for e in reached)
         return prefix + f"no {what} that fits the GPU/vCPU request has {res.memory_gib:g} GiB memory " \
-            f"(the most is {most:g} GiB)"
+            f"(the most is {most_mem:g} GiB)"
     if binding is ExclusionReason.STORAGE:
-        most = max(e.max_storage_gib or 0 for e in reached)
-        return prefix + f"no matching {what} can attach {res.storage_gib:g} GiB (the most is {most:g})"
+        most_storage = max(e.max_storage_gib or 0.0 for e in reached)
+        return prefix + f"no matching {what} can attach {res.storage_gib:g} GiB (the most is {most_storage:g})"
     n = len(reached)
     if binding is ExclusionReason.PROVIDER:
         have = sorted({e.offer.provider for e in reached})
@@ -494,6 +494,8 @@ def _infeasible_message(
         f"{req.duration_hours:g} h, above the remaining budget {_money(remaining)}"
 
 
-def choose_or_raise(request: ComputeRequest, offers: OfferIndex | OfferBook | Sequence[Offer], **kwargs: Any) -> Decision:
+def choose_or_raise(
+    request: ComputeRequest, offers: OfferIndex | OfferBook | Sequence[Offer], **kwargs: Any
+) -> Decision:
     """:func:`choose`, raising :class:`NoFeasibleOffer` (-> HTTP 422) when nothing is feasible."""
     return choose(request, offers, **kwargs).raise_if_infeasible()

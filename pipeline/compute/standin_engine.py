@@ -28,6 +28,7 @@ import contextlib
 import itertools
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -100,6 +101,7 @@ class StandinEngine:
     _faults: list[_Fault] = field(init=False, default_factory=list)
     _ids: itertools.count[int] = field(init=False, default_factory=lambda: itertools.count(1))
     _closing: asyncio.Event | None = field(init=False, default=None)
+    _allocated: asyncio.Event | None = field(init=False, default=None)
     allocate_calls: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
@@ -137,6 +139,12 @@ class StandinEngine:
     def active_allocations(self) -> list[dict[str, Any]]:
         """Allocations not released (provisioning, running or failed): what is being paid for."""
         return [a.view(self.provisioning_s) for a in self._allocations.values() if a.state != "released"]
+
+    async def wait_for_allocation(self) -> None:
+        """Return once an allocation exists (tests: "the engine has it and is hanging now")."""
+        if self._allocated is None:
+            raise RuntimeError("the stand-in app is not started")
+        await self._allocated.wait()
 
     def allocated_in(self, pool: PoolKey) -> int:
         return sum(1 for a in self._allocations.values() if a.pool == pool and a.state != "released")
@@ -196,6 +204,7 @@ class StandinEngine:
 
     async def _on_startup(self, _app: web.Application) -> None:
         self._closing = asyncio.Event()
+        self._allocated = asyncio.Event()
 
     async def _on_shutdown(self, _app: web.Application) -> None:
         if self._closing is not None:
@@ -280,6 +289,8 @@ class StandinEngine:
         self._allocations[allocation.allocation_id] = allocation
         self._tokens[token] = allocation.allocation_id
         logger.info("stand-in allocated %s on %s", allocation.allocation_id, offer_id)
+        if self._allocated is not None:
+            self._allocated.set()
         if fault is not None and fault.kind == "timeout":
             if self._closing is not None:
                 with contextlib.suppress(TimeoutError):
@@ -399,7 +410,12 @@ async def _serve(args: argparse.Namespace) -> None:
     ) as standin:
         sys.stdout.write(f"STAND-IN derivatives engine on {standin.url} ({len(offers)} offers)\n")
         sys.stdout.flush()
-        await asyncio.Event().wait()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

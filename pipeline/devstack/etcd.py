@@ -30,6 +30,13 @@ class Etcd(Service):
     def install(self, ctx: StackContext) -> None:
         self.binary(ctx)
 
+    def prepare(self, ctx: StackContext) -> None:
+        ctx.data_dir(self.name).chmod(0o700)  # etcd warns about anything wider
+
+    def process_env(self, ctx: StackContext) -> dict[str, str]:
+        # A soft heap limit: the Go runtime collects harder before the server grows past it.
+        return {**super().process_env(ctx), "GOMEMLIMIT": "256MiB"}
+
     def command(self, ctx: StackContext) -> list[str]:
         client = f"http://127.0.0.1:{CLIENT_PORT}"
         peer = f"http://127.0.0.1:{PEER_PORT}"

@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -52,9 +53,7 @@ def go_executable(service: str) -> str:
 
 def go_version(go: str) -> str:
     env = {**os.environ, "GOTOOLCHAIN": "local"}
-    return subprocess.run(
-        [go, "env", "GOVERSION"], capture_output=True, text=True, check=True, env=env
-    ).stdout.strip()
+    return subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, check=True, env=env).stdout.strip()
 
 
 def module_files(module_dir: Path) -> list[Path]:
@@ -162,7 +161,8 @@ def _build(
     if tags:
         argv.append("-tags=" + ",".join(tags))
     argv += ["-o", str(partial), package]
-    progress(service, f"building {package} with {go_version(go)} (first time only; log {log_path})")
+    label = target.name.rsplit("-", 1)[0] if package == "." else package
+    progress(service, f"building {label} with {go_version(go)} (first time only; log {log_path})")
     started = time.monotonic()
     compiled = 0
     next_note = started + _PROGRESS_EVERY
@@ -181,16 +181,26 @@ def _build(
             now = time.monotonic()
             if now >= next_note:
                 log.flush()
-                progress(service, f"still building {package}: {compiled} packages, {now - started:.0f}s")
+                progress(service, f"still building {label}: {compiled} packages, {now - started:.0f}s")
                 next_note = now + _PROGRESS_EVERY
         code = proc.wait()
     elapsed = time.monotonic() - started
     if code != 0 or not partial.exists():
         partial.unlink(missing_ok=True)
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
-        raise DevstackError(service, f"go build of {package} failed (exit {code}) after {elapsed:.0f}s", tail)
+        raise DevstackError(service, f"go build of {label} failed (exit {code}) after {elapsed:.0f}s", tail)
     partial.chmod(0o755)
     partial.rename(target)
     shutil.rmtree(work, ignore_errors=True)
     size_mb = target.stat().st_size / 1e6
     progress(service, f"built {target.name} ({size_mb:.0f} MB) in {elapsed:.0f}s")
+    _prune(target)
+
+
+def _prune(target: Path) -> None:
+    """Remove binaries of the same name built from older wrapper modules (a running one keeps its inode)."""
+    name = target.name.rsplit("-", 1)[0]
+    pattern = re.compile(rf"{re.escape(name)}-[0-9a-f]{{16}}")
+    for old in target.parent.iterdir():
+        if old != target and pattern.fullmatch(old.name):
+            old.unlink(missing_ok=True)

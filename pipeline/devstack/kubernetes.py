@@ -13,11 +13,17 @@ What the stack generates on first start, in the service folder (``.devstack/kube
   ``system:masters``;
 - ``kubeconfig``: the server, the CA data and that token; ``exports()`` points ``KUBECONFIG`` at it.
 
-Authorization is ``RBAC``, so RoleBindings are enforced for every other user. As there is no
-controller-manager: Pods stay Pending (and cannot be created in a namespace whose ResourceQuota
-limits pods or compute resources, since the quota's status is never computed), Deployments and
-their scale subresource are stored but nothing rolls out, namespaces get no ``default``
-ServiceAccount, and a deleted namespace stays ``Terminating`` (its finalizer is never removed).
+Authorization is ``RBAC``, so RoleBindings are enforced for every other user. There is no
+controller-manager, scheduler or kubelet, so (checked against v1.37.2):
+
+- namespaces get no ``default`` ServiceAccount, and the ServiceAccount admission plugin refuses
+  Pods until one exists; created Pods stay Pending;
+- ResourceQuota objects are stored and returned but get no ``status`` and are not enforced (the
+  admission plugin skips a quota whose status was never computed);
+- Deployments and their ``scale`` subresource are stored, but nothing rolls out;
+- a deleted namespace stays ``Terminating`` (its ``kubernetes`` finalizer is never removed);
+- the ``kubernetes`` Service gets no Endpoints (``--endpoint-reconciler-type=none``: they may not be
+  a loopback address).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import ipaddress
+import re
 import secrets
 import ssl
 import urllib.request
@@ -111,6 +118,32 @@ def _certificate(
     return builder.sign(signing_key, hashes.SHA256())
 
 
+def kubernetes_version() -> str:
+    """The k8s.io/kubernetes release the wrapper module requires (``v1.37.2``)."""
+    go_mod = (gobuild.MODULES_DIR / "kube-apiserver" / "go.mod").read_text()
+    match = re.search(r"^require k8s\.io/kubernetes (v\d+\.\d+\.\d+)$", go_mod, re.MULTILINE)
+    if match is None:
+        raise ValueError("go/kube-apiserver/go.mod does not require k8s.io/kubernetes at a release")
+    return match.group(1)
+
+
+def _version_variables() -> dict[str, str]:
+    """What Kubernetes' own build stamps into its binaries, so /version reports the real release."""
+    version = kubernetes_version()
+    major, minor, _ = version.removeprefix("v").split(".")
+    variables = {}
+    for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        variables.update(
+            {
+                f"{package}.gitVersion": version,
+                f"{package}.gitMajor": major,
+                f"{package}.gitMinor": minor,
+                f"{package}.gitTreeState": "clean",
+            }
+        )
+    return variables
+
+
 class KubeApiServer(Service):
     name = "kubernetes"
     ports = (SECURE_PORT,)
@@ -134,7 +167,13 @@ class KubeApiServer(Service):
         return self.token_path(ctx).read_text().split(",", 1)[0].strip()
 
     def binary(self, ctx: StackContext) -> Path:
-        return gobuild.build(ctx, self.name, "kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver")
+        return gobuild.build(
+            ctx,
+            self.name,
+            "kube-apiserver",
+            "k8s.io/kubernetes/cmd/kube-apiserver",
+            variables=_version_variables(),
+        )
 
     def install(self, ctx: StackContext) -> None:
         self.binary(ctx)
@@ -201,6 +240,10 @@ class KubeApiServer(Service):
 
     # -- process --------------------------------------------------------------------------------
 
+    def process_env(self, ctx: StackContext) -> dict[str, str]:
+        # A soft heap limit: the Go runtime collects harder before the server grows past it.
+        return {**super().process_env(ctx), "GOMEMLIMIT": "1GiB"}
+
     def command(self, ctx: StackContext) -> list[str]:
         pki = self.pki(ctx)
         return [
@@ -220,6 +263,9 @@ class KubeApiServer(Service):
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
+            # The Endpoints of the `kubernetes` Service may not be a loopback address, and nothing here
+            # reaches the API server through that Service: keep them unmanaged.
+            "--endpoint-reconciler-type=none",
             "--profiling=false",
             "--v=1",
         ]

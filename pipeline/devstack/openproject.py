@@ -58,9 +58,7 @@ class OpenProjectStandIn(Service):
         if not process.port_in_use(PORT):
             return False
         token = base64.b64encode(f"apikey:{API_KEY}".encode()).decode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{PORT}/api/v3", headers={"Authorization": f"Basic {token}"}
-        )
+        request = urllib.request.Request(f"http://127.0.0.1:{PORT}/api/v3", headers={"Authorization": f"Basic {token}"})
         with urllib.request.urlopen(request, timeout=3.0) as response:  # noqa: S310 - fixed local URL
             root: dict[str, object] = json.loads(response.read())
             return response.status == 200 and root.get("_type") == "Root"

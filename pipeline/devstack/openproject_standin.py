@@ -277,9 +277,7 @@ def _validate(store: ProjectStore, project: Project) -> None:
     if not identifier:
         violations.append(("identifier", "Identifier can't be blank."))
     elif len(identifier) > IDENTIFIER_MAX_LENGTH:
-        violations.append(
-            ("identifier", f"Identifier is too long (maximum is {IDENTIFIER_MAX_LENGTH} characters).")
-        )
+        violations.append(("identifier", f"Identifier is too long (maximum is {IDENTIFIER_MAX_LENGTH} characters)."))
     elif not _IDENTIFIER_RE.match(identifier):
         violations.append(("identifier", "Identifier is invalid."))
     elif identifier in RESERVED_IDENTIFIERS:
@@ -433,9 +431,7 @@ def create_app(api_key: str) -> web.Application:
         try:
             if request.path.startswith("/api/v3") and not _authenticated(request, api_key):
                 response = _hal(
-                    ApiError(
-                        401, "Unauthenticated", "You need to be authenticated to access this resource."
-                    ).body(),
+                    ApiError(401, "Unauthenticated", "You need to be authenticated to access this resource.").body(),
                     401,
                 )
                 response.headers["WWW-Authenticate"] = 'Basic realm="OpenProject API"'

@@ -91,6 +91,10 @@ class SeaweedS3(Service):
         path.write_text(json.dumps(identities, indent=2))
         path.chmod(0o600)
 
+    def process_env(self, ctx: StackContext) -> dict[str, str]:
+        # A soft heap limit: the Go runtime collects harder before the server grows past it.
+        return {**super().process_env(ctx), "GOMEMLIMIT": "512MiB"}
+
     def command(self, ctx: StackContext) -> list[str]:
         home = ctx.service_dir(self.name)
         argv = [

@@ -7,16 +7,24 @@ sent as already-encoded URLs, so nothing is re-interpreted on the way.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from multidict import CIMultiDict
 from yarl import URL
 
 from pipeline.provisioners.base import http_error
 from pipeline.provisioners.naming import path_segment
+
+
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    """The ``Authorization`` header of HTTP Basic authentication."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return {"Authorization": f"Basic {token}"}
 
 
 def path(*segments: str, raw_prefix: str = "") -> str:
@@ -29,7 +37,7 @@ class HttpResponse:
     status: int
     data: Any
     text: str
-    headers: Mapping[str, str]
+    headers: Mapping[str, str]  # case-insensitive
 
 
 class JsonHttp:
@@ -41,13 +49,11 @@ class JsonHttp:
         *,
         resource: str,
         headers: Mapping[str, str] | None = None,
-        auth: aiohttp.BasicAuth | None = None,
         timeout: float = 15.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.resource = resource
         self._headers = {"Accept": "application/json", **(headers or {})}
-        self._auth = auth
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0))
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -57,7 +63,7 @@ class JsonHttp:
         if self._session is None or self._session.closed or self._loop is not loop:
             if self._session is not None and not self._session.closed and self._loop is loop:
                 await self._session.close()
-            self._session = aiohttp.ClientSession(headers=self._headers, auth=self._auth, timeout=self._timeout)
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
             self._loop = loop
         return self._session
 
@@ -88,7 +94,7 @@ class JsonHttp:
                     data = json.loads(text)
                 except ValueError:
                     data = None
-            result = HttpResponse(response.status, data, text, dict(response.headers))
+            result = HttpResponse(response.status, data, text, CIMultiDict(response.headers))
         if result.status not in set(expect):
             raise http_error(self.resource, result.status, what or f"{method} {url_path}", text)
         return result

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from pipeline.provisioners.errors import PermanentError, ProvisioningError, TransientError
 from pipeline.provisioners.naming import TenantNames, names_for, validate_owner_user_id, validate_region
@@ -46,22 +46,33 @@ RESOURCES: tuple[str, ...] = (
 class TenantSpec(BaseModel):
     """What a tenant asks for. Field values are checked by :meth:`names` (called by every ``plan``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Unknown keys are ignored, so a provisioning command's ``spec`` can be passed as it is.
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     tenant_id: str = Field(max_length=1024)
     name: str = Field(min_length=1, max_length=255, description="display name (OpenProject project name)")
     tier: str = Field(max_length=64)
     region: str = Field(default="local", max_length=64)
-    owner_user_id: str = Field(max_length=1024, description="the tenant admin (Kubernetes RoleBinding subject)")
+    owner_user_id: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="the tenant admin (Kubernetes RoleBinding subject); without one, no RoleBinding",
+    )
     quota: QuotaOverride | None = Field(
         default=None,
         description="per-tenant quota; the quota table's numbers, so reconciliation keeps them",
     )
 
+    @field_validator("region", mode="before")
+    @classmethod
+    def _default_region(cls, value: object) -> object:
+        return "local" if value is None else value
+
     def names(self) -> TenantNames:
         """Validate the id, owner and region; every backend name. Raises ``UnsafeNameError``."""
         names = names_for(self.tenant_id)
-        validate_owner_user_id(self.owner_user_id)
+        if self.owner_user_id is not None:
+            validate_owner_user_id(self.owner_user_id)
         validate_region(self.region)
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in self.name):
             raise PermanentError("tenant display name must not contain control characters")

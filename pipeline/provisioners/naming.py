@@ -1,9 +1,10 @@
 """Tenant ids, and the name each backend gives a tenant's resource.
 
-**Tenant id grammar** (:data:`TENANT_ID_PATTERN`): 3 to 40 ASCII characters, lowercase letters, digits and
-single hyphens; it starts with a letter and ends with a letter or digit (``acme``, ``acme-prod-2``). There
-is no case folding and no transliteration: ``Acme``, ``acme_prod``, ``acme--x``, ``ácme`` are refused,
-never "fixed", so two different inputs can never end up as the same resource.
+**Tenant id grammar** (:data:`TENANT_ID_PATTERN`, the same as the events' ``tenant_id`` schema): 1 to 40
+ASCII characters, lowercase letters, digits and hyphens, starting and ending with a letter or digit
+(``acme``, ``acme-prod-2``, ``42corp``). There is no case folding and no transliteration: ``Acme``,
+``acme_prod``, ``ácme``, ``acme.prod`` are refused, never "fixed", so two different inputs can never end
+up as the same resource.
 
 Every backend name is the tenant id behind the fixed prefix ``tenant``, with ``-`` turned into ``_`` where
 the backend does not allow hyphens (Cassandra, Ignite). As tenant ids never contain ``_``, the mapping is
@@ -43,10 +44,10 @@ from urllib.parse import quote
 
 from pipeline.provisioners.errors import UnsafeNameError
 
-TENANT_ID_MIN_LENGTH = 3
+TENANT_ID_MIN_LENGTH = 1
 TENANT_ID_MAX_LENGTH = 40
-#: Lowercase ASCII letters and digits in groups joined by single hyphens, starting with a letter.
-TENANT_ID_PATTERN = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*", re.ASCII)
+#: Lowercase ASCII letters, digits and hyphens; a letter or digit at both ends (``tenant_id`` in the events).
+TENANT_ID_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?", re.ASCII)
 #: The prefix of every backend name.
 PREFIX = "tenant"
 
@@ -72,7 +73,7 @@ def validate_tenant_id(value: object) -> str:
     if len(value) > TENANT_ID_MAX_LENGTH:
         raise UnsafeNameError(value, f"longer than {TENANT_ID_MAX_LENGTH} characters ({len(value)})")
     if len(value) < TENANT_ID_MIN_LENGTH:
-        raise UnsafeNameError(value, f"shorter than {TENANT_ID_MIN_LENGTH} characters")
+        raise UnsafeNameError(value, "empty")
     if not value.isascii():
         raise UnsafeNameError(value, "non-ASCII characters are not allowed (no transliteration is done)")
     if any(unicodedata.category(ch).startswith("C") for ch in value):
@@ -83,10 +84,8 @@ def validate_tenant_id(value: object) -> str:
         bad = sorted({ch for ch in value if not (ch.isalnum() or ch == "-")})
         if bad:
             reason = f"characters {''.join(bad)!r} are not allowed"
-        elif "--" in value:
-            reason = "consecutive hyphens are not allowed"
         else:
-            reason = "must start with a letter and end with a letter or digit"
+            reason = "must start and end with a letter or digit"
         raise UnsafeNameError(value, f"{reason}; expected {TENANT_ID_PATTERN.pattern}")
     return value
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from pipeline.provisioners._http import HttpResponse, JsonHttp, path
 from pipeline.provisioners.base import BaseProvisioner, DeleteResult, ResourcePlan, TenantSpec, VerifyResult, diff
+from pipeline.provisioners.errors import TransientError
 from pipeline.provisioners.naming import TenantNames
 from pipeline.provisioners.tiers import TierConfig, TiersConfig
 
@@ -95,7 +96,7 @@ class PulsarProvisioner(BaseProvisioner):
         response = await self._http.request("GET", f"{_ADMIN}/clusters", what="list clusters")
         clusters = sorted(c for c in response.data or [] if isinstance(c, str) and c != "global")
         if not clusters:
-            raise self._classify(RuntimeError("the broker lists no clusters"))
+            raise TransientError("the broker lists no clusters at /admin/v2/clusters", resource=self.resource)
         return clusters
 
     def _ns_path(self, namespace: str, *rest: str) -> str:
@@ -147,7 +148,7 @@ class PulsarProvisioner(BaseProvisioner):
                                      what=f"update tenant {tenant_name}")
 
         if not await self._namespace_exists(tenant_name, namespace):
-            await self._http.request("PUT", self._ns_path(namespace), expect=(204, 200, 409),
+            await self._http.request("PUT", self._ns_path(namespace), json_body={}, expect=(204, 200, 409),
                                      what=f"create namespace {namespace}")
             logger.info("created pulsar namespace %s", namespace)
 

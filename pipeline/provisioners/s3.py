@@ -111,6 +111,7 @@ class S3Provisioner(BaseProvisioner):
         timeout: float = 15.0,
     ) -> None:
         super().__init__(tiers)
+        self._endpoint = endpoint
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=min(timeout, 5.0), read=timeout),
             retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[502, 503, 504]),
@@ -167,7 +168,7 @@ class S3Provisioner(BaseProvisioner):
                 return
             self.unsupported.add(key)
         logger.warning("S3 server at %s does not support %s (%s); left out of drift detection",
-                       self._client._base_url.host, key, why)
+                       self._endpoint, key, why)
 
     def _read(self, bucket: str) -> dict[str, Any] | None:
         if not self._client.bucket_exists(bucket):
@@ -225,9 +226,9 @@ class S3Provisioner(BaseProvisioner):
             else:
                 self._optional("lifecycle", self._client.set_bucket_lifecycle, bucket, config)
 
-        if "tags" in supported and have["tags"] != want["tags"]:
+        if "tags" in supported and diff(want["tags"], have["tags"]):
             tags = Tags.new_bucket_tags()
-            tags.update(want["tags"])
+            tags.update({**have["tags"], **want["tags"]})  # tags added by others are kept
             self._optional("tags", self._client.set_bucket_tags, bucket, tags)
 
         # Read back: what the server accepted but did not keep is unsupported by it.

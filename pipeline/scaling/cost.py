@@ -144,10 +144,7 @@ def apply_budget(
         if affordable < min_replicas and not policy.budget_over_min_replicas:
             final = max(min_replicas, affordable)
             over = final > affordable
-            notes.append(
-                f"budget pays for {affordable} replicas but min_replicas={min_replicas} is kept: "
-                f"OVER BUDGET"
-            )
+            notes.append(f"budget pays for {affordable} replicas but min_replicas={min_replicas} is kept: OVER BUDGET")
         else:
             final = affordable
             if affordable < min_replicas:
@@ -168,10 +165,7 @@ def apply_budget(
             f"affordable at {allowed:.4g} {policy.currency}/h allowed"
         )
     elif over:
-        message = (
-            f"over budget of policy {policy.policy_id}: {cost:.4g} {policy.currency}/h > "
-            f"{allowed:.4g} allowed"
-        )
+        message = f"over budget of policy {policy.policy_id}: {cost:.4g} {policy.currency}/h > {allowed:.4g} allowed"
     else:
         message = f"within budget of policy {policy.policy_id}: {cost:.4g} of {allowed:.4g} {policy.currency}/h"
     if notes:

@@ -151,18 +151,18 @@ def drf_allocate(capacity: ResourceVector, demands: Sequence[TenantDemand]) -> F
             if d.max_replicas is not None and d.replicas > d.max_replicas:
                 limited[tid] = "quota"
             continue
-        share, _ = _dominant(mine, cap)
-        heapq.heappush(heap, (share / d.weight, share, tid))
+        next_share = _dominant(mine, cap)[0]
+        heapq.heappush(heap, (next_share / d.weight, next_share, tid))
     allocations: list[TenantAllocation] = []
     for d in demands:
-        share, resource = _dominant(alloc[d.tenant_id], cap)
+        share, dominant = _dominant(alloc[d.tenant_id], cap)
         allocations.append(
             TenantAllocation(
                 tenant_id=d.tenant_id,
                 requested=d.replicas,
                 granted=given[d.tenant_id],
                 resources=ResourceVector.from_tuple([_clean(v) for v in alloc[d.tenant_id]]),
-                dominant_resource=resource,
+                dominant_resource=dominant,
                 dominant_share=_clean(share),
                 weighted_share=_clean(share / d.weight),
                 weight=d.weight,

@@ -11,13 +11,16 @@ Model (the same for every series; only the sampling interval changes the seasona
   learns the target ``(y[k] - b[k]) / s`` from a handful of features, all divided by a running scale
   ``s`` (an exponentially weighted mean of ``|y|``): how far the current value is from its own
   baseline, week-over-week and day-over-day deltas at the origin and just before it, the recent
-  slope, and how last week / yesterday / two weeks ago differ from the baseline at the target slot.
-  A few of them are also given per phase-of-day bucket so that the persistence of a deviation can
-  depend on the time of day;
-* the band: per horizon step, a sliding window of past normalized residuals (``river.utils``-style
-  sorted window); any quantile level is read from it at forecast time.
+  slope, short- and longer-term smoothed levels relative to the target's baseline, and how last
+  week / yesterday / two weeks ago differ from the baseline at the target slot. A few of them are
+  also given per phase-of-day bucket so that the persistence of a deviation can depend on the time
+  of day;
+* the band: per horizon step, a sliding window of the last ``band_window`` residuals of the
+  forecasts actually issued (divided by the running scale), kept sorted so that any quantile level
+  can be read at forecast time.
 
-Model work per sample is a few microseconds per horizon step (see ``docs/scaling.md``).
+Model work is about 7 us of CPU per horizon step and sample (``docs/scaling.md``): cheap enough to
+run inline in an agent.
 
 Snapshots (:meth:`OnlineForecaster.to_snapshot`) are two-layer: an outer pickle made only of builtins
 (format, River version, config, the raw history) that is read with a restricted unpickler, and an
@@ -38,10 +41,11 @@ from array import array
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
-import river
 from river import linear_model, optim
+from river.__version__ import __version__ as RIVER_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +94,10 @@ class ForecasterConfig:
     weekly_seasonality: bool = True
     max_history_steps: int = 2 * 7 * 288 + 64
     """Upper bound of the history ring buffer; lags that do not fit are dropped."""
+    band_scaling: Literal["level", "series"] = "series"
+    """Residuals behind the band are divided by the running scale of the series (``series``) or by
+    the mean of that scale and the baseline of the target step (``level``: wider bands at busy
+    hours; unstable on on/off series)."""
     nonnegative: bool = True
     """Clip forecasts and band at zero (demand cannot be negative)."""
     max_gap_fill_steps: int | None = None
@@ -206,9 +214,7 @@ class Forecast:
             observations=int(data["observations"]),
             interval_minutes=float(data["interval_minutes"]),
             mean=tuple(float(v) for v in data["mean"]),
-            quantiles={
-                float(level): tuple(float(v) for v in values) for level, values in data["quantiles"].items()
-            },
+            quantiles={float(level): tuple(float(v) for v in values) for level, values in data["quantiles"].items()},
             residuals_seen=tuple(int(v) for v in data.get("residuals_seen", ())),
         )
 
@@ -285,6 +291,10 @@ class OnlineForecaster:
         self._level_slow = 0.0
         self._last_time: float | None = None  # epoch seconds of the last observation, when known
         self._phase_names = self._make_phase_names()
+        # Baselines of target steps, reused while the origin moves: exact when every seasonal lag is
+        # longer than the horizon (all the values they read are already known).
+        self._cache_baselines = bool(self._lags) and min(self._lags) > config.horizon
+        self._bcache: dict[int, float] = {}
         self.models = [self._new_model() for _ in range(config.horizon)]
         self.windows = [_ResidualWindow(config.band_window) for _ in range(config.horizon)]
         # pending[j] = per-horizon samples made at origin n - 1 - j (most recent first)
@@ -325,14 +335,19 @@ class OnlineForecaster:
         return [self._buf[i % self._cap] for i in range(start, self._n)]
 
     # ----------------------------------------------------------------- learning
-    def learn_one(self, y: float | None, at: float | None = None) -> None:
+    def learn_one(self, y: float | None, at: datetime | float | None = None) -> None:
         """Learn the observation of the step that just closed.
 
         ``y`` ``None`` or NaN marks a missing window: the value is imputed (seasonal baseline) and
-        nothing is learned from it. ``at`` (epoch seconds of the window, optional) lets the
-        forecaster notice skipped windows and impute them, so the seasonal lags stay aligned.
+        nothing is learned from it. ``at`` (the window's timezone-aware datetime or epoch seconds,
+        optional) lets the forecaster notice skipped windows and impute them, so the seasonal lags
+        stay aligned.
         """
         if at is not None:
+            if isinstance(at, datetime):
+                if at.tzinfo is None or at.utcoffset() is None:
+                    raise ValueError("learn_one needs a timezone-aware datetime")
+                at = at.timestamp()
             self._fill_gap(at)
             self._last_time = at
         if y is None or not math.isfinite(y):
@@ -367,6 +382,14 @@ class OnlineForecaster:
 
     def _baseline(self, k: int) -> float:
         """Robust seasonal baseline for step ``k`` from values known now (index <= n - 1)."""
+        seasonal = self._seasonal_baseline(k)
+        if seasonal is not None:
+            return seasonal
+        n = self._n
+        return self._buf[(n - 1) % self._cap] if n > self._first else 0.0
+
+    def _seasonal_baseline(self, k: int) -> float | None:
+        """Median (or mean of two, or the one) same-slot value one day / week / two weeks back."""
         n, cap, buf = self._n, self._cap, self._buf
         lo = max(n - cap, self._first)
         cands: list[float] = []
@@ -381,7 +404,7 @@ class OnlineForecaster:
             return 0.5 * (cands[0] + cands[1])
         if cands:
             return cands[0]
-        return buf[(n - 1) % cap] if n > self._first else 0.0
+        return None
 
     def _observe(self, y: float, *, learn: bool) -> None:
         cap = self._cap
@@ -405,7 +428,7 @@ class OnlineForecaster:
                 model = self.models[h - 1]
                 target = (y - base) / scale
                 if pred is None:
-                    pred = model.predict_one(x)
+                    pred = model.predict_one(x)  # type: ignore[no-untyped-call]
                 self.windows[h - 1].append((target - pred) * scale / band_scale)
                 model.learn_one(x, target)
         self._pending.appendleft(self._features())
@@ -421,7 +444,13 @@ class OnlineForecaster:
         lo = max(n - cap, self._first)
         yt = buf[t % cap]
         y1 = buf[(t - 1) % cap]
-        bt = self._baseline(t)
+        bcache = self._bcache if self._cache_baselines else None
+        bt: float | None = None
+        if bcache is not None:
+            bt = bcache.pop(t, None)
+            bcache.pop(t - 1, None)
+        if bt is None:
+            bt = self._baseline(t)
         lv = (yt - bt) * inv
         self._ema_dev += 0.5 * (lv - self._ema_dev)
         origin: dict[str, float] = {"lv": lv, "ema": self._ema_dev, "slope": (yt - y1) * inv}
@@ -438,10 +467,21 @@ class OnlineForecaster:
             origin["dd"] = (yt - buf[(t - day) % cap]) * inv
         phase_names = self._phase_names
         level_fast, level_slow = self._level_fast, self._level_slow
+        level_band = self.config.band_scaling == "level"
         samples: list[_Pending] = []
         for h in range(1, self.config.horizon + 1):
             k = t + h
-            b = self._baseline(k)
+            cached = bcache.get(k) if bcache is not None else None
+            if cached is not None:
+                b = cached
+            else:
+                seasonal = self._seasonal_baseline(k)
+                if seasonal is None:
+                    b = yt  # no seasonal value yet: the last value (not cached, it moves)
+                else:
+                    b = seasonal
+                    if bcache is not None:
+                        bcache[k] = b
             x = dict(origin)
             x["yk"] = (yt - b) * inv
             x["mk"] = (level_fast - b) * inv
@@ -461,7 +501,7 @@ class OnlineForecaster:
                 x[names[0]] = lv
                 x[names[1]] = dw
                 x[names[2]] = bd
-            band_scale = 0.5 * (abs(b) + s)
+            band_scale = 0.5 * (abs(b) + s) if level_band else s
             samples.append([x, b, s, band_scale if band_scale > 1e-12 else 1.0, None])
         return samples
 
@@ -493,7 +533,7 @@ class OnlineForecaster:
             sample = samples[h]
             x, base, scale, band_scale, raw = sample
             if raw is None:
-                raw = sample[4] = self.models[h].predict_one(x)
+                raw = sample[4] = self.models[h].predict_one(x)  # type: ignore[no-untyped-call]
             mean = base + scale * raw
             if clip and mean < 0.0:
                 mean = 0.0
@@ -527,7 +567,7 @@ class OnlineForecaster:
         )
         outer = {
             "format": SNAPSHOT_FORMAT,
-            "river_version": river.__version__,
+            "river_version": RIVER_VERSION,
             "config": self.config.to_dict(),
             "observations": self._n,
             "last_time": self._last_time,
@@ -565,13 +605,13 @@ class OnlineForecaster:
             models_blob = outer["models"]
         except (KeyError, TypeError, ValueError) as exc:
             raise SnapshotError(f"corrupt forecaster snapshot: {exc}") from exc
-        if version != river.__version__:
+        if version != RIVER_VERSION:
             if on_version_mismatch == "raise":
-                raise SnapshotVersionError(version, river.__version__)
+                raise SnapshotVersionError(version, RIVER_VERSION)
             logger.warning(
                 "forecaster snapshot from river %s, running %s: rebuilding from %d stored observations",
                 version,
-                river.__version__,
+                RIVER_VERSION,
                 len(history),
             )
             fresh = cls(config)

@@ -132,7 +132,13 @@ class PredictivePolicy(PolicyBase):
     quantile: float = Field(0.9, gt=0.0, lt=1.0)
     """Forecast quantile to provision for."""
     scale_in_quantile: float | None = Field(None, gt=0.0, lt=1.0)
-    """Upper band that must allow a scale-in (default: ``max(quantile, 0.9)``)."""
+    """Upper band that must allow a scale-in over steps ``1 .. horizon``. Default
+    ``quantile ** (1 / horizon)``: removed capacity cannot come back within the boot time, so the
+    per-step level is raised until the chance of needing it at *any* of those steps is about
+    ``1 - quantile``."""
+    scale_in_stabilization_seconds: int = Field(0, ge=0, le=86_400)
+    """Like the HPA's scale-down stabilization window: scale in only to the largest value the
+    policy recommended within this window."""
     forecast_only: bool = False
     """Compute and explain the desired value but never act on it."""
     min_residuals: int = Field(30, ge=0)
@@ -152,7 +158,7 @@ class PredictivePolicy(PolicyBase):
     def effective_scale_in_quantile(self) -> float:
         if self.scale_in_quantile is not None:
             return self.scale_in_quantile
-        return max(self.quantile, 0.9)
+        return round(float(self.quantile ** (1.0 / self.effective_horizon)), 4)
 
 
 class ScheduleWindow(_Strict):

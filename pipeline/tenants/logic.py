@@ -21,7 +21,9 @@ from pipeline.events.models import (
     Tier,
     UserCreated,
 )
+from pipeline.executor import ProvisioningResult
 from pipeline.outputs import PROVISIONING_COMMANDS, PROVISIONING_EVENTS, Emit, Refused, derived_id
+from pipeline.provisioners.base import RESOURCES
 from pipeline.provisioners.tiers import Quota
 from pipeline.tenants.models import (
     OverQuota,
@@ -37,15 +39,7 @@ from pipeline.tenants.models import (
 from pipeline.typed_table import TypedTable
 
 #: Resources every tenant gets, in provisioning order (teardown runs in reverse).
-TENANT_RESOURCES: tuple[str, ...] = (
-    "kubernetes",
-    "cassandra",
-    "s3",
-    "pulsar",
-    "ignite",
-    "elasticsearch",
-    "openproject",
-)
+TENANT_RESOURCES: tuple[str, ...] = RESOURCES
 #: Resources that hold per-user access and get a command when a user is created.
 USER_RESOURCES: tuple[str, ...] = ("kubernetes", "openproject")
 #: Which backends a quota resource gates while the tenant is over it.
@@ -169,7 +163,7 @@ def start_provisioning(
         status.resources[command.resource] = entry
         if refusal is None:
             emits.append(Emit(PROVISIONING_COMMANDS, tenant.tenant_id, command))
-        emits.append(_status_event(tenant.tenant_id, command.resource, entry, previous and previous.status.value))
+        emits.append(_status_event(tenant.tenant_id, command.resource, entry, previous.status.value if previous else None))
     stores.status.put(tenant.tenant_id, status)
     return emits
 
@@ -305,3 +299,61 @@ def handle_quota_update(event: QuotaUpdateRequested, stores: TenantStores, now: 
         tenant, record, CommandAction.UPDATE_QUOTA, event.event_id, now, resources=("kubernetes",)
     )
     return [Emit(PROVISIONING_COMMANDS, tenant.tenant_id, c) for c in commands]
+
+
+_RESULT_STATES: dict[str, ResourceState] = {
+    "provisioning": ResourceState.PROVISIONING,
+    "retrying": ResourceState.RETRYING,
+    "ready": ResourceState.READY,
+    "failed": ResourceState.FAILED,
+    "deleted": ResourceState.DELETED,
+    "drifted": ResourceState.DRIFTED,
+}
+
+
+def handle_provisioning_result(result: ProvisioningResult, stores: TenantStores, now: datetime) -> list[Emit]:
+    """Record a command's transition in the status table and announce it on ``provisioning-events``."""
+    status = stores.status.get(result.tenant_id)
+    entry = status.resources.get(result.resource) if status else None
+    tracked = result.action in (CommandAction.CREATE, CommandAction.DELETE)
+    if status is None or entry is None or (tracked and entry.command_id != result.command_id):
+        return []  # a result of a superseded command
+    if tracked:
+        updated = entry.model_copy(
+            update={
+                "status": _RESULT_STATES[result.status],
+                "attempts": result.attempts,
+                "last_error": result.error,
+                "updated_at": result.at,
+                "detail": result.detail or entry.detail,
+            }
+        )
+        status.resources[result.resource] = updated
+        stores.status.put(result.tenant_id, status)
+        emits = [_status_event(result.tenant_id, result.resource, updated, entry.status.value)]
+        if result.action is CommandAction.DELETE and all(
+            r.status is ResourceState.DELETED for r in status.resources.values()
+        ):
+            tenant = stores.tenants.get(result.tenant_id)
+            if tenant is not None:
+                stores.tenants.put(
+                    tenant.tenant_id, tenant.model_copy(update={"state": TenantState.DELETED, "updated_at": now})
+                )
+        return emits
+    side = ResourceStatus(
+        resource=result.resource,
+        status=_RESULT_STATES[result.status],
+        command_id=result.command_id,
+        updated_at=result.at,
+        attempts=result.attempts,
+        last_error=result.error,
+    )
+    return [_status_event(result.tenant_id, f"{result.resource}:{result.action.value}", side, None)]
+
+
+def command_for(
+    tenant: TenantRecord, quota: QuotaRecord, entry: ResourceStatus, action: CommandAction, now: datetime
+) -> ProvisioningCommand:
+    """The command behind a status entry, rebuilt from the tenant's records (same id), for a re-run."""
+    (command,) = provisioning_commands(tenant, quota, action, entry.command_id, now, (entry.resource,))
+    return command.model_copy(update={"command_id": entry.command_id})

@@ -1,0 +1,17 @@
+"""provisioning-results: record each command's transition in the status table, announce it."""
+
+from typing import Any
+
+from agents.runtime import emit_all, topic
+from agents.stores import STORES, now
+from pipeline.app import app
+from pipeline.executor import ProvisioningResult
+from pipeline.tenants.logic import handle_provisioning_result
+from pipeline.topics import PROVISIONING_RESULTS
+
+
+@app.agent(topic(PROVISIONING_RESULTS), concurrency=1)
+async def provisioning_results(stream: Any) -> None:
+    async for message in stream.events():
+        result = ProvisioningResult.model_validate_json(message.value)
+        await emit_all(handle_provisioning_result(result, STORES, now()))

@@ -1,0 +1,364 @@
+"""The orchestration the agents and REST routes call: decide, allocate with failover, access, lifecycle.
+
+:class:`ComputeService` keeps records in a ``RecordStore`` (a Faust changelog table, or a dict in tests)
+and announces every state change through an async ``EventSink`` (``provisioning-events``). Records and
+events never contain secrets; :meth:`ComputeService.provision` returns the :class:`AccessDetails` with
+the private key and Jupyter token once, for the response to the requester.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from pipeline.compute.access import AccessConfig, AccessDetails, AccessSecrets
+from pipeline.compute.allocation import FailoverPolicy, allocate_with_failover
+from pipeline.compute.backend import AllocationHandle, BackendError, BackendRouter
+from pipeline.compute.catalog import Offer, OfferBook
+from pipeline.compute.engine_client import DerivativesEngineClient
+from pipeline.compute.lifecycle import (
+    HOLDING,
+    CapacityView,
+    ComputeEvent,
+    ComputeRecord,
+    ComputeState,
+    IdlePolicy,
+    TerminationReason,
+    capacity_view,
+    event_for,
+    last_active,
+    tenant_usage,
+    termination_due,
+    transition,
+)
+from pipeline.compute.optimizer import Decision, FailureHistory, NoFeasibleOffer, TenantPolicy, choose
+from pipeline.compute.request import ComputeRequest
+
+logger = logging.getLogger(__name__)
+
+EventSink = Callable[[ComputeEvent], Awaitable[None]]
+
+
+class RecordStore(Protocol):
+    """What the service needs from the table (a ``dict`` or a Faust table wrapper)."""
+
+    def get(self, key: str, /) -> ComputeRecord | None: ...
+
+    def __setitem__(self, key: str, value: ComputeRecord, /) -> None: ...
+
+    def values(self) -> Iterable[ComputeRecord]: ...
+
+
+class UnknownRequest(KeyError):
+    """No record for this request id (REST: 404)."""
+
+
+@dataclass(frozen=True)
+class ProvisionResult:
+    """The stored record, and (when running) the access details WITH secrets, to return once."""
+
+    record: ComputeRecord
+    access: AccessDetails | None = None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ComputeService:
+    """Compute provisioning for all tenants. All methods take/return JSON-serialisable pydantic models."""
+
+    def __init__(
+        self,
+        *,
+        book: OfferBook,
+        backends: BackendRouter,
+        store: RecordStore,
+        policies: Mapping[str, TenantPolicy] | Callable[[str], TenantPolicy] | None = None,
+        failover: FailoverPolicy | None = None,
+        access_config: AccessConfig | None = None,
+        idle: IdlePolicy | None = None,
+        events: EventSink | None = None,
+        failures: FailureHistory | None = None,
+        max_candidates: int = 50,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.book = book
+        self.backends = backends
+        self.store = store
+        self._policies = policies
+        self.failover = failover or FailoverPolicy()
+        self.access_config = access_config or AccessConfig()
+        self.idle = idle or IdlePolicy()
+        self._events = events
+        self.failures = failures if failures is not None else FailureHistory()
+        self.max_candidates = max_candidates
+        self.clock = clock
+        self._inflight: dict[str, asyncio.Task[ProvisionResult]] = {}
+        self._terminate_requested: set[str] = set()
+
+    # ----- helpers -----
+
+    def policy(self, tenant_id: str) -> TenantPolicy:
+        if self._policies is None:
+            return TenantPolicy(tenant_id=tenant_id)
+        if callable(self._policies):
+            return self._policies(tenant_id)
+        return self._policies.get(tenant_id) or TenantPolicy(tenant_id=tenant_id)
+
+    def records(self) -> Iterator[ComputeRecord]:
+        return iter(list(self.store.values()))
+
+    def get(self, request_id: str) -> ComputeRecord:
+        record = self.store.get(request_id)
+        if record is None:
+            raise UnknownRequest(request_id)
+        return record
+
+    async def _save(self, record: ComputeRecord) -> ComputeRecord:
+        self.store[record.request_id] = record
+        if self._events is not None:
+            await self._events(event_for(record))
+        return record
+
+    async def refresh_offers(self, engine: DerivativesEngineClient) -> int:
+        """Merge the engine's current quote (wholesale prices, availability) into the offer book."""
+        quote = await engine.quote()
+        self.book.merge(quote.offers)
+        return len(quote.offers)
+
+    # ----- decision -----
+
+    def decide(self, request: ComputeRequest, now: datetime | None = None) -> Decision:
+        now = now or self.clock()
+        usage = tenant_usage(self.records(), request.tenant_id, now)
+        return choose(
+            request,
+            self.book,
+            policy=self.policy(request.tenant_id),
+            usage=usage,
+            failures=self.failures,
+            now=now,
+            max_candidates=self.max_candidates,
+        )
+
+    async def submit(self, request_id: str, request: ComputeRequest) -> ComputeRecord:
+        """Store a new request with its decision. Raises :class:`NoFeasibleOffer` (422) after storing it
+        as ``failed`` with the explanation, and ``ValueError`` for a duplicate request id."""
+        if self.store.get(request_id) is not None:
+            raise ValueError(f"request {request_id} exists")
+        now = self.clock()
+        record = ComputeRecord.new(request_id, request, now)
+        decision = self.decide(request, now)
+        if not decision.feasible:
+            failed = transition(
+                record, ComputeState.FAILED, now, reason="no_feasible_offer", decision=decision, error=decision.message
+            )
+            await self._save(failed)
+            raise NoFeasibleOffer(decision)
+        return await self._save(record.model_copy(update={"decision": decision}))
+
+    # ----- allocation -----
+
+    async def start(self, request_id: str) -> ProvisionResult:
+        """Allocate a submitted request (re-deciding with current offers and usage) until running or
+        failed. Returns the access details with secrets once. The allocation runs in its own task:
+        :meth:`terminate` meanwhile cancels it (releasing the in-flight attempt) and this returns the
+        ``terminated`` record; cancelling the caller cancels and releases it too, then re-raises."""
+        record = self.get(request_id)
+        if record.state is not ComputeState.REQUESTED or request_id in self._inflight:
+            raise ValueError(f"request {request_id} is {record.state.value}, not requested")
+        inner: asyncio.Task[ProvisionResult] = asyncio.create_task(self._start(record))
+        self._inflight[request_id] = inner
+        try:
+            return await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            if inner.done() and inner.cancelled():  # cancelled by terminate()
+                return ProvisionResult(self.get(request_id))
+            inner.cancel()  # our caller was cancelled: stop and release, then propagate
+            await asyncio.wait([inner])
+            raise
+        finally:
+            self._inflight.pop(request_id, None)
+
+    async def _start(self, record: ComputeRecord) -> ProvisionResult:
+        request = record.request
+        decision = self.decide(request)
+        if not decision.feasible:
+            failed = transition(
+                record, ComputeState.FAILED, self.clock(), reason="no_feasible_offer",
+                decision=decision, error=decision.message,
+            )
+            await self._save(failed)
+            raise NoFeasibleOffer(decision)
+        prices = {c.offer_id: c.price_per_hour for c in decision.candidates}
+        offers = [o for o in (self.book.get(c.offer_id) for c in decision.candidates) if o is not None]
+        current = await self._save(transition(record, ComputeState.ALLOCATING, self.clock(), decision=decision))
+        secrets = AccessSecrets.generate(comment=f"{request.tenant_id}-{record.request_id}")
+
+        async def on_allocated(offer: Offer, handle: AllocationHandle) -> None:
+            nonlocal current
+            now = self.clock()
+            if current.state is ComputeState.PROVISIONING:  # the previous machine failed to boot
+                current = transition(current, ComputeState.ALLOCATING, now, reason="failover")
+            current = await self._save(
+                transition(
+                    current, ComputeState.PROVISIONING, now, offer=offer, allocation_id=handle.allocation_id,
+                    client_token=handle.client_token, price_per_hour=prices.get(offer.offer_id),
+                )
+            )
+
+        try:
+            result = await allocate_with_failover(
+                request, offers, self.backends, secrets.setup(), policy=self.failover,
+                history=self.failures, on_allocated=on_allocated, token_prefix=f"{record.request_id[:16]}-",
+            )
+        except asyncio.CancelledError:
+            secrets.forget()
+            user = record.request_id in self._terminate_requested
+            now = self.clock()
+            if user:
+                if current.state is not ComputeState.TERMINATING:
+                    current = transition(current, ComputeState.TERMINATING, now, reason=TerminationReason.USER.value,
+                                         termination_reason=TerminationReason.USER)
+                final = transition(current, ComputeState.TERMINATED, now, reason=TerminationReason.USER.value)
+            else:
+                final = transition(current, ComputeState.FAILED, now, reason=TerminationReason.CANCELLED.value,
+                                   error="allocation cancelled", termination_reason=TerminationReason.CANCELLED)
+            await self._save(final)
+            raise
+        now = self.clock()
+        if not result.ok or result.allocation is None or result.offer is None:
+            secrets.forget()
+            final = transition(
+                current, ComputeState.FAILED, now, reason=TerminationReason.ALLOCATION_FAILED.value,
+                attempts=result.attempts, error=result.error, unreleased_tokens=result.unreleased,
+                termination_reason=TerminationReason.ALLOCATION_FAILED,
+            )
+            await self._save(final)
+            return ProvisionResult(final)
+        handle = result.allocation
+        access = AccessDetails.build(
+            secrets, allocation_id=handle.allocation_id, request_id=record.request_id,
+            host=handle.host, port=handle.ssh_port, config=self.access_config,
+        )
+        running = transition(
+            current, ComputeState.RUNNING, now, attempts=result.attempts, access=access.public_view(),
+            offer=result.offer, allocation_id=handle.allocation_id, client_token=handle.client_token,
+            price_per_hour=prices.get(result.offer.offer_id), unreleased_tokens=result.unreleased,
+        )
+        try:
+            return ProvisionResult(await self._save(running), access)
+        except asyncio.CancelledError:
+            # the requester will never see the access details: do not keep paying for the machine
+            await self._abandon(running, record.request_id in self._terminate_requested)
+            raise
+
+    async def _abandon(self, record: ComputeRecord, by_user: bool) -> None:
+        """Release a running allocation whose provisioning was cancelled (shielded from cancellation)."""
+        reason = TerminationReason.USER if by_user else TerminationReason.CANCELLED
+        terminating = transition(
+            record, ComputeState.TERMINATING, self.clock(), reason=reason.value, termination_reason=reason
+        )
+        self.store[record.request_id] = terminating
+        if record.offer is None or record.allocation_id is None:  # pragma: no cover - running implies both
+            return
+        release = asyncio.ensure_future(self.backends.for_offer(record.offer).release(record.allocation_id))
+        try:
+            await asyncio.shield(release)
+        except BackendError as exc:
+            logger.error("release of %s failed: %s", record.allocation_id, exc)
+            return  # stays terminating: enforce() retries
+        self.store[record.request_id] = transition(terminating, ComputeState.TERMINATED, self.clock(),
+                                                   reason=reason.value)
+
+    async def provision(self, request_id: str, request: ComputeRequest) -> ProvisionResult:
+        """``submit`` then, unless ``start_at`` is in the future (a reservation the scheduler starts
+        later with :meth:`start`), ``start``."""
+        record = await self.submit(request_id, request)
+        if request.starts_after(self.clock()):
+            return ProvisionResult(record)
+        return await self.start(request_id)
+
+    # ----- termination -----
+
+    async def terminate(self, request_id: str, reason: TerminationReason = TerminationReason.USER) -> ComputeRecord:
+        """Terminate and release (``DELETE``). Idempotent on terminal records. A release that fails leaves
+        the record ``terminating`` with the error; :meth:`enforce` retries it."""
+        record = self.get(request_id)
+        if record.terminal:
+            return record
+        if record.state is ComputeState.REQUESTED:
+            return await self._save(
+                transition(
+                    record, ComputeState.TERMINATED, self.clock(), reason=reason.value, termination_reason=reason
+                )
+            )
+        task = self._inflight.get(request_id)
+        if task is not None:
+            self._terminate_requested.add(request_id)
+            task.cancel()
+            try:
+                await asyncio.wait([task])  # the task's own outcome (CancelledError) stays with its caller
+            finally:
+                self._terminate_requested.discard(request_id)
+            return self.get(request_id)
+        if record.state is not ComputeState.TERMINATING:
+            record = await self._save(
+                transition(
+                    record, ComputeState.TERMINATING, self.clock(), reason=reason.value, termination_reason=reason
+                )
+            )
+        if record.allocation_id is not None and record.offer is not None:
+            backend = self.backends.for_offer(record.offer)
+            try:
+                await backend.release(record.allocation_id)
+            except BackendError as exc:
+                logger.error("release of %s failed: %s", record.allocation_id, exc)
+                failed = record.model_copy(update={"error": f"release failed: {exc}", "updated_at": self.clock()})
+                return await self._save(failed)
+        final_reason = record.termination_reason or reason
+        return await self._save(transition(record, ComputeState.TERMINATED, self.clock(), reason=final_reason.value))
+
+    def record_utilization(self, request_id: str, utilization: float, at: datetime) -> ComputeRecord | None:
+        """Fold one utilization sample (``resource-metrics``) into the record's ``last_active_at``."""
+        record = self.store.get(request_id)
+        if record is None or record.state is not ComputeState.RUNNING:
+            return record
+        updated = last_active(record.last_active_at, utilization, at, self.idle)
+        if updated != record.last_active_at:
+            record = record.model_copy(update={"last_active_at": updated})
+            self.store[request_id] = record
+        return record
+
+    async def enforce(self, now: datetime | None = None) -> list[ComputeRecord]:
+        """One sweep: terminate running allocations whose duration elapsed or that are idle, and retry
+        releases stuck in ``terminating``. Returns the records it changed."""
+        now = now or self.clock()
+        changed = []
+        for record in self.records():
+            if record.state is ComputeState.TERMINATING:
+                changed.append(await self.terminate(record.request_id))
+                continue
+            reason = termination_due(record, now, idle=self.idle)
+            if reason is not None:
+                logger.info("auto-terminating %s: %s", record.request_id, reason.value)
+                changed.append(await self.terminate(record.request_id, reason))
+        return changed
+
+    # ----- capacity -----
+
+    def capacity(self, tenant_id: str | None = None, now: datetime | None = None) -> CapacityView:
+        """Body of ``GET /api/v1/compute/capacity`` (capacity by provider/region/resource type and the
+        tenant's remaining quota/budget)."""
+        return capacity_view(
+            self.book.offers(), self.records(), now or self.clock(),
+            tenant=self.policy(tenant_id) if tenant_id else None,
+        )
+
+    def holding(self) -> list[ComputeRecord]:
+        return [r for r in self.records() if r.state in HOLDING]

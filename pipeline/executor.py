@@ -1,0 +1,169 @@
+"""Executing provisioning commands against the backends: retries with backoff, one result per transition.
+
+``execute`` runs one command to its end (ready, failed, deleted) and reports every transition through
+``report``; the agents turn reports into status-table writes and ``provisioning-events``. Commands of
+different resources run concurrently, so one backend failing does not hold up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import AwareDatetime, BaseModel, Field
+
+from pipeline.events.models import CommandAction, ProvisioningCommand
+from pipeline.metrics import PROVISIONING_ATTEMPTS
+from pipeline.provisioners.base import Provisioner, TenantSpec
+from pipeline.provisioners.errors import PermanentError, ProvisioningError
+from pipeline.provisioners.tiers import Quota, QuotaOverride
+
+logger = logging.getLogger(__name__)
+
+
+class ProvisioningResult(BaseModel):
+    """A transition of one command's resource, sent on the internal ``provisioning-results`` topic."""
+
+    command_id: str
+    tenant_id: str
+    resource: str
+    action: CommandAction
+    status: Literal["provisioning", "retrying", "ready", "failed", "deleted", "drifted"]
+    attempts: int
+    error: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+    at: AwareDatetime
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Full-jitter exponential backoff before attempt ``attempt + 1``."""
+        return rng.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+@runtime_checkable
+class QuotaUpdater(Protocol):
+    async def update_quota(self, tenant: TenantSpec, quota: Quota) -> Any: ...
+
+
+Report = Callable[[ProvisioningResult], Awaitable[None]]
+
+
+def tenant_spec(command: ProvisioningCommand) -> TenantSpec:
+    spec = command.spec
+    return TenantSpec(
+        tenant_id=command.tenant_id,
+        name=str(spec.get("name") or command.tenant_id),
+        tier=str(spec["tier"]),
+        region=str(spec.get("region") or "local"),
+        owner_user_id=str(spec.get("owner_user_id") or f"{command.tenant_id}-admin"),
+        quota=QuotaOverride.model_validate(spec["quota"]) if spec.get("quota") else None,
+    )
+
+
+async def _perform(command: ProvisioningCommand, provisioner: Provisioner, spec: TenantSpec) -> dict[str, Any]:
+    if command.action is CommandAction.CREATE:
+        plan = await provisioner.apply(spec)
+        return {"names": plan.names}
+    if command.action is CommandAction.DELETE:
+        deleted = await provisioner.delete(spec, purge=bool(command.spec.get("purge")))
+        return deleted.model_dump(exclude={"resource", "tenant_id"})
+    if command.action is CommandAction.UPDATE_QUOTA:
+        if not isinstance(provisioner, QuotaUpdater):
+            raise PermanentError(f"{command.resource} has no quota to update")
+        await provisioner.update_quota(spec, Quota.model_validate(command.spec["quota"]))
+        return {"quota": command.spec["quota"]}
+    # CREATE_USER: the tenant's resources already grant access by role; converge them.
+    plan = await provisioner.apply(spec)
+    return {"names": plan.names, "user": command.spec.get("user", {}).get("user_id")}
+
+
+async def execute(
+    command: ProvisioningCommand,
+    provisioners: Mapping[str, Provisioner],
+    report: Report,
+    policy: RetryPolicy = RetryPolicy(),
+    rng: random.Random | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> ProvisioningResult:
+    """Run ``command`` until it succeeds, fails permanently or runs out of attempts."""
+    rng = rng or random.Random()
+
+    def result(status: str, attempts: int, error: str | None = None, **detail: Any) -> ProvisioningResult:
+        return ProvisioningResult(
+            command_id=command.command_id,
+            tenant_id=command.tenant_id,
+            resource=command.resource,
+            action=command.action,
+            status=status,  # type: ignore[arg-type]
+            attempts=attempts,
+            error=error,
+            detail=detail,
+            at=datetime.now(UTC),
+        )
+
+    provisioner = provisioners.get(command.resource)
+    if provisioner is None:
+        final = result("failed", 0, f"no provisioner for resource {command.resource!r}")
+        await report(final)
+        return final
+    try:
+        spec = tenant_spec(command)
+        spec.names()
+    except (ProvisioningError, ValueError) as exc:
+        final = result("failed", 0, f"refused: {exc}")
+        await report(final)
+        return final
+    await report(result("provisioning", 0))
+    last_error = ""
+    for attempt in range(1, policy.max_attempts + 1):
+        try:
+            detail = await _perform(command, provisioner, spec)
+        except ProvisioningError as exc:
+            last_error = str(exc)
+            PROVISIONING_ATTEMPTS.labels(command.resource, "error").inc()
+            if not exc.retryable:
+                final = result("failed", attempt, last_error)
+                await report(final)
+                return final
+            if attempt < policy.max_attempts:
+                await report(result("retrying", attempt, last_error))
+                await sleep(policy.delay(attempt, rng))
+            continue
+        PROVISIONING_ATTEMPTS.labels(command.resource, "ok").inc()
+        done = "deleted" if command.action is CommandAction.DELETE else "ready"
+        final = result(done, attempt, None, **detail)
+        await report(final)
+        return final
+    final = result("failed", policy.max_attempts, f"gave up after {policy.max_attempts} attempts: {last_error}")
+    await report(final)
+    return final
+
+
+def dry_run_plan(
+    tenant_id: str,
+    spec: dict[str, Any],
+    provisioners: Mapping[str, Provisioner],
+) -> dict[str, Any]:
+    """Per backend, exactly what provisioning ``spec`` would create, with which settings (nothing is done)."""
+    command = ProvisioningCommand(
+        command_id="dry-run",
+        tenant_id=tenant_id,
+        resource="-",
+        action=CommandAction.CREATE,
+        issued_at=datetime.now(UTC),
+        cause_event_id="dry-run",
+        spec=spec,
+    )
+    tenant = tenant_spec(command)
+    return {name: provisioner.plan(tenant).model_dump(mode="json") for name, provisioner in provisioners.items()}

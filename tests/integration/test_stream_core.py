@@ -1,0 +1,164 @@
+"""End to end through the real Pulsar, bridge, Kafka and worker processes (issue: stream core)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from pipeline.provisioners.base import RESOURCES
+from tests.integration.conftest import now_iso
+from tests.integration.worker import WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+
+def tenant_event(tenant_id: str, event_id: str, tier: str = "standard") -> dict[str, Any]:
+    return {"event_id": event_id, "tenant_id": tenant_id, "occurred_at": now_iso(), "name": f"Tenant {tenant_id}",
+            "tier": tier, "owner_user_id": "owner"}
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+async def read_topic(bootstrap: str, topic: str, match: Callable[[dict[str, Any]], bool], idle: float = 3.0
+                     ) -> list[dict[str, Any]]:
+    """Every record of ``topic`` (from the beginning) whose JSON value matches ``match``."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=int(idle * 1000), max_records=5000)
+            if not batches:
+                return found
+            for records in batches.values():
+                for record in records:
+                    value = json.loads(record.value)
+                    if match(value):
+                        found.append(value)
+    finally:
+        await consumer.stop()
+
+
+def test_tenant_created_on_pulsar_reaches_the_api_and_emits_commands_once(
+    stream_env: dict[str, str], start_worker: Callable[..., WorkerProcess], publish: Callable[[str, Any], None],
+    admin_token: str, run_id: str,
+) -> None:
+    worker = start_worker(stream_env)
+    worker.wait_ready()
+    tenant = f"t{run_id}-one"
+    event = tenant_event(tenant, f"{tenant}-evt")
+    publish("tenant-created-events", event)
+    publish("tenant-created-events", event)  # the same event twice
+
+    status = wait_for(lambda: (lambda r: r[1] if r[0] == 200 else None)(
+        worker.get(f"/api/v1/tenants/{tenant}/provisioning-status", admin_token)), what="provisioning status")
+    assert {r: s["status"] for r, s in status["resources"].items()} == dict.fromkeys(RESOURCES, "pending")
+    code, quota = worker.get(f"/api/v1/tenants/{tenant}/quota", admin_token)
+    assert code == 200 and quota["limits"]["cpu_cores"] > 0
+    code, record = worker.get(f"/api/v1/tenants/{tenant}", admin_token)
+    assert code == 200 and record["tier"] == "standard"
+
+    commands = asyncio.run(read_topic(stream_env["KAFKA_BOOTSTRAP_SERVERS"], "provisioning-commands",
+                                      lambda c: c.get("tenant_id") == tenant))
+    assert sorted(c["resource"] for c in commands) == sorted(RESOURCES)  # one each, not two
+
+
+def test_invalid_events_go_to_the_dead_letter_topic_and_good_ones_still_flow(
+    stream_env: dict[str, str], start_worker: Callable[..., WorkerProcess], publish: Callable[[str, Any], None],
+    admin_token: str, run_id: str,
+) -> None:
+    worker = start_worker(stream_env)
+    worker.wait_ready()
+    marker = f"dlq-{run_id}"
+    publish("tenant-created-events", f"{{not json {marker}".encode())
+    bad = tenant_event(f"t{run_id}-bad", f"{marker}-schema", tier="gold")
+    publish("tenant-created-events", bad)
+    publish("quota-exceeded-events", {"event_id": f"{marker}-unknown", "tenant_id": f"t{run_id}-ghost",
+                                      "occurred_at": now_iso(), "resource": "gpus", "used": 3, "limit": 2})
+    good = f"t{run_id}-good"
+    publish("tenant-created-events", tenant_event(good, f"{good}-evt"))
+    wait_for(lambda: worker.get(f"/api/v1/tenants/{good}", admin_token)[0] == 200, what="the good tenant")
+
+    def mine(record: dict[str, Any]) -> bool:
+        return marker in base64.b64decode(record["original_base64"]).decode(errors="replace")
+
+    letters = asyncio.run(read_topic(stream_env["KAFKA_BOOTSTRAP_SERVERS"], "dead-letter-events", mine))
+    reasons = {(r["source_topic"], r["reason"]) for r in letters}
+    assert ("tenant-created-events", "bad-json") in reasons
+    assert ("tenant-created-events", "schema") in reasons
+    assert ("quota-exceeded-events", "unknown-tenant") in reasons
+    schema_letter = next(r for r in letters if r["reason"] == "schema")
+    assert "tier" in schema_letter["detail"]
+    assert json.loads(base64.b64decode(schema_letter["original_base64"])) == bad
+
+
+def test_kill_minus_nine_loses_nothing_and_duplicates_nothing(
+    stream_env: dict[str, str], start_worker: Callable[..., WorkerProcess], publish: Callable[[str, Any], None],
+    admin_token: str, run_id: str, tmp_path: Any,
+) -> None:
+    worker = start_worker(stream_env, data_dir=tmp_path / "kill-data")
+    worker.wait_ready()
+    tenants = [f"t{run_id}-k{i}" for i in range(150)]
+    for i, tenant in enumerate(tenants):
+        publish("tenant-created-events", tenant_event(tenant, f"{tenant}-evt", ("free", "standard", "enterprise")[i % 3]))
+        if i == 60:
+            worker.kill()  # while events stream in
+    port = worker.port
+    restarted = start_worker(stream_env, port=port, data_dir=tmp_path / "kill-data")
+    restarted.wait_ready()
+    # every event sent twice more: redelivery must not duplicate anything
+    for tenant in tenants[:20]:
+        publish("tenant-created-events", tenant_event(tenant, f"{tenant}-evt"))
+
+    def all_there() -> bool:
+        code, page = restarted.get("/api/v1/tenants?limit=200&offset=0", admin_token)
+        return code == 200 and {t["tenant_id"] for t in page["items"]} >= set(tenants)
+
+    wait_for(all_there, timeout=120, what="all tenants after the restart")
+    for i, tenant in enumerate(tenants):
+        code, record = restarted.get(f"/api/v1/tenants/{tenant}", admin_token)
+        assert code == 200 and record["tier"] == ("free", "standard", "enterprise")[i % 3]
+
+    commands = asyncio.run(read_topic(stream_env["KAFKA_BOOTSTRAP_SERVERS"], "provisioning-commands",
+                                      lambda c: c.get("tenant_id", "").startswith(f"t{run_id}-k")))
+    distinct = {(c["tenant_id"], c["resource"]): c["command_id"] for c in commands}
+    assert set(distinct) == {(t, r) for t in tenants for r in RESOURCES}  # nothing lost
+    ids_per_key: dict[tuple[str, str], set[str]] = {}
+    for c in commands:
+        ids_per_key.setdefault((c["tenant_id"], c["resource"]), set()).add(c["command_id"])
+    assert all(len(ids) == 1 for ids in ids_per_key.values())  # a redelivered command keeps its id
+
+
+def test_two_workers_both_answer_for_every_tenant(
+    stream_env: dict[str, str], start_worker: Callable[..., WorkerProcess], publish: Callable[[str, Any], None],
+    admin_token: str, run_id: str,
+) -> None:
+    first = start_worker(stream_env)
+    second = start_worker(stream_env)
+    first.wait_ready()
+    second.wait_ready()
+    tenants = [f"t{run_id}-w{i}" for i in range(12)]
+    for tenant in tenants:
+        publish("tenant-created-events", tenant_event(tenant, f"{tenant}-evt"))
+    for worker in (first, second):
+        for tenant in tenants:
+            wait_for(lambda w=worker, t=tenant: w.get(f"/api/v1/tenants/{t}/quota", admin_token)[0] == 200,
+                     what=f"{tenant} on {worker.url}")
+        code, page = worker.get("/api/v1/tenants?limit=200", admin_token)
+        assert code == 200 and {t["tenant_id"] for t in page["items"]} >= set(tenants)

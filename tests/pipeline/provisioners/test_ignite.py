@@ -1,0 +1,116 @@
+"""The Ignite provisioner against the local Ignite node, checked with the pyignite thin client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+from pyignite import Client
+from pyignite.datatypes.cache_config import CacheAtomicityMode, CacheMode
+from pyignite.datatypes.prop_codes import PROP_BACKUPS_NUMBER, PROP_CACHE_ATOMICITY_MODE, PROP_CACHE_MODE, PROP_NAME
+
+from pipeline.provisioners.base import TenantSpec
+from pipeline.provisioners.errors import DriftError
+from pipeline.provisioners.ignite import IgniteProvisioner
+from pipeline.provisioners.registry import build_provisioner
+from pipeline.provisioners.tiers import TiersConfig
+from tests.pipeline.provisioners.conftest import settings_from
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def provisioner(ignite_service: dict[str, str], tiers: TiersConfig) -> AsyncIterator[IgniteProvisioner]:
+    built = build_provisioner("ignite", settings_from(ignite_service), tiers)
+    assert isinstance(built, IgniteProvisioner)
+    yield built
+    await built.aclose()
+
+
+@pytest.fixture
+def client(ignite_service: dict[str, str]) -> Iterator[Client]:
+    settings = settings_from(ignite_service)
+    ignite = Client()
+    ignite.connect(settings.ignite_host, settings.ignite_port)
+    try:
+        yield ignite
+    finally:
+        ignite.close()
+
+
+@pytest.mark.parametrize(
+    ("tier", "mode", "atomicity", "backups"),
+    [("free", CacheMode.PARTITIONED, CacheAtomicityMode.ATOMIC, 0),
+     ("standard", CacheMode.PARTITIONED, CacheAtomicityMode.ATOMIC, 1),
+     ("enterprise", CacheMode.REPLICATED, CacheAtomicityMode.TRANSACTIONAL, None)],
+)
+async def test_apply_creates_the_cache_with_the_tier_configuration(
+    provisioner: IgniteProvisioner, client: Client, make_tenant: Callable[..., TenantSpec],
+    tier: str, mode: int, atomicity: int, backups: int | None,
+) -> None:
+    tenant = make_tenant(tier)
+    cache_name = tenant.names().ignite_cache
+    try:
+        plan = await provisioner.apply(tenant)
+        assert await provisioner.apply(tenant) == plan  # twice: no error
+        assert client.get_cache_names().count(cache_name) == 1
+        config = client.get_cache(cache_name).settings
+        assert config[PROP_NAME] == cache_name
+        assert config[PROP_CACHE_MODE] == mode
+        assert config[PROP_CACHE_ATOMICITY_MODE] == atomicity
+        if backups is not None:
+            assert config[PROP_BACKUPS_NUMBER] == backups
+        client.get_cache(cache_name).put("k", "v")  # usable
+        assert (await provisioner.verify(tenant)).ok
+    finally:
+        await provisioner.delete(tenant)
+
+
+async def test_a_cache_deleted_by_hand_is_detected_and_recreated(
+    provisioner: IgniteProvisioner, client: Client, make_tenant: Callable[..., TenantSpec]
+) -> None:
+    tenant = make_tenant("standard")
+    cache_name = tenant.names().ignite_cache
+    try:
+        await provisioner.apply(tenant)
+        client.get_cache(cache_name).destroy()
+        gone = await provisioner.verify(tenant)
+        assert gone.drifted and gone.missing == [f"cache {cache_name}"]
+        await provisioner.apply(tenant)
+        assert cache_name in client.get_cache_names()
+        assert (await provisioner.verify(tenant)).ok
+    finally:
+        await provisioner.delete(tenant)
+
+
+async def test_a_cache_with_another_configuration_is_drift_that_apply_refuses_to_fix(
+    provisioner: IgniteProvisioner, client: Client, make_tenant: Callable[..., TenantSpec]
+) -> None:
+    tenant = make_tenant("enterprise")
+    cache_name = tenant.names().ignite_cache
+    try:
+        client.create_cache({PROP_NAME: cache_name, PROP_CACHE_MODE: CacheMode.PARTITIONED,
+                             PROP_CACHE_ATOMICITY_MODE: CacheAtomicityMode.ATOMIC})
+        drift = await provisioner.verify(tenant)
+        assert drift.exists and {d.path for d in drift.differences} == {"cache_mode", "atomicity"}
+        with pytest.raises(DriftError):
+            await provisioner.apply(tenant)
+    finally:
+        await provisioner.delete(tenant)
+
+
+async def test_delete_destroys_only_this_tenants_cache(
+    provisioner: IgniteProvisioner, client: Client, make_tenant: Callable[..., TenantSpec]
+) -> None:
+    tenant, other = make_tenant(), make_tenant()
+    try:
+        await provisioner.apply(tenant)
+        await provisioner.apply(other)
+        result = await provisioner.delete(tenant)
+        assert result.deleted == [f"cache {tenant.names().ignite_cache}"]
+        names = client.get_cache_names()
+        assert tenant.names().ignite_cache not in names and other.names().ignite_cache in names
+        assert (await provisioner.delete(tenant)).absent
+    finally:
+        await provisioner.delete(tenant)
+        await provisioner.delete(other)

@@ -1,0 +1,147 @@
+"""The Pulsar provisioner against the local Pulsar standalone, checked through Pulsar's admin REST API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pulsar
+import pytest
+
+from pipeline.provisioners.base import TenantSpec
+from pipeline.provisioners.pulsar import PulsarProvisioner
+from pipeline.provisioners.registry import build_provisioner
+from pipeline.provisioners.tiers import TiersConfig
+from tests.pipeline.provisioners.conftest import settings_from
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def provisioner(pulsar_service: dict[str, str], tiers: TiersConfig) -> AsyncIterator[PulsarProvisioner]:
+    built = build_provisioner("pulsar", settings_from(pulsar_service), tiers)
+    assert isinstance(built, PulsarProvisioner)
+    yield built
+    await built.aclose()
+
+
+class Admin:
+    def __init__(self, exports: dict[str, str]) -> None:
+        self.url = exports["PULSAR_ADMIN_URL"].rstrip("/") + "/admin/v2"
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as session, session.request(method, self.url + path, json=body) as r:
+            text = await r.text()
+            try:
+                return r.status, await r.json(content_type=None) if text else None
+            except ValueError:
+                return r.status, text
+
+
+@pytest.fixture
+def admin(pulsar_service: dict[str, str]) -> Admin:
+    return Admin(pulsar_service)
+
+
+@pytest.mark.parametrize("tier", ["free", "enterprise"])
+async def test_apply_creates_tenant_and_namespace_with_the_tier_policies(
+    provisioner: PulsarProvisioner, admin: Admin, make_tenant: Callable[..., TenantSpec], tiers: TiersConfig,
+    tier: str,
+) -> None:
+    tenant = make_tenant(tier)
+    names = tenant.names()
+    config = tiers.tier(tier).pulsar
+    try:
+        plan = await provisioner.apply(tenant)
+        status, clusters = await admin.call("GET", "/clusters")
+        assert status == 200
+        status, info = await admin.call("GET", f"/tenants/{names.pulsar_tenant}")
+        assert status == 200 and info["allowedClusters"] == sorted(clusters) == plan.settings["allowed_clusters"]
+        _, namespaces = await admin.call("GET", f"/namespaces/{names.pulsar_tenant}")
+        assert namespaces == [names.pulsar_namespace]
+        _, retention = await admin.call("GET", f"/namespaces/{names.pulsar_namespace}/retention")
+        assert retention == {"retentionTimeInMinutes": config.retention_minutes,
+                             "retentionSizeInMB": config.retention_size_mb}
+        _, backlog = await admin.call("GET", f"/namespaces/{names.pulsar_namespace}/backlogQuotaMap")
+        quota = backlog["destination_storage"]
+        assert quota["limitSize"] == config.backlog_quota.limit_size_mb * 1024 * 1024
+        assert quota["policy"] == config.backlog_quota.policy
+        _, ttl = await admin.call("GET", f"/namespaces/{names.pulsar_namespace}/messageTTL")
+        assert ttl == config.message_ttl_seconds
+        assert (await provisioner.verify(tenant)).ok
+    finally:
+        await provisioner.delete(tenant)
+
+
+async def test_apply_twice_and_tier_changes_converge(
+    provisioner: PulsarProvisioner, admin: Admin, make_tenant: Callable[..., TenantSpec], tiers: TiersConfig
+) -> None:
+    tenant = make_tenant("enterprise")
+    names = tenant.names()
+    try:
+        first = await provisioner.apply(tenant)
+        assert await provisioner.apply(tenant) == first
+        # Down to free: retention shrinks below the old backlog quota, so the order of the calls matters.
+        downgraded = tenant.model_copy(update={"tier": "free"})
+        await provisioner.apply(downgraded)
+        assert (await provisioner.verify(downgraded)).ok
+        _, retention = await admin.call("GET", f"/namespaces/{names.pulsar_namespace}/retention")
+        assert retention["retentionSizeInMB"] == tiers.tier("free").pulsar.retention_size_mb
+        await provisioner.apply(tenant)
+        assert (await provisioner.verify(tenant)).ok
+    finally:
+        await provisioner.delete(tenant)
+
+
+async def test_verify_detects_drift_and_apply_repairs_it(
+    provisioner: PulsarProvisioner, admin: Admin, make_tenant: Callable[..., TenantSpec]
+) -> None:
+    tenant = make_tenant("standard")
+    names = tenant.names()
+    try:
+        await provisioner.apply(tenant)
+        status, _ = await admin.call("POST", f"/namespaces/{names.pulsar_namespace}/messageTTL", 5)
+        assert status in (200, 204)
+        drift = await provisioner.verify(tenant)
+        assert [d.path for d in drift.differences] == ["message_ttl_seconds"]
+        await provisioner.apply(tenant)
+        assert (await provisioner.verify(tenant)).ok
+
+        status, _ = await admin.call("DELETE", f"/namespaces/{names.pulsar_namespace}")
+        assert status in (200, 204)
+        gone = await provisioner.verify(tenant)
+        assert not gone.exists and gone.missing == [f"namespace {names.pulsar_namespace}"]
+        await provisioner.apply(tenant)
+        assert (await provisioner.verify(tenant)).ok
+    finally:
+        await provisioner.delete(tenant)
+
+
+async def test_delete_removes_topics_namespace_and_tenant(
+    provisioner: PulsarProvisioner, admin: Admin, pulsar_service: dict[str, str],
+    make_tenant: Callable[..., TenantSpec],
+) -> None:
+    tenant, other = make_tenant(), make_tenant()
+    names = tenant.names()
+    try:
+        await provisioner.apply(tenant)
+        await provisioner.apply(other)
+        client = pulsar.Client(pulsar_service["PULSAR_URL"])
+        try:
+            producer = client.create_producer(f"persistent://{names.pulsar_namespace}/events")
+            producer.send(b"hello")
+            producer.close()
+        finally:
+            client.close()
+        result = await provisioner.delete(tenant)
+        assert result.deleted == [f"namespace {names.pulsar_namespace}", f"tenant {names.pulsar_tenant}"]
+        status, _ = await admin.call("GET", f"/tenants/{names.pulsar_tenant}")
+        assert status == 404
+        status, _ = await admin.call("GET", f"/tenants/{other.names().pulsar_tenant}")
+        assert status == 200
+        again = await provisioner.delete(tenant)
+        assert again.deleted == [] and again.absent
+    finally:
+        await provisioner.delete(tenant)
+        await provisioner.delete(other)

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline.events.models import CommandAction, ProvisioningCommand
+from pipeline.executor import ProvisioningResult, RetryPolicy, execute
+from pipeline.provisioners.base import DeleteResult, ResourcePlan, TenantSpec, VerifyResult
+from pipeline.provisioners.errors import PermanentError, TransientError
+
+
+class FlakyProvisioner:
+    resource = "cassandra"
+    data_bearing = True
+
+    def __init__(self, failures: list[Exception]) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def plan(self, tenant: TenantSpec) -> ResourcePlan:
+        return ResourcePlan(resource="cassandra", tenant_id=tenant.tenant_id, tier=tenant.tier, data_bearing=True,
+                            names={"keyspace": tenant.tenant_id}, settings={})
+
+    async def apply(self, tenant: TenantSpec) -> ResourcePlan:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return self.plan(tenant)
+
+    async def verify(self, tenant: TenantSpec) -> VerifyResult:
+        return VerifyResult(resource="cassandra", tenant_id=tenant.tenant_id, exists=True)
+
+    async def delete(self, tenant: TenantSpec, purge: bool = False) -> DeleteResult:
+        return DeleteResult(resource="cassandra", tenant_id=tenant.tenant_id)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def command(tenant_id: str = "acme") -> ProvisioningCommand:
+    return ProvisioningCommand(
+        command_id="c1", tenant_id=tenant_id, resource="cassandra", action=CommandAction.CREATE,
+        issued_at=datetime.now(UTC), cause_event_id="e1",
+        spec={"name": "Acme", "tier": "standard", "owner_user_id": "alice",
+              "quota": {"cpu_cores": 8, "memory_gib": 32, "gpus": 0, "storage_gib": 100}},
+    )
+
+
+async def run(provisioner: Any, cmd: ProvisioningCommand, attempts: int = 4) -> tuple[list[ProvisioningResult],
+                                                                                      list[float]]:
+    reports: list[ProvisioningResult] = []
+    sleeps: list[float] = []
+
+    async def report(result: ProvisioningResult) -> None:
+        reports.append(result)
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    await execute(cmd, {"cassandra": provisioner}, report, RetryPolicy(max_attempts=attempts, base_delay=1,
+                  max_delay=5), random.Random(7), sleep)
+    return reports, sleeps
+
+
+async def test_transient_errors_are_retried_with_growing_jittered_backoff_then_ready() -> None:
+    provisioner = FlakyProvisioner([TransientError("connection refused"), TransientError("timeout")])
+    reports, sleeps = await run(provisioner, command())
+    assert [r.status for r in reports] == ["provisioning", "retrying", "retrying", "ready"]
+    assert reports[1].error is not None and "connection refused" in reports[1].error
+    assert reports[-1].attempts == 3 and provisioner.calls == 3
+    assert len(sleeps) == 2 and 0 <= sleeps[0] <= 1 and 0 <= sleeps[1] <= 2
+
+
+async def test_permanent_errors_fail_at_once() -> None:
+    provisioner = FlakyProvisioner([PermanentError("bad replication")])
+    reports, sleeps = await run(provisioner, command())
+    assert [r.status for r in reports] == ["provisioning", "failed"]
+    assert sleeps == [] and provisioner.calls == 1
+
+
+async def test_attempts_are_bounded_and_the_last_error_kept() -> None:
+    provisioner = FlakyProvisioner([TransientError(f"down {i}") for i in range(10)])
+    reports, _ = await run(provisioner, command(), attempts=3)
+    assert reports[-1].status == "failed" and reports[-1].error is not None and "down 2" in reports[-1].error
+    assert provisioner.calls == 3
+
+
+async def test_unsafe_tenant_ids_are_refused_before_any_backend_call() -> None:
+    provisioner = FlakyProvisioner([])
+    reports, _ = await run(provisioner, command(tenant_id="acme").model_copy(update={"tenant_id": "../etc"}))
+    assert [r.status for r in reports] == ["failed"] and provisioner.calls == 0

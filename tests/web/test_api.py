@@ -1,0 +1,380 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from pipeline.events.models import QuotaExceeded, QuotaResource, ResourceMetrics, TenantCreated, Tier
+from pipeline.provisioners.errors import UnknownTierError
+from pipeline.tenants.logic import TENANT_RESOURCES
+from pipeline.tenants.models import TenantState
+from tests.web.conftest import ADMIN, TIER_QUOTAS, FakeReadiness, bearer, error_of, tenant_event, token
+from web.memory_state import MemoryState
+
+PROVISION = {"tenant_id": "acme", "name": "Acme Corporation", "tier": "standard", "region": "eu-west-1"}
+
+
+async def provision(client: TestClient, body: dict[str, Any] | None = None, auth: str = ADMIN) -> Any:
+    return await client.post("/api/v1/provision", json=body or PROVISION, headers=bearer(auth))
+
+
+# -- POST /provision -------------------------------------------------------------------------------
+
+
+async def test_provision_sends_the_event_and_the_state_shows_the_tenant(client: TestClient, state: MemoryState):
+    response = await provision(client)
+    assert response.status == 202
+    body = await response.json()
+    assert body["tenant_id"] == "acme" and body["status"] == "accepted"
+    assert body["status_url"] == "/api/v1/tenants/acme/provisioning-status"
+    assert response.headers["Location"] == body["status_url"]
+    [event] = state.submitted
+    assert event.event_id == body["event_id"] and event.tier is Tier.STANDARD and event.region == "eu-west-1"
+    assert event.occurred_at.tzinfo is not None
+
+    status = await client.get(body["status_url"], headers=bearer(ADMIN))
+    assert status.status == 200
+    status_body = await status.json()
+    assert status_body["overall"] == "in-progress"
+    assert set(status_body["resources"]) == set(TENANT_RESOURCES)
+    assert {r["status"] for r in status_body["resources"].values()} == {"pending"}
+
+    quota = await (await client.get("/api/v1/tenants/acme/quota", headers=bearer(ADMIN))).json()
+    assert quota["limits"] == TIER_QUOTAS[Tier.STANDARD].model_dump()
+    record = await (await client.get("/api/v1/tenants/acme", headers=bearer(ADMIN))).json()
+    assert record["name"] == "Acme Corporation" and record["state"] == "active"
+
+
+async def test_provisioning_an_existing_tenant_is_a_conflict(client: TestClient, state: MemoryState):
+    await state.submit_tenant(tenant_event("acme"))
+    response = await provision(client)
+    assert response.status == 409
+    error = await error_of(response)
+    assert error["code"] == "tenant-exists" and error["details"]["state"] == "active"
+    assert len(state.submitted) == 1
+
+
+async def test_dry_run_returns_the_command_plan_and_sends_nothing(client: TestClient, state: MemoryState):
+    response = await client.post("/api/v1/provision?dry_run=true", json=PROVISION, headers=bearer(ADMIN))
+    assert response.status == 200
+    body = await response.json()
+    assert body["dry_run"] is True and body["tenant_id"] == "acme"
+    assert body["event"]["tenant_id"] == "acme" and body["event"]["tier"] == "standard"
+    assert set(body["plan"]) == set(TENANT_RESOURCES)
+    assert body["plan"]["kubernetes"]["action"] == "create"
+    assert body["plan"]["kubernetes"]["spec"]["tier"] == "standard"
+    assert state.submitted == [] and await state.tenant("acme") is None
+    [record] = state.audit_log
+    assert record.outcome == "succeeded" and record.detail["dry_run"] is True
+
+
+class RecordingPlanner:
+    def __init__(self) -> None:
+        self.events: list[TenantCreated] = []
+
+    def __call__(self, event: TenantCreated) -> dict[str, Any]:
+        self.events.append(event)
+        if event.name == "bad tier config":
+            raise UnknownTierError("unknown tier 'standard' in the tiers file")
+        return {"cassandra": {"keyspace": f"t_{event.tenant_id}", "replication": {"class": "SimpleStrategy"}}}
+
+
+class TestWithAPlanner:
+    @pytest.fixture
+    def planner(self) -> RecordingPlanner:
+        return RecordingPlanner()
+
+    async def test_dry_run_uses_the_given_planner(
+        self, client: TestClient, state: MemoryState, planner: RecordingPlanner
+    ):
+        response = await client.post("/api/v1/provision?dry_run=1", json=PROVISION, headers=bearer(ADMIN))
+        assert response.status == 200
+        assert (await response.json())["plan"] == {
+            "cassandra": {"keyspace": "t_acme", "replication": {"class": "SimpleStrategy"}}
+        }
+        [event] = planner.events
+        assert event.tenant_id == "acme" and state.submitted == []
+
+    async def test_dry_run_refused_by_the_planner_is_422(self, client: TestClient, planner: RecordingPlanner):
+        body = {**PROVISION, "name": "bad tier config"}
+        response = await client.post("/api/v1/provision?dry_run=true", json=body, headers=bearer(ADMIN))
+        assert response.status == 422
+        error = await error_of(response)
+        assert error["code"] == "plan-refused" and "unknown tier" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**PROVISION, "tier": "platinum"}, "tier"),
+        ({**PROVISION, "tenant_id": "Not A DNS Label"}, "tenant_id"),
+        ({k: v for k, v in PROVISION.items() if k != "name"}, "name"),
+        ({**PROVISION, "surprise": 1}, "surprise"),
+        ({**PROVISION, "region": "EU West"}, "region"),
+    ],
+)
+async def test_invalid_provision_bodies_are_422_with_the_pydantic_errors(client: TestClient, body, field):
+    response = await provision(client, body)
+    assert response.status == 422
+    error = await error_of(response)
+    assert error["code"] == "validation-error"
+    assert field in [e["loc"][0] for e in error["details"]["errors"]]
+    assert all({"loc", "msg", "type"} <= set(e) for e in error["details"]["errors"])
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"", b"\xff\xfe\x00"])
+async def test_malformed_json_is_400(client: TestClient, state: MemoryState, raw: bytes):
+    response = await client.post(
+        "/api/v1/provision", data=raw, headers={**bearer(ADMIN), "Content-Type": "application/json"}
+    )
+    assert response.status == 400
+    assert (await error_of(response))["code"] == "malformed-json"
+    assert state.submitted == []
+
+
+async def test_a_json_body_that_is_not_an_object_is_422(client: TestClient):
+    response = await client.post("/api/v1/provision", json=["acme"], headers=bearer(ADMIN))
+    assert response.status == 422
+
+
+async def test_bad_query_parameters_are_400(client: TestClient):
+    response = await client.post("/api/v1/provision?dry_run=perhaps", json=PROVISION, headers=bearer(ADMIN))
+    assert response.status == 400
+    error = await error_of(response)
+    assert error["code"] == "invalid-query" and error["details"]["errors"][0]["loc"] == ["dry_run"]
+
+
+# -- reads -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/api/v1/tenants/ghost", None),
+        ("GET", "/api/v1/tenants/ghost/provisioning-status", None),
+        ("GET", "/api/v1/tenants/ghost/quota", None),
+        ("PUT", "/api/v1/tenants/ghost/quota", {"cpu_cores": 1, "memory_gib": 1, "gpus": 0, "storage_gib": 1}),
+        ("DELETE", "/api/v1/tenants/ghost", None),
+        ("GET", "/api/v1/tenants/NOT_VALID", None),
+    ],
+)
+async def test_unknown_tenants_are_404(client: TestClient, method: str, path: str, body: Any):
+    response = await client.request(method, path, json=body, headers=bearer(ADMIN))
+    assert response.status == 404
+    error = await error_of(response)
+    assert error["code"] == "tenant-not-found"
+
+
+async def test_quota_shows_limits_over_quota_marks_and_usage_totals(client: TestClient, state: MemoryState):
+    await state.submit_tenant(tenant_event("acme"))
+    for workload, cpu in (("api", 1.5), ("worker", 2.0)):
+        state.record_usage(ResourceMetrics(
+            event_id=f"m-{workload}", tenant_id="acme", occurred_at=tenant_event("acme").occurred_at,
+            workload=workload, cpu_cores=cpu, memory_gib=3, gpus=0, replicas=2,
+        ))
+    state.quota_exceeded(QuotaExceeded(
+        event_id="q1", tenant_id="acme", occurred_at=tenant_event("acme").occurred_at,
+        resource=QuotaResource.CPU_CORES, used=5, limit=4,
+    ))
+    response = await client.get("/api/v1/tenants/acme/quota", headers=bearer(ADMIN))
+    assert response.status == 200
+    body = await response.json()
+    assert body["limits"]["cpu_cores"] == 4
+    assert body["usage"] == {"cpu_cores": 3.5, "memory_gib": 6.0, "gpus": 0.0}
+    assert body["workloads"] == 2
+    assert body["over_quota"]["cpu_cores"]["used"] == 5
+
+
+async def test_tenants_are_paged_with_a_total(client: TestClient, state: MemoryState):
+    for i in range(7):
+        await state.submit_tenant(tenant_event(f"t{i}"))
+    response = await client.get("/api/v1/tenants?offset=2&limit=3", headers=bearer(ADMIN))
+    assert response.status == 200
+    body = await response.json()
+    assert [t["tenant_id"] for t in body["items"]] == ["t2", "t3", "t4"]
+    assert (body["total"], body["offset"], body["limit"]) == (7, 2, 3)
+    default = await (await client.get("/api/v1/tenants", headers=bearer(ADMIN))).json()
+    assert default["limit"] == 50 and len(default["items"]) == 7
+    past_end = await (await client.get("/api/v1/tenants?offset=10", headers=bearer(ADMIN))).json()
+    assert past_end["items"] == [] and past_end["total"] == 7
+
+
+@pytest.mark.parametrize("query", ["limit=201", "limit=0", "offset=-1", "limit=ten"])
+async def test_paging_limits_are_enforced(client: TestClient, query: str):
+    response = await client.get(f"/api/v1/tenants?{query}", headers=bearer(ADMIN))
+    assert response.status == 400
+    assert (await error_of(response))["code"] == "invalid-query"
+
+
+async def test_limit_200_is_the_maximum_allowed(client: TestClient):
+    response = await client.get("/api/v1/tenants?limit=200", headers=bearer(ADMIN))
+    assert response.status == 200
+
+
+async def test_a_tenant_token_lists_only_its_own_tenant(client: TestClient, state: MemoryState):
+    for tenant_id in ("acme", "globex", "initech"):
+        await state.submit_tenant(tenant_event(tenant_id))
+    viewer = token(("tenant-viewer",), "globex", sub="bob")
+    body = await (await client.get("/api/v1/tenants", headers=bearer(viewer))).json()
+    assert [t["tenant_id"] for t in body["items"]] == ["globex"] and body["total"] == 1
+
+
+# -- writes ------------------------------------------------------------------------------------------
+
+
+async def test_put_quota_sends_the_change(client: TestClient, state: MemoryState):
+    await state.submit_tenant(tenant_event("acme"))
+    new = {"cpu_cores": 16, "memory_gib": 64, "gpus": 2, "storage_gib": 500}
+    response = await client.put("/api/v1/tenants/acme/quota", json=new, headers=bearer(ADMIN))
+    assert response.status == 202
+    body = await response.json()
+    assert body["requested"] == new and body["quota_url"] == "/api/v1/tenants/acme/quota"
+    quota = await state.quota("acme")
+    assert quota is not None and quota.limits.model_dump() == new and quota.updated_by == "root-admin"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"cpu_cores": -1, "memory_gib": 1, "gpus": 0, "storage_gib": 1},
+        {"cpu_cores": 1, "memory_gib": 1, "gpus": 0},
+        {"cpu_cores": 1, "memory_gib": 1, "gpus": 0, "storage_gib": 1, "pods": 3},
+        {"cpu_cores": "lots", "memory_gib": 1, "gpus": 0, "storage_gib": 1},
+    ],
+)
+async def test_invalid_quota_is_422(client: TestClient, state: MemoryState, body: dict[str, Any]):
+    await state.submit_tenant(tenant_event("acme"))
+    response = await client.put("/api/v1/tenants/acme/quota", json=body, headers=bearer(ADMIN))
+    assert response.status == 422
+    assert (await error_of(response))["details"]["errors"]
+
+
+@pytest.mark.parametrize(("query", "purge"), [("", False), ("?purge=true", True), ("?purge=false", False)])
+async def test_delete_sends_the_deletion(client: TestClient, state: MemoryState, query: str, purge: bool):
+    await state.submit_tenant(tenant_event("acme"))
+    response = await client.delete(f"/api/v1/tenants/acme{query}", headers=bearer(ADMIN))
+    assert response.status == 202
+    body = await response.json()
+    assert body["purge"] is purge and body["status_url"] == "/api/v1/tenants/acme/provisioning-status"
+    tenant = await state.tenant("acme")
+    assert tenant is not None and tenant.state is TenantState.DELETING
+    status = await (await client.get(body["status_url"], headers=bearer(ADMIN))).json()
+    assert {r["status"] for r in status["resources"].values()} == {"deleting"}
+
+
+# -- error bodies ------------------------------------------------------------------------------------
+
+
+async def test_unknown_routes_and_methods_get_the_common_error_body(client: TestClient):
+    response = await client.get("/api/v1/nothing-here", headers=bearer(ADMIN))
+    assert response.status == 404
+    assert (await error_of(response))["code"] == "not-found"
+
+    response = await client.get("/nothing-here")
+    assert response.status == 404
+    assert (await error_of(response))["code"] == "not-found"
+
+    response = await client.patch("/api/v1/tenants/acme", json={}, headers=bearer(ADMIN))
+    assert response.status == 405
+    error = await error_of(response)
+    assert error["code"] == "method-not-allowed"
+    assert error["details"]["allowed_methods"] == ["DELETE", "GET"]
+    assert response.headers["Allow"] == "DELETE, GET"
+
+
+class ExplodingReader(MemoryState):
+    async def tenant(self, tenant_id: str):  # type: ignore[no-untyped-def]
+        raise RuntimeError("database password is hunter2")
+
+
+async def test_unexpected_errors_are_500_without_internals(caplog: pytest.LogCaptureFixture):
+    from aiohttp.test_utils import TestServer
+
+    from tests.web.conftest import SECRET
+    from web.auth import Authenticator
+    from web.server import build_root_app
+
+    state = ExplodingReader()
+    app = build_root_app(state, state, Authenticator(hs256_secret=SECRET), FakeReadiness(), None)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/api/v1/tenants/acme", headers=bearer(ADMIN))
+        assert response.status == 500
+        text = await response.text()
+        assert "hunter2" not in text and "RuntimeError" not in text and "Traceback" not in text
+        error = await error_of(response)
+        assert error["code"] == "internal-error"
+        assert error["details"]["error_id"] in caplog.text  # the log line carries the same id
+
+        response = await client.delete("/api/v1/tenants/acme", headers=bearer(ADMIN))
+        assert response.status == 500
+        [record] = state.audit_log
+        assert record.outcome == "failed" and record.detail["error_id"]
+        assert "hunter2" not in record.model_dump_json()
+
+
+class BrokenGateway(MemoryState):
+    async def submit_tenant(self, event: TenantCreated) -> None:
+        raise ConnectionError("kafka is down")
+
+
+async def test_a_command_that_cannot_be_sent_is_503_and_audited_as_failed():
+    from aiohttp.test_utils import TestServer
+
+    from tests.web.conftest import SECRET
+    from web.auth import Authenticator
+    from web.server import build_root_app
+
+    state = BrokenGateway()
+    app = build_root_app(state, state, Authenticator(hs256_secret=SECRET), FakeReadiness(), None)
+    async with TestClient(TestServer(app)) as client:
+        response = await provision(client)
+        assert response.status == 503
+        assert (await error_of(response))["code"] == "command-not-submitted"
+        assert "kafka" not in await response.text()
+        [record] = state.audit_log
+        assert record.outcome == "failed" and record.action == "provision-tenant" and record.tenant_id == "acme"
+
+
+async def test_api_is_503_while_the_worker_is_not_ready(client: TestClient, readiness: FakeReadiness):
+    readiness.ready, readiness.reason = False, "tables are being recovered from their changelogs"
+    response = await client.get("/api/v1/tenants", headers=bearer(ADMIN))
+    assert response.status == 503
+    error = await error_of(response)
+    assert error["code"] == "not-ready" and "recovered" in error["message"]
+    assert response.headers["Retry-After"] == "5"
+    readiness.ready = True
+    assert (await client.get("/api/v1/tenants", headers=bearer(ADMIN))).status == 200
+    readiness.error = RuntimeError("assignment is None")
+    response = await client.get("/api/v1/tenants", headers=bearer(ADMIN))
+    assert response.status == 503 and "assignment" not in await response.text()
+
+
+async def test_a_too_large_body_gets_the_common_error_body(client: TestClient):
+    body = b'{"name": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    response = await client.post(
+        "/api/v1/provision", data=body, headers={**bearer(ADMIN), "Content-Type": "application/json"}
+    )
+    assert response.status == 413
+    assert (await error_of(response))["code"] == "payload-too-large"
+
+
+def test_the_provision_body_has_the_fields_and_rules_of_the_tenant_created_event():
+    from web.models import ProvisionRequest
+
+    event_schema = TenantCreated.model_json_schema()
+    request_schema = ProvisionRequest.model_json_schema()
+    fields = set(TenantCreated.model_fields) - {"event_id", "occurred_at"}
+    assert set(ProvisionRequest.model_fields) == fields
+    for name in fields:
+        assert request_schema["properties"][name] == event_schema["properties"][name], name
+    assert set(request_schema["required"]) == set(event_schema["required"]) - {"event_id", "occurred_at"}
+
+
+async def test_long_unknown_tenant_ids_are_not_echoed_in_full(client: TestClient, state: MemoryState):
+    long_id = "x" * 5000
+    response = await client.delete(f"/api/v1/tenants/{long_id}", headers=bearer(ADMIN))
+    assert response.status == 404
+    assert len(await response.text()) < 1000
+    [record] = state.audit_log
+    assert record.tenant_id is not None and len(record.tenant_id) == 64

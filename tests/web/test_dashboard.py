@@ -1,0 +1,205 @@
+"""The dashboard in headless Chromium: it shows a tenant, and follows its changes, without a reload.
+
+The root app is served with in-memory state on 127.0.0.1 (its own event loop in a thread, since Selenium's
+calls block); changes are made through the gateway and the state, the same way events change the tables.
+Needs Debian's ``chromium`` and ``chromium-driver`` packages (``make`` installs them); fails if they are
+missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from aiohttp import web
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from pipeline.events.models import ResourceAnomaly, ResourceMetrics, ScalingRequest, Severity, Tier
+from pipeline.tenants.logic import TENANT_RESOURCES
+from pipeline.tenants.models import ResourceState
+from tests.web.conftest import ADMIN, SECRET, FakeReadiness, fixed_quota, tenant_event
+from web.auth import Authenticator
+from web.memory_state import MemoryState
+from web.server import build_root_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+SCREENSHOT = Path("/tmp/dashboard.png")
+WAIT_SECONDS = 10
+
+T = TypeVar("T")
+PROGRESS = {
+    "kubernetes": "ready", "cassandra": "ready", "s3": "ready", "pulsar": "ready",
+    "ignite": "provisioning", "elasticsearch": "retrying", "openproject": "failed",
+}
+
+
+class ServerThread:
+    """An aiohttp app on 127.0.0.1:<ephemeral> in its own loop, with a way to run coroutines there."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="dashboard-server", daemon=True)
+        self.runner = web.AppRunner(app, shutdown_timeout=2)
+        self.port = 0
+
+    def start(self) -> None:
+        self.thread.start()
+        self.run(self._start)
+
+    async def _start(self) -> None:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+
+    def run(self, make: Callable[[], Awaitable[T]]) -> T:
+        async def call() -> T:
+            return await make()
+
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(timeout=30)
+
+    def stop(self) -> None:
+        self.run(self.runner.cleanup)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def chromium() -> Iterator[WebDriver]:
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if missing:
+        pytest.fail(
+            f"headless Chromium is needed for the dashboard test but {', '.join(missing)} is missing: "
+            "install Debian's packages with `apt-get install -y chromium chromium-driver`",
+            pytrace=False,
+        )
+    profile = tempfile.mkdtemp(prefix="dashboard-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in (
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1440,900",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[ServerThread, MemoryState]]:
+    state = MemoryState(quota_for_tier=fixed_quota)
+    server = ServerThread(build_root_app(state, state, Authenticator(hs256_secret=SECRET), FakeReadiness(), None))
+    server.start()
+    try:
+        yield server, state
+    finally:
+        server.stop()
+
+
+def wait_for(driver: WebDriver, what: str, condition: Callable[[WebDriver], Any]) -> Any:
+    try:
+        return WebDriverWait(driver, WAIT_SECONDS, poll_frequency=0.1).until(condition)
+    except Exception as exc:
+        logs = "\n".join(str(entry) for entry in driver.get_log("browser"))
+        page = driver.find_element(By.TAG_NAME, "body").text
+        pytest.fail(
+            f"the dashboard did not show {what} within {WAIT_SECONDS} s ({exc!r})\n"
+            f"page text:\n{page}\nbrowser log:\n{logs}"
+        )
+
+
+def badge_states(driver: WebDriver, tenant_id: str) -> dict[str, str]:
+    badges = driver.find_elements(By.CSS_SELECTOR, f'tr[data-tenant-id="{tenant_id}"] [data-resource]')
+    return {b.get_attribute("data-resource") or "": b.get_attribute("data-status") or "" for b in badges}
+
+
+def test_the_dashboard_follows_the_state_live(chromium: WebDriver, served: tuple[ServerThread, MemoryState]):
+    server, state = served
+    driver = chromium
+    driver.get(f"{server.url}/ui/")
+    assert driver.title.startswith("Tenant provisioning")
+
+    driver.find_element(By.ID, "token").send_keys(ADMIN)
+    driver.find_element(By.ID, "connect").click()
+    wait_for(driver, "a live connection", lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "live")
+    assert "root-admin" in driver.find_element(By.ID, "who").text
+    assert driver.execute_script("return sessionStorage.getItem('provisioning.accessToken')") == ADMIN
+    assert driver.find_element(By.ID, "token").get_attribute("value") == ""
+
+    # a tenant arrives the way the tenant-created event would bring it
+    server.run(lambda: state.submit_tenant(tenant_event("acme", Tier.STANDARD, name="Acme Corporation")))
+    wait_for(driver, "the new tenant with its pending resources",
+             lambda d: badge_states(d, "acme") == dict.fromkeys(TENANT_RESOURCES, "pending"))
+    row = driver.find_element(By.CSS_SELECTOR, 'tr[data-tenant-id="acme"]')
+    assert "Acme Corporation" in row.text and "standard" in row.text and "in-progress" in row.text
+
+    # the executor reports progress; usage, an anomaly and a scaling event come in
+    async def progress() -> None:
+        await state.submit_tenant(tenant_event("globex", Tier.ENTERPRISE, name="Globex"))
+        now = datetime.now(UTC)
+        for resource, target in PROGRESS.items():
+            error = {"elasticsearch": "cluster yellow", "openproject": "HTTP 500 from OpenProject"}.get(resource)
+            state.set_resource_status("acme", resource, ResourceState(target), error)
+        state.record_usage(ResourceMetrics(event_id="m1", tenant_id="acme", occurred_at=now, workload="api",
+                                           cpu_cores=3.2, memory_gib=6, gpus=0, replicas=4))
+        state.record_usage(ResourceMetrics(event_id="m2", tenant_id="globex", occurred_at=now, workload="train",
+                                           cpu_cores=12, memory_gib=96, gpus=3, replicas=3))
+        state.record_anomaly(ResourceAnomaly(
+            event_id="a1", tenant_id="acme", occurred_at=now, resource_type="pod", resource_id="api-7f9c",
+            anomaly_type="cpu-spike", severity=Severity.HIGH, value=0.97))
+        state.request_scaling(ScalingRequest(event_id="s1", tenant_id="globex", occurred_at=now,
+                                             workload="train", desired_replicas=12, reason="batch backlog"))
+
+    server.run(progress)
+    expected = {**dict.fromkeys(TENANT_RESOURCES, "pending"), **PROGRESS}
+    wait_for(driver, "the resource status changes", lambda d: badge_states(d, "acme") == expected)
+    wait_for(driver, "the second tenant", lambda d: len(badge_states(d, "globex")) == len(TENANT_RESOURCES))
+    wait_for(driver, "the anomaly", lambda d: "cpu-spike" in d.find_element(By.ID, "anomalies").text)
+    wait_for(driver, "the scaling events", lambda d: len(d.find_elements(By.CSS_SELECTOR, "#scaling li")) == 2)
+    scaling = driver.find_element(By.ID, "scaling").text
+    assert "api-7f9c" in scaling and "train" in scaling and "refused" in scaling  # 12 replicas exceed the quota
+    cpu = driver.find_element(By.CSS_SELECTOR, 'tr[data-tenant-id="acme"] [data-quota="cpu_cores"]').text
+    assert "3.2 / 4 cores" in cpu
+    overall = driver.find_element(By.CSS_SELECTOR, 'tr[data-tenant-id="acme"] [data-overall]')
+    assert overall.get_attribute("data-overall") == "failed"
+    rows = [r.get_attribute("data-tenant-id") for r in driver.find_elements(By.CSS_SELECTOR, "#tenant-rows tr")]
+    assert rows == ["acme", "globex"]
+
+    driver.set_window_size(1440, 900)
+    driver.save_screenshot(str(SCREENSHOT))
+    errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+    assert errors == [], errors  # no script error, no Content-Security-Policy violation
+
+
+def test_a_refused_token_is_explained(chromium: WebDriver, served: tuple[ServerThread, MemoryState]):
+    server, _state = served
+    driver = chromium
+    driver.get(f"{server.url}/ui/")
+    driver.find_element(By.ID, "token").send_keys("not-a-token")
+    driver.find_element(By.ID, "connect").click()
+    wait_for(driver, "the refusal", lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "refused")
+    assert "malformed token" in driver.find_element(By.ID, "message").text

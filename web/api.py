@@ -1,0 +1,502 @@
+"""The /api/v1 sub-application: tenants, provisioning status and quotas, JSON in and out.
+
+Every operation is declared once in :func:`operations` (method, path, access rule, audit action, body,
+query and response models); the routes and the OpenAPI document (``web/openapi.py``) are both built from
+that list. Authentication, authorization, readiness and the audit record of every mutating request happen in
+:func:`api_middleware`, so no handler can forget them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from pydantic import BaseModel, ValidationError
+
+from pipeline.events.models import TENANT_ID_PATTERN, AuditEvent, CommandAction, TenantCreated
+from pipeline.provisioners.errors import PermanentError
+from pipeline.provisioners.tiers import Quota
+from pipeline.tenants.models import QuotaRecord, TenantRecord, TenantState
+from web.auth import Access, Authenticator, AuthError, AuthUnavailable, Principal, authorize, unauthorized
+from web.errors import ApiError, Handler, as_api_error, route_pattern
+from web.models import (
+    DeleteAccepted,
+    DeleteQuery,
+    ProvisionAccepted,
+    ProvisioningStatusResponse,
+    ProvisionPlan,
+    ProvisionQuery,
+    ProvisionRequest,
+    QuotaAccepted,
+    QuotaResponse,
+    TenantPage,
+    TenantsQuery,
+)
+from web.state import CommandGateway, StateReader
+
+logger = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+Planner = Callable[[TenantCreated], dict[str, Any]]
+Readiness = Callable[[], tuple[bool, str]]
+Outcome = Literal["accepted", "succeeded", "refused", "failed"]
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_TENANT_ID = re.compile(TENANT_ID_PATTERN)
+
+OPERATIONS_KEY = web.AppKey("operations", dict)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One route of the API, with everything the middleware and the OpenAPI document need to know."""
+
+    method: str
+    path: str
+    name: str
+    summary: str
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    access: Access
+    responses: Mapping[int, tuple[type[BaseModel] | None, str]]
+    errors: tuple[int, ...] = ()
+    action: str | None = None  # audit action of a mutating operation
+    tenant_in_path: bool = False
+    tenant_in_body: bool = False
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    example: dict[str, Any] | None = None
+    description: str = ""
+
+
+@dataclass
+class AuditContext:
+    """What the audit record of a request will say; handlers add to it as they learn more."""
+
+    action: str
+    route: str
+    actor: str = "anonymous"
+    tenant_id: str | None = None
+    outcome: Outcome | None = None  # overrides the outcome of a successful request
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+PRINCIPAL_KEY = web.RequestKey("principal", Principal)
+AUDIT_KEY = web.RequestKey("audit", AuditContext)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- request helpers ---------------------------------------------------------------------------------
+
+
+def validation_details(exc: ValidationError) -> dict[str, Any]:
+    return {
+        "errors": [
+            {"loc": [str(part) for part in err["loc"]], "msg": err["msg"], "type": err["type"]}
+            for err in exc.errors(include_url=False, include_input=False, include_context=False)
+        ]
+    }
+
+
+def parse_model(model: type[M], data: Any, status: int = 422, what: str = "request body") -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        code = "validation-error" if status == 422 else "invalid-query"
+        raise ApiError(status, code, f"the {what} is invalid", validation_details(exc)) from None
+
+
+def parse_query(request: web.Request, model: type[M]) -> M:
+    return parse_model(model, dict(request.query), status=400, what="query string")
+
+
+async def json_body(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        raise ApiError(400, "malformed-json", "the request body must be a JSON document")
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise ApiError(400, "malformed-json", "the request body is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(
+            400,
+            "malformed-json",
+            f"the request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+        ) from None
+
+
+def respond(model: BaseModel, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response(model.model_dump(mode="json"), status=status, headers=dict(headers or {}))
+
+
+def tenant_not_found(tenant_id: str) -> ApiError:
+    shown = tenant_id[:64]
+    return ApiError(404, "tenant-not-found", f"tenant {shown!r} does not exist", {"tenant_id": shown})
+
+
+def principal_of(request: web.Request) -> Principal:
+    return request[PRINCIPAL_KEY]
+
+
+def audit_of(request: web.Request) -> AuditContext:
+    return request[AUDIT_KEY]
+
+
+# -- handlers ----------------------------------------------------------------------------------------
+
+
+def command_planner() -> Planner:
+    """The fallback dry-run plan: per backend, the provisioning command the tenant-created agent would emit."""
+    from pipeline.tenants.logic import provisioning_commands
+    from pipeline.tenants.tiers import quota_for_tier
+
+    def plan(event: TenantCreated) -> dict[str, Any]:
+        tenant = TenantRecord(
+            tenant_id=event.tenant_id,
+            name=event.name,
+            tier=event.tier,
+            region=event.region,
+            owner_user_id=event.owner_user_id,
+            created_at=event.occurred_at,
+            updated_at=event.occurred_at,
+            source_event_id=event.event_id,
+        )
+        quota = QuotaRecord(
+            tenant_id=event.tenant_id,
+            limits=quota_for_tier(event.tier),
+            updated_at=event.occurred_at,
+            updated_by=f"tier:{event.tier.value}",
+        )
+        commands = provisioning_commands(tenant, quota, CommandAction.CREATE, event.event_id, event.occurred_at)
+        return {c.resource: {"action": c.action.value, "spec": c.spec} for c in commands}
+
+    return plan
+
+
+class _Api:
+    def __init__(self, reader: StateReader, gateway: CommandGateway, planner: Planner) -> None:
+        self.reader = reader
+        self.gateway = gateway
+        self.planner = planner
+
+    async def _live_tenant(self, tenant_id: str) -> TenantRecord:
+        tenant = await self.reader.tenant(tenant_id)
+        if tenant is None or tenant.state is TenantState.DELETED:
+            raise tenant_not_found(tenant_id)
+        return tenant
+
+    async def _send(self, what: str, call: Awaitable[None]) -> None:
+        try:
+            await call
+        except ApiError:
+            raise
+        except Exception:
+            logger.exception("could not submit %s", what)
+            raise ApiError(
+                503, "command-not-submitted", f"the {what} could not be submitted; retry later",
+                headers={"Retry-After": "5"},
+            ) from None
+
+    async def provision(self, request: web.Request) -> web.Response:
+        query = parse_query(request, ProvisionQuery)
+        audit = audit_of(request)
+        audit.detail["dry_run"] = query.dry_run
+        body = await json_body(request)
+        if isinstance(body, dict) and isinstance(body.get("tenant_id"), str):
+            audit.tenant_id = body["tenant_id"][:64]
+        req = parse_model(ProvisionRequest, body)
+        authorize(principal_of(request), Access.WRITE, req.tenant_id)
+        try:
+            event = TenantCreated(event_id=uuid.uuid4().hex, occurred_at=_now(), **req.model_dump())
+        except ValidationError as exc:
+            raise ApiError(422, "validation-error", "the request body is invalid", validation_details(exc)) from None
+        audit.detail.update(tier=event.tier.value, event_id=event.event_id)
+        existing = await self.reader.tenant(event.tenant_id)
+        if existing is not None and existing.state is not TenantState.DELETED:
+            raise ApiError(
+                409, "tenant-exists", f"tenant {event.tenant_id!r} already exists ({existing.state.value})",
+                {"tenant_id": event.tenant_id, "state": existing.state.value},
+            )
+        if query.dry_run:
+            try:
+                plan = self.planner(event)
+            except PermanentError as exc:
+                raise ApiError(422, "plan-refused", f"the tenant cannot be provisioned: {exc}") from None
+            audit.outcome = "succeeded"
+            return respond(ProvisionPlan(tenant_id=event.tenant_id, event=event.model_dump(mode="json"), plan=plan))
+        await self._send("tenant-created event", self.gateway.submit_tenant(event))
+        status_url = str(request.app.router["provisioning_status"].url_for(tenant_id=event.tenant_id))
+        return respond(
+            ProvisionAccepted(tenant_id=event.tenant_id, event_id=event.event_id, status_url=status_url),
+            status=202,
+            headers={"Location": status_url},
+        )
+
+    async def provisioning_status(self, request: web.Request) -> web.Response:
+        tenant_id = request.match_info["tenant_id"]
+        if await self.reader.tenant(tenant_id) is None:
+            raise tenant_not_found(tenant_id)
+        status = await self.reader.provisioning_status(tenant_id)
+        return respond(ProvisioningStatusResponse.of(tenant_id, status))
+
+    async def get_quota(self, request: web.Request) -> web.Response:
+        tenant_id = request.match_info["tenant_id"]
+        await self._live_tenant(tenant_id)
+        quota = await self.reader.quota(tenant_id)
+        if quota is None:
+            raise ApiError(404, "quota-not-found", f"tenant {tenant_id!r} has no quota yet", {"tenant_id": tenant_id})
+        return respond(QuotaResponse.of(quota, await self.reader.usage(tenant_id)))
+
+    async def put_quota(self, request: web.Request) -> web.Response:
+        tenant_id = request.match_info["tenant_id"]
+        quota = parse_model(Quota, await json_body(request))
+        audit_of(request).detail["requested"] = quota.model_dump()
+        await self._live_tenant(tenant_id)
+        await self._send("quota change", self.gateway.set_quota(tenant_id, quota, principal_of(request).sub))
+        quota_url = str(request.app.router["get_quota"].url_for(tenant_id=tenant_id))
+        return respond(QuotaAccepted(tenant_id=tenant_id, requested=quota, quota_url=quota_url), status=202)
+
+    async def delete_tenant(self, request: web.Request) -> web.Response:
+        tenant_id = request.match_info["tenant_id"]
+        query = parse_query(request, DeleteQuery)
+        audit_of(request).detail["purge"] = query.purge
+        await self._live_tenant(tenant_id)
+        await self._send(
+            "tenant deletion", self.gateway.delete_tenant(tenant_id, query.purge, principal_of(request).sub)
+        )
+        status_url = str(request.app.router["provisioning_status"].url_for(tenant_id=tenant_id))
+        return respond(DeleteAccepted(tenant_id=tenant_id, purge=query.purge, status_url=status_url), status=202)
+
+    async def list_tenants(self, request: web.Request) -> web.Response:
+        query = parse_query(request, TenantsQuery)
+        visible = principal_of(request).visible_tenants()
+        page = await self.reader.tenants(query.offset, query.limit, visible)
+        return respond(TenantPage(items=list(page.items), total=page.total, offset=query.offset, limit=query.limit))
+
+    async def get_tenant(self, request: web.Request) -> web.Response:
+        tenant = await self._live_tenant(request.match_info["tenant_id"])
+        return respond(tenant)
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        from web.openapi import openapi_document
+
+        suffix = "/openapi.json"
+        prefix = request.path[: -len(suffix)] if request.path.endswith(suffix) else ""
+        document = openapi_document(request.app[OPERATIONS_KEY].values(), server_url=prefix or "/")
+        return web.json_response(document)
+
+
+_AUTH_ERRORS = (401, 403, 503)
+_ALL = (500,)
+
+PROVISION_EXAMPLE = {
+    "tenant_id": "acme",
+    "name": "Acme Corporation",
+    "tier": "standard",
+    "region": "eu-west-1",
+    "owner_user_id": "user-42",
+}
+QUOTA_EXAMPLE = {"cpu_cores": 8, "memory_gib": 32, "gpus": 1, "storage_gib": 200}
+
+
+def operations(api: _Api) -> list[Operation]:
+    """Every operation of the API (the single source of the routes and of the OpenAPI document)."""
+    return [
+        Operation(
+            "POST", "/provision", "provision", "Provision a tenant (or plan it with ?dry_run=true)",
+            api.provision, Access.WRITE,
+            {202: (ProvisionAccepted, "The tenant-created event was sent; poll status_url."),
+             200: (ProvisionPlan, "Dry run: what would be created, nothing was sent.")},
+            errors=(400, *_AUTH_ERRORS, 409, 422, *_ALL), action="provision-tenant", body=ProvisionRequest,
+            query=ProvisionQuery, example=PROVISION_EXAMPLE, tenant_in_body=True,
+            description="Same path as a tenant-created event on the platform stream: the tenant, its quota from "
+            "its tier and one pending status and command per resource follow asynchronously.",
+        ),
+        Operation(
+            "GET", "/tenants", "list_tenants", "List tenants (paged; a tenant token sees only its own tenant)",
+            api.list_tenants, Access.READ, {200: (TenantPage, "A page of tenants, ordered by tenant id.")},
+            errors=(400, *_AUTH_ERRORS, *_ALL), query=TenantsQuery,
+        ),
+        Operation(
+            "GET", "/tenants/{tenant_id}", "get_tenant", "A tenant's record", api.get_tenant, Access.READ,
+            {200: (TenantRecord, "The tenant.")}, errors=(*_AUTH_ERRORS, 404, *_ALL), tenant_in_path=True,
+        ),
+        Operation(
+            "DELETE", "/tenants/{tenant_id}", "delete_tenant", "Delete a tenant (and its data with ?purge=true)",
+            api.delete_tenant, Access.WRITE,
+            {202: (DeleteAccepted, "The deletion was sent; resources are torn down in reverse order.")},
+            errors=(400, *_AUTH_ERRORS, 404, *_ALL), action="delete-tenant", tenant_in_path=True, query=DeleteQuery,
+        ),
+        Operation(
+            "GET", "/tenants/{tenant_id}/provisioning-status", "provisioning_status",
+            "Per-resource provisioning status and the overall status", api.provisioning_status, Access.READ,
+            {200: (ProvisioningStatusResponse, "The status of every resource of the tenant.")},
+            errors=(*_AUTH_ERRORS, 404, *_ALL), tenant_in_path=True,
+        ),
+        Operation(
+            "GET", "/tenants/{tenant_id}/quota", "get_quota", "Quota limits, over-quota marks and usage totals",
+            api.get_quota, Access.READ, {200: (QuotaResponse, "The tenant's quota and current usage.")},
+            errors=(*_AUTH_ERRORS, 404, *_ALL), tenant_in_path=True,
+        ),
+        Operation(
+            "PUT", "/tenants/{tenant_id}/quota", "put_quota", "Replace a tenant's quota (platform-admin only)",
+            api.put_quota, Access.PLATFORM,
+            {202: (QuotaAccepted, "The quota change was sent to the tenant's owner worker.")},
+            errors=(400, *_AUTH_ERRORS, 404, 422, *_ALL), action="set-quota", tenant_in_path=True, body=Quota,
+            example=QUOTA_EXAMPLE,
+        ),
+        Operation(
+            "GET", "/openapi.json", "openapi", "This OpenAPI document", api.openapi, Access.PUBLIC,
+            {200: (None, "The OpenAPI 3.1 document of this API.")}, errors=_ALL,
+        ),
+    ]
+
+
+# -- middleware --------------------------------------------------------------------------------------
+
+
+def _operation_of(request: web.Request) -> Operation | None:
+    route = request.match_info.route
+    if route is None or route.name is None:
+        return None
+    ops: dict[str, Operation] = request.app[OPERATIONS_KEY] if OPERATIONS_KEY in request.app else {}
+    return ops.get(route.name)
+
+
+def _outcome(status: int) -> Outcome:
+    if status < 400:
+        return "accepted"
+    return "refused" if status < 500 else "failed"
+
+
+def api_middleware(auth: Authenticator, gateway: CommandGateway, readiness: Readiness | None) -> Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        op = _operation_of(request)
+        mutating = request.method not in SAFE_METHODS
+        audit = AuditContext(action=op.action if op and op.action else "unknown-route", route=route_pattern(request))
+        request[AUDIT_KEY] = audit
+        error: ApiError | None = None
+        try:
+            if op is not None and op.access is not Access.PUBLIC:
+                tenant_id = request.match_info.get("tenant_id") if op.tenant_in_path else None
+                audit.tenant_id = tenant_id[:64] if tenant_id is not None else None
+                try:
+                    principal = await auth.authenticate_header(request.headers.get("Authorization"))
+                except AuthError as exc:
+                    raise unauthorized(str(exc)) from None
+                except AuthUnavailable as exc:
+                    raise ApiError(503, "auth-unavailable", str(exc), headers={"Retry-After": "5"}) from None
+                request[PRINCIPAL_KEY] = principal
+                audit.actor = principal.sub
+                authorize(principal, op.access, tenant_id)
+                if tenant_id is not None and not _TENANT_ID.fullmatch(tenant_id):
+                    raise tenant_not_found(tenant_id)
+                if readiness is not None:
+                    ready, reason = _check(readiness)
+                    if not ready:
+                        raise ApiError(503, "not-ready", f"the worker is not ready: {reason}",
+                                       headers={"Retry-After": "5"})
+            response = await handler(request)
+        except Exception as exc:
+            error = as_api_error(exc, request)
+            response = error.response()
+        if mutating:
+            if op is not None and op.tenant_in_body and audit.tenant_id is None:
+                audit.tenant_id = await _body_tenant(request)
+            if op is None and audit.actor == "anonymous":
+                audit.actor = await _actor(auth, request)
+            await _audit(gateway, request, audit, response.status, error)
+        return response
+
+    return middleware
+
+
+def _check(readiness: Readiness) -> tuple[bool, str]:
+    try:
+        return readiness()
+    except Exception:
+        logger.exception("the readiness check failed")
+        return False, "the readiness check failed"
+
+
+async def _body_tenant(request: web.Request) -> str | None:
+    """The tenant a refused request's body names, for its audit record (None if there is none)."""
+    try:
+        body = json.loads(await request.read())
+    except Exception:
+        return None
+    tenant_id = body.get("tenant_id") if isinstance(body, dict) else None
+    return tenant_id[:64] if isinstance(tenant_id, str) else None
+
+
+async def _actor(auth: Authenticator, request: web.Request) -> str:
+    """Who sent a mutating request to no route, if its token is valid (for the audit record only)."""
+    try:
+        return (await auth.authenticate_header(request.headers.get("Authorization"))).sub
+    except Exception:
+        return "anonymous"
+
+
+async def _audit(
+    gateway: CommandGateway, request: web.Request, ctx: AuditContext, status: int, error: ApiError | None
+) -> None:
+    detail: dict[str, Any] = {"method": request.method, "route": ctx.route, "status": status, **ctx.detail}
+    if error is not None:
+        detail["error_code"] = error.code
+        detail["reason"] = error.message
+        if "error_id" in error.details:
+            detail["error_id"] = error.details["error_id"]
+    record = AuditEvent(
+        event_id=uuid.uuid4().hex,
+        occurred_at=_now(),
+        actor=ctx.actor,
+        action=ctx.action,
+        tenant_id=ctx.tenant_id,
+        outcome=ctx.outcome if ctx.outcome and status < 400 else _outcome(status),
+        detail=detail,
+    )
+    try:
+        await gateway.audit(record)
+    except Exception:
+        logger.exception("could not write the audit record %s", record.model_dump_json())
+
+
+# -- the application ---------------------------------------------------------------------------------
+
+
+def build_api(
+    reader: StateReader,
+    gateway: CommandGateway,
+    auth: Authenticator,
+    planner: Planner | None,
+    *,
+    readiness: Readiness | None = None,
+) -> web.Application:
+    """The /api/v1 sub-application (mount it with ``root.add_subapp("/api/v1", api)``).
+
+    ``planner`` gives the dry-run plan of a tenant (per backend, what would be created); without one, the
+    dry run shows the provisioning commands that would be emitted. ``readiness`` (optional) makes data
+    routes answer 503 while the worker is not ready to serve its tables.
+    """
+    api = _Api(reader, gateway, planner or command_planner())
+    app = web.Application(middlewares=[api_middleware(auth, gateway, readiness)])
+    ops = operations(api)
+    app[OPERATIONS_KEY] = {op.name: op for op in ops}
+    for op in ops:
+        app.router.add_route(op.method, op.path, op.handler, name=op.name)
+    return app
+
+
+__all__ = ["Operation", "Planner", "Readiness", "build_api", "command_planner", "operations"]

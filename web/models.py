@@ -1,0 +1,160 @@
+"""Request and response bodies of the REST API.
+
+Handlers build every response from these models, and the OpenAPI document's schemas are generated from the
+same models, so the document cannot drift from what the server sends.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from pipeline.events.models import Identifier, QuotaResource, TenantId, Tier
+from pipeline.provisioners.tiers import Quota
+from pipeline.tenants.models import (
+    OverQuota,
+    ProvisioningStatus,
+    QuotaRecord,
+    ResourceStatus,
+    TenantRecord,
+)
+from pipeline.usage import UsageRecord
+
+# -- requests --------------------------------------------------------------------------------------
+
+
+class ProvisionRequest(BaseModel):
+    """A tenant to provision: the fields of a tenant-created event (the server adds event_id and occurred_at)."""
+
+    model_config = ConfigDict(extra="forbid", title="ProvisionRequest")
+
+    tenant_id: TenantId
+    name: str = Field(min_length=1, max_length=200)
+    tier: Tier
+    region: str | None = Field(default=None, max_length=64, pattern=r"^[a-z0-9-]+$")
+    owner_user_id: Identifier | None = None
+
+
+class ProvisionQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    dry_run: bool = Field(False, description="Return the plan (what each backend would get) and change nothing.")
+
+
+class TenantsQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    offset: int = Field(0, ge=0, description="How many tenants to skip (ordered by tenant id).")
+    limit: int = Field(50, ge=1, le=200, description="Page size, at most 200.")
+
+
+class DeleteQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    purge: bool = Field(False, description="Also delete the data-bearing resources (keyspace, bucket, index).")
+
+
+# -- responses -------------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. tenant-not-found, validation-error.")
+    message: str = Field(description="Human-readable explanation.")
+    details: dict[str, Any] = Field(
+        default_factory=dict,
+        description="More about the error: validation errors under 'errors', allowed methods under "
+        "'allowed_methods', the log correlation id under 'error_id'.",
+    )
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class ProvisionAccepted(BaseModel):
+    tenant_id: str
+    event_id: str = Field(description="The id of the tenant-created event that was sent.")
+    status: Literal["accepted"] = "accepted"
+    status_url: str
+
+
+class ProvisionPlan(BaseModel):
+    tenant_id: str
+    dry_run: Literal[True] = True
+    event: dict[str, Any] = Field(description="The tenant-created event that would be sent.")
+    plan: dict[str, Any] = Field(description="Per backend, exactly what would be created.")
+
+
+class ProvisioningStatusResponse(BaseModel):
+    tenant_id: str
+    overall: str = Field(
+        description="unknown, in-progress, ready, failed, refused, retrying or deleted (worst resource wins)."
+    )
+    resources: dict[str, ResourceStatus]
+
+    @classmethod
+    def of(cls, tenant_id: str, status: ProvisioningStatus | None) -> ProvisioningStatusResponse:
+        status = status or ProvisioningStatus(tenant_id=tenant_id)
+        return cls(tenant_id=tenant_id, overall=status.overall, resources=status.resources)
+
+
+class UsageTotals(BaseModel):
+    cpu_cores: float = 0.0
+    memory_gib: float = 0.0
+    gpus: float = 0.0
+
+
+class QuotaResponse(BaseModel):
+    tenant_id: str
+    limits: Quota
+    over_quota: dict[QuotaResource, OverQuota] = Field(
+        description="Resources the tenant is over quota on; new provisioning gated by them is refused."
+    )
+    usage: UsageTotals = Field(description="Sum of the latest sample of every workload of the tenant.")
+    workloads: int = Field(description="How many workloads the usage totals cover.")
+    updated_at: AwareDatetime
+    updated_by: str
+
+    @classmethod
+    def of(cls, quota: QuotaRecord, usage: UsageRecord | None) -> QuotaResponse:
+        usage = usage or UsageRecord(tenant_id=quota.tenant_id)
+        return cls(
+            tenant_id=quota.tenant_id,
+            limits=quota.limits,
+            over_quota=quota.over_quota,
+            usage=UsageTotals(**usage.totals()),
+            workloads=len(usage.workloads),
+            updated_at=quota.updated_at,
+            updated_by=quota.updated_by,
+        )
+
+
+class QuotaAccepted(BaseModel):
+    tenant_id: str
+    status: Literal["accepted"] = "accepted"
+    requested: Quota
+    quota_url: str
+
+
+class DeleteAccepted(BaseModel):
+    tenant_id: str
+    status: Literal["accepted"] = "accepted"
+    purge: bool
+    status_url: str
+
+
+class TenantPage(BaseModel):
+    items: list[TenantRecord]
+    total: int = Field(description="How many tenants the caller may see in all.")
+    offset: int
+    limit: int
+
+
+class TenantView(BaseModel):
+    """Everything the dashboard shows of one tenant (the server-sent ``tenant`` event and snapshot rows)."""
+
+    tenant_id: str
+    tenant: TenantRecord | None
+    quota: QuotaResponse | None
+    status: ProvisioningStatusResponse

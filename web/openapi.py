@@ -1,0 +1,141 @@
+"""The OpenAPI 3.1 document of /api/v1, generated from the operations and their pydantic models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from pipeline.events.models import TENANT_ID_PATTERN
+from web.api import Operation
+from web.auth import Access
+from web.models import ErrorBody
+
+TITLE = "Tenant provisioning service API"
+VERSION = "1.0.0"
+
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "Malformed JSON body (code malformed-json) or invalid query parameter (code invalid-query).",
+    401: "Missing, expired, badly signed or otherwise unacceptable bearer token (WWW-Authenticate: Bearer).",
+    403: "The token may not do this: another tenant, a viewer writing, or a quota change by a non-platform-admin.",
+    404: "Unknown tenant (code tenant-not-found).",
+    409: "The tenant already exists (code tenant-exists).",
+    422: "The body failed validation (code validation-error, details.errors lists each problem), or the tenant "
+    "cannot be planned (code plan-refused).",
+    500: "Unexpected error; details.error_id matches the server's log line. Nothing internal is shown.",
+    503: "The worker is not ready (code not-ready), the token signing keys cannot be fetched (auth-unavailable) "
+    "or the command could not be submitted (command-not-submitted); retry after Retry-After seconds.",
+}
+
+ACCESS_TEXT: dict[Access, str] = {
+    Access.PUBLIC: "No token needed.",
+    Access.READ: "Any role; a tenant-scoped token only on its own tenant.",
+    Access.WRITE: "platform-admin, or tenant-admin on its own tenant; tenant-viewer is refused (403).",
+    Access.PLATFORM: "platform-admin only.",
+}
+
+
+def _schemas(ops: list[Operation]) -> tuple[dict[Any, Any], dict[str, Any]]:
+    inputs: list[tuple[type[BaseModel], JsonSchemaMode]] = []
+    for op in ops:
+        if op.body is not None:
+            inputs.append((op.body, "validation"))
+        inputs.extend((model, "serialization") for model, _ in op.responses.values() if model is not None)
+    inputs.append((ErrorBody, "serialization"))
+    unique = list(dict.fromkeys(inputs))
+    refs, top = models_json_schema(unique, ref_template="#/components/schemas/{model}")
+    return dict(refs), dict(top.get("$defs", {}))
+
+
+def _json_content(schema: dict[str, Any], example: Any = None) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {"application/json": media}
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    params = []
+    for name, prop in schema.get("properties", {}).items():
+        params.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": name in required,
+                "description": prop.get("description", ""),
+                "schema": {k: v for k, v in prop.items() if k not in ("title", "description")},
+            }
+        )
+    return params
+
+
+def openapi_document(operations: Iterable[Operation], server_url: str = "/api/v1") -> dict[str, Any]:
+    ops = list(operations)
+    refs, schemas = _schemas(ops)
+    error_ref = refs[(ErrorBody, "serialization")]
+    paths: dict[str, dict[str, Any]] = {}
+    for op in ops:
+        parameters: list[dict[str, Any]] = []
+        if op.tenant_in_path:
+            parameters.append(
+                {
+                    "name": "tenant_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": TENANT_ID_PATTERN, "maxLength": 40},
+                }
+            )
+        if op.query is not None:
+            parameters.extend(_query_parameters(op.query))
+        responses: dict[str, Any] = {}
+        for status, (model, description) in sorted(op.responses.items()):
+            schema = refs[(model, "serialization")] if model is not None else {"type": "object"}
+            responses[str(status)] = {"description": description, "content": _json_content(schema)}
+        for status in sorted(op.errors):
+            responses[str(status)] = {"description": ERROR_DESCRIPTIONS[status], "content": _json_content(error_ref)}
+        operation: dict[str, Any] = {
+            "operationId": op.name,
+            "summary": op.summary,
+            "description": " ".join(filter(None, [op.description, "Access: " + ACCESS_TEXT[op.access]])),
+            "x-access": op.access.value,
+            "parameters": parameters,
+            "responses": responses,
+        }
+        if op.action:
+            operation["x-audit-action"] = op.action
+        if op.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": _json_content(refs[(op.body, "validation")], op.example),
+            }
+        if op.access is Access.PUBLIC:
+            operation["security"] = []
+        paths.setdefault(op.path, {})[op.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": TITLE,
+            "version": VERSION,
+            "description": "Tenants, their provisioning status and quotas. Every operation except this document "
+            'needs "Authorization: Bearer <JWT>". Errors are {"error": {"code", "message", "details"}}.',
+        },
+        "servers": [{"url": server_url}],
+        "security": [{"bearerAuth": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "Claims sub, tenant_id, roles (platform-admin / tenant-admin / tenant-viewer) "
+                    "and exp; RS256 in production, HS256 in development.",
+                }
+            },
+        },
+    }

@@ -1,0 +1,158 @@
+"""Everything the worker's web server serves, as plain aiohttp pieces.
+
+``install`` adds to an aiohttp Application: ``/health``, ``/ready``, ``/metrics``, the ``/api/v1`` sub-app,
+the dashboard at ``/ui/`` and its event stream ``/ui/events``, plus the request-latency and error
+middlewares. ``build_root_app`` installs them on a fresh Application (tests, or a standalone server);
+``mount`` installs them on the Faust worker's aiohttp Application with the Faust-backed state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
+
+from pipeline.metrics import HTTP_LATENCY
+from web.api import Planner, Readiness, build_api
+from web.auth import Authenticator
+from web.errors import Handler, error_middleware, route_pattern
+from web.live import LiveHub, events_handler
+from web.state import CommandGateway, StateReader
+
+logger = logging.getLogger(__name__)
+
+UI_DIR = Path(__file__).with_name("ui")
+API_PREFIX = "/api/v1"
+HUB_KEY = web.AppKey("live_hub", LiveHub)
+#: Routes whose duration is not a request latency (long-lived streams), left out of the histogram.
+STREAMING_ROUTES = frozenset({"ui_events"})
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+UI_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+@web.middleware
+async def latency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Observe every request in HTTP_LATENCY, labelled by method, route pattern (never the raw path), status."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        route = request.match_info.route
+        if route is None or route.name not in STREAMING_ROUTES:
+            method = request.method if request.method in _METHODS else "OTHER"
+            HTTP_LATENCY.labels(method, route_pattern(request), str(status)).observe(time.perf_counter() - started)
+
+
+async def health(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def ready_handler(readiness: Readiness) -> Handler:
+    async def ready(_request: web.Request) -> web.Response:
+        try:
+            ok, reason = readiness()
+        except Exception:
+            logger.exception("the readiness check failed")
+            ok, reason = False, "the readiness check failed"
+        if ok:
+            return web.json_response({"status": "ready", "reason": reason})
+        return web.json_response({"status": "not-ready", "reason": reason}, status=503, headers={"Retry-After": "5"})
+
+    return ready
+
+
+async def metrics(request: web.Request) -> web.Response:
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return web.Response(body=encoder(REGISTRY), headers={"Content-Type": content_type})
+
+
+def _ui_file(name: str) -> Handler:
+    path = UI_DIR / name
+
+    async def serve(_request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(path, headers=UI_HEADERS)
+
+    return serve
+
+
+async def _ui_redirect(_request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/ui/")
+
+
+def install(
+    app: web.Application,
+    reader: StateReader,
+    gateway: CommandGateway,
+    auth: Authenticator,
+    readiness: Readiness,
+    planner: Planner | None,
+) -> None:
+    """Add every route, the /api/v1 sub-app, the middlewares and the live hub to ``app`` (not started yet)."""
+    app.middlewares.append(latency_middleware)
+    app.middlewares.append(error_middleware)
+    app.router.add_route("GET", "/health", health, name="health")
+    app.router.add_route("GET", "/ready", ready_handler(readiness), name="ready")
+    app.router.add_route("GET", "/metrics", metrics, name="metrics")
+    app.add_subapp(API_PREFIX, build_api(reader, gateway, auth, planner, readiness=readiness))
+    hub = LiveHub(reader)
+    app[HUB_KEY] = hub
+    app.on_startup.append(hub.on_startup)
+    app.on_shutdown.append(hub.on_shutdown)
+    app.router.add_route("GET", "/ui", _ui_redirect, name="ui_redirect")
+    app.router.add_route("GET", "/ui/", _ui_file("index.html"), name="ui_index")
+    app.router.add_route("GET", "/ui/app.js", _ui_file("app.js"), name="ui_js")
+    app.router.add_route("GET", "/ui/app.css", _ui_file("app.css"), name="ui_css")
+    app.router.add_route("GET", "/ui/events", events_handler(reader, hub, auth), name="ui_events")
+
+
+def build_root_app(
+    reader: StateReader,
+    gateway: CommandGateway,
+    auth: Authenticator,
+    readiness: Readiness,
+    planner: Planner | None = None,
+) -> web.Application:
+    """A root Application with everything ``mount`` adds to the worker's, for tests or a standalone server."""
+    app = web.Application()
+    install(app, reader, gateway, auth, readiness, planner)
+    return app
+
+
+def mount(app: Any, web_driver: Any) -> None:
+    """Install the web layer on the Faust worker's aiohttp server (called from ``on_webserver_init``).
+
+    ``app`` is the Faust app (``app.settings`` is the Settings); ``web_driver.web_app`` is the aiohttp
+    Application of Faust's aiohttp driver, not started yet.
+    """
+    import web.faust_state as faust_state
+    from pipeline.readiness import is_ready
+
+    reader = faust_state.build_reader(app)
+    gateway = faust_state.build_gateway(app)
+    build_planner = getattr(faust_state, "build_planner", None)
+    planner: Planner | None = build_planner(app) if build_planner is not None else None
+
+    def readiness() -> tuple[bool, str]:
+        return is_ready(app)
+
+    install(web_driver.web_app, reader, gateway, Authenticator.from_settings(app.settings), readiness, planner)
+    web_driver.web_app.router.add_routes(faust_state.internal_routes(app))
+    logger.info("web layer mounted: /api/v1, /ui/, /health, /ready, /metrics")
