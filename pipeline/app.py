@@ -64,6 +64,5 @@ app: ProvisioningApp = create_app(get_settings())
 
 
 def table_options(help_text: str, **extra: Any) -> dict[str, Any]:
-    """Options shared by every table: JSON values, changelog-backed, documented."""
-    schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
-    return {"schema": schema, "key_type": str, "help": help_text, **extra}
+    """Options shared by every table: string keys and JSON values (Faust serializes both as JSON)."""
+    return {"key_type": str, "help": help_text, **extra}

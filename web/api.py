@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
@@ -483,16 +483,19 @@ def build_api(
     planner: Planner | None,
     *,
     readiness: Readiness | None = None,
+    extra_operations: Sequence[Operation] = (),
 ) -> web.Application:
     """The /api/v1 sub-application (mount it with ``root.add_subapp("/api/v1", api)``).
 
     ``planner`` gives the dry-run plan of a tenant (per backend, what would be created); without one, the
     dry run shows the provisioning commands that would be emitted. ``readiness`` (optional) makes data
-    routes answer 503 while the worker is not ready to serve its tables.
+    routes answer 503 while the worker is not ready to serve its tables. ``extra_operations`` are the routes of
+    other resources (scaling, compute), built by their own modules with the same ``Operation`` record, so
+    they share authentication, tenant isolation, audit and the OpenAPI document.
     """
     api = _Api(reader, gateway, planner or command_planner())
     app = web.Application(middlewares=[api_middleware(auth, gateway, readiness)])
-    ops = operations(api)
+    ops = [*operations(api), *extra_operations]
     app[OPERATIONS_KEY] = {op.name: op for op in ops}
     for op in ops:
         app.router.add_route(op.method, op.path, op.handler, name=op.name)

