@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = 30.0
     reconcile_stale_after_seconds: float = 60.0
 
+    # Compute provisioning (settings of pipeline/compute and its agents go here)
+    # -- end compute --
+
+    # Scaling (settings of pipeline/scaling and its agents go here)
+    # -- end scaling --
+
     # Auth
     jwt_secret: SecretStr | None = None
     jwt_public_key: str | None = None

@@ -253,4 +253,7 @@ def build_planner(app: ProvisioningApp) -> Callable[[TenantCreated], dict[str, A
 
 def build_extra_operations(app: ProvisioningApp) -> list[Operation]:
     """The API routes of the other resources (scaling, compute), backed by this worker's state."""
-    return []
+    from web.compute import worker_operations as compute_operations
+    from web.scaling import worker_operations as scaling_operations
+
+    return [*compute_operations(app), *scaling_operations(app)]
