@@ -24,7 +24,12 @@ from pipeline.tenants.models import ResourceState, TenantState
 
 logger = logging.getLogger(__name__)
 
-IN_FLIGHT = {ResourceState.PENDING, ResourceState.PROVISIONING, ResourceState.RETRYING, ResourceState.DELETING}
+#: Not finished: restarted when stale. DRIFTED included: a worker that died between reporting drift and the
+#: repair would otherwise leave the resource drifted for good (it is neither ready nor restarted).
+IN_FLIGHT = {
+    ResourceState.PENDING, ResourceState.PROVISIONING, ResourceState.RETRYING, ResourceState.DELETING,
+    ResourceState.DRIFTED,
+}
 
 
 @app.timer(interval=app.settings.reconcile_interval_seconds)

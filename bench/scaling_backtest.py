@@ -110,13 +110,16 @@ def main() -> int:
             "under_predictive": eq["under_provisioned_fraction"]["predictive"],
             "under_reactive_equal_cost": eq["under_provisioned_fraction"]["reactive"],
             "reduction": eq["under_provisioned_reduction"],
+            "not_worse": eq["not_worse_than_reactive"],
             "matched": eq["matched_within_2_percent"],
         }
         hybrid = result.get("equal_cost_predictive_plus_reactive")
         if hybrid is not None:
-            row["under_hybrid"] = hybrid["under_provisioned_fraction"]["predictive"]
+            row["under_hybrid"] = hybrid["under_provisioned_fraction"]["predictive_plus_reactive"]
             row["under_reactive_equal_cost_hybrid"] = hybrid["under_provisioned_fraction"]["reactive"]
             row["reduction_hybrid"] = hybrid["under_provisioned_reduction"]
+            row["not_worse_hybrid"] = hybrid["not_worse_than_reactive"]
+            row["matched_hybrid"] = hybrid["matched_within_2_percent"]
         summary.append(row)
     json.dump({"series": results, "summary": summary}, sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -42,18 +42,16 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"wrote {path}\n")
         return 0
     if command == "dev-token":
-        from web.auth import issue_dev_token
-
         from pipeline.config import get_settings
+        from web.auth import issue_dev_token
 
         settings = get_settings()
         if settings.jwt_secret is None:
             sys.stderr.write("JWT_SECRET is not set: development tokens are signed with it\n")
             return 2
-        sys.stdout.write(
-            issue_dev_token(settings.jwt_secret.get_secret_value(), "dev-admin", ["platform-admin"], None, timedelta(hours=24))
-            + "\n"
-        )
+        secret = settings.jwt_secret.get_secret_value()
+        token = issue_dev_token(secret, "dev-admin", ["platform-admin"], None, timedelta(hours=24))
+        sys.stdout.write(token + "\n")
         return 0
     parser.error(f"unknown command {command}")
     return 2

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.compute.kubernetes_provider import KubernetesProviderConfig
+from pipeline.compute.optimizer import TenantComputeSettings
 
 SeverityName = Literal["low", "medium", "high", "critical"]
 ReactionName = Literal["notify", "scale", "quarantine"]
@@ -84,9 +86,81 @@ class Settings(BaseSettings):
     reconcile_stale_after_seconds: float = 60.0
 
     # Compute provisioning (settings of pipeline/compute and its agents go here)
+    compute_catalog_dir: Path | None = Field(
+        None, description="Folder of lambda/nebius/verda_vms.v8.csv; default: the packaged copies."
+    )
+    compute_extra_catalogs: list[Path] = Field(
+        default_factory=list, description="More SkyPilot v8 CSVs (JSON list); provider = file name before '_'."
+    )
+    derivatives_engine_api_token: SecretStr | None = None
+    compute_engine_timeout_seconds: float = Field(10.0, gt=0)
+    compute_allocate_timeout_seconds: float = Field(30.0, gt=0)
+    compute_quote_refresh_seconds: float = Field(60.0, gt=0)
+    compute_max_attempts: int = Field(5, ge=1)
+    compute_deadline_seconds: float = Field(600.0, gt=0)
+    compute_poll_interval_seconds: float = Field(2.0, gt=0)
+    compute_provisioning_timeout_seconds: float | None = Field(900.0, gt=0)
+    compute_idle_timeout_seconds: float | None = Field(3600.0, gt=0)
+    compute_busy_threshold: float = Field(0.05, ge=0, le=1)
+    compute_enforce_interval_seconds: float = Field(15.0, gt=0)
+    compute_provision_wait_seconds: float = Field(
+        60.0, ge=0, description="How long POST /compute/provision waits for running before answering 202."
+    )
+    compute_access_claim_ttl_seconds: float = Field(
+        900.0, gt=0, description="How long undelivered access details stay claimable (in memory only)."
+    )
+    compute_budget_period: Literal["month", "total"] = "month"
+    compute_ssh_user: str = "ubuntu"
+    compute_jupyter_url_template: str = "https://{host}:8888/lab"
+    compute_monitoring_url_template: str = (
+        "http://127.0.0.1:3000/d/compute-allocation/compute-allocation?var-allocation={allocation_id}"
+    )
+    compute_kubernetes: KubernetesProviderConfig = Field(
+        default_factory=KubernetesProviderConfig,
+        description="The in-house provider (JSON): shapes, prices per GPU/vCPU/GiB-hour, image...",
+    )
+    compute_tenant_policies: dict[str, TenantComputeSettings] = Field(
+        default_factory=dict,
+        description='Per tenant (or "*"): max_gpus, max_price_per_hour, budget_usd, discounts (JSON).',
+    )
     # -- end compute --
 
     # Scaling (settings of pipeline/scaling and its agents go here)
+    scaling_enabled: bool = Field(True, description="Run the scaling agents (forecasts, decisions, fair share).")
+    scaling_forecast_enabled: bool = Field(
+        True, description="Learn and forecast each workload's demand; false: decisions without forecasts."
+    )
+    scaling_forecast_horizon: int = Field(12, ge=1, le=500, description="Windows forecast ahead.")
+    scaling_snapshot_every_windows: int = Field(
+        10, ge=1, description="Snapshot each forecaster into model-snapshots after this many learned windows."
+    )
+    scaling_recent_decisions: int = Field(50, ge=1, le=1000, description="Decisions kept per tenant/workload.")
+    scaling_default_capacity_per_replica: float = Field(
+        1.0, gt=0, description="CPU cores one replica serves when its Deployment has no CPU request."
+    )
+    scaling_apply_enabled: bool = Field(
+        True, description="Patch the Deployments' scale subresource; false: decide and explain only."
+    )
+    scaling_apply_concurrency: int = Field(4, ge=1, description="Threads talking to the Kubernetes API.")
+    scaling_observe_interval_seconds: float = Field(
+        300.0, gt=0, description="Re-read a Deployment (replicas, requests) at most this often when nothing changes."
+    )
+    scaling_tick_seconds: float = Field(
+        15.0, ge=0, description="Scheduled policies are evaluated on this timer (0: only when windows close)."
+    )
+    scaling_clock_offset_seconds: float = Field(
+        0.0, description="Added to the wall clock of the scheduled-policy timer (tests inject time with it)."
+    )
+    scaling_pool_cpu: float | None = Field(None, ge=0, description="Pool CPU cores shared by DRF (unset: unlimited).")
+    scaling_pool_memory_gib: float | None = Field(None, ge=0, description="Pool memory (GiB) shared by DRF.")
+    scaling_pool_gpus: float | None = Field(None, ge=0, description="Pool GPUs shared by DRF.")
+    scaling_tier_weights: dict[str, float] = Field(
+        default_factory=lambda: {"free": 1.0, "standard": 2.0, "enterprise": 4.0},
+        description="DRF weight per tenant tier (JSON); unknown tiers weigh 1.",
+    )
+    scaling_demand_ttl_seconds: float = Field(
+        1800.0, gt=0, description="A workload's demand leaves the fair-share pool when not refreshed for this long."
+    )
     # -- end scaling --
 
     # Auth

@@ -17,13 +17,15 @@ COMPUTE_REQUESTS = "compute-request-events"
 QUOTA_UPDATES = "quota-update-requests"
 #: Internal: transitions of provisioning commands, from the executor's tasks back into the status table.
 PROVISIONING_RESULTS = "provisioning-results"
+#: Internal: compute request records, from the worker running a request into the compute-records table.
+COMPUTE_RECORDS = "compute-records"
 
 #: Platform -> service: bridged from Pulsar into Kafka.
-INPUT_TOPICS: tuple[str, ...] = (*INPUT_EVENTS, COMPUTE_REQUESTS)
+INPUT_TOPICS: tuple[str, ...] = tuple(dict.fromkeys((*INPUT_EVENTS, COMPUTE_REQUESTS)))
 #: Service -> platform: bridged from Kafka out to Pulsar.
 OUTPUT_TOPICS: tuple[str, ...] = (PROVISIONING_COMMANDS, PROVISIONING_EVENTS, SCALING_EVENTS, AUDIT_EVENTS)
 #: Kafka only.
-INTERNAL_TOPICS: tuple[str, ...] = (QUOTA_UPDATES, PROVISIONING_RESULTS)
+INTERNAL_TOPICS: tuple[str, ...] = (QUOTA_UPDATES, PROVISIONING_RESULTS, COMPUTE_RECORDS)
 
 
 def kafka_topics(dead_letter_topic: str) -> list[str]:

@@ -1,7 +1,7 @@
 """Session fixtures that start the real local services a test needs, and only those.
 
-A test asks for a service by taking its fixture (``kafka_service``, ``pulsar_service``, ``s3_service``...). A service that
-is already healthy (a stack left up by ``make run`` or an earlier test) is reused. A service that cannot
+A test asks for a service by taking its fixture (``kafka_service``, ``pulsar_service``, ``s3_service``...).
+A service that is already healthy (a stack left up by ``make run`` or an earlier test) is reused. A service that cannot
 start fails the test with the launcher's message and the service's log tail; nothing is skipped.
 """
 

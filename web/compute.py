@@ -1,12 +1,623 @@
-"""The /api/v1/compute routes (built as ``web.api.Operation`` records, mounted with the rest of the API)."""
+"""The /api/v1/compute routes: provision, status, terminate, one-time access retrieval, capacity.
+
+Everything about a tenant's compute requests happens on the worker owning the tenant's partition: its records
+(table ``compute-records``), its quota, its allocations in flight and its access details not yet handed out
+live there. The worker that receives a request authenticates, authorizes and audits it (the API middleware),
+then runs it itself when it owns the tenant, else forwards it to the owner's internal endpoint
+(``/internal/v1/compute/...``, guarded by the internal token) and relays the answer. The tenant of
+``/compute/provision/{request_id}`` is the part of the id before the ``.`` (``acme.c1f0...``).
+
+Secret delivery (docs/compute.md, "Access details over REST"): ``POST /compute/provision`` waits up to
+COMPUTE_PROVISION_WAIT_SECONDS (or ``?wait_seconds=``) for the allocation. Running by then, the 201 carries
+the access details with the SSH private key and the Jupyter token, once. Otherwise 202: the allocation goes
+on, and when it runs its access details wait in the owner worker's memory (never stored, never sent anywhere
+else) for ONE ``POST /compute/provision/{request_id}/access`` within COMPUTE_ACCESS_CLAIM_TTL_SECONDS; after
+that, or after a restart of that worker, they are gone (410) and the requester terminates and requests again.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from web.api import Operation
+import aiohttp
+from aiohttp import web
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from yarl import URL
+
+from pipeline.compute.access import AccessDetails
+from pipeline.compute.lifecycle import CapacityView, ComputeRecord, ComputeState
+from pipeline.compute.optimizer import Decision, NoFeasibleOffer
+from pipeline.compute.request import ComputeRequest
+from pipeline.compute.runtime import ComputeRuntime, new_request_id, tenant_of
+from pipeline.compute.service import UnknownRequest
+from pipeline.events.models import TENANT_ID_PATTERN
+from pipeline.tenants.models import TenantRecord, TenantState
+from web.api import Operation, audit_of, json_body, parse_model, parse_query, principal_of, tenant_not_found
+from web.auth import Access, authorize, forbidden
+from web.errors import ApiError, error_body
+
+logger = logging.getLogger(__name__)
+
+API_BASE = "/api/v1/compute"
+INTERNAL_BASE = "/internal/v1/compute"
+#: Longest ``?wait_seconds=`` a requester may ask for.
+MAX_WAIT_SECONDS = 600.0
+
+TenantLookup = Callable[[str], TenantRecord | None]
+PeersHolding = Callable[[], Awaitable[list[ComputeRecord]]]
+
+
+# -- bodies -----------------------------------------------------------------------------------------------
+
+
+class RevealedAccess(BaseModel):
+    """Access details WITH their secrets: in a 201 of ``POST /compute/provision`` or the answer of
+    ``POST .../access``, once. Store the private key safely; the service keeps no copy."""
+
+    allocation_id: str
+    ssh_user: str
+    ssh_host: str | None
+    ssh_port: int | None
+    ssh_public_key: str
+    ssh_fingerprint: str
+    ssh_private_key: str = Field(description="OpenSSH ed25519 private key (unencrypted). Shown once, never stored.")
+    jupyter_token: str = Field(description="Shown once, never stored.")
+    jupyter_url: str = Field(description="The Jupyter URL with the token.")
+    monitoring_url: str
+    private_key_issued: bool = True
+
+
+class ComputeProvisionResponse(BaseModel):
+    """The answer of ``POST /compute/provision``: 201 with ``access`` (running), 202 without (not yet)."""
+
+    request_id: str
+    tenant_id: str
+    state: ComputeState
+    status_url: str
+    access_url: str
+    offer_id: str | None = None
+    provider: str | None = None
+    region: str | None = None
+    instance_type: str | None = None
+    price_per_hour: float | None = None
+    running_since: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+    attempts: int = 0
+    access: RevealedAccess | None = None
+    message: str
+
+
+class ComputeStatusResponse(ComputeRecord):
+    """The request's record (state and history, decision with the candidates and why every other offer
+    was excluded, attempts, masked access) and whether access details still wait to be claimed."""
+
+    access_claimable: bool = False
+
+
+class ProvisionWaitQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    wait_seconds: float | None = Field(
+        default=None, ge=0, le=MAX_WAIT_SECONDS,
+        description="How long to wait for the allocation to run before answering 202 (default: the server's "
+        "COMPUTE_PROVISION_WAIT_SECONDS; 0 answers at once).",
+    )
+
+
+class CapacityQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_id: str | None = Field(
+        default=None, pattern=TENANT_ID_PATTERN,
+        description="Whose remaining quota and budget to include (default: the token's tenant).",
+    )
+
+
+PROVISION_EXAMPLE = {
+    "tenant_id": "acme",
+    "resources": {"gpu": {"type": "H100", "count": 4}, "vcpus": 32, "memory_gib": 256},
+    "duration_hours": 6,
+    "purpose": "training",
+    "spot_allowed": False,
+}
+
+
+# -- replies that can cross a worker hop ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A status and JSON body, produced by the owner worker and relayed as is by a forwarding one."""
+
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, model: BaseModel, status: int = 200) -> Reply:
+        return cls(status, model.model_dump(mode="json"))
+
+    @classmethod
+    def error(cls, exc: ApiError) -> Reply:
+        return cls(exc.status, error_body(exc.code, exc.message, exc.details), dict(exc.headers))
+
+    def raise_for_error(self) -> None:
+        """An error reply as the :class:`ApiError` it was (so the audit record names its code)."""
+        if self.status < 400:
+            return
+        error = self.body.get("error", {}) if isinstance(self.body, dict) else {}
+        raise ApiError(
+            self.status, str(error.get("code", "error")), str(error.get("message", "error")),
+            error.get("details") or {}, self.headers,
+        )
+
+    def response(self) -> web.Response:
+        return web.json_response(self.body, status=self.status, headers=self.headers)
+
+
+async def _reply(call: Awaitable[Reply]) -> Reply:
+    try:
+        return await call
+    except ApiError as exc:
+        return Reply.error(exc)
+
+
+def status_url(request_id: str) -> str:
+    return f"{API_BASE}/provision/{request_id}"
+
+
+def request_not_found(request_id: str) -> ApiError:
+    shown = request_id[:120]
+    return ApiError(404, "compute-request-not-found", f"no compute request {shown!r}", {"request_id": shown})
+
+
+def infeasible(request_id: str, decision: Decision) -> ApiError:
+    return ApiError(
+        422, "no-feasible-offer", decision.message or "no offer satisfies the request",
+        {
+            "request_id": request_id,
+            "status_url": status_url(request_id),
+            "binding_constraint": decision.binding_constraint.value if decision.binding_constraint else None,
+            "exclusion_details": {k.value: v for k, v in decision.exclusion_details.items()},
+            "excluded_counts": decision.exclusion_counts(),
+            "offers_considered": decision.offers_considered,
+        },
+    )
+
+
+def provision_body(record: ComputeRecord, access: AccessDetails | None, message: str) -> dict[str, Any]:
+    """The POST answer; with ``access`` its secrets are in the returned dict (never log it)."""
+    offer = record.offer
+    body = ComputeProvisionResponse(
+        request_id=record.request_id,
+        tenant_id=record.tenant_id,
+        state=record.state,
+        status_url=status_url(record.request_id),
+        access_url=f"{status_url(record.request_id)}/access",
+        offer_id=offer.offer_id if offer else None,
+        provider=offer.provider if offer else None,
+        region=offer.region if offer else None,
+        instance_type=offer.instance_type if offer else None,
+        price_per_hour=record.price_per_hour,
+        running_since=record.running_since,
+        ends_at=record.ends_at,
+        attempts=len(record.attempts),
+        message=message,
+    ).model_dump(mode="json")
+    if access is not None:
+        body["access"] = access.reveal()
+    return body
+
+
+# -- what the owner worker does --------------------------------------------------------------------------
+
+
+class LocalCompute:
+    """The compute operations on the worker that owns the tenant (or the only one, in tests)."""
+
+    def __init__(
+        self, runtime: ComputeRuntime, tenant: TenantLookup, peers_holding: PeersHolding | None = None
+    ) -> None:
+        self.runtime = runtime
+        self.tenant = tenant
+        self.peers_holding = peers_holding
+
+    def _live_tenant(self, tenant_id: str) -> None:
+        record = self.tenant(tenant_id)
+        if record is None or record.state is TenantState.DELETED:
+            raise tenant_not_found(tenant_id)
+
+    def _record(self, request_id: str) -> ComputeRecord:
+        try:
+            return self.runtime.get(request_id)
+        except UnknownRequest:
+            raise request_not_found(request_id) from None
+
+    async def provision(self, request_id: str, request: ComputeRequest, wait_s: float | None) -> Reply:
+        return await _reply(self._provision(request_id, request, wait_s))
+
+    async def _provision(self, request_id: str, request: ComputeRequest, wait_s: float | None) -> Reply:
+        if tenant_of(request_id) != request.tenant_id:
+            raise ApiError(400, "bad-request-id", "the request id does not belong to the request's tenant")
+        self._live_tenant(request.tenant_id)
+        try:
+            outcome = await self.runtime.provision(request_id, request, wait_s)
+        except NoFeasibleOffer as exc:
+            raise infeasible(request_id, exc.decision) from None
+        except ValueError:
+            raise ApiError(409, "compute-request-exists", f"compute request {request_id} exists") from None
+        record = outcome.record
+        if not outcome.finished:
+            message = (
+                f"reserved for {record.request.start_at.isoformat()}" if record.state is ComputeState.REQUESTED
+                and record.request.start_at is not None else "allocation in progress"
+            )
+            return Reply(202, provision_body(
+                record, None, f"{message}; poll status_url, then claim the access details ONCE at access_url "
+                "(they are not stored)",
+            ))
+        if record.state is ComputeState.RUNNING:
+            message = "running; these access details are shown once and not stored"
+            if outcome.access is None:
+                message = "running; the access details were already claimed"
+            return Reply(201, provision_body(record, outcome.access, message))
+        if record.state is ComputeState.FAILED:
+            if record.decision is not None and not record.decision.feasible:
+                raise infeasible(request_id, record.decision)
+            raise ApiError(
+                502, "allocation-failed", f"no provider could allocate the request: {record.error}",
+                {
+                    "request_id": request_id,
+                    "status_url": status_url(request_id),
+                    "attempts": [
+                        {"offer_id": a.offer_id, "outcome": a.outcome.value, "error": a.error} for a in record.attempts
+                    ],
+                },
+            )
+        raise ApiError(409, "compute-request-terminated", f"compute request {request_id} is {record.state.value}",
+                       {"request_id": request_id, "state": record.state.value})
+
+    async def status(self, request_id: str) -> Reply:
+        async def run() -> Reply:
+            record = self._record(request_id)
+            body = ComputeStatusResponse.model_validate(
+                {**record.model_dump(), "access_claimable": self.runtime.vault.holds(request_id)}
+            )
+            return Reply.of(body)
+
+        return await _reply(run())
+
+    async def terminate(self, request_id: str) -> Reply:
+        async def run() -> Reply:
+            self._record(request_id)
+            record = await self.runtime.terminate(request_id)
+            body = ComputeStatusResponse.model_validate({**record.model_dump(), "access_claimable": False})
+            return Reply.of(body, 200 if record.terminal else 202)
+
+        return await _reply(run())
+
+    async def claim(self, request_id: str) -> Reply:
+        async def run() -> Reply:
+            record = self._record(request_id)
+            if record.state in (ComputeState.REQUESTED, ComputeState.ALLOCATING, ComputeState.PROVISIONING):
+                raise ApiError(409, "access-not-ready", f"compute request {request_id} is {record.state.value}; "
+                               "claim its access details once it is running", {"state": record.state.value})
+            access = self.runtime.claim(request_id) if record.state is ComputeState.RUNNING else None
+            if access is None:
+                raise ApiError(
+                    410, "access-gone",
+                    f"the access details of {request_id} were handed out already, expired unclaimed, or the request "
+                    f"is {record.state.value}: they are never stored; terminate the request and request again",
+                    {"state": record.state.value},
+                )
+            return Reply(200, access.reveal())
+
+        return await _reply(run())
+
+    async def capacity(self, tenant_id: str | None) -> Reply:
+        async def run() -> Reply:
+            if tenant_id is not None:
+                self._live_tenant(tenant_id)
+            others = await self.peers_holding() if self.peers_holding is not None else []
+            view: CapacityView = self.runtime.capacity(tenant_id, others)
+            return Reply.of(view)
+
+        return await _reply(run())
+
+    def holding(self) -> list[dict[str, Any]]:
+        return [record.model_dump(mode="json") for record in self.runtime.holding()]
+
+
+# -- routing to the owner ---------------------------------------------------------------------------------
+
+
+class OwnerRouter:
+    """Which worker owns a tenant's compute records, and calls to its internal endpoints."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.token = token
+
+    def _mine(self) -> URL:
+        return URL(str(self.app.conf.canonical_url))
+
+    def owner(self, tenant_id: str) -> URL | None:
+        """URL of the worker owning ``tenant_id``'s partition, or ``None`` when that is this worker (or when
+        the assignment is not known yet)."""
+        from agents.runtime import topic
+        from pipeline.topics import COMPUTE_RECORDS
+
+        try:
+            owner: URL = self.app.router.external_topic_key_store(topic(COMPUTE_RECORDS), tenant_id)
+        except (KeyError, IndexError):
+            return None
+        mine = self._mine()
+        return None if (owner.host, owner.port) == (mine.host, mine.port) else owner
+
+    def peers(self) -> list[URL]:
+        mine = self._mine()
+        urls = [URL(str(host)) for host in self.app.router.tables_metadata()]
+        return [url for url in urls if (url.host, url.port) != (mine.host, mine.port)]
+
+    async def forward(self, owner: URL, method: str, path: str, *, body: Any = None, timeout_s: float = 30.0,
+                      query: dict[str, str] | None = None) -> Reply:
+        headers = {"X-Internal-Token": self.token}
+        url = owner.with_path(path).with_query(query or {})
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session, \
+                    session.request(method, url, json=body, headers=headers) as response:
+                payload = await response.json(content_type=None)
+                return Reply(response.status, payload, {k: v for k, v in response.headers.items()
+                                                        if k == "Retry-After"})
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            logger.warning("compute call to the owner %s failed: %s", owner, type(exc).__name__)
+            return Reply.error(ApiError(503, "owner-unavailable", "the worker owning this tenant did not answer; "
+                                        "retry later", headers={"Retry-After": "5"}))
+
+    async def holding_from_peers(self) -> list[ComputeRecord]:
+        peers = self.peers()
+        replies = await asyncio.gather(
+            *(self.forward(peer, "GET", f"{INTERNAL_BASE}/holding", timeout_s=5) for peer in peers)
+        )
+        records: list[ComputeRecord] = []
+        for peer, reply in zip(peers, replies, strict=True):
+            if reply.status != 200 or not isinstance(reply.body, list):
+                logger.warning("holding compute records from %s: HTTP %d", peer, reply.status)
+                continue
+            records.extend(ComputeRecord.model_validate(raw) for raw in reply.body)
+        return records
+
+
+# -- the public handlers ----------------------------------------------------------------------------------
+
+
+class ComputeApi:
+    def __init__(self, local: LocalCompute, router: OwnerRouter | None, provision_wait_s: float) -> None:
+        self.local = local
+        self.router = router
+        self.provision_wait_s = provision_wait_s
+
+    def _owner(self, tenant_id: str | None) -> URL | None:
+        if self.router is None or tenant_id is None:
+            return None
+        return self.router.owner(tenant_id)
+
+    @staticmethod
+    def _request_id(request: web.Request, access: Access) -> str:
+        request_id = request.match_info["request_id"]
+        tenant_id = tenant_of(request_id)
+        if tenant_id is None:
+            raise request_not_found(request_id)
+        audit = audit_of(request)
+        audit.tenant_id = tenant_id
+        audit.detail["request_id"] = request_id
+        authorize(principal_of(request), access, tenant_id)
+        return request_id
+
+    async def provision(self, request: web.Request) -> web.Response:
+        query = parse_query(request, ProvisionWaitQuery)
+        audit = audit_of(request)
+        body = await json_body(request)
+        if isinstance(body, dict) and isinstance(body.get("tenant_id"), str):
+            audit.tenant_id = body["tenant_id"][:64]
+        compute_request = parse_model(ComputeRequest, body)
+        authorize(principal_of(request), Access.WRITE, compute_request.tenant_id)
+        request_id = new_request_id(compute_request.tenant_id)
+        gpu = compute_request.resources.gpu
+        audit.detail.update(request_id=request_id, gpu=f"{gpu.count}x{gpu.type}" if gpu else None,
+                            duration_hours=compute_request.duration_hours)
+        wait = self.provision_wait_s if query.wait_seconds is None else query.wait_seconds
+        owner = self._owner(compute_request.tenant_id)
+        if owner is None:
+            reply = await self.local.provision(request_id, compute_request, wait)
+        else:
+            assert self.router is not None
+            reply = await self.router.forward(
+                owner, "POST", f"{INTERNAL_BASE}/provision", timeout_s=wait + 60,
+                body={"request_id": request_id, "request": compute_request.model_dump(mode="json"),
+                      "wait_seconds": wait},
+            )
+            if reply.status == 503 and isinstance(reply.body, dict):  # the owner may be allocating it anyway
+                details = reply.body.setdefault("error", {}).setdefault("details", {})
+                details.update(request_id=request_id, status_url=status_url(request_id))
+        if isinstance(reply.body, dict) and reply.status < 400:
+            audit.detail.update(state=reply.body.get("state"), offer_id=reply.body.get("offer_id"))
+            audit.outcome = "succeeded" if reply.status == 201 else "accepted"
+        reply.raise_for_error()
+        return reply.response()
+
+    async def status(self, request: web.Request) -> web.Response:
+        request_id = self._request_id(request, Access.READ)
+        owner = self._owner(tenant_of(request_id))
+        if owner is None:
+            reply = await self.local.status(request_id)
+        else:
+            assert self.router is not None
+            reply = await self.router.forward(owner, "GET", f"{INTERNAL_BASE}/requests/{request_id}")
+        reply.raise_for_error()
+        return reply.response()
+
+    async def terminate(self, request: web.Request) -> web.Response:
+        request_id = self._request_id(request, Access.WRITE)
+        owner = self._owner(tenant_of(request_id))
+        if owner is None:
+            reply = await self.local.terminate(request_id)
+        else:
+            assert self.router is not None
+            reply = await self.router.forward(owner, "DELETE", f"{INTERNAL_BASE}/requests/{request_id}",
+                                              timeout_s=120)
+        if isinstance(reply.body, dict) and reply.status < 400:
+            audit_of(request).detail["state"] = reply.body.get("state")
+            audit_of(request).outcome = "succeeded" if reply.status == 200 else "accepted"
+        reply.raise_for_error()
+        return reply.response()
+
+    async def claim(self, request: web.Request) -> web.Response:
+        request_id = self._request_id(request, Access.WRITE)
+        owner = self._owner(tenant_of(request_id))
+        if owner is None:
+            reply = await self.local.claim(request_id)
+        else:
+            assert self.router is not None
+            reply = await self.router.forward(owner, "POST", f"{INTERNAL_BASE}/requests/{request_id}/access")
+        audit_of(request).detail["delivered"] = reply.status == 200
+        if reply.status == 200:
+            audit_of(request).outcome = "succeeded"
+        reply.raise_for_error()
+        return reply.response()
+
+    async def capacity(self, request: web.Request) -> web.Response:
+        query = parse_query(request, CapacityQuery)
+        principal = principal_of(request)
+        tenant_id = query.tenant_id or principal.tenant_id
+        if tenant_id is None and not principal.is_platform_admin:
+            raise forbidden("the token names no tenant")
+        authorize(principal, Access.READ, tenant_id)
+        owner = self._owner(tenant_id)
+        if owner is None:
+            reply = await self.local.capacity(tenant_id)
+        else:
+            assert self.router is not None
+            reply = await self.router.forward(owner, "GET", f"{INTERNAL_BASE}/capacity",
+                                              query={"tenant_id": tenant_id} if tenant_id else None)
+        reply.raise_for_error()
+        return reply.response()
+
+
+_AUTH_ERRORS = (401, 403, 503)
+
+
+def operations(api: ComputeApi) -> list[Operation]:
+    """The compute operations (mounted with the rest of /api/v1: same auth, tenant isolation, audit, OpenAPI)."""
+    return [
+        Operation(
+            "POST", "/compute/provision", "compute_provision",
+            "Provision compute: the cheapest feasible offer, allocated with failover", api.provision, Access.WRITE,
+            {201: (ComputeProvisionResponse, "Running: the access details (SSH private key, Jupyter token) are in "
+                   "this response, once; they are not stored."),
+             202: (ComputeProvisionResponse, "Reserved (start_at later) or still allocating: poll status_url, "
+                   "then claim the access details once at access_url.")},
+            errors=(400, *_AUTH_ERRORS, 404, 422, 502, 500), action="compute-provision", body=ComputeRequest,
+            query=ProvisionWaitQuery, example=PROVISION_EXAMPLE, tenant_in_body=True,
+            description="Chooses the cheapest feasible offer for the whole duration across the derivatives engine, "
+            "the price catalogs and the in-house Kubernetes cluster (tenant discounts applied; the tenant's GPU "
+            "quota and budget respected), then allocates it, failing over to the next candidates. 422 "
+            "no-feasible-offer names the constraint that excludes every offer; 502 allocation-failed lists the "
+            "attempts. A compute-status event is announced on provisioning-events for every state change.",
+        ),
+        Operation(
+            "GET", "/compute/provision/{request_id}", "compute_status",
+            "A compute request: state, chosen offer, candidates and exclusions, attempts", api.status, Access.READ,
+            {200: (ComputeStatusResponse, "The request's record (access details masked).")},
+            errors=(*_AUTH_ERRORS, 404, 500),
+        ),
+        Operation(
+            "DELETE", "/compute/provision/{request_id}", "compute_terminate",
+            "Terminate a compute request and release its capacity", api.terminate, Access.WRITE,
+            {200: (ComputeStatusResponse, "Terminated (capacity released); repeating it changes nothing."),
+             202: (ComputeStatusResponse, "The release failed and is retried automatically (state terminating).")},
+            errors=(*_AUTH_ERRORS, 404, 500), action="compute-terminate",
+        ),
+        Operation(
+            "POST", "/compute/provision/{request_id}/access", "compute_access",
+            "Claim the access details of a request that ran after its POST answered (once)", api.claim,
+            Access.WRITE,
+            {200: (RevealedAccess, "The access details with their secrets, handed out once and forgotten.")},
+            errors=(*_AUTH_ERRORS, 404, 409, 410, 500), action="compute-access-claim",
+            description="Only for requests whose POST answered 202 (and for compute-request-events): the "
+            "details wait in the memory of the worker that owns the tenant for COMPUTE_ACCESS_CLAIM_TTL_SECONDS.",
+        ),
+        Operation(
+            "GET", "/compute/capacity", "compute_capacity",
+            "Capacity by provider, region and resource type, and the tenant's remaining GPU quota and budget",
+            api.capacity, Access.READ, {200: (CapacityView, "Pools' capacity minus the platform's allocations.")},
+            errors=(400, *_AUTH_ERRORS, 404, 500), query=CapacityQuery,
+        ),
+    ]
+
+
+# -- the owner's internal endpoints ----------------------------------------------------------------------
+
+
+def internal_routes(local: LocalCompute, token: str) -> web.RouteTableDef:
+    """What forwarding workers call on the owner (guarded by the internal token)."""
+    import hmac
+
+    routes = web.RouteTableDef()
+
+    def check(request: web.Request) -> None:
+        if not hmac.compare_digest(request.headers.get("X-Internal-Token", ""), token):
+            raise web.HTTPForbidden()
+
+    @routes.post(f"{INTERNAL_BASE}/provision")
+    async def provision(request: web.Request) -> web.Response:
+        check(request)
+        payload = await request.json()
+        compute_request = ComputeRequest.model_validate(payload["request"])
+        wait = payload.get("wait_seconds")
+        return (await local.provision(str(payload["request_id"]), compute_request,
+                                      float(wait) if wait is not None else None)).response()
+
+    @routes.get(INTERNAL_BASE + "/requests/{request_id}")
+    async def status(request: web.Request) -> web.Response:
+        check(request)
+        return (await local.status(request.match_info["request_id"])).response()
+
+    @routes.delete(INTERNAL_BASE + "/requests/{request_id}")
+    async def terminate(request: web.Request) -> web.Response:
+        check(request)
+        return (await local.terminate(request.match_info["request_id"])).response()
+
+    @routes.post(INTERNAL_BASE + "/requests/{request_id}/access")
+    async def claim(request: web.Request) -> web.Response:
+        check(request)
+        return (await local.claim(request.match_info["request_id"])).response()
+
+    @routes.get(f"{INTERNAL_BASE}/capacity")
+    async def capacity(request: web.Request) -> web.Response:
+        check(request)
+        return (await local.capacity(request.query.get("tenant_id"))).response()
+
+    @routes.get(f"{INTERNAL_BASE}/holding")
+    async def holding(request: web.Request) -> web.Response:
+        check(request)
+        return web.json_response(local.holding())
+
+    return routes
 
 
 def worker_operations(app: Any) -> list[Operation]:
-    """The routes, backed by the worker's state (``app`` is the Faust app)."""
-    return []
+    """The routes, backed by the worker's state (``app`` is the Faust app). Also adds the owner's internal
+    endpoints to the worker's root web application (``app.web.web_app``, being initialised)."""
+    from agents.compute_service import runtime
+    from tables.tenants import tenants
+    from web.faust_state import internal_token
+
+    router = OwnerRouter(app, internal_token(app))
+    local = LocalCompute(runtime(), tenants.get, router.holding_from_peers)
+    app.web.web_app.router.add_routes(internal_routes(local, internal_token(app)))
+    return operations(ComputeApi(local, router, app.settings.compute_provision_wait_seconds))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,19 +15,26 @@ from web.auth import Access
 from web.models import ErrorBody
 
 TITLE = "Tenant provisioning service API"
+_PATH_PARAMETER = re.compile(r"\{(\w+)\}")
 VERSION = "1.0.0"
 
 ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "Malformed JSON body (code malformed-json) or invalid query parameter (code invalid-query).",
     401: "Missing, expired, badly signed or otherwise unacceptable bearer token (WWW-Authenticate: Bearer).",
     403: "The token may not do this: another tenant, a viewer writing, or a quota change by a non-platform-admin.",
-    404: "Unknown tenant (code tenant-not-found).",
-    409: "The tenant already exists (code tenant-exists).",
-    422: "The body failed validation (code validation-error, details.errors lists each problem), or the tenant "
-    "cannot be planned (code plan-refused).",
+    404: "Unknown tenant (code tenant-not-found) or compute request (code compute-request-not-found).",
+    409: "The tenant already exists (code tenant-exists), or the compute request is not in a state that allows "
+    "this (codes access-not-ready, compute-request-terminated).",
+    410: "The access details of a compute request were handed out already or expired unclaimed (code access-gone): "
+    "they are never stored; terminate the request and request again.",
+    422: "The body failed validation (code validation-error, details.errors lists each problem), the tenant "
+    "cannot be planned (code plan-refused), or no compute offer satisfies the request (code no-feasible-offer, "
+    "details.binding_constraint names the constraint that excludes everything).",
+    502: "Every allocation attempt at the providers failed (code allocation-failed; details.attempts lists them).",
     500: "Unexpected error; details.error_id matches the server's log line. Nothing internal is shown.",
-    503: "The worker is not ready (code not-ready), the token signing keys cannot be fetched (auth-unavailable) "
-    "or the command could not be submitted (command-not-submitted); retry after Retry-After seconds.",
+    503: "The worker is not ready (code not-ready), the token signing keys cannot be fetched (auth-unavailable), "
+    "the command could not be submitted (command-not-submitted) or the worker owning the tenant did not answer "
+    "(owner-unavailable); retry after Retry-After seconds.",
 }
 
 ACCESS_TEXT: dict[Access, str] = {
@@ -89,6 +97,9 @@ def openapi_document(operations: Iterable[Operation], server_url: str = "/api/v1
                     "schema": {"type": "string", "pattern": TENANT_ID_PATTERN, "maxLength": 40},
                 }
             )
+        for name in _PATH_PARAMETER.findall(op.path):
+            if name != "tenant_id":
+                parameters.append({"name": name, "in": "path", "required": True, "schema": {"type": "string"}})
         if op.query is not None:
             parameters.extend(_query_parameters(op.query))
         responses: dict[str, Any] = {}

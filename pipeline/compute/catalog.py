@@ -41,6 +41,8 @@ OfferSource = Literal["catalog", "engine", "kubernetes"]
 
 #: The real, complete catalogs in ``../shared/data/catalog`` (the AWS file there is a partial sample).
 REAL_CATALOG_FILES = ("lambda_vms.v8.csv", "nebius_vms.v8.csv", "verda_vms.v8.csv")
+#: Byte-identical copies of those three files, packaged with the service (source and license: ``NOTICE``).
+PACKAGED_CATALOG_DIR = Path(__file__).with_name("catalogs")
 
 _REQUIRED_COLUMNS = ("InstanceType", "vCPUs", "MemoryGiB", "Region")
 

@@ -122,15 +122,25 @@ class ComputeRecord(BaseModel):
 
     @property
     def gpus_held(self) -> int:
+        """GPUs this record counts against the tenant's quota: the offer's while holding, the requested
+        ones while ``allocating`` (so that concurrent requests of a tenant cannot both pass the check)."""
+        if self.state is ComputeState.ALLOCATING:
+            return self.request.resources.gpu_count
         return self.offer.gpu_count if self.offer is not None and self.state in HOLDING else 0
 
     def cost_usd(self, now: datetime) -> float:
-        """Spend of this record: the full duration while holding (committed), the time actually run
-        once finished (capped at the duration)."""
-        if self.price_per_hour is None or self.running_since is None:
+        """Spend of this record: committed while unfinished (the best candidate's total while
+        ``allocating``, price x full duration while holding), the time actually run once finished
+        (capped at the duration; nothing if it never ran)."""
+        if self.state is ComputeState.ALLOCATING:
+            chosen = self.decision.chosen if self.decision is not None else None
+            return chosen.total_cost if chosen is not None else 0.0
+        if self.price_per_hour is None:
             return 0.0
         hours = self.request.duration_hours
         if self.state in TERMINAL:
+            if self.running_since is None:
+                return 0.0
             end = self.finished_at or now
             hours = min(hours, max((end - self.running_since).total_seconds(), 0.0) / 3600.0)
         return self.price_per_hour * hours

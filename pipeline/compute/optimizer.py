@@ -90,6 +90,41 @@ class TenantPolicy(BaseModel):
         return 1.0 - self.discounts.get(provider, 0.0)
 
 
+class TenantComputeSettings(BaseModel):
+    """What configuration says about a tenant (setting ``COMPUTE_TENANT_POLICIES``, JSON: tenant id or
+    ``"*"`` -> these fields). ``max_gpus`` can only lower the tenant's quota (the quota table's ``gpus``
+    is the cap); ``budget_usd`` is per budget period (``COMPUTE_BUDGET_PERIOD``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_gpus: int | None = Field(default=None, ge=0)
+    max_price_per_hour: float | None = Field(default=None, gt=0)
+    budget_usd: float | None = Field(default=None, ge=0)
+    discounts: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("discounts")
+    @classmethod
+    def _fractions(cls, value: dict[str, float]) -> dict[str, float]:
+        for provider, fraction in value.items():
+            if not 0.0 <= fraction < 1.0:
+                raise ValueError(f"discount for {provider} must be in [0, 1), got {fraction}")
+        return value
+
+    def policy(self, tenant_id: str, quota_gpus: int | None) -> TenantPolicy:
+        """The tenant's policy: GPU cap = the quota's GPUs (``None``: no quota record, so 0: fail closed),
+        lowered by ``max_gpus`` when configured."""
+        cap = 0 if quota_gpus is None else quota_gpus
+        if self.max_gpus is not None:
+            cap = min(cap, self.max_gpus)
+        return TenantPolicy(
+            tenant_id=tenant_id,
+            max_gpus=cap,
+            max_price_per_hour=self.max_price_per_hour,
+            budget_usd=self.budget_usd,
+            discounts=dict(self.discounts),
+        )
+
+
 class TenantUsage(BaseModel):
     """What the tenant holds now: GPUs of active allocations, and spend (spent + committed) in USD."""
 

@@ -68,8 +68,9 @@ def _normalized_list(values: list[str] | None, field: str) -> list[str] | None:
     return out
 
 
-class ComputeRequest(BaseModel):
-    """A validated compute request of one tenant.
+class ComputeSpec(BaseModel):
+    """What is requested, for whom aside (the fields of a ``compute-request-events`` event beyond the
+    common ones; :class:`ComputeRequest` adds the tenant).
 
     ``regions``/``providers`` are allow lists (``None`` = any); ``exclude_regions``/``exclude_providers``
     are deny lists. Names are compared case-insensitively and stored normalised (lower case).
@@ -79,7 +80,6 @@ class ComputeRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    tenant_id: str = Field(pattern=_ID_PATTERN)
     resources: Resources
     duration_hours: float = Field(gt=0, le=MAX_DURATION_HOURS)
     regions: list[str] | None = None
@@ -106,7 +106,7 @@ class ComputeRequest(BaseModel):
         return _normalized_list(values, getattr(info, "field_name", "list")) or []
 
     @model_validator(mode="after")
-    def _consistent(self) -> ComputeRequest:
+    def _consistent(self) -> ComputeSpec:
         for allow, deny, what in (
             (self.regions, self.exclude_regions, "regions"),
             (self.providers, self.exclude_providers, "providers"),
@@ -124,3 +124,15 @@ class ComputeRequest(BaseModel):
     def starts_after(self, now: datetime) -> bool:
         """True when this is a reservation for a time after ``now``."""
         return self.start_at is not None and self.start_at > now
+
+
+class ComputeRequest(ComputeSpec):
+    """A validated compute request of one tenant (the REST body; stored in the record)."""
+
+    tenant_id: str = Field(pattern=_ID_PATTERN)
+
+    @classmethod
+    def of(cls, tenant_id: str, spec: ComputeSpec) -> ComputeRequest:
+        """The request of ``tenant_id`` for ``spec`` (only the spec's own fields are taken)."""
+        fields = {name: getattr(spec, name) for name in ComputeSpec.model_fields}
+        return cls(tenant_id=tenant_id, **fields)

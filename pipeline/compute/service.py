@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -69,6 +70,13 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def token_prefix(request_id: str) -> str:
+    """The client-token prefix of a request's attempts: at most 16 characters of its id made DNS-1123
+    safe (lower case, ``[a-z0-9-]``), so tokens can name Kubernetes objects; ``""`` if nothing is left."""
+    safe = re.sub(r"[^a-z0-9-]", "-", request_id.lower())[:16].strip("-")
+    return f"{safe}-" if safe else ""
+
+
 class ComputeService:
     """Compute provisioning for all tenants. All methods take/return JSON-serialisable pydantic models."""
 
@@ -86,6 +94,7 @@ class ComputeService:
         failures: FailureHistory | None = None,
         max_candidates: int = 50,
         clock: Callable[[], datetime] = _utcnow,
+        period_start: Callable[[datetime], datetime] | None = None,
     ) -> None:
         self.book = book
         self.backends = backends
@@ -98,6 +107,7 @@ class ComputeService:
         self.failures = failures if failures is not None else FailureHistory()
         self.max_candidates = max_candidates
         self.clock = clock
+        self.period_start = period_start
         self._inflight: dict[str, asyncio.Task[ProvisionResult]] = {}
         self._terminate_requested: set[str] = set()
 
@@ -112,6 +122,19 @@ class ComputeService:
 
     def records(self) -> Iterator[ComputeRecord]:
         return iter(list(self.store.values()))
+
+    def usage_records(self, now: datetime) -> list[ComputeRecord]:
+        """The records that count against quota and budget at ``now``: all of them, or (with a budget
+        ``period_start``) the unfinished ones and those finished since the period started."""
+        records = list(self.records())
+        if self.period_start is None:
+            return records
+        since = self.period_start(now)
+        return [r for r in records if not r.terminal or (r.finished_at or r.updated_at) >= since]
+
+    def inflight(self, request_id: str) -> bool:
+        """Whether this service is allocating ``request_id`` right now."""
+        return request_id in self._inflight
 
     def get(self, request_id: str) -> ComputeRecord:
         record = self.store.get(request_id)
@@ -135,7 +158,7 @@ class ComputeService:
 
     def decide(self, request: ComputeRequest, now: datetime | None = None) -> Decision:
         now = now or self.clock()
-        usage = tenant_usage(self.records(), request.tenant_id, now)
+        usage = tenant_usage(self.usage_records(now), request.tenant_id, now)
         return choose(
             request,
             self.book,
@@ -215,7 +238,7 @@ class ComputeService:
         try:
             result = await allocate_with_failover(
                 request, offers, self.backends, secrets.setup(), policy=self.failover,
-                history=self.failures, on_allocated=on_allocated, token_prefix=f"{record.request_id[:16]}-",
+                history=self.failures, on_allocated=on_allocated, token_prefix=token_prefix(record.request_id),
             )
         except asyncio.CancelledError:
             secrets.forget()
@@ -324,6 +347,37 @@ class ComputeService:
         final_reason = record.termination_reason or reason
         return await self._save(transition(record, ComputeState.TERMINATED, self.clock(), reason=final_reason.value))
 
+    async def fail_abandoned(
+        self, request_id: str, reason: str = "abandoned", error: str | None = None
+    ) -> ComputeRecord:
+        """Fail a request that nothing is working on any more (its worker stopped in the middle of the
+        allocation, or a reservation whose time passed): release what the record knows of (the client
+        token and allocation id of its last attempt), then ``failed``. In flight here, running,
+        terminating or finished records are returned unchanged, and so is the record when the release
+        fails (the next sweep retries)."""
+        record = self.get(request_id)
+        if record.terminal or record.state in (ComputeState.RUNNING, ComputeState.TERMINATING):
+            return record
+        if request_id in self._inflight:
+            return record
+        if record.offer is not None and (record.client_token or record.allocation_id):
+            backend = self.backends.for_offer(record.offer)
+            try:
+                if record.client_token:
+                    await backend.release_by_token(record.client_token)
+                if record.allocation_id:
+                    await backend.release(record.allocation_id)
+            except BackendError as exc:
+                logger.error("release of abandoned %s failed: %s", request_id, exc)
+                return record
+        message = error or f"abandoned in state {record.state.value}: nothing was allocating it any more"
+        return await self._save(
+            transition(
+                record, ComputeState.FAILED, self.clock(), reason=reason, error=message,
+                termination_reason=TerminationReason.CANCELLED,
+            )
+        )
+
     def record_utilization(self, request_id: str, utilization: float, at: datetime) -> ComputeRecord | None:
         """Fold one utilization sample (``resource-metrics``) into the record's ``last_active_at``."""
         record = self.store.get(request_id)
@@ -352,11 +406,17 @@ class ComputeService:
 
     # ----- capacity -----
 
-    def capacity(self, tenant_id: str | None = None, now: datetime | None = None) -> CapacityView:
+    def capacity(
+        self, tenant_id: str | None = None, now: datetime | None = None, others: Iterable[ComputeRecord] = ()
+    ) -> CapacityView:
         """Body of ``GET /api/v1/compute/capacity`` (capacity by provider/region/resource type and the
-        tenant's remaining quota/budget)."""
+        tenant's remaining quota/budget). ``others``: records held elsewhere (other workers' partitions)
+        that also occupy the pools; a local record with the same id wins."""
+        now = now or self.clock()
+        records = {r.request_id: r for r in others}
+        records.update((r.request_id, r) for r in self.usage_records(now))
         return capacity_view(
-            self.book.offers(), self.records(), now or self.clock(),
+            self.book.offers(), records.values(), now,
             tenant=self.policy(tenant_id) if tenant_id else None,
         )
 

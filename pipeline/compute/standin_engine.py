@@ -15,7 +15,8 @@ The same controls are reachable over HTTP under ``/_standin/`` (for a stand-in s
 ``POST /_standin/faults {"kind", "count", "hang_s"}``, ``POST /_standin/capacity {"provider", "region",
 "instance_type", "capacity"}``, ``POST /_standin/reset``, ``GET /_standin/state``.
 
-Run: ``python -m pipeline.compute.standin_engine --port 8092 [--catalog-dir ../shared/data/catalog]``.
+Run: ``python -m pipeline.compute.standin_engine --port 8092 [--catalog-dir DIR]`` (default: the packaged
+copies of the real catalogs, ``pipeline/compute/catalogs``).
 In-process (tests): ``async with running_standin(offers) as standin: standin.url ...``.
 It is NOT the derivatives engine: no auth, no persistence, no billing.
 """
@@ -39,7 +40,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from pipeline.compute.catalog import Offer, load_catalogs, real_catalog_paths
+from pipeline.compute.catalog import PACKAGED_CATALOG_DIR, Offer, load_catalogs, real_catalog_paths
 from pipeline.compute.engine_client import offer_to_wire
 
 logger = logging.getLogger(__name__)
@@ -422,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="STAND-IN derivatives engine (tests/benchmarks only)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8092)
-    parser.add_argument("--catalog-dir", type=Path, default=Path("../shared/data/catalog"))
+    parser.add_argument("--catalog-dir", type=Path, default=PACKAGED_CATALOG_DIR)
     parser.add_argument("--extra-catalog", action="append", default=[], help="a user CSV in the same format")
     parser.add_argument("--capacity", type=int, default=4, help="instances per pool")
     parser.add_argument("--wholesale-factor", type=float, default=1.0)

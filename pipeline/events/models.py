@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from pipeline.compute.request import ComputeSpec
+
 SCHEMA_VERSION = 1
 
 #: Tenant ids are DNS-label-like so that every backend can name its resources after them safely.
@@ -115,6 +117,19 @@ class ResourceMetrics(Event):
     replicas: int | None = Field(default=None, ge=0)
 
 
+class ComputeRequested(Event, ComputeSpec):
+    """A compute request of a tenant (MLOps jobs reserving GPUs ahead of a scheduled run): the fields of
+    ``pipeline.compute.request.ComputeSpec`` (docs/compute.md). The request id is
+    ``<tenant_id>.<request_name>``, or ``<tenant_id>.e<hash of event_id>`` without a name."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    request_name: str | None = Field(
+        default=None, pattern=r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$",
+        description="The requester's name for this request (lower-case letters, digits, inner hyphens).",
+    )
+
+
 class QuotaUpdateRequested(Event):
     """Internal: the REST API asks the tenant's owner worker to replace its quota."""
 
@@ -191,6 +206,7 @@ INPUT_EVENTS: dict[str, type[Event]] = {
     "scaling-request-events": ScalingRequest,
     "quota-exceeded-events": QuotaExceeded,
     "resource-metrics": ResourceMetrics,
+    "compute-request-events": ComputeRequested,
 }
 
 OUTPUT_RECORDS: dict[str, type[BaseModel]] = {

@@ -1,10 +1,16 @@
 """Scaling engine: online forecasts, scaling policies, fair sharing, explained decisions, backtests.
 
-Pure logic, no brokers: the Faust agents, tables and the REST API call into these modules.
+Pure logic, no brokers: the Faust agents, tables and the REST API call into these modules
+(``docs/scaling.md`` describes them and the measured figures).
 
-* :mod:`pipeline.scaling.forecast` - :class:`~pipeline.scaling.forecast.OnlineForecaster` (River);
-* :mod:`pipeline.scaling.policies` - validated policy documents;
-* :mod:`pipeline.scaling.decide` - :func:`~pipeline.scaling.decide.decide`, the decision and its state;
-* :mod:`pipeline.scaling.fairshare` - weighted DRF;
+* :mod:`pipeline.scaling.forecast` - :class:`~pipeline.scaling.forecast.OnlineForecaster` (River),
+  one per tenant and workload, with snapshots;
+* :mod:`pipeline.scaling.policies` - validated policy documents (target tracking, predictive,
+  scheduled, cost-aware);
+* :mod:`pipeline.scaling.hpa`, :mod:`~pipeline.scaling.predictive`, :mod:`~pipeline.scaling.schedule`,
+  :mod:`~pipeline.scaling.cost` - what each policy kind computes;
+* :mod:`pipeline.scaling.fairshare` - weighted Dominant Resource Fairness;
+* :mod:`pipeline.scaling.decide` - :func:`~pipeline.scaling.decide.decide`, the explained decision and
+  its state;
 * :mod:`pipeline.scaling.backtest` - the backtest command (``main(argv)``).
 """

@@ -10,12 +10,14 @@ It uses the same :class:`~pipeline.scaling.forecast.OnlineForecaster` and the sa
   over the scored points / standard deviation of the whole series) of the forecasts made at origins
   ``t >= score_from`` (for ``t + horizon`` inside the series), microseconds per learn+forecast (wall
   clock and process CPU time, over the whole run), the band coverage and two naive baselines;
-* ``policies``: for ``reactive`` (target tracking), ``predictive``, ``scheduled`` (reactive plus the
-  scheduled policy of ``--policy``, if given) and ``oracle`` (perfect foresight): fraction of scored
-  steps under-provisioned (demand above ready capacity), fraction of demand unserved, replica-hours
-  (every requested replica counts, booting or not) and replica-hours relative to the oracle;
-* ``equal_cost``: the reactive target utilization tuned (bisection) until its replica-hours are within
-  2 % of the predictive policy's, and both under-provisioned fractions at that cost.
+* ``policies``: for ``reactive`` (target tracking), ``predictive``, ``predictive_plus_reactive`` (the
+  maximum of both), ``scheduled`` (reactive plus the scheduled policy of ``--policy``, if given) and
+  ``oracle`` (perfect foresight): fraction of scored steps under-provisioned (demand above ready
+  capacity), fraction of demand unserved, replica-hours (every requested replica counts, booting or
+  not) and replica-hours relative to the oracle;
+* ``equal_cost`` (and ``equal_cost_predictive_plus_reactive``): the reactive target utilization tuned
+  (bisection) until its replica-hours are within 2 % of the predictive (hybrid) run's, and both
+  under-provisioned fractions at that cost.
 
 Simulation: at the end of step ``t`` the demand of step ``t`` is known, the forecaster learns it and
 the policy decides; new replicas serve step ``t + 1 + boot_steps`` onwards, removals take effect at

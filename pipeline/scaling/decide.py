@@ -12,8 +12,9 @@ Order of evaluation:
    ignored;
 2. combination: the maximum of the desired values, or the maximum of the ``combine="override"`` ones
    when there are any; no desired value at all holds the current count;
-3. bounds: ``[max(min_replicas), min(max_replicas)]`` of the enabled non-scheduled policies, replaced
-   by the active scheduled windows' ``min_replicas`` / ``max_replicas`` when they set them;
+3. bounds: ``[max(min_replicas), min(max_replicas)]`` of the enabled policies that are neither
+   scheduled nor forecast-only, replaced by the active scheduled windows' ``min_replicas`` /
+   ``max_replicas`` when they set them;
 4. budgets: each enabled cost-aware policy caps the count to what it pays for (said so in
    ``binding`` and ``explanation``; never silently over budget);
 5. fair share: the tenant's DRF grant caps the count.
@@ -76,7 +77,8 @@ class ScalingState(BaseModel):
     scale_events: list[tuple[float, int]] = Field(default_factory=list)
     """(epoch seconds, signed replica change) of recent changes, for the HPA rate limits."""
     recommendations: dict[str, list[tuple[float, int]]] = Field(default_factory=dict)
-    """Per target-tracking policy: (epoch seconds, raw recommendation) within its stabilization window."""
+    """Per target-tracking (or stabilized predictive) policy: (epoch seconds, recommendation) within
+    its stabilization window."""
     cost: dict[str, CostState] = Field(default_factory=dict)
 
 
@@ -252,7 +254,8 @@ def decide(
     mine = [p for p in policies if p.enabled and p.tenant_id == inputs.tenant_id and p.workload == inputs.workload]
     evaluations: list[PolicyEvaluation] = []
     candidates: list[tuple[str, int, bool]] = []  # (source, desired, override)
-    new_recs: dict[str, list[tuple[float, int]]] = {}
+    ids = {p.policy_id for p in mine}
+    new_recs = {pid: list(recs) for pid, recs in state.recommendations.items() if pid in ids}
 
     # Bounds from the non-scheduled policies.
     bounded = [
@@ -330,9 +333,8 @@ def decide(
             raw = hpa.raw_recommendation(demand, cpr, current, p.target_utilization, p.tolerance)
             stabilized, history = hpa.stabilize(raw, current, t, state.recommendations.get(p.policy_id, []), p.behavior)
             new_recs[p.policy_id] = history
-            limited = hpa.rate_limit(
-                stabilized, current, t, state.scale_events, p.behavior, p.min_replicas, p.max_replicas
-            )
+            # Bounds are applied once, after the combination, so that the binding names them.
+            limited = hpa.rate_limit(stabilized, current, t, state.scale_events, p.behavior, 0, _UNBOUNDED)
             reason = f"demand {demand:.4g} at target {p.target_utilization:g} x {cpr:g} per replica -> {raw}"
             if stabilized != raw:
                 reason += f"; stabilized to {stabilized}"
@@ -350,7 +352,7 @@ def decide(
             )
             candidates.append((f"policy:{p.policy_id}", limited.replicas, p.combine == "override"))
         elif isinstance(p, PredictivePolicy):
-            result = predictive_desired(p, inputs.forecast, current, cpr)
+            result = predictive_desired(p, inputs.forecast, current, cpr, (0, _UNBOUNDED))
             desired_p = result.desired
             reason = result.reason
             if desired_p is not None and p.scale_in_stabilization_seconds > 0:

@@ -33,7 +33,11 @@ def predictive_desired(
     forecast: Forecast | None,
     current_replicas: int,
     capacity_per_replica: float,
+    bounds: tuple[int, int] | None = None,
 ) -> PredictiveResult:
+    """The policy's desired replicas, clamped to ``bounds`` (default: the policy's own min / max;
+    :func:`~pipeline.scaling.decide.decide` passes the workload's effective bounds, which active
+    scheduled windows may have replaced)."""
     if capacity_per_replica <= 0:
         raise ValueError("capacity_per_replica must be positive")
     if forecast is None:
@@ -89,7 +93,8 @@ def predictive_desired(
             reason = f"scale-in limited to {desired} by the upper band q{upper_level:g} ({upper_demand:.4g})"
         else:
             reason = f"scale-in to {desired}: upper band q{upper_level:g} allows it"
-    desired = min(max(desired, policy.min_replicas), policy.max_replicas)
+    lo, hi = bounds if bounds is not None else (policy.min_replicas, policy.max_replicas)
+    desired = min(max(desired, lo), hi)
     return PredictiveResult(desired, reason, details)
 
 

@@ -89,7 +89,12 @@ def _status_event(
         PROVISIONING_EVENTS,
         tenant_id,
         ProvisioningStatusEvent(
-            event_id=derived_id(status.command_id, status.status.value, str(status.attempts)),
+            # The transition's time is part of the id: a command run again (drift repair, stale restart) goes
+            # through the same (status, attempts) pairs, and each of those transitions is a new event. A
+            # redelivered result keeps its time, so its event keeps its id.
+            event_id=derived_id(
+                status.command_id, status.status.value, str(status.attempts), status.updated_at.isoformat()
+            ),
             tenant_id=tenant_id,
             occurred_at=status.updated_at,
             kind=kind,  # type: ignore[arg-type]
@@ -163,7 +168,8 @@ def start_provisioning(
         status.resources[command.resource] = entry
         if refusal is None:
             emits.append(Emit(PROVISIONING_COMMANDS, tenant.tenant_id, command))
-        emits.append(_status_event(tenant.tenant_id, command.resource, entry, previous.status.value if previous else None))
+        previous_status = previous.status.value if previous else None
+        emits.append(_status_event(tenant.tenant_id, command.resource, entry, previous_status))
     stores.status.put(tenant.tenant_id, status)
     return emits
 

@@ -115,8 +115,9 @@ def test_kill_minus_nine_loses_nothing_and_duplicates_nothing(
     worker = start_worker(stream_env, data_dir=tmp_path / "kill-data")
     worker.wait_ready()
     tenants = [f"t{run_id}-k{i}" for i in range(150)]
+    tiers = ("free", "standard", "enterprise")
     for i, tenant in enumerate(tenants):
-        publish("tenant-created-events", tenant_event(tenant, f"{tenant}-evt", ("free", "standard", "enterprise")[i % 3]))
+        publish("tenant-created-events", tenant_event(tenant, f"{tenant}-evt", tiers[i % 3]))
         if i == 60:
             worker.kill()  # while events stream in
     port = worker.port
@@ -133,7 +134,7 @@ def test_kill_minus_nine_loses_nothing_and_duplicates_nothing(
     wait_for(all_there, timeout=120, what="all tenants after the restart")
     for i, tenant in enumerate(tenants):
         code, record = restarted.get(f"/api/v1/tenants/{tenant}", admin_token)
-        assert code == 200 and record["tier"] == ("free", "standard", "enterprise")[i % 3]
+        assert code == 200 and record["tier"] == tiers[i % 3]
 
     commands = asyncio.run(read_topic(stream_env["KAFKA_BOOTSTRAP_SERVERS"], "provisioning-commands",
                                       lambda c: c.get("tenant_id", "").startswith(f"t{run_id}-k")))

@@ -124,3 +124,21 @@ def test_usage_and_event() -> None:
     assert (usage.gpus_in_use, usage.spent_usd) == (4, 60.0)
     event = event_for(record)
     assert (event.state, event.offer_id, event.allocation_id) == (ComputeState.RUNNING, OFFER.offer_id, "a1")
+
+
+def test_requests_being_allocated_count_against_quota_and_budget() -> None:
+    from pipeline.compute.optimizer import Candidate, Decision
+
+    candidate = Candidate(rank=0, offer_id=OFFER.offer_id, provider="p", region="r", instance_type="gpu4",
+                          capacity_class="on_demand", gpu_name="H100", gpu_count=4, vcpus=64, memory_gib=512,
+                          list_price_per_hour=10.0, price_per_hour=10.0, total_cost=60.0)
+    decision = Decision(tenant_id="acme", decided_at=T0, duration_hours=6, offers_considered=1, feasible_count=1,
+                        candidates=[candidate], excluded={}, exclusion_details={})
+    requested = ComputeRecord.new("r1", REQUEST, T0)
+    allocating = transition(requested, ComputeState.ALLOCATING, T0, decision=decision)
+    provisioning = transition(allocating, ComputeState.PROVISIONING, T0, offer=OFFER, price_per_hour=10.0)
+    failed = transition(provisioning, ComputeState.FAILED, T0)
+    assert (requested.gpus_held, requested.cost_usd(T0)) == (0, 0.0)
+    assert (allocating.gpus_held, allocating.cost_usd(T0)) == (4, 60.0)  # requested GPUs, best candidate's total
+    assert (provisioning.gpus_held, provisioning.cost_usd(T0)) == (4, 60.0)  # committed while booting
+    assert (failed.gpus_held, failed.cost_usd(T0)) == (0, 0.0)  # never ran: nothing spent

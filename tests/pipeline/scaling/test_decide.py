@@ -82,9 +82,12 @@ def test_maximum_of_desired_values_wins_and_is_explained() -> None:
 
 
 def test_override_policy_wins_over_larger_values() -> None:
-    decision, _ = decide(inputs(), [tt(combine="override", max_replicas=3), pred()])
-    assert decision.desired_replicas == 3
+    decision, _ = decide(inputs(), [tt(combine="override"), pred()])
+    assert decision.desired_replicas == 4
     assert decision.binding == "policy:cpu"
+    capped, _ = decide(inputs(current=20, demand=5000.0), [tt(combine="override", max_replicas=30), pred()])
+    assert capped.policies[0].desired == 40  # raw 100, rate limit 100 % of 20; before the bounds
+    assert (capped.desired_replicas, capped.binding) == (30, "max_replicas")
 
 
 def test_forecast_only_policy_is_explained_but_not_applied() -> None:
@@ -97,8 +100,7 @@ def test_forecast_only_policy_is_explained_but_not_applied() -> None:
 
 def test_bounds_no_policies_and_other_tenants_policies() -> None:
     decision, _ = decide(inputs(demand=10.0), [tt(min_replicas=3)])
-    assert (decision.desired_replicas, decision.min_replicas) == (3, 3)
-    assert "min_replicas" in decision.policies[0].reason
+    assert (decision.desired_replicas, decision.min_replicas, decision.binding) == (3, 3, "min_replicas")
     # a forecast-only policy neither acts nor bounds
     decision, _ = decide(inputs(demand=10.0), [tt(), pred(forecast_only=True, min_replicas=7)])
     assert (decision.desired_replicas, decision.min_replicas) == (1, 0)

@@ -100,3 +100,30 @@ def test_decide_changes_replicas_at_cron_time_with_injected_clock() -> None:
     assert decision.binding == "min_replicas"
     assert decision.bounds_source == "schedule:office"
     assert "office" in decision.explanation
+
+
+def test_window_max_lets_target_tracking_go_above_its_own_max() -> None:
+    sale = ScheduledPolicy(
+        policy_id="sale",
+        tenant_id="acme",
+        workload="api",
+        windows=[ScheduleWindow(cron="0 12 * * *", timezone="UTC", duration_minutes=60, max_replicas=40)],
+    )
+    cpu = TargetTrackingPolicy(
+        policy_id="cpu", tenant_id="acme", workload="api", target_utilization=0.5, max_replicas=10
+    )
+    policies: list[Policy] = [cpu, sale]
+
+    def at(hour: int) -> int:
+        inputs = DecisionInputs(
+            tenant_id="acme",
+            workload="api",
+            now=datetime(2026, 3, 2, hour, 0, tzinfo=UTC),
+            current_replicas=16,
+            demand_window=[1500.0],
+            capacity_per_replica=100.0,
+        )
+        return decide(inputs, policies)[0].desired_replicas
+
+    assert at(11) == 10
+    assert at(12) == 30

@@ -1,0 +1,36 @@
+"""compute-request-events: submit the request of an existing tenant; its allocation runs in the background."""
+
+from typing import Any
+
+from agents.compute_service import runtime
+from agents.runtime import dead_letter, topic
+from agents.stores import STORES
+from pipeline.app import app
+from pipeline.events.decode import Invalid, decode
+from pipeline.events.models import ComputeRequested
+from pipeline.metrics import EVENTS_DUPLICATE, EVENTS_PROCESSED
+from pipeline.outputs import Refused
+from pipeline.tenants.logic import require_tenant
+from pipeline.topics import COMPUTE_REQUESTS
+from tables import processed_events
+
+
+@app.agent(topic(COMPUTE_REQUESTS), concurrency=1)
+async def compute_requests(stream: Any) -> None:
+    async for message in stream.events():
+        decoded = decode(message.value, ComputeRequested)
+        if isinstance(decoded, Invalid):
+            await dead_letter(COMPUTE_REQUESTS, message.value, message.key, decoded.reason, decoded.detail)
+            continue
+        event = decoded.event
+        if processed_events.seen(event.event_id):
+            EVENTS_DUPLICATE.labels(COMPUTE_REQUESTS).inc()
+            continue
+        try:
+            require_tenant(STORES, event.tenant_id)
+        except Refused as refused:
+            await dead_letter(COMPUTE_REQUESTS, message.value, message.key, refused.reason, refused.detail)
+        else:
+            await runtime().submit_event(event)
+            EVENTS_PROCESSED.labels(COMPUTE_REQUESTS).inc()
+        processed_events.mark(event.event_id)

@@ -1,0 +1,269 @@
+"""Records of the running scaling engine: table values, internal topic records, the decision event.
+
+Tables (one module each in ``tables/``): ``scaling-policies`` (tenant -> :class:`PolicySet`),
+``scaling-state`` (tenant/workload -> :class:`WorkloadScaling`), ``scaling-decisions`` (tenant/workload ->
+:class:`DecisionLog`), ``scaling-index`` (tenant -> :class:`WorkloadIndex`), ``model-snapshots``
+(tenant/workload -> :class:`ModelSnapshot`), ``scaling-demands`` (tenant/workload -> :class:`Demand`, one
+partition: the fair-share pool).
+
+Internal topics (keyed by tenant id unless said otherwise): ``scaling-policy-requests``
+(:class:`PolicyChange`), ``scaling-ticks`` (:class:`Tick`), ``scaling-applied`` (:class:`ApplyReport`),
+``scaling-grants`` (:class:`Grant`), ``scaling-demands`` (:class:`Demand`, one partition, constant key).
+Output: ``scaling-events`` (:class:`ScalingDecisionEvent`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
+
+from pipeline.events.models import Event
+from pipeline.scaling.decide import ForecastSummary, ScalingDecision, ScalingState
+from pipeline.scaling.fairshare import ResourceVector, TenantAllocation
+from pipeline.scaling.policies import Policy
+
+#: Internal topics of the scaling engine (``pipeline/topics.py`` lists the per-tenant ones).
+SCALING_POLICY_REQUESTS = "scaling-policy-requests"
+SCALING_TICKS = "scaling-ticks"
+SCALING_APPLIED = "scaling-applied"
+SCALING_GRANTS = "scaling-grants"
+#: One partition, constant key: every workload's demand reaches the one agent that computes DRF.
+SCALING_DEMANDS = "scaling-demands"
+DEMANDS_KEY = "pool"
+
+Trigger = Literal["window", "schedule", "fair_share", "observed"]
+
+
+def workload_key(tenant_id: str, workload: str) -> str:
+    return f"{tenant_id}/{workload}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    tenant_id, _, workload = key.partition("/")
+    return tenant_id, workload
+
+
+# -- policies ----------------------------------------------------------------------------------------------
+
+
+class PolicyDocument(RootModel[Policy]):
+    """A policy document (``kind`` picks the model): the body of POST / PUT /scaling/policies."""
+
+
+class PolicySet(BaseModel):
+    """Every scaling policy of one tenant, by policy id."""
+
+    tenant_id: str
+    policies: dict[str, Policy] = Field(default_factory=dict)
+    updated_at: AwareDatetime
+    updated_by: str = ""
+
+    def for_workload(self, workload: str) -> list[Policy]:
+        return [p for p in self.policies.values() if p.workload == workload]
+
+
+class PolicyChange(Event):
+    """Internal: the REST API asks the tenant's owner worker to put or delete one policy."""
+
+    op: Literal["put", "delete"]
+    policy_id: str
+    policy: Policy | None = None
+    actor: str = ""
+
+
+# -- the workload's state ------------------------------------------------------------------------------------
+
+
+class Observation(BaseModel):
+    """What the Kubernetes API said about the workload's Deployment (``tenant-<id>/<workload>``)."""
+
+    exists: bool
+    replicas: int | None = None
+    """``spec.replicas`` (what the scale subresource says)."""
+    ready_replicas: int | None = None
+    cpu_per_replica: float | None = None
+    """CPU cores one pod requests (sum over its containers)."""
+    memory_gib_per_replica: float | None = None
+    gpus_per_replica: float | None = None
+    observed_at: AwareDatetime
+
+
+class ApplyReport(BaseModel):
+    """Internal: the outcome of one read (and patch, when ``requested_replicas`` is set) of a Deployment."""
+
+    tenant_id: str
+    workload: str
+    requested_replicas: int | None = None
+    scaled: bool = False
+    previous_replicas: int | None = None
+    observation: Observation | None = None
+    error: str | None = None
+    reported_at: AwareDatetime
+
+
+class DecisionBasis(BaseModel):
+    """The inputs of the last decision, kept so that it can be made again with a new grant or observation."""
+
+    at: AwareDatetime
+    demand_window: list[float] = Field(default_factory=list)
+    forecast: dict[str, Any] | None = None
+    replicas_reported: int | None = None
+
+
+class LastDecision(BaseModel):
+    decision_id: str
+    at: AwareDatetime
+    trigger: Trigger
+    desired: int
+    uncapped: int
+    """The desired count before the fair-share cap (what the pool was asked for)."""
+    granted: int | None
+    """The grant that capped it (None: no fair sharing)."""
+    applied: bool
+    apply_reason: str
+    observed: bool
+    """Whether the Deployment had been observed when it was made."""
+
+
+class GrantInfo(BaseModel):
+    allocation: TenantAllocation
+    contended: bool
+    computed_at: AwareDatetime
+
+
+class WorkloadScaling(BaseModel):
+    """Everything the decision loop remembers about one workload (``scaling-state``)."""
+
+    tenant_id: str
+    workload: str
+    last_window_end: AwareDatetime | None = None
+    recent: list[tuple[AwareDatetime, float]] = Field(default_factory=list)
+    """Closed windows (end, demand in CPU cores), oldest first; enough to replay since the last snapshot."""
+    replicas_reported: int | None = None
+    """Replicas the workload's metrics last reported."""
+    observations: int = 0
+    """Windows the forecaster has learned (imputed gaps included)."""
+    snapshot_observations: int = 0
+    snapshot_window_end: AwareDatetime | None = None
+    forecast: ForecastSummary | None = None
+    state: ScalingState | None = None
+    prior_state: ScalingState | None = None
+    """The decision state before the last decision (a re-decision starts from it)."""
+    basis: DecisionBasis | None = None
+    last: LastDecision | None = None
+    grant: GrantInfo | None = None
+    observed: Observation | None = None
+    demand_sent_at: AwareDatetime | None = None
+
+
+class ModelInfo(BaseModel):
+    observations: int
+    snapshot_observations: int
+    river_version: str | None = None
+
+
+class StoredDecision(BaseModel):
+    """One decision as stored and served: the decision with its explanation, plus what was done with it."""
+
+    decision_id: str
+    trigger: Trigger
+    issued_at: AwareDatetime
+    """Wall-clock time it was made (``decision.at`` is the decision's own clock: window end or timer)."""
+    applied: bool
+    """True when the new replica count was sent to the Kubernetes API."""
+    apply_reason: str
+    uncapped_replicas: int | None = None
+    model: ModelInfo | None = None
+    decision: ScalingDecision
+
+
+class DecisionLog(BaseModel):
+    """The most recent decisions of one workload, newest first (``scaling-decisions``)."""
+
+    tenant_id: str
+    workload: str
+    items: list[StoredDecision] = Field(default_factory=list)
+
+
+class WorkloadIndex(BaseModel):
+    """The workloads of a tenant that have a scaling state (``scaling-index``)."""
+
+    tenant_id: str
+    workloads: list[str] = Field(default_factory=list)
+
+
+class ModelSnapshot(BaseModel):
+    """A forecaster snapshot (``OnlineForecaster.to_snapshot``, base64) with what it was taken from."""
+
+    tenant_id: str
+    workload: str
+    river_version: str
+    observations: int
+    window_end: AwareDatetime | None
+    taken_at: AwareDatetime
+    size_bytes: int
+    data_b64: str
+
+
+# -- ticks, demands, grants ----------------------------------------------------------------------------------
+
+
+class Tick(BaseModel):
+    """Internal: evaluate the scheduled policies of ``tenant_id`` at ``at`` (the timer's clock)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant_id: str
+    at: AwareDatetime
+
+
+class Demand(BaseModel):
+    """Internal: a workload's desired capacity, for the fair-share pool (``scaling-demands``)."""
+
+    tenant_id: str
+    workload: str
+    replicas: int
+    per_replica: ResourceVector
+    tier: str
+    weight: float
+    quota: ResourceVector | None = None
+    decided_at: AwareDatetime
+    sent_at: AwareDatetime
+    last_granted: int | None = None
+    last_limited_by: str | None = None
+
+
+class Grant(BaseModel):
+    """Internal: what the fair-share pool grants one workload (``scaling-grants``, keyed by tenant)."""
+
+    tenant_id: str
+    workload: str
+    allocation: TenantAllocation
+    contended: bool
+    capacity: ResourceVector
+    used: ResourceVector
+    computed_at: AwareDatetime
+
+
+# -- the output event ------------------------------------------------------------------------------------------
+
+
+class ScalingDecisionEvent(BaseModel):
+    """A scaling decision on ``scaling-events`` (next to the ``scaling-command`` records)."""
+
+    kind: Literal["scaling-decision"] = "scaling-decision"
+    command_id: str
+    tenant_id: str
+    workload: str
+    desired_replicas: int
+    current_replicas: int
+    action: str
+    status: str
+    """``accepted`` (sent to the Kubernetes API) or why not: ``unchanged``, ``forecast-only``, ``not-applied``."""
+    binding: str
+    trigger: Trigger
+    reason: str
+    issued_at: AwareDatetime
+    decided_at: AwareDatetime
+    decision: ScalingDecision

@@ -1,0 +1,17 @@
+"""compute-records: "tenant id/request id" -> ComputeRecord (one compute request's lifecycle).
+
+Written only by the ``compute-records`` agent (topic keyed by tenant id, like every per-tenant table), from
+the records the worker running a request sends; records only move forward (``runtime.apply_record``).
+No record holds a secret: access details are masked (public key, fingerprint, ``token=***``).
+"""
+
+from pipeline.app import app, table_options
+from pipeline.compute.lifecycle import ComputeRecord
+from pipeline.typed_table import TypedTable
+
+HELP = (
+    "Compute requests by tenant/request id: request, state and history, decision (candidates and why every "
+    "other offer was excluded), attempts, chosen offer and price, masked access details, timestamps."
+)
+table = app.Table("compute-records", **table_options(HELP))
+compute_records: TypedTable[ComputeRecord] = TypedTable(table, ComputeRecord, "compute-records")

@@ -1,0 +1,284 @@
+"""The /api/v1/compute routes over a real compute runtime (dict table, in-process STAND-IN engine)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from pipeline.compute.catalog import Offer, load_catalogs
+from pipeline.compute.runtime import catalog_paths
+from pipeline.config import Settings
+from pipeline.events.models import Tier
+from tests.pipeline.compute.support import RuntimeEnv, runtime_env
+from tests.web.conftest import ADMIN, SECRET, FakeReadiness, bearer, error_of, fixed_quota, tenant_event, token
+from web.auth import Authenticator
+from web.compute import ComputeApi, LocalCompute, operations
+from web.memory_state import MemoryState
+from web.server import build_root_app
+
+CHEAPEST_4X_H100 = "lambda/asia-northeast-1/gpu_4x_h100_sxm5/on_demand"
+ACME_ADMIN = token(("tenant-admin",), "acme", sub="acme-admin")
+ACME_VIEWER = token(("tenant-viewer",), "acme", sub="acme-viewer")
+OTHER_ADMIN = token(("tenant-admin",), "other", sub="other-admin")
+
+
+def gpu_body(tenant: str = "acme", count: int = 4, **kw: Any) -> dict[str, Any]:
+    return {"tenant_id": tenant, "resources": {"gpu": {"type": "H100", "count": count}}, "duration_hours": 6,
+            "purpose": "training", **kw}
+
+
+@dataclass
+class Env:
+    client: TestClient[Any, Any]
+    compute: RuntimeEnv
+    state: MemoryState
+
+    async def post(self, body: dict[str, Any], auth: str = ACME_ADMIN, query: str = "") -> Any:
+        return await self.client.post(f"/api/v1/compute/provision{query}", json=body, headers=bearer(auth))
+
+    async def get(self, path: str, auth: str = ACME_ADMIN) -> Any:
+        return await self.client.get(f"/api/v1/compute{path}", headers=bearer(auth))
+
+    def row(self, capacity: dict[str, Any], provider: str, region: str, resource: str) -> dict[str, Any]:
+        row: dict[str, Any] = next(r for r in capacity["rows"]
+                                   if (r["provider"], r["region"], r["resource_type"]) == (provider, region, resource))
+        return row
+
+
+@pytest.fixture(scope="module")
+def offers() -> list[Offer]:
+    return load_catalogs(catalog_paths(Settings(compute_catalog_dir=None)))
+
+
+@pytest.fixture
+async def env(offers: list[Offer]) -> AsyncIterator[Env]:
+    state = MemoryState(quota_for_tier=fixed_quota)
+    await state.submit_tenant(tenant_event("acme", Tier.ENTERPRISE))  # 4 GPUs
+    await state.submit_tenant(tenant_event("small", Tier.STANDARD))  # no GPU
+    await state.submit_tenant(tenant_event("thrifty", Tier.ENTERPRISE))
+
+    def quota_gpus(tenant_id: str) -> int | None:
+        quota = state.stores.quotas.get(tenant_id)
+        return quota.limits.gpus if quota is not None else None
+
+    async with runtime_env(offers, quota_gpus=quota_gpus,
+                           compute_tenant_policies={"thrifty": {"budget_usd": 50}}) as compute:
+        local = LocalCompute(compute.runtime, state.stores.tenants.get)
+        app = build_root_app(state, state, Authenticator(hs256_secret=SECRET), FakeReadiness(), None,
+                             extra_operations=operations(ComputeApi(local, None, provision_wait_s=10)))
+        async with TestClient(TestServer(app)) as client:
+            yield Env(client, compute, state)
+
+
+async def test_a_gpu_request_runs_on_the_cheapest_offer_and_returns_its_secrets_once(env: Env) -> None:
+    response = await env.post(gpu_body())
+    assert response.status == 201, await response.text()
+    body = await response.json()
+    assert body["state"] == "running" and body["offer_id"] == CHEAPEST_4X_H100 and body["attempts"] == 1
+    access = body["access"]
+    assert access["ssh_private_key"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert access["jupyter_url"].endswith(f"token={access['jupyter_token']}")
+    request_id = body["request_id"]
+    assert request_id.startswith("acme.") and body["status_url"] == f"/api/v1/compute/provision/{request_id}"
+
+    status = await (await env.get(f"/provision/{request_id}", ACME_VIEWER)).json()
+    assert status["state"] == "running" and status["access_claimable"] is False
+    assert status["decision"]["candidates"][0]["offer_id"] == CHEAPEST_4X_H100
+    assert status["decision"]["excluded"]["gpu_type"] and status["attempts"][0]["outcome"] == "running"
+    assert status["access"]["jupyter_url"].endswith("token=***")
+    claim = await env.client.post(f"{body['access_url']}", headers=bearer(ACME_ADMIN))
+    assert claim.status == 410 and (await error_of(claim))["code"] == "access-gone"
+
+    deleted = await env.client.delete(body["status_url"], headers=bearer(ACME_ADMIN))
+    assert deleted.status == 200 and (await deleted.json())["state"] == "terminated"
+    assert env.compute.standin.engine.active_allocations() == []
+    again = await env.client.delete(body["status_url"], headers=bearer(ACME_ADMIN))
+    assert again.status == 200
+
+    audit = [json.dumps(r.model_dump(mode="json")) for r in env.state.audit_log]
+    assert [r.action for r in env.state.audit_log] == [
+        "compute-provision", "compute-access-claim", "compute-terminate", "compute-terminate"]
+    assert env.state.audit_log[0].outcome == "succeeded" and env.state.audit_log[0].tenant_id == "acme"
+    assert env.state.audit_log[0].detail["request_id"] == request_id
+    for secret in (access["ssh_private_key"], access["jupyter_token"]):
+        assert all(secret not in line for line in audit)
+        assert all(secret not in json.dumps(e.model_dump(mode="json")) for e in env.compute.events)
+
+
+async def test_a_slow_allocation_answers_202_and_its_access_is_claimed_once(env: Env) -> None:
+    env.compute.standin.engine.provisioning_s = 30.0
+    response = await env.post(gpu_body(), query="?wait_seconds=0")
+    assert response.status == 202
+    body = await response.json()
+    assert body["access"] is None and body["access_url"].endswith("/access")
+
+    async def state_is(wanted: str) -> dict[str, Any]:
+        while True:
+            status: dict[str, Any] = await (await env.client.get(body["status_url"], headers=bearer(ADMIN))).json()
+            if status["state"] == wanted:
+                return status
+            await asyncio.sleep(0.02)
+
+    await state_is("provisioning")
+    early = await env.client.post(body["access_url"], headers=bearer(ACME_ADMIN))
+    assert early.status == 409 and (await error_of(early))["details"]["state"] == "provisioning"
+    env.compute.standin.engine.provisioning_s = 0.0
+    status = await state_is("running")
+    assert status["access_claimable"] is True
+    viewer = await env.client.post(body["access_url"], headers=bearer(ACME_VIEWER))
+    assert viewer.status == 403  # reading secrets is a write-level operation
+    claim = await env.client.post(body["access_url"], headers=bearer(ACME_ADMIN))
+    assert claim.status == 200
+    access = await claim.json()
+    assert access["allocation_id"] == status["allocation_id"] and "PRIVATE KEY" in access["ssh_private_key"]
+    second = await env.client.post(body["access_url"], headers=bearer(ADMIN))
+    assert second.status == 410
+    assert (await (await env.client.get(body["status_url"], headers=bearer(ADMIN))).json())["access_claimable"] is False
+
+
+async def test_failover_on_injected_failures_is_visible_in_the_attempts(env: Env) -> None:
+    env.compute.standin.engine.fail_next(1, "refused")
+    env.compute.standin.engine.fail_next(1, "capacity")
+    response = await env.post(gpu_body())
+    assert response.status == 201
+    body = await response.json()
+    assert body["attempts"] == 3
+    status = await (await env.client.get(body["status_url"], headers=bearer(ADMIN))).json()
+    candidates = [c["offer_id"] for c in status["decision"]["candidates"]]
+    assert [a["offer_id"] for a in status["attempts"]] == candidates[:3]
+    assert [a["outcome"] for a in status["attempts"]] == ["refused", "capacity", "running"]
+    assert body["offer_id"] == candidates[2]
+    assert len(env.compute.standin.engine.active_allocations()) == 1
+
+
+async def test_when_every_attempt_fails_the_answer_is_502_and_nothing_stays_allocated(env: Env) -> None:
+    env.compute.standin.engine.fail_next(10, "timeout", hang_s=5)
+    response = await env.post(gpu_body())
+    assert response.status == 502
+    error = await error_of(response)
+    assert error["code"] == "allocation-failed" and len(error["details"]["attempts"]) == 4
+    assert {a["outcome"] for a in error["details"]["attempts"]} == {"timeout"}
+    assert env.compute.standin.engine.active_allocations() == []  # every timed-out allocation was released
+    status = await (await env.client.get(error["details"]["status_url"], headers=bearer(ADMIN))).json()
+    assert status["state"] == "failed" and all(a["released"] for a in status["attempts"])
+
+
+@pytest.mark.parametrize(
+    ("tenant", "body", "constraint", "says"),
+    [
+        ("small", gpu_body("small", count=1), "quota", "may add 0 GPU(s)"),
+        ("acme", gpu_body("acme", count=8), "quota", "may add 4 GPU(s)"),
+        ("acme", gpu_body("acme", count=16), "gpu_count", "the most is 8"),
+        ("thrifty", gpu_body("thrifty"), "budget", "remaining budget $50.00"),
+        ("acme", gpu_body("acme", max_price_per_hour=1), "price_cap", ""),
+        ("acme", gpu_body("acme", providers=["nowhere"]), "provider", ""),
+    ],
+)
+async def test_impossible_requests_get_a_422_naming_the_constraint(
+    env: Env, tenant: str, body: dict[str, Any], constraint: str, says: str
+) -> None:
+    response = await env.post(body, auth=ADMIN)
+    assert response.status == 422
+    error = await error_of(response)
+    assert error["code"] == "no-feasible-offer" and error["details"]["binding_constraint"] == constraint
+    assert error["message"].startswith(f"{constraint}:") and says in error["message"]
+    status = await (await env.client.get(error["details"]["status_url"], headers=bearer(ADMIN))).json()
+    assert status["state"] == "failed" and status["decision"]["binding_constraint"] == constraint
+    assert env.state.audit_log[-1].outcome == "refused" and env.state.audit_log[-1].tenant_id == tenant
+    assert env.compute.standin.engine.allocate_calls == 0
+
+
+async def test_malformed_requests_and_unknown_tenants_and_ids(env: Env) -> None:
+    bad = await env.post({"tenant_id": "acme", "resources": {}, "duration_hours": 6})
+    assert bad.status == 422 and (await error_of(bad))["code"] == "validation-error"
+    ghost = await env.post(gpu_body("ghost"), auth=ADMIN)
+    assert ghost.status == 404 and (await error_of(ghost))["code"] == "tenant-not-found"
+    for path in ("/provision/acme.nothing", "/provision/no-dot", "/provision/ACME.x"):
+        missing = await env.get(path, ADMIN)
+        assert missing.status == 404 and (await error_of(missing))["code"] == "compute-request-not-found"
+    deleted = await env.client.delete("/api/v1/compute/provision/acme.nothing", headers=bearer(ADMIN))
+    assert deleted.status == 404
+
+
+async def test_tenants_only_see_and_touch_their_own_requests(env: Env) -> None:
+    body = await (await env.post(gpu_body())).json()
+    assert (await env.get(f"/provision/{body['request_id']}", OTHER_ADMIN)).status == 403
+    assert (await env.client.delete(body["status_url"], headers=bearer(OTHER_ADMIN))).status == 403
+    assert (await env.client.delete(body["status_url"], headers=bearer(ACME_VIEWER))).status == 403
+    assert (await env.post(gpu_body(), auth=ACME_VIEWER)).status == 403
+    assert (await env.post(gpu_body("small"), auth=ACME_ADMIN)).status == 403
+    assert (await env.client.get("/api/v1/compute/capacity?tenant_id=small", headers=bearer(ACME_ADMIN))).status == 403
+    assert (await env.client.get(body["status_url"])).status == 401
+
+
+async def test_capacity_reflects_allocations_and_releases(env: Env) -> None:
+    async def capacity(auth: str = ACME_VIEWER, query: str = "") -> dict[str, Any]:
+        response = await env.get(f"/capacity{query}", auth)
+        assert response.status == 200
+        view: dict[str, Any] = await response.json()
+        return view
+
+    before = await capacity()
+    row = env.row(before, "lambda", "asia-northeast-1", "gpu:H100")
+    assert row["allocated_instances"] == 0 and row["available_instances"] == row["capacity_instances"]
+    assert before["tenant"]["tenant_id"] == "acme" and before["tenant"]["gpus_remaining"] == 4
+
+    body = await (await env.post(gpu_body())).json()
+    during = await capacity()
+    held = env.row(during, "lambda", "asia-northeast-1", "gpu:H100")
+    assert held["allocated_instances"] == 1 and held["available_instances"] == row["available_instances"] - 1
+    assert held["available_gpus"] == row["available_gpus"] - 4
+    assert (during["tenant"]["gpus_in_use"], during["tenant"]["gpus_remaining"]) == (4, 0)
+    assert during["tenant"]["spent_usd"] == pytest.approx(body["price_per_hour"] * 6)
+
+    await env.client.delete(body["status_url"], headers=bearer(ACME_ADMIN))
+    after = await capacity()
+    assert env.row(after, "lambda", "asia-northeast-1", "gpu:H100") == row
+    assert after["tenant"]["gpus_remaining"] == 4
+    overall = await capacity(ADMIN)
+    assert overall["tenant"] is None and len(overall["rows"]) == len(after["rows"])
+    assert (await capacity(ADMIN, "?tenant_id=thrifty"))["tenant"]["budget_usd"] == 50
+
+
+async def test_the_openapi_document_describes_the_compute_routes_and_their_real_answers(env: Env) -> None:
+    document = await (await env.client.get("/api/v1/openapi.json")).json()
+    post = document["paths"]["/compute/provision"]["post"]
+    assert {"201", "202", "422", "502"} <= set(post["responses"]) and post["x-audit-action"] == "compute-provision"
+    status_op = document["paths"]["/compute/provision/{request_id}"]["get"]
+    assert {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}} in \
+        status_op["parameters"]
+    for schema in document["components"]["schemas"].values():
+        jsonschema.Draft202012Validator.check_schema(schema)
+
+    def check(path: str, method: str, status: int, body: Any) -> None:
+        schema = document["paths"][path][method]["responses"][str(status)]["content"]["application/json"]["schema"]
+        resolver = {"$defs": document["components"]["schemas"], **schema}
+        text = json.dumps(resolver).replace("#/components/schemas/", "#/$defs/")
+        jsonschema.Draft202012Validator(json.loads(text)).validate(body)
+
+    example = post["requestBody"]["content"]["application/json"]["example"]
+    created = await env.post(example, auth=ADMIN)
+    assert created.status == 201
+    body = await created.json()
+    check("/compute/provision", "post", 201, body)
+    request_path = f"/provision/{body['request_id']}"
+    check("/compute/provision/{request_id}", "get", 200, await (await env.get(request_path, ADMIN)).json())
+    check("/compute/capacity", "get", 200, await (await env.get("/capacity", ACME_ADMIN)).json())
+    gone = await env.client.post(f"/api/v1/compute{request_path}/access", headers=bearer(ADMIN))
+    check("/compute/provision/{request_id}/access", "post", 410, await gone.json())
+    deleted = await env.client.delete(f"/api/v1/compute{request_path}", headers=bearer(ADMIN))
+    check("/compute/provision/{request_id}", "delete", 200, await deleted.json())
+    accepted = await env.post(example, auth=ADMIN, query="?wait_seconds=0")
+    check("/compute/provision", "post", 202, await accepted.json())
+    await asyncio.gather(*env.compute.runtime._tasks.values())
+    claim = await env.client.post((await accepted.json())["access_url"], headers=bearer(ADMIN))
+    check("/compute/provision/{request_id}/access", "post", 200, await claim.json())
+    refused = await env.post(gpu_body(count=16), auth=ADMIN)
+    check("/compute/provision", "post", 422, await refused.json())
