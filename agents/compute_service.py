@@ -25,8 +25,16 @@ from tables.quotas import quotas
 logger = logging.getLogger(__name__)
 
 
+#: ``<app id>-compute-records``, keyed by tenant id: the records the compute-records agent writes to the table.
+#: Declared by the app (created before it subscribes) and private to this app id, like a changelog.
+records_topic = app.topic(
+    f"{app.settings.app_id}-{COMPUTE_RECORDS}", internal=True, partitions=app.settings.topic_partitions,
+    key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+)
+
+
 async def _send_record(record: ComputeRecord) -> None:
-    fut = await topic(COMPUTE_RECORDS).send(key=record.tenant_id.encode(), value=record.model_dump_json().encode())
+    fut = await records_topic.send(key=record.tenant_id.encode(), value=record.model_dump_json().encode())
     await fut
 
 

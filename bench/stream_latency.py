@@ -30,6 +30,7 @@ import asyncio
 import json
 import shutil
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -151,6 +152,23 @@ def publish(pulsar_url: str, namespace: str, events: list[dict[str, Any]], rate:
             "send_failures": failures, "schedule_late_ms_p99": round(percentile(sorted(late_ms), 99), 2)}
 
 
+def progress(message: str) -> None:
+    sys.stderr.write(f"{time.strftime('%H:%M:%S')} {message}\n")
+    sys.stderr.flush()
+
+
+async def wait_complete(seen: Seen, ids: list[str], timeout: float) -> int:
+    """Wait until every event in ``ids`` has all its commands, or ``timeout`` seconds; how many do."""
+    deadline = time.monotonic() + timeout
+    done = seen.complete(ids)
+    for _ in range(int(timeout / 0.2) + 1):
+        done = seen.complete(ids)
+        if done >= len(ids) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    return done
+
+
 def summary(values_s: list[float]) -> dict[str, float]:
     ordered = sorted(v * 1000 for v in values_s)
     if not ordered:
@@ -186,6 +204,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         worker.start()
         result["worker_ready_s"] = round(await asyncio.to_thread(worker.wait_ready), 1)
+        progress(f"worker ready: {worker.url}, log {worker.log_path}")
         await ready.wait()
 
         def events(prefix: str, count: int) -> list[dict[str, Any]]:
@@ -194,11 +213,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         warm = events("w", args.warmup)
         await asyncio.to_thread(publish, stack["PULSAR_URL"], namespace, warm, 20, seen)
-        ids = [e["event_id"] for e in warm]
-        deadline = time.monotonic() + 120
-        while seen.complete(ids) < len(ids) and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        result["warmup_complete"] = seen.complete(ids)
+        progress(f"warm-up: {len(warm)} events published")
+        result["warmup_complete"] = await wait_complete(seen, [e["event_id"] for e in warm], 120)
+        progress(f"warm-up: {result['warmup_complete']} complete")
 
         measured = events("l", int(args.rate * args.seconds))
         cpu0 = worker.cpu_seconds()
@@ -206,9 +223,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["publish"] = await asyncio.to_thread(publish, stack["PULSAR_URL"], namespace, measured, args.rate,
                                                     seen)
         ids = [e["event_id"] for e in measured]
-        deadline = time.monotonic() + args.drain
-        while seen.complete(ids) < len(ids) and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
+        progress(f"published {len(ids)} events: {result['publish']}")
+        await wait_complete(seen, ids, args.drain)
+        progress(f"{seen.complete(ids)} of {len(ids)} complete")
         result["cpu_s_worker"] = round(worker.cpu_seconds() - cpu0, 1)
         result["loadavg_after"] = loadavg()
     finally:

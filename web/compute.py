@@ -338,9 +338,10 @@ class LocalCompute:
 class OwnerRouter:
     """Which worker owns a tenant's compute records, and calls to its internal endpoints."""
 
-    def __init__(self, app: Any, token: str) -> None:
+    def __init__(self, app: Any, token: str, records_topic: Any) -> None:
         self.app = app
         self.token = token
+        self.records_topic = records_topic
 
     def _mine(self) -> URL:
         return URL(str(self.app.conf.canonical_url))
@@ -348,11 +349,8 @@ class OwnerRouter:
     def owner(self, tenant_id: str) -> URL | None:
         """URL of the worker owning ``tenant_id``'s partition, or ``None`` when that is this worker (or when
         the assignment is not known yet)."""
-        from agents.runtime import topic
-        from pipeline.topics import COMPUTE_RECORDS
-
         try:
-            owner: URL = self.app.router.external_topic_key_store(topic(COMPUTE_RECORDS), tenant_id)
+            owner: URL = self.app.router.external_topic_key_store(self.records_topic, tenant_id)
         except (KeyError, IndexError):
             return None
         mine = self._mine()
@@ -613,11 +611,11 @@ def internal_routes(local: LocalCompute, token: str) -> web.RouteTableDef:
 def worker_operations(app: Any) -> list[Operation]:
     """The routes, backed by the worker's state (``app`` is the Faust app). Also adds the owner's internal
     endpoints to the worker's root web application (``app.web.web_app``, being initialised)."""
-    from agents.compute_service import runtime
+    from agents.compute_service import records_topic, runtime
     from tables.tenants import tenants
     from web.faust_state import internal_token
 
-    router = OwnerRouter(app, internal_token(app))
+    router = OwnerRouter(app, internal_token(app), records_topic)
     local = LocalCompute(runtime(), tenants.get, router.holding_from_peers)
     app.web.web_app.router.add_routes(internal_routes(local, internal_token(app)))
     return operations(ComputeApi(local, router, app.settings.compute_provision_wait_seconds))

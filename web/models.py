@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from pipeline.events.models import Identifier, QuotaResource, TenantId, Tier
+from pipeline.events.models import REGION_PATTERN, QuotaResource, TenantId, Tier, UserId
 from pipeline.provisioners.tiers import Quota
 from pipeline.tenants.models import (
     OverQuota,
@@ -32,8 +32,8 @@ class ProvisionRequest(BaseModel):
     tenant_id: TenantId
     name: str = Field(min_length=1, max_length=200)
     tier: Tier
-    region: str | None = Field(default=None, max_length=64, pattern=r"^[a-z0-9-]+$")
-    owner_user_id: Identifier | None = None
+    region: str | None = Field(default=None, max_length=32, pattern=REGION_PATTERN)
+    owner_user_id: UserId | None = None
 
 
 class ProvisionQuery(BaseModel):

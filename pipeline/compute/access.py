@@ -121,7 +121,7 @@ class SecretMaskingFilter(logging.Filter):
         masked = mask_text(message)
         if masked != message or record.args:
             record.msg = masked
-            record.args = None
+            record.args = ()  # not None: formatters such as mode's turn None into (None,) and break
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:

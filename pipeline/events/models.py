@@ -28,6 +28,11 @@ TenantId = Annotated[
     ),
 ]
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+#: User ids become Kubernetes RoleBinding subjects and annotations: a safe subset of printable ASCII.
+OWNER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,127}$"
+UserId = Annotated[str, Field(min_length=1, max_length=128, pattern=OWNER_ID_PATTERN)]
+#: Regions name cloud regions and appear in resource settings.
+REGION_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 
 
 def utc_now() -> datetime:
@@ -53,8 +58,8 @@ class Event(BaseModel):
 class TenantCreated(Event):
     name: str = Field(min_length=1, max_length=200)
     tier: Tier
-    region: str | None = Field(default=None, max_length=64, pattern=r"^[a-z0-9-]+$")
-    owner_user_id: Identifier | None = None
+    region: str | None = Field(default=None, max_length=32, pattern=REGION_PATTERN)
+    owner_user_id: UserId | None = None
 
 
 class TenantDeleted(Event):

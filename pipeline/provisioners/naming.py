@@ -42,6 +42,7 @@ import unicodedata
 from dataclasses import asdict, dataclass
 from urllib.parse import quote
 
+from pipeline.events.models import OWNER_ID_PATTERN, REGION_PATTERN
 from pipeline.provisioners.errors import UnsafeNameError
 
 TENANT_ID_MIN_LENGTH = 1
@@ -51,8 +52,8 @@ TENANT_ID_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?", re.ASCII
 #: The prefix of every backend name.
 PREFIX = "tenant"
 
-_OWNER_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+-]{0,127}", re.ASCII)
-_REGION_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,31}", re.ASCII)
+_OWNER_PATTERN = re.compile(OWNER_ID_PATTERN.strip("^$"), re.ASCII)
+_REGION_PATTERN = re.compile(REGION_PATTERN.strip("^$"), re.ASCII)
 
 _CASSANDRA_IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,47}", re.ASCII)
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", re.ASCII)

@@ -51,6 +51,8 @@ class TenantDemand(BaseModel):
     quota: ResourceVector | None = None
     """Cap on the tenant's total resources (its quota), if any."""
     max_replicas: int | None = Field(None, ge=0)
+    group: str | None = None
+    """Demands of one group (e.g. the workloads of one tenant) share the group's quota in ``group_quotas``."""
 
     @model_validator(mode="after")
     def _check_demand(self) -> TenantDemand:
@@ -107,8 +109,16 @@ def _fits(used: Sequence[float], add: Sequence[float], limit: Sequence[float]) -
     return all(used[i] + add[i] <= limit[i] + _EPS for i in range(len(RESOURCES)))
 
 
-def drf_allocate(capacity: ResourceVector, demands: Sequence[TenantDemand]) -> FairShareResult:
-    """Weighted DRF allocation of whole replicas by progressive filling."""
+def drf_allocate(
+    capacity: ResourceVector,
+    demands: Sequence[TenantDemand],
+    group_quotas: Mapping[str, ResourceVector] | None = None,
+) -> FairShareResult:
+    """Weighted DRF allocation of whole replicas by progressive filling.
+
+    ``group_quotas`` caps the sum of the allocations of the demands of each group (a tenant's quota over
+    all its workloads), on top of each demand's own ``quota``.
+    """
     cap = capacity.as_tuple()
     ids = [d.tenant_id for d in demands]
     if len(set(ids)) != len(ids):
@@ -122,6 +132,8 @@ def drf_allocate(capacity: ResourceVector, demands: Sequence[TenantDemand]) -> F
     alloc: dict[str, list[float]] = {d.tenant_id: [0.0, 0.0, 0.0] for d in demands}
     limited: dict[str, str] = {d.tenant_id: "demand" for d in demands}
     by_id = {d.tenant_id: d for d in demands}
+    groups = dict(group_quotas or {})
+    group_used: dict[str, list[float]] = {name: [0.0, 0.0, 0.0] for name in groups}
 
     def wanted(d: TenantDemand) -> int:
         return d.replicas if d.max_replicas is None else min(d.replicas, d.max_replicas)
@@ -140,12 +152,18 @@ def drf_allocate(capacity: ResourceVector, demands: Sequence[TenantDemand]) -> F
         if d.quota is not None and not _fits(mine, need, d.quota.as_tuple()):
             limited[tid] = "quota"
             continue
+        group = group_used.get(d.group) if d.group is not None else None
+        if group is not None and not _fits(group, need, groups[str(d.group)].as_tuple()):
+            limited[tid] = "quota"
+            continue
         if not _fits(used, need, cap):
             limited[tid] = "capacity"
             continue
         for i in range(len(RESOURCES)):
             used[i] += need[i]
             mine[i] += need[i]
+            if group is not None:
+                group[i] += need[i]
         given[tid] += 1
         if given[tid] >= wanted(d):
             if d.max_replicas is not None and d.replicas > d.max_replicas:

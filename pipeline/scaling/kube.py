@@ -54,7 +54,7 @@ def _quantity(value: Any) -> Decimal | None:
     if value is None:
         return None
     try:
-        return Decimal(parse_quantity(value))
+        return Decimal(parse_quantity(value))  # type: ignore[no-untyped-call]
     except (ValueError, ArithmeticError):
         return None
 
@@ -82,7 +82,7 @@ def pod_requests(template_spec: dict[str, Any] | None) -> tuple[float | None, fl
 def observation_of(deployment: dict[str, Any], now: datetime) -> Observation:
     spec = deployment.get("spec") or {}
     status = deployment.get("status") or {}
-    cpu, memory, gpus = pod_requests(((spec.get("template") or {}).get("spec")))
+    cpu, memory, gpus = pod_requests((spec.get("template") or {}).get("spec"))
     return Observation(
         exists=True,
         replicas=spec.get("replicas"),

@@ -23,13 +23,7 @@ from pipeline.scaling.decide import ForecastSummary, ScalingDecision, ScalingSta
 from pipeline.scaling.fairshare import ResourceVector, TenantAllocation
 from pipeline.scaling.policies import Policy
 
-#: Internal topics of the scaling engine (``pipeline/topics.py`` lists the per-tenant ones).
-SCALING_POLICY_REQUESTS = "scaling-policy-requests"
-SCALING_TICKS = "scaling-ticks"
-SCALING_APPLIED = "scaling-applied"
-SCALING_GRANTS = "scaling-grants"
-#: One partition, constant key: every workload's demand reaches the one agent that computes DRF.
-SCALING_DEMANDS = "scaling-demands"
+#: The key of every ``scaling-demands`` record (one partition: the one agent that computes DRF).
 DEMANDS_KEY = "pool"
 
 Trigger = Literal["window", "schedule", "fair_share", "observed"]

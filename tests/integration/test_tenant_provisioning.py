@@ -25,6 +25,7 @@ from pyignite.datatypes.prop_codes import (
     PROP_BACKUPS_NUMBER,
     PROP_CACHE_ATOMICITY_MODE,
     PROP_CACHE_MODE,
+    PROP_GROUP_NAME,
 )
 
 from pipeline.devstack.base import StackContext
@@ -282,6 +283,10 @@ def test_a_tenant_created_event_gives_the_tenant_seven_resources_with_its_tier_s
     assert cache[PROP_CACHE_ATOMICITY_MODE] == atomicity[config.ignite.atomicity]
     if config.ignite.cache_mode == "PARTITIONED":
         assert cache[PROP_BACKUPS_NUMBER] == config.ignite.backups
+    # In the cache group of its configuration (shared partitions: a tenant cache costs little off-heap memory).
+    assert cache[PROP_GROUP_NAME] == "_".join(
+        ["tenants", config.ignite.cache_mode.lower(), config.ignite.atomicity.lower()]
+        + ([f"b{config.ignite.backups}"] if config.ignite.cache_mode == "PARTITIONED" else []))
 
     # Elasticsearch (official client): shards, replicas, refresh, mappings, alias.
     index = backends.index(n["index"])

@@ -99,3 +99,21 @@ def test_logging_filter_masks_records(caplog: pytest.LogCaptureFixture) -> None:
         assert "RuntimeError" in caplog.text  # the exception is still there, masked
     finally:
         caplog.handler.removeFilter(masking)
+
+
+def test_masked_records_still_format_with_the_workers_formatter() -> None:
+    # The worker's handlers use mode's ExtensionFormatter, which turns ``args=None`` into ``(None,)`` and then
+    # fails on ``msg % args``: a masked record must keep a tuple.
+    from mode.utils.logging import ExtensionFormatter
+
+    details = _details()
+    token = details.jupyter_token.get_secret_value()
+    record = logging.LogRecord("pipeline.x", logging.INFO, __file__, 1, "engine allocated %s (token %s)",
+                               ("a1", token), None)
+    assert SecretMaskingFilter().filter(record)
+    assert record.args == ()
+    text = ExtensionFormatter(fmt="%(message)s").format(record)
+    assert text == "engine allocated a1 (token ***)"
+    plain = logging.LogRecord("pipeline.x", logging.INFO, __file__, 1, "attempt %d on %s", (1, "o"), None)
+    assert SecretMaskingFilter().filter(plain)
+    assert ExtensionFormatter(fmt="%(message)s").format(plain) == "attempt 1 on o"

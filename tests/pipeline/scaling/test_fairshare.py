@@ -154,3 +154,19 @@ def test_bad_inputs() -> None:
 
 def test_tier_weights() -> None:
     assert tier_weights({"a": "gold", "b": "free"}, {"gold": 4}) == {"a": 4.0, "b": 1.0}
+
+
+def test_group_quotas_cap_the_sum_of_a_groups_demands() -> None:
+    capacity = ResourceVector(cpu=100, memory=100, gpu=10)
+    one_gpu = ResourceVector(cpu=1, memory=1, gpu=1)
+    demands = [
+        TenantDemand(tenant_id="a/w1", per_replica=one_gpu, replicas=5, group="a"),
+        TenantDemand(tenant_id="a/w2", per_replica=one_gpu, replicas=5, group="a"),
+        TenantDemand(tenant_id="b/w1", per_replica=one_gpu, replicas=5, group="b"),
+    ]
+    result = drf_allocate(capacity, demands, {"a": ResourceVector(cpu=100, memory=100, gpu=3)})
+    granted = result.granted()
+    assert granted["a/w1"] + granted["a/w2"] == 3  # the group's quota, over both of its demands
+    assert granted["b/w1"] == 5  # no quota for b: its whole demand
+    assert result.grant("a/w2").limited_by == "quota"
+    assert drf_allocate(capacity, demands).granted() == {"a/w1": 4, "a/w2": 3, "b/w1": 3}  # no quota; ties by id

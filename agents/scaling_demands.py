@@ -1,0 +1,42 @@
+"""scaling-demands (one partition): weighted DRF over every workload's latest demand; grants to the owners.
+
+All workloads' demands meet on one partition, so exactly one worker computes the pool (and keeps it in the
+one-partition ``scaling_demands`` table). Each demand triggers a new allocation; the grants that changed
+(and the one of the workload that asked) go to ``scaling-grants``, keyed by tenant, back to the owners.
+"""
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from agents.runtime import dead_letter, emit_all
+from agents.scaling_runtime import DEMANDS_TOPIC, ENGINE
+from pipeline.app import app
+from pipeline.outputs import Emit
+from pipeline.scaling.engine import pool_grants
+from pipeline.scaling.records import Demand
+from pipeline.topics import SCALING_DEMANDS, SCALING_GRANTS
+from tables.scaling_demands import scaling_demands as demands_table
+
+logger = logging.getLogger(__name__)
+
+
+@app.agent(DEMANDS_TOPIC, concurrency=1)
+async def scaling_demands(stream: Any) -> None:
+    async for message in stream.events():
+        try:
+            demand = Demand.model_validate_json(message.value)
+        except ValidationError as exc:
+            await dead_letter(SCALING_DEMANDS, message.value, message.key, "schema", str(exc))
+            continue
+        pool = ENGINE.config.pool
+        if pool is None:
+            continue
+        try:
+            grants = pool_grants(pool, demands_table, demand, datetime.now(UTC), ENGINE.config.demand_ttl_seconds)
+        except Exception:
+            logger.exception("the fair-share allocation failed for %s/%s", demand.tenant_id, demand.workload)
+            continue
+        await emit_all([Emit(SCALING_GRANTS, grant.tenant_id, grant) for grant in grants])

@@ -1,0 +1,17 @@
+"""scaling-policy-requests (from the REST API): put or delete one scaling policy of the tenant."""
+
+from typing import Any
+
+from agents.runtime import process, topic
+from agents.scaling_runtime import ENGINE
+from pipeline.app import app
+from pipeline.scaling.records import PolicyChange
+from pipeline.topics import SCALING_POLICY_REQUESTS
+
+
+@app.agent(topic(SCALING_POLICY_REQUESTS), concurrency=1)
+async def scaling_policies(stream: Any) -> None:
+    async for message in stream.events():
+        await process(
+            message, SCALING_POLICY_REQUESTS, PolicyChange, lambda change: ENGINE.on_policy_change(change).emits
+        )

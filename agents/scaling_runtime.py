@@ -1,0 +1,68 @@
+"""The scaling engine of this worker, and what every scaling agent does with an engine ``Outcome``.
+
+Not an agent itself: the agents ``scaling_metrics``, ``scaling_policies``, ``scaling_ticks``,
+``scaling_demands``, ``scaling_grants`` and ``scaling_applied`` share one :class:`ScalingEngine` (its open
+windows and forecasters are in memory, per worker) and one :class:`ApplyQueue` (Kubernetes calls in a
+thread pool, their outcomes sent back through ``scaling-applied`` to the agent that owns the tenant).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from agents.runtime import emit_all, topic
+from agents.stores import STORES
+from pipeline.app import app
+from pipeline.scaling.engine import EngineConfig, Outcome, ScalingEngine, Tables
+from pipeline.scaling.kube import ApplyQueue, DeploymentScaler
+from pipeline.scaling.records import DEMANDS_KEY, ApplyReport
+from pipeline.topics import SCALING_APPLIED, SCALING_DEMANDS
+from tables.model_snapshots import model_snapshots
+from tables.scaling_decisions import scaling_decisions
+from tables.scaling_index import scaling_index
+from tables.scaling_policies import scaling_policies
+from tables.scaling_state import scaling_state
+
+logger = logging.getLogger(__name__)
+
+SETTINGS = app.settings
+ENABLED = SETTINGS.scaling_enabled
+TABLES = Tables(
+    policies=scaling_policies, state=scaling_state, decisions=scaling_decisions, index=scaling_index,
+    snapshots=model_snapshots, tenants=STORES.tenants, quotas=STORES.quotas,
+)
+ENGINE = ScalingEngine(EngineConfig.from_settings(SETTINGS), TABLES)
+
+#: One partition (declared by Faust before it subscribes, since it is internal): the fair-share pool's input.
+DEMANDS_TOPIC = app.topic(
+    SCALING_DEMANDS, partitions=1, internal=True, key_type=bytes, value_type=bytes,
+    key_serializer="raw", value_serializer="raw",
+)
+
+
+def clock() -> datetime:
+    """The scheduled-policy timer's clock: the wall clock plus SCALING_CLOCK_OFFSET_SECONDS (tests)."""
+    return datetime.now(UTC) + timedelta(seconds=SETTINGS.scaling_clock_offset_seconds)
+
+
+async def report(outcome: ApplyReport) -> None:
+    fut = await topic(SCALING_APPLIED).send(key=outcome.tenant_id.encode(), value=outcome.model_dump_json().encode())
+    await fut
+
+
+SCALER = DeploymentScaler(SETTINGS.kubeconfig)
+QUEUE = ApplyQueue(SCALER.run, report, SETTINGS.scaling_apply_concurrency)
+
+
+async def carry_out(outcome: Outcome | None) -> None:
+    """Emit the outcome's records (acknowledged), send its demands to the pool, queue its Kubernetes calls."""
+    if not outcome:
+        return
+    if outcome.emits:
+        await emit_all(outcome.emits)
+    for demand in outcome.demands:
+        fut = await DEMANDS_TOPIC.send(key=DEMANDS_KEY.encode(), value=demand.model_dump_json().encode())
+        await fut
+    for request in outcome.applies:
+        QUEUE.submit(request)

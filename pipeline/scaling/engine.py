@@ -1,0 +1,704 @@
+"""The scaling engine as the agents run it: windows -> forecasts -> decisions -> grants -> Deployments.
+
+Everything here is plain Python over :class:`~pipeline.typed_table.TypedTable` s (Faust tables in the
+worker, dicts in the tests); the agents (``agents/scaling_*.py``) are thin loops that call one method per
+record and emit / submit what it returns (:class:`Outcome`).
+
+**Windows.** :meth:`ScalingEngine.on_sample` accumulates each workload's samples per tumbling window of
+``window_seconds`` of *event time* (``occurred_at``, which the bridge also makes the Kafka timestamp, like
+the ``utilization`` table). The first sample of a later window closes the open one; a sample of an older
+window is late and skipped. The open window lives in memory only: after a restart (or a rebalance) the
+window in progress is computed from the samples that arrive afterwards, which is still a sample mean.
+
+**Forecasts.** At each close, the workload's :class:`~pipeline.scaling.forecast.OnlineForecaster` learns the
+window's demand (mean CPU cores) and forecasts ``horizon`` windows with the band the policies need. Models
+live in memory on the worker that owns the tenant; every ``snapshot_every`` learned windows one is
+snapshotted into ``model-snapshots``. A model missing from memory (restart, rebalance) or out of step with
+the state table is restored from its snapshot and the windows closed since (kept in the state) are
+replayed into it, so it continues exactly where it was.
+
+**Decisions.** :func:`~pipeline.scaling.decide.decide` runs at each window close (``now`` = the window's
+end, event time: a replayed trace decides as it would have live) and on the timer for workloads with
+scheduled policies (``now`` = the timer's clock). A decision's time never goes back for a workload.
+
+**Fair share.** With a pool configured, each decision is made twice: without a grant (the workload's
+demand, sent to the one-partition ``scaling-demands`` topic where :func:`allocate_pool` runs weighted DRF
+over the latest demand of every workload) and capped by the workload's latest grant (a workload without
+a grant yet does not scale up until it gets one). A new grant that changes the outcome re-makes the last
+decision from the same inputs.
+
+**Applying.** A decision is applied (``ApplyRequest``) when the workload has an acting policy, applying
+is on, its Deployment has been observed and the count differs from ``spec.replicas``.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from river.__version__ import __version__ as RIVER_VERSION
+
+from pipeline.config import Settings
+from pipeline.events.models import ResourceMetrics
+from pipeline.outputs import SCALING_EVENTS, Emit, Refused, derived_id
+from pipeline.scaling import metrics
+from pipeline.scaling.decide import DecisionInputs, ForecastSummary, ScalingDecision, ScalingState, decide
+from pipeline.scaling.fairshare import (
+    RESOURCES,
+    FairShareResult,
+    ResourceVector,
+    TenantAllocation,
+    TenantDemand,
+    drf_allocate,
+)
+from pipeline.scaling.forecast import Forecast, ForecasterConfig, OnlineForecaster, SnapshotError
+from pipeline.scaling.kube import ApplyRequest
+from pipeline.scaling.policies import CostAwarePolicy, Policy, PredictivePolicy, ScheduledPolicy
+from pipeline.scaling.predictive import required_quantiles
+from pipeline.scaling.records import (
+    ApplyReport,
+    DecisionBasis,
+    DecisionLog,
+    Demand,
+    Grant,
+    GrantInfo,
+    LastDecision,
+    ModelInfo,
+    ModelSnapshot,
+    PolicyChange,
+    PolicySet,
+    ScalingDecisionEvent,
+    StoredDecision,
+    Tick,
+    Trigger,
+    WorkloadIndex,
+    WorkloadScaling,
+    split_key,
+    workload_key,
+)
+from pipeline.tenants.models import QuotaRecord, TenantRecord, TenantState
+from pipeline.typed_table import TypedTable
+
+logger = logging.getLogger(__name__)
+
+#: Capacity of a pool resource that is not configured (no limit).
+UNLIMITED = 1e12
+BAND = (0.1, 0.9)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    window_seconds: float
+    forecast_enabled: bool = True
+    horizon: int = 12
+    snapshot_every: int = 10
+    recent_decisions: int = 50
+    default_capacity_per_replica: float = 1.0
+    apply_enabled: bool = True
+    observe_interval_seconds: float = 300.0
+    pool: ResourceVector | None = None
+    """The fair-share pool; None: no fair sharing."""
+    tier_weights: dict[str, float] = field(default_factory=dict)
+    demand_ttl_seconds: float = 1800.0
+    demand_windows: int = 3
+    """Closed windows passed to ``decide`` as ``demand_window`` (it reads the last one)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EngineConfig:
+        pool = None
+        limits = (settings.scaling_pool_cpu, settings.scaling_pool_memory_gib, settings.scaling_pool_gpus)
+        if any(v is not None for v in limits):
+            pool = ResourceVector.from_tuple([UNLIMITED if v is None else v for v in limits])
+        return cls(
+            window_seconds=float(settings.utilization_window_seconds),
+            forecast_enabled=settings.scaling_forecast_enabled,
+            horizon=settings.scaling_forecast_horizon,
+            snapshot_every=settings.scaling_snapshot_every_windows,
+            recent_decisions=settings.scaling_recent_decisions,
+            default_capacity_per_replica=settings.scaling_default_capacity_per_replica,
+            apply_enabled=settings.scaling_apply_enabled,
+            observe_interval_seconds=settings.scaling_observe_interval_seconds,
+            pool=pool,
+            tier_weights=dict(settings.scaling_tier_weights),
+            demand_ttl_seconds=settings.scaling_demand_ttl_seconds,
+        )
+
+    @property
+    def keep_windows(self) -> int:
+        return max(self.snapshot_every + 2, self.demand_windows)
+
+
+@dataclass
+class Tables:
+    policies: TypedTable[PolicySet]
+    state: TypedTable[WorkloadScaling]
+    decisions: TypedTable[DecisionLog]
+    index: TypedTable[WorkloadIndex]
+    snapshots: TypedTable[ModelSnapshot]
+    tenants: TypedTable[TenantRecord]
+    quotas: TypedTable[QuotaRecord]
+
+
+@dataclass
+class Outcome:
+    """What the agent does after a call: emit records, ask the Kubernetes API, send demands to the pool."""
+
+    emits: list[Emit] = field(default_factory=list)
+    applies: list[ApplyRequest] = field(default_factory=list)
+    demands: list[Demand] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.emits or self.applies or self.demands)
+
+
+class _Window:
+    """The open window of one workload (in memory)."""
+
+    __slots__ = ("count", "cpu_sum", "replicas", "start")
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.count = 0
+        self.cpu_sum = 0.0
+        self.replicas: int | None = None
+
+    def add(self, sample: ResourceMetrics) -> None:
+        self.count += 1
+        self.cpu_sum += sample.cpu_cores
+        if sample.replicas is not None:
+            self.replicas = sample.replicas
+
+
+@dataclass
+class EngineStats:
+    samples: int = 0
+    late: int = 0
+    windows: int = 0
+    model_seconds: float = 0.0
+    model_calls: int = 0
+    snapshots: int = 0
+    restores: dict[str, int] = field(default_factory=dict)
+
+
+def _acting(policies: Sequence[Policy]) -> bool:
+    """True when some enabled policy may change the replica count (not forecast-only, not a budget)."""
+    return any(
+        p.enabled and not isinstance(p, CostAwarePolicy) and not (isinstance(p, PredictivePolicy) and p.forecast_only)
+        for p in policies
+    )
+
+
+def _pending_grant(key: str, requested: int, current: int, weight: float) -> TenantAllocation:
+    return TenantAllocation(
+        tenant_id=key, requested=requested, granted=max(current, 0), resources=ResourceVector(),
+        dominant_resource=None, dominant_share=0.0, weighted_share=0.0, weight=weight, limited_by="pending",
+    )
+
+
+class ScalingEngine:
+    """Per-worker engine: open windows and forecasters in memory, everything else in the tables."""
+
+    def __init__(self, config: EngineConfig, tables: Tables, wall: Callable[[], datetime] | None = None) -> None:
+        self.config = config
+        self.tables = tables
+        self.wall = wall or (lambda: datetime.now(UTC))
+        self.models: dict[str, OnlineForecaster] = {}
+        self.open: dict[str, _Window] = {}
+        self.stats = EngineStats()
+        self._window = config.window_seconds
+        self._forecaster_config = ForecasterConfig(interval_minutes=config.window_seconds / 60.0,
+                                                   horizon=config.horizon)
+
+    # -- samples and windows ---------------------------------------------------------------------------
+
+    def on_sample(self, sample: ResourceMetrics) -> Outcome | None:
+        """Accumulate one sample; when it opens a new window, close the previous one (learn, decide)."""
+        self.stats.samples += 1
+        metrics.SAMPLES.inc()
+        key = workload_key(sample.tenant_id, sample.workload)
+        start = math.floor(sample.occurred_at.timestamp() / self._window) * self._window
+        window = self.open.get(key)
+        if window is None:
+            return self._first_sample(key, sample, start)
+        if start > window.start:
+            fresh = _Window(start)
+            fresh.add(sample)
+            self.open[key] = fresh
+            return self.close_window(sample.tenant_id, sample.workload, window)
+        if start < window.start:
+            self._late()
+            return None
+        window.add(sample)
+        return None
+
+    def _late(self) -> None:
+        self.stats.late += 1
+        metrics.LATE_SAMPLES.inc()
+
+    def _first_sample(self, key: str, sample: ResourceMetrics, start: float) -> Outcome | None:
+        """First sample of a workload in this process: check against the state, maybe observe the Deployment."""
+        st = self.tables.state.get(key)
+        if st is not None and st.last_window_end is not None and start < st.last_window_end.timestamp():
+            self._late()
+            return None
+        window = _Window(start)
+        window.add(sample)
+        self.open[key] = window
+        if self.config.apply_enabled and self._stale(st) and self.policies_of(sample.tenant_id, sample.workload):
+            return Outcome(applies=[ApplyRequest(sample.tenant_id, sample.workload)])
+        return None
+
+    def _stale(self, st: WorkloadScaling | None) -> bool:
+        if st is None or st.observed is None:
+            return True
+        age = (self.wall() - st.observed.observed_at).total_seconds()
+        return age > self.config.observe_interval_seconds
+
+    def _live_tenant(self, tenant_id: str) -> TenantRecord | None:
+        tenant = self.tables.tenants.get(tenant_id)
+        if tenant is None or tenant.state is not TenantState.ACTIVE:
+            return None
+        return tenant
+
+    def _state(self, tenant_id: str, workload: str) -> WorkloadScaling:
+        key = workload_key(tenant_id, workload)
+        st = self.tables.state.get(key)
+        if st is None:
+            st = WorkloadScaling(tenant_id=tenant_id, workload=workload)
+            index = self.tables.index.get(tenant_id) or WorkloadIndex(tenant_id=tenant_id)
+            if workload not in index.workloads:
+                index.workloads = sorted([*index.workloads, workload])
+                self.tables.index.put(tenant_id, index)
+        return st
+
+    def policies_of(self, tenant_id: str, workload: str) -> list[Policy]:
+        policy_set = self.tables.policies.get(tenant_id)
+        if policy_set is None:
+            return []
+        return [p for p in policy_set.for_workload(workload) if p.enabled]
+
+    def close_window(self, tenant_id: str, workload: str, window: _Window) -> Outcome | None:
+        """Learn the closed window, forecast, and decide when the workload has policies."""
+        if self._live_tenant(tenant_id) is None or window.count == 0:
+            return None
+        key = workload_key(tenant_id, workload)
+        st = self._state(tenant_id, workload)
+        end = datetime.fromtimestamp(window.start + self._window, UTC)
+        if st.last_window_end is not None and end <= st.last_window_end:
+            self._late()
+            return None
+        self.stats.windows += 1
+        metrics.WINDOWS_CLOSED.inc()
+        demand = window.cpu_sum / window.count
+        policies = self.policies_of(tenant_id, workload)
+        forecast: Forecast | None = None
+        if self.config.forecast_enabled:
+            started = time.perf_counter()
+            model = self._model(key, st)
+            model.learn_one(demand, at=end)
+            forecast = model.forecast(required_quantiles(policies, BAND))
+            elapsed = time.perf_counter() - started
+            self.stats.model_seconds += elapsed
+            self.stats.model_calls += 1
+            metrics.MODEL_SECONDS.observe(elapsed)
+            st.observations = model.observations
+            st.forecast = ForecastSummary.from_forecast(forecast)
+            if st.observations - st.snapshot_observations >= self.config.snapshot_every:
+                self._snapshot(key, st, model, end)
+        st.recent = [*st.recent, (end, demand)][-self.config.keep_windows :]
+        st.last_window_end = end
+        if window.replicas is not None:
+            st.replicas_reported = window.replicas
+        outcome = Outcome()
+        if policies:
+            outcome = self._decide(st, policies, end, "window", forecast)
+        self.tables.state.put(key, st)
+        return outcome
+
+    # -- models ---------------------------------------------------------------------------------------
+
+    def _model(self, key: str, st: WorkloadScaling) -> OnlineForecaster:
+        """The workload's forecaster, restored from its snapshot (+ the windows since) when memory lacks it."""
+        model = self.models.get(key)
+        if model is not None and model.observations == st.observations:
+            return model
+        since: datetime | None = None
+        model = None
+        snapshot = self.tables.snapshots.get(key)
+        source = "new"
+        if snapshot is not None:
+            try:
+                model = OnlineForecaster.from_snapshot(base64.b64decode(snapshot.data_b64))
+                since, source = snapshot.window_end, "snapshot"
+            except SnapshotError:
+                logger.exception("the forecaster snapshot of %s cannot be read; starting a new model", key)
+            else:
+                if model.config != self._forecaster_config:
+                    logger.warning("the snapshot of %s was taken with another configuration; starting anew", key)
+                    model, since, source = None, None, "new"
+        if model is None:
+            model = OnlineForecaster(self._forecaster_config)
+            if st.observations:
+                source = "relearned"  # no usable snapshot: only the recent windows can be learned again
+        replayed = 0
+        for end, value in st.recent:
+            if since is None or end > since:
+                model.learn_one(value, at=end)
+                replayed += 1
+        if st.observations:
+            logger.info("forecaster of %s loaded (%s, %d windows replayed): %d observations, state says %d",
+                        key, source, replayed, model.observations, st.observations)
+        self.stats.restores[source] = self.stats.restores.get(source, 0) + 1
+        metrics.MODEL_RESTORES.labels(source).inc()
+        self.models[key] = model
+        return model
+
+    def _snapshot(self, key: str, st: WorkloadScaling, model: OnlineForecaster, end: datetime) -> None:
+        started = time.perf_counter()
+        blob = model.to_snapshot()
+        metrics.SNAPSHOT_SECONDS.observe(time.perf_counter() - started)
+        self.tables.snapshots.put(key, ModelSnapshot(
+            tenant_id=st.tenant_id, workload=st.workload, river_version=RIVER_VERSION,
+            observations=model.observations, window_end=end, taken_at=self.wall(), size_bytes=len(blob),
+            data_b64=base64.b64encode(blob).decode(),
+        ))
+        st.snapshot_observations = model.observations
+        st.snapshot_window_end = end
+        self.stats.snapshots += 1
+
+    # -- decisions --------------------------------------------------------------------------------------
+
+    def _decide(
+        self, st: WorkloadScaling, policies: list[Policy], now: datetime, trigger: Trigger,
+        forecast: Forecast | None, *, only_if_changed: bool = False,
+    ) -> Outcome:
+        last_at = st.state.last_decision_at if st.state is not None else None
+        if last_at is not None and now < last_at:
+            now = last_at  # a workload's decisions never go back in time
+        basis = DecisionBasis(
+            at=now,
+            demand_window=[value for _, value in st.recent[-self.config.demand_windows :]],
+            forecast=forecast.to_dict() if forecast is not None else None,
+            replicas_reported=st.replicas_reported,
+        )
+        return self._run(st, policies, basis, trigger, st.state, send_demand=True, only_if_changed=only_if_changed)
+
+    def _current(self, st: WorkloadScaling, basis: DecisionBasis) -> int:
+        observed = st.observed
+        if observed is not None and observed.exists and observed.replicas is not None:
+            return observed.replicas
+        if basis.replicas_reported is not None:
+            return basis.replicas_reported
+        if st.state is not None and st.state.desired_replicas is not None:
+            return st.state.desired_replicas
+        return 0
+
+    def _capacity(self, st: WorkloadScaling) -> float:
+        observed = st.observed
+        if observed is not None and observed.exists and observed.cpu_per_replica:
+            return observed.cpu_per_replica
+        return self.config.default_capacity_per_replica
+
+    def _run(
+        self, st: WorkloadScaling, policies: list[Policy], basis: DecisionBasis, trigger: Trigger,
+        prior: ScalingState | None, *, send_demand: bool, only_if_changed: bool = False,
+    ) -> Outcome:
+        outcome = Outcome()
+        key = workload_key(st.tenant_id, st.workload)
+        current = self._current(st, basis)
+        cpr = self._capacity(st)
+        observed = st.observed if st.observed is not None and st.observed.exists else None
+        inputs = DecisionInputs(
+            tenant_id=st.tenant_id, workload=st.workload, now=basis.at, current_replicas=current,
+            ready_replicas=observed.ready_replicas if observed is not None else None,
+            demand_window=basis.demand_window, capacity_per_replica=cpr,
+            forecast=Forecast.from_dict(basis.forecast) if basis.forecast is not None else None,
+        )
+        granted: int | None = None
+        if self.config.pool is not None:
+            uncapped_decision, _ = decide(inputs, policies, prior)
+            uncapped = uncapped_decision.desired_replicas
+            demand = self._demand(st, uncapped, cpr, basis.at)
+            if st.grant is not None:
+                allocation = st.grant.allocation
+            else:
+                allocation = _pending_grant(key, uncapped, current, demand.weight)
+            decision, new_state = decide(replace(inputs, fair_share=allocation), policies, prior)
+            granted = allocation.granted
+            if send_demand and (not only_if_changed or st.last is None or st.last.uncapped != uncapped):
+                outcome.demands.append(demand)
+                st.demand_sent_at = demand.sent_at
+        else:
+            decision, new_state = decide(inputs, policies, prior)
+            uncapped = decision.desired_replicas
+        if only_if_changed and st.last is not None and st.last.desired == decision.desired_replicas:
+            return outcome
+        applied, reason = self._apply_plan(st, policies, decision, outcome)
+        decision_id = derived_id(key, trigger, basis.at.isoformat(), str(decision.desired_replicas), str(granted),
+                                 st.last.decision_id if st.last is not None else "")
+        stored = StoredDecision(
+            decision_id=decision_id, trigger=trigger, issued_at=self.wall(), applied=applied, apply_reason=reason,
+            uncapped_replicas=uncapped if self.config.pool is not None else None,
+            model=ModelInfo(observations=st.observations, snapshot_observations=st.snapshot_observations,
+                            river_version=RIVER_VERSION) if self.config.forecast_enabled else None,
+            decision=decision,
+        )
+        log = self.tables.decisions.get(key) or DecisionLog(tenant_id=st.tenant_id, workload=st.workload)
+        log.items = [stored, *log.items][: self.config.recent_decisions]
+        self.tables.decisions.put(key, log)
+        st.prior_state = prior
+        st.state = new_state
+        st.basis = basis
+        st.last = LastDecision(
+            decision_id=decision_id, at=basis.at, trigger=trigger, desired=decision.desired_replicas,
+            uncapped=uncapped, granted=granted, applied=applied, apply_reason=reason, observed=observed is not None,
+        )
+        metrics.DECISIONS.labels(trigger, decision.action).inc()
+        outcome.emits.append(Emit(SCALING_EVENTS, st.tenant_id, decision_event(stored)))
+        return outcome
+
+    def _apply_plan(
+        self, st: WorkloadScaling, policies: list[Policy], decision: ScalingDecision, outcome: Outcome
+    ) -> tuple[bool, str]:
+        """Whether (and why not) the decision goes to the Kubernetes API; adds the request to ``outcome``."""
+        if not self.config.apply_enabled:
+            return False, "applying is off (SCALING_APPLY_ENABLED=false)"
+        if not _acting(policies):
+            return False, "forecast-only: no enabled policy acts on the workload"
+        request = ApplyRequest(st.tenant_id, st.workload)
+        observed = st.observed
+        if observed is None:
+            outcome.applies.append(request)
+            return False, "waiting for the Deployment to be observed"
+        if not observed.exists:
+            if self._stale(st):
+                outcome.applies.append(request)
+            return False, "the Deployment does not exist"
+        if observed.replicas == decision.desired_replicas:
+            if self._stale(st):
+                outcome.applies.append(request)
+            return False, "unchanged"
+        outcome.applies.append(replace(request, replicas=decision.desired_replicas))
+        return True, f"scale {observed.replicas} -> {decision.desired_replicas}"
+
+    def _demand(self, st: WorkloadScaling, replicas: int, cpr: float, at: datetime) -> Demand:
+        tenant = self.tables.tenants.get(st.tenant_id)
+        tier = tenant.tier.value if tenant is not None else ""
+        quota_record = self.tables.quotas.get(st.tenant_id)
+        quota = None
+        if quota_record is not None:
+            limits = quota_record.limits
+            quota = ResourceVector(cpu=limits.cpu_cores, memory=limits.memory_gib, gpu=limits.gpus)
+        observed = st.observed if st.observed is not None and st.observed.exists else None
+        per_replica = ResourceVector(
+            cpu=observed.cpu_per_replica if observed is not None and observed.cpu_per_replica else cpr,
+            memory=(observed.memory_gib_per_replica or 0.0) if observed is not None else 0.0,
+            gpu=(observed.gpus_per_replica or 0.0) if observed is not None else 0.0,
+        )
+        return Demand(
+            tenant_id=st.tenant_id, workload=st.workload, replicas=replicas, per_replica=per_replica, tier=tier,
+            weight=self.config.tier_weights.get(tier, 1.0), quota=quota, decided_at=at, sent_at=self.wall(),
+        )
+
+    # -- the other triggers ------------------------------------------------------------------------------
+
+    def on_tick(self, tick: Tick) -> Outcome:
+        """Evaluate the scheduled policies of a tenant at the timer's clock; decide when something changes."""
+        outcome = Outcome()
+        policy_set = self.tables.policies.get(tick.tenant_id)
+        if policy_set is None or self._live_tenant(tick.tenant_id) is None:
+            return outcome
+        workloads = sorted({p.workload for p in policy_set.policies.values()
+                            if isinstance(p, ScheduledPolicy) and p.enabled})
+        for workload in workloads:
+            key = workload_key(tick.tenant_id, workload)
+            st = self._state(tick.tenant_id, workload)
+            if self.config.apply_enabled and st.observed is None:
+                outcome.applies.append(ApplyRequest(tick.tenant_id, workload))
+                self.tables.state.put(key, st)
+                continue
+            forecast = Forecast.from_dict(st.forecast.model_dump()) if st.forecast is not None else None
+            result = self._decide(st, self.policies_of(tick.tenant_id, workload), tick.at, "schedule", forecast,
+                                  only_if_changed=st.last is not None)
+            self.tables.state.put(key, st)
+            _merge(outcome, result)
+        return outcome
+
+    def on_policy_change(self, change: PolicyChange) -> Outcome:
+        """Put or delete one policy of the tenant (validated again here: the topic is a trust boundary)."""
+        if self._live_tenant(change.tenant_id) is None:
+            raise Refused("unknown-tenant", f"tenant {change.tenant_id!r} does not exist")
+        policy_set = self.tables.policies.get(change.tenant_id) or PolicySet(
+            tenant_id=change.tenant_id, updated_at=change.occurred_at
+        )
+        if change.op == "put":
+            policy = change.policy
+            if policy is None or policy.tenant_id != change.tenant_id or policy.policy_id != change.policy_id:
+                raise Refused("bad-policy", "the policy's tenant_id / policy_id do not match the request")
+            policy_set.policies = {**policy_set.policies, change.policy_id: policy}
+        else:
+            policy_set.policies = {k: v for k, v in policy_set.policies.items() if k != change.policy_id}
+        policy_set.updated_at = change.occurred_at
+        policy_set.updated_by = change.actor
+        self.tables.policies.put(change.tenant_id, policy_set)
+        return Outcome()
+
+    def on_applied(self, report: ApplyReport) -> Outcome:
+        """Record what the Kubernetes API said; re-make a decision that was waiting for it."""
+        metrics.APPLIES.labels("error" if report.error else "scaled" if report.scaled else "observed").inc()
+        if self._live_tenant(report.tenant_id) is None:
+            return Outcome()
+        key = workload_key(report.tenant_id, report.workload)
+        st = self._state(report.tenant_id, report.workload)
+        outcome = Outcome()
+        if report.observation is not None:
+            st.observed = report.observation
+        last = st.last
+        if (report.observation is not None and report.observation.exists and last is not None
+                and not last.observed and st.basis is not None):
+            policies = self.policies_of(report.tenant_id, report.workload)
+            if policies:
+                outcome = self._run(st, policies, st.basis, "observed", st.prior_state, send_demand=True)
+        self.tables.state.put(key, st)
+        return outcome
+
+    def on_grant(self, grant: Grant) -> Outcome:
+        """Keep the workload's grant; re-make its last decision when the grant changes what it allows."""
+        key = workload_key(grant.tenant_id, grant.workload)
+        st = self.tables.state.get(key)
+        if st is None:
+            return Outcome()
+        st.grant = GrantInfo(allocation=grant.allocation, contended=grant.contended, computed_at=grant.computed_at)
+        outcome = Outcome()
+        last = st.last
+        if last is not None and st.basis is not None and last.granted != grant.allocation.granted:
+            if min(last.uncapped, grant.allocation.granted) != last.desired or last.granted is None:
+                policies = self.policies_of(grant.tenant_id, grant.workload)
+                if policies:
+                    outcome = self._run(st, policies, st.basis, "fair_share", st.prior_state, send_demand=False)
+        self.tables.state.put(key, st)
+        return outcome
+
+    def tick_tenants(self) -> list[str]:
+        """Tenants (held here) with an enabled scheduled policy: the timer sends each a tick."""
+        return sorted(
+            tenant_id for tenant_id, policy_set in self.tables.policies.items()
+            if any(isinstance(p, ScheduledPolicy) and p.enabled for p in policy_set.policies.values())
+        )
+
+
+def _merge(into: Outcome, other: Outcome) -> None:
+    into.emits.extend(other.emits)
+    into.applies.extend(other.applies)
+    into.demands.extend(other.demands)
+
+
+def decision_event(stored: StoredDecision) -> ScalingDecisionEvent:
+    decision = stored.decision
+    if stored.applied:
+        status = "accepted"
+    elif stored.apply_reason == "unchanged":
+        status = "unchanged"
+    elif stored.apply_reason.startswith("forecast-only"):
+        status = "forecast-only"
+    else:
+        status = "not-applied"
+    return ScalingDecisionEvent(
+        command_id=stored.decision_id, tenant_id=decision.tenant_id, workload=decision.workload,
+        desired_replicas=decision.desired_replicas, current_replicas=decision.current_replicas,
+        action=decision.action, status=status, binding=decision.binding, trigger=stored.trigger,
+        reason=decision.explanation, issued_at=stored.issued_at, decided_at=decision.at, decision=decision,
+    )
+
+
+# -- the fair-share pool ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolAllocation:
+    result: FairShareResult | None
+    allocations: dict[str, TenantAllocation]
+    expired: list[str]
+
+
+def allocate_pool(
+    pool: ResourceVector, demands: dict[str, Demand], now: datetime, ttl_seconds: float
+) -> PoolAllocation:
+    """Weighted DRF over the latest demand of every workload (keyed ``tenant/workload``).
+
+    Demands not refreshed within ``ttl_seconds`` (wall clock) leave the pool. Each tenant's tier weight is
+    split evenly over its workloads in the pool, so a tenant's share does not grow with its number of
+    workloads; the tenant's quota caps the sum over its workloads. A workload needing a resource the pool
+    has none of gets nothing (``limited_by="capacity"``).
+    """
+    cutoff = now - timedelta(seconds=ttl_seconds)
+    live = {k: d for k, d in demands.items() if d.sent_at >= cutoff}
+    expired = sorted(k for k in demands if k not in live)
+    per_tenant: dict[str, int] = {}
+    for demand in live.values():
+        per_tenant[demand.tenant_id] = per_tenant.get(demand.tenant_id, 0) + 1
+    capacity = pool.as_tuple()
+    allocations: dict[str, TenantAllocation] = {}
+    entries: list[TenantDemand] = []
+    quotas: dict[str, ResourceVector] = {}
+    for key, demand in sorted(live.items()):
+        weight = demand.weight / per_tenant[demand.tenant_id]
+        needs = demand.per_replica.as_tuple()
+        impossible = [RESOURCES[i] for i in range(len(RESOURCES)) if needs[i] > 0 and capacity[i] <= 0]
+        if impossible or all(v <= 0 for v in needs):
+            allocations[key] = TenantAllocation(
+                tenant_id=key, requested=demand.replicas, granted=0 if impossible else demand.replicas,
+                resources=ResourceVector(), dominant_resource=None, dominant_share=0.0, weighted_share=0.0,
+                weight=weight, limited_by="capacity" if impossible else "demand",
+            )
+            continue
+        if demand.quota is not None:
+            quotas[demand.tenant_id] = demand.quota
+        entries.append(TenantDemand(tenant_id=key, per_replica=demand.per_replica, replicas=demand.replicas,
+                                    weight=weight, group=demand.tenant_id))
+    result = drf_allocate(pool, entries, quotas) if entries else None
+    if result is not None:
+        for allocation in result.allocations:
+            allocations[allocation.tenant_id] = allocation
+    return PoolAllocation(result=result, allocations=allocations, expired=expired)
+
+
+def pool_grants(
+    pool: ResourceVector, demands: TypedTable[Demand], incoming: Demand, now: datetime, ttl_seconds: float
+) -> list[Grant]:
+    """Store ``incoming``, re-run DRF, and return the grants that changed (and always the incoming one's)."""
+    incoming_key = workload_key(incoming.tenant_id, incoming.workload)
+    previous = demands.get(incoming_key)
+    if previous is not None:
+        incoming = incoming.model_copy(update={"last_granted": previous.last_granted,
+                                               "last_limited_by": previous.last_limited_by})
+    demands.put(incoming_key, incoming)
+    current = dict(demands.items())
+    allocation = allocate_pool(pool, current, now, ttl_seconds)
+    for key in allocation.expired:
+        demands.delete(key)
+    result = allocation.result
+    contended = result.contended if result is not None else False
+    used = result.used if result is not None else ResourceVector()
+    grants: list[Grant] = []
+    for key, alloc in sorted(allocation.allocations.items()):
+        demand = current[key]
+        if key != incoming_key and demand.last_granted == alloc.granted and demand.last_limited_by == alloc.limited_by:
+            continue
+        demands.put(key, demand.model_copy(update={"last_granted": alloc.granted, "last_limited_by": alloc.limited_by}))
+        tenant_id, workload = split_key(key)
+        grants.append(Grant(tenant_id=tenant_id, workload=workload, allocation=alloc, contended=contended,
+                            capacity=pool, used=used, computed_at=now))
+    metrics.GRANTS.inc(len(grants))
+    return grants
+
+
+def snapshot_info(snapshot: ModelSnapshot) -> dict[str, Any]:
+    """A snapshot's metadata (what the API shows; never the blob)."""
+    return snapshot.model_dump(mode="json", exclude={"data_b64"})

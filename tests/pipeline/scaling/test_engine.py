@@ -1,0 +1,383 @@
+"""The scaling engine over dict-backed tables: windows, forecasts, snapshots, decisions, fair share, ticks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from pipeline.events.models import ResourceMetrics, Tier
+from pipeline.outputs import SCALING_EVENTS, Refused
+from pipeline.provisioners.tiers import Quota
+from pipeline.scaling.engine import EngineConfig, Outcome, ScalingEngine, Tables, allocate_pool, pool_grants
+from pipeline.scaling.fairshare import ResourceVector
+from pipeline.scaling.kube import ApplyRequest
+from pipeline.scaling.policies import parse_policy
+from pipeline.scaling.records import (
+    ApplyReport,
+    DecisionLog,
+    Demand,
+    ModelSnapshot,
+    Observation,
+    PolicyChange,
+    PolicySet,
+    ScalingDecisionEvent,
+    Tick,
+    WorkloadIndex,
+    WorkloadScaling,
+)
+from pipeline.tenants.models import QuotaRecord, TenantRecord, TenantState
+from pipeline.typed_table import TypedTable
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+WALL = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
+HALF_HOUR = 1800.0
+
+
+def make_tables() -> Tables:
+    return Tables(
+        policies=TypedTable({}, PolicySet), state=TypedTable({}, WorkloadScaling),
+        decisions=TypedTable({}, DecisionLog), index=TypedTable({}, WorkloadIndex),
+        snapshots=TypedTable({}, ModelSnapshot), tenants=TypedTable({}, TenantRecord),
+        quotas=TypedTable({}, QuotaRecord),
+    )
+
+
+def add_tenant(tables: Tables, tenant_id: str, tier: Tier = Tier.ENTERPRISE, gpus: int = 4) -> None:
+    tables.tenants.put(tenant_id, TenantRecord(tenant_id=tenant_id, name=tenant_id, tier=tier, created_at=T0,
+                                               updated_at=T0, source_event_id=f"{tenant_id}-created"))
+    tables.quotas.put(tenant_id, QuotaRecord(tenant_id=tenant_id, updated_at=T0, updated_by="tier",
+                                             limits=Quota(cpu_cores=64, memory_gib=256, gpus=gpus, storage_gib=10)))
+
+
+def engine(tables: Tables | None = None, **config: Any) -> ScalingEngine:
+    tables = tables or make_tables()
+    if tables.tenants.get("acme") is None:
+        add_tenant(tables, "acme")
+    return ScalingEngine(EngineConfig(window_seconds=HALF_HOUR, **config), tables, wall=lambda: WALL)
+
+
+def put_policy(eng: ScalingEngine, doc: dict[str, Any], tenant_id: str = "acme") -> None:
+    policy = parse_policy({"tenant_id": tenant_id, "workload": "api", **doc})
+    eng.on_policy_change(PolicyChange(event_id=f"put-{policy.policy_id}", tenant_id=tenant_id, occurred_at=T0,
+                                      op="put", policy_id=policy.policy_id, policy=policy))
+
+
+def sample(at: datetime, cores: float, tenant_id: str = "acme", workload: str = "api") -> ResourceMetrics:
+    return ResourceMetrics(event_id=f"{tenant_id}-{workload}-{at.isoformat()}", tenant_id=tenant_id,
+                           occurred_at=at, workload=workload, cpu_cores=cores, memory_gib=1.0, gpus=0)
+
+
+def observed(replicas: int, cpu: float = 1.0, gpus: float | None = None) -> Observation:
+    return Observation(exists=True, replicas=replicas, cpu_per_replica=cpu, gpus_per_replica=gpus, observed_at=WALL)
+
+
+class FakeCluster:
+    """Answers the engine's apply requests like the Kubernetes API would, feeding the reports back."""
+
+    def __init__(self, eng: ScalingEngine, replicas: int = 1, cpu: float = 1.0, gpus: float | None = None) -> None:
+        self.eng = eng
+        self.replicas: dict[tuple[str, str], int] = {}
+        self.default = replicas
+        self.cpu = cpu
+        self.gpus = gpus
+        self.scaled: list[tuple[str, str, int]] = []
+
+    def handle(self, outcome: Outcome | None) -> Outcome:
+        merged = Outcome()
+        pending = [outcome] if outcome else []
+        while pending:
+            current = pending.pop()
+            merged.emits.extend(current.emits)
+            merged.demands.extend(current.demands)
+            for request in current.applies:
+                key = (request.tenant_id, request.workload)
+                before = self.replicas.setdefault(key, self.default)
+                if request.replicas is not None and request.replicas != before:
+                    self.replicas[key] = request.replicas
+                    self.scaled.append((*key, request.replicas))
+                report = ApplyReport(
+                    tenant_id=request.tenant_id, workload=request.workload, requested_replicas=request.replicas,
+                    scaled=request.replicas is not None, previous_replicas=before,
+                    observation=observed(self.replicas[key], self.cpu, self.gpus), reported_at=WALL,
+                )
+                follow = self.eng.on_applied(report)
+                if follow:
+                    pending.append(follow)
+        return merged
+
+
+def daily(at: datetime) -> float:
+    """1 core at night, 8 cores from 08:00 to 18:00."""
+    return 8.0 if 8 <= at.hour < 18 else 1.0
+
+
+def replay(eng: ScalingEngine, start: datetime, end: datetime, load: Callable[[datetime], float],
+           cluster: FakeCluster | None = None, step: timedelta = timedelta(minutes=15)) -> list[Outcome]:
+    outcomes = []
+    at = start
+    while at <= end:
+        outcome = eng.on_sample(sample(at, load(at)))
+        if cluster is not None:
+            outcome = cluster.handle(outcome)
+        if outcome:
+            outcomes.append(outcome)
+        at += step
+    return outcomes
+
+
+# -- windows and forecasts -------------------------------------------------------------------------------
+
+
+def test_samples_accumulate_and_the_next_window_closes_the_previous_one() -> None:
+    eng = engine()
+    assert eng.on_sample(sample(T0 + timedelta(minutes=1), 2.0)) is None  # no policy: no Deployment to observe
+    assert eng.on_sample(sample(T0 + timedelta(minutes=20), 4.0)) is None
+    assert eng.tables.state.get("acme/api") is None  # nothing closed yet
+    eng.on_sample(sample(T0 + timedelta(minutes=31), 1.0))
+    state = eng.tables.state.get("acme/api")
+    assert state is not None and state.recent == [(T0 + timedelta(minutes=30), 3.0)]  # the mean of the window
+    assert state.observations == 1 and state.forecast is not None and len(state.forecast.mean) == 12
+    assert eng.tables.decisions.get("acme/api") is None  # no policy: forecasts only
+    assert eng.tables.index.get("acme") == WorkloadIndex(tenant_id="acme", workloads=["api"])
+
+
+def test_late_samples_are_skipped_and_unknown_tenants_are_not_forecast() -> None:
+    eng = engine()
+    eng.on_sample(sample(T0 + timedelta(minutes=40), 2.0))
+    assert eng.on_sample(sample(T0 + timedelta(minutes=5), 9.0)) is None
+    assert eng.stats.late == 1
+    eng.on_sample(sample(T0, 1.0, tenant_id="ghost"))
+    eng.on_sample(sample(T0 + timedelta(hours=1), 1.0, tenant_id="ghost"))
+    assert eng.tables.state.get("ghost/api") is None
+
+
+def test_the_forecast_band_follows_a_daily_pattern_and_a_predictive_policy_scales_before_the_ramp() -> None:
+    eng = engine()
+    put_policy(eng, {"policy_id": "pred", "kind": "predictive", "lead_steps": 2, "horizon_steps": 3,
+                     "target_utilization": 0.8, "min_replicas": 1})
+    cluster = FakeCluster(eng)
+    replay(eng, T0, T0 + timedelta(days=4, hours=6, minutes=45), daily, cluster)
+    before = cluster.replicas[("acme", "api")]
+    assert before == 2  # night: ceil(1 / 0.8)
+    outcomes = replay(eng, T0 + timedelta(days=4, hours=7), T0 + timedelta(days=4, hours=7), daily, cluster)
+    [decision] = eng.tables.decisions.get("acme/api").items[:1]  # type: ignore[union-attr]
+    assert decision.decision.at == T0 + timedelta(days=4, hours=7)
+    assert decision.decision.demand == 1.0  # the load is still at its night level...
+    assert decision.decision.desired_replicas >= 10 and decision.applied  # ...but 08:00 needs 8 / 0.8 replicas
+    assert cluster.replicas[("acme", "api")] == decision.decision.desired_replicas
+    forecast = decision.decision.forecast
+    assert forecast is not None and set(forecast.quantiles) >= {"0.1", "0.9"}
+    assert forecast.quantiles["0.9"][2] >= forecast.mean[2] >= forecast.quantiles["0.1"][2]
+    events = [e.value for o in outcomes for e in o.emits if e.topic == SCALING_EVENTS]
+    assert isinstance(events[-1], ScalingDecisionEvent) and events[-1].status == "accepted"
+
+
+def test_a_restarted_engine_resumes_the_model_from_its_snapshot_and_the_windows_since() -> None:
+    tables = make_tables()
+    eng = engine(tables, snapshot_every=10)
+    replay(eng, T0, T0 + timedelta(days=1, hours=3, minutes=15), daily)
+    state = tables.state.get("acme/api")
+    assert state is not None and state.observations == 54
+    assert state.snapshot_observations == 50 and tables.snapshots.get("acme/api") is not None
+    reference = eng.models["acme/api"].forecast().mean
+
+    restarted = engine(tables, snapshot_every=10)  # a new process: nothing in memory
+    model = restarted._model("acme/api", state)
+    assert model.observations == 54  # snapshot at 50 + the 4 windows replayed from the state
+    assert model.forecast().mean == pytest.approx(reference)
+    assert restarted.stats.restores == {"snapshot": 1}
+
+    # The window open at the restart (03:00-03:30) lived in memory only: it is imputed, the lags stay aligned.
+    restarted.on_sample(sample(T0 + timedelta(days=1, hours=3, minutes=31), 1.0))
+    restarted.on_sample(sample(T0 + timedelta(days=1, hours=4, minutes=1), 1.0))
+    after = tables.state.get("acme/api")
+    assert after is not None and after.observations == 56 and after.recent[-1][0] == T0 + timedelta(days=1, hours=4)
+
+
+def test_without_a_snapshot_only_the_recent_windows_can_be_relearned() -> None:
+    tables = make_tables()
+    eng = engine(tables, snapshot_every=100)
+    replay(eng, T0, T0 + timedelta(hours=12), daily)
+    state = tables.state.get("acme/api")
+    assert state is not None and state.observations == 24
+    restarted = engine(tables, snapshot_every=100)
+    assert restarted._model("acme/api", state).observations == len(state.recent)
+    assert restarted.stats.restores == {"relearned": 1}
+
+
+def test_forecasting_off_still_decides_reactively() -> None:
+    eng = engine(forecast_enabled=False)
+    put_policy(eng, {"policy_id": "cpu", "kind": "target_tracking", "target_utilization": 0.5})
+    cluster = FakeCluster(eng)
+    replay(eng, T0, T0 + timedelta(hours=1), lambda _: 3.0, cluster)
+    decision = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    assert decision.decision.forecast is None and decision.model is None
+    assert cluster.replicas[("acme", "api")] == 6
+    assert eng.models == {}
+
+
+# -- applying -----------------------------------------------------------------------------------------------
+
+
+def test_a_decision_waits_for_the_deployment_to_be_observed_then_is_applied() -> None:
+    eng = engine()
+    put_policy(eng, {"policy_id": "cpu", "kind": "target_tracking", "target_utilization": 0.5})
+    first = eng.on_sample(sample(T0, 3.0))
+    assert first is not None and first.applies == [ApplyRequest("acme", "api")]
+    outcome = eng.on_sample(sample(T0 + timedelta(minutes=30), 3.0))
+    assert outcome is not None and outcome.applies == [ApplyRequest("acme", "api")]  # observe, not scale
+    stored = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    assert not stored.applied and stored.apply_reason == "waiting for the Deployment to be observed"
+
+    again = eng.on_applied(ApplyReport(tenant_id="acme", workload="api", observation=observed(2), reported_at=WALL))
+    assert again.applies == [ApplyRequest("acme", "api", 6)]
+    redone = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    assert redone.trigger == "observed" and redone.applied and redone.decision.current_replicas == 2
+
+
+def test_forecast_only_and_missing_deployments_are_never_applied() -> None:
+    eng = engine()
+    put_policy(eng, {"policy_id": "pred", "kind": "predictive", "forecast_only": True, "min_residuals": 0})
+    cluster = FakeCluster(eng, replicas=1)
+    replay(eng, T0, T0 + timedelta(hours=3), lambda _: 9.0, cluster)
+    stored = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    assert stored.apply_reason.startswith("forecast-only") and not stored.applied
+    assert stored.decision.policies[0].desired is not None and stored.decision.policies[0].desired > 1
+    assert cluster.scaled == [] and stored.decision.forecast is not None
+
+    put_policy(eng, {"policy_id": "pred", "kind": "predictive", "min_residuals": 0})
+    eng.on_applied(ApplyReport(tenant_id="acme", workload="api", reported_at=WALL,
+                               observation=Observation(exists=False, observed_at=WALL)))
+    eng.on_sample(sample(T0 + timedelta(hours=3, minutes=30), 9.0))
+    stored = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    assert stored.apply_reason == "the Deployment does not exist" and not stored.applied
+
+
+def test_a_budget_caps_a_scale_up_and_says_so() -> None:
+    eng = engine()
+    put_policy(eng, {"policy_id": "cpu", "kind": "target_tracking", "target_utilization": 0.5})
+    put_policy(eng, {"policy_id": "budget", "kind": "cost_aware", "budget_per_hour": 3.0,
+                     "capacity_classes": [{"name": "on-demand", "price_per_unit_hour": 1.0}]})
+    cluster = FakeCluster(eng)
+    replay(eng, T0, T0 + timedelta(minutes=30), lambda _: 3.0, cluster)  # 6 replicas wanted
+    stored = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    assert stored.decision.desired_replicas == 3 and stored.decision.binding == "budget:budget"
+    assert "capped by budget of policy budget" in stored.decision.explanation
+    assert cluster.replicas[("acme", "api")] == 3
+
+
+# -- fair share -----------------------------------------------------------------------------------------------
+
+
+POOL = ResourceVector(cpu=64, memory=1000, gpu=6)
+
+
+def gpu_demand(tenant_id: str, cpu: float, gpus: float, replicas: int = 4, weight: float = 4.0) -> Demand:
+    return Demand(tenant_id=tenant_id, workload="train", replicas=replicas,
+                  per_replica=ResourceVector(cpu=cpu, memory=8, gpu=gpus), tier="enterprise", weight=weight,
+                  quota=ResourceVector(cpu=32, memory=128, gpu=4), decided_at=T0, sent_at=WALL)
+
+
+def test_the_pool_gives_three_tenants_their_drf_shares_of_too_few_gpus() -> None:
+    demands = {f"{d.tenant_id}/train": d for d in
+               (gpu_demand("a", 4, 1), gpu_demand("b", 1, 1), gpu_demand("c", 1, 2))}
+    allocation = allocate_pool(POOL, demands, WALL, 600)
+    granted = {key: a.granted for key, a in allocation.allocations.items()}
+    assert granted == {"a/train": 2, "b/train": 2, "c/train": 1}  # equal dominant (GPU) shares of 1/3
+    assert {a.limited_by for a in allocation.allocations.values()} == {"capacity"}
+
+
+def test_stale_demands_leave_the_pool_and_a_tenants_workloads_share_its_weight_and_quota() -> None:
+    stale = gpu_demand("old", 1, 1).model_copy(update={"sent_at": WALL - timedelta(hours=2)})
+    two = [gpu_demand("a", 1, 1).model_copy(update={"workload": w}) for w in ("w1", "w2")]
+    demands = {"old/train": stale, "a/w1": two[0], "a/w2": two[1], "b/train": gpu_demand("b", 1, 1)}
+    allocation = allocate_pool(ResourceVector(cpu=64, memory=1000, gpu=4), demands, WALL, 600)
+    assert allocation.expired == ["old/train"]
+    assert allocation.allocations["a/w1"].weight == 2.0 and allocation.allocations["b/train"].weight == 4.0
+    a_total = allocation.allocations["a/w1"].granted + allocation.allocations["a/w2"].granted
+    assert a_total == allocation.allocations["b/train"].granted == 2  # a tenant, not a workload, gets a share
+    roomy = allocate_pool(ResourceVector(cpu=64, memory=1000, gpu=100), demands, WALL, 600).allocations
+    assert roomy["a/w1"].granted + roomy["a/w2"].granted == 4  # the tenant's quota (4 GPUs) covers both
+    assert roomy["b/train"].granted == 4 and roomy["a/w2"].limited_by == "quota"
+
+
+def test_pool_grants_answer_the_asking_workload_and_every_workload_whose_grant_changed() -> None:
+    table: TypedTable[Demand] = TypedTable({}, Demand)
+    first = pool_grants(POOL, table, gpu_demand("a", 4, 1), WALL, 600)
+    assert [(g.tenant_id, g.allocation.granted) for g in first] == [("a", 4)]
+    second = pool_grants(POOL, table, gpu_demand("b", 1, 1), WALL, 600)
+    assert sorted((g.tenant_id, g.allocation.granted) for g in second) == [("a", 3), ("b", 3)]
+    third = pool_grants(POOL, table, gpu_demand("b", 1, 1), WALL, 600)
+    assert [(g.tenant_id, g.allocation.granted) for g in third] == [("b", 3)]  # a's grant did not change
+
+
+def test_a_workload_scales_up_only_as_far_as_its_grant() -> None:
+    eng = engine(pool=POOL, tier_weights={"enterprise": 4.0})
+    put_policy(eng, {"policy_id": "cpu", "kind": "target_tracking", "target_utilization": 0.5})
+    cluster = FakeCluster(eng, cpu=1.0, gpus=1.0)
+    outcomes = replay(eng, T0, T0 + timedelta(minutes=30), lambda _: 2.0, cluster)  # 4 replicas wanted
+    stored = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    assert stored.uncapped_replicas == 4 and stored.decision.desired_replicas == 1  # no grant yet: hold
+    assert stored.decision.fair_share is not None and stored.decision.fair_share.limited_by == "pending"
+    [demand] = [d for o in outcomes for d in o.demands][-1:]
+    assert demand.replicas == 4 and demand.per_replica.gpu == 1.0 and demand.weight == 4.0
+    table: TypedTable[Demand] = TypedTable({}, Demand)
+    pool_grants(POOL, table, gpu_demand("other", 1, 1), WALL, 600)
+    [grant] = [g for g in pool_grants(POOL, table, demand, WALL, 600) if g.tenant_id == "acme"]
+    cluster.handle(eng.on_grant(grant))
+    stored = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    assert stored.trigger == "fair_share" and stored.decision.desired_replicas == grant.allocation.granted == 3
+    assert stored.decision.binding == "fair_share" and "fair share: granted 3 of 4" in stored.decision.explanation
+    assert cluster.replicas[("acme", "api")] == 3
+
+
+# -- schedules and policy changes ----------------------------------------------------------------------------
+
+
+def test_a_scheduled_policy_changes_replicas_at_its_cron_time() -> None:
+    eng = engine()
+    put_policy(eng, {"policy_id": "morning", "kind": "scheduled", "windows": [
+        {"cron": "0 9 * * 1-5", "timezone": "Europe/Paris", "duration_minutes": 60, "desired_replicas": 5}]})
+    assert eng.tick_tenants() == ["acme"]
+    cluster = FakeCluster(eng)
+    monday = datetime(2026, 5, 4, 6, 59, tzinfo=UTC)  # 08:59 in Paris
+    cluster.handle(eng.on_tick(Tick(tenant_id="acme", at=monday)))  # observes the Deployment first
+    cluster.handle(eng.on_tick(Tick(tenant_id="acme", at=monday)))
+    before = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    assert before.decision.desired_replicas == 1 and before.decision.policies[0].reason == "no window active"
+    cluster.handle(eng.on_tick(Tick(tenant_id="acme", at=monday + timedelta(seconds=30))))
+    assert len(eng.tables.decisions.get("acme/api").items) == 1  # type: ignore[union-attr]  # nothing changed
+    cluster.handle(eng.on_tick(Tick(tenant_id="acme", at=monday + timedelta(minutes=1))))
+    after = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    assert after.decision.at == datetime(2026, 5, 4, 7, 0, tzinfo=UTC) and after.decision.desired_replicas == 5
+    assert after.decision.binding == "schedule:morning" and after.applied
+    assert cluster.replicas[("acme", "api")] == 5
+
+
+def test_policy_changes_are_checked_again_by_the_owner() -> None:
+    eng = engine()
+    policy = parse_policy({"policy_id": "p", "tenant_id": "acme", "workload": "api", "kind": "target_tracking",
+                           "target_utilization": 0.5})
+    with pytest.raises(Refused):
+        eng.on_policy_change(PolicyChange(event_id="x", tenant_id="acme", occurred_at=T0, op="put",
+                                          policy_id="other", policy=policy))
+    with pytest.raises(Refused):
+        eng.on_policy_change(PolicyChange(event_id="y", tenant_id="ghost", occurred_at=T0, op="put",
+                                          policy_id="p", policy=policy))
+    eng.on_policy_change(PolicyChange(event_id="z", tenant_id="acme", occurred_at=T0, op="put", policy_id="p",
+                                      policy=policy))
+    eng.on_policy_change(PolicyChange(event_id="w", tenant_id="acme", occurred_at=T0, op="delete", policy_id="p"))
+    assert eng.tables.policies.get("acme").policies == {}  # type: ignore[union-attr]
+
+
+def test_a_deleted_tenant_is_no_longer_decided_for() -> None:
+    eng = engine()
+    put_policy(eng, {"policy_id": "cpu", "kind": "target_tracking", "target_utilization": 0.5})
+    record = eng.tables.tenants.get("acme")
+    assert record is not None
+    eng.tables.tenants.put("acme", record.model_copy(update={"state": TenantState.DELETED}))
+    replay(eng, T0, T0 + timedelta(hours=2), lambda _: 3.0)
+    assert eng.tables.decisions.get("acme/api") is None

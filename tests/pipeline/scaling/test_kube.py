@@ -1,0 +1,71 @@
+"""Reading a Deployment's requests, and the apply queue (one call per workload at a time, latest wins)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import UTC, datetime
+
+from pipeline.scaling.kube import ApplyQueue, ApplyRequest, DeploymentScaler, observation_of, pod_requests
+from pipeline.scaling.records import ApplyReport
+
+NOW = datetime(2026, 5, 4, tzinfo=UTC)
+
+
+def test_pod_requests_sum_the_containers_and_fall_back_to_limits() -> None:
+    spec = {"containers": [
+        {"resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"nvidia.com/gpu": "1"}}},
+        {"resources": {"requests": {"cpu": "1.5", "memory": "512Mi"}}},
+        {"name": "no-resources"},
+    ]}
+    assert pod_requests(spec) == (2.0, 1.5, 1.0)
+    assert pod_requests({"containers": [{"resources": {}}]}) == (None, None, None)
+    assert pod_requests(None) == (None, None, None)
+
+
+def test_an_observation_reads_the_spec_and_the_status() -> None:
+    deployment = {"spec": {"replicas": 3, "template": {"spec": {"containers": [
+        {"resources": {"requests": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"}}}]}}},
+        "status": {"readyReplicas": 2}}
+    seen = observation_of(deployment, NOW)
+    assert (seen.exists, seen.replicas, seen.ready_replicas) == (True, 3, 2)
+    assert (seen.cpu_per_replica, seen.memory_gib_per_replica, seen.gpus_per_replica) == (2.0, 4.0, 1.0)
+
+
+def test_a_workload_that_is_no_deployment_name_is_reported_not_raised() -> None:
+    report = DeploymentScaler(None).run(ApplyRequest("acme", "Not_A_Name", 3))
+    assert report.error is not None and "not a Deployment name" in report.error and report.observation is None
+    report = DeploymentScaler(None).run(ApplyRequest("Bad Tenant", "api", 3))
+    assert report.error is not None and report.requested_replicas == 3
+
+
+async def test_the_queue_runs_one_call_per_workload_and_keeps_only_the_latest_request() -> None:
+    gate = threading.Event()
+    started = threading.Event()
+    calls: list[ApplyRequest] = []
+    reports: list[ApplyReport] = []
+
+    def run(request: ApplyRequest) -> ApplyReport:
+        calls.append(request)
+        started.set()
+        gate.wait(timeout=30)
+        return ApplyReport(tenant_id=request.tenant_id, workload=request.workload,
+                           requested_replicas=request.replicas, reported_at=NOW)
+
+    async def report(outcome: ApplyReport) -> None:
+        reports.append(outcome)
+
+    queue = ApplyQueue(run, report, threads=2)
+    try:
+        queue.submit(ApplyRequest("acme", "api", 2))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 30)
+        queue.submit(ApplyRequest("acme", "api", 3))
+        queue.submit(ApplyRequest("acme", "api", 4))
+        queue.submit(ApplyRequest("acme", "api"))  # an observation does not replace a pending scale
+        assert queue.busy == 1
+        gate.set()
+        await queue.idle()
+    finally:
+        queue.close()
+    assert [c.replicas for c in calls] == [2, 4]
+    assert [r.requested_replicas for r in reports] == [2, 4]
