@@ -1,11 +1,11 @@
 """Latency from a Pulsar publish to the provisioning command on Kafka, at a paced rate (default 1,000/s).
 
-A fresh worker (``python -m pipeline worker``, bridge ON, executor OFF, fresh APP_ID, RocksDB tables, its
-own bridge subscription created at the current end of every input topic, its Kafka groups committed at
-the current end of every topic it reads) runs beside this process, which
+On an event plane of its own (a Kafka broker started for the run, a fresh Pulsar namespace: see
+``bench/stream_support.py``), a worker (``python -m pipeline worker``, bridge ON, executor OFF, RocksDB
+tables) runs beside this process, which
 
-1. reads ``provisioning-commands`` from its current end (every partition) and matches commands to our
-   events by ``cause_event_id``;
+1. reads ``provisioning-commands`` (and the bridged ``tenant-created-events``) on Kafka and matches
+   commands to our events by ``cause_event_id``;
 2. publishes ``--warmup`` tenant-created events slowly and waits for their commands (not counted);
 3. publishes ``--rate`` tenant-created events per second for ``--seconds`` seconds with pulsar-client
    (``send_async``, batching off, one new tenant per event, tiers round-robin), paced in 1 ms slots from
@@ -15,9 +15,11 @@ the current end of every topic it reads) runs beside this process, which
 Clock: the wall clock (CLOCK_REALTIME) of this one machine, read with ``time.time()``: the publish time
 is read just before ``send_async``; the command's time is its Kafka record timestamp (CreateTime: the
 worker's clock when its producer took the record, before the broker's ack). ``consumed`` adds the time
-until this process read the command from Kafka. Per event: ``first`` = its first command, ``all`` = the
-last of its commands. Also reported: the publish rate reached, the rate the worker emitted at, and the
-median latency in the first and last tenth of the run (rising = the worker did not keep up: queueing).
+until this process read the command from Kafka; ``bridged_consumed`` is the time until this process
+read the bridged event itself from the Kafka input topic (the bridge's share, plus a Kafka fetch).
+Per event: ``first`` = its first command, ``all`` = the last of its commands. Also reported: the
+publish rate reached, the rate the worker emitted at, and the median latency in the first and last
+tenth of the run (rising = the worker did not keep up: queueing).
 Prints JSON.
 
     .venv/bin/python -m bench.stream_latency [--rate 1000] [--seconds 20] [--drain 180]
@@ -34,22 +36,23 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pulsar
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.stream_support import (
+    ROOT,
     Worker,
-    commit_end_offsets,
     emit,
+    event_plane,
     loadavg,
     machine,
     percentile,
     run_id,
-    stack_env,
+    stop_on_sigterm,
     tenant_created,
     worker_env,
 )
@@ -57,7 +60,7 @@ from pipeline.bridge import ensure_kafka_topics
 from pipeline.config import Settings
 from pipeline.outputs import PROVISIONING_COMMANDS
 from pipeline.provisioners.base import RESOURCES
-from pipeline.topics import INPUT_TOPICS, OUTPUT_TOPICS, TENANT_CREATED, kafka_topics
+from pipeline.topics import TENANT_CREATED, kafka_topics
 
 TIERS = ("free", "standard", "enterprise")
 
@@ -68,30 +71,25 @@ class Seen:
     def __init__(self) -> None:
         self.published: dict[str, float] = {}
         self.commands: dict[str, list[float]] = {}
+        #: When this process read the bridged event from the Kafka input topic.
+        self.bridged: dict[str, float] = {}
         self.lock = threading.Lock()
 
     def complete(self, event_ids: list[str]) -> int:
         return sum(1 for e in event_ids if self.commands.get(e, [0])[0] >= len(RESOURCES))
 
 
-def create_subscription(pulsar_url: str, namespace: str, subscription: str) -> None:
-    """The bridge's subscription, at the current end of every input topic (not the shared backlog)."""
-    client = pulsar.Client(pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
-    try:
-        consumer = client.subscribe([f"persistent://{namespace}/{t}" for t in INPUT_TOPICS], subscription,
-                                    consumer_type=pulsar.ConsumerType.KeyShared,
-                                    initial_position=pulsar.InitialPosition.Latest)
-        consumer.close()
-    finally:
-        client.close()
-
-
 async def read_commands(bootstrap: str, seen: Seen, stop: asyncio.Event, ready: asyncio.Event) -> None:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(PROVISIONING_COMMANDS) or set()
-        tps = [TopicPartition(PROVISIONING_COMMANDS, p) for p in sorted(partitions)]
+        await consumer._client.force_metadata_update()
+        tps = []
+        for topic in (PROVISIONING_COMMANDS, TENANT_CREATED):
+            partitions = consumer.partitions_for_topic(topic) or set()
+            if not partitions:
+                raise SystemExit(f"{topic} has no partitions")
+            tps += [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         for tp in tps:
@@ -100,10 +98,15 @@ async def read_commands(bootstrap: str, seen: Seen, stop: asyncio.Event, ready: 
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200)
             now = time.time()
-            for records in batches.values():
+            for tp, records in batches.items():
                 for record in records:
                     try:
-                        cause = json.loads(record.value)["cause_event_id"]
+                        value = json.loads(record.value)
+                        if tp.topic == TENANT_CREATED:
+                            with seen.lock:
+                                seen.bridged.setdefault(value["event_id"], now)
+                            continue
+                        cause = value["cause_event_id"]
                     except (ValueError, KeyError, TypeError):
                         continue
                     with seen.lock:
@@ -139,7 +142,7 @@ def publish(pulsar_url: str, namespace: str, events: list[dict[str, Any]], rate:
             if delay > 0.001:
                 time.sleep(delay)
             late_ms.append(max(0.0, time.perf_counter() - due) * 1000)
-            payload = json.dumps(event).encode()
+            payload = json.dumps({**event, "occurred_at": datetime.now(UTC).isoformat()}).encode()
             with seen.lock:
                 seen.published[event["event_id"]] = time.time()
             producer.send_async(payload, done, partition_key=event["tenant_id"])
@@ -157,11 +160,11 @@ def progress(message: str) -> None:
     sys.stderr.flush()
 
 
-async def wait_complete(seen: Seen, ids: list[str], timeout: float) -> int:
-    """Wait until every event in ``ids`` has all its commands, or ``timeout`` seconds; how many do."""
-    deadline = time.monotonic() + timeout
+async def wait_complete(seen: Seen, ids: list[str], seconds: float) -> int:
+    """Wait until every event in ``ids`` has all its commands, or ``seconds``; how many do."""
+    deadline = time.monotonic() + seconds
     done = seen.complete(ids)
-    for _ in range(int(timeout / 0.2) + 1):
+    for _ in range(int(seconds / 0.2) + 1):
         done = seen.complete(ids)
         if done >= len(ids) or time.monotonic() > deadline:
             break
@@ -178,15 +181,12 @@ def summary(values_s: list[float]) -> dict[str, float]:
             "mean_ms": round(statistics.fmean(ordered), 1)}
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    stack = stack_env()
+async def run(args: argparse.Namespace, stack: dict[str, str], workdir: Path) -> dict[str, Any]:
     bootstrap = stack["KAFKA_BOOTSTRAP_SERVERS"]
+    namespace = stack["PULSAR_NAMESPACE"]
     run = run_id()
     app_id = f"bench-lat-{run}"
-    subscription = f"bench-lat-{run}"
     settings = Settings(kafka_bootstrap_servers=bootstrap)
-    namespace = settings.pulsar_namespace
-    workdir = Path(tempfile.mkdtemp(prefix="bench-latency-"))
     result: dict[str, Any] = {
         "benchmark": "stream_latency", "machine": machine(), "run_id": run, "app_id": app_id,
         "event": TENANT_CREATED, "commands_per_event": len(RESOURCES), "rate_per_s": args.rate,
@@ -194,10 +194,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "clock": "wall clock (time.time) of this host; command time = Kafka record timestamp (CreateTime)",
     }
     await ensure_kafka_topics(settings, kafka_topics(settings.dead_letter_topic))
-    await commit_end_offsets(bootstrap, app_id, kafka_topics(settings.dead_letter_topic))
-    await commit_end_offsets(bootstrap, f"{app_id}-bridge-out", list(OUTPUT_TOPICS))
-    await asyncio.to_thread(create_subscription, stack["PULSAR_URL"], namespace, subscription)
-    worker = Worker(worker_env(stack, app_id, bridge=True, BRIDGE_SUBSCRIPTION=subscription), workdir)
+    worker = Worker(worker_env(stack, app_id, bridge=True), workdir,
+                    python_args=["-m", "cProfile", "-o", str(args.profile)] if args.profile else [],
+                    cwd=args.worker_root)
     seen = Seen()
     stop, ready = asyncio.Event(), asyncio.Event()
     reader = asyncio.create_task(read_commands(bootstrap, seen, stop, ready))
@@ -205,7 +204,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         worker.start()
         result["worker_ready_s"] = round(await asyncio.to_thread(worker.wait_ready), 1)
         progress(f"worker ready: {worker.url}, log {worker.log_path}")
-        await ready.wait()
+        await asyncio.wait([reader, asyncio.ensure_future(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if reader.done():
+            reader.result()  # raises what stopped it
 
         def events(prefix: str, count: int) -> list[dict[str, Any]]:
             return [tenant_created(f"bench-{run}-{prefix}{i}", f"bench-{run}-{prefix}{i}-created", TIERS[i % 3])
@@ -232,14 +233,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stop.set()
         await reader
         worker.stop()
-        await cleanup(bootstrap, app_id, stack["PULSAR_ADMIN_URL"], namespace, subscription)
-        shutil.rmtree(workdir, ignore_errors=True)
 
     with seen.lock:
         complete = [e for e in ids if seen.commands.get(e, [0])[0] >= len(RESOURCES)]
         first = [seen.commands[e][1] - seen.published[e] for e in complete]
         last = [seen.commands[e][2] - seen.published[e] for e in complete]
         consumed = [seen.commands[e][3] - seen.published[e] for e in complete]
+        bridged = [seen.bridged[e] - seen.published[e] for e in complete if e in seen.bridged]
         stamps = sorted(seen.commands[e][2] for e in complete)
         extra = sum(max(0, seen.commands[e][0] - len(RESOURCES)) for e in complete)
     result["events_complete"] = len(complete)
@@ -248,6 +248,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     result["latency_first_command"] = summary(first)
     result["latency_all_commands"] = summary(last)
     result["latency_consumed"] = summary(consumed)
+    result["latency_bridged_consumed"] = summary(bridged)
     if len(stamps) > 1:
         result["worker_emit_events_per_s"] = round((len(stamps) - 1) / (stamps[-1] - stamps[0]), 1)
         tenth = max(1, len(last) // 10)
@@ -257,38 +258,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-async def cleanup(bootstrap: str, app_id: str, admin_url: str, namespace: str, subscription: str) -> None:
-    """Drop what this run created: its changelog topics and its bridge subscription."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if t.startswith(f"{app_id}-")]
-        if names:
-            await admin.delete_topics(names)
-    finally:
-        await admin.close()
-
-    def unsubscribe() -> None:
-        import urllib.error
-        import urllib.request
-
-        for topic in INPUT_TOPICS:
-            url = f"{admin_url}/admin/v2/persistent/{namespace}/{topic}/subscription/{subscription}?force=true"
-            try:
-                urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10)  # noqa: S310
-            except urllib.error.URLError:
-                pass
-
-    await asyncio.to_thread(unsubscribe)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=1000.0, help="events per second published")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to publish at that rate")
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--profile", type=lambda p: Path(p).resolve(),
+                        help="run the worker under cProfile, writing this file (latencies are then not comparable)")
+    parser.add_argument("--worker-root", type=lambda p: Path(p).resolve(), default=ROOT,
+                        help="run the worker from this checkout (to measure a change side by side)")
+    parser.add_argument("--keep", action="store_true", help="keep the run's data dir (worker log, Kafka data)")
     parser.add_argument("--drain", type=float, default=180.0, help="seconds to wait for commands afterwards")
-    emit(asyncio.run(run(parser.parse_args())))
+    args = parser.parse_args()
+    stop_on_sigterm()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-latency-"))
+    try:
+        with event_plane(workdir) as stack:
+            result = asyncio.run(run(args, stack, workdir))
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    result["command"] = "python -m bench.stream_latency " + " ".join(sys.argv[1:])
+    emit(result)
 
 
 if __name__ == "__main__":

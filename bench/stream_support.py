@@ -1,12 +1,19 @@
 """Shared pieces of the stream benchmarks (``bench/stream_throughput.py``, ``stream_latency.py``,
-``bridge_throughput.py``): real events built from real data, a worker process, Kafka offsets, the machine.
+``bridge_throughput.py``): an isolated event plane, real events built from real data, a worker process,
+Kafka offsets, the machine.
 
-Not a benchmark itself. The benchmarks run against the local stack (``python -m pipeline.devstack up kafka
-pulsar``); the addresses come from ``python -m pipeline.devstack env`` (or the environment, if set).
+Not a benchmark itself. Every benchmark runs on an event plane of its own (``event_plane``): a Kafka broker
+started for the run (the local stack's Kafka service: same jars and settings, other ports, fresh data
+directory) and a Pulsar namespace of its own on the stack's Pulsar (``python -m pipeline.devstack up
+pulsar``). The shared broker keeps every record earlier runs wrote, and a worker with a fresh APP_ID reads
+its topics from the beginning: a benchmark writing tens of thousands of records there would slow every
+later test's worker down (and the records of other runs would disturb the measurement).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import csv
 import json
 import os
@@ -40,21 +47,22 @@ WORKLOAD_MEMORY_GIB = 16.0
 # -- environment and machine ---------------------------------------------------------------------------
 
 
-def stack_env() -> dict[str, str]:
-    """KAFKA_BOOTSTRAP_SERVERS, PULSAR_URL, PULSAR_ADMIN_URL: from the environment, else from the devstack."""
-    wanted = ("KAFKA_BOOTSTRAP_SERVERS", "PULSAR_URL", "PULSAR_ADMIN_URL")
-    if all(os.environ.get(k) for k in wanted):
-        return {k: os.environ[k] for k in wanted}
-    out = subprocess.run(
-        [sys.executable, "-m", "pipeline.devstack", "env", "kafka", "pulsar"],
-        cwd=ROOT, check=True, capture_output=True, text=True,
-    ).stdout
-    env: dict[str, str] = {}
-    for line in out.splitlines():
-        if line.startswith("export ") and "=" in line:
-            key, value = line[len("export "):].split("=", 1)
-            env[key] = value.strip("'\"")
-    return {k: env[k] for k in wanted}
+@contextlib.contextmanager
+def event_plane(workdir: Path) -> Iterator[dict[str, str]]:
+    """A Kafka broker and a Pulsar namespace for this run only; yields the worker's environment for them
+    (KAFKA_BOOTSTRAP_SERVERS, PULSAR_URL, PULSAR_ADMIN_URL, PULSAR_NAMESPACE). Starts the stack's Pulsar
+    if it is not running."""
+    from pipeline.config import get_settings
+    from pipeline.devstack import stack
+    from tests.integration.tenant_provisioning_support import EventPlane
+
+    ctx = stack.context(get_settings())
+    stack.up(ctx, ["pulsar"])
+    plane = EventPlane.start(ctx.cache_dir, workdir / "plane", stack.load("pulsar").exports(ctx))
+    try:
+        yield plane.env()
+    finally:
+        plane.stop()
 
 
 def loadavg() -> list[float]:
@@ -156,12 +164,6 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         await consumer.stop()
 
 
-async def commit_end_offsets(bootstrap: str, group: str, topics: Sequence[str]) -> None:
-    """Commit the current end of ``topics`` for ``group`` so a fresh group starts at "now", not at the
-    beginning of shared topics that other runs and tests also write to."""
-    await commit_offsets(bootstrap, group, topics, None)
-
-
 async def commit_offsets(bootstrap: str, group: str, topics: Sequence[str],
                          offsets: dict[int, int] | None) -> None:
     """Commit ``offsets`` (partition -> offset, the same for every topic) or else the current end."""
@@ -228,6 +230,7 @@ class Worker:
             [sys.executable, *self.python_args, *self.command], cwd=self.cwd, env=env, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,
         )
+        atexit.register(self.stop)  # also when the benchmark is interrupted (see ``stop_on_sigterm``)
         return self
 
     def wait_ready(self, timeout: float = 180) -> float:
@@ -275,6 +278,15 @@ def worker_env(stack: dict[str, str], app_id: str, bridge: bool, **extra: str) -
         "STORE": "rocksdb://",
         **extra,
     }
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM (``timeout``, ``kill``) into SystemExit, so the workers we started are stopped too."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def emit(result: dict[str, Any]) -> None:

@@ -1,9 +1,9 @@
 """Events per second through the resource-metrics agent (table updates, dedupe, real Kafka, one worker),
 side by side in the same run with a bare aiokafka consume-then-produce loop over the same records.
 
-1. A fresh worker (``python -m pipeline worker``, fresh APP_ID and data dir, BRIDGE_ENABLED=false,
-   EXECUTOR_ENABLED=false, RocksDB tables) starts at the current end of every topic it reads (the group's
-   offsets are committed there first, so older records of the shared topics are not replayed).
+1. On an event plane of its own (a Kafka broker started for the run: the local stack's Kafka, same jars
+   and settings, see ``bench/stream_support.py``), a worker starts (``python -m pipeline worker``,
+   BRIDGE_ENABLED=false, EXECUTOR_ENABLED=false, RocksDB tables).
 2. ``--tenants`` tenant-created events go straight into the Kafka topic; we wait until the worker's
    ``provisioning_events_processed_total{topic="tenant-created-events"}`` says they were all processed
    (the metrics agent refuses unknown tenants), then stop the worker (SIGTERM: it commits and flushes).
@@ -32,6 +32,7 @@ import io
 import json
 import pstats
 import shutil
+import sys
 import tempfile
 import time
 import urllib.request
@@ -45,16 +46,16 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from bench.stream_support import (
     ROOT,
     Worker,
-    commit_end_offsets,
     commit_offsets,
     counter,
     emit,
     end_offsets,
+    event_plane,
     loadavg,
     machine,
     metric_events,
     run_id,
-    stack_env,
+    stop_on_sigterm,
     tenant_created,
     tenant_ids,
     worker_env,
@@ -205,23 +206,10 @@ def top_functions(profile: Path, limit: int = 25) -> dict[str, list[str]]:
     return out
 
 
-async def delete_topics(bootstrap: str, prefix: str, extra: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if t.startswith(prefix)] + extra
-        if names:
-            await admin.delete_topics(names)
-    finally:
-        await admin.close()
-
-
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    stack = stack_env()
+async def run(args: argparse.Namespace, stack: dict[str, str], workdir: Path) -> dict[str, Any]:
     bootstrap = stack["KAFKA_BOOTSTRAP_SERVERS"]
     run = run_id()
     app_id = f"bench-tp-{run}"
-    workdir = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
     settings = Settings(kafka_bootstrap_servers=bootstrap)
     out_topic = f"bench-bare-out-{run}"
     result: dict[str, Any] = {
@@ -234,7 +222,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await admin.start()
     await admin.create_topics([NewTopic(out_topic, num_partitions=settings.topic_partitions, replication_factor=1)])
     await admin.close()
-    await commit_end_offsets(bootstrap, app_id, kafka_topics(settings.dead_letter_topic))
     env = worker_env(stack, app_id, bridge=False, **dict(kv.split("=", 1) for kv in args.worker_env))
     started: list[Worker] = []
     try:
@@ -297,9 +284,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for process in started:
             process.stop()
-        if not args.keep:
-            await delete_topics(bootstrap, f"{app_id}-", [out_topic])  # changelogs, assignor topics
-            shutil.rmtree(workdir, ignore_errors=True)
     result["loadavg_at_end"] = loadavg()
     return result
 
@@ -316,8 +300,18 @@ def main() -> None:
     parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment of the worker, e.g. PRODUCER_LINGER=0.005 (repeatable)")
     parser.add_argument("--skip-floor", action="store_true", help="skip the Faust pass-through run")
-    parser.add_argument("--keep", action="store_true", help="keep the run's topics and data dir")
-    emit(asyncio.run(run(parser.parse_args())))
+    parser.add_argument("--keep", action="store_true", help="keep the run's data dir (worker logs, Kafka data)")
+    args = parser.parse_args()
+    stop_on_sigterm()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
+    try:
+        with event_plane(workdir) as stack:
+            result = asyncio.run(run(args, stack, workdir))
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    result["command"] = "python -m bench.stream_throughput " + " ".join(sys.argv[1:])
+    emit(result)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -115,9 +115,25 @@ class Bridge:
             self.settings.pulsar_url, operation_timeout_seconds=30, logger=logging.getLogger("pulsar.client")
         )
         if self.inbound:
-            self._tasks.append(asyncio.create_task(self._run_inbound(), name="bridge-inbound"))
+            self._tasks.append(asyncio.create_task(self._supervise(self._run_inbound), name="bridge-inbound"))
         if self.outbound:
-            self._tasks.append(asyncio.create_task(self._run_outbound(), name="bridge-outbound"))
+            self._tasks.append(asyncio.create_task(self._supervise(self._run_outbound), name="bridge-outbound"))
+
+    async def _supervise(self, run: Callable[[], Awaitable[None]]) -> None:
+        """Run one direction until stopped, restarting it after a failure (a broker restart, a rebalance
+        that invalidated a commit...). Nothing is lost: unacknowledged input is delivered again."""
+        delay = 1.0
+        while not self._stopping.is_set():
+            try:
+                await run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("bridge %s failed; restarting in %.0fs", run.__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            else:
+                delay = 1.0
 
     async def stop(self) -> None:
         self._stopping.set()

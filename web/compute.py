@@ -244,12 +244,13 @@ class LocalCompute:
         if tenant_of(request_id) != request.tenant_id:
             raise ApiError(400, "bad-request-id", "the request id does not belong to the request's tenant")
         self._live_tenant(request.tenant_id)
+        if self.runtime.store.get(request_id) is not None:  # a retried forward: never allocate twice
+            raise ApiError(409, "compute-request-exists", f"compute request {request_id} exists",
+                           {"request_id": request_id, "status_url": status_url(request_id)})
         try:
             outcome = await self.runtime.provision(request_id, request, wait_s)
         except NoFeasibleOffer as exc:
             raise infeasible(request_id, exc.decision) from None
-        except ValueError:
-            raise ApiError(409, "compute-request-exists", f"compute request {request_id} exists") from None
         record = outcome.record
         if not outcome.finished:
             message = (
@@ -519,7 +520,7 @@ def operations(api: ComputeApi) -> list[Operation]:
                    "this response, once; they are not stored."),
              202: (ComputeProvisionResponse, "Reserved (start_at later) or still allocating: poll status_url, "
                    "then claim the access details once at access_url.")},
-            errors=(400, *_AUTH_ERRORS, 404, 422, 502, 500), action="compute-provision", body=ComputeRequest,
+            errors=(400, *_AUTH_ERRORS, 404, 409, 422, 502, 500), action="compute-provision", body=ComputeRequest,
             query=ProvisionWaitQuery, example=PROVISION_EXAMPLE, tenant_in_body=True,
             description="Chooses the cheapest feasible offer for the whole duration across the derivatives engine, "
             "the price catalogs and the in-house Kubernetes cluster (tenant discounts applied; the tenant's GPU "

@@ -238,13 +238,24 @@ class TopicRecordStore:
         if entry is not None and entry[0] == record:
             del self._overlay[record.request_id]
 
-    def trim(self, busy: Callable[[str], bool], older_than_s: float = 60.0) -> int:
-        """Forget overlay copies older than ``older_than_s`` of requests nobody here works on (``busy``),
-        once every write is sent (the table has them, or a worker that owns them now)."""
+    def trim(self, busy: Callable[[str], bool], older_than_s: float = 60.0, give_up_s: float = 3600.0) -> int:
+        """Forget overlay copies, older than ``older_than_s``, of requests nobody here works on (``busy``)
+        once the table holds them or something newer (missed ``applied`` calls), or after ``give_up_s``
+        (the tenant moved to another worker, whose table gets the writes)."""
         if self.pending:
             return 0
-        cutoff = self._clock() - older_than_s
-        stale = [rid for rid, (_, at) in self._overlay.items() if at < cutoff and not busy(rid)]
+        now = self._clock()
+        stale = []
+        for request_id, (record, at) in list(self._overlay.items()):
+            if at >= now - older_than_s or busy(request_id):
+                continue
+            key = record_key(request_id)
+            stored = self.table.get(key) if key is not None else None
+            caught_up = stored is not None and (
+                _version(stored) >= _version(record) or (stored.terminal and not record.terminal)
+            )
+            if caught_up or at < now - give_up_s:
+                stale.append(request_id)
         for request_id in stale:
             del self._overlay[request_id]
         return len(stale)

@@ -40,14 +40,22 @@ log.retention.hours=24
 
 
 class Kafka(Service):
+    """The stack's broker; tests that need a broker of their own make one on other ports and another name."""
+
     name = "kafka"
-    ports = (BROKER_PORT, CONTROLLER_PORT)
     start_timeout = 90.0
+
+    def __init__(self, broker_port: int = BROKER_PORT, controller_port: int = CONTROLLER_PORT,
+                 name: str = "kafka") -> None:
+        self.name = name
+        self.broker_port = broker_port
+        self.controller_port = controller_port
+        self.ports = (broker_port, controller_port)
 
     def _lib(self, ctx: StackContext) -> str:
         lib = maven.resolve_classpath(
             ctx,
-            self.name,
+            "kafka",
             [f"org.apache.kafka:kafka_2.13:{KAFKA_VERSION}", "org.slf4j:slf4j-reload4j:1.7.36"],
         )
         return maven.classpath(lib)
@@ -84,7 +92,7 @@ class Kafka(Service):
         )
         config = home / "server.properties"
         config.write_text(
-            _SERVER_PROPERTIES.format(broker=BROKER_PORT, controller=CONTROLLER_PORT, data=data)
+            _SERVER_PROPERTIES.format(broker=self.broker_port, controller=self.controller_port, data=data)
         )
         if not (data / "meta.properties").exists():
             progress(self.name, "formatting KRaft storage")
@@ -97,12 +105,12 @@ class Kafka(Service):
         return self._java(ctx, "kafka.Kafka", str(ctx.service_dir(self.name) / "server.properties"))
 
     def healthy(self, ctx: StackContext) -> bool:
-        if not process.port_in_use(BROKER_PORT):
+        if not process.port_in_use(self.broker_port):
             return False
 
         async def probe() -> bool:
             admin = AIOKafkaAdminClient(
-                bootstrap_servers=f"127.0.0.1:{BROKER_PORT}", request_timeout_ms=3000
+                bootstrap_servers=self.address(ctx), request_timeout_ms=3000
             )
             await admin.start()
             try:
@@ -114,7 +122,7 @@ class Kafka(Service):
         return asyncio.run(asyncio.wait_for(probe(), timeout=8))
 
     def exports(self, ctx: StackContext) -> dict[str, str]:
-        return {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{BROKER_PORT}"}
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.address(ctx)}
 
     def address(self, ctx: StackContext) -> str:
-        return f"127.0.0.1:{BROKER_PORT}"
+        return f"127.0.0.1:{self.broker_port}"

@@ -432,7 +432,8 @@ class ScalingEngine:
             decision, new_state = decide(replace(inputs, fair_share=allocation), policies, prior)
             granted = allocation.granted
             if send_demand and (not only_if_changed or st.last is None or st.last.uncapped != uncapped):
-                outcome.demands.append(demand)
+                st.demand_seq += 1
+                outcome.demands.append(demand.model_copy(update={"seq": st.demand_seq}))
                 st.demand_sent_at = demand.sent_at
         else:
             decision, new_state = decide(inputs, policies, prior)
@@ -485,6 +486,9 @@ class ScalingEngine:
                 outcome.applies.append(request)
             return False, "unchanged"
         outcome.applies.append(replace(request, replicas=decision.desired_replicas))
+        # What spec.replicas is about to be: later decisions compare with it, not with the count before this patch
+        # (its report updates it again; a failed patch forgets the observation, so it is read again).
+        st.observed = observed.model_copy(update={"replicas": decision.desired_replicas})
         return True, f"scale {observed.replicas} -> {decision.desired_replicas}"
 
     def _demand(self, st: WorkloadScaling, replicas: int, cpr: float, at: datetime) -> Demand:
@@ -559,6 +563,8 @@ class ScalingEngine:
         outcome = Outcome()
         if report.observation is not None:
             st.observed = report.observation
+        elif report.requested_replicas is not None:
+            st.observed = None  # the patch failed: what the Deployment says is unknown until it is read again
         last = st.last
         if (report.observation is not None and report.observation.exists and last is not None
                 and not last.observed and st.basis is not None):
@@ -569,11 +575,14 @@ class ScalingEngine:
         return outcome
 
     def on_grant(self, grant: Grant) -> Outcome:
-        """Keep the workload's grant; re-make its last decision when the grant changes what it allows."""
+        """Keep the workload's grant; re-make its last decision when the grant changes what it allows.
+
+        A grant computed for an older demand than the workload's latest is ignored: the pool has not seen the
+        latest one yet, and its answer follows."""
         key = workload_key(grant.tenant_id, grant.workload)
         st = self.tables.state.get(key)
-        if st is None:
-            return Outcome()
+        if st is None or grant.demand_seq < st.demand_seq:
+            return Outcome()  # unknown, or the answer to a demand this workload has since replaced
         st.grant = GrantInfo(allocation=grant.allocation, contended=grant.contended, computed_at=grant.computed_at)
         outcome = Outcome()
         last = st.last
@@ -694,7 +703,7 @@ def pool_grants(
         demands.put(key, demand.model_copy(update={"last_granted": alloc.granted, "last_limited_by": alloc.limited_by}))
         tenant_id, workload = split_key(key)
         grants.append(Grant(tenant_id=tenant_id, workload=workload, allocation=alloc, contended=contended,
-                            capacity=pool, used=used, computed_at=now))
+                            capacity=pool, used=used, computed_at=now, demand_seq=demand.seq))
     metrics.GRANTS.inc(len(grants))
     return grants
 

@@ -149,6 +149,8 @@ class WorkloadScaling(BaseModel):
     grant: GrantInfo | None = None
     observed: Observation | None = None
     demand_sent_at: AwareDatetime | None = None
+    demand_seq: int = 0
+    """Sequence number of the last demand sent to the pool; grants answering older ones are stale."""
 
 
 class ModelInfo(BaseModel):
@@ -224,6 +226,8 @@ class Demand(BaseModel):
     quota: ResourceVector | None = None
     decided_at: AwareDatetime
     sent_at: AwareDatetime
+    seq: int = 0
+    """Per workload, increasing: the owner ignores grants that answer an older demand."""
     last_granted: int | None = None
     last_limited_by: str | None = None
 
@@ -238,6 +242,8 @@ class Grant(BaseModel):
     capacity: ResourceVector
     used: ResourceVector
     computed_at: AwareDatetime
+    demand_seq: int = 0
+    """The ``seq`` of the workload's demand this grant was computed for."""
 
 
 # -- the output event ------------------------------------------------------------------------------------------

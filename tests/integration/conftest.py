@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import secrets
 import socket
 from collections.abc import Callable, Iterator
@@ -8,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pulsar
 import pytest
 
+from pipeline.devstack.base import StackContext
+from tests.integration.tenant_provisioning_support import EventPlane, Publisher
 from tests.integration.worker import WorkerProcess
 
 JWT_SECRET = "integration-test-secret-of-32-bytes-or-more"
@@ -35,12 +35,21 @@ def admin_token() -> str:
     return issue_dev_token(JWT_SECRET, "test-admin", ["platform-admin"], None, timedelta(hours=1))
 
 
+@pytest.fixture(scope="module")
+def event_plane(
+    stack_ctx: StackContext, pulsar_service: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EventPlane]:
+    """A Kafka broker and a Pulsar namespace of this module's own, so no other run's events interfere."""
+    plane = EventPlane.start(stack_ctx.cache_dir, tmp_path_factory.mktemp("event-plane"), pulsar_service)
+    yield plane
+    plane.stop()
+
+
 @pytest.fixture
-def stream_env(kafka_service: dict[str, str], pulsar_service: dict[str, str]) -> dict[str, str]:
+def stream_env(event_plane: EventPlane) -> dict[str, str]:
     """Environment of a worker with the bridge on and the executor off (no backends needed)."""
     return {
-        **kafka_service,
-        **pulsar_service,
+        **event_plane.env(),
         "APP_ID": f"it-{secrets.token_hex(4)}",
         "JWT_SECRET": JWT_SECRET,
         "EXECUTOR_ENABLED": "false",
@@ -64,18 +73,10 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
 
 
 @pytest.fixture
-def publish(pulsar_service: dict[str, str]) -> Iterator[Callable[[str, Any], None]]:
-    client = pulsar.Client(pulsar_service["PULSAR_URL"])
-    producers: dict[str, pulsar.Producer] = {}
-
-    def send(topic: str, event: Any) -> None:
-        if topic not in producers:
-            producers[topic] = client.create_producer(f"persistent://public/default/{topic}")
-        payload = event if isinstance(event, bytes) else json.dumps(event).encode()
-        producers[topic].send(payload)
-
-    yield send
-    client.close()
+def publish(event_plane: EventPlane) -> Iterator[Callable[[str, Any], None]]:
+    publisher = Publisher(event_plane)
+    yield publisher.send
+    publisher.close()
 
 
 def now_iso() -> str:

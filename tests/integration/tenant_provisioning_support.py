@@ -19,11 +19,9 @@ import contextlib
 import json
 import secrets
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pulsar
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from cassandra.cluster import Cluster, NoHostAvailable, Session
 from elasticsearch import Elasticsearch, NotFoundError
 from kubernetes import client as k8s
@@ -43,7 +41,7 @@ from pyignite import Client as IgniteClient
 from pipeline.config import Settings
 from pipeline.devstack import process
 from pipeline.devstack.base import Service, StackContext, progress
-from pipeline.devstack.kafka import _SERVER_PROPERTIES, Kafka
+from pipeline.devstack.kafka import Kafka
 from pipeline.provisioners.base import RESOURCES, TenantSpec
 from pipeline.provisioners.registry import aclose_all, build_provisioners
 from pipeline.provisioners.s3 import lifecycle_settings
@@ -78,50 +76,6 @@ def poll(check: Callable[[], T | None], timeout: float, interval: float = 0.25) 
 # -- the isolated event plane ----------------------------------------------------------------------------------
 
 
-class IsolatedKafka(Kafka):
-    """The stack's Kafka service (same jars, same settings) on other ports, under another state directory."""
-
-    def __init__(self, broker_port: int, controller_port: int) -> None:
-        self.broker_port = broker_port
-        self.controller_port = controller_port
-        self.ports = (broker_port, controller_port)
-
-    def prepare(self, ctx: StackContext) -> None:
-        home = ctx.service_dir(self.name)
-        data = ctx.data_dir(self.name)
-        (home / "log4j.properties").write_text(
-            "log4j.rootLogger=WARN, stdout\n"
-            "log4j.appender.stdout=org.apache.log4j.ConsoleAppender\n"
-            "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout\n"
-            "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
-        )
-        config = home / "server.properties"
-        config.write_text(
-            _SERVER_PROPERTIES.format(broker=self.broker_port, controller=self.controller_port, data=data)
-        )
-        if not (data / "meta.properties").exists():
-            argv = self._java(ctx, "kafka.tools.StorageTool", "format", "-t", str(uuid.uuid4()), "-c", str(config))
-            subprocess.run(argv, check=True, capture_output=True, cwd=home)
-
-    def healthy(self, ctx: StackContext) -> bool:
-        if not process.port_in_use(self.broker_port):
-            return False
-
-        async def probe() -> bool:
-            producer = AIOKafkaProducer(bootstrap_servers=self.address(ctx), request_timeout_ms=3000)
-            await producer.start()
-            await producer.stop()
-            return True
-
-        return asyncio.run(asyncio.wait_for(probe(), timeout=8))
-
-    def exports(self, ctx: StackContext) -> dict[str, str]:
-        return {"KAFKA_BOOTSTRAP_SERVERS": self.address(ctx)}
-
-    def address(self, ctx: StackContext) -> str:
-        return f"127.0.0.1:{self.broker_port}"
-
-
 def _pulsar_admin(admin_url: str, method: str, path: str) -> int:
     request = urllib.request.Request(f"{admin_url.rstrip('/')}/admin/v2{path}", method=method,  # noqa: S310
                                      data=b"{}" if method == "PUT" else None,
@@ -146,7 +100,7 @@ class EventPlane:
     @classmethod
     def start(cls, cache_dir: Path, home: Path, pulsar_exports: dict[str, str]) -> EventPlane:
         ctx = StackContext(cache_dir=cache_dir, home=home)
-        kafka = IsolatedKafka(free_port(), free_port())
+        kafka = Kafka(free_port(), free_port(), name=f"kafka-e2e-{secrets.token_hex(3)}")
         kafka.install(ctx)
         kafka.start(ctx)
         namespace = f"public/e2e-{secrets.token_hex(4)}"

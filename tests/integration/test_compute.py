@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
@@ -120,6 +121,27 @@ async def read_topic(bootstrap: str, topic: str, idle: float = 3.0) -> list[byte
             values.extend(r.value or b"" for records in batches.values() for r in records)
     finally:
         await consumer.stop()
+
+
+async def consumer_lag(bootstrap: str, group: str, topic: str) -> int:
+    """Records of ``topic`` the consumer group ``group`` has not committed yet."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    group_reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await group_reader.start()
+    try:
+        lag = 0
+        for partition in partitions:
+            committed = await group_reader.committed(partition)
+            lag += ends[partition] - (committed or 0)
+        return lag
+    finally:
+        await group_reader.stop()
 
 
 def create_tenant(worker: WorkerProcess, admin: str, tenant_id: str, tier: str = "enterprise") -> None:
@@ -370,18 +392,22 @@ def test_access_secrets_never_appear_in_logs_events_audit_or_tables(
     assert code == 200
     code, _ = call(worker, "DELETE", body["status_url"], admin_token)
     assert code == 200
-    # Let the terminated record reach the table's changelog, then look everywhere.
-    wait_for(lambda: call(worker, "GET", body["status_url"], admin_token)[1]["state"] == "terminated", what="record")
     bootstrap = compute_env["KAFKA_BOOTSTRAP_SERVERS"]
     records_topic = f"{compute_env['APP_ID']}-compute-records"
-    topics = ["provisioning-events", "audit-events", records_topic, f"{records_topic}-changelog"]
+    changelog = f"{records_topic}-changelog"
+
+    def in_the_table() -> bool:  # the terminated record reached the table (its changelog)
+        values = asyncio.run(read_topic(bootstrap, changelog, idle=1.0))
+        return any(body["request_id"].encode() in v and b'"state":"terminated"' in v for v in values)
+
+    wait_for(in_the_table, timeout=300, what="the terminated record in the table's changelog")
+    topics = ["provisioning-events", "audit-events", records_topic, changelog]
     contents = {topic: asyncio.run(read_topic(bootstrap, topic)) for topic in topics}
     ours = [v for v in contents["provisioning-events"] if body["request_id"].encode() in v]
     assert [json.loads(v)["status"] for v in ours] == [
         "requested", "allocating", "provisioning", "running", "terminating", "terminated"]
     assert any(body["request_id"].encode() in v for v in contents["audit-events"])
     assert any(body["request_id"].encode() in v for v in contents[records_topic])
-    assert any(body["request_id"].encode() in v for v in contents[topics[-1]])  # the table's changelog
     log = worker.log_path.read_bytes()
     assert b"attempt 1 on " in log  # the log is the worker's, with its allocation lines
     data_files = [p for p in Path(worker.env["DATA_DIR"]).rglob("*") if p.is_file()]
@@ -402,10 +428,15 @@ def test_records_terminate_at_the_end_of_their_duration_and_when_idle(
     compute_env: dict[str, str], start_worker: Callable[..., WorkerProcess], publish: Callable[[str, Any], None],
     admin_token: str, run_id: str,
 ) -> None:
-    env = {**compute_env, "APP_ID": f"it-compute-life-{secrets.token_hex(4)}", "COMPUTE_IDLE_TIMEOUT_SECONDS": "20",
+    app_id = f"it-compute-life-{secrets.token_hex(4)}"
+    env = {**compute_env, "APP_ID": app_id, "COMPUTE_IDLE_TIMEOUT_SECONDS": "90",
            "COMPUTE_ENFORCE_INTERVAL_SECONDS": "1"}
     worker = start_worker(env)
     worker.wait_ready()
+    # A new app id reads resource-metrics from the beginning: let it catch up with the shared topic's history
+    # first, so that the sample below is not queued behind it.
+    wait_for(lambda: asyncio.run(consumer_lag(env["KAFKA_BOOTSTRAP_SERVERS"], app_id, "resource-metrics")) < 100,
+             timeout=900, what="the worker to catch up with resource-metrics")
     tenant = f"c{run_id}-life"
     create_tenant(worker, admin_token, tenant)
     code, short = call(worker, "POST", "/api/v1/compute/provision", admin_token, gpu(tenant, 1, duration_hours=0.004))
@@ -414,23 +445,28 @@ def test_records_terminate_at_the_end_of_their_duration_and_when_idle(
     assert code == 201
     remember(short)
     remember(idle)
-    running_since = datetime.fromisoformat(idle["running_since"])
-    busy_at = running_since + timedelta(seconds=6)  # past the activity resolution (idle timeout / 4)
+    # One busy sample, stamped 30 s into the run (past the activity resolution, idle timeout / 4): idle
+    # termination then comes 90 s after it, not 90 s after the start, whenever the sample arrives meanwhile.
+    busy_at = datetime.fromisoformat(idle["running_since"]) + timedelta(seconds=30)
     publish("resource-metrics", {"event_id": f"{tenant}-m1", "tenant_id": tenant, "occurred_at": busy_at.isoformat(),
                                  "workload": idle["request_id"], "cpu_cores": 1, "memory_gib": 2, "gpus": 1})
-    marked = wait_for(lambda: (lambda s: s if s["last_active_at"] and datetime.fromisoformat(
-        s["last_active_at"]) == busy_at else None)(worker.get(idle["status_url"], admin_token)[1]),
-        what="the sample marking the allocation busy")
-    assert marked["state"] == "running"
-    done_short = wait_for(lambda: (lambda s: s if s["state"] == "terminated" else None)(
-        worker.get(short["status_url"], admin_token)[1]), what="termination at the end of the duration")
+
+    def state(view: dict[str, Any]) -> Callable[[], dict[str, Any] | None]:
+        def check() -> dict[str, Any] | None:
+            status: dict[str, Any] = worker.get(view["status_url"], admin_token)[1]
+            return status if status["state"] in ("terminated", "failed") else None
+        return check
+
+    done_short = wait_for(state(short), what="termination at the end of the duration")
     assert done_short["termination_reason"] == "duration_elapsed"
-    done_idle = wait_for(lambda: (lambda s: s if s["state"] == "terminated" else None)(
-        worker.get(idle["status_url"], admin_token)[1]), what="idle termination")
+    assert datetime.fromisoformat(done_short["finished_at"]) >= datetime.fromisoformat(done_short["ends_at"])
+    done_idle = wait_for(state(idle), timeout=400, what="idle termination")
     assert done_idle["termination_reason"] == "idle"
-    assert datetime.fromisoformat(done_idle["finished_at"]) >= busy_at + timedelta(seconds=20)
+    assert done_idle["last_active_at"] is not None and datetime.fromisoformat(done_idle["last_active_at"]) == busy_at
+    assert datetime.fromisoformat(done_idle["finished_at"]) >= busy_at + timedelta(seconds=90)
     engine = env["DERIVATIVES_ENGINE_URL"]
-    assert mine(engine, short["request_id"]) == [] and mine(engine, idle["request_id"]) == []
+    for view in (done_short, done_idle):
+        assert view["allocation_id"] not in {a["allocation_id"] for a in mine(engine, view["request_id"])}
 
 
 def test_requests_reach_the_owner_worker_from_any_worker(

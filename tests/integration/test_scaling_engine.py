@@ -94,11 +94,23 @@ class Service:
         if not poll(lambda: any(p["policy_id"] == body["policy_id"] for p in self.api.policies(tenant_id)), 60):
             pytest.fail(f"policy {body['policy_id']} of {tenant_id} never applied\n{self.log()}")
 
-    def wait(self, what: str, check: Any, timeout: float = 120) -> Any:
+    def wait(self, what: str, check: Any, timeout: float = 120, tenants: tuple[str, ...] = ()) -> Any:
         value = poll(check, timeout)
         if not value:
-            pytest.fail(f"timed out waiting for {what}\n{self.log()}")
+            trails = "\n".join(self.trail(t) for t in tenants)
+            pytest.fail(f"timed out waiting for {what}\n{trails}\n{self.log()}")
         return value
+
+    def trail(self, tenant_id: str) -> str:
+        """The tenant's decisions, oldest first, one line each (for failure messages)."""
+        lines = [tenant_id]
+        for d in reversed(self.api.decisions(tenant_id)):
+            fair = d["decision"]["fair_share"] or {}
+            lines.append(f"  {d['trigger']:10} at {d['decision']['at']} current {d['decision']['current_replicas']} "
+                         f"uncapped {d['uncapped_replicas']} desired {d['decision']['desired_replicas']} "
+                         f"grant {fair.get('granted')}/{fair.get('requested')} {fair.get('limited_by')} "
+                         f"applied {d['applied']} ({d['apply_reason']})")
+        return "\n".join(lines)
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +197,7 @@ def test_metrics_events_drive_forecasts_with_a_band(service: Service) -> None:
 
 
 def test_a_predictive_policy_scales_the_deployment_before_the_load_arrives(service: Service) -> None:
-    tenant = service.tenant("pr")
+    tenant = service.tenant("pr", tier="enterprise")  # a standard tenant's quota (8 cores) would cap it at 8
     service.cluster.deployment(tenant, "api", replicas=1, cpu="1")
     service.policy(tenant, {"policy_id": "ahead", "kind": "predictive", "lead_steps": 2, "horizon_steps": 3,
                             "quantile": 0.9, "target_utilization": 0.8, "min_replicas": 1, "max_replicas": 20})
@@ -195,10 +207,15 @@ def test_a_predictive_policy_scales_the_deployment_before_the_load_arrives(servi
             samples(tenant, "api", T0, day4 + timedelta(hours=7), daily, STEP))
     needed = math.ceil(8.0 / 0.8)
     seven = (day4 + timedelta(hours=7)).isoformat().replace("+00:00", "Z")
-    service.wait("the Deployment scaled up at 07:00", lambda: service.cluster.replicas(tenant, "api") >= needed)
-    decisions = service.api.decisions(tenant)
-    ahead = newest(decisions, applied=True)
-    assert ahead is not None and ahead["decision"]["at"] == seven
+
+    def scaled_at_seven() -> dict[str, Any] | None:
+        last = newest(service.api.decisions(tenant))  # the latest decision (a grant may re-make it)
+        if last is None or last["decision"]["at"] != seven or last["decision"]["desired_replicas"] < needed:
+            return None
+        return last if service.cluster.replicas(tenant, "api") >= needed else None
+
+    ahead = service.wait("the Deployment scaled up by the 07:00 decision", scaled_at_seven)
+    assert newest(service.api.decisions(tenant), applied=True, decision_id=ahead["decision_id"]) is not None
     assert ahead["decision"]["demand"] < 1.1  # what it saw was the night load...
     assert ahead["decision"]["desired_replicas"] >= needed  # ...what it provisioned is the 08:00 load
     assert ahead["decision"]["binding"] in ("policy:ahead", "fair_share")
@@ -213,7 +230,7 @@ def test_a_predictive_policy_scales_the_deployment_before_the_load_arrives(servi
     loaded = service.wait("the 08:00-08:30 window", lambda: next(
         (d for d in service.api.decisions(tenant) if d["decision"]["at"] == eight_thirty), None))
     assert loaded["decision"]["demand"] > 7.5
-    assert loaded["decision"]["current_replicas"] == replicas_before_load >= needed
+    assert loaded["decision"]["current_replicas"] == replicas_before_load >= needed, service.trail(tenant)
     assert loaded["decision"]["current_replicas"] * 1.0 * 0.8 >= 7.9  # no under-provisioned window
 
 
@@ -297,7 +314,7 @@ def test_three_tenants_competing_for_too_few_gpus_get_the_drf_allocation(service
         now = {name: service.cluster.replicas(tenant, "api") for name, tenant in tenants.items()}
         return now if now == expected else None
 
-    service.wait(f"the Deployments at {expected}", allocated, timeout=180)
+    service.wait(f"the Deployments at {expected}", allocated, timeout=180, tenants=tuple(tenants.values()))
     for name, tenant in tenants.items():
         decision = newest(service.api.decisions(tenant), applied=True)
         assert decision is not None, name

@@ -109,11 +109,34 @@ async def test_store_reads_its_writes_and_sends_them_in_order() -> None:
     await store.flush()
     assert sent == [first, second] and table.get("acme/acme.r1") == second
     store.applied(first)  # not the latest write: the overlay keeps it
-    assert store.trim(lambda _: False, older_than_s=60) == 0
+    assert store.trim(lambda _: False, older_than_s=60) == 0  # too recent
     ticks[0] = 61.0
     assert store.trim(lambda _: True, older_than_s=60) == 0  # still worked on here
     store.applied(second)
     assert store.get("acme.r1") == second  # now from the table
+    await store.close()
+
+
+async def test_the_overlay_outlives_a_lagging_table() -> None:
+    table: TypedTable[ComputeRecord] = TypedTable({}, ComputeRecord)
+    ticks = [0.0]
+
+    async def send(record: ComputeRecord) -> None:  # the agent is behind: nothing reaches the table
+        return None
+
+    store = TopicRecordStore(table, send, clock=lambda: ticks[0])
+    first = requested()
+    store["acme.r1"] = first
+    await store.flush()
+    ticks[0] = 120.0
+    assert store.trim(lambda _: False) == 0 and store.get("acme.r1") == first  # the table does not have it yet
+    apply_record(table, first)  # caught up (its applied() call was missed)
+    assert store.trim(lambda _: False) == 1
+    later = transition(first, ComputeState.ALLOCATING, T0)
+    store["acme.r1"] = later
+    await store.flush()
+    ticks[0] = 120.0 + 3601
+    assert store.trim(lambda _: False) == 1  # given up: another worker owns the tenant now
     await store.close()
 
 

@@ -12,13 +12,14 @@ from pipeline.events.models import ResourceMetrics, Tier
 from pipeline.outputs import SCALING_EVENTS, Refused
 from pipeline.provisioners.tiers import Quota
 from pipeline.scaling.engine import EngineConfig, Outcome, ScalingEngine, Tables, allocate_pool, pool_grants
-from pipeline.scaling.fairshare import ResourceVector
+from pipeline.scaling.fairshare import ResourceVector, TenantAllocation
 from pipeline.scaling.kube import ApplyRequest
 from pipeline.scaling.policies import parse_policy
 from pipeline.scaling.records import (
     ApplyReport,
     DecisionLog,
     Demand,
+    Grant,
     ModelSnapshot,
     Observation,
     PolicyChange,
@@ -381,3 +382,43 @@ def test_a_deleted_tenant_is_no_longer_decided_for() -> None:
     eng.tables.tenants.put("acme", record.model_copy(update={"state": TenantState.DELETED}))
     replay(eng, T0, T0 + timedelta(hours=2), lambda _: 3.0)
     assert eng.tables.decisions.get("acme/api") is None
+
+
+def test_a_scale_in_flight_counts_as_the_current_replicas() -> None:
+    eng = engine(pool=POOL, tier_weights={"enterprise": 4.0})
+    put_policy(eng, {"policy_id": "cpu", "kind": "target_tracking", "target_utilization": 0.5})
+    eng.on_applied(ApplyReport(tenant_id="acme", workload="api", observation=observed(1, gpus=1.0), reported_at=WALL))
+    replay(eng, T0, T0 + timedelta(minutes=30), lambda _: 2.0)  # 4 wanted, capped by the pending grant
+    state = eng.tables.state.get("acme/api")
+    assert state is not None and state.last is not None and state.last.desired == 1
+
+    def grant(granted: int) -> Grant:
+        return Grant(tenant_id="acme", workload="api", contended=True, capacity=POOL, used=POOL, computed_at=WALL,
+                     demand_seq=state.demand_seq,
+                     allocation=TenantAllocation(tenant_id="acme/api", requested=4, granted=granted,
+                                                 resources=ResourceVector(), dominant_resource="gpu",
+                                                 dominant_share=0.5, weighted_share=0.1, weight=4.0,
+                                                 limited_by="capacity"))
+
+    up = eng.on_grant(grant(4))
+    assert up.applies == [ApplyRequest("acme", "api", 4)]
+    down = eng.on_grant(grant(1))  # before the patch to 4 has even reported back
+    assert down.applies == [ApplyRequest("acme", "api", 1)]
+    failed = eng.on_applied(ApplyReport(tenant_id="acme", workload="api", requested_replicas=1, error="timeout",
+                                        reported_at=WALL))
+    assert not failed and eng.tables.state.get("acme/api").observed is None  # type: ignore[union-attr]
+
+
+def test_grants_answering_a_replaced_demand_are_ignored() -> None:
+    eng = engine(pool=POOL, tier_weights={"enterprise": 4.0})
+    put_policy(eng, {"policy_id": "cpu", "kind": "target_tracking", "target_utilization": 0.5})
+    cluster = FakeCluster(eng, cpu=1.0, gpus=1.0)
+    sent = [d for o in replay(eng, T0, T0 + timedelta(hours=1), lambda _: 2.0, cluster) for d in o.demands]
+    assert [d.seq for d in sent] == list(range(1, len(sent) + 1)) and len(sent) >= 2
+    table: TypedTable[Demand] = TypedTable({}, Demand)
+    stale = pool_grants(POOL, table, sent[0], WALL, 600)[0]
+    assert stale.demand_seq == 1 and not eng.on_grant(stale)
+    assert eng.tables.state.get("acme/api").grant is None  # type: ignore[union-attr]
+    fresh = pool_grants(POOL, table, sent[-1], WALL, 600)[0]
+    assert cluster.handle(eng.on_grant(fresh)).emits  # the answer to the latest demand re-makes the decision
+    assert cluster.replicas[("acme", "api")] == 4

@@ -1,0 +1,132 @@
+"""The live dashboard of a real worker in headless Chromium: an event published on Pulsar changes the page.
+
+A worker (``python -m pipeline worker``: bridge on, executor off, RocksDB tables) runs on an event plane of
+its own (a Kafka broker started for this module and a fresh Pulsar namespace, as in
+``test_tenant_provisioning.py``: a fresh worker on the shared broker would first replay every
+tenant-created event earlier runs left there). Chromium opens ``/ui/``, connects with a platform-admin
+token, and the test publishes a tenant-created event with pulsar-client; the page must show the new tenant
+with every resource ``pending`` (the bridge, the agent, the tables and the server-sent events in between),
+without a reload. A screenshot is saved to ``/tmp/dashboard-live.png``.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` packages (``make system-deps``); fails if they are missing.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from pipeline.devstack.base import StackContext
+from pipeline.tenants.logic import TENANT_RESOURCES
+from tests.integration.conftest import JWT_SECRET, free_port, now_iso
+from tests.integration.tenant_provisioning_support import EventPlane, Publisher
+from tests.integration.worker import WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+SCREENSHOT = Path("/tmp/dashboard-live.png")
+WAIT_SECONDS = 20
+
+
+@pytest.fixture(scope="module")
+def plane(stack_ctx: StackContext, pulsar_service: dict[str, str],
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[EventPlane]:
+    started = EventPlane.start(stack_ctx.cache_dir, tmp_path_factory.mktemp("event-plane"), pulsar_service)
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def worker(plane: EventPlane, tmp_path: Path) -> Iterator[WorkerProcess]:
+    env = {**plane.env(), "APP_ID": f"it-dash-{secrets.token_hex(4)}", "JWT_SECRET": JWT_SECRET,
+           "EXECUTOR_ENABLED": "false", "BRIDGE_ENABLED": "true", "STORE": "rocksdb://"}
+    process = WorkerProcess(env, free_port(), tmp_path / "data", tmp_path / "worker.log").start()
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def publisher(plane: EventPlane) -> Iterator[Publisher]:
+    pub = Publisher(plane)
+    yield pub
+    pub.close()
+
+
+@pytest.fixture
+def chromium() -> Iterator[webdriver.Chrome]:
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if missing:
+        pytest.fail(f"headless Chromium is needed but {', '.join(missing)} is missing: "
+                    "`apt-get install -y chromium chromium-driver`", pytrace=False)
+    profile = tempfile.mkdtemp(prefix="dashboard-live-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={profile}", "--window-size=1440,900"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait_for(driver: webdriver.Chrome, what: str, condition: Callable[[WebDriver], Any]) -> Any:
+    try:
+        return WebDriverWait(driver, WAIT_SECONDS, poll_frequency=0.2).until(condition)
+    except Exception as exc:
+        driver.save_screenshot(str(SCREENSHOT))
+        logs = "\n".join(str(entry) for entry in driver.get_log("browser"))  # type: ignore[no-untyped-call]
+        pytest.fail(f"the dashboard did not show {what} within {WAIT_SECONDS} s ({exc!r}); screenshot {SCREENSHOT}\n"
+                    f"page text:\n{driver.find_element(By.TAG_NAME, 'body').text}\nbrowser log:\n{logs}")
+
+
+def badge_states(driver: WebDriver, tenant_id: str) -> dict[str, str]:
+    badges = driver.find_elements(By.CSS_SELECTOR, f'tr[data-tenant-id="{tenant_id}"] [data-resource]')
+    return {b.get_attribute("data-resource") or "": b.get_attribute("data-status") or "" for b in badges}
+
+
+def test_a_tenant_created_on_pulsar_appears_on_the_live_dashboard(
+    worker: WorkerProcess, publisher: Publisher, chromium: webdriver.Chrome, admin_token: str, run_id: str,
+) -> None:
+    driver = chromium
+    driver.get(f"{worker.url}/ui/")
+    assert driver.title.startswith("Tenant provisioning")
+    driver.find_element(By.ID, "token").send_keys(admin_token)
+    driver.find_element(By.ID, "connect").click()
+    wait_for(driver, "a live connection", lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "live")
+    tenant = f"t{run_id}-live"
+    assert not driver.find_elements(By.CSS_SELECTOR, f'tr[data-tenant-id="{tenant}"]')
+
+    publisher.send("tenant-created-events", {
+        "event_id": f"{tenant}-created", "tenant_id": tenant, "occurred_at": now_iso(),
+        "name": "Live Dashboard Corp", "tier": "enterprise", "owner_user_id": "owner",
+    })
+
+    wait_for(driver, "the new tenant with every resource pending",
+             lambda d: badge_states(d, tenant) == dict.fromkeys(TENANT_RESOURCES, "pending"))
+    row = driver.find_element(By.CSS_SELECTOR, f'tr[data-tenant-id="{tenant}"]')
+    assert "Live Dashboard Corp" in row.text and "enterprise" in row.text
+    assert row.find_element(By.CSS_SELECTOR, "[data-overall]").get_attribute("data-overall") == "in-progress"
+    driver.save_screenshot(str(SCREENSHOT))
+    errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]  # type: ignore[no-untyped-call]
+    assert errors == [], errors
