@@ -56,13 +56,18 @@ QUEUE = ApplyQueue(SCALER.run, report, SETTINGS.scaling_apply_concurrency)
 
 
 async def carry_out(outcome: Outcome | None) -> None:
-    """Emit the outcome's records (acknowledged), send its demands to the pool, queue its Kubernetes calls."""
+    """Queue the outcome's Kubernetes calls, send its demands to the pool, emit its records (acknowledged).
+
+    Several agents decide for the same workload; the calls are queued before the first ``await`` and the
+    demands sent before the records, so they leave in the order of the decisions (the pool also drops a
+    demand older than the one it holds, and the owner a grant for a demand it has replaced).
+    """
     if not outcome:
         return
-    if outcome.emits:
-        await emit_all(outcome.emits)
+    for request in outcome.applies:
+        QUEUE.submit(request)
     for demand in outcome.demands:
         fut = await DEMANDS_TOPIC.send(key=DEMANDS_KEY.encode(), value=demand.model_dump_json().encode())
         await fut
-    for request in outcome.applies:
-        QUEUE.submit(request)
+    if outcome.emits:
+        await emit_all(outcome.emits)

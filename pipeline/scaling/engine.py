@@ -681,9 +681,14 @@ def allocate_pool(
 def pool_grants(
     pool: ResourceVector, demands: TypedTable[Demand], incoming: Demand, now: datetime, ttl_seconds: float
 ) -> list[Grant]:
-    """Store ``incoming``, re-run DRF, and return the grants that changed (and always the incoming one's)."""
+    """Store ``incoming``, re-run DRF, and return the grants that changed (and always the incoming one's).
+
+    A demand older than the one held for its workload (it was overtaken on the way) is dropped.
+    """
     incoming_key = workload_key(incoming.tenant_id, incoming.workload)
     previous = demands.get(incoming_key)
+    if previous is not None and incoming.sent_at < previous.sent_at:
+        return []
     if previous is not None:
         incoming = incoming.model_copy(update={"last_granted": previous.last_granted,
                                                "last_limited_by": previous.last_limited_by})

@@ -130,6 +130,7 @@ async def consumer_lag(bootstrap: str, group: str, topic: str) -> int:
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         ends = await consumer.end_offsets(partitions)
+        begins = await consumer.beginning_offsets(partitions)
     finally:
         await consumer.stop()
     group_reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
@@ -138,7 +139,7 @@ async def consumer_lag(bootstrap: str, group: str, topic: str) -> int:
         lag = 0
         for partition in partitions:
             committed = await group_reader.committed(partition)
-            lag += ends[partition] - (committed or 0)
+            lag += ends[partition] - max(committed or 0, begins[partition])
         return lag
     finally:
         await group_reader.stop()

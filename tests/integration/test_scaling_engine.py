@@ -10,6 +10,7 @@ the executor is off). The last test restarts the worker.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -98,7 +99,12 @@ class Service:
         value = poll(check, timeout)
         if not value:
             trails = "\n".join(self.trail(t) for t in tenants)
-            pytest.fail(f"timed out waiting for {what}\n{trails}\n{self.log()}")
+            pool = "\n".join(
+                f"  {topic} " + json.dumps({k: v for k, v in r.items() if k not in ("capacity", "used")})
+                for topic in ("scaling-demands", "scaling-grants")
+                for r in read_topic(self.broker.bootstrap, topic) if r.get("tenant_id") in tenants
+            )
+            pytest.fail(f"timed out waiting for {what}\n{trails}\n{pool}\n{self.log()}")
         return value
 
     def trail(self, tenant_id: str) -> str:
@@ -316,11 +322,13 @@ def test_three_tenants_competing_for_too_few_gpus_get_the_drf_allocation(service
 
     service.wait(f"the Deployments at {expected}", allocated, timeout=180, tenants=tuple(tenants.values()))
     for name, tenant in tenants.items():
-        decision = newest(service.api.decisions(tenant), applied=True)
+        decision = newest(service.api.decisions(tenant))  # the one in force (gc: 1 replica, never patched)
         assert decision is not None, name
         fair = decision["decision"]["fair_share"]
         assert fair["granted"] == expected[name] and fair["requested"] == 4 and fair["dominant_resource"] == "gpu"
-        assert decision["decision"]["binding"] == "fair_share" and decision["uncapped_replicas"] == 4
+        assert fair["limited_by"] == "capacity" and fair["capped"]
+        assert decision["decision"]["desired_replicas"] == expected[name] and decision["uncapped_replicas"] == 4
+        assert decision["decision"]["binding"] == "fair_share"
         assert f"fair share: granted {expected[name]} of 4 requested" in decision["decision"]["explanation"]
     assert sum(expected[n] * shapes[n][1] for n in shapes) <= POOL.gpu
 

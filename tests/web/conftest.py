@@ -47,7 +47,7 @@ def token(
     roles: Sequence[str] = ("platform-admin",),
     tenant_id: str | None = None,
     sub: str = "alice",
-    ttl: timedelta = timedelta(minutes=10),
+    ttl: timedelta = timedelta(hours=12),  # module-level tokens are minted at collection time
     secret: str = SECRET,
 ) -> str:
     return issue_dev_token(secret, sub, roles, tenant_id, ttl)

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import pytest
 from aiohttp import web
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -122,7 +123,10 @@ def served() -> Iterator[tuple[ServerThread, MemoryState]]:
 
 def wait_for(driver: WebDriver, what: str, condition: Callable[[WebDriver], Any]) -> Any:
     try:
-        return WebDriverWait(driver, WAIT_SECONDS, poll_frequency=0.1).until(condition)
+        # The page re-renders rows on every update: an element found a moment ago may be gone.
+        return WebDriverWait(
+            driver, WAIT_SECONDS, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+        ).until(condition)
     except Exception as exc:
         logs = "\n".join(str(entry) for entry in driver.get_log("browser"))
         page = driver.find_element(By.TAG_NAME, "body").text
@@ -154,8 +158,9 @@ def test_the_dashboard_follows_the_state_live(chromium: WebDriver, served: tuple
     server.run(lambda: state.submit_tenant(tenant_event("acme", Tier.STANDARD, name="Acme Corporation")))
     wait_for(driver, "the new tenant with its pending resources",
              lambda d: badge_states(d, "acme") == dict.fromkeys(TENANT_RESOURCES, "pending"))
-    row = driver.find_element(By.CSS_SELECTOR, 'tr[data-tenant-id="acme"]')
-    assert "Acme Corporation" in row.text and "standard" in row.text and "in-progress" in row.text
+    wait_for(driver, "the tenant's row", lambda d: all(
+        text in d.find_element(By.CSS_SELECTOR, 'tr[data-tenant-id="acme"]').text
+        for text in ("Acme Corporation", "standard", "in-progress")))
 
     # the executor reports progress; usage, an anomaly and a scaling event come in
     async def progress() -> None:
@@ -180,14 +185,15 @@ def test_the_dashboard_follows_the_state_live(chromium: WebDriver, served: tuple
     wait_for(driver, "the second tenant", lambda d: len(badge_states(d, "globex")) == len(TENANT_RESOURCES))
     wait_for(driver, "the anomaly", lambda d: "cpu-spike" in d.find_element(By.ID, "anomalies").text)
     wait_for(driver, "the scaling events", lambda d: len(d.find_elements(By.CSS_SELECTOR, "#scaling li")) == 2)
-    scaling = driver.find_element(By.ID, "scaling").text
-    assert "api-7f9c" in scaling and "train" in scaling and "refused" in scaling  # 12 replicas exceed the quota
-    cpu = driver.find_element(By.CSS_SELECTOR, 'tr[data-tenant-id="acme"] [data-quota="cpu_cores"]').text
-    assert "3.2 / 4 cores" in cpu
-    overall = driver.find_element(By.CSS_SELECTOR, 'tr[data-tenant-id="acme"] [data-overall]')
-    assert overall.get_attribute("data-overall") == "failed"
-    rows = [r.get_attribute("data-tenant-id") for r in driver.find_elements(By.CSS_SELECTOR, "#tenant-rows tr")]
-    assert rows == ["acme", "globex"]
+    wait_for(driver, "both scaling events, the quota refusal included", lambda d: all(  # 12 replicas exceed it
+        text in d.find_element(By.ID, "scaling").text for text in ("api-7f9c", "train", "refused")))
+    wait_for(driver, "the cpu usage against the quota", lambda d: "3.2 / 4 cores" in d.find_element(
+        By.CSS_SELECTOR, 'tr[data-tenant-id="acme"] [data-quota="cpu_cores"]').text)
+    wait_for(driver, "the overall status", lambda d: d.find_element(
+        By.CSS_SELECTOR, 'tr[data-tenant-id="acme"] [data-overall]').get_attribute("data-overall") == "failed")
+    wait_for(driver, "the rows in tenant order", lambda d: [
+        r.get_attribute("data-tenant-id") for r in d.find_elements(By.CSS_SELECTOR, "#tenant-rows tr")
+    ] == ["acme", "globex"])
 
     driver.set_window_size(1440, 900)
     driver.save_screenshot(str(SCREENSHOT))

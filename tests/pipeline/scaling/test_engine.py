@@ -422,3 +422,12 @@ def test_grants_answering_a_replaced_demand_are_ignored() -> None:
     fresh = pool_grants(POOL, table, sent[-1], WALL, 600)[0]
     assert cluster.handle(eng.on_grant(fresh)).emits  # the answer to the latest demand re-makes the decision
     assert cluster.replicas[("acme", "api")] == 4
+
+
+def test_the_pool_drops_a_demand_overtaken_by_a_newer_one() -> None:
+    table: TypedTable[Demand] = TypedTable({}, Demand)
+    newer = gpu_demand("a", 1, 1)
+    older = gpu_demand("a", 1, 0).model_copy(update={"sent_at": WALL - timedelta(seconds=1), "replicas": 9})
+    assert pool_grants(POOL, table, newer, WALL, 600)
+    assert pool_grants(POOL, table, older, WALL, 600) == []
+    assert table.get("a/train") is not None and table.get("a/train").per_replica.gpu == 1  # type: ignore[union-attr]
