@@ -69,6 +69,8 @@ class FaustStateReader:
     # -- live updates ------------------------------------------------------------------------------
 
     def _on_change(self, table: str, key: str, value: BaseModel) -> None:
+        if not self._subscribers:
+            return  # nobody watching: skip the serialisation on the agents' hot path
         update = LiveUpdate(kind=table, tenant_id=key.split("/", 1)[0], data=value.model_dump(mode="json"))
         for queue in list(self._subscribers):
             if queue.qsize() < 1000:

@@ -421,6 +421,7 @@ class ScalingEngine:
             forecast=Forecast.from_dict(basis.forecast) if basis.forecast is not None else None,
         )
         granted: int | None = None
+        pending = False
         if self.config.pool is not None:
             uncapped_decision, _ = decide(inputs, policies, prior)
             uncapped = uncapped_decision.desired_replicas
@@ -429,6 +430,7 @@ class ScalingEngine:
                 allocation = st.grant.allocation
             else:
                 allocation = _pending_grant(key, uncapped, current, demand.weight)
+                pending = True
             decision, new_state = decide(replace(inputs, fair_share=allocation), policies, prior)
             granted = allocation.granted
             if send_demand and (not only_if_changed or st.last is None or st.last.uncapped != uncapped):
@@ -458,7 +460,8 @@ class ScalingEngine:
         st.basis = basis
         st.last = LastDecision(
             decision_id=decision_id, at=basis.at, trigger=trigger, desired=decision.desired_replicas,
-            uncapped=uncapped, granted=granted, applied=applied, apply_reason=reason, observed=observed is not None,
+            uncapped=uncapped, granted=granted, grant_pending=pending, applied=applied, apply_reason=reason,
+            observed=observed is not None,
         )
         metrics.DECISIONS.labels(trigger, decision.action).inc()
         outcome.emits.append(Emit(SCALING_EVENTS, st.tenant_id, decision_event(stored)))
@@ -586,8 +589,10 @@ class ScalingEngine:
         st.grant = GrantInfo(allocation=grant.allocation, contended=grant.contended, computed_at=grant.computed_at)
         outcome = Outcome()
         last = st.last
-        if last is not None and st.basis is not None and last.granted != grant.allocation.granted:
-            if min(last.uncapped, grant.allocation.granted) != last.desired or last.granted is None:
+        if last is not None and st.basis is not None:
+            granted = grant.allocation.granted
+            changes = last.granted != granted and (min(last.uncapped, granted) != last.desired or last.granted is None)
+            if changes or last.grant_pending:  # a decision made while waiting for the pool is re-made with its answer
                 policies = self.policies_of(grant.tenant_id, grant.workload)
                 if policies:
                     outcome = self._run(st, policies, st.basis, "fair_share", st.prior_state, send_demand=False)

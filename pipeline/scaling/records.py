@@ -114,6 +114,8 @@ class LastDecision(BaseModel):
     """The desired count before the fair-share cap (what the pool was asked for)."""
     granted: int | None
     """The grant that capped it (None: no fair sharing)."""
+    grant_pending: bool = False
+    """Made before the pool answered (capped at the current count while waiting)."""
     applied: bool
     apply_reason: str
     observed: bool

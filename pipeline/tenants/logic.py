@@ -174,13 +174,24 @@ def start_provisioning(
     return emits
 
 
+def resend_pending(stores: TenantStores, tenant: TenantRecord, cause_event_id: str, now: datetime) -> list[Emit]:
+    """A redelivered event whose state is already recorded: send again (same ids) the commands of resources
+    still pending, since the first delivery may have died between the table writes and the sends."""
+    status, quota = stores.status.get(tenant.tenant_id), stores.quotas.get(tenant.tenant_id)
+    if status is None or quota is None:
+        return []
+    pending = tuple(r for r, s in status.resources.items() if s.status is ResourceState.PENDING)
+    commands = provisioning_commands(tenant, quota, CommandAction.CREATE, cause_event_id, now, pending)
+    return [Emit(PROVISIONING_COMMANDS, tenant.tenant_id, c) for c in commands]
+
+
 def handle_tenant_created(
     event: TenantCreated, stores: TenantStores, quota_for_tier: QuotaForTier, now: datetime
 ) -> list[Emit]:
     existing = stores.tenants.get(event.tenant_id)
     if existing is not None and existing.state is not TenantState.DELETED:
         if existing.source_event_id == event.event_id:
-            return []  # a redelivery that outlived the dedupe window: already done
+            return resend_pending(stores, existing, event.event_id, now)
         raise Refused(
             "tenant-exists",
             f"tenant {event.tenant_id!r} already exists (created by event {existing.source_event_id})",

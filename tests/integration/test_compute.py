@@ -1,5 +1,5 @@
 """Compute provisioning end to end (issue 6): real worker processes, the derivatives-engine STAND-IN (launcher
-service), the real kube-apiserver, Kafka, and Pulsar for the event path.
+service), the real kube-apiserver and Kafka (input events are produced to Kafka as the bridge would).
 
 Most tests share one worker (module scope; each uses its own tenants). The stand-in is one process for the
 session: tests reset its faults first and only look at their own allocations (client tokens start with the
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
@@ -123,6 +123,22 @@ async def read_topic(bootstrap: str, topic: str, idle: float = 3.0) -> list[byte
         await consumer.stop()
 
 
+def produce(bootstrap: str, topic: str, event: dict[str, Any]) -> None:
+    """Send ``event`` to Kafka exactly as the bridge forwards a platform event (keyed by tenant id). The tests
+    do not go through Pulsar: on the shared development Pulsar every session's workers share the bridge's
+    KeyShared subscription, so an event may be handed to another session's (possibly stopped) bridge."""
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, json.dumps(event).encode(), key=event["tenant_id"].encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
 async def consumer_lag(bootstrap: str, group: str, topic: str) -> int:
     """Records of ``topic`` the consumer group ``group`` has not committed yet."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None)
@@ -172,13 +188,14 @@ def gpu(tenant: str, count: int = 4, **kw: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def compute_env(kafka_service: dict[str, str], pulsar_service: dict[str, str], derivatives_service: dict[str, str],
+def compute_env(kafka_service: dict[str, str], derivatives_service: dict[str, str],
                 kubernetes_service: dict[str, str], run_id: str) -> dict[str, str]:
     return {
-        **kafka_service, **pulsar_service, **derivatives_service, **kubernetes_service,
+        **kafka_service, **derivatives_service, **kubernetes_service,
         "APP_ID": f"it-compute-{secrets.token_hex(4)}",
         "JWT_SECRET": JWT_SECRET,
         "EXECUTOR_ENABLED": "false",
+        "BRIDGE_ENABLED": "false",  # events are produced to Kafka directly (see produce())
         "STORE": "rocksdb://",
         "COMPUTE_KUBERNETES": json.dumps(K8S_SHAPES),
         "COMPUTE_ALLOCATE_TIMEOUT_SECONDS": "2",
@@ -338,7 +355,7 @@ def test_the_kubernetes_provider_creates_and_deletes_the_pod_in_the_tenants_name
 
 
 def test_a_compute_request_event_is_allocated_and_its_access_claimed_once(
-    worker: WorkerProcess, engine: str, admin_token: str, run_id: str, publish: Callable[[str, Any], None]
+    worker: WorkerProcess, engine: str, compute_env: dict[str, str], admin_token: str, run_id: str
 ) -> None:
     tenant = f"c{run_id}-mlops"
     create_tenant(worker, admin_token, tenant)
@@ -346,8 +363,8 @@ def test_a_compute_request_event_is_allocated_and_its_access_claimed_once(
     # input event and may allocate for it at the same stand-in; they release at the end of the duration.
     event = {"event_id": f"{tenant}-evt", "tenant_id": tenant, "occurred_at": now_iso(), "request_name": "nightly-1",
              "resources": {"gpu": {"type": "H100", "count": 2}}, "duration_hours": 0.1, "purpose": "training"}
-    publish("compute-request-events", event)
-    publish("compute-request-events", event)  # redelivered: one request
+    produce(compute_env["KAFKA_BOOTSTRAP_SERVERS"], "compute-request-events", event)
+    produce(compute_env["KAFKA_BOOTSTRAP_SERVERS"], "compute-request-events", event)  # redelivered: one request
     request_id = f"{tenant}.nightly-1"
     status = wait_for(lambda: (lambda r: r[1] if r[0] == 200 and r[1]["state"] == "running" else None)(
         worker.get(f"/api/v1/compute/provision/{request_id}", admin_token)), what="the event's allocation")
@@ -426,8 +443,7 @@ def test_access_secrets_never_appear_in_logs_events_audit_or_tables(
 
 
 def test_records_terminate_at_the_end_of_their_duration_and_when_idle(
-    compute_env: dict[str, str], start_worker: Callable[..., WorkerProcess], publish: Callable[[str, Any], None],
-    admin_token: str, run_id: str,
+    compute_env: dict[str, str], start_worker: Callable[..., WorkerProcess], admin_token: str, run_id: str,
 ) -> None:
     app_id = f"it-compute-life-{secrets.token_hex(4)}"
     env = {**compute_env, "APP_ID": app_id, "COMPUTE_IDLE_TIMEOUT_SECONDS": "90",
@@ -449,8 +465,9 @@ def test_records_terminate_at_the_end_of_their_duration_and_when_idle(
     # One busy sample, stamped 30 s into the run (past the activity resolution, idle timeout / 4): idle
     # termination then comes 90 s after it, not 90 s after the start, whenever the sample arrives meanwhile.
     busy_at = datetime.fromisoformat(idle["running_since"]) + timedelta(seconds=30)
-    publish("resource-metrics", {"event_id": f"{tenant}-m1", "tenant_id": tenant, "occurred_at": busy_at.isoformat(),
-                                 "workload": idle["request_id"], "cpu_cores": 1, "memory_gib": 2, "gpus": 1})
+    produce(env["KAFKA_BOOTSTRAP_SERVERS"], "resource-metrics",
+            {"event_id": f"{tenant}-m1", "tenant_id": tenant, "occurred_at": busy_at.isoformat(),
+             "workload": idle["request_id"], "cpu_cores": 1, "memory_gib": 2, "gpus": 1})
 
     def state(view: dict[str, Any]) -> Callable[[], dict[str, Any] | None]:
         def check() -> dict[str, Any] | None:

@@ -1,19 +1,18 @@
 """The live dashboard of a real worker in headless Chromium: an event published on Pulsar changes the page.
 
-A worker (``python -m pipeline worker``: bridge on, executor off, RocksDB tables) runs on an event plane of
-its own (a Kafka broker started for this module and a fresh Pulsar namespace, as in
-``test_tenant_provisioning.py``: a fresh worker on the shared broker would first replay every
-tenant-created event earlier runs left there). Chromium opens ``/ui/``, connects with a platform-admin
-token, and the test publishes a tenant-created event with pulsar-client; the page must show the new tenant
-with every resource ``pending`` (the bridge, the agent, the tables and the server-sent events in between),
-without a reload. A screenshot is saved to ``/tmp/dashboard-live.png``.
+A worker (``python -m pipeline worker``: bridge on, executor off, RocksDB tables) runs on the module's own
+event plane (``event_plane`` in ``conftest.py``: a Kafka broker started for the module and a fresh Pulsar
+namespace; on the shared broker a fresh worker would first replay every tenant-created event earlier runs
+left there). Chromium opens ``/ui/`` and connects with a platform-admin token. The test then publishes a
+tenant-created event with pulsar-client, and the page must show the new tenant with every resource
+``pending`` without a reload: the bridge, the agent, the tables and the server-sent events all sit in
+between. A screenshot is saved to ``/tmp/dashboard-live.png``.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` packages (``make system-deps``); fails if they are missing.
 """
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -27,10 +26,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from pipeline.devstack.base import StackContext
 from pipeline.tenants.logic import TENANT_RESOURCES
-from tests.integration.conftest import JWT_SECRET, free_port, now_iso
-from tests.integration.tenant_provisioning_support import EventPlane, Publisher
+from tests.integration.conftest import now_iso
 from tests.integration.worker import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -39,33 +36,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOT = Path("/tmp/dashboard-live.png")
 WAIT_SECONDS = 20
-
-
-@pytest.fixture(scope="module")
-def plane(stack_ctx: StackContext, pulsar_service: dict[str, str],
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[EventPlane]:
-    started = EventPlane.start(stack_ctx.cache_dir, tmp_path_factory.mktemp("event-plane"), pulsar_service)
-    yield started
-    started.stop()
-
-
-@pytest.fixture
-def worker(plane: EventPlane, tmp_path: Path) -> Iterator[WorkerProcess]:
-    env = {**plane.env(), "APP_ID": f"it-dash-{secrets.token_hex(4)}", "JWT_SECRET": JWT_SECRET,
-           "EXECUTOR_ENABLED": "false", "BRIDGE_ENABLED": "true", "STORE": "rocksdb://"}
-    process = WorkerProcess(env, free_port(), tmp_path / "data", tmp_path / "worker.log").start()
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop()
-
-
-@pytest.fixture
-def publisher(plane: EventPlane) -> Iterator[Publisher]:
-    pub = Publisher(plane)
-    yield pub
-    pub.close()
 
 
 @pytest.fixture
@@ -106,8 +76,11 @@ def badge_states(driver: WebDriver, tenant_id: str) -> dict[str, str]:
 
 
 def test_a_tenant_created_on_pulsar_appears_on_the_live_dashboard(
-    worker: WorkerProcess, publisher: Publisher, chromium: webdriver.Chrome, admin_token: str, run_id: str,
+    stream_env: dict[str, str], start_worker: Callable[..., WorkerProcess], publish: Callable[[str, Any], None],
+    chromium: webdriver.Chrome, admin_token: str, run_id: str,
 ) -> None:
+    worker = start_worker(stream_env)
+    worker.wait_ready()
     driver = chromium
     driver.get(f"{worker.url}/ui/")
     assert driver.title.startswith("Tenant provisioning")
@@ -117,7 +90,7 @@ def test_a_tenant_created_on_pulsar_appears_on_the_live_dashboard(
     tenant = f"t{run_id}-live"
     assert not driver.find_elements(By.CSS_SELECTOR, f'tr[data-tenant-id="{tenant}"]')
 
-    publisher.send("tenant-created-events", {
+    publish("tenant-created-events", {
         "event_id": f"{tenant}-created", "tenant_id": tenant, "occurred_at": now_iso(),
         "name": "Live Dashboard Corp", "tier": "enterprise", "owner_user_id": "owner",
     })

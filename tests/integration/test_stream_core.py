@@ -131,7 +131,7 @@ def test_kill_minus_nine_loses_nothing_and_duplicates_nothing(
         code, page = restarted.get("/api/v1/tenants?limit=200&offset=0", admin_token)
         return code == 200 and {t["tenant_id"] for t in page["items"]} >= set(tenants)
 
-    wait_for(all_there, timeout=120, what="all tenants after the restart")
+    wait_for(all_there, timeout=300, what="all tenants after the restart")
     for i, tenant in enumerate(tenants):
         code, record = restarted.get(f"/api/v1/tenants/{tenant}", admin_token)
         assert code == 200 and record["tier"] == tiers[i % 3]

@@ -431,3 +431,22 @@ def test_the_pool_drops_a_demand_overtaken_by_a_newer_one() -> None:
     assert pool_grants(POOL, table, newer, WALL, 600)
     assert pool_grants(POOL, table, older, WALL, 600) == []
     assert table.get("a/train") is not None and table.get("a/train").per_replica.gpu == 1  # type: ignore[union-attr]
+
+
+def test_a_decision_made_while_waiting_for_the_pool_is_remade_with_its_answer() -> None:
+    eng = engine(pool=POOL, tier_weights={"enterprise": 4.0})
+    put_policy(eng, {"policy_id": "cpu", "kind": "target_tracking", "target_utilization": 0.5})
+    cluster = FakeCluster(eng, cpu=1.0, gpus=2.0)
+    demands = [d for o in replay(eng, T0, T0 + timedelta(minutes=30), lambda _: 2.0, cluster) for d in o.demands]
+    waiting = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    assert waiting.decision.fair_share is not None and waiting.decision.fair_share.limited_by == "pending"
+    table: TypedTable[Demand] = TypedTable({}, Demand)
+    pool_grants(POOL, table, gpu_demand("x", 1, 2, replicas=2), WALL, 600)
+    pool_grants(POOL, table, gpu_demand("y", 1, 2, replicas=2), WALL, 600)  # 4 of the 6 GPUs taken
+    [grant] = [g for g in pool_grants(POOL, table, demands[-1], WALL, 600) if g.tenant_id == "acme"]
+    assert grant.allocation.granted == 1  # the count it already has
+    cluster.handle(eng.on_grant(grant))
+    answered = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    assert answered.trigger == "fair_share" and answered.decision.desired_replicas == 1
+    assert answered.decision.fair_share is not None and answered.decision.fair_share.limited_by == "capacity"
+    assert not eng.on_grant(grant)  # the same answer again changes nothing

@@ -152,3 +152,17 @@ def test_teardown_runs_in_reverse_order_and_carries_purge(stores: TenantStores) 
     cmds = commands(emits)
     assert [c.resource for c in cmds] == list(reversed(TENANT_RESOURCES))
     assert all(c.action is CommandAction.DELETE and c.spec["purge"] is True for c in cmds)
+
+
+def test_a_redelivery_resends_the_commands_of_resources_still_pending(stores: TenantStores) -> None:
+    first = {c.resource: c.command_id for c in commands(handle_tenant_created(tenant_created(), stores, quota_for_tier,
+                                                                              NOW))}
+    status = stores.status.get("acme")
+    assert status is not None
+    status.resources["cassandra"].status = ResourceState.READY
+    stores.status.put("acme", status)
+
+    again = commands(handle_tenant_created(tenant_created(), stores, quota_for_tier, NOW))
+
+    assert {c.resource for c in again} == set(TENANT_RESOURCES) - {"cassandra"}
+    assert all(first[c.resource] == c.command_id for c in again)
