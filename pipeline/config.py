@@ -132,7 +132,7 @@ class Settings(BaseSettings):
     )
     scaling_forecast_horizon: int = Field(12, ge=1, le=500, description="Windows forecast ahead.")
     scaling_snapshot_every_windows: int = Field(
-        10, ge=1, description="Snapshot each forecaster into model-snapshots after this many learned windows."
+        30, ge=1, description="Snapshot each forecaster into model-snapshots after this many learned windows."
     )
     scaling_recent_decisions: int = Field(50, ge=1, le=1000, description="Decisions kept per tenant/workload.")
     scaling_default_capacity_per_replica: float = Field(

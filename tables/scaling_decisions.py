@@ -1,9 +1,13 @@
-"""scaling_decisions: "tenant id/workload" -> DecisionLog (the most recent decisions, newest first)."""
+"""scaling_decisions: "tenant id/workload/slot" -> StoredDecision (a ring of a workload's most recent decisions).
+
+A decision is one record (a few KB): slot ``seq % SCALING_RECENT_DECISIONS``, so storing one never rewrites the
+others. The workload's state says how many were stored.
+"""
 
 from pipeline.app import app, table_options
-from pipeline.scaling.records import DecisionLog
+from pipeline.scaling.records import StoredDecision
 from pipeline.typed_table import TypedTable
 
-HELP = "Recent scaling decisions of a workload with their explanation (SCALING_RECENT_DECISIONS of them)."
+HELP = "Recent scaling decisions of each workload with their explanation, one per slot of a ring."
 table = app.Table("scaling_decisions", **table_options(HELP))
-scaling_decisions: TypedTable[DecisionLog] = TypedTable(table, DecisionLog, "scaling-decisions")
+scaling_decisions: TypedTable[StoredDecision] = TypedTable(table, StoredDecision, "scaling-decisions")

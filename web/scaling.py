@@ -32,7 +32,7 @@ from yarl import URL
 from pipeline.events.models import TenantId
 from pipeline.scaling.engine import ScalingEngine, decision_event
 from pipeline.scaling.policies import Policy, parse_policy
-from pipeline.scaling.records import DecisionLog, PolicyChange, PolicyDocument, PolicySet, StoredDecision
+from pipeline.scaling.records import PolicyChange, PolicyDocument, PolicySet, StoredDecision
 from pipeline.tenants.models import TenantState
 from web.api import (
     Operation,
@@ -68,7 +68,8 @@ class ScalingBackend(Protocol):
 
     async def policy_set(self, tenant_id: str) -> PolicySet | None: ...
     async def policy_sets(self) -> list[PolicySet]: ...
-    async def decision_logs(self, tenant_id: str) -> list[DecisionLog]: ...
+    async def decisions(self, tenant_id: str, workload: str | None) -> list[StoredDecision]:
+        """Newest first."""
     async def submit(self, change: PolicyChange) -> None: ...
 
 
@@ -147,17 +148,16 @@ def live_update(stored: StoredDecision) -> LiveUpdate | None:
     return LiveUpdate("scaling", decision.tenant_id, decision_event(stored).model_dump(mode="json"))
 
 
-def publish_decisions(publish: Callable[[LiveUpdate], None]) -> Callable[[str, str, DecisionLog], None]:
+def publish_decisions(publish: Callable[[LiveUpdate], None]) -> Callable[[str, str, StoredDecision], None]:
     """A decisions-table listener that publishes each new decision worth showing."""
 
-    def listener(_table: str, _key: str, log: DecisionLog) -> None:
-        if log.items:
-            update = live_update(log.items[0])
-            if update is not None:
-                try:
-                    publish(update)
-                except Exception:
-                    logger.exception("could not publish a scaling decision to the dashboard")
+    def listener(_table: str, _key: str, stored: StoredDecision) -> None:
+        update = live_update(stored)
+        if update is not None:
+            try:
+                publish(update)
+            except Exception:
+                logger.exception("could not publish a scaling decision to the dashboard")
 
     return listener
 
@@ -384,9 +384,7 @@ class _ScalingApi:
         if owner is not None:
             return await self._forward(request, owner)
         await self._live_tenant(tenant_id)
-        logs = await self.backend.decision_logs(tenant_id)
-        items = [d for log in logs if query.workload in (None, log.workload) for d in log.items]
-        items.sort(key=lambda d: (d.decision.at, d.issued_at), reverse=True)
+        items = await self.backend.decisions(tenant_id, query.workload)
         return respond(DecisionList(tenant_id=tenant_id, items=items[: query.limit], total=len(items)))
 
 
@@ -466,10 +464,8 @@ class EngineBackend:
     async def policy_sets(self) -> list[PolicySet]:
         return [s for _, s in self.engine.tables.policies.items()]
 
-    async def decision_logs(self, tenant_id: str) -> list[DecisionLog]:
-        index = self.engine.tables.index.get(tenant_id)
-        logs = [self.engine.tables.decisions.get(f"{tenant_id}/{w}") for w in (index.workloads if index else [])]
-        return [log for log in logs if log is not None]
+    async def decisions(self, tenant_id: str, workload: str | None) -> list[StoredDecision]:
+        return self.engine.recent_decisions(tenant_id, workload)
 
     async def submit(self, change: PolicyChange) -> None:
         from pipeline.outputs import Refused

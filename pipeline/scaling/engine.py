@@ -64,7 +64,6 @@ from pipeline.scaling.predictive import required_quantiles
 from pipeline.scaling.records import (
     ApplyReport,
     DecisionBasis,
-    DecisionLog,
     Demand,
     Grant,
     GrantInfo,
@@ -97,7 +96,7 @@ class EngineConfig:
     window_seconds: float
     forecast_enabled: bool = True
     horizon: int = 12
-    snapshot_every: int = 10
+    snapshot_every: int = 30
     recent_decisions: int = 50
     default_capacity_per_replica: float = 1.0
     apply_enabled: bool = True
@@ -138,7 +137,8 @@ class EngineConfig:
 class Tables:
     policies: TypedTable[PolicySet]
     state: TypedTable[WorkloadScaling]
-    decisions: TypedTable[DecisionLog]
+    decisions: TypedTable[StoredDecision]
+    """``tenant/workload/slot``: a ring of the workload's most recent decisions."""
     index: TypedTable[WorkloadIndex]
     snapshots: TypedTable[ModelSnapshot]
     tenants: TypedTable[TenantRecord]
@@ -210,6 +210,7 @@ class ScalingEngine:
         self.wall = wall or (lambda: datetime.now(UTC))
         self.models: dict[str, OnlineForecaster] = {}
         self.open: dict[str, _Window] = {}
+        self._policy_cache: dict[str, tuple[tuple[int, str], PolicySet]] = {}
         self.stats = EngineStats()
         self._window = config.window_seconds
         self._forecaster_config = ForecasterConfig(interval_minutes=config.window_seconds / 60.0,
@@ -277,8 +278,22 @@ class ScalingEngine:
                 self.tables.index.put(tenant_id, index)
         return st
 
+    def policy_set(self, tenant_id: str) -> PolicySet | None:
+        """The tenant's policies, parsed once per version rather than at every window."""
+        raw = self.tables.policies.backend.get(tenant_id)
+        if raw is None:
+            self._policy_cache.pop(tenant_id, None)
+            return None
+        version = int(raw.get("version", 0)), str(raw.get("updated_at"))
+        cached = self._policy_cache.get(tenant_id)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        policy_set = PolicySet.model_validate(raw)
+        self._policy_cache[tenant_id] = (version, policy_set)
+        return policy_set
+
     def policies_of(self, tenant_id: str, workload: str) -> list[Policy]:
-        policy_set = self.tables.policies.get(tenant_id)
+        policy_set = self.policy_set(tenant_id)
         if policy_set is None:
             return []
         return [p for p in policy_set.for_workload(workload) if p.enabled]
@@ -384,7 +399,7 @@ class ScalingEngine:
         basis = DecisionBasis(
             at=now,
             demand_window=[value for _, value in st.recent[-self.config.demand_windows :]],
-            forecast=forecast.to_dict() if forecast is not None else None,
+            with_forecast=forecast is not None,
             replicas_reported=st.replicas_reported,
         )
         return self._run(st, policies, basis, trigger, st.state, send_demand=True, only_if_changed=only_if_changed)
@@ -411,6 +426,7 @@ class ScalingEngine:
     ) -> Outcome:
         outcome = Outcome()
         key = workload_key(st.tenant_id, st.workload)
+        forecast = _forecast_of(st) if basis.with_forecast else None
         current = self._current(st, basis)
         cpr = self._capacity(st)
         observed = st.observed if st.observed is not None and st.observed.exists else None
@@ -418,7 +434,7 @@ class ScalingEngine:
             tenant_id=st.tenant_id, workload=st.workload, now=basis.at, current_replicas=current,
             ready_replicas=observed.ready_replicas if observed is not None else None,
             demand_window=basis.demand_window, capacity_per_replica=cpr,
-            forecast=Forecast.from_dict(basis.forecast) if basis.forecast is not None else None,
+            forecast=forecast,
         )
         granted: int | None = None
         pending = False
@@ -446,15 +462,15 @@ class ScalingEngine:
         decision_id = derived_id(key, trigger, basis.at.isoformat(), str(decision.desired_replicas), str(granted),
                                  st.last.decision_id if st.last is not None else "")
         stored = StoredDecision(
-            decision_id=decision_id, trigger=trigger, issued_at=self.wall(), applied=applied, apply_reason=reason,
+            decision_id=decision_id, seq=st.decisions, trigger=trigger, issued_at=self.wall(), applied=applied,
+            apply_reason=reason,
             uncapped_replicas=uncapped if self.config.pool is not None else None,
             model=ModelInfo(observations=st.observations, snapshot_observations=st.snapshot_observations,
                             river_version=RIVER_VERSION) if self.config.forecast_enabled else None,
             decision=decision,
         )
-        log = self.tables.decisions.get(key) or DecisionLog(tenant_id=st.tenant_id, workload=st.workload)
-        log.items = [stored, *log.items][: self.config.recent_decisions]
-        self.tables.decisions.put(key, log)
+        self.tables.decisions.put(f"{key}/{st.decisions % self.config.recent_decisions}", stored)
+        st.decisions += 1
         st.prior_state = prior
         st.state = new_state
         st.basis = basis
@@ -518,7 +534,7 @@ class ScalingEngine:
     def on_tick(self, tick: Tick) -> Outcome:
         """Evaluate the scheduled policies of a tenant at the timer's clock; decide when something changes."""
         outcome = Outcome()
-        policy_set = self.tables.policies.get(tick.tenant_id)
+        policy_set = self.policy_set(tick.tenant_id)
         if policy_set is None or self._live_tenant(tick.tenant_id) is None:
             return outcome
         workloads = sorted({p.workload for p in policy_set.policies.values()
@@ -530,8 +546,7 @@ class ScalingEngine:
                 outcome.applies.append(ApplyRequest(tick.tenant_id, workload))
                 self.tables.state.put(key, st)
                 continue
-            forecast = Forecast.from_dict(st.forecast.model_dump()) if st.forecast is not None else None
-            result = self._decide(st, self.policies_of(tick.tenant_id, workload), tick.at, "schedule", forecast,
+            result = self._decide(st, self.policies_of(tick.tenant_id, workload), tick.at, "schedule", _forecast_of(st),
                                   only_if_changed=st.last is not None)
             self.tables.state.put(key, st)
             _merge(outcome, result)
@@ -553,6 +568,7 @@ class ScalingEngine:
             policy_set.policies = {k: v for k, v in policy_set.policies.items() if k != change.policy_id}
         policy_set.updated_at = change.occurred_at
         policy_set.updated_by = change.actor
+        policy_set.version += 1
         self.tables.policies.put(change.tenant_id, policy_set)
         return Outcome()
 
@@ -599,12 +615,33 @@ class ScalingEngine:
         self.tables.state.put(key, st)
         return outcome
 
+    def recent_decisions(self, tenant_id: str, workload: str | None = None) -> list[StoredDecision]:
+        """The stored decisions of the tenant's workloads (or of one), newest first."""
+        index = self.tables.index.get(tenant_id)
+        workloads = [w for w in (index.workloads if index is not None else []) if workload in (None, w)]
+        found: list[StoredDecision] = []
+        for name in workloads:
+            key = workload_key(tenant_id, name)
+            st = self.tables.state.get(key)
+            for slot in range(min(st.decisions if st is not None else 0, self.config.recent_decisions)):
+                stored = self.tables.decisions.get(f"{key}/{slot}")
+                if stored is not None:
+                    found.append(stored)
+        found.sort(key=lambda d: (d.decision.at, d.issued_at, d.seq), reverse=True)
+        return found
+
     def tick_tenants(self) -> list[str]:
         """Tenants (held here) with an enabled scheduled policy: the timer sends each a tick."""
         return sorted(
             tenant_id for tenant_id, policy_set in self.tables.policies.items()
             if any(isinstance(p, ScheduledPolicy) and p.enabled for p in policy_set.policies.values())
         )
+
+
+def _forecast_of(st: WorkloadScaling) -> Forecast | None:
+    if st.forecast is None:
+        return None
+    return Forecast.from_dict(st.forecast.model_dump())
 
 
 def _merge(into: Outcome, other: Outcome) -> None:

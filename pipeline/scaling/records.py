@@ -1,10 +1,10 @@
 """Records of the running scaling engine: table values, internal topic records, the decision event.
 
 Tables (one module each in ``tables/``): ``scaling-policies`` (tenant -> :class:`PolicySet`),
-``scaling-state`` (tenant/workload -> :class:`WorkloadScaling`), ``scaling-decisions`` (tenant/workload ->
-:class:`DecisionLog`), ``scaling-index`` (tenant -> :class:`WorkloadIndex`), ``model-snapshots``
-(tenant/workload -> :class:`ModelSnapshot`), ``scaling-demands`` (tenant/workload -> :class:`Demand`, one
-partition: the fair-share pool).
+``scaling-state`` (tenant/workload -> :class:`WorkloadScaling`), ``scaling-decisions`` (tenant/workload/slot ->
+:class:`StoredDecision`, a ring of the most recent), ``scaling-index`` (tenant -> :class:`WorkloadIndex`),
+``model-snapshots`` (tenant/workload -> :class:`ModelSnapshot`), ``scaling-demands`` (tenant/workload ->
+:class:`Demand`, one partition: the fair-share pool).
 
 Internal topics (keyed by tenant id unless said otherwise): ``scaling-policy-requests``
 (:class:`PolicyChange`), ``scaling-ticks`` (:class:`Tick`), ``scaling-applied`` (:class:`ApplyReport`),
@@ -14,7 +14,7 @@ Output: ``scaling-events`` (:class:`ScalingDecisionEvent`).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
@@ -52,6 +52,8 @@ class PolicySet(BaseModel):
     policies: dict[str, Policy] = Field(default_factory=dict)
     updated_at: AwareDatetime
     updated_by: str = ""
+    version: int = 0
+    """Incremented by every change (the engine keeps the parsed set per version)."""
 
     def for_workload(self, workload: str) -> list[Policy]:
         return [p for p in self.policies.values() if p.workload == workload]
@@ -97,11 +99,12 @@ class ApplyReport(BaseModel):
 
 
 class DecisionBasis(BaseModel):
-    """The inputs of the last decision, kept so that it can be made again with a new grant or observation."""
+    """The inputs of the last decision, kept so that it can be made again with a new grant or observation
+    (its forecast is the state's: a workload with policies decides at every window it learns)."""
 
     at: AwareDatetime
     demand_window: list[float] = Field(default_factory=list)
-    forecast: dict[str, Any] | None = None
+    with_forecast: bool = False
     replicas_reported: int | None = None
 
 
@@ -153,6 +156,8 @@ class WorkloadScaling(BaseModel):
     demand_sent_at: AwareDatetime | None = None
     demand_seq: int = 0
     """Sequence number of the last demand sent to the pool; grants answering older ones are stale."""
+    decisions: int = 0
+    """Decisions stored so far (the next one's ``seq``)."""
 
 
 class ModelInfo(BaseModel):
@@ -165,6 +170,8 @@ class StoredDecision(BaseModel):
     """One decision as stored and served: the decision with its explanation, plus what was done with it."""
 
     decision_id: str
+    seq: int = 0
+    """The workload's decision number (0, 1, ...): its slot in ``scaling-decisions`` is ``seq % recent``."""
     trigger: Trigger
     issued_at: AwareDatetime
     """Wall-clock time it was made (``decision.at`` is the decision's own clock: window end or timer)."""
@@ -174,14 +181,6 @@ class StoredDecision(BaseModel):
     uncapped_replicas: int | None = None
     model: ModelInfo | None = None
     decision: ScalingDecision
-
-
-class DecisionLog(BaseModel):
-    """The most recent decisions of one workload, newest first (``scaling-decisions``)."""
-
-    tenant_id: str
-    workload: str
-    items: list[StoredDecision] = Field(default_factory=list)
 
 
 class WorkloadIndex(BaseModel):

@@ -16,6 +16,7 @@ import json
 import secrets
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -295,3 +296,32 @@ class Api:
                 if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                     total += sample.value
         return total
+
+
+class EventStream(threading.Thread):
+    """The dashboard's server-sent events (``/ui/events``), collected in the background as (event, data)."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        super().__init__(daemon=True, name="dashboard-events")
+        self.url = f"{base_url.rstrip('/')}/ui/events?access_token={token}"
+        self.events: list[tuple[str, Any]] = []
+        self.connected = threading.Event()
+        self._response: Any = None
+
+    def run(self) -> None:
+        with contextlib.suppress(Exception), urllib.request.urlopen(self.url, timeout=600) as response:  # noqa: S310
+            self._response = response
+            name = "message"
+            for raw in response:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    name = line[len("event: "):]
+                elif line.startswith("data: "):
+                    self.events.append((name, json.loads(line[len("data: "):])))
+                    if name == "snapshot":
+                        self.connected.set()
+
+    def close(self) -> None:
+        if self._response is not None:
+            with contextlib.suppress(Exception):
+                self._response.close()

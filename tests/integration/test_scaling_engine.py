@@ -28,6 +28,7 @@ from tests.integration.scaling_support import (
     Api,
     Broker,
     Cluster,
+    EventStream,
     free_port,
     poll,
     produce,
@@ -279,9 +280,18 @@ def test_a_budget_caps_a_scale_up_and_the_explanation_says_so(service: Service) 
                             "max_replicas": 20})
     service.policy(tenant, {"policy_id": "budget", "kind": "cost_aware", "currency": "EUR", "budget_per_hour": 3.0,
                             "capacity_classes": [{"name": "on-demand", "price_per_unit_hour": 1.0}]})
+    dashboard = EventStream(service.api.base_url, service.token)
+    dashboard.start()
+    assert dashboard.connected.wait(60), "the dashboard stream did not open"
     produce(service.broker.bootstrap, "resource-metrics",
             samples(tenant, "api", T0, T0 + timedelta(hours=1), lambda _: 3.0, STEP))  # 3 cores: 6 replicas wanted
     service.wait("the Deployment at 3 replicas", lambda: service.cluster.replicas(tenant, "api") == 3)
+    shown = service.wait("the capped decision on the dashboard", lambda: next(
+        (data for name, data in dashboard.events if name == "scaling" and data["tenant_id"] == tenant
+         and data["data"]["binding"] == "budget:budget"), None))
+    dashboard.close()
+    assert shown["data"]["kind"] == "scaling-decision"
+    assert "capped by budget of policy budget" in shown["data"]["reason"]
     capped = newest(service.api.decisions(tenant), applied=True)
     assert capped is not None
     decision = capped["decision"]

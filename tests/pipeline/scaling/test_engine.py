@@ -17,7 +17,6 @@ from pipeline.scaling.kube import ApplyRequest
 from pipeline.scaling.policies import parse_policy
 from pipeline.scaling.records import (
     ApplyReport,
-    DecisionLog,
     Demand,
     Grant,
     ModelSnapshot,
@@ -25,6 +24,7 @@ from pipeline.scaling.records import (
     PolicyChange,
     PolicySet,
     ScalingDecisionEvent,
+    StoredDecision,
     Tick,
     WorkloadIndex,
     WorkloadScaling,
@@ -40,7 +40,7 @@ HALF_HOUR = 1800.0
 def make_tables() -> Tables:
     return Tables(
         policies=TypedTable({}, PolicySet), state=TypedTable({}, WorkloadScaling),
-        decisions=TypedTable({}, DecisionLog), index=TypedTable({}, WorkloadIndex),
+        decisions=TypedTable({}, StoredDecision), index=TypedTable({}, WorkloadIndex),
         snapshots=TypedTable({}, ModelSnapshot), tenants=TypedTable({}, TenantRecord),
         quotas=TypedTable({}, QuotaRecord),
     )
@@ -69,6 +69,11 @@ def put_policy(eng: ScalingEngine, doc: dict[str, Any], tenant_id: str = "acme")
 def sample(at: datetime, cores: float, tenant_id: str = "acme", workload: str = "api") -> ResourceMetrics:
     return ResourceMetrics(event_id=f"{tenant_id}-{workload}-{at.isoformat()}", tenant_id=tenant_id,
                            occurred_at=at, workload=workload, cpu_cores=cores, memory_gib=1.0, gpus=0)
+
+
+def latest(eng: ScalingEngine) -> StoredDecision:
+    """The newest stored decision of acme/api."""
+    return eng.recent_decisions("acme", "api")[0]
 
 
 def observed(replicas: int, cpu: float = 1.0, gpus: float | None = None) -> Observation:
@@ -141,7 +146,7 @@ def test_samples_accumulate_and_the_next_window_closes_the_previous_one() -> Non
     state = eng.tables.state.get("acme/api")
     assert state is not None and state.recent == [(T0 + timedelta(minutes=30), 3.0)]  # the mean of the window
     assert state.observations == 1 and state.forecast is not None and len(state.forecast.mean) == 12
-    assert eng.tables.decisions.get("acme/api") is None  # no policy: forecasts only
+    assert eng.recent_decisions("acme") == []  # no policy: forecasts only
     assert eng.tables.index.get("acme") == WorkloadIndex(tenant_id="acme", workloads=["api"])
 
 
@@ -164,7 +169,7 @@ def test_the_forecast_band_follows_a_daily_pattern_and_a_predictive_policy_scale
     before = cluster.replicas[("acme", "api")]
     assert before == 2  # night: ceil(1 / 0.8)
     outcomes = replay(eng, T0 + timedelta(days=4, hours=7), T0 + timedelta(days=4, hours=7), daily, cluster)
-    [decision] = eng.tables.decisions.get("acme/api").items[:1]  # type: ignore[union-attr]
+    decision = latest(eng)
     assert decision.decision.at == T0 + timedelta(days=4, hours=7)
     assert decision.decision.demand == 1.0  # the load is still at its night level...
     assert decision.decision.desired_replicas >= 10 and decision.applied  # ...but 08:00 needs 8 / 0.8 replicas
@@ -214,7 +219,7 @@ def test_forecasting_off_still_decides_reactively() -> None:
     put_policy(eng, {"policy_id": "cpu", "kind": "target_tracking", "target_utilization": 0.5})
     cluster = FakeCluster(eng)
     replay(eng, T0, T0 + timedelta(hours=1), lambda _: 3.0, cluster)
-    decision = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    decision = latest(eng)
     assert decision.decision.forecast is None and decision.model is None
     assert cluster.replicas[("acme", "api")] == 6
     assert eng.models == {}
@@ -230,12 +235,12 @@ def test_a_decision_waits_for_the_deployment_to_be_observed_then_is_applied() ->
     assert first is not None and first.applies == [ApplyRequest("acme", "api")]
     outcome = eng.on_sample(sample(T0 + timedelta(minutes=30), 3.0))
     assert outcome is not None and outcome.applies == [ApplyRequest("acme", "api")]  # observe, not scale
-    stored = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    stored = latest(eng)
     assert not stored.applied and stored.apply_reason == "waiting for the Deployment to be observed"
 
     again = eng.on_applied(ApplyReport(tenant_id="acme", workload="api", observation=observed(2), reported_at=WALL))
     assert again.applies == [ApplyRequest("acme", "api", 6)]
-    redone = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    redone = latest(eng)
     assert redone.trigger == "observed" and redone.applied and redone.decision.current_replicas == 2
 
 
@@ -244,7 +249,7 @@ def test_forecast_only_and_missing_deployments_are_never_applied() -> None:
     put_policy(eng, {"policy_id": "pred", "kind": "predictive", "forecast_only": True, "min_residuals": 0})
     cluster = FakeCluster(eng, replicas=1)
     replay(eng, T0, T0 + timedelta(hours=3), lambda _: 9.0, cluster)
-    stored = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    stored = latest(eng)
     assert stored.apply_reason.startswith("forecast-only") and not stored.applied
     assert stored.decision.policies[0].desired is not None and stored.decision.policies[0].desired > 1
     assert cluster.scaled == [] and stored.decision.forecast is not None
@@ -253,7 +258,7 @@ def test_forecast_only_and_missing_deployments_are_never_applied() -> None:
     eng.on_applied(ApplyReport(tenant_id="acme", workload="api", reported_at=WALL,
                                observation=Observation(exists=False, observed_at=WALL)))
     eng.on_sample(sample(T0 + timedelta(hours=3, minutes=30), 9.0))
-    stored = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    stored = latest(eng)
     assert stored.apply_reason == "the Deployment does not exist" and not stored.applied
 
 
@@ -264,7 +269,7 @@ def test_a_budget_caps_a_scale_up_and_says_so() -> None:
                      "capacity_classes": [{"name": "on-demand", "price_per_unit_hour": 1.0}]})
     cluster = FakeCluster(eng)
     replay(eng, T0, T0 + timedelta(minutes=30), lambda _: 3.0, cluster)  # 6 replicas wanted
-    stored = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    stored = latest(eng)
     assert stored.decision.desired_replicas == 3 and stored.decision.binding == "budget:budget"
     assert "capped by budget of policy budget" in stored.decision.explanation
     assert cluster.replicas[("acme", "api")] == 3
@@ -320,7 +325,7 @@ def test_a_workload_scales_up_only_as_far_as_its_grant() -> None:
     put_policy(eng, {"policy_id": "cpu", "kind": "target_tracking", "target_utilization": 0.5})
     cluster = FakeCluster(eng, cpu=1.0, gpus=1.0)
     outcomes = replay(eng, T0, T0 + timedelta(minutes=30), lambda _: 2.0, cluster)  # 4 replicas wanted
-    stored = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    stored = latest(eng)
     assert stored.uncapped_replicas == 4 and stored.decision.desired_replicas == 1  # no grant yet: hold
     assert stored.decision.fair_share is not None and stored.decision.fair_share.limited_by == "pending"
     [demand] = [d for o in outcomes for d in o.demands][-1:]
@@ -329,7 +334,7 @@ def test_a_workload_scales_up_only_as_far_as_its_grant() -> None:
     pool_grants(POOL, table, gpu_demand("other", 1, 1), WALL, 600)
     [grant] = [g for g in pool_grants(POOL, table, demand, WALL, 600) if g.tenant_id == "acme"]
     cluster.handle(eng.on_grant(grant))
-    stored = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    stored = latest(eng)
     assert stored.trigger == "fair_share" and stored.decision.desired_replicas == grant.allocation.granted == 3
     assert stored.decision.binding == "fair_share" and "fair share: granted 3 of 4" in stored.decision.explanation
     assert cluster.replicas[("acme", "api")] == 3
@@ -347,12 +352,12 @@ def test_a_scheduled_policy_changes_replicas_at_its_cron_time() -> None:
     monday = datetime(2026, 5, 4, 6, 59, tzinfo=UTC)  # 08:59 in Paris
     cluster.handle(eng.on_tick(Tick(tenant_id="acme", at=monday)))  # observes the Deployment first
     cluster.handle(eng.on_tick(Tick(tenant_id="acme", at=monday)))
-    before = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    before = latest(eng)
     assert before.decision.desired_replicas == 1 and before.decision.policies[0].reason == "no window active"
     cluster.handle(eng.on_tick(Tick(tenant_id="acme", at=monday + timedelta(seconds=30))))
-    assert len(eng.tables.decisions.get("acme/api").items) == 1  # type: ignore[union-attr]  # nothing changed
+    assert len(eng.recent_decisions("acme")) == 1  # nothing changed
     cluster.handle(eng.on_tick(Tick(tenant_id="acme", at=monday + timedelta(minutes=1))))
-    after = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    after = latest(eng)
     assert after.decision.at == datetime(2026, 5, 4, 7, 0, tzinfo=UTC) and after.decision.desired_replicas == 5
     assert after.decision.binding == "schedule:morning" and after.applied
     assert cluster.replicas[("acme", "api")] == 5
@@ -381,7 +386,7 @@ def test_a_deleted_tenant_is_no_longer_decided_for() -> None:
     assert record is not None
     eng.tables.tenants.put("acme", record.model_copy(update={"state": TenantState.DELETED}))
     replay(eng, T0, T0 + timedelta(hours=2), lambda _: 3.0)
-    assert eng.tables.decisions.get("acme/api") is None
+    assert eng.recent_decisions("acme") == []
 
 
 def test_a_scale_in_flight_counts_as_the_current_replicas() -> None:
@@ -438,7 +443,7 @@ def test_a_decision_made_while_waiting_for_the_pool_is_remade_with_its_answer() 
     put_policy(eng, {"policy_id": "cpu", "kind": "target_tracking", "target_utilization": 0.5})
     cluster = FakeCluster(eng, cpu=1.0, gpus=2.0)
     demands = [d for o in replay(eng, T0, T0 + timedelta(minutes=30), lambda _: 2.0, cluster) for d in o.demands]
-    waiting = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    waiting = latest(eng)
     assert waiting.decision.fair_share is not None and waiting.decision.fair_share.limited_by == "pending"
     table: TypedTable[Demand] = TypedTable({}, Demand)
     pool_grants(POOL, table, gpu_demand("x", 1, 2, replicas=2), WALL, 600)
@@ -446,7 +451,7 @@ def test_a_decision_made_while_waiting_for_the_pool_is_remade_with_its_answer() 
     [grant] = [g for g in pool_grants(POOL, table, demands[-1], WALL, 600) if g.tenant_id == "acme"]
     assert grant.allocation.granted == 1  # the count it already has
     cluster.handle(eng.on_grant(grant))
-    answered = eng.tables.decisions.get("acme/api").items[0]  # type: ignore[union-attr]
+    answered = latest(eng)
     assert answered.trigger == "fair_share" and answered.decision.desired_replicas == 1
     assert answered.decision.fair_share is not None and answered.decision.fair_share.limited_by == "capacity"
     assert not eng.on_grant(grant)  # the same answer again changes nothing
