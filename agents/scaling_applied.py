@@ -25,4 +25,5 @@ async def scaling_applied(stream: Any) -> None:
         try:
             await carry_out(ENGINE.on_applied(report))
         except Exception:
+            ENGINE.forget()  # a half-made change must not stay cached
             logger.exception("the Kubernetes report of %s/%s could not be recorded", report.tenant_id, report.workload)

@@ -25,4 +25,5 @@ async def scaling_grants(stream: Any) -> None:
         try:
             await carry_out(ENGINE.on_grant(grant))
         except Exception:
+            ENGINE.forget()  # a half-made change must not stay cached
             logger.exception("the grant of %s/%s could not be applied", grant.tenant_id, grant.workload)

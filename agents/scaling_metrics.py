@@ -31,4 +31,5 @@ async def scaling_metrics(stream: Any) -> None:
         try:
             await carry_out(ENGINE.on_sample(sample))
         except Exception:
+            ENGINE.forget()  # a half-made change must not stay cached
             logger.exception("scaling failed on a sample of %s/%s", sample.tenant_id, sample.workload)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from agents.runtime import emit_all, topic
 from agents.stores import STORES
@@ -49,6 +50,16 @@ def clock() -> datetime:
 async def report(outcome: ApplyReport) -> None:
     fut = await topic(SCALING_APPLIED).send(key=outcome.tenant_id.encode(), value=outcome.model_dump_json().encode())
     await fut
+
+
+@app.on_partitions_revoked.connect
+async def _forget_on_revoke(*_args: Any, **_kwargs: Any) -> None:
+    ENGINE.forget()  # other workers may write what this engine cached
+
+
+@app.on_partitions_assigned.connect
+async def _forget_on_assign(*_args: Any, **_kwargs: Any) -> None:
+    ENGINE.forget()
 
 
 SCALER = DeploymentScaler(SETTINGS.kubeconfig)

@@ -31,6 +31,7 @@ async def scaling_ticks(stream: Any) -> None:
         try:
             await carry_out(ENGINE.on_tick(tick))
         except Exception:
+            ENGINE.forget()  # a half-made change must not stay cached
             logger.exception("scheduled scaling of %s failed", tick.tenant_id)
 
 

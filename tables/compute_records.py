@@ -1,6 +1,6 @@
 """compute-records: "tenant id/request id" -> ComputeRecord (one compute request's lifecycle).
 
-Written only by the ``compute-records`` agent (topic keyed by tenant id, like every per-tenant table), from
+Written only by the agent of ``<app id>-compute-records`` (keyed by tenant id, like every per-tenant input), from
 the records the worker running a request sends; records only move forward (``runtime.apply_record``).
 No record holds a secret: access details are masked (public key, fingerprint, ``token=***``).
 """

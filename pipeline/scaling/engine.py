@@ -210,7 +210,9 @@ class ScalingEngine:
         self.wall = wall or (lambda: datetime.now(UTC))
         self.models: dict[str, OnlineForecaster] = {}
         self.open: dict[str, _Window] = {}
-        self._policy_cache: dict[str, tuple[tuple[int, str], PolicySet]] = {}
+        # Read-through caches of what this engine writes itself (cleared at every rebalance: ``forget``).
+        self._states: dict[str, WorkloadScaling] = {}
+        self._policy_sets: dict[str, PolicySet | None] = {}
         self.stats = EngineStats()
         self._window = config.window_seconds
         self._forecaster_config = ForecasterConfig(interval_minutes=config.window_seconds / 60.0,
@@ -244,7 +246,7 @@ class ScalingEngine:
 
     def _first_sample(self, key: str, sample: ResourceMetrics, start: float) -> Outcome | None:
         """First sample of a workload in this process: check against the state, maybe observe the Deployment."""
-        st = self.tables.state.get(key)
+        st = self.load(key)
         if st is not None and st.last_window_end is not None and start < st.last_window_end.timestamp():
             self._late()
             return None
@@ -269,7 +271,7 @@ class ScalingEngine:
 
     def _state(self, tenant_id: str, workload: str) -> WorkloadScaling:
         key = workload_key(tenant_id, workload)
-        st = self.tables.state.get(key)
+        st = self.load(key)
         if st is None:
             st = WorkloadScaling(tenant_id=tenant_id, workload=workload)
             index = self.tables.index.get(tenant_id) or WorkloadIndex(tenant_id=tenant_id)
@@ -279,18 +281,29 @@ class ScalingEngine:
         return st
 
     def policy_set(self, tenant_id: str) -> PolicySet | None:
-        """The tenant's policies, parsed once per version rather than at every window."""
-        raw = self.tables.policies.backend.get(tenant_id)
-        if raw is None:
-            self._policy_cache.pop(tenant_id, None)
-            return None
-        version = int(raw.get("version", 0)), str(raw.get("updated_at"))
-        cached = self._policy_cache.get(tenant_id)
-        if cached is not None and cached[0] == version:
-            return cached[1]
-        policy_set = PolicySet.model_validate(raw)
-        self._policy_cache[tenant_id] = (version, policy_set)
-        return policy_set
+        """The tenant's policies (cached: this engine is their only writer while it owns the tenant)."""
+        if tenant_id not in self._policy_sets:
+            self._policy_sets[tenant_id] = self.tables.policies.get(tenant_id)
+        return self._policy_sets[tenant_id]
+
+    def load(self, key: str) -> WorkloadScaling | None:
+        """A workload's state (cached, like the policies)."""
+        st = self._states.get(key)
+        if st is None:
+            st = self.tables.state.get(key)
+            if st is not None:
+                self._states[key] = st
+        return st
+
+    def save(self, key: str, st: WorkloadScaling) -> None:
+        self.tables.state.put(key, st)
+        self._states[key] = st
+
+    def forget(self) -> None:
+        """Drop the caches and the open windows (a rebalance: other workers may have written the tables)."""
+        self._states.clear()
+        self._policy_sets.clear()
+        self.open.clear()
 
     def policies_of(self, tenant_id: str, workload: str) -> list[Policy]:
         policy_set = self.policy_set(tenant_id)
@@ -333,7 +346,7 @@ class ScalingEngine:
         outcome = Outcome()
         if policies:
             outcome = self._decide(st, policies, end, "window", forecast)
-        self.tables.state.put(key, st)
+        self.save(key, st)
         return outcome
 
     # -- models ---------------------------------------------------------------------------------------
@@ -544,11 +557,11 @@ class ScalingEngine:
             st = self._state(tick.tenant_id, workload)
             if self.config.apply_enabled and st.observed is None:
                 outcome.applies.append(ApplyRequest(tick.tenant_id, workload))
-                self.tables.state.put(key, st)
+                self.save(key, st)
                 continue
             result = self._decide(st, self.policies_of(tick.tenant_id, workload), tick.at, "schedule", _forecast_of(st),
                                   only_if_changed=st.last is not None)
-            self.tables.state.put(key, st)
+            self.save(key, st)
             _merge(outcome, result)
         return outcome
 
@@ -556,7 +569,8 @@ class ScalingEngine:
         """Put or delete one policy of the tenant (validated again here: the topic is a trust boundary)."""
         if self._live_tenant(change.tenant_id) is None:
             raise Refused("unknown-tenant", f"tenant {change.tenant_id!r} does not exist")
-        policy_set = self.tables.policies.get(change.tenant_id) or PolicySet(
+        policy_set = self.policy_set(change.tenant_id)
+        policy_set = policy_set.model_copy(deep=True) if policy_set is not None else PolicySet(
             tenant_id=change.tenant_id, updated_at=change.occurred_at
         )
         if change.op == "put":
@@ -570,6 +584,7 @@ class ScalingEngine:
         policy_set.updated_by = change.actor
         policy_set.version += 1
         self.tables.policies.put(change.tenant_id, policy_set)
+        self._policy_sets[change.tenant_id] = policy_set
         return Outcome()
 
     def on_applied(self, report: ApplyReport) -> Outcome:
@@ -590,7 +605,7 @@ class ScalingEngine:
             policies = self.policies_of(report.tenant_id, report.workload)
             if policies:
                 outcome = self._run(st, policies, st.basis, "observed", st.prior_state, send_demand=True)
-        self.tables.state.put(key, st)
+        self.save(key, st)
         return outcome
 
     def on_grant(self, grant: Grant) -> Outcome:
@@ -599,7 +614,7 @@ class ScalingEngine:
         A grant computed for an older demand than the workload's latest is ignored: the pool has not seen the
         latest one yet, and its answer follows."""
         key = workload_key(grant.tenant_id, grant.workload)
-        st = self.tables.state.get(key)
+        st = self.load(key)
         if st is None or grant.demand_seq < st.demand_seq:
             return Outcome()  # unknown, or the answer to a demand this workload has since replaced
         st.grant = GrantInfo(allocation=grant.allocation, contended=grant.contended, computed_at=grant.computed_at)
@@ -612,7 +627,7 @@ class ScalingEngine:
                 policies = self.policies_of(grant.tenant_id, grant.workload)
                 if policies:
                     outcome = self._run(st, policies, st.basis, "fair_share", st.prior_state, send_demand=False)
-        self.tables.state.put(key, st)
+        self.save(key, st)
         return outcome
 
     def recent_decisions(self, tenant_id: str, workload: str | None = None) -> list[StoredDecision]:
@@ -622,7 +637,7 @@ class ScalingEngine:
         found: list[StoredDecision] = []
         for name in workloads:
             key = workload_key(tenant_id, name)
-            st = self.tables.state.get(key)
+            st = self.load(key)
             for slot in range(min(st.decisions if st is not None else 0, self.config.recent_decisions)):
                 stored = self.tables.decisions.get(f"{key}/{slot}")
                 if stored is not None:
