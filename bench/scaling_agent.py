@@ -1,9 +1,10 @@
 """Per-sample cost of the scaling agent: events per second with forecasting on, off, and without the agent.
 
 Real load: NAB's AWS CloudWatch CPU series (``../shared/data/nab``, 5-minute samples) as the workloads of a few
-tenants, with 5-minute utilization windows, so that every sample closes a window: each event is learned,
-forecast (horizon 12, the band of the policies) and decided on (a target-tracking and a predictive policy per
-workload) - the agent's worst case. Two measurements in the same run:
+tenants, each with a target-tracking and a predictive policy. Two window sizes: 5-minute utilization windows, so
+that every sample closes a window and is learned, forecast (horizon 12, the band of the policies) and decided
+on - the agent's worst case - and 20-minute windows (4 samples per window, as 60-second windows with a sample
+every 15 s would be). Two measurements in the same run:
 
 * ``in_process``: the agent's code path (``ScalingEngine.on_sample``) over dict-backed tables, forecasting on and
   off, interleaved, µs per sample (wall and CPU) and the model's share (learn + forecast per window);
@@ -65,7 +66,7 @@ from tests.integration.scaling_support import Broker, produce, run_id, tenant_cr
 from tests.integration.worker import WorkerProcess  # noqa: E402
 
 NAB = ROOT.parent / "shared" / "data" / "nab" / "data" / "realAWSCloudwatch"
-WINDOW_SECONDS = 300
+SAMPLE_SECONDS = 300
 WORKLOAD_CORES = 8.0
 JWT_SECRET = "bench-secret-of-at-least-32-bytes-000"  # noqa: S105 - a local throwaway worker
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -99,7 +100,7 @@ def samples(tenants: list[str], series: dict[str, list[float]], steps: int, run:
     """Step by step, every workload of every tenant (tenant ``k`` starts ``97 k`` samples into each series)."""
     events = []
     for step in range(steps):
-        at = T0 + timedelta(seconds=WINDOW_SECONDS * step)
+        at = T0 + timedelta(seconds=SAMPLE_SECONDS * step)
         for k, tenant in enumerate(tenants):
             for workload, values in series.items():
                 value = values[(step + 97 * k) % len(values)]
@@ -113,14 +114,15 @@ def samples(tenants: list[str], series: dict[str, list[float]], steps: int, run:
 # -- in process -------------------------------------------------------------------------------------------------
 
 
-def in_process(series: dict[str, list[float]], tenants: int, steps: int, forecast: bool) -> dict[str, Any]:
+def in_process(series: dict[str, list[float]], tenants: int, steps: int, forecast: bool,
+               window_seconds: int) -> dict[str, Any]:
     tables = Tables(
         policies=TypedTable({}, PolicySet), state=TypedTable({}, WorkloadScaling),
         decisions=TypedTable({}, StoredDecision), index=TypedTable({}, WorkloadIndex),
         snapshots=TypedTable({}, ModelSnapshot), tenants=TypedTable({}, TenantRecord),
         quotas=TypedTable({}, QuotaRecord),
     )
-    engine = ScalingEngine(EngineConfig(window_seconds=WINDOW_SECONDS, forecast_enabled=forecast,
+    engine = ScalingEngine(EngineConfig(window_seconds=window_seconds, forecast_enabled=forecast,
                                         apply_enabled=False), tables)
     ids = [f"t{k}" for k in range(tenants)]
     for tenant in ids:
@@ -141,7 +143,8 @@ def in_process(series: dict[str, list[float]], tenants: int, steps: int, forecas
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     stats = engine.stats
     return {
-        "forecasting": forecast, "samples": len(events), "windows_closed": stats.windows,
+        "forecasting": forecast, "window_seconds": window_seconds, "samples": len(events),
+        "windows_closed": stats.windows,
         "us_per_sample_wall": round(1e6 * wall / len(events), 1),
         "us_per_sample_cpu": round(1e6 * cpu / len(events), 1),
         "samples_per_s": round(len(events) / wall),
@@ -205,7 +208,7 @@ def wait(check: Any, timeout: float, what: str) -> None:
 
 
 def worker_run(broker: Broker, workdir: Path, mode: str, series: dict[str, list[float]], tenants: int, steps: int,
-               label: str, timeout: float) -> dict[str, Any]:
+               label: str, timeout: float, window_seconds: int) -> dict[str, Any]:
     from web.auth import issue_dev_token
 
     run = f"{label}-{run_id()}"
@@ -214,7 +217,7 @@ def worker_run(broker: Broker, workdir: Path, mode: str, series: dict[str, list[
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "APP_ID": app_id, "JWT_SECRET": JWT_SECRET,
         "EXECUTOR_ENABLED": "false", "BRIDGE_ENABLED": "false", "STORE": "rocksdb://",
-        "UTILIZATION_WINDOW_SECONDS": str(WINDOW_SECONDS), "SCALING_APPLY_ENABLED": "false",
+        "UTILIZATION_WINDOW_SECONDS": str(window_seconds), "SCALING_APPLY_ENABLED": "false",
         "SCALING_TICK_SECONDS": "0", **MODES[mode],
     }
     from tests.integration.scaling_support import free_port
@@ -262,7 +265,8 @@ def worker_run(broker: Broker, workdir: Path, mode: str, series: dict[str, list[
         seen = scrape(url)
         model_count = total(seen, "scaling_model_seconds_count")
         return {
-            "mode": mode, "samples": n, "worker_ready_s": round(ready_s, 1), "produce_s": round(produced_s, 2),
+            "mode": mode, "window_seconds": window_seconds, "samples": n, "worker_ready_s": round(ready_s, 1),
+            "produce_s": round(produced_s, 2),
             "seconds": round(elapsed, 2), "events_per_s": round(n / elapsed, 1),
             "worker_cpu_us_per_event": round(1e6 * cpu / n, 1),
             "windows_closed": int(total(seen, "scaling_windows_closed_total")),
@@ -283,22 +287,29 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="worker runs per mode (interleaved)")
     parser.add_argument("--inproc-steps", type=int, default=600)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--windows", default="300,1200", help="window sizes in seconds (samples are 5 minutes apart)")
     parser.add_argument("--skip-worker", action="store_true")
     args = parser.parse_args()
+    windows = [int(w) for w in args.windows.split(",")]
     series = nab_series()
     result: dict[str, Any] = {
         "benchmark": "scaling_agent",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_at_start": os.getloadavg()},
-        "workloads_per_tenant": len(series), "window_seconds": WINDOW_SECONDS, "horizon": 12,
+        "workloads_per_tenant": len(series), "sample_seconds": SAMPLE_SECONDS, "horizon": 12,
     }
-    runs = [in_process(series, 2, args.inproc_steps, forecast) for forecast in (True, False, True, False)]
+    runs = [in_process(series, 2, args.inproc_steps, forecast, window)
+            for window in windows for forecast in (True, False, True, False)]
     result["in_process"] = runs
-    on = [r for r in runs if r["forecasting"]]
-    off = [r for r in runs if not r["forecasting"]]
     result["in_process_summary"] = {
-        "us_per_sample_forecasting_on": min(r["us_per_sample_cpu"] for r in on),
-        "us_per_sample_forecasting_off": min(r["us_per_sample_cpu"] for r in off),
-        "model_us_per_window": min(r["model_us_per_window"] for r in on),
+        f"window_{window}s": {
+            "us_per_sample_forecasting_on": min(r["us_per_sample_cpu"] for r in runs
+                                                if r["forecasting"] and r["window_seconds"] == window),
+            "us_per_sample_forecasting_off": min(r["us_per_sample_cpu"] for r in runs
+                                                 if not r["forecasting"] and r["window_seconds"] == window),
+            "model_us_per_window": min(r["model_us_per_window"] for r in runs
+                                       if r["forecasting"] and r["window_seconds"] == window),
+        }
+        for window in windows
     }
     if not args.skip_worker:
         workdir = Path(tempfile.mkdtemp(prefix="bench-scaling-"))
@@ -306,17 +317,22 @@ def main() -> None:
         try:
             worker_runs = []
             for round_ in range(args.rounds):
-                for mode in MODES:
-                    worker_runs.append(worker_run(broker, workdir, mode, series, args.tenants, args.steps,
-                                                  f"r{round_}{mode[:3]}", args.timeout))
+                for window in windows:
+                    for mode in MODES:
+                        worker_runs.append(worker_run(broker, workdir, mode, series, args.tenants, args.steps,
+                                                      f"r{round_}w{window}{mode[:3]}", args.timeout, window))
             result["worker"] = worker_runs
             result["worker_summary"] = {
-                mode: {
-                    "events_per_s": median(r["events_per_s"] for r in worker_runs if r["mode"] == mode),
-                    "worker_cpu_us_per_event": median(r["worker_cpu_us_per_event"]
-                                                      for r in worker_runs if r["mode"] == mode),
+                f"window_{window}s": {
+                    mode: {
+                        "events_per_s": median(r["events_per_s"] for r in worker_runs
+                                               if r["mode"] == mode and r["window_seconds"] == window),
+                        "worker_cpu_us_per_event": median(r["worker_cpu_us_per_event"] for r in worker_runs
+                                                          if r["mode"] == mode and r["window_seconds"] == window),
+                    }
+                    for mode in MODES
                 }
-                for mode in MODES
+                for window in windows
             }
         finally:
             broker.stop()
