@@ -39,7 +39,7 @@ run: stack
 	echo "== development admin token (24 h)"; $(PY) -m pipeline dev-token; \
 	exec $(PY) -m pipeline worker
 
-test: venv system-deps
+test: venv system-deps lint
 	$(PY) -m pytest -q -rfE
 
 lint: venv
