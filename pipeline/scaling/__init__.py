@@ -12,5 +12,9 @@ Pure logic, no brokers: the Faust agents, tables and the REST API call into thes
 * :mod:`pipeline.scaling.fairshare` - weighted Dominant Resource Fairness;
 * :mod:`pipeline.scaling.decide` - :func:`~pipeline.scaling.decide.decide`, the explained decision and
   its state;
-* :mod:`pipeline.scaling.backtest` - the backtest command (``main(argv)``).
+* :mod:`pipeline.scaling.backtest` - the backtest command (``main(argv)``);
+* :mod:`pipeline.scaling.engine` - :class:`~pipeline.scaling.engine.ScalingEngine`, all of the above as the
+  agents run it over the tables (windows, models in memory and their snapshots, decisions, the fair-share
+  pool), with :mod:`~pipeline.scaling.records` (its records) and :mod:`~pipeline.scaling.kube` (the
+  Deployments' scale subresource, in threads).
 """

@@ -15,12 +15,10 @@ import contextlib
 import json
 import secrets
 import socket
-import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,13 +26,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from pipeline.devstack.base import StackContext, progress
-from pipeline.devstack.kafka import _SERVER_PROPERTIES, Kafka
+from pipeline.devstack.kafka import Kafka
 from pipeline.provisioners.naming import names_for
 
 T = TypeVar("T")
@@ -62,60 +59,17 @@ def poll(check: Callable[[], T | None], timeout: float, interval: float = 0.5) -
 # -- a Kafka broker of our own -----------------------------------------------------------------------------
 
 
-class IsolatedKafka(Kafka):
-    """The stack's Kafka service (same jars, same settings) on other ports, under another state directory."""
-
-    def __init__(self, broker_port: int, controller_port: int) -> None:
-        self.broker_port = broker_port
-        self.controller_port = controller_port
-        self.ports = (broker_port, controller_port)
-
-    def prepare(self, ctx: StackContext) -> None:
-        home = ctx.service_dir(self.name)
-        data = ctx.data_dir(self.name)
-        (home / "log4j.properties").write_text(
-            "log4j.rootLogger=WARN, stdout\nlog4j.appender.stdout=org.apache.log4j.ConsoleAppender\n"
-            "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout\n"
-            "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
-        )
-        config = home / "server.properties"
-        config.write_text(_SERVER_PROPERTIES.format(broker=self.broker_port, controller=self.controller_port,
-                                                    data=data))
-        if not (data / "meta.properties").exists():
-            argv = self._java(ctx, "kafka.tools.StorageTool", "format", "-t", str(uuid.uuid4()), "-c", str(config))
-            subprocess.run(argv, check=True, capture_output=True, cwd=home)
-
-    def healthy(self, ctx: StackContext) -> bool:
-        async def probe() -> bool:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.address(ctx), request_timeout_ms=3000)
-            await admin.start()
-            try:
-                await admin.list_topics()
-                return True
-            finally:
-                await admin.close()
-
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", self.broker_port)) != 0:
-                return False
-        return asyncio.run(asyncio.wait_for(probe(), timeout=8))
-
-    def exports(self, ctx: StackContext) -> dict[str, str]:
-        return {"KAFKA_BOOTSTRAP_SERVERS": self.address(ctx)}
-
-    def address(self, ctx: StackContext) -> str:
-        return f"127.0.0.1:{self.broker_port}"
-
-
 @dataclass
 class Broker:
-    kafka: IsolatedKafka
+    """The stack's Kafka service (same jars, same settings) on free ports, under a state directory of its own."""
+
+    kafka: Kafka
     ctx: StackContext
 
     @classmethod
     def start(cls, cache_dir: Path, home: Path) -> Broker:
         ctx = StackContext(cache_dir=cache_dir, home=home)
-        kafka = IsolatedKafka(free_port(), free_port())
+        kafka = Kafka(free_port(), free_port(), name=f"kafka-scaling-{secrets.token_hex(3)}")
         kafka.install(ctx)
         kafka.start(ctx)
         return cls(kafka, ctx)
