@@ -162,7 +162,10 @@ class Bridge:
         consumer = await self._pulsar.subscribe(
             [pulsar_topic(self.settings, t) for t in self.inbound],
             subscription_name=self.settings.bridge_subscription,
-            consumer_type=pulsar.ConsumerType.KeyShared,
+            # Failover: one active bridge per topic (per-key order kept), the others take over when it dies
+            # and receive everything it had not acknowledged. Key_Shared can leave redelivered messages of a
+            # dead consumer blocked behind a "recently joined" consumer's read position.
+            consumer_type=pulsar.ConsumerType.Failover,
             initial_position=pulsar.InitialPosition.Earliest,
             negative_ack_redelivery_delay_ms=1000,
             receiver_queue_size=MAX_IN_FLIGHT,
