@@ -59,6 +59,27 @@ def internal_token(app: ProvisioningApp) -> str:
     return hmac.new(key, b"internal-state-v1:" + settings.app_id.encode(), hashlib.sha256).hexdigest()
 
 
+def _is_me(app: ProvisioningApp, url: URL) -> bool:
+    mine = URL(str(app.conf.canonical_url))
+    return (url.host, url.port) == (mine.host, mine.port)
+
+
+def owner_of(app: ProvisioningApp, tenant_id: str) -> URL | None:
+    """URL of the worker owning ``tenant_id``, or None when that is this worker (or unknown yet)."""
+    # Tables are keyed by JSON-encoded keys, topics by raw tenant ids: the partition that holds a tenant is
+    # the one its events land on, so route by the source topic's key.
+    try:
+        owner: URL = app.router.external_topic_key_store(topic(TENANT_CREATED), tenant_id)
+    except (KeyError, IndexError):
+        return None
+    return None if _is_me(app, owner) else owner
+
+
+def peer_urls(app: ProvisioningApp) -> list[URL]:
+    """The web URLs of the other workers of the group."""
+    return [url for url in (URL(str(host)) for host in app.router.tables_metadata()) if not _is_me(app, url)]
+
+
 class FaustStateReader:
     def __init__(self, app: ProvisioningApp) -> None:
         self.app = app
@@ -88,26 +109,10 @@ class FaustStateReader:
     # -- routing ----------------------------------------------------------------------------------
 
     def _owner(self, tenant_id: str) -> URL | None:
-        """URL of the worker owning ``tenant_id``, or None when that is this worker (or unknown yet)."""
-        # Tables are keyed by JSON-encoded keys, topics by raw tenant ids: the partition that holds a tenant is
-        # the one its events land on, so route by the source topic's key.
-        try:
-            owner = self.app.router.external_topic_key_store(topic(TENANT_CREATED), tenant_id)
-        except (KeyError, IndexError):
-            return None
-        mine = URL(str(self.app.conf.canonical_url))
-        if (owner.host, owner.port) == (mine.host, mine.port):
-            return None
-        return owner
+        return owner_of(self.app, tenant_id)
 
     def _peers(self) -> list[URL]:
-        mine = URL(str(self.app.conf.canonical_url))
-        peers = []
-        for host in self.app.router.tables_metadata():
-            url = URL(str(host))
-            if (url.host, url.port) != (mine.host, mine.port):
-                peers.append(url)
-        return peers
+        return peer_urls(self.app)
 
     async def _fetch(self, owner: URL, path: str) -> Any:
         headers = {"X-Internal-Token": internal_token(self.app)}

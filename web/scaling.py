@@ -484,27 +484,14 @@ class FaustScalingBackend(EngineBackend):
         self.app = app
 
     def owner(self, tenant_id: str) -> URL | None:
-        from agents.runtime import topic
-        from pipeline.topics import TENANT_CREATED
+        from web.faust_state import owner_of
 
-        try:
-            owner = self.app.router.external_topic_key_store(topic(TENANT_CREATED), tenant_id)
-        except (KeyError, IndexError):
-            return None
-        mine = URL(str(self.app.conf.canonical_url))
-        if (owner.host, owner.port) == (mine.host, mine.port):
-            return None
-        result: URL = owner
-        return result
+        return owner_of(self.app, tenant_id)
 
     def peers(self) -> list[URL]:
-        mine = URL(str(self.app.conf.canonical_url))
-        peers = []
-        for host in self.app.router.tables_metadata():
-            url = URL(str(host))
-            if (url.host, url.port) != (mine.host, mine.port):
-                peers.append(url)
-        return peers
+        from web.faust_state import peer_urls
+
+        return peer_urls(self.app)
 
     async def submit(self, change: PolicyChange) -> None:
         from agents.runtime import topic
