@@ -162,3 +162,18 @@ class Service(ABC):
         process.stop(pid)
         ctx.pid_path(self.name).unlink(missing_ok=True)
         return True
+
+
+class PythonModuleService(Service):
+    """A server of this package run with the project's Python (``python -m module``): nothing to install."""
+
+    #: The checkout that holds the ``pipeline`` package, put on the server's PYTHONPATH.
+    source_root = Path(__file__).resolve().parents[2]
+
+    def install(self, ctx: StackContext) -> None:
+        """Nothing to install: the server is part of this package and runs on the project's venv."""
+
+    def process_env(self, ctx: StackContext) -> dict[str, str]:
+        env = super().process_env(ctx)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self.source_root), env.get("PYTHONPATH", "")) if p)
+        return env

@@ -11,31 +11,24 @@ engine: no auth, no persistence, no billing.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import urllib.request
-from pathlib import Path
 
 from pipeline.compute.catalog import PACKAGED_CATALOG_DIR
 from pipeline.devstack import process
-from pipeline.devstack.base import Service, StackContext
+from pipeline.devstack.base import PythonModuleService, StackContext
 
 PORT = 8092
 #: Instances per pool (provider, region, instance type) the stand-in starts with.
 CAPACITY = 4
-#: The checkout that holds the ``pipeline`` package, put on the stand-in's PYTHONPATH.
-_SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
-class DerivativesStandIn(Service):
+class DerivativesStandIn(PythonModuleService):
     """The derivatives-engine stand-in on 127.0.0.1:8092."""
 
     name = "derivatives"
     ports = (PORT,)
     start_timeout = 30.0
-
-    def install(self, ctx: StackContext) -> None:
-        """Nothing to install: the stand-in is part of this package and runs on the project's venv."""
 
     def command(self, ctx: StackContext) -> list[str]:
         return [
@@ -51,11 +44,6 @@ class DerivativesStandIn(Service):
             "--capacity",
             str(CAPACITY),
         ]
-
-    def process_env(self, ctx: StackContext) -> dict[str, str]:
-        env = super().process_env(ctx)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_SOURCE_ROOT), env.get("PYTHONPATH", "")) if p)
-        return env
 
     def healthy(self, ctx: StackContext) -> bool:
         """The contract's health call answers, and it is the stand-in (it has offers to quote)."""

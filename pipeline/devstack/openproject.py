@@ -10,31 +10,24 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import sys
 import urllib.request
-from pathlib import Path
 
 from pipeline.config import Settings
 from pipeline.devstack import process
-from pipeline.devstack.base import Service, StackContext
+from pipeline.devstack.base import PythonModuleService, StackContext
 
 PORT = 8091
 #: The default key of pipeline/config.py (OPENPROJECT_API_KEY), so the service works with no settings.
 API_KEY: str = Settings.model_fields["openproject_api_key"].default.get_secret_value()
-#: The checkout that holds the ``pipeline`` package, put on the stand-in's PYTHONPATH.
-_SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
-class OpenProjectStandIn(Service):
+class OpenProjectStandIn(PythonModuleService):
     """The OpenProject API v3 stand-in on 127.0.0.1:8091 (in-memory state, gone on restart)."""
 
     name = "openproject"
     ports = (PORT,)
     start_timeout = 30.0
-
-    def install(self, ctx: StackContext) -> None:
-        """Nothing to install: the stand-in is part of this package and runs on the project's venv."""
 
     def command(self, ctx: StackContext) -> list[str]:
         return [
@@ -48,11 +41,6 @@ class OpenProjectStandIn(Service):
             "--api-key",
             API_KEY,
         ]
-
-    def process_env(self, ctx: StackContext) -> dict[str, str]:
-        env = super().process_env(ctx)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_SOURCE_ROOT), env.get("PYTHONPATH", "")) if p)
-        return env
 
     def healthy(self, ctx: StackContext) -> bool:
         if not process.port_in_use(PORT):
