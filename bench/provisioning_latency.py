@@ -54,12 +54,14 @@ from tests.integration.tenant_provisioning_support import (  # noqa: E402
     Publisher,
     executor_env,
     free_port,
-    poll,
     purge_tenants,
     settings_from,
     tenant_created,
 )
-from tests.integration.worker import WorkerProcess  # noqa: E402
+from tests.integration.worker import (  # noqa: E402
+    WorkerProcess,
+    poll,
+)
 from web.auth import issue_dev_token  # noqa: E402
 
 TIERS = ("free", "standard", "enterprise")

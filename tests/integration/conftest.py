@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import secrets
-import socket
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,16 +10,9 @@ import pytest
 
 from pipeline.devstack.base import StackContext
 from tests.integration.tenant_provisioning_support import EventPlane, Publisher
-from tests.integration.worker import WorkerProcess
+from tests.integration.worker import WorkerProcess, free_port
 
 JWT_SECRET = "integration-test-secret-of-32-bytes-or-more"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="session")

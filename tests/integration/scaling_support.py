@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import secrets
-import socket
 import threading
 import time
 import urllib.error
@@ -23,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kubernetes import client as k8s
@@ -33,28 +32,7 @@ from kubernetes.client.exceptions import ApiException
 from pipeline.devstack.base import StackContext, progress
 from pipeline.devstack.kafka import Kafka
 from pipeline.provisioners.naming import names_for
-
-T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def poll(check: Callable[[], T | None], timeout: float, interval: float = 0.5) -> T | None:
-    """``check()`` until it returns something truthy (returned) or ``timeout`` seconds passed (None)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(interval)
-
+from tests.integration.worker import free_port
 
 # -- a Kafka broker of our own -----------------------------------------------------------------------------
 

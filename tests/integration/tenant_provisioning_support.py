@@ -18,7 +18,6 @@ import base64
 import contextlib
 import json
 import secrets
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pulsar
 from aiokafka import AIOKafkaConsumer
@@ -45,8 +44,7 @@ from pipeline.devstack.kafka import Kafka
 from pipeline.provisioners.base import RESOURCES, TenantSpec
 from pipeline.provisioners.registry import aclose_all, build_provisioners
 from pipeline.provisioners.s3 import lifecycle_settings
-
-T = TypeVar("T")
+from tests.integration.worker import free_port
 
 #: The services the executor talks to (``etcd`` comes with ``kubernetes``).
 BACKEND_SERVICES: tuple[str, ...] = (
@@ -54,23 +52,6 @@ BACKEND_SERVICES: tuple[str, ...] = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def poll(check: Callable[[], T | None], timeout: float, interval: float = 0.25) -> T | None:
-    """``check()`` until it returns something truthy (returned) or ``timeout`` seconds passed (None)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(interval)
 
 
 # -- the isolated event plane ----------------------------------------------------------------------------------

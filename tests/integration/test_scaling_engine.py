@@ -30,14 +30,13 @@ from tests.integration.scaling_support import (
     Cluster,
     EventStream,
     free_port,
-    poll,
     produce,
     read_topic,
     run_id,
     samples,
     tenant_created,
 )
-from tests.integration.worker import WorkerProcess
+from tests.integration.worker import WorkerProcess, poll
 
 pytestmark = pytest.mark.integration
 

@@ -42,7 +42,6 @@ from tests.integration.tenant_provisioning_support import (
     executor_env,
     free_port,
     names_in_backends,
-    poll,
     purge_tenants,
     read_topic,
     settings_from,
@@ -50,7 +49,7 @@ from tests.integration.tenant_provisioning_support import (
     tenant_created,
     tenant_deleted,
 )
-from tests.integration.worker import WorkerProcess
+from tests.integration.worker import WorkerProcess, poll
 
 pytestmark = pytest.mark.integration
 
