@@ -1,29 +1,72 @@
-"""resource-metrics: update the usage table and the tumbling-window utilization table."""
+"""resource-metrics: usage, utilization windows, compute activity and the scaling engine, a batch at a time.
 
+The only agent on the topic, so Faust's per-event machinery runs once per sample. It takes what arrived
+within METRICS_BATCH_SECONDS (at most METRICS_BATCH_MAX events) and, per tenant of the batch, writes the
+usage record once and each touched utilization window once, then hands the new samples to compute activity
+(idle detection) and to the scaling engine. The batch is acknowledged after all of that: at-least-once, and
+a redelivered sample is recognised by its window (``pipeline.usage.fold_samples``).
+"""
+
+from collections.abc import Sequence
 from typing import Any
 
-from agents.runtime import process, topic
+from faust.types import EventT
+
+from agents.compute_service import runtime
+from agents.runtime import dead_letter, topic, writing_as
+from agents.scaling_runtime import feed_samples
 from agents.stores import STORES
 from pipeline.app import app
+from pipeline.events.decode import Invalid, decode
 from pipeline.events.models import ResourceMetrics
-from pipeline.outputs import Emit
+from pipeline.metrics import EVENTS_DUPLICATE, EVENTS_PROCESSED
+from pipeline.outputs import Refused
 from pipeline.tenants.logic import require_tenant
 from pipeline.topics import RESOURCE_METRICS
-from pipeline.usage import WindowStats, record_sample, workload_key
+from pipeline.usage import fold_samples
 from tables.usage import usage
-from tables.utilization import table as utilization
+from tables.utilization import WINDOW, store_window, stored_window
+
+SETTINGS = app.settings
 
 
-def _record(event: ResourceMetrics) -> list[Emit]:
-    require_tenant(STORES, event.tenant_id)
-    usage.put(event.tenant_id, record_sample(usage.get(event.tenant_id), event))
-    key = workload_key(event.tenant_id, event.workload)
-    current = WindowStats.model_validate(utilization[key].current() or {})
-    utilization[key] = current.add(event).model_dump()
-    return []
+async def decode_by_tenant(events: Sequence[EventT[Any]]) -> dict[str, list[tuple[EventT[Any], ResourceMetrics]]]:
+    """The valid samples of a batch grouped by tenant, in arrival order; the invalid ones are dead-lettered."""
+    by_tenant: dict[str, list[tuple[EventT[Any], ResourceMetrics]]] = {}
+    for event in events:
+        decoded = decode(event.value, ResourceMetrics)
+        if isinstance(decoded, Invalid):
+            await dead_letter(RESOURCE_METRICS, event.value, event.key, decoded.reason, decoded.detail)
+        else:
+            by_tenant.setdefault(decoded.event.tenant_id, []).append((event, decoded.event))
+    return by_tenant
+
+
+async def record_tenant_samples(tenant_id: str, group: list[tuple[EventT[Any], ResourceMetrics]]) -> None:
+    try:
+        require_tenant(STORES, tenant_id)
+    except Refused as refused:
+        for event, _ in group:
+            await dead_letter(RESOURCE_METRICS, event.value, event.key, refused.reason, refused.detail)
+        return
+    with writing_as(group[-1][0]):
+        folded = fold_samples([sample for _, sample in group], usage.get(tenant_id), stored_window, WINDOW)
+        compute = runtime()
+        for sample in folded.fresh:
+            compute.record_metrics(sample)
+        # Before the windows are written: an engine that has no open window for a workload resumes it
+        # from the stored one, which must not count this batch yet.
+        await feed_samples(folded.fresh)
+        if folded.usage is not None:
+            usage.put(tenant_id, folded.usage)
+        for (key, start), stats in folded.windows.items():
+            store_window(key, start, stats)
+    EVENTS_DUPLICATE.labels(RESOURCE_METRICS).inc(folded.duplicates)
+    EVENTS_PROCESSED.labels(RESOURCE_METRICS).inc(len(folded.fresh))
 
 
 @app.agent(topic(RESOURCE_METRICS), concurrency=1)
 async def resource_metrics(stream: Any) -> None:
-    async for message in stream.events():
-        await process(message, RESOURCE_METRICS, ResourceMetrics, _record)
+    async for events in stream.take_events(SETTINGS.metrics_batch_max, within=SETTINGS.metrics_batch_seconds):
+        for tenant_id, group in (await decode_by_tenant(events)).items():
+            await record_tenant_samples(tenant_id, group)

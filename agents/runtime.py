@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import faust
+from faust.streams import _current_event
 from faust.types import EventT
 
 from pipeline.app import app
@@ -31,6 +34,21 @@ def topic(name: str) -> faust.TopicT:
         _topics[name] = app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
                                   value_serializer="raw")
     return _topics[name]
+
+
+@contextmanager
+def writing_as(event: EventT[Any]) -> Iterator[None]:
+    """Make ``event`` the one being processed while the block runs: table writes go to its partition.
+
+    Faust takes the changelog partition of a table write from the event in progress, and the body of a
+    ``stream.take_events`` loop has none (faust-streaming/faust#497). A batch is written per source
+    partition, with one of that partition's events made current.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 async def emit_all(emits: Iterable[Emit]) -> None:

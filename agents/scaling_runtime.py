@@ -1,20 +1,23 @@
 """The scaling engine of this worker, and what every scaling agent does with an engine ``Outcome``.
 
-Not an agent itself: the agents ``scaling_metrics``, ``scaling_policies``, ``scaling_ticks``,
-``scaling_demands``, ``scaling_grants`` and ``scaling_applied`` share one :class:`ScalingEngine` (its open
-windows and forecasters are in memory, per worker) and one :class:`ApplyQueue` (Kubernetes calls in a
+Not an agent itself: the agents ``resource_metrics`` (through :func:`feed_samples`), ``scaling_policies``,
+``scaling_ticks``, ``scaling_demands``, ``scaling_grants`` and ``scaling_applied`` share one
+:class:`ScalingEngine` (its forecasters are in memory, per worker; an open window resumes from the utilization
+table) and one :class:`ApplyQueue` (Kubernetes calls in a
 thread pool, their outcomes sent back through ``scaling-applied`` to the agent that owns the tenant).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agents.runtime import emit_all, topic
 from agents.stores import STORES
 from pipeline.app import app
+from pipeline.events.models import ResourceMetrics
 from pipeline.scaling.engine import EngineConfig, Outcome, ScalingEngine, Tables
 from pipeline.scaling.kube import ApplyQueue, DeploymentScaler
 from pipeline.scaling.records import DEMANDS_KEY, ApplyReport
@@ -24,6 +27,7 @@ from tables.scaling_decisions import scaling_decisions
 from tables.scaling_index import scaling_index
 from tables.scaling_policies import scaling_policies
 from tables.scaling_state import scaling_state
+from tables.utilization import stored_window
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +35,7 @@ SETTINGS = app.settings
 ENABLED = SETTINGS.scaling_enabled
 TABLES = Tables(
     policies=scaling_policies, state=scaling_state, decisions=scaling_decisions, index=scaling_index,
-    snapshots=model_snapshots, tenants=STORES.tenants, quotas=STORES.quotas,
+    snapshots=model_snapshots, tenants=STORES.tenants, quotas=STORES.quotas, windows=stored_window,
 )
 ENGINE = ScalingEngine(EngineConfig.from_settings(SETTINGS), TABLES)
 
@@ -82,3 +86,15 @@ async def carry_out(outcome: Outcome | None) -> None:
         await fut
     if outcome.emits:
         await emit_all(outcome.emits)
+
+
+async def feed_samples(samples: Sequence[ResourceMetrics]) -> None:
+    """Accumulate new samples in the engine's open windows; a sample that closes a window is decided on."""
+    if not ENABLED:
+        return
+    for sample in samples:
+        try:
+            await carry_out(ENGINE.on_sample(sample))
+        except Exception:
+            ENGINE.forget()  # a half-made change must not stay cached
+            logger.exception("scaling failed on a sample of %s/%s", sample.tenant_id, sample.workload)

@@ -3,8 +3,9 @@
 One agent on ``resource-metrics`` (raw bytes, like the service's agents) sends every record on to
 ``PASSTHROUGH_OUT`` without waiting for its acknowledgement, with the service's consumer/producer
 settings (at-least-once, acks=all, commit every 500 records or 1 s; Faust flushes the producer before it
-commits). No decoding, no tables, no dedupe. ``GET /count`` tells how many records it forwarded,
-``GET /ready`` answers 200 once it has joined its group.
+commits) and tuning (``pipeline/faust_tuning.py``: uvloop unless EVENT_LOOP=asyncio, the quiet monitor).
+No decoding, no tables, no dedupe. ``GET /count`` tells how many records it forwarded, ``GET /ready``
+answers 200 once it has joined its group.
 
     PASSTHROUGH_APP_ID=... PASSTHROUGH_OUT=... KAFKA_BOOTSTRAP_SERVERS=... WEB_PORT=... DATA_DIR=... \
         .venv/bin/python -m bench.faust_passthrough
@@ -19,6 +20,7 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
+from pipeline.faust_tuning import QuietMonitor, use_event_loop
 from pipeline.readiness import is_ready
 
 SOURCE = os.environ.get("PASSTHROUGH_SOURCE", "resource-metrics")
@@ -47,6 +49,7 @@ app = faust.App(
     web_stats_enabled=False,
     web_metrics_enabled=False,
     stream_wait_empty=False,
+    Monitor=QuietMonitor,
 )
 source = app.topic(SOURCE, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 out = app.topic(OUT, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -75,4 +78,5 @@ class ReadyView(View):
 
 
 if __name__ == "__main__":
+    use_event_loop("asyncio" if os.environ.get("EVENT_LOOP") == "asyncio" else "uvloop")
     faust.Worker(app, loglevel="warning").execute_from_commandline()

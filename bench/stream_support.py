@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ JWT_SECRET = "bench-secret-of-at-least-32-bytes-000"  # noqa: S105 - a local dev
 #: Cores every workload is sized at: NAB's CPU-utilisation percentages become ``cpu_cores`` of this.
 WORKLOAD_CORES = 8.0
 WORKLOAD_MEMORY_GIB = 16.0
+SAMPLE_INTERVAL = timedelta(seconds=10)
 
 
 # -- environment and machine ---------------------------------------------------------------------------
@@ -127,10 +128,12 @@ def metric_events(run: str, tenants: Sequence[str], count: int) -> Iterator[tupl
 
     Tenant ``i`` replays every NAB CPU series as one workload, starting at a different offset; the
     ``cpu_cores`` of a sample is the series' percentage of an 8-core workload; memory and GPUs are fixed.
+    Every workload reports every ``SAMPLE_INTERVAL`` (a Prometheus scrape interval), the last samples now.
     """
     series = nab_cpu_series()
     names = sorted(series)
-    now = datetime.now(UTC).isoformat()
+    steps = -(-count // (len(tenants) * len(names)))
+    first = datetime.now(UTC) - SAMPLE_INTERVAL * steps
     for n in range(count):
         tenant_index = n % len(tenants)
         workload = names[(n // len(tenants)) % len(names)]
@@ -138,8 +141,9 @@ def metric_events(run: str, tenants: Sequence[str], count: int) -> Iterator[tupl
         step = n // (len(tenants) * len(names))
         value = values[(step + 97 * tenant_index) % len(values)]
         tenant = tenants[tenant_index]
+        at = (first + SAMPLE_INTERVAL * step).isoformat()
         event = {
-            "event_id": f"{run}-m{n}", "tenant_id": tenant, "occurred_at": now, "workload": workload,
+            "event_id": f"{run}-m{n}", "tenant_id": tenant, "occurred_at": at, "workload": workload,
             "cpu_cores": round(value / 100 * WORKLOAD_CORES, 4), "memory_gib": WORKLOAD_MEMORY_GIB,
             "gpus": 0, "requests_per_s": None, "replicas": 2,
         }

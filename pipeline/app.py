@@ -14,6 +14,7 @@ import faust
 from faust.types.web import Web
 
 from pipeline.config import Settings, get_settings
+from pipeline.faust_tuning import QuietMonitor
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def create_app(settings: Settings) -> ProvisioningApp:
         web_stats_enabled=False,
         web_metrics_enabled=False,
         stream_wait_empty=False,
+        Monitor=QuietMonitor,
     )
     app.settings = settings
     return app

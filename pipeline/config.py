@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pipeline.compute.kubernetes_provider import KubernetesProviderConfig
 from pipeline.compute.optimizer import TenantComputeSettings
 
+EventLoop = Literal["uvloop", "asyncio"]
+
 SeverityName = Literal["low", "medium", "high", "critical"]
 ReactionName = Literal["notify", "scale", "quarantine"]
 
@@ -48,6 +50,11 @@ class Settings(BaseSettings):
     dead_letter_topic: str = "dead-letter-events"
     dedupe_window_seconds: int = 7 * 24 * 3600
     utilization_window_seconds: int = 60
+    event_loop: EventLoop = Field("uvloop", description="The worker's asyncio event loop: uvloop or asyncio")
+    metrics_batch_max: int = Field(5000, ge=1, description="resource-metrics events folded per batch at most")
+    metrics_batch_seconds: float = Field(
+        0.2, gt=0, description="How long the resource-metrics agent waits to fill a batch before it folds it"
+    )
     anomaly_reactions: dict[SeverityName, ReactionName] = Field(
         default_factory=_default_reactions,
         description="Reaction per anomaly severity, as JSON in ANOMALY_REACTIONS.",

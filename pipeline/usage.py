@@ -1,6 +1,15 @@
-"""Resource usage per tenant and workload: the latest sample and tumbling-window aggregates."""
+"""Resource usage per tenant and workload: the latest sample and tumbling-window aggregates.
+
+:func:`fold_samples` folds a batch of samples of one tenant into both at once, so that a batch costs one
+table write per tenant and per workload window, however many samples it holds.
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from pydantic import AwareDatetime, BaseModel, Field
 
@@ -31,7 +40,8 @@ class UsageRecord(BaseModel):
 
 
 class WindowStats(BaseModel):
-    """Aggregates of the samples of one workload in one tumbling window."""
+    """Aggregates of the samples of one workload in one tumbling window (by the samples' ``occurred_at``),
+    and the ids of the events counted: a redelivered sample falls in the same window and is seen there."""
 
     count: int = 0
     cpu_sum: float = 0.0
@@ -42,19 +52,20 @@ class WindowStats(BaseModel):
     gpus_max: float = 0.0
     requests_sum: float = 0.0
     replicas_last: int | None = None
+    event_ids: list[str] = Field(default_factory=list)
 
-    def add(self, sample: ResourceMetrics) -> WindowStats:
-        return WindowStats(
-            count=self.count + 1,
-            cpu_sum=self.cpu_sum + sample.cpu_cores,
-            cpu_max=max(self.cpu_max, sample.cpu_cores),
-            memory_sum=self.memory_sum + sample.memory_gib,
-            memory_max=max(self.memory_max, sample.memory_gib),
-            gpus_sum=self.gpus_sum + sample.gpus,
-            gpus_max=max(self.gpus_max, sample.gpus),
-            requests_sum=self.requests_sum + (sample.requests_per_s or 0.0),
-            replicas_last=sample.replicas if sample.replicas is not None else self.replicas_last,
-        )
+    def add(self, sample: ResourceMetrics) -> None:
+        self.event_ids.append(sample.event_id)
+        self.count += 1
+        self.cpu_sum += sample.cpu_cores
+        self.cpu_max = max(self.cpu_max, sample.cpu_cores)
+        self.memory_sum += sample.memory_gib
+        self.memory_max = max(self.memory_max, sample.memory_gib)
+        self.gpus_sum += sample.gpus
+        self.gpus_max = max(self.gpus_max, sample.gpus)
+        self.requests_sum += sample.requests_per_s or 0.0
+        if sample.replicas is not None:
+            self.replicas_last = sample.replicas
 
     @property
     def cpu_mean(self) -> float:
@@ -78,3 +89,57 @@ def record_sample(usage: UsageRecord | None, sample: ResourceMetrics) -> UsageRe
             at=sample.occurred_at,
         )
     return usage
+
+
+def window_start(at: datetime, size: timedelta) -> datetime:
+    """Start of the tumbling window of length ``size`` (aligned on the epoch) that holds ``at``."""
+    seconds = size.total_seconds()
+    return datetime.fromtimestamp(math.floor(at.timestamp() / seconds) * seconds, UTC)
+
+
+WindowKey = tuple[str, datetime]  # (workload key, window start)
+
+
+@dataclass
+class FoldedSamples:
+    """What a batch of one tenant's samples changes: the tables to write, the samples that were new."""
+
+    usage: UsageRecord | None = None
+    windows: dict[WindowKey, WindowStats] = field(default_factory=dict)
+    fresh: list[ResourceMetrics] = field(default_factory=list)
+    duplicates: int = 0
+
+
+def fold_samples(
+    samples: Sequence[ResourceMetrics],
+    usage: UsageRecord | None,
+    stored_window: Callable[[str, datetime], WindowStats | None],
+    size: timedelta,
+) -> FoldedSamples:
+    """Fold one tenant's samples (in arrival order) into its usage record and the workload windows.
+
+    ``stored_window(key, start)`` reads a window as stored before this batch. A sample whose event id its
+    window already counts is a duplicate (a redelivery): it changes nothing and is not in ``fresh``.
+    """
+    folded = FoldedSamples()
+    windows: dict[WindowKey, WindowStats] = {}
+    latest: dict[str, ResourceMetrics] = {}
+    for sample in samples:
+        key = (workload_key(sample.tenant_id, sample.workload), window_start(sample.occurred_at, size))
+        stats = windows.get(key)
+        if stats is None:
+            stored = stored_window(*key)
+            stats = windows[key] = stored.model_copy(deep=True) if stored is not None else WindowStats()
+        if sample.event_id in stats.event_ids:
+            folded.duplicates += 1
+            continue
+        stats.add(sample)
+        folded.windows[key] = stats
+        folded.fresh.append(sample)
+        newest = latest.get(sample.workload)
+        if newest is None or newest.occurred_at <= sample.occurred_at:
+            latest[sample.workload] = sample
+    for sample in latest.values():
+        usage = record_sample(usage, sample)
+    folded.usage = usage if latest else None
+    return folded

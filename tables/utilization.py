@@ -1,13 +1,31 @@
-"""utilization: "tenant id/workload" -> WindowStats per tumbling window of UTILIZATION_WINDOW_SECONDS."""
+"""utilization: "tenant id/workload" -> WindowStats per tumbling window of UTILIZATION_WINDOW_SECONDS.
 
-from datetime import timedelta
+Windows are placed by the samples' own time (``occurred_at``), not by when Kafka received them, so a
+redelivered sample lands in the window that already counted it.
+"""
+
+from datetime import datetime, timedelta
+from typing import cast
+
+from faust.tables.wrappers import WindowWrapper
 
 from pipeline.app import app, table_options
+from pipeline.usage import WindowStats
 
 HELP = "Tumbling-window utilization aggregates (count, mean/max cpu, memory, gpus, requests) per workload."
 WINDOW = timedelta(seconds=app.settings.utilization_window_seconds)
-table = (
-    app.Table("utilization", default=dict, **table_options(HELP))
-    .tumbling(WINDOW, expires=WINDOW * 60)
-    .relative_to_stream()
+table = cast(
+    WindowWrapper,
+    app.Table("utilization", default=dict, **table_options(HELP)).tumbling(WINDOW, expires=WINDOW * 60),
 )
+
+
+def stored_window(key: str, start: datetime) -> WindowStats | None:
+    """The window of ``key`` that starts at ``start``, as stored."""
+    raw = table.relative_to(start)[key].current()
+    return WindowStats.model_validate(raw) if raw else None
+
+
+def store_window(key: str, start: datetime, stats: WindowStats) -> None:
+    """Write a window (inside stream processing: the changelog partition is the current event's)."""
+    table.relative_to(start)[key] = stats.model_dump()

@@ -31,6 +31,10 @@ def decode(raw: bytes | str | None, model: type[E]) -> Decoded[E] | Invalid:
     if raw is None:
         return Invalid("empty", "the message has no value")
     try:
+        return Decoded(model.model_validate_json(raw))  # the common case, in one pass
+    except ValidationError:
+        pass  # parse again in steps, to say precisely what is wrong
+    try:
         payload = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return Invalid("bad-json", f"not valid JSON: {exc}")

@@ -79,10 +79,10 @@ from pipeline.scaling.records import (
     WorkloadIndex,
     WorkloadScaling,
     split_key,
-    workload_key,
 )
 from pipeline.tenants.models import QuotaRecord, TenantRecord, TenantState
 from pipeline.typed_table import TypedTable
+from pipeline.usage import WindowStats, workload_key
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +143,9 @@ class Tables:
     snapshots: TypedTable[ModelSnapshot]
     tenants: TypedTable[TenantRecord]
     quotas: TypedTable[QuotaRecord]
+    windows: Callable[[str, datetime], WindowStats | None] | None = None
+    """The utilization window of ``tenant/workload`` starting at a time, as stored: where the open window
+    resumes from in a new process (None: the open window starts empty)."""
 
 
 @dataclass
@@ -251,6 +254,9 @@ class ScalingEngine:
             self._late()
             return None
         window = _Window(start)
+        stored = self.tables.windows(key, datetime.fromtimestamp(start, UTC)) if self.tables.windows else None
+        if stored is not None:
+            window.count, window.cpu_sum, window.replicas = stored.count, stored.cpu_sum, stored.replicas_last
         window.add(sample)
         self.open[key] = window
         if self.config.apply_enabled and self._stale(st) and self.policies_of(sample.tenant_id, sample.workload):

@@ -29,10 +29,6 @@ DEMANDS_KEY = "pool"
 Trigger = Literal["window", "schedule", "fair_share", "observed"]
 
 
-def workload_key(tenant_id: str, workload: str) -> str:
-    return f"{tenant_id}/{workload}"
-
-
 def split_key(key: str) -> tuple[str, str]:
     tenant_id, _, workload = key.partition("/")
     return tenant_id, workload

@@ -6,7 +6,9 @@ import asyncio
 import base64
 import json
 import time
+import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -106,6 +108,61 @@ def test_invalid_events_go_to_the_dead_letter_topic_and_good_ones_still_flow(
     schema_letter = next(r for r in letters if r["reason"] == "schema")
     assert "tier" in schema_letter["detail"]
     assert json.loads(base64.b64decode(schema_letter["original_base64"])) == bad
+
+
+def metrics_sample(tenant_id: str, event_id: str, workload: str, cpu_cores: float, seconds_ago: float
+                   ) -> dict[str, Any]:
+    at = datetime.now(UTC) - timedelta(seconds=seconds_ago)
+    return {"event_id": event_id, "tenant_id": tenant_id, "occurred_at": at.isoformat(), "workload": workload,
+            "cpu_cores": cpu_cores, "memory_gib": 4.0, "gpus": 0}
+
+
+def test_metrics_count_each_sample_once_and_bad_samples_are_dead_lettered(
+    stream_env: dict[str, str], start_worker: Callable[..., WorkerProcess], publish: Callable[[str, Any], None],
+    admin_token: str, run_id: str,
+) -> None:
+    worker = start_worker(stream_env)
+    worker.wait_ready()
+    tenant = f"t{run_id}-metrics"
+    publish("tenant-created-events", tenant_event(tenant, f"{tenant}-evt"))
+    wait_for(lambda: worker.get(f"/api/v1/tenants/{tenant}", admin_token)[0] == 200, what="the tenant")
+
+    samples = [
+        metrics_sample(tenant, f"{tenant}-m1", "api", 1.0, seconds_ago=30),
+        metrics_sample(tenant, f"{tenant}-m2", "train", 2.5, seconds_ago=25),
+        metrics_sample(tenant, f"{tenant}-m3", "api", 1.5, seconds_ago=20),
+    ]
+    for sample in samples:
+        publish("resource-metrics", sample)
+    publish("resource-metrics", samples[0])  # redelivered: counted once
+    publish("resource-metrics", {**metrics_sample(tenant, f"{tenant}-neg", "api", 1.0, 1), "cpu_cores": -3})
+    publish("resource-metrics", metrics_sample(f"t{run_id}-nobody", f"{tenant}-ghost", "api", 1.0, 1))
+    publish("resource-metrics", metrics_sample(tenant, f"{tenant}-m4", "train", 0.5, seconds_ago=10))
+
+    def usage() -> Any:
+        code, body = worker.get(f"/api/v1/tenants/{tenant}/quota", admin_token)
+        return body["usage"] if code == 200 and body["usage"]["cpu_cores"] == 2.0 else None
+
+    # the latest sample of each workload: api 1.5 (m3) + train 0.5 (m4)
+    assert wait_for(usage, what="the usage totals") == {"cpu_cores": 2.0, "memory_gib": 8.0, "gpus": 0.0}
+
+    def letters() -> list[dict[str, Any]] | None:
+        found = asyncio.run(read_topic(
+            stream_env["KAFKA_BOOTSTRAP_SERVERS"], "dead-letter-events", idle=1.0,
+            match=lambda r: r["source_topic"] == "resource-metrics"
+            and tenant in base64.b64decode(r["original_base64"]).decode()))
+        return found if len(found) >= 2 else None
+
+    dead = wait_for(letters, what="two dead letters")
+    assert sorted(r["reason"] for r in dead) == ["schema", "unknown-tenant"]
+    assert "cpu_cores" in next(r["detail"] for r in dead if r["reason"] == "schema")
+
+    def exported() -> str:
+        with urllib.request.urlopen(f"{worker.url}/metrics", timeout=10) as response:  # noqa: S310 - local
+            return str(response.read().decode())
+
+    assert 'provisioning_events_duplicate_total{topic="resource-metrics"} 1.0' in exported()
+    assert 'provisioning_events_processed_total{topic="resource-metrics"} 4.0' in exported()
 
 
 def test_kill_minus_nine_loses_nothing_and_duplicates_nothing(

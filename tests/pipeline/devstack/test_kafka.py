@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 pytestmark = pytest.mark.integration
 
@@ -46,11 +46,14 @@ async def test_produce_and_consume_through_the_real_kafka(kafka_service: dict[st
         # A guard against a hang, not a latency assertion.
         await asyncio.wait_for(collect(), timeout=120)
         await consumer.commit()
-        committed = await consumer.committed(next(iter(consumer.assignment())))
+        # The broker creates the topic with several partitions; one key lands in one of them.
+        partition = TopicPartition(topic, received[0].partition)
+        committed = await consumer.committed(partition)
     finally:
         await consumer.stop()
 
     assert [record.value for record in received] == payloads
     assert {record.key for record in received} == {b"tenant-1"}
     assert {record.topic for record in received} == {topic}
+    assert {record.partition for record in received} == {partition.partition}
     assert committed == len(payloads)

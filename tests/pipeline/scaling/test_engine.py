@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +32,7 @@ from pipeline.scaling.records import (
 )
 from pipeline.tenants.models import QuotaRecord, TenantRecord, TenantState
 from pipeline.typed_table import TypedTable
+from pipeline.usage import WindowStats
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 WALL = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
@@ -201,6 +203,20 @@ def test_a_restarted_engine_resumes_the_model_from_its_snapshot_and_the_windows_
     restarted.on_sample(sample(T0 + timedelta(days=1, hours=4, minutes=1), 1.0))
     after = tables.state.get("acme/api")
     assert after is not None and after.observations == 56 and after.recent[-1][0] == T0 + timedelta(days=1, hours=4)
+
+
+def test_a_new_engine_resumes_the_open_window_from_the_stored_utilization_window() -> None:
+    stored = WindowStats()
+    for minute, cores in ((1, 1.0), (5, 2.0)):  # folded (and written) before the restart
+        stored.add(sample(T0 + timedelta(minutes=minute), cores))
+    tables = replace(make_tables(), windows=lambda key, start: stored if (key, start) == ("acme/api", T0) else None)
+    eng = engine(tables)
+
+    eng.on_sample(sample(T0 + timedelta(minutes=20), 6.0))
+    eng.on_sample(sample(T0 + timedelta(minutes=31), 1.0))  # closes 00:00-00:30
+
+    state = tables.state.get("acme/api")
+    assert state is not None and state.recent == [(T0 + timedelta(minutes=30), 3.0)]  # (1 + 2 + 6) / 3, not 6
 
 
 def test_without_a_snapshot_only_the_recent_windows_can_be_relearned() -> None:
