@@ -2,9 +2,10 @@
 
 The only agent on the topic, so Faust's per-event machinery runs once per sample. It takes what arrived
 within METRICS_BATCH_SECONDS (at most METRICS_BATCH_MAX events) and, per tenant of the batch, writes the
-usage record once and each touched utilization window once, then hands the new samples to compute activity
-(idle detection) and to the scaling engine. The batch is acknowledged after all of that: at-least-once, and
-a redelivered sample is recognised by its window (``pipeline.usage.fold_samples``).
+usage record once and each touched utilization window once, and hands the new samples to compute activity
+(idle detection) and to the scaling engine, whose decisions for the whole batch leave together. The batch
+is acknowledged after all of that: at-least-once, and a redelivered sample is recognised by its window
+(``pipeline.usage.fold_samples``).
 """
 
 from collections.abc import Sequence
@@ -14,13 +15,14 @@ from faust.types import EventT
 
 from agents.compute_service import runtime
 from agents.runtime import dead_letter, topic, writing_as
-from agents.scaling_runtime import feed_samples
+from agents.scaling_runtime import carry_out_decisions, decide_on_samples
 from agents.stores import STORES
 from pipeline.app import app
 from pipeline.events.decode import Invalid, decode
 from pipeline.events.models import ResourceMetrics
 from pipeline.metrics import EVENTS_DUPLICATE, EVENTS_PROCESSED
 from pipeline.outputs import Refused
+from pipeline.scaling.engine import Outcome
 from pipeline.tenants.logic import require_tenant
 from pipeline.topics import RESOURCE_METRICS
 from pipeline.usage import fold_samples
@@ -42,13 +44,14 @@ async def decode_by_tenant(events: Sequence[EventT[Any]]) -> dict[str, list[tupl
     return by_tenant
 
 
-async def record_tenant_samples(tenant_id: str, group: list[tuple[EventT[Any], ResourceMetrics]]) -> None:
+async def record_tenant_samples(tenant_id: str, group: list[tuple[EventT[Any], ResourceMetrics]]) -> Outcome:
+    """Fold one tenant's samples into its tables; what the scaling engine decided on them is returned."""
     try:
         require_tenant(STORES, tenant_id)
     except Refused as refused:
         for event, _ in group:
             await dead_letter(RESOURCE_METRICS, event.value, event.key, refused.reason, refused.detail)
-        return
+        return Outcome()
     with writing_as(group[-1][0]):
         folded = fold_samples([sample for _, sample in group], usage.get(tenant_id), stored_window, WINDOW)
         compute = runtime()
@@ -56,17 +59,20 @@ async def record_tenant_samples(tenant_id: str, group: list[tuple[EventT[Any], R
             compute.record_metrics(sample)
         # Before the windows are written: an engine that has no open window for a workload resumes it
         # from the stored one, which must not count this batch yet.
-        await feed_samples(folded.fresh)
+        decided = decide_on_samples(folded.fresh)
         if folded.usage is not None:
             usage.put(tenant_id, folded.usage)
         for (key, start), stats in folded.windows.items():
             store_window(key, start, stats)
     EVENTS_DUPLICATE.labels(RESOURCE_METRICS).inc(folded.duplicates)
     EVENTS_PROCESSED.labels(RESOURCE_METRICS).inc(len(folded.fresh))
+    return decided
 
 
 @app.agent(topic(RESOURCE_METRICS), concurrency=1)
 async def resource_metrics(stream: Any) -> None:
     async for events in stream.take_events(SETTINGS.metrics_batch_max, within=SETTINGS.metrics_batch_seconds):
+        decided = Outcome()
         for tenant_id, group in (await decode_by_tenant(events)).items():
-            await record_tenant_samples(tenant_id, group)
+            decided.extend(await record_tenant_samples(tenant_id, group))
+        await carry_out_decisions(decided)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import faust
 from faust.streams import _current_event
@@ -51,14 +53,77 @@ def writing_as(event: EventT[Any]) -> Iterator[None]:
         _current_event.reset(token)
 
 
-async def emit_all(emits: Iterable[Emit]) -> None:
-    """Send every record and wait until Kafka acknowledged each one."""
-    pending = [
-        await topic(e.topic).send(key=e.key.encode(), value=e.value.model_dump_json().encode())
+async def send_all(emits: Iterable[Emit]) -> list[asyncio.Future[Any]]:
+    """Hand every record to the producer; the futures resolve when Kafka acknowledged them."""
+    return [
+        cast(asyncio.Future[Any],
+             await topic(e.topic).send(key=e.key.encode(), value=e.value.model_dump_json().encode()))
         for e in emits
     ]
-    for fut in pending:
+
+
+async def emit_all(emits: Iterable[Emit]) -> None:
+    """Send every record and wait until Kafka acknowledged each one."""
+    for fut in await send_all(emits):
         await fut
+
+
+class PendingMarks:
+    """Events handled whose records are on their way to Kafka: each id is marked processed (in order) once
+    Kafka acknowledged all its records, and counts as seen meanwhile.
+
+    The agent takes the next event without waiting for the acknowledgements, so a slow broker costs
+    latency once, not once per event. Nothing is lost: Faust flushes the producer before it commits an
+    offset, and an id marked too late (a crash in between) only lets a redelivery through to the domain
+    function, which re-sends the same command ids.
+    """
+
+    def __init__(self, limit: int = 500) -> None:
+        self.limit = limit
+        self._queue: deque[tuple[EventT[Any], str, list[asyncio.Future[Any]]]] = deque()
+        self._ids: set[str] = set()
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._ids
+
+    async def add(self, event: EventT[Any], event_id: str, sent: list[asyncio.Future[Any]]) -> None:
+        self._queue.append((event, event_id, sent))
+        self._ids.add(event_id)
+        self.settle()
+        while len(self._queue) > self.limit:
+            for fut in self._queue[0][2]:
+                await fut
+            self.settle()
+
+    def settle(self) -> None:
+        """Mark the oldest ids whose records were all acknowledged (a failed send raises here)."""
+        while self._queue and all(fut.done() for fut in self._queue[0][2]):
+            event, event_id, sent = self._queue.popleft()
+            for fut in sent:
+                fut.result()
+            with writing_as(event):
+                processed_events.mark(event_id)
+            self._ids.discard(event_id)
+
+    def forget(self) -> None:
+        """Partitions were revoked: their marks may not be written from here any more."""
+        self._queue.clear()
+        self._ids.clear()
+
+
+_pending_marks: dict[str, PendingMarks] = {}
+
+
+def pending_marks(source_topic: str) -> PendingMarks:
+    if source_topic not in _pending_marks:
+        _pending_marks[source_topic] = PendingMarks()
+    return _pending_marks[source_topic]
+
+
+@app.on_partitions_revoked.connect
+async def _forget_pending_marks(*_args: Any, **_kwargs: Any) -> None:
+    for marks in _pending_marks.values():
+        marks.forget()
 
 
 async def dead_letter(source_topic: str, raw: bytes | None, key: bytes | None, reason: str, detail: str) -> None:
@@ -82,7 +147,6 @@ async def process(
     source_topic: str,
     model: type[E],
     handle: Callable[[E], list[Emit]],
-    dedupe: bool = True,
 ) -> None:
     """Run ``handle`` once per event id: invalid or refused input goes to the dead-letter topic."""
     raw: Any = message.value
@@ -92,15 +156,16 @@ async def process(
         await dead_letter(source_topic, raw, key, decoded.reason, decoded.detail)
         return
     event = decoded.event
-    if dedupe and processed_events.seen(event.event_id):
+    marks = pending_marks(source_topic)
+    if event.event_id in marks or processed_events.seen(event.event_id):
         EVENTS_DUPLICATE.labels(source_topic).inc()
         return
+    sent: list[asyncio.Future[Any]] = []
     try:
         emits = handle(event)
     except Refused as refused:
         await dead_letter(source_topic, raw, key, refused.reason, refused.detail)
     else:
-        await emit_all(emits)
+        sent = await send_all(emits)
         EVENTS_PROCESSED.labels(source_topic).inc()
-    if dedupe:
-        processed_events.mark(event.event_id)
+    await marks.add(message, event.event_id, sent)

@@ -1,6 +1,6 @@
 """The scaling engine of this worker, and what every scaling agent does with an engine ``Outcome``.
 
-Not an agent itself: the agents ``resource_metrics`` (through :func:`feed_samples`), ``scaling_policies``,
+Not an agent itself: the agents ``resource_metrics`` (:func:`decide_on_samples`), ``scaling_policies``,
 ``scaling_ticks``, ``scaling_demands``, ``scaling_grants`` and ``scaling_applied`` share one
 :class:`ScalingEngine` (its forecasters are in memory, per worker; an open window resumes from the utilization
 table) and one :class:`ApplyQueue` (Kubernetes calls in a
@@ -74,27 +74,47 @@ async def carry_out(outcome: Outcome | None) -> None:
     """Queue the outcome's Kubernetes calls, send its demands to the pool, emit its records (acknowledged).
 
     Several agents decide for the same workload; the calls are queued before the first ``await`` and the
-    demands sent before the records, so they leave in the order of the decisions (the pool also drops a
-    demand older than the one it holds, and the owner a grant for a demand it has replaced).
+    demands acknowledged before the records are sent, so they leave in the order of the decisions (the pool
+    also drops a demand older than the one it holds, and the owner a grant for a demand it has replaced).
     """
     if not outcome:
         return
     for request in outcome.applies:
         QUEUE.submit(request)
-    for demand in outcome.demands:
-        fut = await DEMANDS_TOPIC.send(key=DEMANDS_KEY.encode(), value=demand.model_dump_json().encode())
+    sent = [await DEMANDS_TOPIC.send(key=DEMANDS_KEY.encode(), value=demand.model_dump_json().encode())
+            for demand in outcome.demands]
+    for fut in sent:
         await fut
     if outcome.emits:
         await emit_all(outcome.emits)
 
 
-async def feed_samples(samples: Sequence[ResourceMetrics]) -> None:
-    """Accumulate new samples in the engine's open windows; a sample that closes a window is decided on."""
+def decide_on_samples(samples: Sequence[ResourceMetrics]) -> Outcome:
+    """Accumulate new samples in the engine's open windows; what the windows they close decide, together.
+
+    Call inside stream processing (the engine writes its tables); carry the result out once per batch:
+    windows close in bursts, at every window boundary, and one wait for Kafka serves them all.
+    """
+    combined = Outcome()
     if not ENABLED:
-        return
+        return combined
     for sample in samples:
         try:
-            await carry_out(ENGINE.on_sample(sample))
+            outcome = ENGINE.on_sample(sample)
         except Exception:
             ENGINE.forget()  # a half-made change must not stay cached
             logger.exception("scaling failed on a sample of %s/%s", sample.tenant_id, sample.workload)
+            continue
+        if outcome:
+            combined.extend(outcome)
+    return combined
+
+
+async def carry_out_decisions(outcome: Outcome) -> None:
+    """:func:`carry_out` for what :func:`decide_on_samples` returned: a failure is logged and the engine's
+    caches dropped (they may hold changes whose records did not leave), the metrics batch goes on."""
+    try:
+        await carry_out(outcome)
+    except Exception:
+        ENGINE.forget()
+        logger.exception("carrying out the scaling decisions of a metrics batch failed")

@@ -9,8 +9,9 @@ tables) runs beside this process, which
 2. publishes ``--warmup`` tenant-created events slowly and waits for their commands (not counted);
 3. publishes ``--rate`` tenant-created events per second for ``--seconds`` seconds with pulsar-client
    (``send_async``, batching off, one new tenant per event, tiers round-robin), paced in 1 ms slots from
-   a thread, and keeps reading until every event's commands (one per resource) arrived or ``--drain``
-   seconds passed after the last publish.
+   a thread, with ``--metrics-rate`` resource-metrics events per second of the warm-up tenants from
+   another thread (real NAB CPU series; the rest of a platform's traffic), and keeps reading until
+   every event's commands (one per resource) arrived or ``--drain`` seconds passed after the last publish.
 
 Clock: the wall clock (CLOCK_REALTIME) of this one machine, read with ``time.time()``: the publish time
 is read just before ``send_async``; the command's time is its Kafka record timestamp (CreateTime: the
@@ -18,11 +19,11 @@ worker's clock when its producer took the record, before the broker's ack). ``co
 until this process read the command from Kafka; ``bridged_consumed`` is the time until this process
 read the bridged event itself from the Kafka input topic (the bridge's share, plus a Kafka fetch).
 Per event: ``first`` = its first command, ``all`` = the last of its commands. Also reported: the
-publish rate reached, the rate the worker emitted at, and the median latency in the first and last
-tenth of the run (rising = the worker did not keep up: queueing).
+publish rate reached, the rate the worker emitted at, and the median latency in each tenth of the run
+(rising = the worker did not keep up: queueing).
 Prints JSON.
 
-    .venv/bin/python -m bench.stream_latency [--rate 1000] [--seconds 20] [--drain 180]
+    .venv/bin/python -m bench.stream_latency [--rate 1000] [--metrics-rate 0] [--seconds 20] [--drain 180]
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from bench.stream_support import (
     event_plane,
     loadavg,
     machine,
+    metric_events,
     percentile,
     run_id,
     stop_on_sigterm,
@@ -60,7 +62,7 @@ from pipeline.bridge import ensure_kafka_topics
 from pipeline.config import Settings
 from pipeline.outputs import PROVISIONING_COMMANDS
 from pipeline.provisioners.base import RESOURCES
-from pipeline.topics import TENANT_CREATED, kafka_topics
+from pipeline.topics import RESOURCE_METRICS, TENANT_CREATED, kafka_topics
 
 TIERS = ("free", "standard", "enterprise")
 
@@ -120,11 +122,12 @@ async def read_commands(bootstrap: str, seen: Seen, stop: asyncio.Event, ready: 
         await consumer.stop()
 
 
-def publish(pulsar_url: str, namespace: str, events: list[dict[str, Any]], rate: float, seen: Seen
-            ) -> dict[str, Any]:
-    """Send ``events`` at ``rate`` per second (1 ms slots), recording each publish time."""
+def publish(pulsar_url: str, namespace: str, events: list[dict[str, Any]], rate: float, seen: Seen | None,
+            topic: str = TENANT_CREATED) -> dict[str, Any]:
+    """Send ``events`` to ``topic`` at ``rate`` per second (1 ms slots), recording each publish time in
+    ``seen`` (if given)."""
     client = pulsar.Client(pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
-    producer = client.create_producer(f"persistent://{namespace}/{TENANT_CREATED}", batching_enabled=False,
+    producer = client.create_producer(f"persistent://{namespace}/{topic}", batching_enabled=False,
                                       block_if_queue_full=True, max_pending_messages=100_000)
     failures = 0
 
@@ -143,8 +146,9 @@ def publish(pulsar_url: str, namespace: str, events: list[dict[str, Any]], rate:
                 time.sleep(delay)
             late_ms.append(max(0.0, time.perf_counter() - due) * 1000)
             payload = json.dumps({**event, "occurred_at": datetime.now(UTC).isoformat()}).encode()
-            with seen.lock:
-                seen.published[event["event_id"]] = time.time()
+            if seen is not None:
+                with seen.lock:
+                    seen.published[event["event_id"]] = time.time()
             producer.send_async(payload, done, partition_key=event["tenant_id"])
         producer.flush()
         elapsed = time.perf_counter() - started
@@ -190,11 +194,13 @@ async def run(args: argparse.Namespace, stack: dict[str, str], workdir: Path) ->
     result: dict[str, Any] = {
         "benchmark": "stream_latency", "machine": machine(), "run_id": run, "app_id": app_id,
         "event": TENANT_CREATED, "commands_per_event": len(RESOURCES), "rate_per_s": args.rate,
+        "metrics_rate_per_s": args.metrics_rate, "worker_env": args.worker_env,
         "seconds": args.seconds,
         "clock": "wall clock (time.time) of this host; command time = Kafka record timestamp (CreateTime)",
     }
     await ensure_kafka_topics(settings, kafka_topics(settings.dead_letter_topic))
-    worker = Worker(worker_env(stack, app_id, bridge=True), workdir,
+    worker = Worker(worker_env(stack, app_id, bridge=True, **dict(kv.split("=", 1) for kv in args.worker_env)),
+                    workdir,
                     python_args=["-m", "cProfile", "-o", str(args.profile)] if args.profile else [],
                     cwd=args.worker_root)
     seen = Seen()
@@ -219,10 +225,18 @@ async def run(args: argparse.Namespace, stack: dict[str, str], workdir: Path) ->
         progress(f"warm-up: {result['warmup_complete']} complete")
 
         measured = events("l", int(args.rate * args.seconds))
+        # the other traffic: resource-metrics of the warm-up tenants, published beside the measured events
+        samples = [json.loads(value) for _, value in metric_events(
+            run, [e["tenant_id"] for e in warm], int(args.metrics_rate * args.seconds))]
         cpu0 = worker.cpu_seconds()
         result["load_before"] = loadavg()
-        result["publish"] = await asyncio.to_thread(publish, stack["PULSAR_URL"], namespace, measured, args.rate,
-                                                    seen)
+        publishing = [asyncio.to_thread(publish, stack["PULSAR_URL"], namespace, measured, args.rate, seen)]
+        if samples:
+            publishing.append(asyncio.to_thread(publish, stack["PULSAR_URL"], namespace, samples,
+                                                args.metrics_rate, None, RESOURCE_METRICS))
+        result["publish"], *metrics_publish = await asyncio.gather(*publishing)
+        if metrics_publish:
+            result["publish_metrics"] = metrics_publish[0]
         ids = [e["event_id"] for e in measured]
         progress(f"published {len(ids)} events: {result['publish']}")
         await wait_complete(seen, ids, args.drain)
@@ -253,8 +267,8 @@ async def run(args: argparse.Namespace, stack: dict[str, str], workdir: Path) ->
         result["worker_emit_events_per_s"] = round((len(stamps) - 1) / (stamps[-1] - stamps[0]), 1)
         tenth = max(1, len(last) // 10)
         order = sorted(range(len(complete)), key=lambda i: seen.published[complete[i]])
-        result["p50_all_ms_first_tenth"] = summary([last[i] for i in order[:tenth]]).get("p50_ms")
-        result["p50_all_ms_last_tenth"] = summary([last[i] for i in order[-tenth:]]).get("p50_ms")
+        result["p50_all_ms_by_tenth"] = [summary([last[i] for i in order[k * tenth:(k + 1) * tenth]]).get("p50_ms")
+                                         for k in range(10)]
     return result
 
 
@@ -262,7 +276,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=1000.0, help="events per second published")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to publish at that rate")
+    parser.add_argument("--metrics-rate", type=float, default=0.0,
+                        help="resource-metrics events per second published beside them (the rest of the traffic)")
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the worker (a setting to compare)")
     parser.add_argument("--profile", type=lambda p: Path(p).resolve(),
                         help="run the worker under cProfile, writing this file (latencies are then not comparable)")
     parser.add_argument("--worker-root", type=lambda p: Path(p).resolve(), default=ROOT,

@@ -205,6 +205,8 @@ class BaseProvisioner(ABC):
 
     resource: str
     data_bearing: bool = False
+    #: The backend client's own exceptions that are worth a retry, besides :func:`is_transient_exception`.
+    transient_exceptions: tuple[type[BaseException], ...] = ()
 
     def __init__(self, tiers: TiersConfig) -> None:
         self.tiers = tiers
@@ -256,9 +258,10 @@ class BaseProvisioner(ABC):
 
     def _classify(self, exc: Exception) -> ProvisioningError:
         """Map a backend exception to a transient or permanent error; backends extend this."""
-        if is_transient_exception(exc):
-            return TransientError(f"{type(exc).__name__}: {exc}", resource=self.resource)
-        return PermanentError(f"{type(exc).__name__}: {exc}", resource=self.resource)
+        message = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, self.transient_exceptions) or is_transient_exception(exc):
+            return TransientError(message, resource=self.resource)
+        return PermanentError(message, resource=self.resource)
 
     async def _on_failure(self, error: ProvisioningError) -> None:  # noqa: B027 - optional hook
         """Called when an operation failed; backends drop a broken connection here."""
@@ -294,3 +297,19 @@ class BaseProvisioner(ABC):
 async def blocking(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a blocking client call in a worker thread."""
     return await asyncio.to_thread(func, *args, **kwargs)
+
+
+class ReconnectingProvisioner(BaseProvisioner):
+    """A provisioner holding one blocking client connection: dropped on close and after a transient failure,
+    so that the next call connects again."""
+
+    @abstractmethod
+    def _disconnect(self) -> None:
+        """Close the client connection, if there is one, and forget it."""
+
+    async def aclose(self) -> None:
+        await blocking(self._disconnect)
+
+    async def _on_failure(self, error: ProvisioningError) -> None:
+        if error.retryable:
+            await blocking(self._disconnect)

@@ -21,16 +21,15 @@ from cassandra.metadata import escape_name
 from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
 
 from pipeline.provisioners.base import (
-    BaseProvisioner,
     DeleteResult,
+    ReconnectingProvisioner,
     ResourcePlan,
     TenantSpec,
     VerifyResult,
     blocking,
     diff,
-    is_transient_exception,
 )
-from pipeline.provisioners.errors import PermanentError, ProvisioningError, TransientError
+from pipeline.provisioners.errors import PermanentError
 from pipeline.provisioners.naming import TenantNames, check_cassandra_identifier
 from pipeline.provisioners.tiers import TierConfig, TiersConfig
 
@@ -57,9 +56,10 @@ def _normalise_replication(replication: dict[str, str]) -> dict[str, str]:
     return out
 
 
-class CassandraProvisioner(BaseProvisioner):
+class CassandraProvisioner(ReconnectingProvisioner):
     resource = "cassandra"
     data_bearing = True
+    transient_exceptions = _TRANSIENT
 
     def __init__(
         self,
@@ -125,18 +125,6 @@ class CassandraProvisioner(BaseProvisioner):
                 cluster.shutdown()
             except Exception:  # shutting down a broken cluster object must not hide the real error
                 logger.debug("cassandra cluster shutdown failed", exc_info=True)
-
-    async def aclose(self) -> None:
-        await blocking(self._disconnect)
-
-    async def _on_failure(self, error: ProvisioningError) -> None:
-        if error.retryable:
-            await blocking(self._disconnect)
-
-    def _classify(self, exc: Exception) -> ProvisioningError:
-        if isinstance(exc, _TRANSIENT) or is_transient_exception(exc):
-            return TransientError(f"{type(exc).__name__}: {exc}", resource=self.resource)
-        return PermanentError(f"{type(exc).__name__}: {exc}", resource=self.resource)
 
     # -- the interface --------------------------------------------------------------------------------------
 

@@ -31,16 +31,15 @@ from pyignite.datatypes.prop_codes import (
 from pyignite.exceptions import CacheError, ReconnectError, SocketError
 
 from pipeline.provisioners.base import (
-    BaseProvisioner,
     DeleteResult,
+    ReconnectingProvisioner,
     ResourcePlan,
     TenantSpec,
     VerifyResult,
     blocking,
     diff,
-    is_transient_exception,
 )
-from pipeline.provisioners.errors import DriftError, PermanentError, ProvisioningError, TransientError
+from pipeline.provisioners.errors import DriftError
 from pipeline.provisioners.naming import TenantNames, check_ignite_cache_name
 from pipeline.provisioners.tiers import TierConfig, TiersConfig
 
@@ -76,9 +75,10 @@ def _name_of(value: int, table: dict[str, int]) -> str | int:
     return value
 
 
-class IgniteProvisioner(BaseProvisioner):
+class IgniteProvisioner(ReconnectingProvisioner):
     resource = "ignite"
     data_bearing = False
+    transient_exceptions = (ReconnectError, SocketError)
 
     def __init__(self, tiers: TiersConfig, host: str, port: int = 10800, *, timeout: float = 10.0,
                  username: str | None = None, password: str | None = None) -> None:
@@ -107,19 +107,6 @@ class IgniteProvisioner(BaseProvisioner):
                     client.close()
                 except Exception:
                     logger.debug("ignite client close failed", exc_info=True)
-
-    async def aclose(self) -> None:
-        await blocking(self._disconnect)
-
-    async def _on_failure(self, error: ProvisioningError) -> None:
-        if error.retryable:
-            await blocking(self._disconnect)
-
-    def _classify(self, exc: Exception) -> ProvisioningError:
-        message = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, (ReconnectError, SocketError)) or is_transient_exception(exc):
-            return TransientError(message, resource=self.resource)
-        return PermanentError(message, resource=self.resource)
 
     # -- plan ---------------------------------------------------------------------------------------------------
 

@@ -36,7 +36,6 @@ from pipeline.provisioners.base import (
     VerifyResult,
     blocking,
     diff,
-    is_transient_exception,
 )
 from pipeline.provisioners.errors import PermanentError, ProvisioningError, TransientError
 from pipeline.provisioners.naming import TenantNames
@@ -98,6 +97,7 @@ def lifecycle_settings(config: LifecycleConfig | None) -> dict[str, int | None]:
 class S3Provisioner(BaseProvisioner):
     resource = "s3"
     data_bearing = True
+    transient_exceptions = (ServerError, InvalidResponseError, urllib3.exceptions.HTTPError)
 
     def __init__(
         self,
@@ -128,14 +128,9 @@ class S3Provisioner(BaseProvisioner):
         return self._client
 
     def _classify(self, exc: Exception) -> ProvisioningError:
-        message = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, S3Error) and exc.code in _TRANSIENT_CODES:
-            return TransientError(message, resource=self.resource)
-        if isinstance(exc, (ServerError, InvalidResponseError, urllib3.exceptions.HTTPError)) or (
-            is_transient_exception(exc)
-        ):
-            return TransientError(message, resource=self.resource)
-        return PermanentError(message, resource=self.resource)
+            return TransientError(f"{type(exc).__name__}: {exc}", resource=self.resource)
+        return super()._classify(exc)
 
     # -- plan -------------------------------------------------------------------------------------------------
 

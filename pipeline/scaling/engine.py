@@ -159,6 +159,12 @@ class Outcome:
     def __bool__(self) -> bool:
         return bool(self.emits or self.applies or self.demands)
 
+    def extend(self, other: Outcome) -> None:
+        """Append ``other``'s effects after this one's (the order they are carried out in)."""
+        self.emits += other.emits
+        self.applies += other.applies
+        self.demands += other.demands
+
 
 class _Window:
     """The open window of one workload (in memory)."""

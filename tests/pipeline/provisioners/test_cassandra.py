@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from cassandra.cluster import Cluster, Session
@@ -12,9 +12,14 @@ from pipeline.devstack.base import StackContext
 from pipeline.provisioners.base import TenantSpec
 from pipeline.provisioners.cassandra import CassandraProvisioner
 from pipeline.provisioners.errors import TransientError
-from pipeline.provisioners.registry import build_provisioner
 from pipeline.provisioners.tiers import TiersConfig
-from tests.pipeline.provisioners.conftest import settings_from
+from tests.pipeline.provisioners.conftest import (
+    applied,
+    assert_deletes_only_this_tenant,
+    assert_kept_without_purge,
+    deleted_after,
+    provisioner_fixture,
+)
 
 
 def test_ddl_quotes_the_keyspace_and_encodes_the_replication_map() -> None:
@@ -29,12 +34,7 @@ def test_ddl_quotes_the_keyspace_and_encodes_the_replication_map() -> None:
 # -- against the real server -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def provisioner(cassandra_service: dict[str, str], tiers: TiersConfig) -> AsyncIterator[CassandraProvisioner]:
-    built = build_provisioner("cassandra", settings_from(cassandra_service), tiers)
-    assert isinstance(built, CassandraProvisioner)
-    yield built
-    await built.aclose()
+provisioner = provisioner_fixture(CassandraProvisioner)
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ async def test_apply_creates_the_keyspace_with_the_tier_replication(
 ) -> None:
     tenant = make_tenant(tier)
     keyspace = tenant.names().cassandra_keyspace
-    try:
+    async with deleted_after(provisioner, tenant):
         plan = await provisioner.apply(tenant)
         assert plan.names == {"keyspace": keyspace}
         assert _keyspace(session, keyspace) == {
@@ -77,8 +77,6 @@ async def test_apply_creates_the_keyspace_with_the_tier_replication(
         assert session.execute("SELECT v FROM t WHERE k = 1").one().v == "x"
         assert await provisioner.apply(tenant) == plan  # twice: no error, same result
         assert (await provisioner.verify(tenant)).ok
-    finally:
-        await provisioner.delete(tenant, purge=True)
 
 
 @pytest.mark.integration
@@ -87,8 +85,7 @@ async def test_verify_detects_drift_and_apply_repairs_it(
 ) -> None:
     tenant = make_tenant("enterprise")
     keyspace = tenant.names().cassandra_keyspace
-    try:
-        await provisioner.apply(tenant)
+    async with applied(provisioner, tenant):
         session.execute(f"ALTER KEYSPACE \"{keyspace}\" WITH replication = "
                         "{'class': 'SimpleStrategy', 'replication_factor': 1}")
         drift = await provisioner.verify(tenant)
@@ -102,30 +99,20 @@ async def test_verify_detects_drift_and_apply_repairs_it(
         assert not gone.exists and gone.missing == [f"keyspace {keyspace}"]
         await provisioner.apply(tenant)
         assert _keyspace(session, keyspace) is not None
-    finally:
-        await provisioner.delete(tenant, purge=True)
 
 
 @pytest.mark.integration
 async def test_delete_keeps_the_keyspace_unless_purge(
     provisioner: CassandraProvisioner, session: Session, make_tenant: Callable[..., TenantSpec]
 ) -> None:
+    async def keyspaces(of: TenantSpec) -> int:
+        return 0 if _keyspace(session, of.names().cassandra_keyspace) is None else 1
+
     tenant, other = make_tenant(), make_tenant()
-    keyspace = tenant.names().cassandra_keyspace
-    try:
-        await provisioner.apply(tenant)
-        await provisioner.apply(other)
-        kept = await provisioner.delete(tenant, purge=False)
-        assert kept.kept == [f"keyspace {keyspace}"] and not kept.deleted
-        assert _keyspace(session, keyspace) is not None
-        purged = await provisioner.delete(tenant, purge=True)
-        assert purged.deleted == [f"keyspace {keyspace}"]
-        assert _keyspace(session, keyspace) is None
-        assert _keyspace(session, other.names().cassandra_keyspace) is not None
-        assert (await provisioner.delete(tenant, purge=True)).absent == [f"keyspace {keyspace}"]
-    finally:
-        await provisioner.delete(tenant, purge=True)
-        await provisioner.delete(other, purge=True)
+    item = f"keyspace {tenant.names().cassandra_keyspace}"
+    async with applied(provisioner, tenant, other):
+        await assert_kept_without_purge(provisioner, tenant, item, keyspaces)
+        await assert_deletes_only_this_tenant(provisioner, tenant, other, [item], keyspaces, purge=True)
 
 
 @pytest.mark.integration
@@ -134,7 +121,7 @@ async def test_a_stopped_server_is_transient_and_the_provisioner_reconnects(
     make_tenant: Callable[..., TenantSpec],
 ) -> None:
     before, during = make_tenant(), make_tenant()
-    try:
+    async with deleted_after(provisioner, before, during):
         await provisioner.apply(before)  # connected
         stack.down(stack_ctx, ["cassandra"])
         try:
@@ -146,6 +133,3 @@ async def test_a_stopped_server_is_transient_and_the_provisioner_reconnects(
         await provisioner.apply(during)
         assert (await provisioner.verify(during)).ok
         assert (await provisioner.verify(before)).ok
-    finally:
-        await provisioner.delete(before, purge=True)
-        await provisioner.delete(during, purge=True)

@@ -15,7 +15,13 @@ from pipeline.provisioners.elasticsearch import ElasticsearchProvisioner, index_
 from pipeline.provisioners.errors import DriftError
 from pipeline.provisioners.search import server_info
 from pipeline.provisioners.tiers import TiersConfig
-from tests.pipeline.provisioners.conftest import settings_from
+from tests.pipeline.provisioners.conftest import (
+    applied,
+    assert_deletes_only_this_tenant,
+    assert_kept_without_purge,
+    deleted_after,
+    settings_from,
+)
 
 
 def test_index_state_reads_the_get_index_body() -> None:
@@ -80,7 +86,7 @@ async def test_apply_creates_the_index_with_mappings_and_alias(
     tenant = make_tenant(tier)
     names = tenant.names()
     config = tiers.tier(tier).elasticsearch
-    try:
+    async with deleted_after(provisioner, tenant):
         plan = await provisioner.apply(tenant)
         assert plan.settings["product"] == server.product
         body = await server.index(names.elasticsearch_index)
@@ -96,8 +102,6 @@ async def test_apply_creates_the_index_with_mappings_and_alias(
                                  {"tenant_id": tenant.tenant_id, "title": "hello"}) == 201
         assert await provisioner.apply(tenant) == plan  # twice: no error, same result
         assert (await provisioner.verify(tenant)).ok
-    finally:
-        await provisioner.delete(tenant, purge=True)
 
 
 @pytest.mark.integration
@@ -106,8 +110,7 @@ async def test_verify_detects_drift_and_apply_repairs_it(
 ) -> None:
     tenant = make_tenant("standard")
     names = tenant.names()
-    try:
-        await provisioner.apply(tenant)
+    async with applied(provisioner, tenant):
         assert await server.call("DELETE", f"/{names.elasticsearch_index}/_alias/{names.elasticsearch_alias}") == 200
         assert await server.call("PUT", f"/{names.elasticsearch_index}/_settings",
                                  {"index": {"refresh_interval": "30s"}}) == 200
@@ -122,8 +125,6 @@ async def test_verify_detects_drift_and_apply_repairs_it(
         assert not gone.exists and gone.drifted
         await provisioner.apply(tenant)
         assert (await provisioner.verify(tenant)).ok
-    finally:
-        await provisioner.delete(tenant, purge=True)
 
 
 @pytest.mark.integration
@@ -132,33 +133,25 @@ async def test_a_different_shard_count_is_drift_apply_refuses_to_fix(
 ) -> None:
     tenant = make_tenant("enterprise")  # 2 shards
     names = tenant.names()
-    try:
+    async with deleted_after(provisioner, tenant):
         assert await server.call("PUT", f"/{names.elasticsearch_index}",
                                  {"settings": {"index": {"number_of_shards": 1, "number_of_replicas": 0}}}) == 200
         drift = await provisioner.verify(tenant)
         assert "shards" in {d.path for d in drift.differences}
         with pytest.raises(DriftError):
             await provisioner.apply(tenant)
-    finally:
-        await provisioner.delete(tenant, purge=True)
 
 
 @pytest.mark.integration
 async def test_delete_keeps_the_index_unless_purge(
     provisioner: ElasticsearchProvisioner, server: Server, make_tenant: Callable[..., TenantSpec]
 ) -> None:
+    async def indices(of: TenantSpec) -> int:
+        return 0 if await server.index(of.names().elasticsearch_index) is None else 1
+
     tenant, other = make_tenant(), make_tenant()
-    index = tenant.names().elasticsearch_index
-    try:
-        await provisioner.apply(tenant)
-        await provisioner.apply(other)
-        kept = await provisioner.delete(tenant, purge=False)
-        assert kept.kept and not kept.deleted
-        assert await server.index(index) is not None
-        purged = await provisioner.delete(tenant, purge=True)
-        assert purged.deleted and await server.index(index) is None
-        assert await server.index(other.names().elasticsearch_index) is not None
-        assert (await provisioner.delete(tenant, purge=True)).absent
-    finally:
-        await provisioner.delete(tenant, purge=True)
-        await provisioner.delete(other, purge=True)
+    names = tenant.names()
+    item = f"index {names.elasticsearch_index} (alias {names.elasticsearch_alias})"
+    async with applied(provisioner, tenant, other):
+        await assert_kept_without_purge(provisioner, tenant, item, indices)
+        await assert_deletes_only_this_tenant(provisioner, tenant, other, [item], indices, purge=True)

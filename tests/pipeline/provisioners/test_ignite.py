@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from pyignite import Client
@@ -12,19 +12,18 @@ from pyignite.datatypes.prop_codes import PROP_BACKUPS_NUMBER, PROP_CACHE_ATOMIC
 from pipeline.provisioners.base import TenantSpec
 from pipeline.provisioners.errors import DriftError
 from pipeline.provisioners.ignite import IgniteProvisioner
-from pipeline.provisioners.registry import build_provisioner
-from pipeline.provisioners.tiers import TiersConfig
-from tests.pipeline.provisioners.conftest import settings_from
+from tests.pipeline.provisioners.conftest import (
+    applied,
+    assert_deletes_only_this_tenant,
+    deleted_after,
+    provisioner_fixture,
+    settings_from,
+)
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def provisioner(ignite_service: dict[str, str], tiers: TiersConfig) -> AsyncIterator[IgniteProvisioner]:
-    built = build_provisioner("ignite", settings_from(ignite_service), tiers)
-    assert isinstance(built, IgniteProvisioner)
-    yield built
-    await built.aclose()
+provisioner = provisioner_fixture(IgniteProvisioner)
 
 
 @pytest.fixture
@@ -50,7 +49,7 @@ async def test_apply_creates_the_cache_with_the_tier_configuration(
 ) -> None:
     tenant = make_tenant(tier)
     cache_name = tenant.names().ignite_cache
-    try:
+    async with deleted_after(provisioner, tenant):
         plan = await provisioner.apply(tenant)
         assert await provisioner.apply(tenant) == plan  # twice: no error
         assert client.get_cache_names().count(cache_name) == 1
@@ -62,8 +61,6 @@ async def test_apply_creates_the_cache_with_the_tier_configuration(
             assert config[PROP_BACKUPS_NUMBER] == backups
         client.get_cache(cache_name).put("k", "v")  # usable
         assert (await provisioner.verify(tenant)).ok
-    finally:
-        await provisioner.delete(tenant)
 
 
 async def test_a_cache_deleted_by_hand_is_detected_and_recreated(
@@ -71,16 +68,13 @@ async def test_a_cache_deleted_by_hand_is_detected_and_recreated(
 ) -> None:
     tenant = make_tenant("standard")
     cache_name = tenant.names().ignite_cache
-    try:
-        await provisioner.apply(tenant)
+    async with applied(provisioner, tenant):
         client.get_cache(cache_name).destroy()
         gone = await provisioner.verify(tenant)
         assert gone.drifted and gone.missing == [f"cache {cache_name}"]
         await provisioner.apply(tenant)
         assert cache_name in client.get_cache_names()
         assert (await provisioner.verify(tenant)).ok
-    finally:
-        await provisioner.delete(tenant)
 
 
 async def test_a_cache_with_another_configuration_is_drift_that_apply_refuses_to_fix(
@@ -88,29 +82,22 @@ async def test_a_cache_with_another_configuration_is_drift_that_apply_refuses_to
 ) -> None:
     tenant = make_tenant("enterprise")
     cache_name = tenant.names().ignite_cache
-    try:
+    async with deleted_after(provisioner, tenant):
         client.create_cache({PROP_NAME: cache_name, PROP_CACHE_MODE: CacheMode.PARTITIONED,
                              PROP_CACHE_ATOMICITY_MODE: CacheAtomicityMode.ATOMIC})
         drift = await provisioner.verify(tenant)
         assert drift.exists and {d.path for d in drift.differences} == {"cache_mode", "atomicity"}
         with pytest.raises(DriftError):
             await provisioner.apply(tenant)
-    finally:
-        await provisioner.delete(tenant)
 
 
 async def test_delete_destroys_only_this_tenants_cache(
     provisioner: IgniteProvisioner, client: Client, make_tenant: Callable[..., TenantSpec]
 ) -> None:
+    async def caches(of: TenantSpec) -> int:
+        return int(client.get_cache_names().count(of.names().ignite_cache))
+
     tenant, other = make_tenant(), make_tenant()
-    try:
-        await provisioner.apply(tenant)
-        await provisioner.apply(other)
-        result = await provisioner.delete(tenant)
-        assert result.deleted == [f"cache {tenant.names().ignite_cache}"]
-        names = client.get_cache_names()
-        assert tenant.names().ignite_cache not in names and other.names().ignite_cache in names
-        assert (await provisioner.delete(tenant)).absent
-    finally:
-        await provisioner.delete(tenant)
-        await provisioner.delete(other)
+    async with applied(provisioner, tenant, other):
+        await assert_deletes_only_this_tenant(
+            provisioner, tenant, other, [f"cache {tenant.names().ignite_cache}"], caches)

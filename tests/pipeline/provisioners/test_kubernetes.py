@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,8 @@ from pipeline.provisioners.kubernetes import (
     manifests,
     quota_hard,
 )
-from pipeline.provisioners.registry import build_provisioner
 from pipeline.provisioners.tiers import Quota, QuotaOverride, TiersConfig
-from tests.pipeline.provisioners.conftest import settings_from
+from tests.pipeline.provisioners.conftest import applied, deleted_after, provisioner_fixture
 
 
 @pytest.mark.parametrize(("cores", "quantity"), [(2, "2"), (0.5, "500m"), (1.25, "1250m"), (32.0, "32"),
@@ -64,13 +63,7 @@ def test_quantities_compare_by_value() -> None:
 # -- against the real kube-apiserver -------------------------------------------------------------------------
 
 
-
-@pytest.fixture
-async def provisioner(kubernetes_service: dict[str, str], tiers: TiersConfig) -> AsyncIterator[KubernetesProvisioner]:
-    built = build_provisioner("kubernetes", settings_from(kubernetes_service), tiers)
-    assert isinstance(built, KubernetesProvisioner)
-    yield built
-    await built.aclose()
+provisioner = provisioner_fixture(KubernetesProvisioner)
 
 
 @pytest.fixture
@@ -141,8 +134,7 @@ async def test_apply_creates_the_namespace_and_its_policies(
 ) -> None:
     tenant = make_tenant("enterprise")
     ns = tenant.names().kubernetes_namespace
-    try:
-        await provisioner.apply(tenant)
+    async with applied(provisioner, tenant):
         namespace = _read(api, "Namespace", ns)
         assert namespace is not None
         labels = namespace["metadata"]["labels"]
@@ -166,8 +158,6 @@ async def test_apply_creates_the_namespace_and_its_policies(
         assert (binding["roleRef"]["kind"], binding["roleRef"]["name"]) == ("ClusterRole", "admin")
         assert [(s["kind"], s["name"]) for s in binding["subjects"]] == [("User", tenant.owner_user_id)]
         assert (await provisioner.verify(tenant)).ok
-    finally:
-        await provisioner.delete(tenant)
 
 
 @pytest.mark.integration
@@ -176,13 +166,11 @@ async def test_apply_twice_writes_nothing(
 ) -> None:
     tenant = make_tenant("free")
     ns = tenant.names().kubernetes_namespace
-    try:
+    async with deleted_after(provisioner, tenant):
         first = await provisioner.apply(tenant)
         before = _versions(api, ns)
         assert await provisioner.apply(tenant) == first
         assert _versions(api, ns) == before
-    finally:
-        await provisioner.delete(tenant)
 
 
 @pytest.mark.integration
@@ -191,8 +179,7 @@ async def test_verify_detects_drift_and_apply_repairs_it(
 ) -> None:
     tenant = make_tenant("standard")
     ns = tenant.names().kubernetes_namespace
-    try:
-        await provisioner.apply(tenant)
+    async with applied(provisioner, tenant):
         k8s.NetworkingV1Api(api).delete_namespaced_network_policy("default-deny", ns)
         core = k8s.CoreV1Api(api)
         quota = _read(api, "ResourceQuota", "tenant-quota", ns)
@@ -207,8 +194,6 @@ async def test_verify_detects_drift_and_apply_repairs_it(
         assert (await provisioner.verify(tenant)).ok
         repaired = _read(api, "ResourceQuota", "tenant-quota", ns)
         assert repaired is not None and repaired["spec"]["hard"]["requests.cpu"] == "8"
-    finally:
-        await provisioner.delete(tenant)
 
 
 @pytest.mark.integration
@@ -218,7 +203,7 @@ async def test_update_quota_changes_the_resource_quota(
     tenant = make_tenant("standard")
     ns = tenant.names().kubernetes_namespace
     new_quota = Quota(cpu_cores=12.5, memory_gib=48, gpus=1, storage_gib=250)
-    try:
+    async with deleted_after(provisioner, tenant):
         assert await provisioner.update_quota(tenant, new_quota) is False  # no namespace yet
         await provisioner.apply(tenant)
         assert await provisioner.update_quota(tenant, new_quota) is True
@@ -231,8 +216,6 @@ async def test_update_quota_changes_the_resource_quota(
         updated = tenant.model_copy(update={"quota": QuotaOverride(**new_quota.model_dump())})
         assert (await provisioner.verify(updated)).ok
         assert (await provisioner.verify(tenant)).drifted
-    finally:
-        await provisioner.delete(tenant)
 
 
 @pytest.mark.integration
@@ -240,9 +223,7 @@ async def test_delete_removes_only_this_tenants_namespace(
     provisioner: KubernetesProvisioner, api: k8s.ApiClient, make_tenant: Callable[..., TenantSpec]
 ) -> None:
     tenant, other = make_tenant(), make_tenant(owner_user_id=None)
-    try:
-        await provisioner.apply(tenant)
-        await provisioner.apply(other)
+    async with applied(provisioner, tenant, other):
         assert _list(api, "RoleBinding", other.names().kubernetes_namespace) == []
         result = await provisioner.delete(tenant, purge=False)
         assert result.deleted and not result.kept
@@ -250,6 +231,3 @@ async def test_delete_removes_only_this_tenants_namespace(
         gone = await provisioner.verify(tenant)
         assert not gone.exists and gone.drifted
         assert (await provisioner.verify(other)).ok
-    finally:
-        await provisioner.delete(tenant)
-        await provisioner.delete(other)

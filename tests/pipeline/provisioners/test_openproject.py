@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -12,19 +12,18 @@ import pytest
 from pipeline.provisioners.base import TenantSpec
 from pipeline.provisioners.errors import PermanentError
 from pipeline.provisioners.openproject import OpenProjectProvisioner
-from pipeline.provisioners.registry import build_provisioner
 from pipeline.provisioners.tiers import TiersConfig
-from tests.pipeline.provisioners.conftest import settings_from
+from tests.pipeline.provisioners.conftest import (
+    applied,
+    assert_deletes_only_this_tenant,
+    deleted_after,
+    provisioner_fixture,
+)
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def provisioner(openproject_service: dict[str, str], tiers: TiersConfig) -> AsyncIterator[OpenProjectProvisioner]:
-    built = build_provisioner("openproject", settings_from(openproject_service), tiers)
-    assert isinstance(built, OpenProjectProvisioner)
-    yield built
-    await built.aclose()
+provisioner = provisioner_fixture(OpenProjectProvisioner)
 
 
 class Api:
@@ -57,7 +56,7 @@ async def test_apply_creates_one_project_and_is_idempotent(
 ) -> None:
     tenant = make_tenant("enterprise", name="Acme — Ünïcode & \"quotes\"")
     identifier = tenant.names().openproject_identifier
-    try:
+    async with deleted_after(provisioner, tenant):
         first = await provisioner.apply(tenant)
         second = await provisioner.apply(tenant)
         assert first == second
@@ -68,8 +67,6 @@ async def test_apply_creates_one_project_and_is_idempotent(
         assert project["public"] is False and project["active"] is True
         assert project["id"] == first.settings["id"]
         assert (await provisioner.verify(tenant)).ok
-    finally:
-        await provisioner.delete(tenant)
 
 
 async def test_verify_detects_drift_and_apply_repairs_it(
@@ -77,7 +74,7 @@ async def test_verify_detects_drift_and_apply_repairs_it(
 ) -> None:
     tenant = make_tenant()
     identifier = tenant.names().openproject_identifier
-    try:
+    async with deleted_after(provisioner, tenant):
         plan = await provisioner.apply(tenant)
         status, _ = await api.call("PATCH", f"/projects/{plan.settings['id']}", {"name": "renamed by hand"})
         assert status == 200
@@ -92,25 +89,18 @@ async def test_verify_detects_drift_and_apply_repairs_it(
         assert not gone.exists and gone.missing == [f"project {identifier}"]
         await provisioner.apply(tenant)
         assert len(await api.projects_with_identifier(identifier)) == 1
-    finally:
-        await provisioner.delete(tenant)
 
 
 async def test_delete_removes_only_this_tenants_project(
     provisioner: OpenProjectProvisioner, api: Api, make_tenant: Callable[..., TenantSpec]
 ) -> None:
+    async def projects(of: TenantSpec) -> int:
+        return len(await api.projects_with_identifier(of.names().openproject_identifier))
+
     tenant, other = make_tenant(), make_tenant()
-    try:
-        await provisioner.apply(tenant)
-        await provisioner.apply(other)
-        result = await provisioner.delete(tenant)
-        assert result.deleted == [f"project {tenant.names().openproject_identifier}"]
-        assert await api.projects_with_identifier(tenant.names().openproject_identifier) == []
-        assert len(await api.projects_with_identifier(other.names().openproject_identifier)) == 1
-        assert (await provisioner.delete(tenant)).absent
-    finally:
-        await provisioner.delete(tenant)
-        await provisioner.delete(other)
+    async with applied(provisioner, tenant, other):
+        await assert_deletes_only_this_tenant(
+            provisioner, tenant, other, [f"project {tenant.names().openproject_identifier}"], projects)
 
 
 async def test_a_wrong_api_key_is_a_permanent_error(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -11,19 +11,18 @@ import pytest
 
 from pipeline.provisioners.base import TenantSpec
 from pipeline.provisioners.pulsar import PulsarProvisioner
-from pipeline.provisioners.registry import build_provisioner
 from pipeline.provisioners.tiers import TiersConfig
-from tests.pipeline.provisioners.conftest import settings_from
+from tests.pipeline.provisioners.conftest import (
+    applied,
+    assert_deletes_only_this_tenant,
+    deleted_after,
+    provisioner_fixture,
+)
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def provisioner(pulsar_service: dict[str, str], tiers: TiersConfig) -> AsyncIterator[PulsarProvisioner]:
-    built = build_provisioner("pulsar", settings_from(pulsar_service), tiers)
-    assert isinstance(built, PulsarProvisioner)
-    yield built
-    await built.aclose()
+provisioner = provisioner_fixture(PulsarProvisioner)
 
 
 class Admin:
@@ -52,7 +51,7 @@ async def test_apply_creates_tenant_and_namespace_with_the_tier_policies(
     tenant = make_tenant(tier)
     names = tenant.names()
     config = tiers.tier(tier).pulsar
-    try:
+    async with deleted_after(provisioner, tenant):
         plan = await provisioner.apply(tenant)
         status, clusters = await admin.call("GET", "/clusters")
         assert status == 200
@@ -70,8 +69,6 @@ async def test_apply_creates_tenant_and_namespace_with_the_tier_policies(
         _, ttl = await admin.call("GET", f"/namespaces/{names.pulsar_namespace}/messageTTL")
         assert ttl == config.message_ttl_seconds
         assert (await provisioner.verify(tenant)).ok
-    finally:
-        await provisioner.delete(tenant)
 
 
 async def test_apply_twice_and_tier_changes_converge(
@@ -79,7 +76,7 @@ async def test_apply_twice_and_tier_changes_converge(
 ) -> None:
     tenant = make_tenant("enterprise")
     names = tenant.names()
-    try:
+    async with deleted_after(provisioner, tenant):
         first = await provisioner.apply(tenant)
         assert await provisioner.apply(tenant) == first
         # Down to free: retention shrinks below the old backlog quota, so the order of the calls matters.
@@ -90,8 +87,6 @@ async def test_apply_twice_and_tier_changes_converge(
         assert retention["retentionSizeInMB"] == tiers.tier("free").pulsar.retention_size_mb
         await provisioner.apply(tenant)
         assert (await provisioner.verify(tenant)).ok
-    finally:
-        await provisioner.delete(tenant)
 
 
 async def test_verify_detects_drift_and_apply_repairs_it(
@@ -99,8 +94,7 @@ async def test_verify_detects_drift_and_apply_repairs_it(
 ) -> None:
     tenant = make_tenant("standard")
     names = tenant.names()
-    try:
-        await provisioner.apply(tenant)
+    async with applied(provisioner, tenant):
         status, _ = await admin.call("POST", f"/namespaces/{names.pulsar_namespace}/messageTTL", 5)
         assert status in (200, 204)
         drift = await provisioner.verify(tenant)
@@ -114,19 +108,20 @@ async def test_verify_detects_drift_and_apply_repairs_it(
         assert not gone.exists and gone.missing == [f"namespace {names.pulsar_namespace}"]
         await provisioner.apply(tenant)
         assert (await provisioner.verify(tenant)).ok
-    finally:
-        await provisioner.delete(tenant)
 
 
 async def test_delete_removes_topics_namespace_and_tenant(
     provisioner: PulsarProvisioner, admin: Admin, pulsar_service: dict[str, str],
     make_tenant: Callable[..., TenantSpec],
 ) -> None:
+    async def pulsar_tenants(of: TenantSpec) -> int:
+        status, _ = await admin.call("GET", f"/tenants/{of.names().pulsar_tenant}")
+        assert status in (200, 404)
+        return 1 if status == 200 else 0
+
     tenant, other = make_tenant(), make_tenant()
     names = tenant.names()
-    try:
-        await provisioner.apply(tenant)
-        await provisioner.apply(other)
+    async with applied(provisioner, tenant, other):
         client = pulsar.Client(pulsar_service["PULSAR_URL"])
         try:
             producer = client.create_producer(f"persistent://{names.pulsar_namespace}/events")
@@ -134,14 +129,6 @@ async def test_delete_removes_topics_namespace_and_tenant(
             producer.close()
         finally:
             client.close()
-        result = await provisioner.delete(tenant)
-        assert result.deleted == [f"namespace {names.pulsar_namespace}", f"tenant {names.pulsar_tenant}"]
-        status, _ = await admin.call("GET", f"/tenants/{names.pulsar_tenant}")
-        assert status == 404
-        status, _ = await admin.call("GET", f"/tenants/{other.names().pulsar_tenant}")
-        assert status == 200
-        again = await provisioner.delete(tenant)
-        assert again.deleted == [] and again.absent
-    finally:
-        await provisioner.delete(tenant)
-        await provisioner.delete(other)
+        await assert_deletes_only_this_tenant(
+            provisioner, tenant, other, [f"namespace {names.pulsar_namespace}", f"tenant {names.pulsar_tenant}"],
+            pulsar_tenants)

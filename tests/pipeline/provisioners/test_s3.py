@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from minio import Minio
 
 from pipeline.provisioners.base import TenantSpec
-from pipeline.provisioners.registry import build_provisioner
 from pipeline.provisioners.s3 import S3Provisioner, lifecycle_config, lifecycle_settings
 from pipeline.provisioners.tiers import TiersConfig
-from tests.pipeline.provisioners.conftest import settings_from
+from tests.pipeline.provisioners.conftest import (
+    applied,
+    assert_deletes_only_this_tenant,
+    assert_kept_without_purge,
+    deleted_after,
+    provisioner_fixture,
+    settings_from,
+)
 
 
 @pytest.mark.parametrize(
@@ -41,12 +47,7 @@ def test_no_lifecycle_rules_means_no_configuration() -> None:
 # -- against the real server -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def provisioner(s3_service: dict[str, str], tiers: TiersConfig) -> AsyncIterator[S3Provisioner]:
-    built = build_provisioner("s3", settings_from(s3_service), tiers)
-    assert isinstance(built, S3Provisioner)
-    yield built
-    await built.aclose()
+provisioner = provisioner_fixture(S3Provisioner)
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ async def test_apply_creates_the_bucket_with_the_tier_settings(
 ) -> None:
     tenant = make_tenant(tier)
     bucket = tenant.names().s3_bucket
-    try:
+    async with deleted_after(provisioner, tenant):
         plan = await provisioner.apply(tenant)
         assert plan.names == {"bucket": bucket}
         config = tiers.tier(tier).s3
@@ -84,8 +85,6 @@ async def test_apply_creates_the_bucket_with_the_tier_settings(
         assert state["tags"] == {**config.tags, "tenant": tenant.tenant_id, "tier": tier, "region": "local"}
         assert provisioner.unsupported == set(), "SeaweedFS is expected to keep every setting we use"
         assert (await provisioner.verify(tenant)).ok
-    finally:
-        await provisioner.delete(tenant, purge=True)
 
 
 @pytest.mark.integration
@@ -95,7 +94,7 @@ async def test_apply_twice_changes_nothing(
 ) -> None:
     tenant = make_tenant("standard")
     bucket = tenant.names().s3_bucket
-    try:
+    async with deleted_after(provisioner, tenant):
         first = await provisioner.apply(tenant)
         before = _state(client, bucket)
         writes: list[str] = []
@@ -112,14 +111,14 @@ async def test_apply_twice_changes_nothing(
         for method in ("make_bucket", "set_bucket_versioning", "set_bucket_lifecycle", "set_bucket_tags",
                        "delete_bucket_lifecycle"):
             monkeypatch.setattr(provisioner.client, method, spy(method))
-        second = await provisioner.apply(tenant)
+        try:
+            second = await provisioner.apply(tenant)
+        finally:
+            monkeypatch.undo()
         assert writes == []
         assert second == first
         assert _state(client, bucket) == before
         assert [b.name for b in client.list_buckets()].count(bucket) == 1
-    finally:
-        monkeypatch.undo()
-        await provisioner.delete(tenant, purge=True)
 
 
 @pytest.mark.integration
@@ -128,8 +127,7 @@ async def test_verify_detects_drift_and_apply_repairs_it(
 ) -> None:
     tenant = make_tenant("standard")
     bucket = tenant.names().s3_bucket
-    try:
-        await provisioner.apply(tenant)
+    async with applied(provisioner, tenant):
         client.delete_bucket_lifecycle(bucket)
         client.delete_bucket_tags(bucket)
         drift = await provisioner.verify(tenant)
@@ -145,8 +143,6 @@ async def test_verify_detects_drift_and_apply_repairs_it(
         assert gone.drifted and not gone.exists and gone.missing == [f"bucket {bucket}"]
         await provisioner.apply(tenant)
         assert (await provisioner.verify(tenant)).ok
-    finally:
-        await provisioner.delete(tenant, purge=True)
 
 
 @pytest.mark.integration
@@ -155,8 +151,7 @@ async def test_tier_change_converges_the_bucket(
 ) -> None:
     free = make_tenant("free")
     bucket = free.names().s3_bucket
-    try:
-        await provisioner.apply(free)
+    async with applied(provisioner, free):
         upgraded = free.model_copy(update={"tier": "enterprise"})
         assert (await provisioner.verify(upgraded)).drifted
         await provisioner.apply(upgraded)
@@ -166,36 +161,25 @@ async def test_tier_change_converges_the_bucket(
         await provisioner.apply(downgraded)
         assert _state(client, bucket)["versioning"] == "Suspended"  # S3 cannot switch versioning back off
         assert (await provisioner.verify(downgraded)).ok
-    finally:
-        await provisioner.delete(free, purge=True)
 
 
 @pytest.mark.integration
 async def test_delete_keeps_the_bucket_unless_purge(
     provisioner: S3Provisioner, client: Minio, make_tenant: Callable[..., TenantSpec]
 ) -> None:
+    async def buckets(of: TenantSpec) -> int:
+        return 1 if client.bucket_exists(of.names().s3_bucket) else 0
+
     tenant = make_tenant("standard")  # versioned: purge must remove every version
     bucket = tenant.names().s3_bucket
     other = make_tenant("standard")
-    try:
-        await provisioner.apply(tenant)
-        await provisioner.apply(other)
+    async with applied(provisioner, tenant, other):
         for content in (b"v1", b"v2"):
             client.put_object(bucket, "data/file.txt", io.BytesIO(content), len(content))
         client.remove_object(bucket, "data/file.txt")  # leaves a delete marker
 
-        kept = await provisioner.delete(tenant, purge=False)
-        assert kept.kept == [f"bucket {bucket}"] and kept.deleted == []
-        assert client.bucket_exists(bucket)
+        await assert_kept_without_purge(provisioner, tenant, f"bucket {bucket}", buckets)
         versions = list(client.list_objects(bucket, recursive=True, include_version=True))
         assert len(versions) >= 2
 
-        purged = await provisioner.delete(tenant, purge=True)
-        assert purged.deleted == [f"bucket {bucket}"]
-        assert not client.bucket_exists(bucket)
-        assert client.bucket_exists(other.names().s3_bucket), "only this tenant's bucket is removed"
-        again = await provisioner.delete(tenant, purge=True)
-        assert again.absent == [f"bucket {bucket}"] and again.deleted == []
-    finally:
-        await provisioner.delete(tenant, purge=True)
-        await provisioner.delete(other, purge=True)
+        await assert_deletes_only_this_tenant(provisioner, tenant, other, [f"bucket {bucket}"], buckets, purge=True)
