@@ -13,51 +13,31 @@ Needs Debian's ``chromium`` and ``chromium-driver`` packages (``make system-deps
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from pipeline.tenants.logic import TENANT_RESOURCES
+from tests.chromium import headless_chromium
 from tests.integration.conftest import now_iso
 from tests.integration.worker import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOT = Path("/tmp/dashboard-live.png")
 WAIT_SECONDS = 20
 
 
 @pytest.fixture
 def chromium() -> Iterator[webdriver.Chrome]:
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        pytest.fail(f"headless Chromium is needed but {', '.join(missing)} is missing: "
-                    "`apt-get install -y chromium chromium-driver`", pytrace=False)
-    profile = tempfile.mkdtemp(prefix="dashboard-live-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={profile}", "--window-size=1440,900"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    try:
+    with headless_chromium("dashboard-live-chromium-") as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def wait_for(driver: webdriver.Chrome, what: str, condition: Callable[[WebDriver], Any]) -> Any:

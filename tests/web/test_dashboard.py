@@ -9,8 +9,6 @@ missing.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -19,9 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
-from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
@@ -29,13 +25,12 @@ from selenium.webdriver.support.ui import WebDriverWait
 from pipeline.events.models import ResourceAnomaly, ResourceMetrics, ScalingRequest, Severity, Tier
 from pipeline.tenants.logic import TENANT_RESOURCES
 from pipeline.tenants.models import ResourceState
+from tests.chromium import WINDOW_SIZE, headless_chromium
 from tests.web.conftest import ADMIN, SECRET, FakeReadiness, fixed_quota, tenant_event
 from web.auth import Authenticator
 from web.memory_state import MemoryState
 from web.server import build_root_app
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOT = Path("/tmp/dashboard.png")
 WAIT_SECONDS = 10
 
@@ -85,29 +80,8 @@ class ServerThread:
 
 @pytest.fixture
 def chromium() -> Iterator[WebDriver]:
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        pytest.fail(
-            f"headless Chromium is needed for the dashboard test but {', '.join(missing)} is missing: "
-            "install Debian's packages with `apt-get install -y chromium chromium-driver`",
-            pytrace=False,
-        )
-    profile = tempfile.mkdtemp(prefix="dashboard-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1440,900",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    try:
+    with headless_chromium("dashboard-chromium-") as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture
@@ -195,7 +169,7 @@ def test_the_dashboard_follows_the_state_live(chromium: WebDriver, served: tuple
         r.get_attribute("data-tenant-id") for r in d.find_elements(By.CSS_SELECTOR, "#tenant-rows tr")
     ] == ["acme", "globex"])
 
-    driver.set_window_size(1440, 900)
+    driver.set_window_size(*WINDOW_SIZE)
     driver.save_screenshot(str(SCREENSHOT))
     errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
     assert errors == [], errors  # no script error, no Content-Security-Policy violation
