@@ -8,6 +8,7 @@ is acknowledged after all of that: at-least-once, and a redelivered sample is re
 (``pipeline.usage.fold_samples``).
 """
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,4 +76,5 @@ async def resource_metrics(stream: Any) -> None:
         decided = Outcome()
         for tenant_id, group in (await decode_by_tenant(events)).items():
             decided.extend(await record_tenant_samples(tenant_id, group))
+            await asyncio.sleep(0)  # let the other agents in between tenants: windows close in bursts
         await carry_out_decisions(decided)
