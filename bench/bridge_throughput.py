@@ -26,9 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import shutil
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,14 +36,12 @@ from prometheus_client import REGISTRY
 from pulsar import asyncio as pulsar_asyncio
 
 from bench.stream_support import (
-    emit,
     end_offsets,
-    event_plane,
     loadavg,
     machine,
     metric_events,
     run_id,
-    stop_on_sigterm,
+    run_on_event_plane,
     tenant_ids,
 )
 from pipeline.bridge import MAX_IN_FLIGHT, Bridge, ensure_kafka_topics, pulsar_topic
@@ -154,7 +149,7 @@ async def warm_kafka_topic(settings: Settings, name: str) -> None:
         await producer.stop()
 
 
-async def run(args: argparse.Namespace, stack: dict[str, str]) -> dict[str, Any]:
+async def run(args: argparse.Namespace, stack: dict[str, str], _workdir: Path) -> dict[str, Any]:
     run = run_id()
     name = f"bench-bridge-{run}"
     url = stack["PULSAR_URL"]
@@ -203,16 +198,8 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=20, help="distinct keys (tenant ids)")
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
-    stop_on_sigterm()
     logging.basicConfig(level=logging.WARNING)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
-    try:
-        with event_plane(workdir) as stack:
-            result = asyncio.run(run(args, stack))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    result["command"] = "python -m bench.bridge_throughput " + " ".join(sys.argv[1:])
-    emit(result)
+    run_on_event_plane(args, run, "bridge_throughput")
 
 
 if __name__ == "__main__":

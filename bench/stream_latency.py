@@ -31,10 +31,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -45,16 +43,15 @@ import pulsar
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.stream_support import (
-    ROOT,
     Worker,
-    emit,
-    event_plane,
+    add_worker_arguments,
+    extra_worker_env,
     loadavg,
     machine,
     metric_events,
     percentile,
     run_id,
-    stop_on_sigterm,
+    run_on_event_plane,
     tenant_created,
     worker_env,
 )
@@ -199,7 +196,7 @@ async def run(args: argparse.Namespace, stack: dict[str, str], workdir: Path) ->
         "clock": "wall clock (time.time) of this host; command time = Kafka record timestamp (CreateTime)",
     }
     await ensure_kafka_topics(settings, kafka_topics(settings.dead_letter_topic))
-    worker = Worker(worker_env(stack, app_id, bridge=True, **dict(kv.split("=", 1) for kv in args.worker_env)),
+    worker = Worker(worker_env(stack, app_id, bridge=True, **extra_worker_env(args)),
                     workdir,
                     python_args=["-m", "cProfile", "-o", str(args.profile)] if args.profile else [],
                     cwd=args.worker_root)
@@ -279,25 +276,11 @@ def main() -> None:
     parser.add_argument("--metrics-rate", type=float, default=0.0,
                         help="resource-metrics events per second published beside them (the rest of the traffic)")
     parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra environment for the worker (a setting to compare)")
-    parser.add_argument("--profile", type=lambda p: Path(p).resolve(),
-                        help="run the worker under cProfile, writing this file (latencies are then not comparable)")
-    parser.add_argument("--worker-root", type=lambda p: Path(p).resolve(), default=ROOT,
-                        help="run the worker from this checkout (to measure a change side by side)")
+    add_worker_arguments(parser)
     parser.add_argument("--keep", action="store_true", help="keep the run's data dir (worker log, Kafka data)")
     parser.add_argument("--drain", type=float, default=180.0, help="seconds to wait for commands afterwards")
     args = parser.parse_args()
-    stop_on_sigterm()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-latency-"))
-    try:
-        with event_plane(workdir) as stack:
-            result = asyncio.run(run(args, stack, workdir))
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-    result["command"] = "python -m bench.stream_latency " + " ".join(sys.argv[1:])
-    emit(result)
+    run_on_event_plane(args, run, "stream_latency", keep=args.keep)
 
 
 if __name__ == "__main__":

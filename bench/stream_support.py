@@ -12,6 +12,8 @@ later test's worker down (and the records of other runs would disturb the measur
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import atexit
 import contextlib
 import csv
@@ -19,14 +21,15 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +38,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.worker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 NAB_CLOUDWATCH = ROOT.parent / "shared" / "data" / "nab" / "data" / "realAWSCloudwatch"
@@ -81,13 +86,6 @@ def machine() -> dict[str, Any]:
 
 def run_id() -> str:
     return secrets.token_hex(3)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:
@@ -296,3 +294,37 @@ def stop_on_sigterm() -> None:
 def emit(result: dict[str, Any]) -> None:
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+# -- the command line ----------------------------------------------------------------------------------
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the benchmarks that start a worker: profile it, run another checkout, extra settings."""
+    parser.add_argument("--profile", type=lambda p: Path(p).resolve(),
+                        help="run the measured worker under cProfile, writing this file (figures not comparable)")
+    parser.add_argument("--worker-root", type=lambda p: Path(p).resolve(), default=ROOT,
+                        help="run the worker from this checkout (to measure a change side by side)")
+    parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment of the worker, e.g. SCALING_ENABLED=false (repeatable)")
+
+
+def extra_worker_env(args: argparse.Namespace) -> dict[str, str]:
+    return dict(kv.split("=", 1) for kv in args.worker_env)
+
+
+Run = Callable[[argparse.Namespace, dict[str, str], Path], Awaitable[dict[str, Any]]]
+
+
+def run_on_event_plane(args: argparse.Namespace, run: Run, module: str, keep: bool = False) -> None:
+    """Run ``run(args, stack env, workdir)`` on an event plane of its own and print its result as JSON."""
+    stop_on_sigterm()
+    workdir = Path(tempfile.mkdtemp(prefix=f"{module.replace('_', '-')}-"))
+    try:
+        with event_plane(workdir) as stack:
+            result = asyncio.run(run(args, stack, workdir))
+    finally:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    result["command"] = f"python -m bench.{module} " + " ".join(sys.argv[1:])
+    emit(result)

@@ -36,10 +36,7 @@ import asyncio
 import io
 import json
 import pstats
-import shutil
 import statistics
-import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -50,18 +47,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.stream_support import (
-    ROOT,
     Worker,
+    add_worker_arguments,
     commit_offsets,
     counter,
-    emit,
     end_offsets,
-    event_plane,
+    extra_worker_env,
     loadavg,
     machine,
     metric_events,
     run_id,
-    stop_on_sigterm,
+    run_on_event_plane,
     tenant_created,
     tenant_ids,
     worker_env,
@@ -228,7 +224,7 @@ async def run(args: argparse.Namespace, stack: dict[str, str], workdir: Path) ->
     await admin.start()
     await admin.create_topics([NewTopic(out_topic, num_partitions=settings.topic_partitions, replication_factor=1)])
     await admin.close()
-    env = worker_env(stack, app_id, bridge=False, **dict(kv.split("=", 1) for kv in args.worker_env))
+    env = worker_env(stack, app_id, bridge=False, **extra_worker_env(args))
     started: list[Worker] = []
     try:
         # tenants first: the metrics agent refuses events of unknown tenants
@@ -302,25 +298,11 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--bare-repeats", type=int, default=3, help="bare-loop passes before and after the worker")
-    parser.add_argument("--profile", type=lambda p: Path(p).resolve(),
-                        help="run the measured worker under cProfile, writing this file")
-    parser.add_argument("--worker-root", type=lambda p: Path(p).resolve(), default=ROOT,
-                        help="run the worker from this checkout (to measure a change side by side)")
-    parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra environment of the worker, e.g. PRODUCER_LINGER=0.005 (repeatable)")
+    add_worker_arguments(parser)
     parser.add_argument("--skip-floor", action="store_true", help="skip the Faust pass-through run")
     parser.add_argument("--keep", action="store_true", help="keep the run's data dir (worker logs, Kafka data)")
     args = parser.parse_args()
-    stop_on_sigterm()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
-    try:
-        with event_plane(workdir) as stack:
-            result = asyncio.run(run(args, stack, workdir))
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-    result["command"] = "python -m bench.stream_throughput " + " ".join(sys.argv[1:])
-    emit(result)
+    run_on_event_plane(args, run, "stream_throughput", keep=args.keep)
 
 
 if __name__ == "__main__":

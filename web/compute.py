@@ -39,6 +39,7 @@ from pipeline.tenants.models import TenantRecord, TenantState
 from web.api import Operation, audit_of, json_body, parse_model, parse_query, principal_of, tenant_not_found
 from web.auth import Access, authorize, forbidden
 from web.errors import ApiError, error_body
+from web.routing import owner_of, peer_urls
 
 logger = logging.getLogger(__name__)
 
@@ -344,23 +345,12 @@ class OwnerRouter:
         self.token = token
         self.records_topic = records_topic
 
-    def _mine(self) -> URL:
-        return URL(str(self.app.conf.canonical_url))
-
     def owner(self, tenant_id: str) -> URL | None:
-        """URL of the worker owning ``tenant_id``'s partition, or ``None`` when that is this worker (or when
-        the assignment is not known yet)."""
-        try:
-            owner: URL = self.app.router.external_topic_key_store(self.records_topic, tenant_id)
-        except (KeyError, IndexError):
-            return None
-        mine = self._mine()
-        return None if (owner.host, owner.port) == (mine.host, mine.port) else owner
+        """URL of the worker owning ``tenant_id``'s compute records, or ``None`` when that is this worker."""
+        return owner_of(self.app, tenant_id, self.records_topic)
 
     def peers(self) -> list[URL]:
-        mine = self._mine()
-        urls = [URL(str(host)) for host in self.app.router.tables_metadata()]
-        return [url for url in urls if (url.host, url.port) != (mine.host, mine.port)]
+        return peer_urls(self.app)
 
     async def forward(self, owner: URL, method: str, path: str, *, body: Any = None, timeout_s: float = 30.0,
                       query: dict[str, str] | None = None) -> Reply:

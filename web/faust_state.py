@@ -38,6 +38,7 @@ from tables.quotas import quotas
 from tables.tenants import tenants
 from tables.usage import usage
 from web.api import Operation
+from web.routing import owner_of, peer_urls
 from web.state import LiveUpdate, Page
 
 logger = logging.getLogger(__name__)
@@ -59,25 +60,9 @@ def internal_token(app: ProvisioningApp) -> str:
     return hmac.new(key, b"internal-state-v1:" + settings.app_id.encode(), hashlib.sha256).hexdigest()
 
 
-def _is_me(app: ProvisioningApp, url: URL) -> bool:
-    mine = URL(str(app.conf.canonical_url))
-    return (url.host, url.port) == (mine.host, mine.port)
-
-
-def owner_of(app: ProvisioningApp, tenant_id: str) -> URL | None:
-    """URL of the worker owning ``tenant_id``, or None when that is this worker (or unknown yet)."""
-    # Tables are keyed by JSON-encoded keys, topics by raw tenant ids: the partition that holds a tenant is
-    # the one its events land on, so route by the source topic's key.
-    try:
-        owner: URL = app.router.external_topic_key_store(topic(TENANT_CREATED), tenant_id)
-    except (KeyError, IndexError):
-        return None
-    return None if _is_me(app, owner) else owner
-
-
-def peer_urls(app: ProvisioningApp) -> list[URL]:
-    """The web URLs of the other workers of the group."""
-    return [url for url in (URL(str(host)) for host in app.router.tables_metadata()) if not _is_me(app, url)]
+def owner_of_tenant(app: ProvisioningApp, tenant_id: str) -> URL | None:
+    """URL of the worker owning ``tenant_id`` (by the tenant-created topic), or None when that is this worker."""
+    return owner_of(app, tenant_id, topic(TENANT_CREATED))
 
 
 class FaustStateReader:
@@ -109,7 +94,7 @@ class FaustStateReader:
     # -- routing ----------------------------------------------------------------------------------
 
     def _owner(self, tenant_id: str) -> URL | None:
-        return owner_of(self.app, tenant_id)
+        return owner_of_tenant(self.app, tenant_id)
 
     def _peers(self) -> list[URL]:
         return peer_urls(self.app)

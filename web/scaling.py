@@ -46,6 +46,7 @@ from web.api import (
 )
 from web.auth import Access, Principal, authorize, forbidden
 from web.errors import ApiError
+from web.routing import peer_urls
 from web.state import LiveUpdate, StateReader
 
 logger = logging.getLogger(__name__)
@@ -484,13 +485,11 @@ class FaustScalingBackend(EngineBackend):
         self.app = app
 
     def owner(self, tenant_id: str) -> URL | None:
-        from web.faust_state import owner_of
+        from web.faust_state import owner_of_tenant
 
-        return owner_of(self.app, tenant_id)
+        return owner_of_tenant(self.app, tenant_id)
 
     def peers(self) -> list[URL]:
-        from web.faust_state import peer_urls
-
         return peer_urls(self.app)
 
     async def submit(self, change: PolicyChange) -> None:
