@@ -98,6 +98,8 @@ def window_start(at: datetime, size: timedelta) -> datetime:
 
 
 WindowKey = tuple[str, datetime]  # (workload key, window start)
+#: How many of the most recent windows of each workload the API shows.
+RECENT_WINDOWS = 15
 
 
 @dataclass
@@ -143,3 +145,56 @@ def fold_samples(
         usage = record_sample(usage, sample)
     folded.usage = usage if latest else None
     return folded
+
+
+class WindowSummary(BaseModel):
+    """One utilization window of a workload, as the API shows it."""
+
+    start: AwareDatetime
+    end: AwareDatetime
+    samples: int
+    cpu_cores_mean: float
+    cpu_cores_max: float
+    memory_gib_mean: float
+    memory_gib_max: float
+    gpus_mean: float
+    gpus_max: float
+    requests_per_s_mean: float
+    replicas_last: int | None
+
+    @classmethod
+    def of(cls, start: datetime, size: timedelta, stats: WindowStats) -> WindowSummary:
+        n = stats.count or 1
+        return cls(
+            start=start, end=start + size, samples=stats.count,
+            cpu_cores_mean=stats.cpu_sum / n, cpu_cores_max=stats.cpu_max,
+            memory_gib_mean=stats.memory_sum / n, memory_gib_max=stats.memory_max,
+            gpus_mean=stats.gpus_sum / n, gpus_max=stats.gpus_max,
+            requests_per_s_mean=stats.requests_sum / n, replicas_last=stats.replicas_last,
+        )
+
+
+class TenantUtilization(BaseModel):
+    """The most recent utilization windows of every workload of a tenant (oldest first), up to the window of
+    each workload's latest sample; windows without samples are left out."""
+
+    tenant_id: str
+    window_seconds: float
+    workloads: dict[str, list[WindowSummary]] = Field(default_factory=dict)
+
+
+def recent_utilization(
+    tenant_id: str,
+    usage: UsageRecord | None,
+    stored_window: Callable[[str, datetime], WindowStats | None],
+    size: timedelta,
+    windows: int,
+) -> TenantUtilization:
+    """Read back the last ``windows`` windows of each workload the usage record knows."""
+    result = TenantUtilization(tenant_id=tenant_id, window_seconds=size.total_seconds())
+    for workload, latest in sorted((usage.workloads if usage else {}).items()):
+        key, last = workload_key(tenant_id, workload), window_start(latest.at, size)
+        starts = [last - size * back for back in range(windows - 1, -1, -1)]
+        found = [(start, stored_window(key, start)) for start in starts]
+        result.workloads[workload] = [WindowSummary.of(start, size, stats) for start, stats in found if stats]
+    return result

@@ -10,7 +10,8 @@ from typing import cast
 from faust.tables.wrappers import WindowWrapper
 
 from pipeline.app import app, table_options
-from pipeline.usage import WindowStats
+from pipeline.usage import RECENT_WINDOWS, TenantUtilization, WindowStats, recent_utilization
+from tables.usage import usage
 
 HELP = "Tumbling-window utilization aggregates (count, mean/max cpu, memory, gpus, requests) per workload."
 WINDOW = timedelta(seconds=app.settings.utilization_window_seconds)
@@ -29,3 +30,12 @@ def stored_window(key: str, start: datetime) -> WindowStats | None:
 def store_window(key: str, start: datetime, stats: WindowStats) -> None:
     """Write a window (inside stream processing: the changelog partition is the current event's)."""
     table.relative_to(start)[key] = stats.model_dump()
+
+
+class RecentUtilization:
+    """Read-only view for the API: a tenant's most recent windows, per workload it has reported."""
+
+    model = TenantUtilization
+
+    def get(self, tenant_id: str) -> TenantUtilization | None:
+        return recent_utilization(tenant_id, usage.get(tenant_id), stored_window, WINDOW, RECENT_WINDOWS)

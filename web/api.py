@@ -25,6 +25,7 @@ from pipeline.events.models import TENANT_ID_PATTERN, AuditEvent, CommandAction,
 from pipeline.provisioners.errors import PermanentError
 from pipeline.provisioners.tiers import Quota
 from pipeline.tenants.models import QuotaRecord, TenantRecord, TenantState
+from pipeline.usage import RECENT_WINDOWS, TenantUtilization
 from web.auth import Access, Authenticator, AuthError, AuthUnavailable, Principal, authorize, unauthorized
 from web.errors import ApiError, Handler, as_api_error, route_pattern
 from web.models import (
@@ -258,6 +259,12 @@ class _Api:
             raise ApiError(404, "quota-not-found", f"tenant {tenant_id!r} has no quota yet", {"tenant_id": tenant_id})
         return respond(QuotaResponse.of(quota, await self.reader.usage(tenant_id)))
 
+    async def get_utilization(self, request: web.Request) -> web.Response:
+        tenant_id = request.match_info["tenant_id"]
+        await self._live_tenant(tenant_id)
+        utilization = await self.reader.utilization(tenant_id)
+        return respond(utilization or TenantUtilization(tenant_id=tenant_id, window_seconds=0))
+
     async def put_quota(self, request: web.Request) -> web.Response:
         tenant_id = request.match_info["tenant_id"]
         quota = parse_model(Quota, await json_body(request))
@@ -347,6 +354,13 @@ def operations(api: _Api) -> list[Operation]:
         Operation(
             "GET", "/tenants/{tenant_id}/quota", "get_quota", "Quota limits, over-quota marks and usage totals",
             api.get_quota, Access.READ, {200: (QuotaResponse, "The tenant's quota and current usage.")},
+            errors=(*_AUTH_ERRORS, 404, *_ALL), tenant_in_path=True,
+        ),
+        Operation(
+            "GET", "/tenants/{tenant_id}/utilization", "get_utilization",
+            f"The last {RECENT_WINDOWS} utilization windows of each workload of a tenant", api.get_utilization,
+            Access.READ,
+            {200: (TenantUtilization, "Per workload, its most recent windows (oldest first) up to its latest sample.")},
             errors=(*_AUTH_ERRORS, 404, *_ALL), tenant_in_path=True,
         ),
         Operation(

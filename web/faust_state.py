@@ -16,7 +16,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web as aioweb
@@ -31,12 +31,13 @@ from pipeline.provisioners.tiers import Quota
 from pipeline.tenants.models import AnomalyLog, ProvisioningStatus, QuotaRecord, TenantRecord
 from pipeline.topics import QUOTA_UPDATES, TENANT_CREATED, TENANT_DELETED
 from pipeline.typed_table import TypedTable
-from pipeline.usage import UsageRecord
+from pipeline.usage import TenantUtilization, UsageRecord
 from tables.anomalies import anomalies
 from tables.provisioning_status import provisioning_status
 from tables.quotas import quotas
 from tables.tenants import tenants
 from tables.usage import usage
+from tables.utilization import RecentUtilization
 from web.api import Operation
 from web.routing import owner_of, peer_urls
 from web.state import LiveUpdate, Page
@@ -51,6 +52,17 @@ _TABLES: dict[str, TypedTable[Any]] = {
     "usage": usage,
     "anomalies": anomalies,
 }
+
+
+class _Readable(Protocol):
+    @property
+    def model(self) -> type[BaseModel]: ...
+
+    def get(self, key: str) -> Any: ...
+
+
+#: What peers may read from this worker by tenant id: the tables, and views computed from them.
+_READABLE: dict[str, _Readable] = {**_TABLES, "utilization": RecentUtilization()}
 
 
 def internal_token(app: ProvisioningApp) -> str:
@@ -111,7 +123,7 @@ class FaustStateReader:
             return await response.json()
 
     async def _get(self, table_name: str, tenant_id: str) -> Any:
-        table = _TABLES[table_name]
+        table = _READABLE[table_name]
         owner = self._owner(tenant_id)
         if owner is None:
             value = table.get(tenant_id)
@@ -137,6 +149,10 @@ class FaustStateReader:
 
     async def anomalies(self, tenant_id: str) -> AnomalyLog | None:
         value: AnomalyLog | None = await self._get("anomalies", tenant_id)
+        return value
+
+    async def utilization(self, tenant_id: str) -> TenantUtilization | None:
+        value: TenantUtilization | None = await self._get("utilization", tenant_id)
         return value
 
     async def tenants(self, offset: int, limit: int, tenant_ids: Sequence[str] | None = None) -> Page:
@@ -176,7 +192,7 @@ def internal_routes(app: ProvisioningApp) -> aioweb.RouteTableDef:
     @routes.get(INTERNAL_PREFIX + "/{table}/{key}")
     async def local_value(request: aioweb.Request) -> aioweb.Response:
         check(request)
-        table = _TABLES.get(request.match_info["table"])
+        table = _READABLE.get(request.match_info["table"])
         if table is None:
             raise aioweb.HTTPNotFound()
         value = table.get(request.match_info["key"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pipeline.events.models import (
@@ -43,7 +43,15 @@ from pipeline.tenants.models import (
 )
 from pipeline.tenants.scaling_request import handle_scaling_request
 from pipeline.typed_table import TypedTable
-from pipeline.usage import UsageRecord, record_sample
+from pipeline.usage import (
+    RECENT_WINDOWS,
+    TenantUtilization,
+    UsageRecord,
+    WindowKey,
+    WindowStats,
+    fold_samples,
+    recent_utilization,
+)
 from web.state import LiveUpdate, Page
 
 logger = logging.getLogger(__name__)
@@ -53,6 +61,9 @@ def _tier_quota(tier: Tier) -> Quota:
     from pipeline.tenants.tiers import quota_for_tier
 
     return quota_for_tier(tier)
+
+
+UTILIZATION_WINDOW = timedelta(minutes=1)
 
 
 class MemoryState:
@@ -71,6 +82,7 @@ class MemoryState:
             users=TypedTable({}, UserRecord, "users"),
         )
         self.usage_table: TypedTable[UsageRecord] = TypedTable({}, UsageRecord, "usage")
+        self.windows: dict[WindowKey, WindowStats] = {}
         self.anomaly_table: TypedTable[AnomalyLog] = TypedTable({}, AnomalyLog, "anomalies")
         self.quota_for_tier = quota_for_tier or _tier_quota
         self.now = now
@@ -104,6 +116,10 @@ class MemoryState:
 
     async def anomalies(self, tenant_id: str) -> AnomalyLog | None:
         return self.anomaly_table.get(tenant_id)
+
+    async def utilization(self, tenant_id: str) -> TenantUtilization | None:
+        return recent_utilization(tenant_id, self.usage_table.get(tenant_id), self._stored_window,
+                                  UTILIZATION_WINDOW, RECENT_WINDOWS)
 
     async def updates(self) -> AsyncIterator[LiveUpdate]:
         queue: asyncio.Queue[LiveUpdate] = asyncio.Queue()
@@ -143,8 +159,15 @@ class MemoryState:
     # -- what other agents would do, for tests and demos -------------------------------------------
 
     def record_usage(self, sample: ResourceMetrics) -> None:
-        self.usage_table.put(sample.tenant_id, record_sample(self.usage_table.get(sample.tenant_id), sample))
+        folded = fold_samples([sample], self.usage_table.get(sample.tenant_id), self._stored_window,
+                              UTILIZATION_WINDOW)
+        if folded.usage is not None:
+            self.usage_table.put(sample.tenant_id, folded.usage)
+        self.windows.update(folded.windows)
         self._publish_tenant(sample.tenant_id, "usage")
+
+    def _stored_window(self, key: str, start: datetime) -> WindowStats | None:
+        return self.windows.get((key, start))
 
     def record_anomaly(self, event: ResourceAnomaly) -> None:
         emits = self._apply(

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from pipeline.events.models import AuditEvent, TenantCreated
 from pipeline.provisioners.tiers import Quota
 from pipeline.tenants.models import AnomalyLog, ProvisioningStatus, QuotaRecord, TenantRecord
-from pipeline.usage import UsageRecord
+from pipeline.usage import TenantUtilization, UsageRecord
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class StateReader(Protocol):
     async def quota(self, tenant_id: str) -> QuotaRecord | None: ...
     async def provisioning_status(self, tenant_id: str) -> ProvisioningStatus | None: ...
     async def usage(self, tenant_id: str) -> UsageRecord | None: ...
+    async def utilization(self, tenant_id: str) -> TenantUtilization | None: ...
     async def anomalies(self, tenant_id: str) -> AnomalyLog | None: ...
     def updates(self) -> AsyncIterator[LiveUpdate]:
         """Changes as they happen on this worker, for server-sent events."""

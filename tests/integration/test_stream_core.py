@@ -117,6 +117,11 @@ def metrics_sample(tenant_id: str, event_id: str, workload: str, cpu_cores: floa
             "cpu_cores": cpu_cores, "memory_gib": 4.0, "gpus": 0}
 
 
+def usage_cpu(worker: WorkerProcess, tenant_id: str, token: str) -> float | None:
+    code, body = worker.get(f"/api/v1/tenants/{tenant_id}/quota", token)
+    return float(body["usage"]["cpu_cores"]) if code == 200 else None
+
+
 def test_metrics_count_each_sample_once_and_bad_samples_are_dead_lettered(
     stream_env: dict[str, str], start_worker: Callable[..., WorkerProcess], publish: Callable[[str, Any], None],
     admin_token: str, run_id: str,
@@ -163,6 +168,14 @@ def test_metrics_count_each_sample_once_and_bad_samples_are_dead_lettered(
 
     assert 'provisioning_events_duplicate_total{topic="resource-metrics"} 1.0' in exported()
     assert 'provisioning_events_processed_total{topic="resource-metrics"} 4.0' in exported()
+    assert samples_per_workload(worker, tenant, admin_token) == {"api": 2, "train": 2}  # m1 counted once
+
+
+def samples_per_workload(worker: WorkerProcess, tenant_id: str, token: str) -> dict[str, int]:
+    """How many samples the tenant's recent utilization windows count, per workload."""
+    code, body = worker.get(f"/api/v1/tenants/{tenant_id}/utilization", token)
+    assert code == 200, body
+    return {workload: sum(w["samples"] for w in windows) for workload, windows in body["workloads"].items()}
 
 
 def test_kill_minus_nine_loses_nothing_and_duplicates_nothing(
@@ -220,3 +233,12 @@ def test_two_workers_both_answer_for_every_tenant(
                      what=f"{tenant} on {worker.url}")
         code, page = worker.get("/api/v1/tenants?limit=200", admin_token)
         assert code == 200 and {t["tenant_id"] for t in page["items"]} >= set(tenants)
+
+    # Usage written by whichever worker owns each tenant (batched, per source partition) reads the same from both.
+    for i, tenant in enumerate(tenants):
+        publish("resource-metrics", metrics_sample(tenant, f"{tenant}-m", "api", float(i + 1), seconds_ago=5))
+    for worker in (first, second):
+        for i, tenant in enumerate(tenants):
+            wait_for(lambda w=worker, t=tenant, cpu=float(i + 1): usage_cpu(w, t, admin_token) == cpu,
+                     what=f"the usage of {tenant} on {worker.url}")
+            assert samples_per_workload(worker, tenant, admin_token) == {"api": 1}

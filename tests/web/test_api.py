@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -154,6 +155,7 @@ async def test_bad_query_parameters_are_400(client: TestClient):
         ("GET", "/api/v1/tenants/ghost", None),
         ("GET", "/api/v1/tenants/ghost/provisioning-status", None),
         ("GET", "/api/v1/tenants/ghost/quota", None),
+        ("GET", "/api/v1/tenants/ghost/utilization", None),
         ("PUT", "/api/v1/tenants/ghost/quota", {"cpu_cores": 1, "memory_gib": 1, "gpus": 0, "storage_gib": 1}),
         ("DELETE", "/api/v1/tenants/ghost", None),
         ("GET", "/api/v1/tenants/NOT_VALID", None),
@@ -184,6 +186,48 @@ async def test_quota_shows_limits_over_quota_marks_and_usage_totals(client: Test
     assert body["usage"] == {"cpu_cores": 3.5, "memory_gib": 6.0, "gpus": 0.0}
     assert body["workloads"] == 2
     assert body["over_quota"]["cpu_cores"]["used"] == 5
+
+
+async def test_utilization_shows_each_workloads_recent_windows_oldest_first(client: TestClient, state: MemoryState):
+    await state.submit_tenant(tenant_event("acme"))
+    start = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    samples = [("api", 0, 1.0), ("api", 30, 3.0), ("api", 60, 2.0), ("api", 17 * 60, 5.0), ("batch", 10, 4.0)]
+    for n, (workload, second, cpu) in enumerate(samples):
+        state.record_usage(ResourceMetrics(
+            event_id=f"m{n}", tenant_id="acme", occurred_at=start + timedelta(seconds=second), workload=workload,
+            cpu_cores=cpu, memory_gib=2, gpus=0, requests_per_s=10.0 * (n + 1),
+        ))
+
+    response = await client.get("/api/v1/tenants/acme/utilization", headers=bearer(ADMIN))
+
+    assert response.status == 200
+    body = await response.json()
+    assert body["tenant_id"] == "acme" and body["window_seconds"] == 60
+    api = body["workloads"]["api"]
+    # 15 windows up to 12:17: 12:00 and 12:01 are too old to show; 12:17 holds one sample
+    assert [(w["start"], w["samples"], w["cpu_cores_mean"]) for w in api] == [("2026-11-26T12:17:00Z", 1, 5.0)]
+    batch = body["workloads"]["batch"]
+    assert len(batch) == 1 and batch[0]["samples"] == 1 and batch[0]["requests_per_s_mean"] == 50.0
+
+
+async def test_utilization_folds_the_samples_of_a_window(client: TestClient, state: MemoryState):
+    await state.submit_tenant(tenant_event("acme"))
+    start = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    for n, (second, cpu) in enumerate(((0, 1.0), (30, 3.0), (60, 2.0))):
+        state.record_usage(ResourceMetrics(
+            event_id=f"m{n}", tenant_id="acme", occurred_at=start + timedelta(seconds=second), workload="api",
+            cpu_cores=cpu, memory_gib=2, gpus=0, replicas=n + 1,
+        ))
+    state.record_usage(ResourceMetrics(  # the first sample again: a redelivery
+        event_id="m0", tenant_id="acme", occurred_at=start, workload="api", cpu_cores=1.0, memory_gib=2, gpus=0,
+    ))
+
+    body = await (await client.get("/api/v1/tenants/acme/utilization", headers=bearer(ADMIN))).json()
+
+    windows = body["workloads"]["api"]
+    assert [(w["start"], w["end"], w["samples"]) for w in windows] == [
+        ("2026-11-26T12:00:00Z", "2026-11-26T12:01:00Z", 2), ("2026-11-26T12:01:00Z", "2026-11-26T12:02:00Z", 1)]
+    assert (windows[0]["cpu_cores_mean"], windows[0]["cpu_cores_max"], windows[0]["replicas_last"]) == (2.0, 3.0, 2)
 
 
 async def test_tenants_are_paged_with_a_total(client: TestClient, state: MemoryState):
