@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from agents.runtime import process, topic
+from agents.runtime import events_acked_by_process, process, topic
 from agents.stores import STORES, now
 from pipeline.app import app
 from pipeline.events.models import QuotaUpdateRequested
@@ -12,7 +12,7 @@ from pipeline.topics import QUOTA_UPDATES
 
 @app.agent(topic(QUOTA_UPDATES), concurrency=1)
 async def quota_update(stream: Any) -> None:
-    async for message in stream.events():
+    async for message in events_acked_by_process(stream):
         await process(
             message, QUOTA_UPDATES, QuotaUpdateRequested, lambda event: handle_quota_update(event, STORES, now())
         )

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from agents.runtime import process, topic
+from agents.runtime import events_acked_by_process, process, topic
 from agents.stores import STORES, now
 from pipeline.app import app
 from pipeline.events.models import ResourceAnomaly
@@ -14,7 +14,7 @@ from tables.anomalies import anomalies
 @app.agent(topic(RESOURCE_ANOMALY), concurrency=1)
 async def resource_anomaly(stream: Any) -> None:
     reactions = {str(severity): str(reaction) for severity, reaction in app.settings.anomaly_reactions.items()}
-    async for message in stream.events():
+    async for message in events_acked_by_process(stream):
         await process(
             message, RESOURCE_ANOMALY, ResourceAnomaly,
             lambda event: handle_anomaly(event, STORES, anomalies, reactions, now()),

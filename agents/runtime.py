@@ -69,13 +69,14 @@ async def emit_all(emits: Iterable[Emit]) -> None:
 
 
 class PendingMarks:
-    """Events handled whose records are on their way to Kafka: each id is marked processed (in order) once
-    Kafka acknowledged all its records, and counts as seen meanwhile.
+    """Events handled whose records are on their way to Kafka. Once Kafka acknowledged all of an event's
+    records, in arrival order, its id is marked processed and the event itself acknowledged (its offset may
+    then be committed); until then the id counts as seen.
 
-    The agent takes the next event without waiting for the acknowledgements, so a slow broker costs
-    latency once, not once per event. Nothing is lost: Faust flushes the producer before it commits an
-    offset, and an id marked too late (a crash in between) only lets a redelivery through to the domain
-    function, which re-sends the same command ids.
+    The agent takes the next event without waiting, so a slow broker costs latency once, not once per
+    event. A record Kafka refuses leaves its event unacknowledged: the offset is not committed past it and
+    the event comes again after a restart. An id marked late (a crash in between) only lets a redelivery
+    through to the domain function, which re-sends the same command ids.
     """
 
     def __init__(self, limit: int = 500) -> None:
@@ -96,17 +97,20 @@ class PendingMarks:
             self.settle()
 
     def settle(self) -> None:
-        """Mark the oldest ids whose records were all acknowledged (a failed send raises here)."""
+        """Mark and acknowledge the oldest events whose records were all acknowledged; a refused record
+        raises (and its event stays where it is)."""
         while self._queue and all(fut.done() for fut in self._queue[0][2]):
-            event, event_id, sent = self._queue.popleft()
+            event, event_id, sent = self._queue[0]
             for fut in sent:
                 fut.result()
+            self._queue.popleft()
             with writing_as(event):
                 processed_events.mark(event_id)
+            event.ack()
             self._ids.discard(event_id)
 
     def forget(self) -> None:
-        """Partitions were revoked: their marks may not be written from here any more."""
+        """Partitions were revoked: their events are not ours to mark or acknowledge any more."""
         self._queue.clear()
         self._ids.clear()
 
@@ -124,6 +128,22 @@ def pending_marks(source_topic: str) -> PendingMarks:
 async def _forget_pending_marks(*_args: Any, **_kwargs: Any) -> None:
     for marks in _pending_marks.values():
         marks.forget()
+
+
+@app.timer(interval=1.0)
+async def _settle_pending_marks() -> None:
+    """Also when no further event comes to settle them."""
+    for source_topic, marks in _pending_marks.items():
+        try:
+            marks.settle()
+        except Exception:
+            logger.exception("a record sent for an event of %s was refused; the event stays unacknowledged",
+                             source_topic)
+
+
+def events_acked_by_process(stream: Any) -> Any:
+    """The stream's events for agents that hand each to :func:`process`: it acknowledges them itself."""
+    return stream.noack().events()
 
 
 async def dead_letter(source_topic: str, raw: bytes | None, key: bytes | None, reason: str, detail: str) -> None:
@@ -148,17 +168,20 @@ async def process(
     model: type[E],
     handle: Callable[[E], list[Emit]],
 ) -> None:
-    """Run ``handle`` once per event id: invalid or refused input goes to the dead-letter topic."""
+    """Run ``handle`` once per event id: invalid or refused input goes to the dead-letter topic. The event is
+    acknowledged here (when its records are in Kafka): iterate with :func:`events_acked_by_process`."""
     raw: Any = message.value
     key: Any = message.key
     decoded = decode(raw, model)
     if isinstance(decoded, Invalid):
         await dead_letter(source_topic, raw, key, decoded.reason, decoded.detail)
+        message.ack()
         return
     event = decoded.event
     marks = pending_marks(source_topic)
     if event.event_id in marks or processed_events.seen(event.event_id):
         EVENTS_DUPLICATE.labels(source_topic).inc()
+        message.ack()
         return
     sent: list[asyncio.Future[Any]] = []
     try:

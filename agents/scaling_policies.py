@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from agents.runtime import process, topic
+from agents.runtime import events_acked_by_process, process, topic
 from agents.scaling_runtime import ENGINE
 from pipeline.app import app
 from pipeline.scaling.records import PolicyChange
@@ -11,7 +11,7 @@ from pipeline.topics import SCALING_POLICY_REQUESTS
 
 @app.agent(topic(SCALING_POLICY_REQUESTS), concurrency=1)
 async def scaling_policies(stream: Any) -> None:
-    async for message in stream.events():
+    async for message in events_acked_by_process(stream):
         await process(
             message, SCALING_POLICY_REQUESTS, PolicyChange, lambda change: ENGINE.on_policy_change(change).emits
         )

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from agents.runtime import process, topic
+from agents.runtime import events_acked_by_process, process, topic
 from agents.stores import STORES, now
 from pipeline.app import app
 from pipeline.events.models import ScalingRequest
@@ -13,7 +13,7 @@ from tables.usage import usage
 
 @app.agent(topic(SCALING_REQUEST), concurrency=1)
 async def scaling_request(stream: Any) -> None:
-    async for message in stream.events():
+    async for message in events_acked_by_process(stream):
         await process(
             message, SCALING_REQUEST, ScalingRequest,
             lambda event: handle_scaling_request(event, STORES, usage, now()),

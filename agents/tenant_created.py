@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from agents.runtime import process, topic
+from agents.runtime import events_acked_by_process, process, topic
 from agents.stores import STORES, now
 from pipeline.app import app
 from pipeline.events.models import TenantCreated
@@ -13,7 +13,7 @@ from pipeline.topics import TENANT_CREATED
 
 @app.agent(topic(TENANT_CREATED), concurrency=1)
 async def tenant_created(stream: Any) -> None:
-    async for message in stream.events():
+    async for message in events_acked_by_process(stream):
         await process(
             message, TENANT_CREATED, TenantCreated,
             lambda event: handle_tenant_created(event, STORES, quota_for_tier, now()),

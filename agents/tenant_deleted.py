@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from agents.runtime import process, topic
+from agents.runtime import events_acked_by_process, process, topic
 from agents.stores import STORES, now
 from pipeline.app import app
 from pipeline.events.models import TenantDeleted
@@ -12,7 +12,7 @@ from pipeline.topics import TENANT_DELETED
 
 @app.agent(topic(TENANT_DELETED), concurrency=1)
 async def tenant_deleted(stream: Any) -> None:
-    async for message in stream.events():
+    async for message in events_acked_by_process(stream):
         await process(
             message, TENANT_DELETED, TenantDeleted, lambda event: handle_tenant_deleted(event, STORES, now())
         )

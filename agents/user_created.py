@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from agents.runtime import process, topic
+from agents.runtime import events_acked_by_process, process, topic
 from agents.stores import STORES, now
 from pipeline.app import app
 from pipeline.events.models import UserCreated
@@ -12,5 +12,5 @@ from pipeline.topics import USER_CREATED
 
 @app.agent(topic(USER_CREATED), concurrency=1)
 async def user_created(stream: Any) -> None:
-    async for message in stream.events():
+    async for message in events_acked_by_process(stream):
         await process(message, USER_CREATED, UserCreated, lambda event: handle_user_created(event, STORES, now()))

@@ -1,4 +1,5 @@
-"""PendingMarks: an event id is marked processed only after Kafka acknowledged its records, in order."""
+"""PendingMarks: an event id is marked processed, and the event acknowledged, only after Kafka acknowledged
+its records, in order."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ class FakeEvent:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.acked = False
+
+    def ack(self) -> bool:
+        self.acked = True
+        return True
 
 
 @pytest.fixture
@@ -39,10 +45,12 @@ async def test_ids_are_marked_in_order_once_all_their_records_are_acknowledged(m
     first_records[0].set_result(None)
     marks.settle()
     assert marked == []  # e1 still has a record in flight, and e2 waits behind it
+    assert not first.acked and not second.acked
 
     first_records[1].set_result(None)
     marks.settle()
     assert marked == [("e1", first), ("e2", second)]  # written as if each event were the current one
+    assert first.acked and second.acked
     assert "e1" not in marks and current_event() is None
 
 
@@ -58,11 +66,17 @@ async def test_a_full_queue_waits_for_the_oldest_and_a_refused_event_is_marked_a
     assert [event_id for event_id, _ in marked] == ["e1", "e2"]
 
 
-async def test_a_failed_send_raises_and_is_not_marked(marked: list[tuple[str, Any]]) -> None:
+async def test_a_refused_record_leaves_its_event_unacknowledged_and_blocks_the_ones_after(
+    marked: list[tuple[str, Any]],
+) -> None:
     loop = asyncio.get_running_loop()
     marks = runtime.PendingMarks()
     failed = loop.create_future()
     failed.set_exception(RuntimeError("broker gone"))
+    refused, later = FakeEvent("e1"), FakeEvent("e2")
     with pytest.raises(RuntimeError, match="broker gone"):
-        await marks.add(FakeEvent("e1"), "e1", [failed])  # type: ignore[arg-type]
-    assert marked == []
+        await marks.add(refused, "e1", [failed])  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="broker gone"):
+        await marks.add(later, "e2", [])  # type: ignore[arg-type]
+    assert marked == [] and not refused.acked and not later.acked  # offsets stay uncommitted: redelivered
+    assert "e1" in marks
