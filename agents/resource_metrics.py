@@ -3,7 +3,7 @@
 The only agent on the topic, so Faust's per-event machinery runs once per sample. It takes what arrived
 within METRICS_BATCH_SECONDS (at most METRICS_BATCH_MAX events) and, per tenant of the batch, writes the
 usage record once and each touched utilization window once, and hands the new samples to compute activity
-(idle detection) and to the scaling engine, whose decisions for the whole batch leave together. The batch
+(idle detection) and to the scaling engine, whose decisions for the tenant leave together. The batch
 is acknowledged after all of that: at-least-once, and a redelivered sample is recognised by its window
 (``pipeline.usage.fold_samples``).
 """
@@ -73,8 +73,8 @@ async def record_tenant_samples(tenant_id: str, group: list[tuple[EventT[Any], R
 @app.agent(topic(RESOURCE_METRICS), concurrency=1)
 async def resource_metrics(stream: Any) -> None:
     async for events in stream.take_events(SETTINGS.metrics_batch_max, within=SETTINGS.metrics_batch_seconds):
-        decided = Outcome()
         for tenant_id, group in (await decode_by_tenant(events)).items():
-            decided.extend(await record_tenant_samples(tenant_id, group))
+            # Carried out before anything else may run: a decision another agent makes meanwhile for the
+            # same workload must come after this one (Kubernetes calls are queued in decision order).
+            await carry_out_decisions(await record_tenant_samples(tenant_id, group))
             await asyncio.sleep(0)  # let the other agents in between tenants: windows close in bursts
-        await carry_out_decisions(decided)

@@ -92,8 +92,8 @@ async def carry_out(outcome: Outcome | None) -> None:
 def decide_on_samples(samples: Sequence[ResourceMetrics]) -> Outcome:
     """Accumulate new samples in the engine's open windows; what the windows they close decide, together.
 
-    Call inside stream processing (the engine writes its tables); carry the result out once per batch:
-    windows close in bursts, at every window boundary, and one wait for Kafka serves them all.
+    Call inside stream processing (the engine writes its tables), and carry the result out before anything
+    else can run: one wait for Kafka serves all the windows a tenant's samples closed.
     """
     combined = Outcome()
     if not ENABLED:
@@ -112,7 +112,7 @@ def decide_on_samples(samples: Sequence[ResourceMetrics]) -> Outcome:
 
 async def carry_out_decisions(outcome: Outcome) -> None:
     """:func:`carry_out` for what :func:`decide_on_samples` returned: a failure is logged and the engine's
-    caches dropped (they may hold changes whose records did not leave), the metrics batch goes on."""
+    caches dropped (they may hold changes whose records did not leave); the metrics batch goes on."""
     try:
         await carry_out(outcome)
     except Exception:
