@@ -23,7 +23,7 @@ table = cast(
 
 def stored_window(key: str, start: datetime) -> WindowStats | None:
     """The window of ``key`` that starts at ``start``, as stored."""
-    raw = table.relative_to(start)[key].current()
+    raw = table.relative_to(start)[key].value()
     return WindowStats.model_validate(raw) if raw else None
 
 
