@@ -16,7 +16,7 @@ from faust.types import EventT
 
 from agents.compute_service import runtime
 from agents.runtime import dead_letter, topic, writing_as
-from agents.scaling_runtime import carry_out_decisions, decide_on_samples
+from agents.scaling_runtime import decide_on_samples, send_decisions, wait_for_kafka
 from agents.stores import STORES
 from pipeline.app import app
 from pipeline.events.decode import Invalid, decode
@@ -73,8 +73,10 @@ async def record_tenant_samples(tenant_id: str, group: list[tuple[EventT[Any], R
 @app.agent(topic(RESOURCE_METRICS), concurrency=1)
 async def resource_metrics(stream: Any) -> None:
     async for events in stream.take_events(SETTINGS.metrics_batch_max, within=SETTINGS.metrics_batch_seconds):
+        sent: list[asyncio.Future[Any]] = []
         for tenant_id, group in (await decode_by_tenant(events)).items():
-            # Carried out before anything else may run: a decision another agent makes meanwhile for the
-            # same workload must come after this one (Kubernetes calls are queued in decision order).
-            await carry_out_decisions(await record_tenant_samples(tenant_id, group))
+            # Sent before anything else may run: a decision another agent makes meanwhile for the same
+            # workload must come after this one (Kubernetes calls are queued in decision order).
+            sent += await send_decisions(await record_tenant_samples(tenant_id, group))
             await asyncio.sleep(0)  # let the other agents in between tenants: windows close in bursts
+        await wait_for_kafka(sent)

@@ -9,12 +9,13 @@ thread pool, their outcomes sent back through ``scaling-applied`` to the agent t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from agents.runtime import emit_all, topic
+from agents.runtime import send_all, topic
 from agents.stores import STORES
 from pipeline.app import app
 from pipeline.events.models import ResourceMetrics
@@ -70,30 +71,34 @@ SCALER = DeploymentScaler(SETTINGS.kubeconfig)
 QUEUE = ApplyQueue(SCALER.run, report, SETTINGS.scaling_apply_concurrency)
 
 
-async def carry_out(outcome: Outcome | None) -> None:
-    """Queue the outcome's Kubernetes calls, send its demands to the pool, emit its records (acknowledged).
+async def send_out(outcome: Outcome) -> list[asyncio.Future[Any]]:
+    """Queue the outcome's Kubernetes calls, then hand its demands and its records to the producer, in that
+    order; the futures resolve when Kafka acknowledged them.
 
-    Several agents decide for the same workload; the calls are queued before the first ``await`` and the
-    demands acknowledged before the records are sent, so they leave in the order of the decisions (the pool
-    also drops a demand older than the one it holds, and the owner a grant for a demand it has replaced).
+    Several agents decide for the same workload; the calls are queued before the first ``await``, so they
+    run in the order of the decisions (the pool also drops a demand older than the one it holds, and the
+    owner a grant for a demand it has replaced).
     """
-    if not outcome:
-        return
     for request in outcome.applies:
         QUEUE.submit(request)
-    sent = [await DEMANDS_TOPIC.send(key=DEMANDS_KEY.encode(), value=demand.model_dump_json().encode())
+    sent = [cast(asyncio.Future[Any], await DEMANDS_TOPIC.send(key=DEMANDS_KEY.encode(),
+                                                                value=demand.model_dump_json().encode()))
             for demand in outcome.demands]
-    for fut in sent:
-        await fut
-    if outcome.emits:
-        await emit_all(outcome.emits)
+    return sent + await send_all(outcome.emits)
+
+
+async def carry_out(outcome: Outcome | None) -> None:
+    """:func:`send_out`, then wait until Kafka acknowledged everything."""
+    if outcome:
+        for fut in await send_out(outcome):
+            await fut
 
 
 def decide_on_samples(samples: Sequence[ResourceMetrics]) -> Outcome:
     """Accumulate new samples in the engine's open windows; what the windows they close decide, together.
 
-    Call inside stream processing (the engine writes its tables), and carry the result out before anything
-    else can run: one wait for Kafka serves all the windows a tenant's samples closed.
+    Call inside stream processing (the engine writes its tables), and send the result out before anything
+    else can run (:func:`send_decisions`).
     """
     combined = Outcome()
     if not ENABLED:
@@ -110,11 +115,24 @@ def decide_on_samples(samples: Sequence[ResourceMetrics]) -> Outcome:
     return combined
 
 
-async def carry_out_decisions(outcome: Outcome) -> None:
-    """:func:`carry_out` for what :func:`decide_on_samples` returned: a failure is logged and the engine's
-    caches dropped (they may hold changes whose records did not leave); the metrics batch goes on."""
+async def send_decisions(outcome: Outcome) -> list[asyncio.Future[Any]]:
+    """:func:`send_out` for what :func:`decide_on_samples` returned (call it before anything else may run);
+    a failure is logged and the engine's caches dropped (they may hold changes whose records did not leave),
+    and the metrics batch goes on."""
     try:
-        await carry_out(outcome)
+        return await send_out(outcome)
     except Exception:
         ENGINE.forget()
-        logger.exception("carrying out the scaling decisions of a metrics batch failed")
+        logger.exception("sending the scaling decisions of a metrics batch failed")
+        return []
+
+
+async def wait_for_kafka(sent: list[asyncio.Future[Any]]) -> None:
+    """Wait until Kafka acknowledged what :func:`send_decisions` handed over (before the metrics batch is
+    acknowledged); a refused record is logged and the engine's caches dropped."""
+    try:
+        for fut in sent:
+            await fut
+    except Exception:
+        ENGINE.forget()
+        logger.exception("Kafka refused a scaling record of a metrics batch")
