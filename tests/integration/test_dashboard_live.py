@@ -21,10 +21,10 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
 
 from pipeline.tenants.logic import TENANT_RESOURCES
-from tests.chromium import headless_chromium
+from tests.chromium import badge_states, headless_chromium, sign_in
+from tests.chromium import wait_for as wait_until
 from tests.integration.conftest import now_iso
 from tests.integration.worker import WorkerProcess
 
@@ -40,19 +40,8 @@ def chromium() -> Iterator[webdriver.Chrome]:
         yield driver
 
 
-def wait_for(driver: webdriver.Chrome, what: str, condition: Callable[[WebDriver], Any]) -> Any:
-    try:
-        return WebDriverWait(driver, WAIT_SECONDS, poll_frequency=0.2).until(condition)
-    except Exception as exc:
-        driver.save_screenshot(str(SCREENSHOT))
-        logs = "\n".join(str(entry) for entry in driver.get_log("browser"))  # type: ignore[no-untyped-call]
-        pytest.fail(f"the dashboard did not show {what} within {WAIT_SECONDS} s ({exc!r}); screenshot {SCREENSHOT}\n"
-                    f"page text:\n{driver.find_element(By.TAG_NAME, 'body').text}\nbrowser log:\n{logs}")
-
-
-def badge_states(driver: WebDriver, tenant_id: str) -> dict[str, str]:
-    badges = driver.find_elements(By.CSS_SELECTOR, f'tr[data-tenant-id="{tenant_id}"] [data-resource]')
-    return {b.get_attribute("data-resource") or "": b.get_attribute("data-status") or "" for b in badges}
+def wait_for(driver: WebDriver, what: str, condition: Callable[[WebDriver], Any]) -> Any:
+    return wait_until(driver, what, condition, WAIT_SECONDS, SCREENSHOT)
 
 
 def test_a_tenant_created_on_pulsar_appears_on_the_live_dashboard(
@@ -64,8 +53,7 @@ def test_a_tenant_created_on_pulsar_appears_on_the_live_dashboard(
     driver = chromium
     driver.get(f"{worker.url}/ui/")
     assert driver.title.startswith("Tenant provisioning")
-    driver.find_element(By.ID, "token").send_keys(admin_token)
-    driver.find_element(By.ID, "connect").click()
+    sign_in(driver, admin_token)
     wait_for(driver, "a live connection", lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "live")
     tenant = f"t{run_id}-live"
     assert not driver.find_elements(By.CSS_SELECTOR, f'tr[data-tenant-id="{tenant}"]')

@@ -17,15 +17,14 @@ from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
-from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
 
 from pipeline.events.models import ResourceAnomaly, ResourceMetrics, ScalingRequest, Severity, Tier
 from pipeline.tenants.logic import TENANT_RESOURCES
 from pipeline.tenants.models import ResourceState
-from tests.chromium import WINDOW_SIZE, headless_chromium
+from tests.chromium import WINDOW_SIZE, badge_states, headless_chromium, sign_in
+from tests.chromium import wait_for as wait_until
 from tests.web.conftest import ADMIN, SECRET, FakeReadiness, fixed_quota, tenant_event
 from web.auth import Authenticator
 from web.memory_state import MemoryState
@@ -96,23 +95,7 @@ def served() -> Iterator[tuple[ServerThread, MemoryState]]:
 
 
 def wait_for(driver: WebDriver, what: str, condition: Callable[[WebDriver], Any]) -> Any:
-    try:
-        # The page re-renders rows on every update: an element found a moment ago may be gone.
-        return WebDriverWait(
-            driver, WAIT_SECONDS, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
-        ).until(condition)
-    except Exception as exc:
-        logs = "\n".join(str(entry) for entry in driver.get_log("browser"))
-        page = driver.find_element(By.TAG_NAME, "body").text
-        pytest.fail(
-            f"the dashboard did not show {what} within {WAIT_SECONDS} s ({exc!r})\n"
-            f"page text:\n{page}\nbrowser log:\n{logs}"
-        )
-
-
-def badge_states(driver: WebDriver, tenant_id: str) -> dict[str, str]:
-    badges = driver.find_elements(By.CSS_SELECTOR, f'tr[data-tenant-id="{tenant_id}"] [data-resource]')
-    return {b.get_attribute("data-resource") or "": b.get_attribute("data-status") or "" for b in badges}
+    return wait_until(driver, what, condition, WAIT_SECONDS)
 
 
 def test_the_dashboard_follows_the_state_live(chromium: WebDriver, served: tuple[ServerThread, MemoryState]):
@@ -121,8 +104,7 @@ def test_the_dashboard_follows_the_state_live(chromium: WebDriver, served: tuple
     driver.get(f"{server.url}/ui/")
     assert driver.title.startswith("Tenant provisioning")
 
-    driver.find_element(By.ID, "token").send_keys(ADMIN)
-    driver.find_element(By.ID, "connect").click()
+    sign_in(driver, ADMIN)
     wait_for(driver, "a live connection", lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "live")
     assert "root-admin" in driver.find_element(By.ID, "who").text
     assert driver.execute_script("return sessionStorage.getItem('provisioning.accessToken')") == ADMIN
@@ -179,7 +161,6 @@ def test_a_refused_token_is_explained(chromium: WebDriver, served: tuple[ServerT
     server, _state = served
     driver = chromium
     driver.get(f"{server.url}/ui/")
-    driver.find_element(By.ID, "token").send_keys("not-a-token")
-    driver.find_element(By.ID, "connect").click()
+    sign_in(driver, "not-a-token")
     wait_for(driver, "the refusal", lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "refused")
     assert "malformed token" in driver.find_element(By.ID, "message").text
