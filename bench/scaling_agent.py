@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import os
 import platform
@@ -43,8 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from aiokafka.structs import OffsetAndMetadata  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
+from bench.stream_support import nab_cpu_series, scrape  # noqa: E402
 from pipeline.config import get_settings  # noqa: E402
 from pipeline.devstack import stack  # noqa: E402
 from pipeline.events.models import ResourceMetrics, Tier  # noqa: E402
@@ -65,7 +64,6 @@ from pipeline.typed_table import TypedTable  # noqa: E402
 from tests.integration.scaling_support import Broker, produce, run_id, tenant_created  # noqa: E402
 from tests.integration.worker import WorkerProcess  # noqa: E402
 
-NAB = ROOT.parent / "shared" / "data" / "nab" / "data" / "realAWSCloudwatch"
 SAMPLE_SECONDS = 300
 WORKLOAD_CORES = 8.0
 JWT_SECRET = "bench-secret-of-at-least-32-bytes-000"  # noqa: S105 - a local throwaway worker
@@ -75,16 +73,6 @@ MODES: dict[str, dict[str, str]] = {
     "forecasting_off": {"SCALING_ENABLED": "true", "SCALING_FORECAST_ENABLED": "false"},
     "scaling_agents_off": {"SCALING_ENABLED": "false"},
 }
-
-
-def nab_series() -> dict[str, list[float]]:
-    series: dict[str, list[float]] = {}
-    for path in sorted(NAB.glob("*cpu_utilization*.csv")):
-        with path.open() as handle:
-            series[path.stem.replace("_", "-")] = [float(row["value"]) for row in csv.DictReader(handle)]
-    if not series:
-        raise SystemExit(f"no NAB CPU series under {NAB}")
-    return series
 
 
 def policy_documents(tenant_id: str, workload: str) -> list[dict[str, Any]]:
@@ -171,13 +159,6 @@ async def commit_end_offsets(bootstrap: str, group: str, topics: list[str]) -> N
         await consumer.stop()
 
 
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:  # noqa: S310 - a local worker
-        text = response.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
 def total(samples_: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
     wanted = set(labels.items())
     return sum(v for (n, ls), v in samples_.items() if n == name and wanted <= set(ls))
@@ -256,13 +237,13 @@ def worker_run(broker: Broker, workdir: Path, mode: str, series: dict[str, list[
         scaling = mode != "scaling_agents_off"
 
         def done() -> bool:
-            seen = scrape(url)
+            seen = scrape(f"{url}/metrics")
             usage_done = total(seen, "provisioning_events_processed_total", topic="resource-metrics") >= n
             return usage_done and (not scaling or total(seen, "scaling_samples_total") >= n)
 
         wait(done, timeout, f"{n} samples processed ({mode})")
         elapsed, cpu = time.monotonic() - t0, cpu_seconds(worker.proc.pid) - cpu0
-        seen = scrape(url)
+        seen = scrape(f"{url}/metrics")
         model_count = total(seen, "scaling_model_seconds_count")
         return {
             "mode": mode, "window_seconds": window_seconds, "samples": n, "worker_ready_s": round(ready_s, 1),
@@ -291,7 +272,7 @@ def main() -> None:
     parser.add_argument("--skip-worker", action="store_true")
     args = parser.parse_args()
     windows = [int(w) for w in args.windows.split(",")]
-    series = nab_series()
+    series = nab_cpu_series()
     result: dict[str, Any] = {
         "benchmark": "scaling_agent",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_at_start": os.getloadavg()},
