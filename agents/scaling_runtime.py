@@ -57,14 +57,12 @@ async def report(outcome: ApplyReport) -> None:
     await fut
 
 
-@app.on_partitions_revoked.connect
-async def _forget_on_revoke(*_args: Any, **_kwargs: Any) -> None:
+async def _forget_on_rebalance(*_args: Any, **_kwargs: Any) -> None:
     ENGINE.forget()  # other workers may write what this engine cached
 
 
-@app.on_partitions_assigned.connect
-async def _forget_on_assign(*_args: Any, **_kwargs: Any) -> None:
-    ENGINE.forget()
+app.on_partitions_revoked.connect(_forget_on_rebalance)
+app.on_partitions_assigned.connect(_forget_on_rebalance)
 
 
 SCALER = DeploymentScaler(SETTINGS.kubeconfig)
