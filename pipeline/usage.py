@@ -67,10 +67,6 @@ class WindowStats(BaseModel):
         if sample.replicas is not None:
             self.replicas_last = sample.replicas
 
-    @property
-    def cpu_mean(self) -> float:
-        return self.cpu_sum / self.count if self.count else 0.0
-
 
 def workload_key(tenant_id: str, workload: str) -> str:
     return f"{tenant_id}/{workload}"
