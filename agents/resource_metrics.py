@@ -3,9 +3,10 @@
 The only agent on the topic, so Faust's per-event machinery runs once per sample. It takes what arrived
 within METRICS_BATCH_SECONDS (at most METRICS_BATCH_MAX events) and, per tenant of the batch, writes the
 usage record once and each touched utilization window once, and hands the new samples to compute activity
-(idle detection) and to the scaling engine, whose decisions for the tenant leave together. The batch
-is acknowledged after all of that: at-least-once, and a redelivered sample is recognised by its window
-(``pipeline.usage.fold_samples``).
+(idle detection) and to the scaling engine. The windows they close are learned and forecast in the
+forecaster process, one call per batch, while the other agents run; then, per tenant, the engine decides
+and the decisions leave together. The batch is acknowledged after all of that: at-least-once, and a
+redelivered sample is recognised by its window (``pipeline.usage.fold_samples``).
 """
 
 import asyncio
@@ -16,14 +17,14 @@ from faust.types import EventT
 
 from agents.compute_service import runtime
 from agents.runtime import dead_letter, topic, writing_as
-from agents.scaling_runtime import decide_on_samples, send_decisions, wait_for_kafka
+from agents.scaling_runtime import accumulate_samples, finish_windows, learn_windows, send_decisions, wait_for_kafka
 from agents.stores import STORES
 from pipeline.app import app
 from pipeline.events.decode import Invalid, decode
 from pipeline.events.models import ResourceMetrics
 from pipeline.metrics import EVENTS_DUPLICATE, EVENTS_PROCESSED
 from pipeline.outputs import Refused
-from pipeline.scaling.engine import Outcome
+from pipeline.scaling.engine import Accumulated
 from pipeline.tenants.logic import require_tenant
 from pipeline.topics import RESOURCE_METRICS
 from pipeline.usage import fold_samples
@@ -45,14 +46,14 @@ async def decode_by_tenant(events: Sequence[EventT[Any]]) -> dict[str, list[tupl
     return by_tenant
 
 
-async def record_tenant_samples(tenant_id: str, group: list[tuple[EventT[Any], ResourceMetrics]]) -> Outcome:
-    """Fold one tenant's samples into its tables; what the scaling engine decided on them is returned."""
+async def record_tenant_samples(tenant_id: str, group: list[tuple[EventT[Any], ResourceMetrics]]) -> Accumulated:
+    """Fold one tenant's samples into its tables; the scaling engine's windows they closed are returned."""
     try:
         require_tenant(STORES, tenant_id)
     except Refused as refused:
         for event, _ in group:
             await dead_letter(RESOURCE_METRICS, event.value, event.key, refused.reason, refused.detail)
-        return Outcome()
+        return Accumulated()
     with writing_as(group[-1][0]):
         folded = fold_samples([sample for _, sample in group], usage.get(tenant_id), stored_window, WINDOW)
         compute = runtime()
@@ -60,23 +61,34 @@ async def record_tenant_samples(tenant_id: str, group: list[tuple[EventT[Any], R
             compute.record_metrics(sample)
         # Before the windows are written: an engine that has no open window for a workload resumes it
         # from the stored one, which must not count this batch yet.
-        decided = decide_on_samples(folded.fresh)
+        accumulated = accumulate_samples(folded.fresh)
         if folded.usage is not None:
             usage.put(tenant_id, folded.usage)
         for (key, start), stats in folded.windows.items():
             store_window(key, start, stats)
     EVENTS_DUPLICATE.labels(RESOURCE_METRICS).inc(folded.duplicates)
     EVENTS_PROCESSED.labels(RESOURCE_METRICS).inc(len(folded.fresh))
-    return decided
+    return accumulated
 
 
 @app.agent(topic(RESOURCE_METRICS), concurrency=1)
 async def resource_metrics(stream: Any) -> None:
     async for events in stream.take_events(SETTINGS.metrics_batch_max, within=SETTINGS.metrics_batch_seconds):
+        recorded = [(group[-1][0], await record_tenant_samples(tenant_id, group))
+                    for tenant_id, group in (await decode_by_tenant(events)).items()]
+        # The forecaster process learns the batch's closed windows while the other agents run.
+        results = await learn_windows([window for _, accumulated in recorded for window in accumulated.closed])
         sent: list[asyncio.Future[Any]] = []
-        for tenant_id, group in (await decode_by_tenant(events)).items():
+        first = 0
+        for last_event, accumulated in recorded:
+            if not accumulated.closed and not accumulated.outcome:
+                continue
+            count = len(accumulated.closed)
+            with writing_as(last_event):
+                decided = finish_windows(accumulated, results[first : first + count])
+            first += count
             # Sent before anything else may run: a decision another agent makes meanwhile for the same
             # workload must come after this one (Kubernetes calls are queued in decision order).
-            sent += await send_decisions(await record_tenant_samples(tenant_id, group))
-            await asyncio.sleep(0)  # let the other agents in between tenants: windows close in bursts
+            sent += await send_decisions(decided)
+            await asyncio.sleep(0)  # let the other agents in between tenants
         await wait_for_kafka(sent)

@@ -1,10 +1,10 @@
 """The scaling engine of this worker, and what every scaling agent does with an engine ``Outcome``.
 
-Not an agent itself: the agents ``resource_metrics`` (:func:`decide_on_samples`), ``scaling_policies``,
-``scaling_ticks``, ``scaling_demands``, ``scaling_grants`` and ``scaling_applied`` share one
-:class:`ScalingEngine` (its forecasters are in memory, per worker; an open window resumes from the utilization
-table) and one :class:`ApplyQueue` (Kubernetes calls in a
-thread pool, their outcomes sent back through ``scaling-applied`` to the agent that owns the tenant).
+Not an agent itself: the agents ``resource_metrics`` (:func:`accumulate_samples`, :func:`learn_windows`,
+:func:`finish_windows`), ``scaling_policies``, ``scaling_ticks``, ``scaling_demands``, ``scaling_grants`` and
+``scaling_applied`` share one :class:`ScalingEngine` (per worker; an open window resumes from the utilization
+table), its forecasters in one child process (:data:`MODEL_HOST`), and one :class:`ApplyQueue` (Kubernetes
+calls in a thread pool, their outcomes sent back through ``scaling-applied`` to the agent that owns the tenant).
 """
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+from mode import Service
+
 from agents.runtime import send_all, topic
 from agents.stores import STORES
 from pipeline.app import app
 from pipeline.events.models import ResourceMetrics
-from pipeline.scaling.engine import EngineConfig, Outcome, ScalingEngine, Tables
+from pipeline.scaling.engine import Accumulated, ClosedWindow, EngineConfig, Outcome, ScalingEngine, Tables
 from pipeline.scaling.kube import ApplyQueue, DeploymentScaler
+from pipeline.scaling.model_host import LearnResult, ProcessModelHost
 from pipeline.scaling.records import DEMANDS_KEY, ApplyReport
 from pipeline.topics import SCALING_APPLIED, SCALING_DEMANDS
 from tables.model_snapshots import model_snapshots
@@ -39,6 +42,7 @@ TABLES = Tables(
     snapshots=model_snapshots, tenants=STORES.tenants, quotas=STORES.quotas, windows=stored_window,
 )
 ENGINE = ScalingEngine(EngineConfig.from_settings(SETTINGS), TABLES)
+MODEL_HOST = ProcessModelHost(ENGINE.forecaster_config, ENGINE.config.snapshot_every)
 
 #: One partition (declared by Faust before it subscribes, since it is internal): the fair-share pool's input.
 DEMANDS_TOPIC = app.topic(
@@ -92,29 +96,61 @@ async def carry_out(outcome: Outcome | None) -> None:
             await fut
 
 
-def decide_on_samples(samples: Sequence[ResourceMetrics]) -> Outcome:
-    """Accumulate new samples in the engine's open windows; what the windows they close decide, together.
+@app.service
+class ModelHostService(Service):
+    """The forecasters' child process, started with the worker (so the first windows do not wait for it)
+    and stopped with it."""
 
-    Call inside stream processing (the engine writes its tables), and send the result out before anything
-    else can run (:func:`send_decisions`).
-    """
-    combined = Outcome()
+    async def on_start(self) -> None:
+        if ENABLED and ENGINE.config.forecast_enabled:
+            await MODEL_HOST.start()
+
+    async def on_stop(self) -> None:
+        MODEL_HOST.close()
+
+
+def accumulate_samples(samples: Sequence[ResourceMetrics]) -> Accumulated:
+    """New samples into the engine's open windows; the windows they close wait for :func:`learn_windows`.
+
+    Call inside stream processing, before the samples' utilization windows are written (the engine resumes
+    an open window it lacks from the stored one)."""
     if not ENABLED:
-        return combined
-    for sample in samples:
-        try:
-            outcome = ENGINE.on_sample(sample)
-        except Exception:
-            ENGINE.forget()  # a half-made change must not stay cached
-            logger.exception("scaling failed on a sample of %s/%s", sample.tenant_id, sample.workload)
-            continue
-        if outcome:
-            combined.extend(outcome)
-    return combined
+        return Accumulated()
+    try:
+        return ENGINE.accumulate(samples)
+    except Exception:
+        ENGINE.forget()  # a half-made change must not stay cached
+        logger.exception("scaling failed on the samples of %s", samples[0].tenant_id if samples else "?")
+        return Accumulated()
+
+
+async def learn_windows(closed: Sequence[ClosedWindow]) -> list[LearnResult]:
+    """The closed windows learned and forecast in the forecaster process, off the event loop ([] with
+    forecasting off, or when the process failed: the windows are then decided without a forecast)."""
+    requests = ENGINE.learn_requests(closed)
+    if not requests:
+        return []
+    try:
+        return await MODEL_HOST.learn(requests)
+    except Exception:
+        ENGINE.models_lost()
+        logger.exception("forecasting %d closed windows failed; they are decided without a forecast", len(requests))
+        return []
+
+
+def finish_windows(accumulated: Accumulated, results: Sequence[LearnResult]) -> Outcome:
+    """The decisions on the closed windows (call inside stream processing, and send the result out before
+    anything else can run: :func:`send_decisions`)."""
+    try:
+        return ENGINE.finish(accumulated, results)
+    except Exception:
+        ENGINE.forget()
+        logger.exception("scaling failed on the closed windows of a metrics batch")
+        return Outcome()
 
 
 async def send_decisions(outcome: Outcome) -> list[asyncio.Future[Any]]:
-    """:func:`send_out` for what :func:`decide_on_samples` returned (call it before anything else may run);
+    """:func:`send_out` for what :func:`finish_windows` returned (call it before anything else may run);
     a failure is logged and the engine's caches dropped (they may hold changes whose records did not leave),
     and the metrics batch goes on."""
     try:

@@ -11,11 +11,14 @@ window is late and skipped. The open window lives in memory only: after a restar
 window in progress is computed from the samples that arrive afterwards, which is still a sample mean.
 
 **Forecasts.** At each close, the workload's :class:`~pipeline.scaling.forecast.OnlineForecaster` learns the
-window's demand (mean CPU cores) and forecasts ``horizon`` windows with the band the policies need. Models
-live in memory on the worker that owns the tenant; every ``snapshot_every`` learned windows one is
-snapshotted into ``model-snapshots``. A model missing from memory (restart, rebalance) or out of step with
-the state table is restored from its snapshot and the windows closed since (kept in the state) are
-replayed into it, so it continues exactly where it was.
+window's demand (mean CPU cores) and forecasts ``horizon`` windows with the band the policies need. The
+models live in a :class:`~pipeline.scaling.model_host.ModelHost`: in the worker a child process, so the
+agent closes a batch's windows (:meth:`ScalingEngine.accumulate`), has them learned off the event loop
+(:meth:`ScalingEngine.learn_requests`) and then decides (:meth:`ScalingEngine.finish`); :meth:`ScalingEngine.on_sample`
+does all three in this process. Every ``snapshot_every`` learned windows a model is snapshotted into
+``model-snapshots``. A model the host may not hold as the state table has it (restart, rebalance, a lost
+child) is restored from its snapshot and the windows closed since (kept in the state), so it continues
+exactly where it was.
 
 **Decisions.** :func:`~pipeline.scaling.decide.decide` runs at each window close (``now`` = the window's
 end, event time: a replayed trace decides as it would have live) and on the timer for workloads with
@@ -36,7 +39,6 @@ from __future__ import annotations
 import base64
 import logging
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -57,8 +59,9 @@ from pipeline.scaling.fairshare import (
     TenantDemand,
     drf_allocate,
 )
-from pipeline.scaling.forecast import Forecast, ForecasterConfig, OnlineForecaster, SnapshotError
+from pipeline.scaling.forecast import Forecast, ForecasterConfig
 from pipeline.scaling.kube import ApplyRequest
+from pipeline.scaling.model_host import LearnRequest, LearnResult, ModelHost, Restore
 from pipeline.scaling.policies import CostAwarePolicy, Policy, PredictivePolicy, ScheduledPolicy
 from pipeline.scaling.predictive import required_quantiles
 from pipeline.scaling.records import (
@@ -185,6 +188,33 @@ class _Window:
 
 
 @dataclass
+class ClosedWindow:
+    """A window the engine closed, waiting for its forecast (:meth:`ScalingEngine.finish`)."""
+
+    tenant_id: str
+    workload: str
+    end: datetime
+    demand: float
+    replicas: int | None
+    policies: list[Policy]
+    """The workload's policies when it closed (they choose the forecast's band)."""
+    generation: int
+
+    @property
+    def key(self) -> str:
+        return workload_key(self.tenant_id, self.workload)
+
+
+@dataclass
+class Accumulated:
+    """What :meth:`ScalingEngine.accumulate` made of some samples."""
+
+    outcome: Outcome = field(default_factory=Outcome)
+    """Deployments to observe (a workload's first sample in this process)."""
+    closed: list[ClosedWindow] = field(default_factory=list)
+
+
+@dataclass
 class EngineStats:
     samples: int = 0
     late: int = 0
@@ -217,37 +247,55 @@ class ScalingEngine:
         self.config = config
         self.tables = tables
         self.wall = wall or (lambda: datetime.now(UTC))
-        self.models: dict[str, OnlineForecaster] = {}
         self.open: dict[str, _Window] = {}
         # Read-through caches of what this engine writes itself (cleared at every rebalance: ``forget``).
         self._states: dict[str, WorkloadScaling] = {}
         self._policy_sets: dict[str, PolicySet | None] = {}
         self.stats = EngineStats()
         self._window = config.window_seconds
-        self._forecaster_config = ForecasterConfig(interval_minutes=config.window_seconds / 60.0,
-                                                   horizon=config.horizon)
+        self.forecaster_config = ForecasterConfig(interval_minutes=config.window_seconds / 60.0,
+                                                  horizon=config.horizon)
+        self.host = ModelHost(self.forecaster_config, config.snapshot_every)
+        """The models of :meth:`on_sample` (the worker's agent sends :meth:`learn_requests` to its own host)."""
+        self.hosted: dict[str, int] = {}
+        """Observations of each workload's model in the host, as its last result said."""
+        self.generation = 0
+        """Bumped by :meth:`forget`: windows closed before it are not recorded after it."""
 
     # -- samples and windows ---------------------------------------------------------------------------
 
     def on_sample(self, sample: ResourceMetrics) -> Outcome | None:
-        """Accumulate one sample; when it opens a new window, close the previous one (learn, decide)."""
-        self.stats.samples += 1
-        metrics.SAMPLES.inc()
-        key = workload_key(sample.tenant_id, sample.workload)
-        start = math.floor(sample.occurred_at.timestamp() / self._window) * self._window
-        window = self.open.get(key)
-        if window is None:
-            return self._first_sample(key, sample, start)
-        if start > window.start:
-            fresh = _Window(start)
-            fresh.add(sample)
-            self.open[key] = fresh
-            return self.close_window(sample.tenant_id, sample.workload, window)
-        if start < window.start:
-            self._late()
-            return None
-        window.add(sample)
-        return None
+        """One sample, with the forecasters in this process (tests, backtests); None when nothing happened."""
+        accumulated = self.accumulate([sample])
+        if not accumulated.closed:
+            return accumulated.outcome or None
+        return self.finish(accumulated, self.host.learn(self.learn_requests(accumulated.closed)))
+
+    def accumulate(self, samples: Sequence[ResourceMetrics]) -> Accumulated:
+        """Add samples to their open windows. A sample of a later window closes the open one: the closed
+        windows wait for their forecasts (:meth:`learn_requests`, then :meth:`finish`)."""
+        accumulated = Accumulated()
+        for sample in samples:
+            self.stats.samples += 1
+            metrics.SAMPLES.inc()
+            key = workload_key(sample.tenant_id, sample.workload)
+            start = math.floor(sample.occurred_at.timestamp() / self._window) * self._window
+            window = self.open.get(key)
+            if window is None:
+                if (observe := self._first_sample(key, sample, start)) is not None:
+                    accumulated.outcome.extend(observe)
+                continue
+            if start > window.start:
+                fresh = _Window(start)
+                fresh.add(sample)
+                self.open[key] = fresh
+                if (closed := self._closed(sample.tenant_id, sample.workload, window)) is not None:
+                    accumulated.closed.append(closed)
+            elif start < window.start:
+                self._late()
+            else:
+                window.add(sample)
+        return accumulated
 
     def _late(self) -> None:
         self.stats.late += 1
@@ -268,6 +316,19 @@ class ScalingEngine:
         if self.config.apply_enabled and self._stale(st) and self.policies_of(sample.tenant_id, sample.workload):
             return Outcome(applies=[ApplyRequest(sample.tenant_id, sample.workload)])
         return None
+
+    def _closed(self, tenant_id: str, workload: str, window: _Window) -> ClosedWindow | None:
+        """The closed window to learn and decide on; None for an unknown tenant, an empty or a late window."""
+        if self._live_tenant(tenant_id) is None or window.count == 0:
+            return None
+        st = self.load(workload_key(tenant_id, workload))
+        end = datetime.fromtimestamp(window.start + self._window, UTC)
+        if st is not None and st.last_window_end is not None and end <= st.last_window_end:
+            self._late()
+            return None
+        return ClosedWindow(tenant_id=tenant_id, workload=workload, end=end, demand=window.cpu_sum / window.count,
+                            replicas=window.replicas, policies=self.policies_of(tenant_id, workload),
+                            generation=self.generation)
 
     def _stale(self, st: WorkloadScaling | None) -> bool:
         if st is None or st.observed is None:
@@ -316,6 +377,7 @@ class ScalingEngine:
         self._states.clear()
         self._policy_sets.clear()
         self.open.clear()
+        self.generation += 1
 
     def policies_of(self, tenant_id: str, workload: str) -> list[Policy]:
         policy_set = self.policy_set(tenant_id)
@@ -323,92 +385,96 @@ class ScalingEngine:
             return []
         return [p for p in policy_set.for_workload(workload) if p.enabled]
 
-    def close_window(self, tenant_id: str, workload: str, window: _Window) -> Outcome | None:
-        """Learn the closed window, forecast, and decide when the workload has policies."""
-        if self._live_tenant(tenant_id) is None or window.count == 0:
-            return None
-        key = workload_key(tenant_id, workload)
-        st = self._state(tenant_id, workload)
-        end = datetime.fromtimestamp(window.start + self._window, UTC)
-        if st.last_window_end is not None and end <= st.last_window_end:
-            self._late()
-            return None
+    # -- forecasts ------------------------------------------------------------------------------------
+
+    def learn_requests(self, closed: Sequence[ClosedWindow]) -> list[LearnRequest]:
+        """What the model host learns for the closed windows, in order (none with forecasting off). A request
+        carries the restore material when the host may not hold the workload's model as the state has it."""
+        if not self.config.forecast_enabled:
+            return []
+        requests: list[LearnRequest] = []
+        checked: set[str] = set()
+        for window in closed:
+            key = window.key
+            restore = None
+            if key not in checked:
+                checked.add(key)
+                st = self.load(key)
+                if self.hosted.get(key) != (st.observations if st is not None else 0):
+                    restore = self.restore_material(key, st)
+            requests.append(LearnRequest(key=key, value=window.demand, end=window.end,
+                                         quantiles=required_quantiles(window.policies, BAND), restore=restore))
+        return requests
+
+    def restore_material(self, key: str, st: WorkloadScaling | None) -> Restore:
+        """The workload's snapshot and the windows its state keeps: what a host rebuilds the model from."""
+        snapshot = self.tables.snapshots.get(key)
+        return Restore(
+            snapshot=base64.b64decode(snapshot.data_b64) if snapshot is not None else None,
+            snapshot_window_end=snapshot.window_end if snapshot is not None else None,
+            recent=tuple(st.recent) if st is not None else (),
+            observations=st.observations if st is not None else 0,
+        )
+
+    def models_lost(self) -> None:
+        """The model host lost its models (its process died): every next request restores."""
+        self.hosted.clear()
+
+    def finish(self, accumulated: Accumulated, results: Sequence[LearnResult]) -> Outcome:
+        """Record the closed windows with their forecasts (``results`` as :meth:`learn_requests` ordered them;
+        empty: without forecasts) and decide; the outcome's effects come after the accumulation's."""
+        outcome = Outcome()
+        outcome.extend(accumulated.outcome)
+        for index, window in enumerate(accumulated.closed):
+            result = results[index] if index < len(results) else None
+            if result is not None:
+                self._learned(result)
+            if window.generation == self.generation:  # else a rebalance came in between: the tables may have moved
+                outcome.extend(self._close(window, result))
+        return outcome
+
+    def _learned(self, result: LearnResult) -> None:
+        self.hosted[result.key] = result.observations
+        self.stats.model_seconds += result.seconds
+        self.stats.model_calls += 1
+        metrics.MODEL_SECONDS.observe(result.seconds)
+        if result.restored_from is not None:
+            self.stats.restores[result.restored_from] = self.stats.restores.get(result.restored_from, 0) + 1
+            metrics.MODEL_RESTORES.labels(result.restored_from).inc()
+            if result.restored_from != "new":
+                logger.info("forecaster of %s loaded (%s, %d windows replayed): %d observations",
+                            result.key, result.restored_from, result.replayed, result.observations)
+
+    def _close(self, window: ClosedWindow, result: LearnResult | None) -> Outcome:
+        key = window.key
+        st = self._state(window.tenant_id, window.workload)
         self.stats.windows += 1
         metrics.WINDOWS_CLOSED.inc()
-        demand = window.cpu_sum / window.count
-        policies = self.policies_of(tenant_id, workload)
         forecast: Forecast | None = None
-        if self.config.forecast_enabled:
-            started = time.perf_counter()
-            model = self._model(key, st)
-            model.learn_one(demand, at=end)
-            forecast = model.forecast(required_quantiles(policies, BAND))
-            elapsed = time.perf_counter() - started
-            self.stats.model_seconds += elapsed
-            self.stats.model_calls += 1
-            metrics.MODEL_SECONDS.observe(elapsed)
-            st.observations = model.observations
+        if result is not None:
+            forecast = result.forecast
+            st.observations = result.observations
             st.forecast = ForecastSummary.from_forecast(forecast)
-            if st.observations - st.snapshot_observations >= self.config.snapshot_every:
-                self._snapshot(key, st, model, end)
-        st.recent = [*st.recent, (end, demand)][-self.config.keep_windows :]
-        st.last_window_end = end
+            if result.snapshot is not None:
+                metrics.SNAPSHOT_SECONDS.observe(result.snapshot_seconds)
+                self._store_snapshot(key, st, result.snapshot, window.end)
+        st.recent = [*st.recent, (window.end, window.demand)][-self.config.keep_windows :]
+        st.last_window_end = window.end
         if window.replicas is not None:
             st.replicas_reported = window.replicas
         outcome = Outcome()
-        if policies:
-            outcome = self._decide(st, policies, end, "window", forecast)
+        if window.policies:
+            outcome = self._decide(st, window.policies, window.end, "window", forecast)
         self.save(key, st)
         return outcome
 
-    # -- models ---------------------------------------------------------------------------------------
-
-    def _model(self, key: str, st: WorkloadScaling) -> OnlineForecaster:
-        """The workload's forecaster, restored from its snapshot (+ the windows since) when memory lacks it."""
-        model = self.models.get(key)
-        if model is not None and model.observations == st.observations:
-            return model
-        since: datetime | None = None
-        model = None
-        snapshot = self.tables.snapshots.get(key)
-        source = "new"
-        if snapshot is not None:
-            try:
-                model = OnlineForecaster.from_snapshot(base64.b64decode(snapshot.data_b64))
-                since, source = snapshot.window_end, "snapshot"
-            except SnapshotError:
-                logger.exception("the forecaster snapshot of %s cannot be read; starting a new model", key)
-            else:
-                if model.config != self._forecaster_config:
-                    logger.warning("the snapshot of %s was taken with another configuration; starting anew", key)
-                    model, since, source = None, None, "new"
-        if model is None:
-            model = OnlineForecaster(self._forecaster_config)
-            if st.observations:
-                source = "relearned"  # no usable snapshot: only the recent windows can be learned again
-        replayed = 0
-        for end, value in st.recent:
-            if since is None or end > since:
-                model.learn_one(value, at=end)
-                replayed += 1
-        if st.observations:
-            logger.info("forecaster of %s loaded (%s, %d windows replayed): %d observations, state says %d",
-                        key, source, replayed, model.observations, st.observations)
-        self.stats.restores[source] = self.stats.restores.get(source, 0) + 1
-        metrics.MODEL_RESTORES.labels(source).inc()
-        self.models[key] = model
-        return model
-
-    def _snapshot(self, key: str, st: WorkloadScaling, model: OnlineForecaster, end: datetime) -> None:
-        started = time.perf_counter()
-        blob = model.to_snapshot()
-        metrics.SNAPSHOT_SECONDS.observe(time.perf_counter() - started)
+    def _store_snapshot(self, key: str, st: WorkloadScaling, blob: bytes, end: datetime) -> None:
         self.tables.snapshots.put(key, ModelSnapshot(
             tenant_id=st.tenant_id, workload=st.workload, river_version=RIVER_VERSION,
-            observations=model.observations, window_end=end, taken_at=self.wall(), size_bytes=len(blob),
+            observations=st.observations, window_end=end, taken_at=self.wall(), size_bytes=len(blob),
             data_b64=base64.b64encode(blob).decode(),
         ))
-        st.snapshot_observations = model.observations
+        st.snapshot_observations = st.observations
         st.snapshot_window_end = end
         self.stats.snapshots += 1
 

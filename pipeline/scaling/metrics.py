@@ -11,7 +11,7 @@ LATE_SAMPLES = Counter(
 WINDOWS_CLOSED = Counter("scaling_windows_closed_total", "Utilization windows closed (learned and decided on).")
 MODEL_SECONDS = Histogram(
     "scaling_model_seconds",
-    "Forecaster work per closed window: learn_one + forecast (inline on the event loop).",
+    "Forecaster work per closed window: learn_one + forecast (in the forecaster process).",
     buckets=(10e-6, 20e-6, 30e-6, 50e-6, 75e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 0.01, 0.05),
 )
 SNAPSHOT_SECONDS = Histogram(

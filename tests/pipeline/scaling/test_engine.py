@@ -15,6 +15,7 @@ from pipeline.provisioners.tiers import Quota
 from pipeline.scaling.engine import EngineConfig, Outcome, ScalingEngine, Tables, allocate_pool, pool_grants
 from pipeline.scaling.fairshare import ResourceVector, TenantAllocation
 from pipeline.scaling.kube import ApplyRequest
+from pipeline.scaling.model_host import LearnRequest
 from pipeline.scaling.policies import parse_policy
 from pipeline.scaling.records import (
     ApplyReport,
@@ -190,19 +191,19 @@ def test_a_restarted_engine_resumes_the_model_from_its_snapshot_and_the_windows_
     state = tables.state.get("acme/api")
     assert state is not None and state.observations == 54
     assert state.snapshot_observations == 50 and tables.snapshots.get("acme/api") is not None
-    reference = eng.models["acme/api"].forecast().mean
+    reference = eng.host.models["acme/api"].forecast().mean
 
     restarted = engine(tables, snapshot_every=10)  # a new process: nothing in memory
-    model = restarted._model("acme/api", state)
-    assert model.observations == 54  # snapshot at 50 + the 4 windows replayed from the state
+    model, source, replayed = restarted.host.restore("acme/api", restarted.restore_material("acme/api", state))
+    assert (source, replayed, model.observations) == ("snapshot", 4, 54)  # snapshot at 50 + 4 windows since
     assert model.forecast().mean == pytest.approx(reference)
-    assert restarted.stats.restores == {"snapshot": 1}
 
     # The window open at the restart (03:00-03:30) lived in memory only: it is imputed, the lags stay aligned.
     restarted.on_sample(sample(T0 + timedelta(days=1, hours=3, minutes=31), 1.0))
     restarted.on_sample(sample(T0 + timedelta(days=1, hours=4, minutes=1), 1.0))
     after = tables.state.get("acme/api")
     assert after is not None and after.observations == 56 and after.recent[-1][0] == T0 + timedelta(days=1, hours=4)
+    assert restarted.stats.restores == {"snapshot": 1}  # the engine did not know what its host held: it restored
 
 
 def test_a_new_engine_resumes_the_open_window_from_the_stored_utilization_window() -> None:
@@ -226,8 +227,58 @@ def test_without_a_snapshot_only_the_recent_windows_can_be_relearned() -> None:
     state = tables.state.get("acme/api")
     assert state is not None and state.observations == 24
     restarted = engine(tables, snapshot_every=100)
-    assert restarted._model("acme/api", state).observations == len(state.recent)
-    assert restarted.stats.restores == {"relearned": 1}
+    model, source, _ = restarted.host.restore("acme/api", restarted.restore_material("acme/api", state))
+    assert (source, model.observations) == ("relearned", len(state.recent))
+
+
+def close_window(eng: ScalingEngine, at: datetime, cores: float) -> list[LearnRequest]:
+    """One sample that closes the open window, learned by the engine's own host; the requests sent."""
+    accumulated = eng.accumulate([sample(at, cores)])
+    requests = eng.learn_requests(accumulated.closed)
+    eng.finish(accumulated, eng.host.learn(requests))
+    return requests
+
+
+def test_a_request_carries_the_restore_material_only_when_the_host_may_lack_the_model() -> None:
+    eng = engine()
+    eng.accumulate([sample(T0, 1.0)])
+    first = close_window(eng, T0 + timedelta(minutes=30), 2.0)
+    assert len(first) == 1 and first[0].restore is not None and first[0].restore.observations == 0
+    assert first[0].value == 1.0 and first[0].end == T0 + timedelta(minutes=30)
+    assert close_window(eng, T0 + timedelta(minutes=60), 2.0)[0].restore is None
+    eng.models_lost()  # the child process died
+    third = close_window(eng, T0 + timedelta(minutes=90), 2.0)
+    assert third[0].restore is not None and third[0].restore.observations == 2
+    assert [value for _, value in third[0].restore.recent] == [1.0, 2.0]
+    state = eng.tables.state.get("acme/api")
+    assert state is not None and state.observations == 3 and eng.stats.restores == {"new": 1, "relearned": 1}
+
+
+def test_windows_closed_before_a_rebalance_are_not_recorded_after_it() -> None:
+    eng = engine()
+    eng.accumulate([sample(T0, 1.0)])
+    accumulated = eng.accumulate([sample(T0 + timedelta(minutes=30), 2.0)])
+    results = eng.host.learn(eng.learn_requests(accumulated.closed))
+    eng.forget()  # partitions revoked while the forecasts were being made
+    assert not eng.finish(accumulated, results)
+    assert eng.tables.state.get("acme/api") is None
+    # the host learned a window the state does not have: the next request restores the model
+    eng.accumulate([sample(T0 + timedelta(minutes=31), 2.0)])
+    assert close_window(eng, T0 + timedelta(minutes=61), 2.0)[0].restore is not None
+
+
+def test_a_window_whose_forecast_failed_is_decided_without_one() -> None:
+    eng = engine()
+    put_policy(eng, {"policy_id": "cpu", "kind": "target_tracking", "target_utilization": 0.5})
+    eng.accumulate([sample(T0, 3.0)])
+    accumulated = eng.accumulate([sample(T0 + timedelta(minutes=30), 1.0)])
+    assert len(eng.learn_requests(accumulated.closed)) == 1
+    eng.finish(accumulated, [])  # the forecaster process failed
+    state = eng.tables.state.get("acme/api")
+    assert state is not None and state.observations == 0 and state.forecast is None
+    assert state.recent == [(T0 + timedelta(minutes=30), 3.0)]
+    decision = latest(eng)
+    assert decision.decision.forecast is None and decision.decision.demand == 3.0
 
 
 def test_forecasting_off_still_decides_reactively() -> None:
@@ -238,7 +289,7 @@ def test_forecasting_off_still_decides_reactively() -> None:
     decision = latest(eng)
     assert decision.decision.forecast is None and decision.model is None
     assert cluster.replicas[("acme", "api")] == 6
-    assert eng.models == {}
+    assert eng.host.models == {} and eng.learn_requests([]) == []
 
 
 # -- applying -----------------------------------------------------------------------------------------------
