@@ -3,7 +3,8 @@
 One agent on ``resource-metrics`` (raw bytes, like the service's agents) sends every record on to
 ``PASSTHROUGH_OUT`` without waiting for its acknowledgement, with the service's consumer/producer
 settings (at-least-once, acks=all, commit every 500 records or 1 s; Faust flushes the producer before it
-commits) and tuning (``pipeline/faust_tuning.py``: uvloop unless EVENT_LOOP=asyncio, the quiet monitor).
+commits), the service's Kafka consumer (``pipeline/faust_consumer.py``) and tuning
+(``pipeline/faust_tuning.py``: uvloop unless EVENT_LOOP=asyncio, the quiet monitor).
 No decoding, no tables, no dedupe. ``GET /count`` tells how many records it forwarded, ``GET /ready``
 answers 200 once it has joined its group.
 
@@ -20,6 +21,7 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
+from pipeline.faust_consumer import EagerDeliveryApp
 from pipeline.faust_tuning import QuietMonitor, use_event_loop
 from pipeline.readiness import is_ready
 
@@ -27,7 +29,7 @@ SOURCE = os.environ.get("PASSTHROUGH_SOURCE", "resource-metrics")
 OUT = os.environ["PASSTHROUGH_OUT"]
 PORT = int(os.environ["WEB_PORT"])
 
-app = faust.App(
+app = EagerDeliveryApp(
     os.environ["PASSTHROUGH_APP_ID"],
     broker=f"kafka://{os.environ['KAFKA_BOOTSTRAP_SERVERS']}",
     store="memory://",

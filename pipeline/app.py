@@ -10,17 +10,20 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-import faust
 from faust.types.web import Web
 
 from pipeline.config import Settings, get_settings
+from pipeline.faust_consumer import EagerDeliveryApp
 from pipeline.faust_tuning import QuietMonitor
 
 logger = logging.getLogger(__name__)
 
 
-class ProvisioningApp(faust.App):
-    """A Faust app whose web server also serves the REST API, the dashboard, /health, /ready, /metrics."""
+class ProvisioningApp(EagerDeliveryApp):
+    """A Faust app whose web server also serves the REST API, the dashboard, /health, /ready, /metrics.
+
+    Its Kafka consumer delivers messages without Faust's per-message tasks (``pipeline/faust_consumer.py``).
+    """
 
     settings: Settings
 
