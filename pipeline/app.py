@@ -10,6 +10,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from faust.types import ProducerT
 from faust.types.web import Web
 
 from pipeline.config import Settings, get_settings
@@ -17,6 +18,11 @@ from pipeline.faust_consumer import EagerDeliveryApp
 from pipeline.faust_tuning import QuietMonitor
 
 logger = logging.getLogger(__name__)
+
+#: Table writes (changelog records) waiting to be produced before Faust stops delivering messages to every
+#: agent until they are (Faust's default is 100). A metrics batch writes hundreds of windows and states at
+#: once; with 100, each such batch stalled the tenant-created agent too (docs/benchmarks.md section 2).
+PRODUCER_BUFFER_MESSAGES = 20_000
 
 
 class ProvisioningApp(EagerDeliveryApp):
@@ -26,6 +32,11 @@ class ProvisioningApp(EagerDeliveryApp):
     """
 
     settings: Settings
+
+    def _new_producer(self) -> ProducerT:
+        producer = super()._new_producer()
+        producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
+        return producer
 
     def on_webserver_init(self, web: Web) -> None:
         from web.server import mount  # the web layer imports tables, which import this module
