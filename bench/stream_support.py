@@ -254,11 +254,10 @@ class Worker:
         return scrape(f"{self.url}/metrics")
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the worker process so far (all its threads)."""
+        """User + system CPU time so far of the worker and of its child processes (the forecaster), all
+        threads."""
         assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+        return sum(process_cpu_seconds(pid) for pid in [self.proc.pid, *descendants(self.proc.pid)])
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -328,3 +327,24 @@ def run_on_event_plane(args: argparse.Namespace, run: Run, module: str, keep: bo
             shutil.rmtree(workdir, ignore_errors=True)
     result["command"] = f"python -m bench.{module} " + " ".join(sys.argv[1:])
     emit(result)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes started by ``pid``, their children, and so on (Linux /proc)."""
+    found: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            for child in children.read_text().split():
+                found += [int(child), *descendants(int(child))]
+        except FileNotFoundError:
+            continue
+    return found
