@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from aiokafka.structs import OffsetAndMetadata  # noqa: E402
 
-from bench.stream_support import nab_cpu_series, scrape  # noqa: E402
+from bench.stream_support import nab_cpu_series, scrape, tree_cpu_seconds  # noqa: E402
 from pipeline.config import get_settings  # noqa: E402
 from pipeline.devstack import stack  # noqa: E402
 from pipeline.events.models import ResourceMetrics, Tier  # noqa: E402
@@ -164,11 +164,6 @@ def total(samples_: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: 
     return sum(v for (n, ls), v in samples_.items() if n == name and wanted <= set(ls))
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def api_get(url: str, path: str, token: str) -> int:
     request = urllib.request.Request(f"{url}{path}", headers={"Authorization": f"Bearer {token}"})  # noqa: S310
     try:
@@ -230,7 +225,7 @@ def worker_run(broker: Broker, workdir: Path, mode: str, series: dict[str, list[
         events = samples(ids, series, steps, run)
         records = [(e.tenant_id, e.model_dump(mode="json"), e.occurred_at) for e in events]
         assert worker.proc is not None
-        cpu0, t0 = cpu_seconds(worker.proc.pid), time.monotonic()
+        cpu0, t0 = tree_cpu_seconds(worker.proc.pid), time.monotonic()
         produce(broker.bootstrap, "resource-metrics", records)
         produced_s = time.monotonic() - t0
         n = len(events)
@@ -242,7 +237,7 @@ def worker_run(broker: Broker, workdir: Path, mode: str, series: dict[str, list[
             return usage_done and (not scaling or total(seen, "scaling_samples_total") >= n)
 
         wait(done, timeout, f"{n} samples processed ({mode})")
-        elapsed, cpu = time.monotonic() - t0, cpu_seconds(worker.proc.pid) - cpu0
+        elapsed, cpu = time.monotonic() - t0, tree_cpu_seconds(worker.proc.pid) - cpu0
         seen = scrape(f"{url}/metrics")
         model_count = total(seen, "scaling_model_seconds_count")
         return {

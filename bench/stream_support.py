@@ -257,7 +257,7 @@ class Worker:
         """User + system CPU time so far of the worker and of its child processes (the forecaster), all
         threads."""
         assert self.proc is not None
-        return sum(process_cpu_seconds(pid) for pid in [self.proc.pid, *descendants(self.proc.pid)])
+        return tree_cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -327,6 +327,11 @@ def run_on_event_plane(args: argparse.Namespace, run: Run, module: str, keep: bo
             shutil.rmtree(workdir, ignore_errors=True)
     result["command"] = f"python -m bench.{module} " + " ".join(sys.argv[1:])
     emit(result)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of ``pid`` and of every process it started (all threads)."""
+    return sum(process_cpu_seconds(process) for process in [pid, *descendants(pid)])
 
 
 def process_cpu_seconds(pid: int) -> float:
