@@ -13,7 +13,7 @@ from mode import Service
 import agents
 from pipeline.app import app
 from pipeline.bridge import Bridge, ensure_kafka_topics
-from pipeline.faust_tuning import use_event_loop
+from pipeline.faust_tuning import tune_garbage_collector, use_event_loop
 from pipeline.topics import kafka_topics
 
 logger = logging.getLogger(__name__)
@@ -47,4 +47,5 @@ def run_worker(loglevel: str = "info") -> None:
     asyncio.run(ensure_kafka_topics(app.settings, kafka_topics(app.settings.dead_letter_topic)))
     load_agents()
     use_event_loop(app.settings.event_loop)
+    tune_garbage_collector()
     faust.Worker(app, loglevel=loglevel).execute_from_commandline()
