@@ -425,12 +425,17 @@ class ScalingEngine:
         empty: without forecasts) and decide; the outcome's effects come after the accumulation's."""
         outcome = Outcome()
         outcome.extend(accumulated.outcome)
+        closed: dict[str, WorkloadScaling] = {}
         for index, window in enumerate(accumulated.closed):
             result = results[index] if index < len(results) else None
             if result is not None:
                 self._learned(result)
             if window.generation == self.generation:  # else a rebalance came in between: the tables may have moved
-                outcome.extend(self._close(window, result))
+                st = closed.get(window.key) or self._state(window.tenant_id, window.workload)
+                outcome.extend(self._close(window, st, result))
+                closed[window.key] = st
+        for key, st in closed.items():  # one write per workload, however many of its windows closed
+            self.save(key, st)
         return outcome
 
     def _learned(self, result: LearnResult) -> None:
@@ -445,9 +450,9 @@ class ScalingEngine:
                 logger.info("forecaster of %s loaded (%s, %d windows replayed): %d observations",
                             result.key, result.restored_from, result.replayed, result.observations)
 
-    def _close(self, window: ClosedWindow, result: LearnResult | None) -> Outcome:
+    def _close(self, window: ClosedWindow, st: WorkloadScaling, result: LearnResult | None) -> Outcome:
+        """Record a closed window in the workload's state (the caller saves it) and decide on it."""
         key = window.key
-        st = self._state(window.tenant_id, window.workload)
         self.stats.windows += 1
         metrics.WINDOWS_CLOSED.inc()
         forecast: Forecast | None = None
@@ -465,7 +470,6 @@ class ScalingEngine:
         outcome = Outcome()
         if window.policies:
             outcome = self._decide(st, window.policies, window.end, "window", forecast)
-        self.save(key, st)
         return outcome
 
     def _store_snapshot(self, key: str, st: WorkloadScaling, blob: bytes, end: datetime) -> None:

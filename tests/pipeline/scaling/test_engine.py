@@ -254,6 +254,32 @@ def test_a_request_carries_the_restore_material_only_when_the_host_may_lack_the_
     assert state is not None and state.observations == 3 and eng.stats.restores == {"new": 1, "relearned": 1}
 
 
+class CountingDict(dict[str, Any]):
+    """A table backend that counts its writes."""
+
+    writes = 0
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.writes += 1
+        super().__setitem__(key, value)
+
+
+def test_a_batch_that_closes_several_windows_of_a_workload_writes_its_state_once() -> None:
+    tables = make_tables()
+    state = CountingDict()
+    tables.state = TypedTable(state, WorkloadScaling)
+    eng = engine(tables)
+    put_policy(eng, {"policy_id": "cpu", "kind": "target_tracking", "target_utilization": 0.5})
+    accumulated = eng.accumulate([sample(T0 + timedelta(minutes=30 * i), 1.0 + i) for i in range(4)])
+    assert len(accumulated.closed) == 3
+    eng.finish(accumulated, eng.host.learn(eng.learn_requests(accumulated.closed)))
+    stored = tables.state.get("acme/api")
+    assert state.writes == 1 and stored is not None
+    assert stored.recent == [(T0 + timedelta(minutes=30 * (i + 1)), 1.0 + i) for i in range(3)]
+    assert stored.observations == 3 and stored.decisions == 3
+    assert [d.seq for d in eng.recent_decisions("acme", "api")] == [2, 1, 0]
+
+
 def test_windows_closed_before_a_rebalance_are_not_recorded_after_it() -> None:
     eng = engine()
     eng.accumulate([sample(T0, 1.0)])
