@@ -3,10 +3,10 @@
 The only agent on the topic, so Faust's per-event machinery runs once per sample. It takes what arrived
 within METRICS_BATCH_SECONDS (at most METRICS_BATCH_MAX events) and, per tenant of the batch, writes the
 usage record once and each touched utilization window once, and hands the new samples to compute activity
-(idle detection) and to the scaling engine. The windows they close are learned and forecast in the
-forecaster process, one call per batch, while the other agents run; then, per tenant, the engine decides
-and the decisions leave together. The batch is acknowledged after all of that: at-least-once, and a
-redelivered sample is recognised by its window (``pipeline.usage.fold_samples``).
+(idle detection) and to the scaling engine. The windows they close go to the forecaster process tenant by
+tenant, to be learned and forecast while the loop goes on with the next tenants; then, per tenant, the
+engine decides and the decisions leave together. The batch is acknowledged after all of that:
+at-least-once, and a redelivered sample is recognised by its window (``pipeline.usage.fold_samples``).
 """
 
 import asyncio
@@ -74,19 +74,19 @@ async def record_tenant_samples(tenant_id: str, group: list[tuple[EventT[Any], R
 @app.agent(topic(RESOURCE_METRICS), concurrency=1)
 async def resource_metrics(stream: Any) -> None:
     async for events in stream.take_events(SETTINGS.metrics_batch_max, within=SETTINGS.metrics_batch_seconds):
-        recorded = [(group[-1][0], await record_tenant_samples(tenant_id, group))
-                    for tenant_id, group in (await decode_by_tenant(events)).items()]
-        # The forecaster process learns the batch's closed windows while the other agents run.
-        results = await learn_windows([window for _, accumulated in recorded for window in accumulated.closed])
+        # Each tenant's closed windows go to the forecaster process as soon as they are folded: it learns
+        # them while this loop folds the next tenants and decides on the previous ones.
+        recorded = []
+        for tenant_id, group in (await decode_by_tenant(events)).items():
+            accumulated = await record_tenant_samples(tenant_id, group)
+            recorded.append((group[-1][0], accumulated, learn_windows(accumulated.closed)))
         sent: list[asyncio.Future[Any]] = []
-        first = 0
-        for last_event, accumulated in recorded:
+        for last_event, accumulated, learning in recorded:
+            results = await learning
             if not accumulated.closed and not accumulated.outcome:
                 continue
-            count = len(accumulated.closed)
             with writing_as(last_event):
-                decided = finish_windows(accumulated, results[first : first + count])
-            first += count
+                decided = finish_windows(accumulated, results)
             # Sent before anything else may run: a decision another agent makes meanwhile for the same
             # workload must come after this one (Kubernetes calls are queued in decision order).
             sent += await send_decisions(decided)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -124,17 +124,22 @@ def accumulate_samples(samples: Sequence[ResourceMetrics]) -> Accumulated:
         return Accumulated()
 
 
-async def learn_windows(closed: Sequence[ClosedWindow]) -> list[LearnResult]:
-    """The closed windows learned and forecast in the forecaster process, off the event loop ([] with
-    forecasting off, or when the process failed: the windows are then decided without a forecast)."""
+def learn_windows(closed: Sequence[ClosedWindow]) -> Awaitable[list[LearnResult]]:
+    """Hand the closed windows to the forecaster process now, to learn and forecast off the event loop
+    while the caller goes on; await the returned object for the results ([] with forecasting off, or when
+    the process failed: the windows are then decided without a forecast)."""
     requests = ENGINE.learn_requests(closed)
-    if not requests:
+    return _learned(MODEL_HOST.submit(requests) if requests else None, len(requests))
+
+
+async def _learned(learning: Awaitable[list[LearnResult]] | None, count: int) -> list[LearnResult]:
+    if learning is None:
         return []
     try:
-        return await MODEL_HOST.learn(requests)
+        return await learning
     except Exception:
         ENGINE.models_lost()
-        logger.exception("forecasting %d closed windows failed; they are decided without a forecast", len(requests))
+        logger.exception("forecasting %d closed windows failed; they are decided without a forecast", count)
         return []
 
 

@@ -20,7 +20,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -168,15 +168,32 @@ class ProcessModelHost:
             )
         return self._executor
 
+    def submit(self, requests: Sequence[LearnRequest]) -> Awaitable[list[LearnResult]]:
+        """Hand the requests to the child now (the child starts on them while the caller goes on) and return
+        what to await for :meth:`ModelHost.learn`'s results; the child handles the requests of several
+        submissions in the order they were submitted."""
+        loop = asyncio.get_running_loop()
+        pool = self._pool()
+        try:
+            future = loop.run_in_executor(pool, _learn_in_child, list(requests))
+        except BrokenProcessPool as exc:
+            future = loop.create_future()
+            future.set_exception(exc)
+        return self._results(future, pool)
+
+    async def _results(self, future: asyncio.Future[list[LearnResult]], pool: ProcessPoolExecutor
+                       ) -> list[LearnResult]:
+        try:
+            return await future
+        except BrokenProcessPool as exc:
+            if self._executor is pool:  # else a later submission already replaced it
+                self.close()
+            raise ModelHostLost("the forecaster process died") from exc
+
     async def learn(self, requests: Sequence[LearnRequest]) -> list[LearnResult]:
         """:meth:`ModelHost.learn` in the child; :class:`ModelHostLost` when the child died (a new one starts
         with the next call, empty)."""
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._pool(), _learn_in_child, list(requests))
-        except BrokenProcessPool as exc:
-            self.close()
-            raise ModelHostLost("the forecaster process died") from exc
+        return await self.submit(requests)
 
     async def start(self) -> None:
         """Start the child ahead of the first window (spawning it and importing River take a second or two)."""

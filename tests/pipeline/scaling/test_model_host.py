@@ -44,6 +44,28 @@ async def test_the_child_process_forecasts_exactly_as_the_engine_process_would(
     assert all(r.seconds > 0 for r in in_child)
 
 
+async def test_submissions_run_while_the_caller_goes_on_and_keep_their_order(
+    process_host: ProcessModelHost,
+) -> None:
+    inline = ModelHost(CONFIG, snapshot_every=10).learn(requests(0, 30))
+    first, second, third = (process_host.submit(requests(i, 10)) for i in (0, 10, 20))
+    in_child = [*await first, *await second, *await third]
+    assert [r.forecast for r in in_child] == [r.forecast for r in inline]
+    assert [r.observations for r in in_child] == list(range(1, 31))
+
+
+async def test_every_submission_in_flight_when_the_child_dies_reports_it(process_host: ProcessModelHost) -> None:
+    await process_host.learn(requests(0, 1))
+    for child in multiprocessing.active_children():
+        os.kill(child.pid or 0, signal.SIGKILL)
+    pending = [process_host.submit(requests(i, 1)) for i in (1, 2)]
+    for submission in pending:
+        with pytest.raises(ModelHostLost):
+            await submission
+    [fresh] = await process_host.learn(requests(0, 1))
+    assert fresh.restored_from == "new" and fresh.observations == 1
+
+
 async def test_a_lost_child_is_reported_and_the_next_one_restores_from_the_snapshot(
     process_host: ProcessModelHost,
 ) -> None:
