@@ -275,9 +275,10 @@ class ScalingEngine:
         """Add samples to their open windows. A sample of a later window closes the open one: the closed
         windows wait for their forecasts (:meth:`learn_requests`, then :meth:`finish`)."""
         accumulated = Accumulated()
+        self.stats.samples += len(samples)
+        metrics.SAMPLES.inc(len(samples))
+        live: dict[str, bool] = {}  # tenants looked up in this call
         for sample in samples:
-            self.stats.samples += 1
-            metrics.SAMPLES.inc()
             key = workload_key(sample.tenant_id, sample.workload)
             start = math.floor(sample.occurred_at.timestamp() / self._window) * self._window
             window = self.open.get(key)
@@ -289,7 +290,7 @@ class ScalingEngine:
                 fresh = _Window(start)
                 fresh.add(sample)
                 self.open[key] = fresh
-                if (closed := self._closed(sample.tenant_id, sample.workload, window)) is not None:
+                if (closed := self._closed(sample.tenant_id, sample.workload, window, live)) is not None:
                     accumulated.closed.append(closed)
             elif start < window.start:
                 self._late()
@@ -317,9 +318,11 @@ class ScalingEngine:
             return Outcome(applies=[ApplyRequest(sample.tenant_id, sample.workload)])
         return None
 
-    def _closed(self, tenant_id: str, workload: str, window: _Window) -> ClosedWindow | None:
+    def _closed(self, tenant_id: str, workload: str, window: _Window, live: dict[str, bool]) -> ClosedWindow | None:
         """The closed window to learn and decide on; None for an unknown tenant, an empty or a late window."""
-        if self._live_tenant(tenant_id) is None or window.count == 0:
+        if tenant_id not in live:
+            live[tenant_id] = self._live_tenant(tenant_id) is not None
+        if not live[tenant_id] or window.count == 0:
             return None
         st = self.load(workload_key(tenant_id, workload))
         end = datetime.fromtimestamp(window.start + self._window, UTC)
