@@ -71,7 +71,9 @@ async def record_tenant_samples(tenant_id: str, group: list[tuple[EventT[Any], R
     return accumulated
 
 
-@app.agent(topic(RESOURCE_METRICS), concurrency=1)
+# A whole batch may wait while one is processed: Faust delivers records while the loop waits for the
+# forecaster process, and the next batch is ready when this one is done (with Faust's 4,096, a fraction).
+@app.agent(topic(RESOURCE_METRICS, buffer=SETTINGS.metrics_batch_max), concurrency=1)
 async def resource_metrics(stream: Any) -> None:
     async for events in stream.take_events(SETTINGS.metrics_batch_max, within=SETTINGS.metrics_batch_seconds):
         # Each tenant's closed windows go to the forecaster process as soon as they are folded: it learns
@@ -80,6 +82,7 @@ async def resource_metrics(stream: Any) -> None:
         for tenant_id, group in (await decode_by_tenant(events)).items():
             accumulated = await record_tenant_samples(tenant_id, group)
             recorded.append((group[-1][0], accumulated, learn_windows(accumulated.closed)))
+            await asyncio.sleep(0)  # let Faust deliver and the other agents in between tenants
         sent: list[asyncio.Future[Any]] = []
         for last_event, accumulated, learning in recorded:
             results = await learning

@@ -30,11 +30,16 @@ E = TypeVar("E", bound=Event)
 _topics: dict[str, faust.TopicT] = {}
 
 
-def topic(name: str) -> faust.TopicT:
-    """The Faust topic ``name`` with raw bytes keys and values (we encode and decode ourselves)."""
+def topic(name: str, buffer: int | None = None) -> faust.TopicT:
+    """The Faust topic ``name`` with raw bytes keys and values (we encode and decode ourselves).
+
+    ``buffer``: how many of its records wait for the agent that consumes it (default: Faust's
+    stream_buffer_maxsize, 4,096); set by that agent, on the first call.
+    """
     if name not in _topics:
-        _topics[name] = app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
-                                  value_serializer="raw")
+        # Built like App.topic does, which drops its maxsize argument.
+        _topics[name] = faust.Topic(app, topics=[name], key_type=bytes, value_type=bytes, key_serializer="raw",
+                                    value_serializer="raw", maxsize=buffer)
     return _topics[name]
 
 

@@ -51,9 +51,12 @@ class Settings(BaseSettings):
     dedupe_window_seconds: int = 7 * 24 * 3600
     utilization_window_seconds: int = 60
     event_loop: EventLoop = Field("uvloop", description="The worker's asyncio event loop: uvloop or asyncio")
-    metrics_batch_max: int = Field(5000, ge=1, description="resource-metrics events folded per batch at most")
+    metrics_batch_max: int = Field(
+        20_000, ge=1,
+        description="resource-metrics events folded per batch at most; as many more may wait while one is folded",
+    )
     metrics_batch_seconds: float = Field(
-        0.2, gt=0, description="How long the resource-metrics agent waits to fill a batch before it folds it"
+        0.5, gt=0, description="How long the resource-metrics agent waits to fill a batch before it folds it"
     )
     anomaly_reactions: dict[SeverityName, ReactionName] = Field(
         default_factory=_default_reactions,
