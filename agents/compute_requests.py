@@ -18,11 +18,10 @@ from tables import processed_events
 @app.agent(topic(COMPUTE_REQUESTS), concurrency=1)
 async def compute_requests(stream: Any) -> None:
     async for message in stream.events():
-        decoded = decode(message.value, ComputeRequested)
-        if isinstance(decoded, Invalid):
-            await dead_letter(COMPUTE_REQUESTS, message.value, message.key, decoded.reason, decoded.detail)
+        event = decode(message.value, ComputeRequested)
+        if isinstance(event, Invalid):
+            await dead_letter(COMPUTE_REQUESTS, message.value, message.key, event.reason, event.detail)
             continue
-        event = decoded.event
         if processed_events.seen(event.event_id):
             EVENTS_DUPLICATE.labels(COMPUTE_REQUESTS).inc()
             continue

@@ -38,11 +38,11 @@ async def decode_by_tenant(events: Sequence[EventT[Any]]) -> dict[str, list[tupl
     """The valid samples of a batch grouped by tenant, in arrival order; the invalid ones are dead-lettered."""
     by_tenant: dict[str, list[tuple[EventT[Any], ResourceMetrics]]] = {}
     for event in events:
-        decoded = decode(event.value, ResourceMetrics)
-        if isinstance(decoded, Invalid):
-            await dead_letter(RESOURCE_METRICS, event.value, event.key, decoded.reason, decoded.detail)
+        sample = decode(event.value, ResourceMetrics)
+        if isinstance(sample, Invalid):
+            await dead_letter(RESOURCE_METRICS, event.value, event.key, sample.reason, sample.detail)
         else:
-            by_tenant.setdefault(decoded.event.tenant_id, []).append((event, decoded.event))
+            by_tenant.setdefault(sample.tenant_id, []).append((event, sample))
     return by_tenant
 
 

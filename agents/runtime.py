@@ -177,12 +177,11 @@ async def process(
     acknowledged here (when its records are in Kafka): iterate with :func:`events_acked_by_process`."""
     raw: Any = message.value
     key: Any = message.key
-    decoded = decode(raw, model)
-    if isinstance(decoded, Invalid):
-        await dead_letter(source_topic, raw, key, decoded.reason, decoded.detail)
+    event = decode(raw, model)
+    if isinstance(event, Invalid):
+        await dead_letter(source_topic, raw, key, event.reason, event.detail)
         message.ack()
         return
-    event = decoded.event
     marks = pending_marks(source_topic)
     if event.event_id in marks or processed_events.seen(event.event_id):
         EVENTS_DUPLICATE.labels(source_topic).inc()

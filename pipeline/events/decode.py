@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 from pydantic import ValidationError
 
@@ -21,17 +21,12 @@ class Invalid:
     detail: str
 
 
-@dataclass(frozen=True)
-class Decoded(Generic[E]):
-    event: E
-
-
-def decode(raw: bytes | str | None, model: type[E]) -> Decoded[E] | Invalid:
-    """Parse JSON bytes and validate them against ``model``'s schema."""
+def decode(raw: bytes | str | None, model: type[E]) -> E | Invalid:
+    """Parse JSON bytes and validate them against ``model``'s schema: the event, or why not."""
     if raw is None:
         return Invalid("empty", "the message has no value")
     try:
-        return Decoded(model.model_validate_json(raw))  # the common case, in one pass
+        return model.model_validate_json(raw)  # the common case, in one pass
     except ValidationError:
         pass  # parse again in steps, to say precisely what is wrong
     try:
@@ -41,7 +36,7 @@ def decode(raw: bytes | str | None, model: type[E]) -> Decoded[E] | Invalid:
     if not isinstance(payload, dict):
         return Invalid("schema", f"expected a JSON object, got {type(payload).__name__}")
     try:
-        return Decoded(model.model_validate(payload))
+        return model.model_validate(payload)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '(event)'}: {err['msg']}" for err in exc.errors()
