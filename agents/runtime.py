@@ -19,6 +19,7 @@ from faust.types import EventT
 from pipeline.app import app
 from pipeline.events.decode import Invalid, decode
 from pipeline.events.models import DeadLetter, Event
+from pipeline.faust_tuning import RawBytesSchema
 from pipeline.metrics import DEAD_LETTERS, EVENTS_DUPLICATE, EVENTS_FAILED, EVENTS_PROCESSED
 from pipeline.outputs import Emit, Refused
 from tables import processed_events
@@ -38,8 +39,7 @@ def topic(name: str, buffer: int | None = None) -> faust.TopicT:
     """
     if name not in _topics:
         # Built like App.topic does, which drops its maxsize argument.
-        _topics[name] = faust.Topic(app, topics=[name], key_type=bytes, value_type=bytes, key_serializer="raw",
-                                    value_serializer="raw", maxsize=buffer)
+        _topics[name] = faust.Topic(app, topics=[name], schema=RawBytesSchema(), maxsize=buffer)
     return _topics[name]
 
 

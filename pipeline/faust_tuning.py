@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 from typing import Any
 
+import faust
 import mode.loop
 from faust.sensors.monitor import Monitor
-from faust.types import TP, CollectionT, EventT, Message, PendingMessage, ProducerT, RecordMetadata, StreamT
+from faust.types import TP, AppT, CollectionT, EventT, Message, PendingMessage, ProducerT, RecordMetadata, StreamT
+from faust.types.codecs import CodecArg
 
 from pipeline.config import EventLoop
 
@@ -71,3 +74,19 @@ class QuietMonitor(Monitor):
 
     def on_send_completed(self, producer: ProducerT, state: Any, metadata: RecordMetadata) -> None:
         return None
+
+
+class RawBytesSchema(faust.Schema[bytes, bytes]):
+    """Keys and values as the bytes Kafka holds (the agents decode them), handed over as they are instead of
+    through Faust's serializer registry and its raw codec; sending still goes through the registry."""
+
+    def __init__(self) -> None:
+        super().__init__(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    def loads_key(self, app: AppT, message: Message, *, loads: Callable[..., Any] | None = None,
+                  serializer: CodecArg | None = None) -> Any:
+        return message.key
+
+    def loads_value(self, app: AppT, message: Message, *, loads: Callable[..., Any] | None = None,
+                    serializer: CodecArg | None = None) -> Any:
+        return message.value

@@ -2,8 +2,9 @@ import gc
 from collections.abc import Iterator
 
 import pytest
+from faust.types import Message
 
-from pipeline.faust_tuning import GC_YOUNG_THRESHOLD, tune_garbage_collector
+from pipeline.faust_tuning import GC_YOUNG_THRESHOLD, RawBytesSchema, tune_garbage_collector
 
 
 @pytest.fixture
@@ -28,3 +29,12 @@ def test_what_exists_at_start_is_no_longer_scanned_and_young_collections_are_rar
     after = {"created": ["while the worker runs"]}
     assert not tracked(before) and tracked(after)
     assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
+
+
+async def test_raw_topics_hand_the_agents_the_bytes_kafka_holds() -> None:
+    from pipeline.app import app
+
+    message = Message(topic="resource-metrics", partition=0, offset=7, timestamp=0.0, timestamp_type=0,
+                      headers=[], key=b"acme", value=b'{"event_id": "e1"}', checksum=None)
+    event = await RawBytesSchema().decode(app, message)
+    assert (event.key, event.value, event.message) == (b"acme", b'{"event_id": "e1"}', message)
