@@ -46,6 +46,19 @@ K8S_SHAPES = {
 
 def call(worker: WorkerProcess, method: str, path: str, token: str, body: Any = None,
          timeout: float = 120) -> tuple[int, Any]:
+    """One API request, repeated like a client honouring Retry-After while the worker answers 503 not-ready
+    (a rebalance, e.g. a second worker joining just after both said ready), until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        code, answer = _request(worker, method, path, token, body, timeout)
+        not_ready = code == 503 and isinstance(answer, dict) and answer.get("error", {}).get("code") == "not-ready"
+        if not not_ready or time.monotonic() > deadline:
+            return code, answer
+        time.sleep(0.5)
+
+
+def _request(worker: WorkerProcess, method: str, path: str, token: str, body: Any, timeout: float
+             ) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(  # noqa: S310 - a loopback URL built here
         f"{worker.url}{path}", data=data, method=method,
