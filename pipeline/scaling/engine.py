@@ -434,7 +434,9 @@ class ScalingEngine:
             if result is not None:
                 self._learned(result)
             if window.generation == self.generation:  # else a rebalance came in between: the tables may have moved
-                st = closed.get(window.key) or self._state(window.tenant_id, window.workload)
+                st = closed.get(window.key)
+                if st is None:
+                    st = self._state(window.tenant_id, window.workload)
                 outcome.extend(self._close(window, st, result))
                 closed[window.key] = st
         for key, st in closed.items():  # one write per workload, however many of its windows closed
