@@ -14,7 +14,7 @@ from faust.types import ProducerT
 from faust.types.web import Web
 
 from pipeline.config import Settings, get_settings
-from pipeline.faust_consumer import EagerDeliveryApp
+from pipeline.faust_consumer import EagerDeliveryApp, drain_fully_on_flush
 from pipeline.faust_tuning import QuietMonitor
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class ProvisioningApp(EagerDeliveryApp):
     def _new_producer(self) -> ProducerT:
         producer = super()._new_producer()
         producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
-        return producer
+        return drain_fully_on_flush(producer)
 
     def on_webserver_init(self, web: Web) -> None:
         from web.server import mount  # the web layer imports tables, which import this module
@@ -54,6 +54,7 @@ def create_app(settings: Settings) -> ProvisioningApp:
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
+        consumer_group_instance_id=settings.kafka_group_instance_id,
         producer_acks=-1,
         broker_commit_every=500,
         broker_commit_interval=timedelta(seconds=1),

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     # Faust worker
     app_id: str = "provisioning-service"
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_group_instance_id: str | None = Field(
+        None, min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$",
+        description="Static consumer-group membership (KIP-345): a worker restarted with the same id gets its "
+        "partitions back at once instead of after the session timeout. Unique per worker (a StatefulSet's pod "
+        "name); unset: dynamic membership.",
+    )
     store: str = Field("rocksdb://", description="Faust table store: rocksdb:// in the worker, memory://")
     data_dir: Path = Path(".data")
     web_host: str = "127.0.0.1"

@@ -15,24 +15,61 @@ One difference: the first step runs in the fetcher's task and context, not a fre
 neither reads ``asyncio.current_task()`` nor sets context variables there, so it cannot tell.
 
 ``EagerDeliveryApp`` is a ``faust.App`` whose ``kafka://`` (aiokafka) transport uses this consumer.
+
+The same consumer also makes Faust's offset commits safe under ``kill -9`` (docs/operations.md, "What is
+at-least-once"). faust-streaming 0.15.3 can commit past an event whose effects were never recorded:
+
+- ``Consumer._new_offset`` accepts acknowledged offsets that start one past the committed offset (the committed
+  offset is the next one to read, so the message at it may still be in flight), and any starting point when
+  nothing was committed yet (a fresh consumer group): an event acknowledged early (a duplicate, a dead letter)
+  commits past the events before it.
+- ``seek_to_committed`` (aiokafka's) leaves the fetch position where it was for a partition with no committed
+  offset, so after a rebalance in a fresh group the messages fetched into the stream buffers and dropped with
+  them are never read again.
+- The producer buffer's ``flush`` (run before every commit) gives up after 0.1 s without progress, so an
+  offset could be committed before the table writes of its events were handed to Kafka.
+
+Here a commit only covers a run of acknowledged offsets that starts exactly at the committed offset (or, in
+a fresh group, at the first offset read since the partition was assigned); a partition with no committed
+offset is reset to the beginning (the ``earliest`` policy the worker uses) on every seek; and the producer
+buffer is drained completely before a commit. These replace private Faust methods: ``FAUST_VERSION`` is the
+version they were checked against, and the worker refuses to start with another one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import types
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine, Generator, Mapping
+from importlib.metadata import version
 from typing import Any, cast
 
 import faust
+from aiokafka.structs import TopicPartition
 from faust.transport import by_url
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka
-from faust.types.transports import TransportT
+from faust.transport.producer import ProducerBuffer
+from faust.types import TP
+from faust.types.transports import ProducerT, TransportT
 from mode import Service, ServiceT
 
 logger = logging.getLogger(__name__)
+
+#: The faust-streaming version whose private consumer and producer methods this module replaces.
+FAUST_VERSION = "0.15.3"
+
+
+def check_faust_version() -> None:
+    """Refuse another faust-streaming: the methods replaced here are private and may change in any release."""
+    installed = version("faust-streaming")
+    if installed != FAUST_VERSION:
+        raise RuntimeError(
+            f"faust-streaming {installed} is installed; pipeline/faust_consumer.py replaces private methods "
+            f"checked against {FAUST_VERSION} only (re-check them, then update FAUST_VERSION)"
+        )
 
 #: Messages delivered between two explicit yields to the event loop (as in Faust's loop).
 YIELD_EVERY = 100
@@ -73,8 +110,97 @@ def _forward(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any
             return stop.value
 
 
+class CommittedOrEarliestConsumerThread(aiokafka.AIOKafkaConsumerThread):
+    """aiokafka's consumer thread whose seek also resets partitions that have no committed offset."""
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        return cast(Mapping[TP, int], await self.call_thread(self._seek_committed_or_reset))
+
+    async def _seek_committed_or_reset(self) -> Mapping[TopicPartition, int | None]:
+        consumer = self._ensure_consumer()
+        committed: Mapping[TopicPartition, int | None] = await consumer.seek_to_committed()
+        # aiokafka seeks only to offsets > 0: a partition committed at 0 or never committed keeps the position
+        # it had, past whatever was fetched and then dropped by a rebalance.
+        for tp, offset in committed.items():
+            if offset == 0:
+                consumer.seek(tp, 0)
+        unset = [tp for tp, offset in committed.items() if offset is None or offset < 0]
+        if unset:
+            if self.app.conf.consumer_auto_offset_reset == "latest":
+                await consumer.seek_to_end(*unset)
+            else:
+                await consumer.seek_to_beginning(*unset)
+        return committed
+
+
 class EagerDeliveryConsumer(aiokafka.Consumer):
-    """Faust's aiokafka consumer with a delivery that creates no task when the callback does not suspend."""
+    """Faust's aiokafka consumer with a delivery that creates no task when the callback does not suspend, and
+    commits that never pass an offset still in flight."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        #: The offset a commit must start at while nothing is committed (the first read since the assignment).
+        self._base_offset: dict[TP, int] = {}
+        #: The next offset expected from the fetcher; a jump past it (retention, compaction) is a gap.
+        self._next_offset: dict[TP, int] = {}
+
+    def _new_consumer_thread(self) -> aiokafka.AIOKafkaConsumerThread:
+        return CommittedOrEarliestConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        self._base_offset.clear()
+        self._next_offset.clear()
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        for tp in revoked:
+            self._base_offset.pop(tp, None)
+            self._next_offset.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
+
+    def _note_read(self, tp: TP, offset: int, acks_enabled: bool) -> None:
+        """Record where commits of ``tp`` start, and any gap before ``offset`` (offsets that will never come)."""
+        expected = self._next_offset.get(tp)
+        if expected is None:
+            committed = self._committed_offset[tp]
+            expected = committed if committed is not None else offset
+            self._base_offset[tp] = expected
+        if acks_enabled and offset > expected:
+            gap = self._gap[tp]
+            gap.addi(expected, offset)  # the interval excludes its end: the offsets expected .. offset - 1
+            gap.merge_overlaps()
+        self._next_offset[tp] = max(expected, offset + 1)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """The offset to commit: one past the run of acknowledged offsets that starts where the last commit
+        ended (or at the first offset read in a fresh group); None while the offset there is in flight."""
+        acked = self._acked[tp]
+        if not acked:
+            return None
+        gap = self._gap[tp]
+        if gap:
+            highest = max(acked)
+            filled = sorted(gap.overlap(0, highest + 1), key=lambda interval: interval.begin)
+            for interval in filled:
+                acked.extend(range(interval.begin, interval.end))
+            if filled:
+                gap.chop(0, max(filled[-1].end, highest + 1))
+        acked.sort()
+        committed = self._committed_offset[tp]
+        start = committed if committed is not None else self._base_offset.get(tp)
+        if start is None:
+            return None
+        while acked and acked[0] < start:  # already committed (acknowledged again after a redelivery)
+            self._acked_index[tp].discard(acked.pop(0))
+        if not acked or acked[0] != start:
+            return None
+        end = 0
+        while end + 1 < len(acked) and acked[end + 1] <= acked[end] + 1:
+            end += 1
+        run = acked[: end + 1]
+        del acked[: end + 1]
+        self._acked_index[tp].difference_update(run)
+        return run[-1] + 1
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:
         callback = self.callback
@@ -86,6 +212,7 @@ class EagerDeliveryConsumer(aiokafka.Consumer):
         read_offset = self._read_offset
         commit_every = self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
+        note_read = self._note_read
         diag = self.diag
         since_yield = 0
         try:
@@ -106,8 +233,7 @@ class EagerDeliveryConsumer(aiokafka.Consumer):
                         logger.debug("dropped message at %r (read offset %r): k=%r v=%r", offset, last,
                                      message.key, message.value)
                         continue
-                    if last and offset - last > 1 and acks_enabled_for(message.topic):
-                        await self._add_gap(tp, last + 1, offset)
+                    note_read(tp, offset, acks_enabled_for(message.topic))
                     if commit_every is not None and self._n_acked >= commit_every:
                         self._n_acked = 0
                         await self.commit()
@@ -131,6 +257,39 @@ class EagerDeliveryConsumer(aiokafka.Consumer):
             raise
         finally:
             diag.unset_flag(CONSUMER_FETCHING)
+
+
+def drain_fully_on_flush(producer: ProducerT) -> ProducerT:
+    """Make ``producer.flush()`` (awaited by every commit) wait until every record handed to its buffer was
+    handed to Kafka's client, including the one being handed over.
+
+    Faust's ``ProducerBuffer.flush`` returns after 0.1 s without progress, even with records left; the commit
+    that follows it would then cover events whose table writes are still in the buffer. Call before the
+    producer starts (its buffer's sending task reads ``_send_pending`` once, when it starts).
+    """
+    buffer = cast(ProducerBuffer, producer.buffer)
+    send_pending = buffer._send_pending
+    in_flight = 0
+
+    async def counted_send(fut: Any) -> None:
+        nonlocal in_flight
+        in_flight += 1
+        try:
+            await send_pending(fut)
+        finally:
+            in_flight -= 1
+
+    async def flush() -> None:
+        while buffer.size or in_flight:
+            if buffer.state != "running":
+                raise RuntimeError("cannot flush: the producer buffer is not running")
+            buffer.message_sent.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(buffer.message_sent.wait(), timeout=0.1)
+
+    buffer._send_pending = counted_send  # type: ignore[method-assign]
+    buffer.flush = flush  # type: ignore[method-assign]
+    return producer
 
 
 class EagerDeliveryTransport(aiokafka.Transport):

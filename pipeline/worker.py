@@ -13,6 +13,7 @@ from mode import Service
 import agents
 from pipeline.app import app
 from pipeline.bridge import Bridge, ensure_kafka_topics
+from pipeline.faust_consumer import check_faust_version
 from pipeline.faust_tuning import tune_garbage_collector, use_event_loop
 from pipeline.topics import kafka_topics
 
@@ -42,6 +43,7 @@ class BridgeService(Service):
 
 
 def run_worker(loglevel: str = "info") -> None:
+    check_faust_version()
     # Faust subscribes only to topics that exist when it starts: create them first, with the partition
     # count every per-tenant table shares.
     asyncio.run(ensure_kafka_topics(app.settings, kafka_topics(app.settings.dead_letter_topic)))

@@ -145,12 +145,15 @@ def start_provisioning(
     action: CommandAction,
     now: datetime,
     extra_spec: dict[str, object] | None = None,
+    resources: Sequence[str] | None = None,
 ) -> list[Emit]:
-    """Commands for every resource of the tenant, each resource's status set to pending (or refused)."""
+    """Commands for every resource of the tenant (or ``resources``), each resource's status set to pending
+    (or refused)."""
     quota = stores.quotas.get(tenant.tenant_id)
     assert quota is not None
     status = stores.status.get(tenant.tenant_id) or ProvisioningStatus(tenant_id=tenant.tenant_id)
-    resources = TENANT_RESOURCES if action is CommandAction.CREATE else tuple(reversed(TENANT_RESOURCES))
+    if resources is None:
+        resources = TENANT_RESOURCES if action is CommandAction.CREATE else tuple(reversed(TENANT_RESOURCES))
     emits: list[Emit] = []
     for command in provisioning_commands(tenant, quota, action, cause_event_id, now, resources, extra_spec):
         previous = status.resources.get(command.resource)
@@ -174,12 +177,25 @@ def start_provisioning(
     return emits
 
 
-def resend_pending(stores: TenantStores, tenant: TenantRecord, cause_event_id: str, now: datetime) -> list[Emit]:
-    """A redelivered event whose state is already recorded: send again (same ids) the commands of resources
-    still pending, since the first delivery may have died between the table writes and the sends."""
-    status, quota = stores.status.get(tenant.tenant_id), stores.quotas.get(tenant.tenant_id)
-    if status is None or quota is None:
-        return []
+def resend_pending(
+    stores: TenantStores, tenant: TenantRecord, cause_event_id: str, quota_for_tier: QuotaForTier, now: datetime
+) -> list[Emit]:
+    """A redelivered event whose tenant is already recorded: send again (same ids) the commands of resources
+    still pending, since the first delivery may have died between the table writes and the sends.
+
+    A kill can also land between the writes of the tenant, its quota and its status (each its own changelog
+    record): a missing quota is derived from the tier again, and a resource with no status at all counts as
+    pending (its command goes out again, with its status).
+    """
+    quota = stores.quotas.get(tenant.tenant_id)
+    if quota is None:
+        quota = QuotaRecord(tenant_id=tenant.tenant_id, limits=quota_for_tier(tenant.tier), updated_at=now,
+                            updated_by=f"tier:{tenant.tier.value}")
+        stores.quotas.put(tenant.tenant_id, quota)
+    status = stores.status.get(tenant.tenant_id) or ProvisioningStatus(tenant_id=tenant.tenant_id)
+    unrecorded = tuple(r for r in TENANT_RESOURCES if r not in status.resources)
+    if unrecorded:
+        return start_provisioning(stores, tenant, cause_event_id, CommandAction.CREATE, now, resources=unrecorded)
     pending = tuple(r for r, s in status.resources.items() if s.status is ResourceState.PENDING)
     commands = provisioning_commands(tenant, quota, CommandAction.CREATE, cause_event_id, now, pending)
     return [Emit(PROVISIONING_COMMANDS, tenant.tenant_id, c) for c in commands]
@@ -191,7 +207,7 @@ def handle_tenant_created(
     existing = stores.tenants.get(event.tenant_id)
     if existing is not None and existing.state is not TenantState.DELETED:
         if existing.source_event_id == event.event_id:
-            return resend_pending(stores, existing, event.event_id, now)
+            return resend_pending(stores, existing, event.event_id, quota_for_tier, now)
         raise Refused(
             "tenant-exists",
             f"tenant {event.tenant_id!r} already exists (created by event {existing.source_event_id})",

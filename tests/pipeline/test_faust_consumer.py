@@ -289,3 +289,123 @@ def test_the_worker_app_uses_the_eager_delivery_consumer() -> None:
 
     assert isinstance(app.transport, EagerDeliveryTransport)
     assert app.transport.Consumer is EagerDeliveryConsumer
+
+
+# -- commits under kill -9 -----------------------------------------------------------------------------------
+
+
+def acking_consumer(committed: int | None) -> EagerDeliveryConsumer:
+    async def on_message(msg: Message) -> None:
+        return None
+
+    consumer = make_consumer(on_message)
+    consumer.app.topics._acking_topics.add(TP0.topic)
+    if committed is not None:
+        consumer._committed_offset[TP0] = committed  # as perform_seek leaves it: the next offset to read
+    return consumer
+
+
+async def deliver(consumer: EagerDeliveryConsumer, offsets: list[int], monkeypatch: pytest.MonkeyPatch
+                  ) -> list[Message]:
+    messages = [message(offset) for offset in offsets]
+    fetcher = Service()
+    feed(consumer, fetcher, [messages], monkeypatch)
+    await asyncio.wait_for(consumer._drain_messages(fetcher), timeout=5)
+    return messages
+
+
+async def test_a_commit_never_passes_the_committed_offset_while_its_message_is_in_flight(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer = acking_consumer(committed=100)
+    m100, m101, m102 = await deliver(consumer, [100, 101, 102], monkeypatch)
+    consumer.ack(m101)  # a duplicate or a dead letter, acknowledged before the event at 100 is done
+    consumer.ack(m102)
+    assert consumer._new_offset(TP0) is None  # Faust 0.15.3 committed 103 here: 100 was lost on a crash
+    consumer.ack(m100)
+    assert consumer._new_offset(TP0) == 103
+
+
+async def test_a_fresh_group_commits_only_from_the_first_offset_it_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer = acking_consumer(committed=None)
+    messages = await deliver(consumer, [0, 1, 2, 3], monkeypatch)
+    consumer.ack(messages[2])
+    consumer.ack(messages[3])
+    assert consumer._new_offset(TP0) is None  # nothing committed yet: Faust committed 4, past 0 and 1
+    consumer.ack(messages[0])
+    assert consumer._new_offset(TP0) == 1
+    consumer._committed_offset[TP0] = 1
+    consumer.ack(messages[1])
+    assert consumer._new_offset(TP0) == 4
+
+
+async def test_offsets_that_will_never_come_do_not_hold_commits_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The committed offset was deleted by retention: the fetcher resumes at 103, and 100..102 never come.
+    consumer = acking_consumer(committed=100)
+    m103, m104 = await deliver(consumer, [103, 104], monkeypatch)
+    consumer.ack(m104)
+    assert consumer._new_offset(TP0) == 103  # past the offsets that never come, not past 103 (in flight)
+    consumer._committed_offset[TP0] = 103
+    consumer.ack(m103)
+    assert consumer._new_offset(TP0) == 105
+
+
+async def test_a_seek_resets_partitions_without_a_committed_offset_to_the_beginning(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiokafka.structs import TopicPartition
+
+    never, zero, some = TopicPartition("t", 0), TopicPartition("t", 1), TopicPartition("t", 2)
+    calls: list[tuple[str, Any]] = []
+
+    class FakeKafkaConsumer:
+        async def seek_to_committed(self) -> dict[TopicPartition, int | None]:
+            return {never: None, zero: 0, some: 7}
+
+        async def seek_to_beginning(self, *tps: TopicPartition) -> None:
+            calls.append(("beginning", tps))
+
+        async def seek_to_end(self, *tps: TopicPartition) -> None:
+            calls.append(("end", tps))
+
+        def seek(self, tp: TopicPartition, offset: int) -> None:
+            calls.append(("seek", (tp, offset)))
+
+    consumer = make_consumer(lambda msg: asyncio.sleep(0))  # type: ignore[arg-type,return-value]
+    thread = consumer._thread
+    thread._consumer = FakeKafkaConsumer()  # type: ignore[assignment]
+
+    async def call_thread(fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+        return await fn()
+
+    monkeypatch.setattr(thread, "call_thread", call_thread)
+    committed = await thread.seek_to_committed()
+    assert committed == {never: None, zero: 0, some: 7}
+    # aiokafka itself seeks only ``some``: the others keep a position past messages a rebalance dropped.
+    assert ("beginning", (never,)) in calls
+    assert ("seek", (zero, 0)) in calls
+
+
+async def test_a_flush_before_a_commit_waits_for_the_whole_producer_buffer() -> None:
+    from types import SimpleNamespace
+
+    from faust.transport.producer import ProducerBuffer
+
+    from pipeline.faust_consumer import drain_fully_on_flush
+
+    buffer = ProducerBuffer()
+    buffer.app = EagerDeliveryApp("test-flush", broker="kafka://127.0.0.1:9", store="memory://")
+    sent: list[int] = []
+
+    async def send_pending(fut: Any) -> None:
+        await asyncio.sleep(0.25)  # longer than the 0.1 s after which Faust's flush gives up
+        sent.append(fut.n)
+
+    buffer._send_pending = send_pending  # type: ignore[method-assign]
+    drain_fully_on_flush(SimpleNamespace(buffer=buffer))  # type: ignore[arg-type]
+    for n in range(3):
+        buffer.pending.put_nowait(SimpleNamespace(n=n))  # type: ignore[arg-type]
+    await buffer.start()
+    try:
+        await asyncio.wait_for(buffer.flush(), timeout=10)
+        assert sent == [0, 1, 2]
+    finally:
+        await buffer.stop()

@@ -166,3 +166,22 @@ def test_a_redelivery_resends_the_commands_of_resources_still_pending(stores: Te
 
     assert {c.resource for c in again} == set(TENANT_RESOURCES) - {"cassandra"}
     assert all(first[c.resource] == c.command_id for c in again)
+
+
+@pytest.mark.parametrize("lost", [("status",), ("quota",), ("status", "quota")])
+def test_a_redelivery_after_a_kill_between_the_table_writes_sends_every_command_again(
+        stores: TenantStores, lost: tuple[str, ...]) -> None:
+    # The first delivery wrote the tenant's record, then the worker was killed before its quota and status
+    # records reached their changelogs (and before its commands reached Kafka).
+    first = {c.resource: c.command_id for c in commands(handle_tenant_created(tenant_created(), stores, quota_for_tier,
+                                                                              NOW))}
+    for name in lost:
+        table = stores.status if name == "status" else stores.quotas
+        table.delete("acme")
+
+    again = commands(handle_tenant_created(tenant_created(), stores, quota_for_tier, NOW))
+
+    assert {c.resource: c.command_id for c in again} == first
+    status, quota = stores.status.get("acme"), stores.quotas.get("acme")
+    assert status is not None and set(status.resources) == set(TENANT_RESOURCES)
+    assert quota is not None and quota.limits == quota_for_tier(Tier.STANDARD)
