@@ -34,8 +34,12 @@ def decode(raw: bytes | str | None, model: type[E]) -> E | Invalid:
     try:
         # The common case, in one pass; pydantic's parser has its own depth limit and never recurses deeply.
         return model.model_validate_json(raw)
-    except (ValueError, RecursionError):  # ValidationError included
-        pass  # parse again in steps, to say precisely what is wrong
+    except ValidationError as exc:
+        if not _document_level(exc):
+            return Invalid("schema", problems(exc))  # valid JSON object, invalid fields: the errors name them
+    except (ValueError, RecursionError):
+        pass
+    # Not JSON, or not an object: parse again in steps, to say precisely what is wrong.
     try:
         payload = bounded_json.loads(raw)
     except bounded_json.JsonRefused as exc:
@@ -48,6 +52,11 @@ def decode(raw: bytes | str | None, model: type[E]) -> E | Invalid:
         return Invalid("schema", problems(exc))
     except (ValueError, RecursionError) as exc:
         return Invalid("schema", f"{type(exc).__name__}: {str(exc)[:500]}")
+
+
+def _document_level(exc: ValidationError) -> bool:
+    """Whether ``exc`` is about the document as a whole (not JSON, not an object) rather than its fields."""
+    return any(err["type"] == "json_invalid" or not err["loc"] for err in exc.errors(include_url=False))
 
 
 def problems(exc: ValidationError) -> str:
