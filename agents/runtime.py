@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import weakref
 from collections import deque
@@ -17,10 +16,12 @@ from faust.streams import _current_event
 from faust.types import EventT
 
 from pipeline.app import app
+from pipeline.events.dead_letters import MAX_REASON_CHARS, dead_letter_record
+from pipeline.events.dead_letters import kafka_key as dead_letter_key
 from pipeline.events.decode import Invalid, decode
-from pipeline.events.models import DeadLetter, Event
+from pipeline.events.models import Event
 from pipeline.faust_tuning import RawBytesSchema
-from pipeline.metrics import DEAD_LETTERS, EVENTS_DUPLICATE, EVENTS_FAILED, EVENTS_PROCESSED
+from pipeline.metrics import DEAD_LETTERS, DEAD_LETTERS_LOST, EVENTS_DUPLICATE, EVENTS_FAILED, EVENTS_PROCESSED
 from pipeline.outputs import Emit, Refused
 from tables import processed_events
 
@@ -152,19 +153,28 @@ def events_acked_by_process(stream: Any) -> Any:
 
 
 async def dead_letter(source_topic: str, raw: bytes | None, key: bytes | None, reason: str, detail: str) -> None:
-    DEAD_LETTERS.labels(source_topic, reason).inc()
+    """Send a bounded record of why ``raw`` was refused to the dead-letter topic.
+
+    The record quotes at most the original's first bytes, so Kafka never refuses it for its size; if Kafka
+    refuses it anyway, that is logged and counted, and the caller moves on: a dead letter that cannot be
+    written must not stop the partition behind it.
+    """
+    DEAD_LETTERS.labels(source_topic, reason[:MAX_REASON_CHARS]).inc()
     EVENTS_FAILED.labels(source_topic).inc()
-    logger.warning("dead-lettered a message from %s: %s: %s", source_topic, reason, detail)
-    record = DeadLetter(
-        source_topic=source_topic,
-        reason=reason,
-        detail=detail,
-        original_base64=base64.b64encode(raw or b"").decode(),
-        key=key.decode("utf-8", "replace") if key else None,
-        occurred_at=datetime.now(UTC),
-    )
-    fut = await topic(app.settings.dead_letter_topic).send(key=key, value=record.model_dump_json().encode())
-    await fut
+    record = dead_letter_record(source_topic, raw, key, reason, detail, datetime.now(UTC))
+    logger.warning("dead-lettered a message from %s (%d bytes): %s: %s",
+                   source_topic, record.original_length, record.reason, record.detail)
+    try:
+        fut = await topic(app.settings.dead_letter_topic).send(
+            key=dead_letter_key(key), value=record.model_dump_json().encode()
+        )
+        await fut
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        DEAD_LETTERS_LOST.labels(source_topic).inc()
+        logger.exception("could not write the dead letter of a message from %s (sha256 %s); it is dropped",
+                         source_topic, record.original_sha256)
 
 
 async def process(

@@ -5,6 +5,11 @@ id, with the event's ``occurred_at`` as the record timestamp. A Pulsar message i
 Kafka acknowledged the write, so a bridge that dies in between loses nothing (Pulsar redelivers; the
 agents deduplicate by event id).
 
+A message that can never be written to Kafka (larger than the service accepts, or refused by Kafka for its
+content) is replaced by a bounded dead letter on the dead-letter topic, and acknowledged once that is
+written: one message never blocks the ones behind it. Unreadable messages of acceptable size are forwarded
+as they are and dead-lettered by the agents' decoder, with the precise reason.
+
 Outbound: the service's output topics are copied from Kafka to Pulsar; Kafka offsets are committed only
 after Pulsar acknowledged every message up to them.
 
@@ -15,26 +20,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pulsar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import MessageSizeTooLargeError, TopicAlreadyExistsError
 from pulsar import asyncio as pulsar_asyncio
 
+from pipeline import bounded_json
 from pipeline.config import Settings
-from pipeline.metrics import BRIDGE_FORWARDED, BRIDGE_LAG_SECONDS
+from pipeline.events.dead_letters import dead_letter_record
+from pipeline.events.dead_letters import kafka_key as dead_letter_key
+from pipeline.events.models import TENANT_ID_PATTERN
+from pipeline.metrics import BRIDGE_FORWARDED, BRIDGE_LAG_SECONDS, DEAD_LETTERS
 from pipeline.topics import INPUT_TOPICS, OUTPUT_TOPICS
 
 logger = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 2000
+_TENANT_ID = re.compile(TENANT_ID_PATTERN)
+#: Kafka record timestamps are non-negative milliseconds; later than year 9999 is no event time.
+_MAX_TIMESTAMP_MS = 253_402_300_799_999
 
 
 def pulsar_topic(settings: Settings, name: str) -> str:
@@ -47,24 +60,58 @@ def kafka_key_and_timestamp(payload: bytes, pulsar_key: str | None) -> tuple[byt
     An unreadable payload is still forwarded (the agents dead-letter it with its reason), keyed by the
     Pulsar message key when there is one.
     """
-    key = pulsar_key.encode() if pulsar_key else None
+    key = dead_letter_key(pulsar_key) if pulsar_key else None
     try:
-        event = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        event = bounded_json.loads(payload)  # never raises anything else, whatever the payload
+    except bounded_json.JsonRefused:
         return key, None
     if not isinstance(event, dict):
         return key, None
     tenant_id = event.get("tenant_id")
-    if isinstance(tenant_id, str) and tenant_id:
+    if isinstance(tenant_id, str) and _TENANT_ID.fullmatch(tenant_id):
         key = tenant_id.encode()
     timestamp = None
     occurred_at = event.get("occurred_at")
-    if isinstance(occurred_at, str):
-        with contextlib.suppress(ValueError):
+    if isinstance(occurred_at, str) and len(occurred_at) <= 64:
+        with contextlib.suppress(ValueError, OverflowError, OSError):
             parsed = datetime.fromisoformat(occurred_at)
             if parsed.tzinfo is not None:
-                timestamp = int(parsed.timestamp() * 1000)
+                millis = int(parsed.timestamp() * 1000)
+                if 0 <= millis <= _MAX_TIMESTAMP_MS:
+                    timestamp = millis
     return key, timestamp
+
+
+@dataclass(frozen=True)
+class KafkaRecord:
+    """What the bridge writes to Kafka for one Pulsar message."""
+
+    topic: str
+    value: bytes
+    key: bytes | None
+    timestamp_ms: int | None
+
+
+def dead_letter_instead(
+    dead_letter_topic: str, source_topic: str, payload: bytes, pulsar_key: str | None, reason: str, detail: str
+) -> KafkaRecord:
+    """A bounded dead letter for a message that cannot be forwarded, keyed like the message."""
+    DEAD_LETTERS.labels(source_topic, reason).inc()
+    logger.warning("bridge: dead-lettered a message from %s (%d bytes): %s: %s",
+                   source_topic, len(payload), reason, detail)
+    key = dead_letter_key(pulsar_key)
+    record = dead_letter_record(source_topic, payload, key, reason, detail, datetime.now(UTC))
+    return KafkaRecord(dead_letter_topic, record.model_dump_json().encode(), key, None)
+
+
+def kafka_record(dead_letter_topic: str, source_topic: str, payload: bytes, pulsar_key: str | None) -> KafkaRecord:
+    """The Kafka record for one Pulsar message: the message itself keyed by tenant, or, when it is larger than
+    any event the service accepts, a bounded dead letter on ``dead_letter_topic``. Never raises."""
+    if len(payload) > bounded_json.MAX_DOCUMENT_BYTES:
+        detail = f"{len(payload)} bytes, more than the {bounded_json.MAX_DOCUMENT_BYTES} accepted"
+        return dead_letter_instead(dead_letter_topic, source_topic, payload, pulsar_key, "too-large", detail)
+    key, timestamp = kafka_key_and_timestamp(payload, pulsar_key)
+    return KafkaRecord(source_topic, payload, key, timestamp)
 
 
 async def ensure_kafka_topics(settings: Settings, names: Sequence[str]) -> None:
@@ -110,7 +157,8 @@ class Bridge:
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
-        await ensure_kafka_topics(self.settings, [*self.inbound, *self.outbound])
+        dead_letters = [self.settings.dead_letter_topic] if self.inbound else []
+        await ensure_kafka_topics(self.settings, [*self.inbound, *self.outbound, *dead_letters])
         self._pulsar = pulsar_asyncio.Client(
             self.settings.pulsar_url, operation_timeout_seconds=30, logger=logging.getLogger("pulsar.client")
         )
@@ -197,8 +245,18 @@ class Bridge:
     async def _produce(self, producer: AIOKafkaProducer, message: pulsar.Message) -> asyncio.Future[Any]:
         name = message.topic_name().rsplit("/", 1)[-1]
         payload = message.data()
-        key, timestamp = kafka_key_and_timestamp(payload, message.partition_key() or None)
-        delivery: asyncio.Future[Any] = await producer.send(name, payload, key=key, timestamp_ms=timestamp)
+        pulsar_key = message.partition_key() or None
+        record = kafka_record(self.settings.dead_letter_topic, name, payload, pulsar_key)
+        try:
+            delivery: asyncio.Future[Any] = await producer.send(
+                record.topic, record.value, key=record.key, timestamp_ms=record.timestamp_ms
+            )
+        except (MessageSizeTooLargeError, ValueError, TypeError) as exc:
+            # Refused for what it is, not for the broker's state: it would be refused again on every
+            # redelivery, so it is replaced by its (small) dead letter and the topic moves on.
+            record = dead_letter_instead(self.settings.dead_letter_topic, name, payload, pulsar_key,
+                                         "unforwardable", f"{type(exc).__name__}: {exc}")
+            delivery = await producer.send(record.topic, record.value, key=record.key)
         return delivery
 
     async def _ack_after(

@@ -37,7 +37,8 @@ class Settings(BaseSettings):
     is ``KAFKA_BOOTSTRAP_SERVERS``); the README lists them.
     """
 
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+    # Every number is finite (NAN or INF in the environment would reach timers and sums) and in a range.
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False, allow_inf_nan=False)
 
     # Faust worker
     app_id: str = "provisioning-service"
@@ -51,18 +52,18 @@ class Settings(BaseSettings):
     store: str = Field("rocksdb://", description="Faust table store: rocksdb:// in the worker, memory://")
     data_dir: Path = Path(".data")
     web_host: str = "127.0.0.1"
-    web_port: int = 6066
-    topic_partitions: int = 4
+    web_port: int = Field(6066, ge=1, le=65535)
+    topic_partitions: int = Field(4, ge=1, le=1024)
     dead_letter_topic: str = "dead-letter-events"
-    dedupe_window_seconds: int = 7 * 24 * 3600
-    utilization_window_seconds: int = 60
+    dedupe_window_seconds: int = Field(7 * 24 * 3600, ge=1, le=366 * 24 * 3600)
+    utilization_window_seconds: int = Field(60, ge=1, le=24 * 3600)
     event_loop: EventLoop = Field("uvloop", description="The worker's asyncio event loop: uvloop or asyncio")
     metrics_batch_max: int = Field(
-        20_000, ge=1,
+        20_000, ge=1, le=1_000_000,
         description="resource-metrics events folded per batch at most; as many more may wait while one is folded",
     )
     metrics_batch_seconds: float = Field(
-        0.5, gt=0, description="How long the resource-metrics agent waits to fill a batch before it folds it"
+        0.5, gt=0, le=60, description="How long the resource-metrics agent waits to fill a batch before it folds it"
     )
     anomaly_reactions: dict[SeverityName, ReactionName] = Field(
         default_factory=_default_reactions,
@@ -94,12 +95,12 @@ class Settings(BaseSettings):
     derivatives_engine_url: str = "http://127.0.0.1:8092"
     tiers_file: Path | None = None
     executor_enabled: bool = Field(True, description="Run provisioning commands against the backends.")
-    executor_concurrency: int = 32
-    executor_max_attempts: int = 8
-    executor_base_delay_seconds: float = 0.5
-    executor_max_delay_seconds: float = 20.0
-    reconcile_interval_seconds: float = 30.0
-    reconcile_stale_after_seconds: float = 60.0
+    executor_concurrency: int = Field(32, ge=1, le=1024)
+    executor_max_attempts: int = Field(8, ge=1, le=1000)
+    executor_base_delay_seconds: float = Field(0.5, gt=0, le=3600)
+    executor_max_delay_seconds: float = Field(20.0, gt=0, le=24 * 3600)
+    reconcile_interval_seconds: float = Field(30.0, gt=0, le=24 * 3600)
+    reconcile_stale_after_seconds: float = Field(60.0, gt=0, le=7 * 24 * 3600)
 
     # Compute provisioning (settings of pipeline/compute and its agents go here)
     compute_catalog_dir: Path | None = Field(
@@ -120,7 +121,7 @@ class Settings(BaseSettings):
     compute_busy_threshold: float = Field(0.05, ge=0, le=1)
     compute_enforce_interval_seconds: float = Field(15.0, gt=0)
     compute_provision_wait_seconds: float = Field(
-        60.0, ge=0, description="How long POST /compute/provision waits for running before answering 202."
+        60.0, ge=0, le=600, description="How long POST /compute/provision waits for running before answering 202."
     )
     compute_access_claim_ttl_seconds: float = Field(
         900.0, gt=0, description="How long undelivered access details stay claimable (in memory only)."
@@ -165,7 +166,8 @@ class Settings(BaseSettings):
         15.0, ge=0, description="Scheduled policies are evaluated on this timer (0: only when windows close)."
     )
     scaling_clock_offset_seconds: float = Field(
-        0.0, description="Added to the wall clock of the scheduled-policy timer (tests inject time with it)."
+        0.0, ge=-1e9, le=1e9,
+        description="Added to the wall clock of the scheduled-policy timer (tests inject time with it).",
     )
     scaling_pool_cpu: float | None = Field(None, ge=0, description="Pool CPU cores shared by DRF (unset: unlimited).")
     scaling_pool_memory_gib: float | None = Field(None, ge=0, description="Pool memory (GiB) shared by DRF.")

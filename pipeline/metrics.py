@@ -16,6 +16,14 @@ EVENTS_DUPLICATE = Counter(
 DEAD_LETTERS = Counter(
     "provisioning_dead_letters_total", "Events sent to the dead-letter topic.", ["topic", "reason"]
 )
+DEAD_LETTERS_LOST = Counter(
+    "provisioning_dead_letters_lost_total", "Dead letters Kafka refused (logged, then dropped).", ["topic"]
+)
+TABLE_RECORDS_INVALID = Counter(
+    "provisioning_table_records_invalid_total",
+    "Stored table records that failed validation on read and were treated as absent.",
+    ["table"],
+)
 BRIDGE_FORWARDED = Counter(
     "provisioning_bridge_forwarded_total", "Messages the bridge forwarded.", ["direction", "topic"]
 )

@@ -8,7 +8,6 @@ that list. Authentication, authorization, readiness and the audit record of ever
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import uuid
@@ -21,6 +20,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from pydantic import BaseModel, ValidationError
 
+from pipeline import bounded_json
 from pipeline.events.models import TENANT_ID_PATTERN, AuditEvent, CommandAction, TenantCreated
 from pipeline.provisioners.errors import PermanentError
 from pipeline.provisioners.tiers import Quota
@@ -122,19 +122,28 @@ def parse_query(request: web.Request, model: type[M]) -> M:
 
 
 async def json_body(request: web.Request) -> Any:
+    """The request's JSON document; 413 when larger than bounded_json.MAX_DOCUMENT_BYTES, 400 when nested too
+    deeply or not JSON (size and depth are checked before parsing)."""
+    if (request.content_length or 0) > bounded_json.MAX_DOCUMENT_BYTES:
+        raise _too_large(request.content_length or 0)
     raw = await request.read()
     if not raw.strip():
         raise ApiError(400, "malformed-json", "the request body must be a JSON document")
     try:
-        return json.loads(raw)
-    except UnicodeDecodeError:
-        raise ApiError(400, "malformed-json", "the request body is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise ApiError(
-            400,
-            "malformed-json",
-            f"the request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
-        ) from None
+        return bounded_json.loads(raw)
+    except bounded_json.JsonRefused as exc:
+        if exc.reason == "too-large":
+            raise _too_large(len(raw)) from None
+        if exc.reason == "too-deep":
+            raise ApiError(400, "malformed-json", f"the request body has {exc.detail}") from None
+        raise ApiError(400, "malformed-json", f"the request body is {exc.detail}") from None
+
+
+def _too_large(size: int) -> ApiError:
+    return ApiError(
+        413, "payload-too-large", f"the request body has {size} bytes, more than the "
+        f"{bounded_json.MAX_DOCUMENT_BYTES} accepted", {"max_bytes": bounded_json.MAX_DOCUMENT_BYTES}
+    )
 
 
 def respond(model: BaseModel, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -448,7 +457,7 @@ def _check(readiness: Readiness) -> tuple[bool, str]:
 async def _body_tenant(request: web.Request) -> str | None:
     """The tenant a refused request's body names, for its audit record (None if there is none)."""
     try:
-        body = json.loads(await request.read())
+        body = bounded_json.loads(await request.read())
     except Exception:
         return None
     tenant_id = body.get("tenant_id") if isinstance(body, dict) else None

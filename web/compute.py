@@ -32,7 +32,7 @@ from pipeline.compute.access import AccessDetails
 from pipeline.compute.lifecycle import CapacityView, ComputeRecord, ComputeState
 from pipeline.compute.optimizer import Decision, NoFeasibleOffer
 from pipeline.compute.request import ComputeRequest
-from pipeline.compute.runtime import ComputeRuntime, new_request_id, tenant_of
+from pipeline.compute.runtime import REQUEST_ID_PATTERN, ComputeRuntime, new_request_id, tenant_of
 from pipeline.compute.service import UnknownRequest
 from pipeline.events.models import TENANT_ID_PATTERN
 from pipeline.tenants.models import TenantRecord, TenantState
@@ -107,6 +107,16 @@ class ProvisionWaitQuery(BaseModel):
         description="How long to wait for the allocation to run before answering 202 (default: the server's "
         "COMPUTE_PROVISION_WAIT_SECONDS; 0 answers at once).",
     )
+
+
+class ForwardedProvision(BaseModel):
+    """What a worker forwards to the owner of a tenant's compute requests (internal route)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    request_id: str = Field(pattern=REQUEST_ID_PATTERN)
+    request: ComputeRequest
+    wait_seconds: float | None = Field(default=None, ge=0, le=MAX_WAIT_SECONDS)
 
 
 class CapacityQuery(BaseModel):
@@ -565,11 +575,8 @@ def internal_routes(local: LocalCompute, token: str) -> web.RouteTableDef:
     @routes.post(f"{INTERNAL_BASE}/provision")
     async def provision(request: web.Request) -> web.Response:
         check(request)
-        payload = await request.json()
-        compute_request = ComputeRequest.model_validate(payload["request"])
-        wait = payload.get("wait_seconds")
-        return (await local.provision(str(payload["request_id"]), compute_request,
-                                      float(wait) if wait is not None else None)).response()
+        forwarded = parse_model(ForwardedProvision, await json_body(request))
+        return (await local.provision(forwarded.request_id, forwarded.request, forwarded.wait_seconds)).response()
 
     @routes.get(INTERNAL_BASE + "/requests/{request_id}")
     async def status(request: web.Request) -> web.Response:

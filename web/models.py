@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from pipeline.events.models import REGION_PATTERN, QuotaResource, TenantId, Tier, UserId
+from pipeline.numbers import MAX_COUNT
 from pipeline.provisioners.tiers import Quota
 from pipeline.tenants.models import (
     OverQuota,
@@ -45,7 +46,7 @@ class ProvisionQuery(BaseModel):
 class TenantsQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    offset: int = Field(0, ge=0, description="How many tenants to skip (ordered by tenant id).")
+    offset: int = Field(0, ge=0, le=MAX_COUNT, description="How many tenants to skip (ordered by tenant id).")
     limit: int = Field(50, ge=1, le=200, description="Page size, at most 200.")
 
 

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipeline.numbers import MAX_QUANTITY
+
 Purpose = Literal["training", "fine-tuning", "inference", "notebook", "batch", "development", "other"]
 
 #: Upper bound of one request's duration (90 days); longer needs are contracts, not requests.
@@ -28,7 +30,7 @@ def normalize_name(value: str) -> str:
 class GpuSpec(BaseModel):
     """GPUs on one machine: accelerator name as in the catalogs (``H100``, ``A100-80GB``) and count."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     type: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._+-]*$")
     count: int = Field(ge=1, le=64)
@@ -37,7 +39,7 @@ class GpuSpec(BaseModel):
 class Resources(BaseModel):
     """Minimum resources of the one machine the request needs (offers may have more)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     gpu: GpuSpec | None = None
     vcpus: float = Field(default=0.0, ge=0, le=4096)
@@ -78,7 +80,7 @@ class ComputeSpec(BaseModel):
     for a scheduled job and must be timezone-aware.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     resources: Resources
     duration_hours: float = Field(gt=0, le=MAX_DURATION_HOURS)
@@ -87,7 +89,7 @@ class ComputeSpec(BaseModel):
     providers: list[str] | None = None
     exclude_providers: list[str] = Field(default_factory=list)
     spot_allowed: bool = False
-    max_price_per_hour: float | None = Field(default=None, gt=0)
+    max_price_per_hour: float | None = Field(default=None, gt=0, le=MAX_QUANTITY)
     purpose: Purpose = "other"
     start_at: AwareDatetime | None = None
 

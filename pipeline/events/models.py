@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.compute.request import ComputeSpec
+from pipeline.numbers import Count, FiniteFloat, Quantity
 
 SCHEMA_VERSION = 1
 
@@ -48,7 +49,7 @@ class Tier(StrEnum):
 class Event(BaseModel):
     """Fields every platform event carries."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
     event_id: Identifier = Field(description="Unique id of this event; redeliveries keep it.")
     tenant_id: TenantId
@@ -84,7 +85,7 @@ class ResourceAnomaly(Event):
     resource_id: str = Field(min_length=1, max_length=256)
     anomaly_type: str = Field(min_length=1, max_length=64)
     severity: Severity
-    value: float
+    value: FiniteFloat
 
 
 class ScalingRequest(Event):
@@ -109,17 +110,17 @@ class QuotaResource(StrEnum):
 
 class QuotaExceeded(Event):
     resource: QuotaResource
-    used: float = Field(ge=0)
-    limit: float = Field(ge=0)
+    used: Quantity
+    limit: Quantity
 
 
 class ResourceMetrics(Event):
     workload: Identifier
-    cpu_cores: float = Field(ge=0)
-    memory_gib: float = Field(ge=0)
-    gpus: float = Field(ge=0)
-    requests_per_s: float | None = Field(default=None, ge=0)
-    replicas: int | None = Field(default=None, ge=0)
+    cpu_cores: Quantity
+    memory_gib: Quantity
+    gpus: Quantity
+    requests_per_s: Quantity | None = None
+    replicas: Count | None = None
 
 
 class ComputeRequested(Event, ComputeSpec):
@@ -127,7 +128,7 @@ class ComputeRequested(Event, ComputeSpec):
     ``pipeline.compute.request.ComputeSpec`` (docs/compute.md). The request id is
     ``<tenant_id>.<request_name>``, or ``<tenant_id>.e<hash of event_id>`` without a name."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
     request_name: str | None = Field(
         default=None, pattern=r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$",
@@ -138,7 +139,7 @@ class ComputeRequested(Event, ComputeSpec):
 class QuotaUpdateRequested(Event):
     """Internal: the REST API asks the tenant's owner worker to replace its quota."""
 
-    quota: dict[str, float]
+    quota: dict[Annotated[str, Field(max_length=32)], Quantity] = Field(max_length=8)
     actor: str = Field(min_length=1, max_length=256)
 
 
@@ -192,12 +193,16 @@ class AuditEvent(BaseModel):
 
 
 class DeadLetter(BaseModel):
-    """An input that could not be processed, with the original bytes (base64) and the reason."""
+    """An input that could not be processed and why: the reason, and the original's first bytes (base64),
+    full length and SHA-256, so a dead letter stays small whatever the input's size."""
 
     source_topic: str
     reason: str
     detail: str
-    original_base64: str
+    original_base64: str = Field(description="The original's first bytes (all of it when not truncated).")
+    original_length: int = Field(0, ge=0, description="Length of the original in bytes.")
+    original_sha256: str = Field("", description="SHA-256 of the whole original (hex).")
+    original_truncated: bool = Field(False, description="Whether original_base64 holds only a prefix.")
     key: str | None
     occurred_at: AwareDatetime
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.numbers import MAX_QUANTITY, Quantity
 from pipeline.provisioners.errors import PermanentError, UnknownTierError
 
 DEFAULT_TIERS_FILE = Path(__file__).with_name("tiers.yaml")
@@ -25,25 +26,25 @@ _DATACENTER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Quota(_Model):
     """A tenant's resource quota: the quota table's numbers and the Kubernetes ResourceQuota's."""
 
-    cpu_cores: float = Field(ge=0)
-    memory_gib: int = Field(ge=0)
-    gpus: int = Field(ge=0)
-    storage_gib: int = Field(ge=0)
+    cpu_cores: Quantity
+    memory_gib: int = Field(ge=0, le=int(MAX_QUANTITY))
+    gpus: int = Field(ge=0, le=int(MAX_QUANTITY))
+    storage_gib: int = Field(ge=0, le=int(MAX_QUANTITY))
 
 
 class QuotaOverride(_Model):
     """Per-tenant changes to the tier's quota; ``None`` keeps the tier's value."""
 
-    cpu_cores: float | None = Field(default=None, ge=0)
-    memory_gib: int | None = Field(default=None, ge=0)
-    gpus: int | None = Field(default=None, ge=0)
-    storage_gib: int | None = Field(default=None, ge=0)
+    cpu_cores: Quantity | None = None
+    memory_gib: int | None = Field(default=None, ge=0, le=int(MAX_QUANTITY))
+    gpus: int | None = Field(default=None, ge=0, le=int(MAX_QUANTITY))
+    storage_gib: int | None = Field(default=None, ge=0, le=int(MAX_QUANTITY))
 
     def apply_to(self, quota: Quota) -> Quota:
         return quota.model_copy(update=self.model_dump(exclude_none=True))

@@ -30,20 +30,22 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
+from pipeline.numbers import MAX_COUNT, Quantity
+
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
 PolicyKind = Literal["target_tracking", "predictive", "scheduled", "cost_aware"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class RatePolicy(_Strict):
     """One HPA ``HPAScalingPolicy``: at most ``value`` pods / percent per ``period_seconds``."""
 
     type: Literal["Pods", "Percent"]
-    value: int = Field(gt=0)
+    value: int = Field(gt=0, le=100_000)
     period_seconds: int = Field(gt=0, le=1800)
 
 
@@ -141,7 +143,7 @@ class PredictivePolicy(PolicyBase):
     policy recommended within this window."""
     forecast_only: bool = False
     """Compute and explain the desired value but never act on it."""
-    min_residuals: int = Field(30, ge=0)
+    min_residuals: int = Field(30, ge=0, le=MAX_COUNT)
     """Below this many forecast residuals behind the band, the policy abstains (warm-up)."""
 
     @model_validator(mode="after")
@@ -210,17 +212,17 @@ class CapacityClass(_Strict):
     """A kind of capacity (on-demand, spot, reserved...) with its price."""
 
     name: str = Field(pattern=_ID_PATTERN)
-    price_per_unit_hour: float = Field(ge=0.0)
+    price_per_unit_hour: Quantity
     """Price of one unit of capacity (the unit of ``capacity_per_replica``) for one hour."""
-    max_replicas: int | None = Field(None, ge=0)
+    max_replicas: int | None = Field(None, ge=0, le=100_000)
     """How many replicas this class can supply (None: unlimited)."""
 
 
 class CostAwarePolicy(PolicyBase):
     kind: Literal["cost_aware"] = "cost_aware"
     currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
-    budget_per_hour: float | None = Field(None, ge=0.0)
-    budget_per_month: float | None = Field(None, ge=0.0)
+    budget_per_hour: Quantity | None = None
+    budget_per_month: Quantity | None = None
     capacity_classes: list[CapacityClass] = Field(min_length=1, max_length=20)
     prefer_cheaper: bool = True
     """Fill the cheapest classes first (otherwise in the listed order)."""
