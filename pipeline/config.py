@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.compute.kubernetes_provider import KubernetesProviderConfig
 from pipeline.compute.optimizer import TenantComputeSettings
+from pipeline.events.models import Tier
 
 EventLoop = Literal["uvloop", "asyncio"]
 
@@ -174,6 +175,9 @@ class Settings(BaseSettings):
     # -- end scaling --
 
     # Auth
+    self_service_tier: Tier = Field(
+        Tier.FREE, description="The tier a tenant-admin's own provisioning gets; other tiers: platform-admin only."
+    )
     jwt_secret: SecretStr | None = None
     jwt_public_key: str | None = None
     jwt_jwks_url: str | None = None
