@@ -179,6 +179,14 @@ class Settings(BaseSettings):
         Tier.FREE, description="The tier a tenant-admin's own provisioning gets; other tiers: platform-admin only."
     )
     jwt_secret: SecretStr | None = None
+    peer_secret: SecretStr | None = Field(
+        None, description="Shared by the workers of a group only: guards /internal/ (at least 32 characters; the "
+        "worker refuses to start without it).",
+    )
+    peer_network_encrypted: bool = Field(
+        False, description="The network between workers is encrypted (mesh mTLS, WireGuard): peer calls, which "
+        "carry secrets over plain http, may leave 127.0.0.1.",
+    )
     jwt_public_key: str | None = None
     jwt_jwks_url: str | None = None
     jwt_audience: str | None = None

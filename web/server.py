@@ -24,6 +24,7 @@ from web.api import Operation, Planner, Readiness, build_api
 from web.auth import Authenticator
 from web.errors import Handler, error_middleware, route_pattern
 from web.live import LiveHub, events_handler
+from web.peers import peer_middleware, peer_secret
 from web.state import CommandGateway, StateReader
 
 logger = logging.getLogger(__name__)
@@ -164,4 +165,5 @@ def mount(app: Any, web_driver: Any) -> None:
     install(web_driver.web_app, reader, gateway, Authenticator.from_settings(app.settings), readiness, planner,
             extra_operations, app.settings.self_service_tier)
     web_driver.web_app.router.add_routes(faust_state.internal_routes(app))
+    web_driver.web_app.middlewares.append(peer_middleware(peer_secret(app.settings), gateway.audit))
     logger.info("web layer mounted: /api/v1, /ui/, /health, /ready, /metrics")
