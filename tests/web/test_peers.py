@@ -91,3 +91,22 @@ async def test_a_compute_forward_to_a_plain_http_remote_owner_is_not_made() -> N
     router = OwnerRouter(app=None, token=PEER_SECRET, records_topic=None)
     reply = await router.forward(URL("http://10.9.8.7:6066"), "POST", "/internal/v1/compute/requests/a.b/access")
     assert reply.status == 503 and reply.body["error"]["code"] == "peer-transport-insecure"
+
+
+async def test_a_scaling_read_is_not_forwarded_with_the_users_token_over_plain_http() -> None:
+    from tests.web.conftest import ADMIN, FakeReadiness, bearer, fixed_quota, tenant_event
+    from tests.web.test_scaling_api import RemoteBackend, make_engine
+    from web.auth import Authenticator
+    from web.memory_state import MemoryState
+    from web.scaling import scaling_operations
+    from web.server import build_root_app
+
+    state = MemoryState(quota_for_tier=fixed_quota)
+    await state.submit_tenant(tenant_event("acme"))
+    backend = RemoteBackend(make_engine(state), URL("http://10.9.8.7:6066"))
+    app = build_root_app(state, state, Authenticator(hs256_secret=SECRET), FakeReadiness(),
+                         extra_operations=scaling_operations(backend, state))
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/api/v1/scaling/policies?tenant_id=acme", headers=bearer(ADMIN))
+        assert response.status == 503
+        assert (await response.json())["error"]["code"] == "peer-transport-insecure"
