@@ -5,16 +5,28 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Development-only signing secret for JWTs; set JWT_SECRET (or RS256 keys) for anything real.
 export JWT_SECRET ?= dev-only-secret-change-me
+# Development-only secret of the workers' internal endpoints; set a random PEER_SECRET for anything real.
+export PEER_SECRET ?= dev-only-peer-secret-change-me-0123456789
 
-.PHONY: venv system-deps stack run test lint check down status env clean
+.PHONY: venv lock system-deps stack run test lint check down status env clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# requirements.lock pins every dependency (dev extras included) with hashes; regenerate it after changing
+# pyproject.toml with `make lock`.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --require-hashes -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
+
+# uv runs from a throwaway venv of its own; --python-platform: the lock is for the Linux x86-64 the service runs on.
+lock:
+	$(PYTHON) -m venv .lock-tools
+	.lock-tools/bin/pip install -q 'uv==0.13.9'
+	.lock-tools/bin/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-unknown-linux-gnu --no-header --annotation-style line -o requirements.lock
 
 # Toolchains the local stack builds its servers with, and the browser the dashboard test drives.
 system-deps:

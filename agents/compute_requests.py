@@ -22,7 +22,8 @@ async def compute_requests(stream: Any) -> None:
         if isinstance(event, Invalid):
             await dead_letter(COMPUTE_REQUESTS, message.value, message.key, event.reason, event.detail)
             continue
-        if processed_events.seen(event.event_id):
+        dedupe_key = processed_events.key(COMPUTE_REQUESTS, event.tenant_id, event.event_id)
+        if processed_events.seen(dedupe_key):
             EVENTS_DUPLICATE.labels(COMPUTE_REQUESTS).inc()
             continue
         try:
@@ -32,4 +33,4 @@ async def compute_requests(stream: Any) -> None:
         else:
             await runtime().submit_event(event)
             EVENTS_PROCESSED.labels(COMPUTE_REQUESTS).inc()
-        processed_events.mark(event.event_id)
+        processed_events.mark(dedupe_key)

@@ -193,7 +193,8 @@ async def process(
         message.ack()
         return
     marks = pending_marks(source_topic)
-    if event.event_id in marks or processed_events.seen(event.event_id):
+    dedupe_key = processed_events.key(source_topic, event.tenant_id, event.event_id)
+    if dedupe_key in marks or processed_events.seen(dedupe_key):
         EVENTS_DUPLICATE.labels(source_topic).inc()
         message.ack()
         return
@@ -205,4 +206,4 @@ async def process(
     else:
         sent = await send_all(emits)
         EVENTS_PROCESSED.labels(source_topic).inc()
-    await marks.add(message, event.event_id, sent)
+    await marks.add(message, dedupe_key, sent)

@@ -44,6 +44,7 @@ from tests.integration.worker import free_port
 ROOT = Path(__file__).resolve().parents[1]
 NAB_CLOUDWATCH = ROOT.parent / "shared" / "data" / "nab" / "data" / "realAWSCloudwatch"
 JWT_SECRET = "bench-secret-of-at-least-32-bytes-000"  # noqa: S105 - a local development worker
+PEER_SECRET = "bench-peer-secret-of-at-least-32-bytes"  # noqa: S105 - the workers of one local run
 #: Cores every workload is sized at: NAB's CPU-utilisation percentages become ``cpu_cores`` of this.
 WORKLOAD_CORES = 8.0
 WORKLOAD_MEMORY_GIB = 16.0
@@ -226,7 +227,8 @@ class Worker:
 
     def start(self) -> Worker:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.env, "WEB_PORT": str(self.port), "DATA_DIR": str(self.workdir / "data")}
+        env = {"PEER_SECRET": PEER_SECRET, **os.environ, **self.env, "WEB_PORT": str(self.port),
+               "DATA_DIR": str(self.workdir / "data")}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, *self.python_args, *self.command], cwd=self.cwd, env=env, stdout=log,

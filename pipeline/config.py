@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.compute.kubernetes_provider import KubernetesProviderConfig
 from pipeline.compute.optimizer import TenantComputeSettings
+from pipeline.events.models import Tier
 
 EventLoop = Literal["uvloop", "asyncio"]
 
@@ -182,7 +183,18 @@ class Settings(BaseSettings):
     # -- end scaling --
 
     # Auth
+    self_service_tier: Tier = Field(
+        Tier.FREE, description="The tier a tenant-admin's own provisioning gets; other tiers: platform-admin only."
+    )
     jwt_secret: SecretStr | None = None
+    peer_secret: SecretStr | None = Field(
+        None, description="Shared by the workers of a group only: guards /internal/ (at least 32 characters; the "
+        "worker refuses to start without it).",
+    )
+    peer_network_encrypted: bool = Field(
+        False, description="The network between workers is encrypted (mesh mTLS, WireGuard): peer calls, which "
+        "carry secrets over plain http, may leave 127.0.0.1.",
+    )
     jwt_public_key: str | None = None
     jwt_jwks_url: str | None = None
     jwt_audience: str | None = None

@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import logging
 import pkgutil
+import sys
 
 import faust
 from mode import Service
@@ -44,6 +45,13 @@ class BridgeService(Service):
 
 def run_worker(loglevel: str = "info") -> None:
     check_faust_version()
+    from web.peers import PeerConfigError, peer_secret
+
+    try:
+        peer_secret(app.settings)  # the internal endpoints are served by every worker
+    except PeerConfigError as exc:
+        sys.stderr.write(f"refusing to start: {exc}\n")
+        raise SystemExit(2) from None
     # Faust subscribes only to topics that exist when it starts: create them first, with the partition
     # count every per-tenant table shares.
     asyncio.run(ensure_kafka_topics(app.settings, kafka_topics(app.settings.dead_letter_topic)))

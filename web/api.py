@@ -21,7 +21,7 @@ from aiohttp.typedefs import Middleware
 from pydantic import BaseModel, ValidationError
 
 from pipeline import bounded_json
-from pipeline.events.models import TENANT_ID_PATTERN, AuditEvent, CommandAction, TenantCreated
+from pipeline.events.models import TENANT_ID_PATTERN, AuditEvent, CommandAction, TenantCreated, Tier
 from pipeline.provisioners.errors import PermanentError
 from pipeline.provisioners.tiers import Quota
 from pipeline.tenants.models import QuotaRecord, TenantRecord, TenantState
@@ -195,10 +195,27 @@ def command_planner() -> Planner:
 
 
 class _Api:
-    def __init__(self, reader: StateReader, gateway: CommandGateway, planner: Planner) -> None:
+    def __init__(
+        self, reader: StateReader, gateway: CommandGateway, planner: Planner, self_service_tier: Tier = Tier.FREE
+    ) -> None:
         self.reader = reader
         self.gateway = gateway
         self.planner = planner
+        self.self_service_tier = self_service_tier
+
+    def _tier(self, principal: Principal, requested: Tier | None) -> Tier:
+        """The tier a provisioning gets. The tier sets the quota and the fair-share weight, so choosing one is a
+        platform decision: a tenant-admin (re-)provisioning its own tenant gets the self-service tier."""
+        if principal.is_platform_admin:
+            return requested or self.self_service_tier
+        if requested is not None and requested is not self.self_service_tier:
+            raise ApiError(
+                403, "tier-not-allowed",
+                f"only a platform-admin may choose the tier {requested.value!r}; leave it out (or ask for "
+                f"{self.self_service_tier.value!r}) and ask the platform for an upgrade",
+                {"requested": requested.value, "allowed": self.self_service_tier.value},
+            )
+        return self.self_service_tier
 
     async def _live_tenant(self, tenant_id: str) -> TenantRecord:
         tenant = await self.reader.tenant(tenant_id)
@@ -227,8 +244,11 @@ class _Api:
             audit.tenant_id = body["tenant_id"][:64]
         req = parse_model(ProvisionRequest, body)
         authorize(principal_of(request), Access.WRITE, req.tenant_id)
+        tier = self._tier(principal_of(request), req.tier)
         try:
-            event = TenantCreated(event_id=uuid.uuid4().hex, occurred_at=_now(), **req.model_dump())
+            event = TenantCreated(
+                event_id=uuid.uuid4().hex, occurred_at=_now(), **{**req.model_dump(), "tier": tier}
+            )
         except ValidationError as exc:
             raise ApiError(422, "validation-error", "the request body is invalid", validation_details(exc)) from None
         audit.detail.update(tier=event.tier.value, event_id=event.event_id)
@@ -507,6 +527,7 @@ def build_api(
     *,
     readiness: Readiness | None = None,
     extra_operations: Sequence[Operation] = (),
+    self_service_tier: Tier = Tier.FREE,
 ) -> web.Application:
     """The /api/v1 sub-application (mount it with ``root.add_subapp("/api/v1", api)``).
 
@@ -514,9 +535,10 @@ def build_api(
     dry run shows the provisioning commands that would be emitted. ``readiness`` (optional) makes data
     routes answer 503 while the worker is not ready to serve its tables. ``extra_operations`` are the routes of
     other resources (scaling, compute), built by their own modules with the same ``Operation`` record, so
-    they share authentication, tenant isolation, audit and the OpenAPI document.
+    they share authentication, tenant isolation, audit and the OpenAPI document. ``self_service_tier`` is the
+    only tier a tenant-admin may provision its own tenant with.
     """
-    api = _Api(reader, gateway, planner or command_planner())
+    api = _Api(reader, gateway, planner or command_planner(), self_service_tier)
     app = web.Application(middlewares=[api_middleware(auth, gateway, readiness)])
     ops = [*operations(api), *extra_operations]
     app[OPERATIONS_KEY] = {op.name: op for op in ops}

@@ -22,11 +22,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +169,9 @@ class Authenticator:
         issuer: str | None = None,
         leeway: timedelta = timedelta(seconds=5),
         jwks_timeout: float = 5.0,
+        jwks_lifespan: float = 300.0,
+        jwks_min_refetch_interval: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.audience = audience
         self.issuer = issuer
@@ -173,6 +179,7 @@ class Authenticator:
         self._hmac_key: bytes | None = None
         self._rsa_key: RSAPublicKey | None = None
         self._jwks: jwt.PyJWKClient | None = None
+        self._jwks_keys = _JwksKeys(jwks_lifespan, jwks_min_refetch_interval, clock)
         if rs256_public_key is not None or jwks_url:
             self.algorithm: str | None = RS256
             if isinstance(rs256_public_key, str):
@@ -180,7 +187,7 @@ class Authenticator:
             else:
                 self._rsa_key = rs256_public_key
             if jwks_url:
-                self._jwks = jwt.PyJWKClient(jwks_url, cache_jwk_set=True, lifespan=300, timeout=jwks_timeout)
+                self._jwks = jwt.PyJWKClient(jwks_url, cache_jwk_set=False, cache_keys=False, timeout=jwks_timeout)
             if hs256_secret:
                 logger.warning("JWT_SECRET is ignored: RS256 keys are configured, so HS256 tokens are refused")
         elif hs256_secret:
@@ -256,23 +263,78 @@ class Authenticator:
         if self._jwks is not None and (kid is not None or self._rsa_key is None):
             if not isinstance(kid, str) or not kid:
                 raise AuthError("token has no 'kid' header to select a signing key")
-            return await asyncio.to_thread(self._jwks_key, kid)
+            return await self._jwks_key(self._jwks, kid)
         return self._rsa_key
 
-    def _jwks_key(self, kid: str) -> RSAPublicKey:
-        assert self._jwks is not None
-        try:
-            jwk = self._jwks.get_signing_key(kid)
-        except jwt.PyJWKClientConnectionError as exc:
-            logger.warning("cannot fetch the JWKS from %s: %s", self._jwks.uri, exc)
-            raise AuthUnavailable("the token signing keys cannot be fetched right now") from None
-        except (jwt.PyJWKClientError, jwt.PyJWKSetError):
-            raise AuthError("token key id is unknown") from None
+    async def _jwks_key(self, client: jwt.PyJWKClient, kid: str) -> RSAPublicKey:
+        jwk = await self._jwks_keys.get(client, kid)
         if jwk.algorithm_name != RS256 or not isinstance(jwk.key, RSAPublicKey):
             raise AuthError("token key is not an RS256 key")
         if jwk.key.key_size < MIN_RSA_BITS:
             raise AuthError("token key is too short")
         return jwk.key
+
+
+class _JwksKeys:
+    """The signing keys of a JWKS URL, fetched at most once per ``min_refetch_interval``.
+
+    An unknown ``kid`` may mean the keys were rotated, so it triggers a refetch; but anyone can send tokens
+    with made-up kids, so refetches are rate limited (until the interval has passed, an unknown kid is
+    refused from the cache) and serialised (a burst causes one fetch). The blocking HTTP fetch runs on a
+    thread of its own, never on the event loop's default pool the rest of the worker shares. When the
+    endpoint cannot be reached, the keys already known keep verifying tokens.
+    """
+
+    def __init__(self, lifespan: float, min_refetch_interval: float, clock: Callable[[], float]) -> None:
+        self.lifespan = lifespan
+        self.min_refetch_interval = min_refetch_interval
+        self.clock = clock
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at: float | None = None  # last successful fetch
+        self._tried_at: float | None = None  # last attempt, successful or not
+        self._lock = asyncio.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self.fetches = 0
+
+    def _fresh(self, now: float) -> bool:
+        return self._fetched_at is not None and now - self._fetched_at < self.lifespan
+
+    def _may_fetch(self, now: float) -> bool:
+        return self._tried_at is None or now - self._tried_at >= self.min_refetch_interval
+
+    async def get(self, client: jwt.PyJWKClient, kid: str) -> jwt.PyJWK:
+        if kid in self._keys and self._fresh(self.clock()):
+            return self._keys[kid]
+        async with self._lock:
+            now = self.clock()
+            stale = not self._fresh(now)
+            if (stale or kid not in self._keys) and self._may_fetch(now):
+                await self._fetch(client, now, required=not self._keys)
+            elif not self._keys:
+                raise AuthUnavailable("the token signing keys cannot be fetched right now")
+        jwk = self._keys.get(kid)
+        if jwk is None:
+            raise AuthError("token key id is unknown")
+        return jwk
+
+    async def _fetch(self, client: jwt.PyJWKClient, now: float, required: bool) -> None:
+        self._tried_at = now
+        self.fetches += 1
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jwks-fetch")
+        loop = asyncio.get_running_loop()
+        try:
+            keys = await loop.run_in_executor(self._executor, partial(client.get_signing_keys, refresh=True))
+        except jwt.PyJWKClientConnectionError as exc:
+            logger.warning("cannot fetch the JWKS from %s: %s", client.uri, exc)
+            if required:
+                raise AuthUnavailable("the token signing keys cannot be fetched right now") from None
+            return
+        except (jwt.PyJWKClientError, jwt.PyJWKSetError) as exc:
+            logger.warning("the JWKS from %s has no usable signing key: %s", client.uri, exc)
+            keys = []
+        self._keys = {key.key_id: key for key in keys if key.key_id}
+        self._fetched_at = now
 
 
 def _principal(claims: dict[str, Any]) -> Principal:

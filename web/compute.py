@@ -4,7 +4,7 @@ Everything about a tenant's compute requests happens on the worker owning the te
 (table ``compute-records``), its quota, its allocations in flight and its access details not yet handed out
 live there. The worker that receives a request authenticates, authorizes and audits it (the API middleware),
 then runs it itself when it owns the tenant, else forwards it to the owner's internal endpoint
-(``/internal/v1/compute/...``, guarded by the internal token) and relays the answer. The tenant of
+(``/internal/v1/compute/...``, guarded by PEER_SECRET) and relays the answer. The tenant of
 ``/compute/provision/{request_id}`` is the part of the id before the ``.`` (``acme.c1f0...``).
 
 Secret delivery (docs/compute.md, "Access details over REST"): ``POST /compute/provision`` waits up to
@@ -39,6 +39,7 @@ from pipeline.tenants.models import TenantRecord, TenantState
 from web.api import Operation, audit_of, json_body, parse_model, parse_query, principal_of, tenant_not_found
 from web.auth import Access, authorize, forbidden
 from web.errors import ApiError, error_body
+from web.peers import insecure_transport, peer_headers, require_peer, transport_allowed
 from web.routing import owner_of, peer_urls
 
 logger = logging.getLogger(__name__)
@@ -350,10 +351,11 @@ class LocalCompute:
 class OwnerRouter:
     """Which worker owns a tenant's compute records, and calls to its internal endpoints."""
 
-    def __init__(self, app: Any, token: str, records_topic: Any) -> None:
+    def __init__(self, app: Any, token: str, records_topic: Any, network_encrypted: bool = False) -> None:
         self.app = app
         self.token = token
         self.records_topic = records_topic
+        self.network_encrypted = network_encrypted
 
     def owner(self, tenant_id: str) -> URL | None:
         """URL of the worker owning ``tenant_id``'s compute records, or ``None`` when that is this worker."""
@@ -364,7 +366,9 @@ class OwnerRouter:
 
     async def forward(self, owner: URL, method: str, path: str, *, body: Any = None, timeout_s: float = 30.0,
                       query: dict[str, str] | None = None) -> Reply:
-        headers = {"X-Internal-Token": self.token}
+        if not transport_allowed(owner, self.network_encrypted):
+            return Reply.error(insecure_transport(owner))
+        headers = peer_headers(self.token)
         url = owner.with_path(path).with_query(query or {})
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session, \
@@ -563,42 +567,40 @@ def operations(api: ComputeApi) -> list[Operation]:
 
 
 def internal_routes(local: LocalCompute, token: str) -> web.RouteTableDef:
-    """What forwarding workers call on the owner (guarded by the internal token)."""
-    import hmac
-
+    """What forwarding workers call on the owner (guarded by the peer credential, audited by the peer
+    middleware of ``web/peers.py``)."""
     routes = web.RouteTableDef()
 
     def check(request: web.Request) -> None:
-        if not hmac.compare_digest(request.headers.get("X-Internal-Token", ""), token):
-            raise web.HTTPForbidden()
+        require_peer(request, token)
 
-    @routes.post(f"{INTERNAL_BASE}/provision")
+    @routes.post(f"{INTERNAL_BASE}/provision", name="internal_compute_provision")
     async def provision(request: web.Request) -> web.Response:
         check(request)
         forwarded = parse_model(ForwardedProvision, await json_body(request))
         return (await local.provision(forwarded.request_id, forwarded.request, forwarded.wait_seconds)).response()
 
-    @routes.get(INTERNAL_BASE + "/requests/{request_id}")
+    @routes.get(INTERNAL_BASE + "/requests/{request_id}", name="internal_compute_status")
     async def status(request: web.Request) -> web.Response:
         check(request)
         return (await local.status(request.match_info["request_id"])).response()
 
-    @routes.delete(INTERNAL_BASE + "/requests/{request_id}")
+    @routes.delete(INTERNAL_BASE + "/requests/{request_id}", name="internal_compute_terminate")
     async def terminate(request: web.Request) -> web.Response:
         check(request)
         return (await local.terminate(request.match_info["request_id"])).response()
 
-    @routes.post(INTERNAL_BASE + "/requests/{request_id}/access")
+    @routes.post(INTERNAL_BASE + "/requests/{request_id}/access", name="internal_compute_access_claim")
     async def claim(request: web.Request) -> web.Response:
         check(request)
         return (await local.claim(request.match_info["request_id"])).response()
 
-    @routes.get(f"{INTERNAL_BASE}/capacity")
+    @routes.get(f"{INTERNAL_BASE}/capacity", name="internal_compute_capacity")
     async def capacity(request: web.Request) -> web.Response:
         check(request)
         return (await local.capacity(request.query.get("tenant_id"))).response()
 
-    @routes.get(f"{INTERNAL_BASE}/holding")
+    @routes.get(f"{INTERNAL_BASE}/holding", name="internal_compute_holding")
     async def holding(request: web.Request) -> web.Response:
         check(request)
         return web.json_response(local.holding())
@@ -613,7 +615,7 @@ def worker_operations(app: Any) -> list[Operation]:
     from tables.tenants import tenants
     from web.faust_state import internal_token
 
-    router = OwnerRouter(app, internal_token(app), records_topic)
+    router = OwnerRouter(app, internal_token(app), records_topic, app.settings.peer_network_encrypted)
     local = LocalCompute(runtime(), tenants.get, router.holding_from_peers)
     app.web.web_app.router.add_routes(internal_routes(local, internal_token(app)))
     return operations(ComputeApi(local, router, app.settings.compute_provision_wait_seconds))

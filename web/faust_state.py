@@ -10,8 +10,6 @@ costs one hop on a miss.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -39,6 +37,7 @@ from tables.tenants import tenants
 from tables.usage import usage
 from tables.utilization import RecentUtilization
 from web.api import Operation
+from web.peers import insecure_transport, peer_headers, peer_secret, require_peer, transport_allowed
 from web.routing import owner_of, peer_urls
 from web.state import LiveUpdate, Page
 
@@ -66,10 +65,8 @@ _READABLE: dict[str, _Readable] = {**_TABLES, "utilization": RecentUtilization()
 
 
 def internal_token(app: ProvisioningApp) -> str:
-    """A secret every worker of the group derives alike, guarding the internal state endpoints."""
-    settings = app.settings
-    key = (settings.jwt_secret.get_secret_value() if settings.jwt_secret else settings.app_id).encode()
-    return hmac.new(key, b"internal-state-v1:" + settings.app_id.encode(), hashlib.sha256).hexdigest()
+    """The credential of peer calls (PEER_SECRET; the worker does not start without it)."""
+    return peer_secret(app.settings)
 
 
 def owner_of_tenant(app: ProvisioningApp, tenant_id: str) -> URL | None:
@@ -112,7 +109,9 @@ class FaustStateReader:
         return peer_urls(self.app)
 
     async def _fetch(self, owner: URL, path: str) -> Any:
-        headers = {"X-Internal-Token": internal_token(self.app)}
+        if not transport_allowed(owner, self.app.settings.peer_network_encrypted):
+            raise insecure_transport(owner)
+        headers = peer_headers(internal_token(self.app))
         timeout = aiohttp.ClientTimeout(total=5)
         async with aiohttp.ClientSession(timeout=timeout) as session, session.get(
             owner.with_path(path), headers=headers
@@ -176,20 +175,19 @@ class FaustStateReader:
 
 
 def internal_routes(app: ProvisioningApp) -> aioweb.RouteTableDef:
-    """The endpoints peers call to read this worker's local tables (guarded by the internal token)."""
+    """The endpoints peers call to read this worker's local tables (guarded by PEER_SECRET)."""
     routes = aioweb.RouteTableDef()
     expected = internal_token(app)
 
     def check(request: aioweb.Request) -> None:
-        if not hmac.compare_digest(request.headers.get("X-Internal-Token", ""), expected):
-            raise aioweb.HTTPForbidden()
+        require_peer(request, expected)
 
-    @routes.get(f"{INTERNAL_PREFIX}/tenants")
+    @routes.get(f"{INTERNAL_PREFIX}/tenants", name="internal_state_tenants")
     async def local_tenants(request: aioweb.Request) -> aioweb.Response:
         check(request)
         return aioweb.json_response([value.model_dump(mode="json") for _, value in tenants.items()])
 
-    @routes.get(INTERNAL_PREFIX + "/{table}/{key}")
+    @routes.get(INTERNAL_PREFIX + "/{table}/{key}", name="internal_state_value")
     async def local_value(request: aioweb.Request) -> aioweb.Response:
         check(request)
         table = _READABLE.get(request.match_info["table"])

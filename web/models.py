@@ -32,7 +32,12 @@ class ProvisionRequest(BaseModel):
 
     tenant_id: TenantId
     name: str = Field(min_length=1, max_length=200)
-    tier: Tier
+    tier: Tier | None = Field(
+        default=None,
+        description="Only a platform-admin may choose the tier (it sets the quota and the fair-share weight); "
+        "left out, the tenant gets the self-service tier (SELF_SERVICE_TIER, default free). A tenant-admin "
+        "asking for any other tier is refused with 403.",
+    )
     region: str | None = Field(default=None, max_length=32, pattern=REGION_PATTERN)
     owner_user_id: UserId | None = None
 

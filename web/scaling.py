@@ -46,6 +46,7 @@ from web.api import (
 )
 from web.auth import Access, Principal, authorize, forbidden
 from web.errors import ApiError
+from web.peers import insecure_transport, transport_allowed
 from web.routing import peer_urls
 from web.state import LiveUpdate, StateReader
 
@@ -197,9 +198,16 @@ def _tenant_of(principal: Principal, requested: str | None, access: Access, *, r
 
 
 class _ScalingApi:
-    def __init__(self, backend: ScalingBackend, reader: StateReader) -> None:
+    def __init__(self, backend: ScalingBackend, reader: StateReader, network_encrypted: bool = False) -> None:
         self.backend = backend
         self.reader = reader
+        self.network_encrypted = network_encrypted
+
+    def _reachable(self, owner: URL) -> URL:
+        """``owner``, if the user's bearer token may be forwarded to it (web/peers.py: the transport rule)."""
+        if not transport_allowed(owner, self.network_encrypted):
+            raise insecure_transport(owner)
+        return owner
 
     # -- routing ---------------------------------------------------------------------------------------
 
@@ -210,7 +218,7 @@ class _ScalingApi:
 
     async def _forward(self, request: web.Request, owner: URL) -> web.Response:
         headers = {FORWARDED_HEADER: "1", "Authorization": request.headers.get("Authorization", "")}
-        target = owner.with_path(request.path).with_query(request.query)
+        target = self._reachable(owner).with_path(request.path).with_query(request.query)
         try:
             async with aiohttp.ClientSession(timeout=_FORWARD_TIMEOUT) as session, session.get(
                 target, headers=headers
@@ -223,7 +231,7 @@ class _ScalingApi:
 
     async def _remote_json(self, request: web.Request, owner: URL, path: str, query: Mapping[str, str]) -> Any:
         headers = {FORWARDED_HEADER: "1", "Authorization": request.headers.get("Authorization", "")}
-        target = owner.with_path(path).with_query(query)
+        target = self._reachable(owner).with_path(path).with_query(query)
         try:
             async with aiohttp.ClientSession(timeout=_FORWARD_TIMEOUT) as session, session.get(
                 target, headers=headers
@@ -293,7 +301,7 @@ class _ScalingApi:
         for peer in self.backend.peers():
             try:
                 async with aiohttp.ClientSession(timeout=_FORWARD_TIMEOUT) as session, session.get(
-                    peer.with_path(path), headers=headers
+                    self._reachable(peer).with_path(path), headers=headers
                 ) as response:
                     response.raise_for_status()
                     listing = PolicyList.model_validate(await response.json())
@@ -397,9 +405,11 @@ def _policy_not_found(tenant_id: str, policy_id: str) -> ApiError:
 _AUTH = (401, 403, 503)
 
 
-def scaling_operations(backend: ScalingBackend, reader: StateReader) -> list[Operation]:
+def scaling_operations(
+    backend: ScalingBackend, reader: StateReader, network_encrypted: bool = False
+) -> list[Operation]:
     """The scaling routes over ``backend`` (the worker's tables, or an engine's in tests)."""
-    api = _ScalingApi(backend, reader)
+    api = _ScalingApi(backend, reader, network_encrypted)
     policy_errors = (400, *_AUTH, 404, 422, 500)
     return [
         Operation(
@@ -515,7 +525,8 @@ def worker_operations(app: Any) -> list[Operation]:
             hub.dispatch(update)
 
     scaling_decisions.listeners.append(publish_decisions(publish))
-    return scaling_operations(FaustScalingBackend(app, ENGINE), FaustStateReader(app))
+    return scaling_operations(FaustScalingBackend(app, ENGINE), FaustStateReader(app),
+                              app.settings.peer_network_encrypted)
 
 
 __all__: Sequence[str] = ["EngineBackend", "FaustScalingBackend", "ScalingBackend", "scaling_operations",

@@ -18,11 +18,13 @@ from aiohttp import web
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
+from pipeline.events.models import Tier
 from pipeline.metrics import HTTP_LATENCY
 from web.api import Operation, Planner, Readiness, build_api
 from web.auth import Authenticator
 from web.errors import Handler, error_middleware, route_pattern
 from web.live import LiveHub, events_handler
+from web.peers import peer_middleware, peer_secret
 from web.state import CommandGateway, StateReader
 
 logger = logging.getLogger(__name__)
@@ -106,6 +108,7 @@ def install(
     readiness: Readiness,
     planner: Planner | None,
     extra_operations: Sequence[Operation] = (),
+    self_service_tier: Tier = Tier.FREE,
 ) -> None:
     """Add every route, the /api/v1 sub-app, the middlewares and the live hub to ``app`` (not started yet)."""
     app.middlewares.append(latency_middleware)
@@ -114,7 +117,7 @@ def install(
     app.router.add_route("GET", "/ready", ready_handler(readiness), name="ready")
     app.router.add_route("GET", "/metrics", metrics, name="metrics")
     app.add_subapp(API_PREFIX, build_api(reader, gateway, auth, planner, readiness=readiness,
-                                           extra_operations=extra_operations))
+                                           extra_operations=extra_operations, self_service_tier=self_service_tier))
     hub = LiveHub(reader)
     app[HUB_KEY] = hub
     app.on_startup.append(hub.on_startup)
@@ -133,10 +136,11 @@ def build_root_app(
     readiness: Readiness,
     planner: Planner | None = None,
     extra_operations: Sequence[Operation] = (),
+    self_service_tier: Tier = Tier.FREE,
 ) -> web.Application:
     """A root Application with everything ``mount`` adds to the worker's, for tests or a standalone server."""
     app = web.Application()
-    install(app, reader, gateway, auth, readiness, planner, extra_operations)
+    install(app, reader, gateway, auth, readiness, planner, extra_operations, self_service_tier)
     return app
 
 
@@ -159,6 +163,7 @@ def mount(app: Any, web_driver: Any) -> None:
 
     extra_operations = faust_state.build_extra_operations(app)
     install(web_driver.web_app, reader, gateway, Authenticator.from_settings(app.settings), readiness, planner,
-            extra_operations)
+            extra_operations, app.settings.self_service_tier)
     web_driver.web_app.router.add_routes(faust_state.internal_routes(app))
+    web_driver.web_app.middlewares.append(peer_middleware(peer_secret(app.settings), gateway.audit))
     logger.info("web layer mounted: /api/v1, /ui/, /health, /ready, /metrics")

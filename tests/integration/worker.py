@@ -20,6 +20,8 @@ import pytest
 from pipeline.devstack.process import log_tail
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The workers of one test run share this internal-endpoint secret (the worker refuses to start without one).
+PEER_SECRET = "integration-peer-secret-of-32-chars-or-more"
 
 T = TypeVar("T")
 
@@ -47,7 +49,7 @@ class WorkerProcess:
     """One worker on 127.0.0.1:``port`` with its own data dir; logs to ``log_path``."""
 
     def __init__(self, env: dict[str, str], port: int, data_dir: Path, log_path: Path) -> None:
-        self.env = {**os.environ, **env, "WEB_PORT": str(port), "DATA_DIR": str(data_dir)}
+        self.env = {"PEER_SECRET": PEER_SECRET, **os.environ, **env, "WEB_PORT": str(port), "DATA_DIR": str(data_dir)}
         self.port = port
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None

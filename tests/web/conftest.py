@@ -20,6 +20,7 @@ from web.memory_state import MemoryState
 from web.server import build_root_app
 
 SECRET = "unit-test-secret-0123456789abcdef-0123456789"
+PEER_SECRET = "unit-test-peer-secret-0123456789abcdef"
 TIER_QUOTAS = {
     Tier.FREE: Quota(cpu_cores=1, memory_gib=2, gpus=0, storage_gib=5),
     Tier.STANDARD: Quota(cpu_cores=4, memory_gib=16, gpus=0, storage_gib=100),

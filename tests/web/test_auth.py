@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -479,3 +480,69 @@ async def test_issue_dev_token_round_trips():
 
 def test_memory_state_fixture_helper_is_deterministic():
     assert fixed_quota.__name__ == "fixed_quota"
+
+
+# -- JWKS refetches: rate limited, off the shared thread pool ------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_burst_of_unknown_kids_causes_at_most_one_refetch(jwks: JwksServer, rsa_key):
+    clock = FakeClock()
+    auth = Authenticator(jwks_url=jwks.url, jwks_min_refetch_interval=30, clock=clock)
+    await auth.authenticate(rs256(rsa_key, kid="key-2024"))
+    assert jwks.requests == 1
+    forged = [rs256(rsa_key, kid=f"made-up-{i}") for i in range(100)]
+    results = await asyncio.gather(*(auth.authenticate(t) for t in forged), return_exceptions=True)
+    assert all(isinstance(r, AuthError) and "unknown" in str(r) for r in results)
+    assert jwks.requests <= 2  # was one blocking fetch per request
+    clock.now += 10
+    for forged_token in forged[:20]:
+        with pytest.raises(AuthError, match="unknown"):
+            await auth.authenticate(forged_token)
+    assert jwks.requests <= 2
+    await auth.authenticate(rs256(rsa_key, kid="key-2024"))  # the known key still verifies, from the cache
+    assert jwks.requests <= 2
+
+
+async def test_a_rotated_in_key_is_fetched_once_the_interval_has_passed(jwks: JwksServer, rsa_key, other_rsa_key):
+    clock = FakeClock()
+    auth = Authenticator(jwks_url=jwks.url, jwks_min_refetch_interval=30, clock=clock)
+    await auth.authenticate(rs256(rsa_key, kid="key-2024"))
+    new = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(other_rsa_key.public_key()))
+    jwks.document["keys"].append({**new, "kid": "key-2025", "use": "sig", "alg": "RS256"})
+    clock.now += 31
+    principal = await auth.authenticate(rs256(other_rsa_key, kid="key-2025", sub="rotated"))
+    assert principal.sub == "rotated" and jwks.requests == 2
+
+
+async def test_an_unreachable_jwks_keeps_the_known_keys_and_is_not_hammered(jwks: JwksServer, rsa_key):
+    clock = FakeClock()
+    auth = Authenticator(jwks_url=jwks.url, jwks_lifespan=60, jwks_min_refetch_interval=30, clock=clock)
+    await auth.authenticate(rs256(rsa_key, kid="key-2024"))
+    jwks.fail = True
+    clock.now += 61  # the key set is stale: one refetch, which fails
+    for _ in range(10):
+        await auth.authenticate(rs256(rsa_key, kid="key-2024"))
+    assert jwks.requests == 2
+
+
+async def test_jwks_fetches_run_on_their_own_thread(jwks: JwksServer, rsa_key, monkeypatch):
+    import threading
+
+    threads: list[str] = []
+    fetch = jwt.PyJWKClient.fetch_data
+
+    def recording(self):
+        threads.append(threading.current_thread().name)
+        return fetch(self)
+
+    monkeypatch.setattr(jwt.PyJWKClient, "fetch_data", recording)
+    await Authenticator(jwks_url=jwks.url).authenticate(rs256(rsa_key, kid="key-2024"))
+    assert len(threads) == 1 and threads[0].startswith("jwks-fetch")

@@ -197,9 +197,9 @@ class FakeFaustApp:
         from pydantic import SecretStr
 
         from pipeline.config import Settings
-        from tests.web.conftest import SECRET
+        from tests.web.conftest import PEER_SECRET, SECRET
 
-        self.settings = Settings(jwt_secret=SecretStr(SECRET))
+        self.settings = Settings(jwt_secret=SecretStr(SECRET), peer_secret=SecretStr(PEER_SECRET))
         self.ready = (False, "waiting to join the consumer group")
 
 
@@ -275,7 +275,16 @@ async def test_mount_installs_everything_on_the_workers_application(monkeypatch)
         stream = await worker.get("/ui/events", params={"access_token": ADMIN})
         assert (await next_event(stream))[0] == "snapshot"
         stream.close()
-        assert (await worker.get("/internal/v1/state/tenants")).status == 200
+        # the internal endpoints: guarded by PEER_SECRET on every route, and every call audited
+        assert (await worker.get("/internal/v1/state/tenants")).status == 403
+        guessed = {"X-Peer-Token": "x" * 40, "X-Internal-Token": "x" * 40}
+        assert (await worker.get("/internal/v1/state/tenants", headers=guessed)).status == 403
+        peer = {"X-Peer-Token": faust_app.settings.peer_secret.get_secret_value()}
+        assert (await worker.get("/internal/v1/state/tenants", headers=peer)).status == 200
+        internal = [r for r in state.audit_log if r.action.startswith("internal")]
+        assert [(r.outcome, r.actor.split(":")[0], r.detail["status"]) for r in internal] == [
+            ("refused", "anonymous", 403), ("refused", "anonymous", 403), ("succeeded", "peer", 200),
+        ]
 
 
 async def test_the_stream_understands_table_named_updates(client: TestClient, state: MemoryState):
