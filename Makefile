@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Development-only signing secret for JWTs; set JWT_SECRET (or RS256 keys) for anything real.
 export JWT_SECRET ?= dev-only-secret-change-me
+# Development-only key of the forecaster snapshots (HMAC-SHA256); set SNAPSHOT_SIGNING_KEY for anything real.
+export SNAPSHOT_SIGNING_KEY ?= dev-only-snapshot-key-change-me
 
 .PHONY: venv system-deps stack run test lint check down status env clean
 
@@ -31,6 +33,7 @@ run: stack
 	@eval "$$($(PY) -m pipeline.devstack env)"; \
 	echo "== environment"; $(PY) -m pipeline.devstack env; \
 	echo "export JWT_SECRET=$$JWT_SECRET"; \
+	echo "export SNAPSHOT_SIGNING_KEY=$$SNAPSHOT_SIGNING_KEY"; \
 	echo "== URLs"; \
 	echo "  API        http://127.0.0.1:6066/api/v1/  (OpenAPI: /api/v1/openapi.json)"; \
 	echo "  dashboard  http://127.0.0.1:6066/ui/"; \

@@ -44,6 +44,7 @@ from tests.integration.worker import free_port
 ROOT = Path(__file__).resolve().parents[1]
 NAB_CLOUDWATCH = ROOT.parent / "shared" / "data" / "nab" / "data" / "realAWSCloudwatch"
 JWT_SECRET = "bench-secret-of-at-least-32-bytes-000"  # noqa: S105 - a local development worker
+SNAPSHOT_SIGNING_KEY = "bench-snapshot-signing-key-0000"
 #: Cores every workload is sized at: NAB's CPU-utilisation percentages become ``cpu_cores`` of this.
 WORKLOAD_CORES = 8.0
 WORKLOAD_MEMORY_GIB = 16.0
@@ -274,6 +275,7 @@ def worker_env(stack: dict[str, str], app_id: str, bridge: bool, **extra: str) -
         **stack,
         "APP_ID": app_id,
         "JWT_SECRET": JWT_SECRET,
+        "SNAPSHOT_SIGNING_KEY": SNAPSHOT_SIGNING_KEY,
         "BRIDGE_ENABLED": "true" if bridge else "false",
         "EXECUTOR_ENABLED": "false",
         "STORE": "rocksdb://",

@@ -26,7 +26,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
 from pipeline.compute.service import token_prefix
-from tests.integration.conftest import JWT_SECRET, free_port, now_iso
+from tests.integration.conftest import JWT_SECRET, SNAPSHOT_SIGNING_KEY, free_port, now_iso
 from tests.integration.worker import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -207,6 +207,7 @@ def compute_env(kafka_service: dict[str, str], derivatives_service: dict[str, st
         **kafka_service, **derivatives_service, **kubernetes_service,
         "APP_ID": f"it-compute-{secrets.token_hex(4)}",
         "JWT_SECRET": JWT_SECRET,
+        "SNAPSHOT_SIGNING_KEY": SNAPSHOT_SIGNING_KEY,
         "EXECUTOR_ENABLED": "false",
         "BRIDGE_ENABLED": "false",  # events are produced to Kafka directly (see produce())
         "STORE": "rocksdb://",
