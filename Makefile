@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 export JWT_SECRET ?= dev-only-secret-change-me
 # Development-only secret of the workers' internal endpoints; set a random PEER_SECRET for anything real.
 export PEER_SECRET ?= dev-only-peer-secret-change-me-0123456789
+# Development-only key of the forecaster snapshots (HMAC-SHA256); set SNAPSHOT_SIGNING_KEY for anything real.
+export SNAPSHOT_SIGNING_KEY ?= dev-only-snapshot-key-change-me
 
 .PHONY: venv lock system-deps stack run test lint check down status env clean
 
@@ -43,6 +45,7 @@ run: stack
 	@eval "$$($(PY) -m pipeline.devstack env)"; \
 	echo "== environment"; $(PY) -m pipeline.devstack env; \
 	echo "export JWT_SECRET=$$JWT_SECRET"; \
+	echo "export SNAPSHOT_SIGNING_KEY=$$SNAPSHOT_SIGNING_KEY"; \
 	echo "== URLs"; \
 	echo "  API        http://127.0.0.1:6066/api/v1/  (OpenAPI: /api/v1/openapi.json)"; \
 	echo "  dashboard  http://127.0.0.1:6066/ui/"; \

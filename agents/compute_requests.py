@@ -6,6 +6,7 @@ from agents.compute_service import runtime
 from agents.runtime import dead_letter, topic
 from agents.stores import STORES
 from pipeline.app import app
+from pipeline.compute.quota import ComputeQuotaRefused
 from pipeline.events.decode import Invalid, decode
 from pipeline.events.models import ComputeRequested
 from pipeline.metrics import EVENTS_DUPLICATE, EVENTS_PROCESSED
@@ -31,6 +32,10 @@ async def compute_requests(stream: Any) -> None:
         except Refused as refused:
             await dead_letter(COMPUTE_REQUESTS, message.value, message.key, refused.reason, refused.detail)
         else:
-            await runtime().submit_event(event)
-            EVENTS_PROCESSED.labels(COMPUTE_REQUESTS).inc()
+            try:
+                await runtime().submit_event(event)
+            except ComputeQuotaRefused as exc:
+                await dead_letter(COMPUTE_REQUESTS, message.value, message.key, exc.refusal.code, str(exc))
+            else:
+                EVENTS_PROCESSED.labels(COMPUTE_REQUESTS).inc()
         processed_events.mark(dedupe_key)

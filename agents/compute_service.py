@@ -52,7 +52,7 @@ def _quota_gpus(tenant_id: str) -> int | None:
 def runtime() -> ComputeRuntime:
     return build_runtime(
         app.settings, table=compute_records, send_record=_send_record, send_status=_send_status,
-        quota_gpus=_quota_gpus,
+        quota_gpus=_quota_gpus, quotas=quotas.get,
     )
 
 

@@ -58,6 +58,7 @@ from pipeline.scaling.records import (  # noqa: E402
     WorkloadIndex,
     WorkloadScaling,
 )
+from pipeline.scaling.snapshot_signing import SnapshotSigner  # noqa: E402
 from pipeline.tenants.models import QuotaRecord, TenantRecord  # noqa: E402
 from pipeline.topics import SCALING_DEMANDS, SCALING_POLICY_REQUESTS, kafka_topics  # noqa: E402
 from pipeline.typed_table import TypedTable  # noqa: E402
@@ -67,6 +68,7 @@ from tests.integration.worker import WorkerProcess  # noqa: E402
 SAMPLE_SECONDS = 300
 WORKLOAD_CORES = 8.0
 JWT_SECRET = "bench-secret-of-at-least-32-bytes-000"  # noqa: S105 - a local throwaway worker
+SNAPSHOT_SIGNING_KEY = "bench-snapshot-signing-key-0000"
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 MODES: dict[str, dict[str, str]] = {
     "forecasting_on": {"SCALING_ENABLED": "true", "SCALING_FORECAST_ENABLED": "true"},
@@ -111,7 +113,8 @@ def in_process(series: dict[str, list[float]], tenants: int, steps: int, forecas
         quotas=TypedTable({}, QuotaRecord),
     )
     engine = ScalingEngine(EngineConfig(window_seconds=window_seconds, forecast_enabled=forecast,
-                                        apply_enabled=False), tables)
+                                        apply_enabled=False,
+                                        signer=SnapshotSigner(SNAPSHOT_SIGNING_KEY.encode())), tables)
     ids = [f"t{k}" for k in range(tenants)]
     for tenant in ids:
         tables.tenants.put(tenant, TenantRecord(tenant_id=tenant, name=tenant, tier=Tier.STANDARD, created_at=T0,
@@ -192,6 +195,7 @@ def worker_run(broker: Broker, workdir: Path, mode: str, series: dict[str, list[
     asyncio.run(commit_end_offsets(broker.bootstrap, app_id, [*kafka_topics("dead-letter-events"), SCALING_DEMANDS]))
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "APP_ID": app_id, "JWT_SECRET": JWT_SECRET,
+        "SNAPSHOT_SIGNING_KEY": SNAPSHOT_SIGNING_KEY,
         "EXECUTOR_ENABLED": "false", "BRIDGE_ENABLED": "false", "STORE": "rocksdb://",
         "UTILIZATION_WINDOW_SECONDS": str(window_seconds), "SCALING_APPLY_ENABLED": "false",
         "SCALING_TICK_SECONDS": "0", **MODES[mode],

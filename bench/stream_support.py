@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NAB_CLOUDWATCH = ROOT.parent / "shared" / "data" / "nab" / "data" / "realAWSCloudwatch"
 JWT_SECRET = "bench-secret-of-at-least-32-bytes-000"  # noqa: S105 - a local development worker
 PEER_SECRET = "bench-peer-secret-of-at-least-32-bytes"  # noqa: S105 - the workers of one local run
+SNAPSHOT_SIGNING_KEY = "bench-snapshot-signing-key-0000"
 #: Cores every workload is sized at: NAB's CPU-utilisation percentages become ``cpu_cores`` of this.
 WORKLOAD_CORES = 8.0
 WORKLOAD_MEMORY_GIB = 16.0
@@ -276,6 +277,7 @@ def worker_env(stack: dict[str, str], app_id: str, bridge: bool, **extra: str) -
         **stack,
         "APP_ID": app_id,
         "JWT_SECRET": JWT_SECRET,
+        "SNAPSHOT_SIGNING_KEY": SNAPSHOT_SIGNING_KEY,
         "BRIDGE_ENABLED": "true" if bridge else "false",
         "EXECUTOR_ENABLED": "false",
         "STORE": "rocksdb://",

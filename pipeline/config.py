@@ -180,6 +180,19 @@ class Settings(BaseSettings):
     scaling_demand_ttl_seconds: float = Field(
         1800.0, gt=0, description="A workload's demand leaves the fair-share pool when not refreshed for this long."
     )
+    scaling_max_workloads_per_tenant: int = Field(
+        200, ge=1, le=100_000,
+        description="Forecasters one tenant may hold in memory; the least recently used is evicted (and restored "
+        "from its snapshot when its workload comes back).",
+    )
+    scaling_max_models: int = Field(
+        5000, ge=1, le=1_000_000, description="Forecasters this worker holds in memory over all tenants (LRU)."
+    )
+    snapshot_signing_key: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key of the forecaster snapshots (>= 16 bytes, the same on every worker); "
+        "required while forecasting is on. Unsigned or foreign snapshots are refused.",
+    )
     # -- end scaling --
 
     # Auth

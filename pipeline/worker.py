@@ -16,6 +16,7 @@ from pipeline.app import app
 from pipeline.bridge import Bridge, ensure_kafka_topics
 from pipeline.faust_consumer import check_faust_version
 from pipeline.faust_tuning import tune_garbage_collector, use_event_loop
+from pipeline.scaling.snapshot_signing import require_key
 from pipeline.topics import kafka_topics
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,10 @@ def run_worker(loglevel: str = "info") -> None:
     except PeerConfigError as exc:
         sys.stderr.write(f"refusing to start: {exc}\n")
         raise SystemExit(2) from None
+    try:  # before anything starts: a worker that cannot sign its forecaster snapshots must not run
+        require_key(app.settings)
+    except ValueError as exc:
+        raise SystemExit(f"cannot start the worker: {exc}") from None
     # Faust subscribes only to topics that exist when it starts: create them first, with the partition
     # count every per-tenant table shares.
     asyncio.run(ensure_kafka_topics(app.settings, kafka_topics(app.settings.dead_letter_topic)))

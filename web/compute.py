@@ -31,6 +31,7 @@ from yarl import URL
 from pipeline.compute.access import AccessDetails
 from pipeline.compute.lifecycle import CapacityView, ComputeRecord, ComputeState
 from pipeline.compute.optimizer import Decision, NoFeasibleOffer
+from pipeline.compute.quota import ComputeQuotaRefused, QuotaRefusal
 from pipeline.compute.request import ComputeRequest
 from pipeline.compute.runtime import REQUEST_ID_PATTERN, ComputeRuntime, new_request_id, tenant_of
 from pipeline.compute.service import UnknownRequest
@@ -131,7 +132,7 @@ class CapacityQuery(BaseModel):
 
 PROVISION_EXAMPLE = {
     "tenant_id": "acme",
-    "resources": {"gpu": {"type": "H100", "count": 4}, "vcpus": 32, "memory_gib": 256},
+    "resources": {"gpu": {"type": "H100", "count": 4}, "vcpus": 32, "memory_gib": 128},
     "duration_hours": 6,
     "purpose": "training",
     "spot_allowed": False,
@@ -201,6 +202,11 @@ def infeasible(request_id: str, decision: Decision) -> ApiError:
     )
 
 
+def over_quota(refusal: QuotaRefusal) -> ApiError:
+    """The 422 of a request the tenant's quota does not admit (nothing was stored or allocated)."""
+    return ApiError(422, "quota-exceeded", refusal.message, {"reason": refusal.code, **refusal.details()})
+
+
 def provision_body(record: ComputeRecord, access: AccessDetails | None, message: str) -> dict[str, Any]:
     """The POST answer; with ``access`` its secrets are in the returned dict (never log it)."""
     offer = record.offer
@@ -263,6 +269,8 @@ class LocalCompute:
             outcome = await self.runtime.provision(request_id, request, wait_s)
         except NoFeasibleOffer as exc:
             raise infeasible(request_id, exc.decision) from None
+        except ComputeQuotaRefused as exc:
+            raise over_quota(exc.refusal) from None
         record = outcome.record
         if not outcome.finished:
             message = (
@@ -529,8 +537,10 @@ def operations(api: ComputeApi) -> list[Operation]:
             description="Chooses the cheapest feasible offer for the whole duration across the derivatives engine, "
             "the price catalogs and the in-house Kubernetes cluster (tenant discounts applied; the tenant's GPU "
             "quota and budget respected), then allocates it, failing over to the next candidates. 422 "
-            "no-feasible-offer names the constraint that excludes every offer; 502 allocation-failed lists the "
-            "attempts. A compute-status event is announced on provisioning-events for every state change.",
+            "quota-exceeded: the tenant's live requests plus this one would exceed its quota of GPUs, vCPUs, memory "
+            "or storage (or the tenant is marked over quota); nothing is stored. 422 no-feasible-offer names the "
+            "constraint that excludes every offer; 502 allocation-failed lists the attempts. A compute-status event "
+            "is announced on provisioning-events for every state change.",
         ),
         Operation(
             "GET", "/compute/provision/{request_id}", "compute_status",

@@ -10,6 +10,7 @@ Modules (see ``docs/compute.md``):
 * :mod:`pipeline.compute.standin_engine` — a STAND-IN derivatives engine for tests and benchmarks.
 * :mod:`pipeline.compute.allocation` — allocation with failover, no leaked allocations.
 * :mod:`pipeline.compute.access` — SSH key pair, Jupyter and monitoring URLs, secret masking.
+* :mod:`pipeline.compute.quota` — quota admission: every resource of the tenant's live requests.
 * :mod:`pipeline.compute.lifecycle` — states, stored record, auto-termination, capacity view.
 * :mod:`pipeline.compute.kubernetes_provider` — the in-house Kubernetes cluster as a provider.
 * :mod:`pipeline.compute.service` — the orchestration the agents and the REST routes call.

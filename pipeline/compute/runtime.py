@@ -47,7 +47,7 @@ from pipeline.compute.lifecycle import (
 )
 from pipeline.compute.optimizer import NoFeasibleOffer, TenantComputeSettings, TenantPolicy
 from pipeline.compute.request import ComputeRequest
-from pipeline.compute.service import ComputeService, UnknownRequest
+from pipeline.compute.service import ComputeService, QuotaLookup, UnknownRequest
 from pipeline.config import Settings
 from pipeline.events.models import TENANT_ID_PATTERN, ComputeRequested, ProvisioningStatusEvent, ResourceMetrics
 from pipeline.outputs import derived_id
@@ -557,6 +557,7 @@ def build_runtime(
     send_record: RecordSender,
     send_status: StatusSender,
     quota_gpus: Callable[[str], int | None],
+    quotas: QuotaLookup,
     engine: DerivativesEngineClient | None = None,
     kubernetes: ComputeBackend | None = None,
     offers: list[Offer] | None = None,
@@ -610,6 +611,7 @@ def build_runtime(
         events=announce,
         clock=clock,
         period_start=period_start,
+        quotas=quotas,
     )
     stale_after = failover.deadline_s + failover.release_timeout_s * failover.release_retries + 120.0
     idle_timeout = settings.compute_idle_timeout_seconds

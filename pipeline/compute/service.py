@@ -37,11 +37,14 @@ from pipeline.compute.lifecycle import (
     transition,
 )
 from pipeline.compute.optimizer import Decision, FailureHistory, NoFeasibleOffer, TenantPolicy, choose
+from pipeline.compute.quota import ComputeQuotaRefused, admit
 from pipeline.compute.request import ComputeRequest
+from pipeline.tenants.models import QuotaRecord
 
 logger = logging.getLogger(__name__)
 
 EventSink = Callable[[ComputeEvent], Awaitable[None]]
+QuotaLookup = Callable[[str], QuotaRecord | None]
 
 
 class RecordStore(Protocol):
@@ -95,6 +98,7 @@ class ComputeService:
         max_candidates: int = 50,
         clock: Callable[[], datetime] = _utcnow,
         period_start: Callable[[datetime], datetime] | None = None,
+        quotas: QuotaLookup | None = None,
     ) -> None:
         self.book = book
         self.backends = backends
@@ -108,6 +112,8 @@ class ComputeService:
         self.max_candidates = max_candidates
         self.clock = clock
         self.period_start = period_start
+        self.quotas = quotas
+        """The tenants' quota records; ``None``: no quota admission (tests of the other parts only)."""
         self._inflight: dict[str, asyncio.Task[ProvisionResult]] = {}
         self._terminate_requested: set[str] = set()
 
@@ -169,11 +175,25 @@ class ComputeService:
             max_candidates=self.max_candidates,
         )
 
+    def admission(self, request: ComputeRequest) -> None:
+        """Raise :class:`ComputeQuotaRefused` unless the tenant's quota admits ``request`` on top of its
+        live requests (:func:`pipeline.compute.quota.admit`)."""
+        if self.quotas is None:
+            return
+        refusal = admit(request, self.records(), self.quotas(request.tenant_id))
+        if refusal is not None:
+            raise ComputeQuotaRefused(refusal)
+
     async def submit(self, request_id: str, request: ComputeRequest) -> ComputeRecord:
-        """Store a new request with its decision. Raises :class:`NoFeasibleOffer` (422) after storing it
-        as ``failed`` with the explanation, and ``ValueError`` for a duplicate request id."""
+        """Store a new request with its decision. Raises :class:`ComputeQuotaRefused` (nothing stored)
+        when the tenant's quota does not admit it, :class:`NoFeasibleOffer` (422) after storing it as
+        ``failed`` with the explanation, and ``ValueError`` for a duplicate request id.
+
+        Nothing awaits between the admission and the store, so concurrent requests of a tenant see each
+        other's records."""
         if self.store.get(request_id) is not None:
             raise ValueError(f"request {request_id} exists")
+        self.admission(request)
         now = self.clock()
         record = ComputeRecord.new(request_id, request, now)
         decision = self.decide(request, now)

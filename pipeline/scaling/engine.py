@@ -83,6 +83,8 @@ from pipeline.scaling.records import (
     WorkloadScaling,
     split_key,
 )
+from pipeline.scaling.residency import ModelResidency
+from pipeline.scaling.snapshot_signing import SnapshotSigner, signer_of
 from pipeline.tenants.models import QuotaRecord, TenantRecord, TenantState
 from pipeline.typed_table import TypedTable
 from pipeline.usage import WindowStats, workload_key
@@ -110,6 +112,11 @@ class EngineConfig:
     demand_ttl_seconds: float = 1800.0
     demand_windows: int = 3
     """Closed windows passed to ``decide`` as ``demand_window`` (it reads the last one)."""
+    signer: SnapshotSigner | None = None
+    """Signs the snapshots stored and verifies those read; None: no snapshot is written or read."""
+    max_models_per_tenant: int = 200
+    max_models: int = 5000
+    """Forecasters held in memory per tenant and in all (least recently used evicted)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineConfig:
@@ -129,6 +136,9 @@ class EngineConfig:
             pool=pool,
             tier_weights=dict(settings.scaling_tier_weights),
             demand_ttl_seconds=settings.scaling_demand_ttl_seconds,
+            signer=signer_of(settings),
+            max_models_per_tenant=settings.scaling_max_workloads_per_tenant,
+            max_models=settings.scaling_max_models,
         )
 
     @property
@@ -222,6 +232,8 @@ class EngineStats:
     model_seconds: float = 0.0
     model_calls: int = 0
     snapshots: int = 0
+    snapshots_refused: int = 0
+    evictions: int = 0
     restores: dict[str, int] = field(default_factory=dict)
 
 
@@ -259,6 +271,8 @@ class ScalingEngine:
         """The models of :meth:`on_sample` (the worker's agent sends :meth:`learn_requests` to its own host)."""
         self.hosted: dict[str, int] = {}
         """Observations of each workload's model in the host, as its last result said."""
+        self.residency = ModelResidency(config.max_models_per_tenant, config.max_models)
+        """The workloads whose models the host keeps, as the requests sent so far left it."""
         self.generation = 0
         """Bumped by :meth:`forget`: windows closed before it are not recorded after it."""
 
@@ -400,28 +414,66 @@ class ScalingEngine:
         for window in closed:
             key = window.key
             restore = None
+            evict: tuple[str, ...] = ()
             if key not in checked:
                 checked.add(key)
+                resident = key in self.residency
+                evict = self._make_room(key, window.tenant_id, checked)
                 st = self.load(key)
-                if self.hosted.get(key) != (st.observations if st is not None else 0):
+                if not resident or self.hosted.get(key) != (st.observations if st is not None else 0):
                     restore = self.restore_material(key, st)
             requests.append(LearnRequest(key=key, value=window.demand, end=window.end,
-                                         quantiles=required_quantiles(window.policies, BAND), restore=restore))
+                                         quantiles=required_quantiles(window.policies, BAND), restore=restore,
+                                         evict=evict))
+        metrics.FORECASTERS_LIVE.set(len(self.residency))
         return requests
+
+    def _make_room(self, key: str, tenant_id: str, keep: set[str]) -> tuple[str, ...]:
+        """Make ``key`` resident; the models to evict for it (never one this batch learns)."""
+        evicted = self.residency.touch(key, tenant_id, keep)
+        for victim, reason in evicted:
+            self.hosted.pop(victim, None)
+            self.stats.evictions += 1
+            metrics.FORECASTERS_EVICTED.labels(reason).inc()
+        if evicted:
+            logger.debug("evicting the forecasters of %s for %s", [v for v, _ in evicted], key)
+        return tuple(victim for victim, _ in evicted)
 
     def restore_material(self, key: str, st: WorkloadScaling | None) -> Restore:
         """The workload's snapshot and the windows its state keeps: what a host rebuilds the model from."""
         snapshot = self.tables.snapshots.get(key)
+        blob = self._verified(key, snapshot) if snapshot is not None else None
         return Restore(
-            snapshot=base64.b64decode(snapshot.data_b64) if snapshot is not None else None,
-            snapshot_window_end=snapshot.window_end if snapshot is not None else None,
+            snapshot=blob,
+            snapshot_window_end=snapshot.window_end if snapshot is not None and blob is not None else None,
             recent=tuple(st.recent) if st is not None else (),
             observations=st.observations if st is not None else 0,
         )
 
+    def _verified(self, key: str, snapshot: ModelSnapshot) -> bytes | None:
+        """The snapshot's bytes when this fleet's key signed them for this workload, else None (refused: the
+        model starts anew from the windows in its state). Nothing unverified reaches the unpickler."""
+        signer = self.config.signer
+        if signer is None:
+            return None
+        try:
+            blob = base64.b64decode(snapshot.data_b64, validate=True)
+        except ValueError:
+            blob = None
+        if blob is not None and signer.verify(key, blob, snapshot.signature):
+            return blob
+        reason = "unsigned" if not snapshot.signature else "bad_signature"
+        self.stats.snapshots_refused += 1
+        metrics.SNAPSHOTS_REFUSED.labels(reason).inc()
+        logger.warning("refusing the forecaster snapshot of %s (%s): it is not signed with SNAPSHOT_SIGNING_KEY "
+                       "for this workload; the model starts anew from its recent windows", key, reason)
+        return None
+
     def models_lost(self) -> None:
         """The model host lost its models (its process died): every next request restores."""
         self.hosted.clear()
+        self.residency.clear()
+        metrics.FORECASTERS_LIVE.set(0)
 
     def finish(self, accumulated: Accumulated, results: Sequence[LearnResult]) -> Outcome:
         """Record the closed windows with their forecasts (``results`` as :meth:`learn_requests` ordered them;
@@ -444,7 +496,8 @@ class ScalingEngine:
         return outcome
 
     def _learned(self, result: LearnResult) -> None:
-        self.hosted[result.key] = result.observations
+        if result.key in self.residency:  # else evicted by a later request: the host no longer has it
+            self.hosted[result.key] = result.observations
         self.stats.model_seconds += result.seconds
         self.stats.model_calls += 1
         metrics.MODEL_SECONDS.observe(result.seconds)
@@ -465,7 +518,7 @@ class ScalingEngine:
             forecast = result.forecast
             st.observations = result.observations
             st.forecast = ForecastSummary.from_forecast(forecast)
-            if result.snapshot is not None:
+            if result.snapshot is not None and self.config.signer is not None:
                 metrics.SNAPSHOT_SECONDS.observe(result.snapshot_seconds)
                 self._store_snapshot(key, st, result.snapshot, window.end)
         st.recent = [*st.recent, (window.end, window.demand)][-self.config.keep_windows :]
@@ -478,10 +531,11 @@ class ScalingEngine:
         return outcome
 
     def _store_snapshot(self, key: str, st: WorkloadScaling, blob: bytes, end: datetime) -> None:
+        assert self.config.signer is not None
         self.tables.snapshots.put(key, ModelSnapshot(
             tenant_id=st.tenant_id, workload=st.workload, river_version=RIVER_VERSION,
             observations=st.observations, window_end=end, taken_at=self.wall(), size_bytes=len(blob),
-            data_b64=base64.b64encode(blob).decode(),
+            data_b64=base64.b64encode(blob).decode(), signature=self.config.signer.sign(key, blob),
         ))
         st.snapshot_observations = st.observations
         st.snapshot_window_end = end
@@ -859,4 +913,4 @@ def pool_grants(
 
 def snapshot_info(snapshot: ModelSnapshot) -> dict[str, Any]:
     """A snapshot's metadata (what the API shows; never the blob)."""
-    return snapshot.model_dump(mode="json", exclude={"data_b64"})
+    return snapshot.model_dump(mode="json", exclude={"data_b64", "signature"})

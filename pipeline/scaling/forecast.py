@@ -27,7 +27,8 @@ Snapshots (:meth:`OnlineForecaster.to_snapshot`) are two-layer: an outer pickle 
 inner pickle of the River models. When the River version differs, the inner layer is not unpickled;
 the models are rebuilt by replaying the stored history (or :class:`SnapshotVersionError` is raised
 when ``on_version_mismatch="raise"``). Only load snapshots that this service wrote itself: the inner
-layer is a full pickle.
+layer is a full pickle (the engine verifies each snapshot's HMAC before it gets here:
+:mod:`pipeline.scaling.snapshot_signing`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 SAMPLES = Counter("scaling_samples_total", "resource-metrics samples the scaling agent accumulated.")
 LATE_SAMPLES = Counter(
@@ -25,3 +25,13 @@ MODEL_RESTORES = Counter(
 DECISIONS = Counter("scaling_decisions_total", "Scaling decisions stored.", ["trigger", "action"])
 APPLIES = Counter("scaling_apply_total", "Reads / patches of Deployments, by outcome.", ["outcome"])
 GRANTS = Counter("scaling_grants_total", "Fair-share grants sent to the workloads' owners.")
+SNAPSHOTS_REFUSED = Counter(
+    "scaling_snapshots_refused_total",
+    "Forecaster snapshots refused before unpickling (unsigned, or not signed with this fleet's key for the workload).",
+    ["reason"],
+)
+FORECASTERS_EVICTED = Counter(
+    "scaling_forecasters_evicted_total",
+    "Forecasters dropped from memory to stay within a cap (tenant_cap, global_cap).", ["reason"],
+)
+FORECASTERS_LIVE = Gauge("scaling_forecasters_live", "Forecasters the model host holds in memory.")

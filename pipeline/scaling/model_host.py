@@ -53,6 +53,8 @@ class LearnRequest:
     quantiles: tuple[float, ...]
     restore: Restore | None = None
     """None: the engine knows the host holds the model, up to date."""
+    evict: tuple[str, ...] = ()
+    """Models to drop before this one is learned (the engine's per-tenant and global caps)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ class ModelHost:
         started = time.perf_counter()
         source: RestoreSource | None = None
         replayed = 0
+        for key in request.evict:
+            self.models.pop(key, None)
         if request.restore is not None:
             model, source, replayed = self.restore(request.key, request.restore)
         else:

@@ -197,6 +197,9 @@ class ModelSnapshot(BaseModel):
     taken_at: AwareDatetime
     size_bytes: int
     data_b64: str
+    signature: str | None = None
+    """HMAC-SHA256 (hex) of the workload key and the blob with SNAPSHOT_SIGNING_KEY; without it the snapshot
+    is refused (``pipeline.scaling.snapshot_signing``)."""
 
 
 # -- ticks, demands, grants ----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pipeline.devstack.base import StackContext
-from tests.integration.tenant_provisioning_support import EventPlane, Publisher
+from tests.integration.tenant_provisioning_support import SNAPSHOT_SIGNING_KEY, EventPlane, Publisher
 from tests.integration.worker import WorkerProcess, free_port
 
 JWT_SECRET = "integration-test-secret-of-32-bytes-or-more"
@@ -44,6 +44,7 @@ def stream_env(event_plane: EventPlane) -> dict[str, str]:
         **event_plane.env(),
         "APP_ID": f"it-{secrets.token_hex(4)}",
         "JWT_SECRET": JWT_SECRET,
+        "SNAPSHOT_SIGNING_KEY": SNAPSHOT_SIGNING_KEY,
         "EXECUTOR_ENABLED": "false",
         "STORE": "rocksdb://",
     }

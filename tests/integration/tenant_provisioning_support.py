@@ -146,6 +146,10 @@ def tenant_deleted(tenant_id: str, purge: bool, event_id: str | None = None) -> 
             "purge": purge}
 
 
+#: The workers' SNAPSHOT_SIGNING_KEY in the integration tests (required while forecasting is on).
+SNAPSHOT_SIGNING_KEY = "integration-test-snapshot-signing-key"
+
+
 def executor_env(backends: dict[str, str], plane: EventPlane, jwt_secret: str, **overrides: str) -> dict[str, str]:
     """A worker with the executor on, pointed at the shared backends and at the isolated event plane."""
     return {
@@ -154,6 +158,7 @@ def executor_env(backends: dict[str, str], plane: EventPlane, jwt_secret: str, *
         "APP_ID": f"e2e-{secrets.token_hex(4)}",
         "BRIDGE_SUBSCRIPTION": f"e2e-bridge-{secrets.token_hex(4)}",
         "JWT_SECRET": jwt_secret,
+        "SNAPSHOT_SIGNING_KEY": SNAPSHOT_SIGNING_KEY,
         "STORE": "rocksdb://",
         "EXECUTOR_ENABLED": "true",
         **overrides,

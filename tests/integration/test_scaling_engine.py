@@ -23,7 +23,7 @@ import pytest
 from pipeline.devstack.base import StackContext
 from pipeline.devstack.process import log_tail
 from pipeline.scaling.fairshare import ResourceVector, TenantDemand, drf_allocate
-from tests.integration.conftest import JWT_SECRET
+from tests.integration.conftest import JWT_SECRET, SNAPSHOT_SIGNING_KEY
 from tests.integration.scaling_support import (
     Api,
     Broker,
@@ -133,6 +133,7 @@ def service(stack_ctx: StackContext, kafka_service: dict[str, str], kubernetes_s
         "KUBECONFIG": kubernetes_service["KUBECONFIG"],
         "APP_ID": f"scaling-it-{run}",
         "JWT_SECRET": JWT_SECRET,
+        "SNAPSHOT_SIGNING_KEY": SNAPSHOT_SIGNING_KEY,
         "EXECUTOR_ENABLED": "false",
         "BRIDGE_ENABLED": "false",
         "STORE": "rocksdb://",

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jsonschema
@@ -13,9 +14,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from pipeline.compute.catalog import Offer, load_catalogs
+from pipeline.compute.quota import ComputeQuotaRefused
 from pipeline.compute.runtime import catalog_paths
 from pipeline.config import Settings
-from pipeline.events.models import Tier
+from pipeline.events.models import ComputeRequested, QuotaResource, Tier
+from pipeline.tenants.models import OverQuota
 from tests.pipeline.compute.support import RuntimeEnv, runtime_env
 from tests.web.conftest import ADMIN, SECRET, FakeReadiness, bearer, error_of, fixed_quota, tenant_event, token
 from web.auth import Authenticator
@@ -63,12 +66,13 @@ async def env(offers: list[Offer]) -> AsyncIterator[Env]:
     await state.submit_tenant(tenant_event("acme", Tier.ENTERPRISE))  # 4 GPUs
     await state.submit_tenant(tenant_event("small", Tier.STANDARD))  # no GPU
     await state.submit_tenant(tenant_event("thrifty", Tier.ENTERPRISE))
+    await state.submit_tenant(tenant_event("tiny", Tier.FREE))  # 1 core, 2 GiB, no GPU
 
     def quota_gpus(tenant_id: str) -> int | None:
         quota = state.stores.quotas.get(tenant_id)
         return quota.limits.gpus if quota is not None else None
 
-    async with runtime_env(offers, quota_gpus=quota_gpus,
+    async with runtime_env(offers, quota_gpus=quota_gpus, quota_records=state.stores.quotas.get,
                            compute_tenant_policies={"thrifty": {"budget_usd": 50}}) as compute:
         local = LocalCompute(compute.runtime, state.stores.tenants.get)
         app = build_root_app(state, state, Authenticator(hs256_secret=SECRET), FakeReadiness(), None,
@@ -173,9 +177,6 @@ async def test_when_every_attempt_fails_the_answer_is_502_and_nothing_stays_allo
 @pytest.mark.parametrize(
     ("tenant", "body", "constraint", "says"),
     [
-        ("small", gpu_body("small", count=1), "quota", "may add 0 GPU(s)"),
-        ("acme", gpu_body("acme", count=8), "quota", "may add 4 GPU(s)"),
-        ("acme", gpu_body("acme", count=16), "gpu_count", "the most is 8"),
         ("thrifty", gpu_body("thrifty"), "budget", "remaining budget $50.00"),
         ("acme", gpu_body("acme", max_price_per_hour=1), "price_cap", ""),
         ("acme", gpu_body("acme", providers=["nowhere"]), "provider", ""),
@@ -282,3 +283,78 @@ async def test_the_openapi_document_describes_the_compute_routes_and_their_real_
     check("/compute/provision/{request_id}/access", "post", 200, await claim.json())
     refused = await env.post(gpu_body(count=16), auth=ADMIN)
     check("/compute/provision", "post", 422, await refused.json())
+
+
+# -- quota admission (issue #12, defect 5) ------------------------------------------------------------------
+
+
+def cpu_body(tenant: str, vcpus: float, memory_gib: float = 0, **kw: Any) -> dict[str, Any]:
+    return {"tenant_id": tenant, "resources": {"vcpus": vcpus, "memory_gib": memory_gib}, "duration_hours": 2, **kw}
+
+
+async def refusal_of(response: Any) -> dict[str, Any]:
+    assert response.status == 422, await response.text()
+    error: dict[str, Any] = await error_of(response)
+    assert error["code"] == "quota-exceeded", error
+    return error
+
+
+async def test_a_free_tenant_asking_for_64_vcpus_and_256_gib_is_refused_naming_the_resource(env: Env) -> None:
+    # Before the fix: 201 running (only GPUs and the budget were checked).
+    error = await refusal_of(await env.post(cpu_body("tiny", 64, 256), auth=ADMIN))
+    details = error["details"]
+    assert (details["resource"], details["requested"], details["in_use"], details["limit"]) == ("cpu_cores", 64, 0, 1)
+    assert [e["resource"] for e in details["exceeded"]] == ["cpu_cores", "memory_gib"]
+    assert details["exceeded"][1] == {"resource": "memory_gib", "requested": 256, "in_use": 0, "limit": 2}
+    assert "cpu_cores: requested 64 vCPU(s), 0 in use of a quota of 1" in error["message"]
+    assert env.compute.standin.engine.allocate_calls == 0 and env.compute.written == []  # nothing stored
+    assert env.state.audit_log[-1].outcome == "refused" and env.state.audit_log[-1].tenant_id == "tiny"
+
+
+async def test_gpu_requests_beyond_the_gpu_quota_are_refused_before_any_decision(env: Env) -> None:
+    small = (await refusal_of(await env.post(gpu_body("small", count=1), auth=ADMIN)))["details"]
+    assert (small["resource"], small["requested"], small["limit"]) == ("gpus", 1, 0)
+    acme = (await refusal_of(await env.post(gpu_body("acme", count=8), auth=ADMIN)))["details"]
+    assert (acme["resource"], acme["requested"], acme["in_use"], acme["limit"]) == ("gpus", 8, 0, 4)
+
+
+async def test_live_requests_and_future_reservations_count_against_every_resource(env: Env) -> None:
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    reserved = await env.post(gpu_body(count=4, start_at=tomorrow))
+    assert reserved.status == 202 and (await reserved.json())["state"] == "requested"
+    # The reservation holds the tenant's 4 GPUs: before the fix a requested record held none, so this ran.
+    error = await refusal_of(await env.post(gpu_body(count=1)))
+    assert (error["details"]["in_use"], error["details"]["limit"]) == (4, 4)
+
+    running = await env.post(cpu_body("acme", 20, 64))
+    assert running.status == 201, await running.text()
+    error = await refusal_of(await env.post(cpu_body("acme", 16, 8)))
+    details = error["details"]
+    assert (details["resource"], details["in_use"], details["limit"]) == ("cpu_cores", 20, 32)
+    assert (await env.post(cpu_body("acme", 12, 64))).status == 201  # exactly up to the quota
+
+    deleted = await env.client.delete((await running.json())["status_url"], headers=bearer(ACME_ADMIN))
+    assert deleted.status == 200  # a finished request frees its share
+    assert (await env.post(cpu_body("acme", 16, 8))).status == 201
+
+
+async def test_a_tenant_marked_over_quota_gets_no_new_compute(env: Env) -> None:
+    quota = env.state.stores.quotas.get("acme")
+    assert quota is not None
+    quota.over_quota[QuotaResource.MEMORY_GIB] = OverQuota(
+        used=130, limit=128, since=datetime.now(UTC), event_id="evt-over")
+    env.state.stores.quotas.put("acme", quota)
+    error = await refusal_of(await env.post(cpu_body("acme", 1)))
+    assert error["details"]["reason"] == "over-quota" and error["details"]["over_quota"] == ["memory_gib"]
+    assert "over its memory_gib quota" in error["message"]
+
+
+async def test_a_compute_request_event_beyond_the_quota_is_refused_for_the_dead_letter(env: Env) -> None:
+    event = ComputeRequested(
+        event_id="evt-big", tenant_id="tiny", occurred_at=datetime.now(UTC), request_name="big",
+        resources={"vcpus": 64, "memory_gib": 256}, duration_hours=1,
+    )
+    with pytest.raises(ComputeQuotaRefused) as refused:
+        await env.compute.runtime.submit_event(event)
+    assert refused.value.refusal.code == "quota-exceeded" and refused.value.refusal.resource is QuotaResource.CPU_CORES
+    assert env.compute.runtime.store.get("tiny.big") is None and env.compute.standin.engine.allocate_calls == 0

@@ -16,6 +16,8 @@ from pipeline.compute.runtime import ComputeRuntime, apply_record, build_runtime
 from pipeline.compute.standin_engine import RunningStandin, running_standin
 from pipeline.config import Settings
 from pipeline.events.models import ProvisioningStatusEvent
+from pipeline.provisioners.tiers import Quota
+from pipeline.tenants.models import QuotaRecord
 from pipeline.typed_table import TypedTable
 
 FAST_SETTINGS: dict[str, Any] = {
@@ -25,6 +27,9 @@ FAST_SETTINGS: dict[str, Any] = {
     "compute_provision_wait_seconds": 10,
     "compute_budget_period": "total",
 }
+
+#: A quota no single request can exceed (the request model's own bounds) nor a test's few requests together.
+UNLIMITED = Quota(cpu_cores=1e9, memory_gib=10**9, gpus=10**6, storage_gib=10**12)
 
 
 @dataclass
@@ -44,11 +49,15 @@ async def runtime_env(
     *,
     quotas: dict[str, int | None] | None = None,
     quota_gpus: Callable[[str], int | None] | None = None,
+    quota_records: Callable[[str], QuotaRecord | None] | None = None,
     capacity: int = 2,
     clock: datetime | None = None,
     **settings: Any,
 ) -> AsyncIterator[RuntimeEnv]:
-    """A runtime over ``offers`` with the stand-in quoting the same offers; ``clock`` freezes time."""
+    """A runtime over ``offers`` with the stand-in quoting the same offers; ``clock`` freezes time.
+
+    ``quota_records`` feeds the quota admission; by default every tenant's quota is as large as a request
+    can be, so only the optimizer's GPU cap (``quotas``/``quota_gpus``) limits it."""
     table: TypedTable[ComputeRecord] = TypedTable({}, ComputeRecord, "compute-records")
     written: list[ComputeRecord] = []
     events: list[ProvisioningStatusEvent] = []
@@ -70,6 +79,8 @@ async def runtime_env(
             Settings(**{**FAST_SETTINGS, **settings}),
             table=table, send_record=send_record, send_status=send_status,
             quota_gpus=quota_gpus or (lambda tenant_id: quota_map.get(tenant_id)),
+            quotas=quota_records or (lambda tenant_id: QuotaRecord(tenant_id=tenant_id, limits=UNLIMITED,
+                                                                   updated_at=now[0], updated_by="test")),
             engine=engine, offers=offers,
             clock=(lambda: now[0]) if clock is not None else (lambda: datetime.now(UTC)),
         )

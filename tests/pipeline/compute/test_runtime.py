@@ -253,8 +253,8 @@ async def test_build_runtime_merges_the_kubernetes_shapes(real_offers: list[Offe
         return None
 
     runtime = build_runtime(settings, table=TypedTable({}, ComputeRecord), send_record=send, send_status=send,
-                            quota_gpus=lambda _: 4, engine=DerivativesEngineClient("http://127.0.0.1:9"),
-                            offers=real_offers)
+                            quota_gpus=lambda _: 4, quotas=lambda _: None,
+                            engine=DerivativesEngineClient("http://127.0.0.1:9"), offers=real_offers)
     offer = runtime.service.book.get("kubernetes/in-house/h100-x1/on_demand")
     assert offer is not None and offer.price_per_hour == pytest.approx(1.0 + 8 * 0.02 + 64 * 0.003)
     assert runtime.service.backends.for_offer(offer) is not runtime.engine

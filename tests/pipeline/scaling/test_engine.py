@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import pickle
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +17,9 @@ from pipeline.outputs import SCALING_EVENTS, Refused
 from pipeline.provisioners.tiers import Quota
 from pipeline.scaling.engine import EngineConfig, Outcome, ScalingEngine, Tables, allocate_pool, pool_grants
 from pipeline.scaling.fairshare import ResourceVector, TenantAllocation
+from pipeline.scaling.forecast import ForecasterConfig, OnlineForecaster
 from pipeline.scaling.kube import ApplyRequest
+from pipeline.scaling.metrics import FORECASTERS_EVICTED, FORECASTERS_LIVE
 from pipeline.scaling.model_host import LearnRequest
 from pipeline.scaling.policies import parse_policy
 from pipeline.scaling.records import (
@@ -31,6 +36,7 @@ from pipeline.scaling.records import (
     WorkloadIndex,
     WorkloadScaling,
 )
+from pipeline.scaling.snapshot_signing import SnapshotSigner
 from pipeline.tenants.models import QuotaRecord, TenantRecord, TenantState
 from pipeline.typed_table import TypedTable
 from pipeline.usage import WindowStats
@@ -38,6 +44,7 @@ from pipeline.usage import WindowStats
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 WALL = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 HALF_HOUR = 1800.0
+SIGNER = SnapshotSigner(b"test-snapshot-signing-key")
 
 
 def make_tables() -> Tables:
@@ -60,6 +67,7 @@ def engine(tables: Tables | None = None, **config: Any) -> ScalingEngine:
     tables = tables or make_tables()
     if tables.tenants.get("acme") is None:
         add_tenant(tables, "acme")
+    config.setdefault("signer", SIGNER)
     return ScalingEngine(EngineConfig(window_seconds=HALF_HOUR, **config), tables, wall=lambda: WALL)
 
 
@@ -229,6 +237,100 @@ def test_without_a_snapshot_only_the_recent_windows_can_be_relearned() -> None:
     restarted = engine(tables, snapshot_every=100)
     model, source, _ = restarted.host.restore("acme/api", restarted.restore_material("acme/api", state))
     assert (source, model.observations) == ("relearned", len(state.recent))
+
+
+class _WritesAFile:
+    """A pickle that, when loaded, creates ``path`` (what a writer of the changelog topic could ship)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.path), "w"))
+
+
+def malicious_snapshot(path: Path) -> bytes:
+    """A snapshot whose outer layer is well formed and whose inner (full-pickle) layer runs code."""
+    outer = pickle.loads(OnlineForecaster(ForecasterConfig(interval_minutes=30.0)).to_snapshot())  # noqa: S301
+    outer["models"] = pickle.dumps({"models": _WritesAFile(path)})
+    return pickle.dumps(outer)
+
+
+@pytest.mark.parametrize("signature", [None, "00" * 32, "forged", "signed-by-another-key", "other-workload"])
+def test_an_unsigned_or_foreign_snapshot_is_refused_before_unpickling(tmp_path: Path, signature: str | None) -> None:
+    tables = make_tables()
+    eng = engine(tables, snapshot_every=4)
+    replay(eng, T0, T0 + timedelta(hours=3), daily)
+    state = tables.state.get("acme/api")
+    assert state is not None and state.snapshot_observations == 4
+    pwned = tmp_path / "pwned"
+    blob = malicious_snapshot(pwned)
+    if signature == "signed-by-another-key":
+        signature = SnapshotSigner(b"someone-elses-key-0000").sign("acme/api", blob)
+    elif signature == "other-workload":
+        signature = SIGNER.sign("acme/other", blob)
+    stored = tables.snapshots.get("acme/api")
+    assert stored is not None
+    tables.snapshots.put("acme/api", stored.model_copy(update={
+        "data_b64": base64.b64encode(blob).decode(), "signature": signature}))
+
+    restarted = engine(tables, snapshot_every=4)  # a new process restores from the table
+    restarted.on_sample(sample(T0 + timedelta(hours=3, minutes=31), 1.0))
+    restarted.on_sample(sample(T0 + timedelta(hours=4, minutes=1), 1.0))  # closes 03:30-04:00: restores
+    assert not pwned.exists()  # before the fix the inner pickle ran: the file was created
+    assert restarted.stats.snapshots_refused == 1 and restarted.stats.restores == {"relearned": 1}
+    model = restarted.host.models["acme/api"]  # started anew from the windows its state keeps
+    assert model.observations == len(state.recent) + 2  # + the imputed window open at the restart + 03:30-04:00
+
+
+def test_the_engines_own_signed_snapshot_is_accepted_and_nothing_is_stored_without_a_key() -> None:
+    tables = make_tables()
+    eng = engine(tables, snapshot_every=4)
+    replay(eng, T0, T0 + timedelta(hours=3), daily)
+    stored = tables.snapshots.get("acme/api")
+    assert stored is not None and stored.signature == SIGNER.sign("acme/api", base64.b64decode(stored.data_b64))
+    restarted = engine(tables, snapshot_every=4)
+    restarted.on_sample(sample(T0 + timedelta(hours=3, minutes=31), 1.0))
+    restarted.on_sample(sample(T0 + timedelta(hours=4, minutes=1), 1.0))
+    assert restarted.stats.restores == {"snapshot": 1} and restarted.stats.snapshots_refused == 0
+
+    keyless = make_tables()
+    unsigned = engine(keyless, snapshot_every=4, signer=None)
+    replay(unsigned, T0, T0 + timedelta(hours=3), daily)
+    assert keyless.snapshots.get("acme/api") is None and unsigned.stats.snapshots == 0
+
+
+def test_forecasters_are_capped_per_tenant_and_in_all_least_recently_used_first() -> None:
+    tables = make_tables()
+    add_tenant(tables, "beta")
+    eng = engine(tables, max_models_per_tenant=3, max_models=5)
+    before = {reason: FORECASTERS_EVICTED.labels(reason)._value.get() for reason in ("tenant_cap", "global_cap")}
+    acme = [f"w{i}" for i in range(6)]
+    for step in range(4):  # every acme workload closes a window at each step
+        at = T0 + timedelta(minutes=30 * step + 1)
+        for workload in acme:
+            eng.on_sample(sample(at, 1.0 + step, workload=workload))
+        assert len(eng.residency) <= 5 and eng.residency.tenant_count("acme") <= 3
+        assert len(eng.host.models) == len(eng.residency)
+    assert set(eng.host.models) == {"acme/w3", "acme/w4", "acme/w5"}  # the most recently used
+    assert FORECASTERS_EVICTED.labels("tenant_cap")._value.get() > before["tenant_cap"]
+    assert FORECASTERS_LIVE._value.get() == 3
+
+    for step in range(4, 6):  # another tenant comes in: the global cap evicts the oldest of all
+        at = T0 + timedelta(minutes=30 * step + 1)
+        for workload in ("a", "b", "c"):
+            eng.on_sample(sample(at, 2.0, tenant_id="beta", workload=workload))
+    assert len(eng.host.models) == 5 and eng.residency.tenant_count("beta") == 3
+    assert "acme/w3" not in eng.host.models and "acme/w5" in eng.host.models
+    assert FORECASTERS_EVICTED.labels("global_cap")._value.get() == before["global_cap"] + 1
+
+    # An evicted workload comes back: its model is restored, never looked up in a host that dropped it.
+    at = T0 + timedelta(minutes=30 * 6 + 1)
+    eng.on_sample(sample(at, 3.0, workload="w0"))
+    eng.on_sample(sample(at + timedelta(minutes=30), 3.0, workload="w0"))
+    state = tables.state.get("acme/w0")
+    assert state is not None and "acme/w0" in eng.host.models
+    assert eng.host.models["acme/w0"].observations == state.observations
 
 
 def close_window(eng: ScalingEngine, at: datetime, cores: float) -> list[LearnRequest]:
