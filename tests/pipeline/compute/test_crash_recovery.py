@@ -251,3 +251,29 @@ def test_allocation_tokens_are_deterministic_safe_and_distinct_per_attempt(
     assert token != allocation_token(request_id, attempt + 1, provider, offer_id)
     assert token != allocation_token(request_id, attempt, provider, offer_id + "x")
 
+
+
+async def test_the_sweep_goes_on_past_a_record_whose_release_raises(engine_book: OfferBook) -> None:
+    """An unexpected error releasing one record (not a typed BackendError) must not stop the sweep for the
+    others, nor the sweep's next run."""
+    cloud = Cloud()
+
+    class Broken(Double):
+        async def release(self, allocation_id: str) -> None:
+            if allocation_id == "alloc-bad":
+                raise RuntimeError("provider client bug")
+            await super().release(allocation_id)
+
+    offer = next(iter(engine_book.offers()))
+    store: dict[str, ComputeRecord] = {}
+    for name, allocation_id in (("acme.bad", "alloc-bad"), ("acme.good", "alloc-good")):
+        record = ComputeRecord.new(name, gpu_request(), NOW)
+        record = transition(record, ComputeState.ALLOCATING, NOW)
+        record = transition(record, ComputeState.PROVISIONING, NOW, offer=offer, allocation_id=allocation_id)
+        store[name] = transition(record, ComputeState.TERMINATING, NOW, reason="user")
+        cloud.allocations[f"token-{name}"] = allocation_id
+    service = make_service(engine_book, Broken(cloud), store)
+    changed = await service.enforce(NOW)
+    assert [r.request_id for r in changed] == ["acme.good"] and store["acme.good"].state is ComputeState.TERMINATED
+    assert store["acme.bad"].state is ComputeState.TERMINATING
+    assert await service.enforce(NOW) == []  # the next run: tried again, still isolated
