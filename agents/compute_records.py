@@ -5,7 +5,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agents.compute_service import records_topic, runtime
-from agents.runtime import dead_letter
+from agents.runtime import dead_letter, handler_failed
 from pipeline.app import app
 from pipeline.compute.lifecycle import ComputeRecord
 from pipeline.compute.runtime import apply_record
@@ -20,5 +20,8 @@ async def compute_record_writer(stream: Any) -> None:
         except ValidationError as exc:
             await dead_letter(records_topic.get_topic_name(), message.value, message.key, "schema", str(exc))
             continue
-        apply_record(compute_records, record)
-        runtime().store.applied(record)
+        try:
+            apply_record(compute_records, record)
+            runtime().store.applied(record)
+        except Exception as exc:
+            await handler_failed(records_topic.get_topic_name(), message, exc)

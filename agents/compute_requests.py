@@ -3,7 +3,7 @@
 from typing import Any
 
 from agents.compute_service import runtime
-from agents.runtime import dead_letter, topic
+from agents.runtime import dead_letter, handler_failed, topic
 from agents.stores import STORES
 from pipeline.app import app
 from pipeline.compute.quota import ComputeQuotaRefused
@@ -29,13 +29,13 @@ async def compute_requests(stream: Any) -> None:
             continue
         try:
             require_tenant(STORES, event.tenant_id)
+            await runtime().submit_event(event)
+        except ComputeQuotaRefused as exc:
+            await dead_letter(COMPUTE_REQUESTS, message.value, message.key, exc.refusal.code, str(exc))
         except Refused as refused:
             await dead_letter(COMPUTE_REQUESTS, message.value, message.key, refused.reason, refused.detail)
+        except Exception as exc:
+            await handler_failed(COMPUTE_REQUESTS, message, exc)
         else:
-            try:
-                await runtime().submit_event(event)
-            except ComputeQuotaRefused as exc:
-                await dead_letter(COMPUTE_REQUESTS, message.value, message.key, exc.refusal.code, str(exc))
-            else:
-                EVENTS_PROCESSED.labels(COMPUTE_REQUESTS).inc()
+            EVENTS_PROCESSED.labels(COMPUTE_REQUESTS).inc()
         processed_events.mark(dedupe_key)

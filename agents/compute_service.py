@@ -17,6 +17,7 @@ from pipeline.compute.access import install_secret_masking
 from pipeline.compute.lifecycle import ComputeRecord
 from pipeline.compute.runtime import ComputeRuntime, build_runtime
 from pipeline.events.models import ProvisioningStatusEvent
+from pipeline.isolation import guarded
 from pipeline.outputs import PROVISIONING_EVENTS
 from pipeline.topics import COMPUTE_RECORDS
 from tables.compute_records import compute_records
@@ -57,6 +58,7 @@ def runtime() -> ComputeRuntime:
 
 
 @app.task
+@guarded("compute-quotes")
 async def initial_quote() -> None:
     """Merge the derivatives engine's quote into the offer book as the worker starts (then every
     COMPUTE_QUOTE_REFRESH_SECONDS, see agents/compute_sweep.py)."""

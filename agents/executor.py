@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agents.backends import provisioners, retry_policy
-from agents.runtime import dead_letter, topic
+from agents.runtime import dead_letter, handler_failed, topic
 from agents.stores import STORES
 from pipeline.app import app
 from pipeline.events.models import ProvisioningCommand
@@ -65,5 +65,8 @@ async def executor(stream: Any) -> None:
         except ValidationError as exc:
             await dead_letter(PROVISIONING_COMMANDS, message.value, message.key, "schema", str(exc))
             continue
-        if app.settings.executor_enabled and not already_done(command):
-            start(command)
+        try:
+            if app.settings.executor_enabled and not already_done(command):
+                start(command)
+        except Exception as exc:
+            await handler_failed(PROVISIONING_COMMANDS, message, exc)

@@ -18,6 +18,7 @@ from agents.stores import STORES, now
 from pipeline.app import app
 from pipeline.events.models import CommandAction, ProvisioningCommand
 from pipeline.executor import ProvisioningResult, tenant_spec
+from pipeline.isolation import guarded, isolated
 from pipeline.provisioners.errors import ProvisioningError
 from pipeline.tenants.logic import command_for
 from pipeline.tenants.models import ResourceState, TenantState
@@ -33,28 +34,35 @@ IN_FLIGHT = {
 
 
 @app.timer(interval=app.settings.reconcile_interval_seconds)
+@guarded("reconcile")
 async def reconcile() -> None:
     if not app.settings.executor_enabled:
         return
     stale_before = now() - timedelta(seconds=app.settings.reconcile_stale_after_seconds)
     checks = []
     for tenant_id, status in STORES.status.items():
-        tenant, quota = STORES.tenants.get(tenant_id), STORES.quotas.get(tenant_id)
-        if tenant is None or quota is None or tenant.state is TenantState.DELETED:
-            continue
-        for entry in status.resources.values():
-            if entry.command_id in running:
+        with isolated("reconcile", tenant_id):  # one tenant's bad state does not stop the others'
+            tenant, quota = STORES.tenants.get(tenant_id), STORES.quotas.get(tenant_id)
+            if tenant is None or quota is None or tenant.state is TenantState.DELETED:
                 continue
-            if entry.status in IN_FLIGHT and entry.updated_at < stale_before:
-                action = CommandAction.DELETE if entry.status is ResourceState.DELETING else CommandAction.CREATE
-                logger.info("restarting stale %s command of %s", entry.resource, tenant_id)
-                start(command_for(tenant, quota, entry, action, now()))
-            elif entry.status is ResourceState.READY and tenant.state is TenantState.ACTIVE:
-                checks.append(command_for(tenant, quota, entry, CommandAction.CREATE, now()))
+            for entry in status.resources.values():
+                if entry.command_id in running:
+                    continue
+                if entry.status in IN_FLIGHT and entry.updated_at < stale_before:
+                    action = CommandAction.DELETE if entry.status is ResourceState.DELETING else CommandAction.CREATE
+                    logger.info("restarting stale %s command of %s", entry.resource, tenant_id)
+                    start(command_for(tenant, quota, entry, action, now()))
+                elif entry.status is ResourceState.READY and tenant.state is TenantState.ACTIVE:
+                    checks.append(command_for(tenant, quota, entry, CommandAction.CREATE, now()))
     await asyncio.gather(*(_verify(command) for command in checks))
 
 
 async def _verify(command: ProvisioningCommand) -> None:
+    with isolated("reconcile-verify", command.tenant_id):
+        await _verify_one(command)
+
+
+async def _verify_one(command: ProvisioningCommand) -> None:
     provisioner = provisioners().get(command.resource)
     if provisioner is None:
         return

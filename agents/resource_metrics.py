@@ -16,7 +16,7 @@ from typing import Any
 from faust.types import EventT
 
 from agents.compute_service import runtime
-from agents.runtime import dead_letter, topic, writing_as
+from agents.runtime import dead_letter, handler_failed, topic, writing_as
 from agents.scaling_runtime import accumulate_samples, finish_windows, learn_windows, send_decisions, wait_for_kafka
 from agents.stores import STORES
 from pipeline.app import app
@@ -80,7 +80,12 @@ async def resource_metrics(stream: Any) -> None:
         # them while this loop folds the next tenants and decides on the previous ones.
         recorded = []
         for tenant_id, group in (await decode_by_tenant(events)).items():
-            accumulated = await record_tenant_samples(tenant_id, group)
+            try:
+                accumulated = await record_tenant_samples(tenant_id, group)
+            except Exception as exc:  # this tenant's samples are dead-lettered, the other tenants go on
+                for event, _ in group:
+                    await handler_failed(RESOURCE_METRICS, event, exc)
+                continue
             recorded.append((group[-1][0], accumulated, learn_windows(accumulated.closed)))
             await asyncio.sleep(0)  # let Faust deliver and the other agents in between tenants
         sent: list[asyncio.Future[Any]] = []

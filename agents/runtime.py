@@ -21,6 +21,7 @@ from pipeline.events.dead_letters import kafka_key as dead_letter_key
 from pipeline.events.decode import Invalid, decode
 from pipeline.events.models import Event
 from pipeline.faust_tuning import RawBytesSchema
+from pipeline.isolation import isolated, record_failure
 from pipeline.metrics import DEAD_LETTERS, DEAD_LETTERS_LOST, EVENTS_DUPLICATE, EVENTS_FAILED, EVENTS_PROCESSED
 from pipeline.outputs import Emit, Refused
 from tables import processed_events
@@ -140,11 +141,8 @@ async def _forget_pending_marks(*_args: Any, **_kwargs: Any) -> None:
 async def _settle_pending_marks() -> None:
     """Also when no further event comes to settle them."""
     for source_topic, marks in _pending_marks.items():
-        try:
+        with isolated("settle-pending-marks", source_topic):  # the refused record's event stays unacknowledged
             marks.settle()
-        except Exception:
-            logger.exception("a record sent for an event of %s was refused; the event stays unacknowledged",
-                             source_topic)
 
 
 def events_acked_by_process(stream: Any) -> Any:
@@ -177,6 +175,16 @@ async def dead_letter(source_topic: str, raw: bytes | None, key: bytes | None, r
                          source_topic, record.original_sha256)
 
 
+async def handler_failed(source_topic: str, message: EventT[Any], exc: Exception) -> None:
+    """One record made its agent's handler raise: count it (``provisioning_failures_total{component=
+    <topic>}``), log it and dead-letter it with the reason, so the agent goes on with the next record
+    (an exception out of an agent would stop the worker). A dead letter that cannot be sent is logged."""
+    record_failure(source_topic, exc, "a record")
+    with isolated(f"{source_topic}-dead-letter"):
+        await dead_letter(source_topic, message.value, message.key, "handler-error",
+                          f"{type(exc).__name__}: {exc}"[:1000])
+
+
 async def process(
     message: EventT[Any],
     source_topic: str,
@@ -203,6 +211,8 @@ async def process(
         emits = handle(event)
     except Refused as refused:
         await dead_letter(source_topic, raw, key, refused.reason, refused.detail)
+    except Exception as exc:  # a bug or bad data in one event: it is dead-lettered, the next one comes
+        await handler_failed(source_topic, message, exc)
     else:
         sent = await send_all(emits)
         EVENTS_PROCESSED.labels(source_topic).inc()

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from agents.runtime import dead_letter, topic
 from agents.scaling_runtime import ENABLED, ENGINE, SETTINGS, carry_out, clock
 from pipeline.app import app
+from pipeline.isolation import guarded
 from pipeline.readiness import is_ready
 from pipeline.scaling.records import Tick
 from pipeline.topics import SCALING_TICKS
@@ -52,8 +53,6 @@ async def send_ticks() -> int:
 if SETTINGS.scaling_tick_seconds > 0:
 
     @app.timer(interval=SETTINGS.scaling_tick_seconds)
+    @guarded("scaling-ticks")
     async def scaling_timer() -> None:
-        try:
-            await send_ticks()
-        except Exception:
-            logger.exception("the scaling timer failed")
+        await send_ticks()

@@ -42,3 +42,14 @@ HTTP_LATENCY = Histogram(
 PROVISIONING_ATTEMPTS = Counter(
     "provisioning_backend_attempts_total", "Backend apply attempts.", ["resource", "outcome"]
 )
+FAILURES = Counter(
+    "provisioning_failures_total",
+    "Failures isolated to one record, tenant or run of a timer, agent or sweep (which went on).",
+    ["component"],
+)
+COMPUTE_RECOVERED = Counter(
+    "provisioning_compute_recovered_releases_total",
+    "Compute allocations released by recovery rather than by their own run: kind abandoned (the run's "
+    "worker died), leftover (a finished request's token still open) or orphan (found at the provider by label).",
+    ["provider", "kind"],
+)

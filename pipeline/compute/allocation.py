@@ -1,8 +1,11 @@
 """Allocation with failover: try the ranked candidates in order until one is running.
 
-* Each attempt uses a fresh ``client_token``. On refusal, capacity error, timeout, backend failure or a
-  machine that fails while provisioning, the attempt is recorded and the next candidate is tried,
-  within ``max_attempts`` and a total ``deadline_s``.
+* Each attempt uses its own ``client_token``: with ``request_id``, derived deterministically from the
+  request id, the attempt number, the provider and the offer (:func:`allocation_token`), and announced to
+  ``on_intent`` (which records it durably) BEFORE the backend is called, so a worker killed during the
+  call leaves a token that recovery can release (docs/operations.md).
+* On refusal, capacity error, timeout, backend failure or a machine that fails while provisioning, the
+  attempt is recorded and the next candidate is tried, within ``max_attempts`` and a total ``deadline_s``.
 * No leaked allocations: on every path where an attempt is abandoned after the backend may have
   allocated something (timeout, connection/server error, malformed answer, provisioning failure or
   timeout, the total deadline, cancellation of the caller), the attempt's token is released with
@@ -15,7 +18,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -67,6 +72,30 @@ _MAY_EXIST = {
     AttemptOutcome.DEADLINE,
     AttemptOutcome.CANCELLED,
 }
+
+
+class IntentState(StrEnum):
+    """What is known of an attempt's allocation. ``allocating``: recorded before the backend call, outcome
+    unknown (a crash leaves it so); ``held``: the request's allocation; ``released``: released, or nothing
+    was allocated; ``unreleased``: its release failed and must be retried."""
+
+    ALLOCATING = "allocating"
+    HELD = "held"
+    RELEASED = "released"
+    UNRELEASED = "unreleased"
+
+
+class AllocationIntent(BaseModel):
+    """An attempt as recorded before its backend call: enough to release it after a crash."""
+
+    model_config = ConfigDict(frozen=True)
+
+    attempt: int = Field(ge=1)
+    client_token: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")
+    provider: str = Field(min_length=1, max_length=64)
+    offer_id: str = Field(min_length=1, max_length=256)
+    state: IntentState = IntentState.ALLOCATING
+    at: AwareDatetime
 
 
 class Attempt(BaseModel):
@@ -195,6 +224,50 @@ def new_client_token(prefix: str = "") -> str:
     return f"{prefix}{uuid.uuid4().hex}"
 
 
+#: Longest token: Kubernetes names the Pod ``compute-<token>`` and labels it with the token.
+TOKEN_LENGTH = 40
+
+
+def token_prefix(request_id: str) -> str:
+    """The client-token prefix of a request's attempts: at most 16 characters of its id made DNS-1123
+    safe (lower case, ``[a-z0-9-]``), so tokens can name Kubernetes objects; ``""`` if nothing is left."""
+    safe = re.sub(r"[^a-z0-9-]", "-", request_id.lower())[:16].strip("-")
+    return f"{safe}-" if safe else ""
+
+
+def allocation_token(request_id: str, attempt: int, provider: str, offer_id: str) -> str:
+    """The client token of attempt ``attempt`` of ``request_id`` on ``offer_id``: the same inputs always
+    give the same token (the backend's idempotency key), different attempts different ones. At most
+    :data:`TOKEN_LENGTH` characters of ``[a-z0-9-]`` (at least 23 hex digits of SHA-256)."""
+    prefix = token_prefix(request_id)
+    digest = hashlib.sha256(f"{request_id}:{attempt}:{provider}:{offer_id}".encode()).hexdigest()
+    return prefix + digest[: TOKEN_LENGTH - len(prefix)]
+
+
+class _IntentNotRecorded(Exception):
+    """``on_intent`` failed: the backend must not be called for a token nobody could release later."""
+
+
+def settle_intents(
+    intents: Sequence[AllocationIntent], attempts: Sequence[Attempt], held_token: str | None = None
+) -> list[AllocationIntent]:
+    """The intents after a failover run: ``held`` for the allocation kept, ``released`` for attempts that
+    were released or never allocated, ``unreleased`` for those whose release failed; intents of no finished
+    attempt stay ``allocating``."""
+    by_token = {a.client_token: a for a in attempts}
+    settled = []
+    for intent in intents:
+        attempt = by_token.get(intent.client_token)
+        state = intent.state
+        if intent.client_token == held_token:
+            state = IntentState.HELD
+        elif attempt is not None:
+            may_exist = attempt.outcome in _MAY_EXIST or attempt.outcome is AttemptOutcome.RUNNING
+            state = IntentState.UNRELEASED if may_exist and not attempt.released else IntentState.RELEASED
+        settled.append(intent if state is intent.state else intent.model_copy(update={"state": state}))
+    return settled
+
+
 async def allocate_with_failover(
     request: ComputeRequest,
     candidates: Sequence[Offer],
@@ -206,12 +279,16 @@ async def allocate_with_failover(
     on_attempt: Callable[[Attempt], None] | None = None,
     on_allocated: Callable[[Offer, AllocationHandle], Awaitable[None]] | None = None,
     token_prefix: str = "",
+    request_id: str | None = None,
+    on_intent: Callable[[AllocationIntent], Awaitable[None]] | None = None,
 ) -> FailoverResult:
     """Allocate the first candidate that reaches ``running``; see the module docstring.
 
     ``on_attempt`` is called with every finished attempt; ``on_allocated`` is awaited when the backend
     accepted an allocation (before waiting for ``running``; an exception there abandons the attempt and
-    releases it).
+    releases it). With ``request_id`` the tokens are :func:`allocation_token`; ``on_intent`` is awaited
+    with each attempt's intent before its backend call (an exception there ends the run without calling
+    the backend).
 
     Raises only ``asyncio.CancelledError`` (after releasing the in-flight attempt); everything else is
     reported in the result.
@@ -234,16 +311,27 @@ async def allocate_with_failover(
             last_error = f"deadline of {policy.deadline_s:g}s reached before attempt {number}"
             break
         backend = router.for_offer(offer)
-        token = new_client_token(token_prefix)
+        if request_id is not None:
+            token = allocation_token(request_id, number, offer.provider, offer.offer_id)
+        else:
+            token = new_client_token(token_prefix)
         started_at = datetime.now(UTC)
         t0 = time.monotonic()
         handle: AllocationHandle | None = None
         outcome: AttemptOutcome
         error: str | None = None
         cancelled: asyncio.CancelledError | None = None
-        stop = False
+        stop = backend_called = False
         try:
             async with asyncio.timeout_at(deadline):
+                if on_intent is not None:
+                    intent = AllocationIntent(attempt=number, client_token=token, provider=offer.provider,
+                                              offer_id=offer.offer_id, at=started_at)
+                    try:
+                        await on_intent(intent)
+                    except Exception as exc:
+                        raise _IntentNotRecorded(f"{type(exc).__name__}: {exc}") from exc
+                backend_called = True
                 handle = await backend.allocate(offer, request, client_token=token, setup=setup)
                 if on_allocated is not None:
                     await on_allocated(offer, handle)
@@ -254,6 +342,10 @@ async def allocate_with_failover(
             error = f"total deadline of {policy.deadline_s:g}s reached"
         except asyncio.CancelledError as exc:
             outcome, error, cancelled = AttemptOutcome.CANCELLED, "cancelled by the caller", exc
+        except _IntentNotRecorded as exc:
+            outcome, error, stop = AttemptOutcome.ERROR, f"intent not recorded: {exc}", True
+            logger.error("attempt %d on %s not made: its intent could not be recorded: %s", number,
+                         offer.offer_id, exc)
         except (BackendError, _ProvisioningFailed, _ProvisioningTimeout) as exc:
             outcome, error = _outcome_of(exc), f"{type(exc).__name__}: {exc}"
             stop = isinstance(exc, BackendError) and not exc.failover
@@ -263,7 +355,7 @@ async def allocate_with_failover(
             outcome, error = AttemptOutcome.ERROR, f"{type(exc).__name__}: {exc}"
             logger.exception("unexpected error allocating %s", offer.offer_id)
         released, release_error = False, None
-        if outcome in _MAY_EXIST:
+        if outcome in _MAY_EXIST and backend_called:
             release_error = await _release_shielded(backend, token, policy)
             released = release_error is None
             if release_error is not None:

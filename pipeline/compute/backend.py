@@ -46,6 +46,17 @@ class AllocationHandle(BaseModel):
     created_at: datetime | None = None
 
 
+class ListedAllocation(BaseModel):
+    """An allocation as a provider lists it (found by its labels, not by anything in memory)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    allocation_id: str
+    client_token: str
+    tenant_id: str
+    created_at: datetime | None = None
+
+
 class AccessSetup(BaseModel):
     """What the machine is configured with: the allocation's SSH public key and Jupyter token.
 

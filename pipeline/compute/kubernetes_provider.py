@@ -37,6 +37,7 @@ from pipeline.compute.backend import (
     BackendUnavailable,
     CapacityUnavailable,
     InvalidRequest,
+    ListedAllocation,
 )
 from pipeline.compute.catalog import Offer, make_offer_id
 from pipeline.compute.request import ComputeRequest
@@ -154,6 +155,15 @@ class KubernetesProviderConfig(BaseModel):
             )
             for shape in self.shapes
         ]
+
+
+#: Selects every object this provider creates (Pods and their Secrets), in every namespace.
+MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY},app.kubernetes.io/component=compute"
+
+
+def token_selector(client_token: str) -> str:
+    """The label selector of the objects of one allocation."""
+    return f"{MANAGED_SELECTOR},{LABEL_TOKEN}={client_token.lower()[:MAX_LABEL]}"
 
 
 def _labels(tenant_id: str, client_token: str) -> dict[str, str]:
@@ -427,9 +437,60 @@ class KubernetesComputeProvider:
         logger.info("kubernetes released %s", allocation_id)
 
     async def release_by_token(self, client_token: str) -> None:
+        """Delete the token's Pod and Secret. Where they are is asked of the API server (by label, in
+        every namespace) unless this instance created them: after a restart nothing is in memory."""
         with self._lock:
             self._tombstones.add(client_token)
             namespace = self._namespaces.get(client_token)
-        if namespace is None:
-            return  # never allocated through this provider instance
-        await self.release(self.allocation_id(namespace, pod_name(client_token)))
+        if namespace is not None:
+            await self.release(self.allocation_id(namespace, pod_name(client_token)))
+            return
+        try:
+            found = await asyncio.to_thread(self._find_sync, token_selector(client_token))
+        except Exception as exc:
+            raise _api_error(exc, f"list objects of token {client_token}") from exc
+        for namespace, name in sorted(found):
+            await self.release(self.allocation_id(namespace, name))
+
+    def _find_sync(self, selector: str) -> set[tuple[str, str]]:
+        """(namespace, Pod name) of every managed Pod or Secret matching ``selector`` (a Secret counts
+        under its Pod's name: a crash between creating the two leaves only the Secret)."""
+        api, timeout = self._core(), self.config.request_timeout_s
+        found = set()
+        for pod in api.list_pod_for_all_namespaces(label_selector=selector, _request_timeout=timeout).items:
+            found.add((pod.metadata.namespace, pod.metadata.name))
+        for secret in api.list_secret_for_all_namespaces(label_selector=selector, _request_timeout=timeout).items:
+            name = secret.metadata.name
+            found.add((secret.metadata.namespace, name.removesuffix("-access")))
+        return found
+
+    async def list_allocations(self) -> list[ListedAllocation]:
+        """Every allocation this provider manages, found by label in every namespace (Pods, and Secrets
+        left without their Pod): what the orphan sweep compares with the records."""
+
+        def listed() -> list[ListedAllocation]:
+            api, timeout = self._core(), self.config.request_timeout_s
+            out: dict[tuple[str, str], ListedAllocation] = {}
+            objects = [
+                *api.list_pod_for_all_namespaces(label_selector=MANAGED_SELECTOR, _request_timeout=timeout).items,
+                *api.list_secret_for_all_namespaces(label_selector=MANAGED_SELECTOR, _request_timeout=timeout).items,
+            ]
+            for obj in objects:
+                meta = obj.metadata
+                labels = meta.labels or {}
+                token, tenant = labels.get(LABEL_TOKEN), labels.get(LABEL_TENANT)
+                if not token or not tenant:
+                    continue
+                name = meta.name.removesuffix("-access")
+                key = (meta.namespace, name)
+                if key not in out:
+                    out[key] = ListedAllocation(
+                        allocation_id=self.allocation_id(meta.namespace, name), client_token=token,
+                        tenant_id=tenant, created_at=meta.creation_timestamp,
+                    )
+            return list(out.values())
+
+        try:
+            return await asyncio.to_thread(listed)
+        except Exception as exc:
+            raise _api_error(exc, "list compute allocations") from exc

@@ -18,7 +18,7 @@ from enum import StrEnum
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from pipeline.compute.access import MaskedAccess
-from pipeline.compute.allocation import Attempt
+from pipeline.compute.allocation import AllocationIntent, Attempt
 from pipeline.compute.catalog import Offer
 from pipeline.compute.optimizer import Decision, TenantPolicy, TenantUsage
 from pipeline.compute.request import ComputeRequest
@@ -95,6 +95,8 @@ class ComputeRecord(BaseModel):
     allocation_id: str | None = None
     client_token: str | None = None
     attempts: list[Attempt] = Field(default_factory=list)
+    #: Every attempt's token, recorded before its backend call (what recovery releases after a crash).
+    intents: list[AllocationIntent] = Field(default_factory=list)
     access: MaskedAccess | None = None
     running_since: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None

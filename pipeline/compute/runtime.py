@@ -50,6 +50,7 @@ from pipeline.compute.request import ComputeRequest
 from pipeline.compute.service import ComputeService, QuotaLookup, UnknownRequest
 from pipeline.config import Settings
 from pipeline.events.models import TENANT_ID_PATTERN, ComputeRequested, ProvisioningStatusEvent, ResourceMetrics
+from pipeline.isolation import isolated
 from pipeline.outputs import derived_id
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,10 @@ def apply_record(table: RecordTable, record: ComputeRecord) -> bool:
     return True
 
 
+class RecordNotWritten(Exception):
+    """A record could not be written to the ``compute-records`` topic."""
+
+
 class TopicRecordStore:
     """The service's ``RecordStore`` in the worker: an in-memory overlay over the table, written through
     the ``compute-records`` topic in order (``send``). ``flush()`` waits until every write is sent.
@@ -158,6 +163,7 @@ class TopicRecordStore:
         self._queue: asyncio.Queue[ComputeRecord] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._unsent = 0
+        self._given_up = 0
 
     def get(self, key: str, /) -> ComputeRecord | None:
         entry = self._overlay.get(key)
@@ -199,20 +205,30 @@ class TopicRecordStore:
         except ValueError:
             return True
 
+    async def persist(self, record: ComputeRecord) -> None:
+        """Write ``record`` and wait until it is sent; raises :class:`RecordNotWritten` when a write given
+        up on meanwhile may have been this one (a side effect keyed by it must then not be started)."""
+        given_up = self._given_up
+        self[record.request_id] = record
+        await self.flush()
+        if self._given_up != given_up:
+            raise RecordNotWritten(f"compute record {record.request_id} could not be written")
+
     async def _drain(self, queue: asyncio.Queue[ComputeRecord]) -> None:
         while True:
             record = await queue.get()
             try:
-                await self._send_with_retries(record)
+                if not await self._send_with_retries(record):
+                    self._given_up += 1
             finally:
                 self._unsent -= 1
                 queue.task_done()
 
-    async def _send_with_retries(self, record: ComputeRecord) -> None:
+    async def _send_with_retries(self, record: ComputeRecord) -> bool:
         for attempt in range(1, self._retries + 1):
             try:
                 await self._send(record)
-                return
+                return True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -221,6 +237,7 @@ class TopicRecordStore:
                     await asyncio.sleep(self._retry_delay_s * attempt)
         logger.error("compute record %s (%s) was not written; this worker keeps it in memory",
                      record.request_id, record.state.value)
+        return False
 
     async def flush(self) -> None:
         """Return once every write so far is sent (acknowledged by Kafka in the worker)."""
@@ -473,7 +490,10 @@ class ComputeRuntime:
 
     async def tick(self, now: datetime | None = None) -> dict[str, int]:
         """Start due reservations, auto-terminate (end of duration, idle), retry stuck releases, fail
-        abandoned requests, expire unclaimed access details, trim the overlay. Returns counts."""
+        abandoned requests (releasing the tokens their intents recorded), release what finished requests
+        may still hold and what the providers hold without a live record (orphans), expire unclaimed
+        access details, trim the overlay. One record or step that fails is counted and logged
+        (``provisioning_failures_total``) and the rest goes on. Returns counts."""
         now = now or self.service.clock()
         started = abandoned = 0
         for record in self.service.records():
@@ -481,28 +501,40 @@ class ComputeRuntime:
                 continue
             if self.busy(record.request_id):
                 continue
-            start_at = record.request.start_at
-            if record.state is ComputeState.REQUESTED and start_at is not None and start_at > record.created_at:
-                if start_at > now:
+            with isolated("compute-sweep", record.request_id):
+                start_at = record.request.start_at
+                if record.state is ComputeState.REQUESTED and start_at is not None and start_at > record.created_at:
+                    if start_at > now:
+                        continue
+                    if now >= start_at + timedelta(hours=record.request.duration_hours):
+                        await self.service.fail_abandoned(
+                            record.request_id, "reservation_missed",
+                            "the reservation's whole duration passed before it could start")
+                        abandoned += 1
+                        continue
+                    self._launch(record.request_id)
+                    started += 1
                     continue
-                if now >= start_at + timedelta(hours=record.request.duration_hours):
-                    await self.service.fail_abandoned(record.request_id, "reservation_missed",
-                                                      "the reservation's whole duration passed before it could start")
-                    abandoned += 1
-                    continue
-                self._launch(record.request_id)
-                started += 1
-                continue
-            if (now - record.updated_at).total_seconds() >= self.stale_after_s:
-                failed = await self.service.fail_abandoned(record.request_id)
-                abandoned += failed.state is ComputeState.FAILED
-        changed = await self.service.enforce(now)
+                if (now - record.updated_at).total_seconds() >= self.stale_after_s:
+                    failed = await self.service.fail_abandoned(record.request_id)
+                    abandoned += failed.state is ComputeState.FAILED
+        changed: list[ComputeRecord] = []
+        with isolated("compute-enforce"):
+            changed = await self.service.enforce(now)
         for record in changed:
             if record.terminal:
                 self.vault.discard(record.request_id)
+        leftovers: list[ComputeRecord] = []
+        with isolated("compute-release"):
+            leftovers = await self.service.release_leftovers()
+        orphans = 0
+        for provider, backend in self.service.backends.by_provider.items():
+            with isolated("compute-orphans", provider):
+                orphans += len(await self.service.release_orphans(provider, backend, now, self.stale_after_s))
         expired = self.vault.expire()
         trimmed = self.store.trim(self.busy)
         return {"started": started, "terminated": sum(r.terminal for r in changed), "abandoned": abandoned,
+                "leftovers_released": len(leftovers), "orphans_released": orphans,
                 "access_expired": len(expired), "overlay_trimmed": trimmed}
 
     def record_metrics(self, sample: ResourceMetrics) -> ComputeRecord | None:

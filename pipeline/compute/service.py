@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
 from pipeline.compute.access import AccessConfig, AccessDetails, AccessSecrets
-from pipeline.compute.allocation import FailoverPolicy, allocate_with_failover
-from pipeline.compute.backend import AllocationHandle, BackendError, BackendRouter
+from pipeline.compute.allocation import (
+    AllocationIntent,
+    FailoverPolicy,
+    IntentState,
+    allocate_with_failover,
+    settle_intents,
+    token_prefix,
+)
+from pipeline.compute.backend import AllocationHandle, BackendError, BackendRouter, ComputeBackend
 from pipeline.compute.catalog import Offer, OfferBook
 from pipeline.compute.engine_client import DerivativesEngineClient
 from pipeline.compute.lifecycle import (
@@ -39,7 +45,11 @@ from pipeline.compute.lifecycle import (
 from pipeline.compute.optimizer import Decision, FailureHistory, NoFeasibleOffer, TenantPolicy, choose
 from pipeline.compute.quota import ComputeQuotaRefused, admit
 from pipeline.compute.request import ComputeRequest
+from pipeline.isolation import isolated
+from pipeline.metrics import COMPUTE_RECOVERED
 from pipeline.tenants.models import QuotaRecord
+
+__all__ = ["ComputeService", "ProvisionResult", "RecordStore", "UnknownRequest", "token_prefix"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +83,8 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def token_prefix(request_id: str) -> str:
-    """The client-token prefix of a request's attempts: at most 16 characters of its id made DNS-1123
-    safe (lower case, ``[a-z0-9-]``), so tokens can name Kubernetes objects; ``""`` if nothing is left."""
-    safe = re.sub(r"[^a-z0-9-]", "-", request_id.lower())[:16].strip("-")
-    return f"{safe}-" if safe else ""
+#: Intents that may still hold capacity at a backend.
+_OPEN_INTENTS = frozenset({IntentState.ALLOCATING, IntentState.UNRELEASED})
 
 
 class ComputeService:
@@ -152,6 +159,16 @@ class ComputeService:
         self.store[record.request_id] = record
         if self._events is not None:
             await self._events(event_for(record))
+        return record
+
+    async def _persist(self, record: ComputeRecord) -> ComputeRecord:
+        """Store ``record`` and wait until it is durable (the worker's store sends it to the changelog's
+        topic and raises if it could not); a plain dict store is durable at once."""
+        persist = getattr(self.store, "persist", None)
+        if persist is not None:
+            await persist(record)
+        else:
+            self.store[record.request_id] = record
         return record
 
     async def refresh_offers(self, engine: DerivativesEngineClient) -> int:
@@ -255,10 +272,15 @@ class ComputeService:
                 )
             )
 
+        async def on_intent(intent: AllocationIntent) -> None:
+            nonlocal current
+            current = await self._persist(current.model_copy(update={"intents": [*current.intents, intent]}))
+
         try:
             result = await allocate_with_failover(
                 request, offers, self.backends, secrets.setup(), policy=self.failover,
-                history=self.failures, on_allocated=on_allocated, token_prefix=token_prefix(record.request_id),
+                history=self.failures, on_allocated=on_allocated, request_id=record.request_id,
+                on_intent=on_intent,
             )
         except asyncio.CancelledError:
             secrets.forget()
@@ -281,6 +303,7 @@ class ComputeService:
                 current, ComputeState.FAILED, now, reason=TerminationReason.ALLOCATION_FAILED.value,
                 attempts=result.attempts, error=result.error, unreleased_tokens=result.unreleased,
                 termination_reason=TerminationReason.ALLOCATION_FAILED,
+                intents=settle_intents(current.intents, result.attempts),
             )
             await self._save(final)
             return ProvisionResult(final)
@@ -293,6 +316,7 @@ class ComputeService:
             current, ComputeState.RUNNING, now, attempts=result.attempts, access=access.public_view(),
             offer=result.offer, allocation_id=handle.allocation_id, client_token=handle.client_token,
             price_per_hour=prices.get(result.offer.offer_id), unreleased_tokens=result.unreleased,
+            intents=settle_intents(current.intents, result.attempts, handle.client_token),
         )
         try:
             return ProvisionResult(await self._save(running), access)
@@ -380,23 +404,107 @@ class ComputeService:
             return record
         if request_id in self._inflight:
             return record
-        if record.offer is not None and (record.client_token or record.allocation_id):
-            backend = self.backends.for_offer(record.offer)
-            try:
+        try:
+            intents = await self._release_intents(record, every=True)
+            if record.offer is not None and (record.client_token or record.allocation_id):
+                backend = self.backends.for_offer(record.offer)
                 if record.client_token:
                     await backend.release_by_token(record.client_token)
                 if record.allocation_id:
                     await backend.release(record.allocation_id)
-            except BackendError as exc:
-                logger.error("release of abandoned %s failed: %s", request_id, exc)
-                return record
+        except BackendError as exc:
+            logger.error("release of abandoned %s failed: %s", request_id, exc)
+            return record
         message = error or f"abandoned in state {record.state.value}: nothing was allocating it any more"
         return await self._save(
             transition(
                 record, ComputeState.FAILED, self.clock(), reason=reason, error=message,
-                termination_reason=TerminationReason.CANCELLED,
+                termination_reason=TerminationReason.CANCELLED, intents=intents,
             )
         )
+
+    async def _release_intents(
+        self, record: ComputeRecord, *, every: bool = False, kind: str = "abandoned"
+    ) -> list[AllocationIntent]:
+        """Release by token every intent of ``record`` that may hold capacity (``every``: also ``held``
+        ones), at the backend of its provider; the intents marked ``released``. A failed release raises
+        :class:`BackendError` (nothing is marked; releases are idempotent, the next sweep retries)."""
+        settled = []
+        for intent in record.intents:
+            if intent.state in _OPEN_INTENTS or (every and intent.state is IntentState.HELD):
+                await self.backends.for_provider(intent.provider).release_by_token(intent.client_token)
+                COMPUTE_RECOVERED.labels(intent.provider, kind).inc()
+                logger.info("released %s's token %s (%s, recorded as %s)", record.request_id, intent.client_token,
+                            intent.provider, intent.state.value)
+                intent = intent.model_copy(update={"state": IntentState.RELEASED})
+            settled.append(intent)
+        return settled
+
+    async def release_leftovers(self) -> list[ComputeRecord]:
+        """Release what finished records may still hold: intents left ``allocating`` (the worker was
+        killed, or the run was cancelled, during an attempt) or ``unreleased``, and ``unreleased_tokens``.
+        Returns the records it updated; one whose release fails stays as it is (the next sweep retries)."""
+        changed = []
+        for record in self.records():
+            if not record.terminal:
+                continue
+            open_intents = any(i.state in _OPEN_INTENTS for i in record.intents)
+            if not open_intents and not record.unreleased_tokens:
+                continue
+            with isolated("compute-release", record.request_id):
+                try:
+                    intents = await self._release_intents(record, kind="leftover")
+                    backend = self.backends.for_offer(record.offer) if record.offer is not None else None
+                    for token in record.unreleased_tokens:
+                        await (backend or self.backends.default).release_by_token(token)
+                except BackendError as exc:
+                    logger.error("release of %s's leftover tokens failed: %s", record.request_id, exc)
+                    continue
+                updated = record.model_copy(update={"intents": intents, "unreleased_tokens": [],
+                                                    "updated_at": max(self.clock(), record.updated_at)})
+                self.store[record.request_id] = updated  # no state change: nothing to announce
+                changed.append(updated)
+        return changed
+
+    def live_tokens(self) -> tuple[set[str], set[str]]:
+        """The tenants this service has records of, and the client tokens (lower case) that may hold
+        capacity on purpose: those of unfinished records (their intents not released, their current
+        allocation). Anything else a provider holds for those tenants is an orphan."""
+        tenants: set[str] = set()
+        live: set[str] = set()
+        for record in self.records():
+            tenants.add(record.tenant_id)
+            if record.terminal:
+                continue
+            live.update(i.client_token.lower() for i in record.intents if i.state is not IntentState.RELEASED)
+            if record.client_token:
+                live.add(record.client_token.lower())
+        return tenants, live
+
+    async def release_orphans(
+        self, provider: str, backend: ComputeBackend, now: datetime, grace_s: float
+    ) -> list[str]:
+        """Delete what ``backend`` (a provider that can list its allocations: ``list_allocations``) holds
+        for a tenant of this service without a live token, created more than ``grace_s`` before ``now``.
+        The provider is asked (by label), never an in-memory list of what it created. Returns the tokens
+        released."""
+        lister = getattr(backend, "list_allocations", None)
+        if lister is None:
+            return []
+        tenants, live = self.live_tokens()
+        released = []
+        for found in await lister():
+            if found.tenant_id not in tenants or found.client_token in live:
+                continue
+            if found.created_at is not None and (now - found.created_at).total_seconds() < grace_s:
+                continue
+            with isolated("compute-orphans", found.client_token):
+                logger.warning("releasing orphan allocation %s of %s (token %s)", found.allocation_id,
+                               found.tenant_id, found.client_token)
+                await backend.release_by_token(found.client_token)
+                COMPUTE_RECOVERED.labels(provider, "orphan").inc()
+                released.append(found.client_token)
+        return released
 
     def record_utilization(self, request_id: str, utilization: float, at: datetime) -> ComputeRecord | None:
         """Fold one utilization sample (``resource-metrics``) into the record's ``last_active_at``."""
@@ -415,13 +523,14 @@ class ComputeService:
         now = now or self.clock()
         changed = []
         for record in self.records():
-            if record.state is ComputeState.TERMINATING:
-                changed.append(await self.terminate(record.request_id))
-                continue
-            reason = termination_due(record, now, idle=self.idle)
-            if reason is not None:
-                logger.info("auto-terminating %s: %s", record.request_id, reason.value)
-                changed.append(await self.terminate(record.request_id, reason))
+            with isolated("compute-enforce", record.request_id):
+                if record.state is ComputeState.TERMINATING:
+                    changed.append(await self.terminate(record.request_id))
+                    continue
+                reason = termination_due(record, now, idle=self.idle)
+                if reason is not None:
+                    logger.info("auto-terminating %s: %s", record.request_id, reason.value)
+                    changed.append(await self.terminate(record.request_id, reason))
         return changed
 
     # ----- capacity -----

@@ -162,6 +162,23 @@ class FakeCoreV1:
                                    conditions=[SimpleNamespace(type="Ready", status="True")]),
         )
 
+    @staticmethod
+    def _listed(store: dict[tuple[str, str], dict[str, Any]], label_selector: str) -> Any:
+        wanted = dict(term.split("=", 1) for term in label_selector.split(","))
+        items = [
+            SimpleNamespace(metadata=SimpleNamespace(namespace=ns, name=name, labels=body["metadata"]["labels"],
+                                                     creation_timestamp=None))
+            for (ns, name), body in store.items()
+            if all(body["metadata"]["labels"].get(k) == v for k, v in wanted.items())
+        ]
+        return SimpleNamespace(items=items)
+
+    def list_pod_for_all_namespaces(self, *, label_selector: str, **_: Any) -> Any:
+        return self._listed(self.pods, label_selector)
+
+    def list_secret_for_all_namespaces(self, *, label_selector: str, **_: Any) -> Any:
+        return self._listed(self.secrets, label_selector)
+
     def delete_namespaced_pod(self, name: str, namespace: str, **_: Any) -> None:
         if self.pods.pop((namespace, name), None) is None:
             raise ApiError(404, "Not Found")
@@ -202,3 +219,24 @@ async def test_provider_errors_are_typed() -> None:
     bad = REQUEST.model_copy(update={"tenant_id": "Bad_Tenant"})
     with pytest.raises(InvalidRequest):
         await provider.allocate(offer, bad, client_token="c" * 32, setup=setup)
+
+
+async def test_a_fresh_provider_releases_by_token_what_another_instance_created() -> None:
+    """After a restart nothing is in memory: the Pod and its Secret are found by their labels."""
+    api = FakeCoreV1({"tenant-acme"})
+    offer = CONFIG.offers()[0]
+    await KubernetesComputeProvider(CONFIG, api=api).allocate(
+        offer, REQUEST, client_token=TOKEN, setup=AccessSecrets.generate().setup()
+    )
+    other = "f" * 32
+    await KubernetesComputeProvider(CONFIG, api=api).allocate(
+        offer, REQUEST, client_token=other, setup=AccessSecrets.generate().setup()
+    )
+    del api.pods[("tenant-acme", f"compute-{other}")]  # killed between creating the Secret and the Pod
+    fresh = KubernetesComputeProvider(CONFIG, api=api)
+    listed = {a.client_token: a for a in await fresh.list_allocations()}
+    assert set(listed) == {TOKEN, other} and listed[TOKEN].tenant_id == "acme"
+    await fresh.release_by_token(TOKEN)
+    await KubernetesComputeProvider(CONFIG, api=api).release_by_token(other)
+    assert api.pods == {} and api.secrets == {}
+    await KubernetesComputeProvider(CONFIG, api=api).release_by_token(TOKEN)  # idempotent

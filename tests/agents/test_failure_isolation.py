@@ -1,0 +1,101 @@
+"""An agent whose handler raises on one record dead-letters it (reason ``handler-error``), counts it, and
+handles the next record: an exception out of an agent would stop the worker."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from agents import compute_requests as compute_agent
+from agents import runtime
+from pipeline.events.models import UserCreated
+from pipeline.metrics import FAILURES
+from pipeline.topics import COMPUTE_REQUESTS
+
+
+class FakeMessage:
+    def __init__(self, value: bytes, key: bytes = b"acme") -> None:
+        self.value, self.key, self.acked = value, key, False
+
+    def ack(self) -> bool:
+        self.acked = True
+        return True
+
+
+def user_event(event_id: str) -> bytes:
+    return json.dumps({"event_id": event_id, "tenant_id": "acme", "occurred_at": "2026-05-01T12:00:00+00:00",
+                       "user_id": f"u-{event_id}", "email": "a@example.com"}).encode()
+
+
+def compute_event(event_id: str, name: str) -> bytes:
+    return json.dumps({"event_id": event_id, "tenant_id": "acme", "occurred_at": "2026-05-01T12:00:00+00:00",
+                       "request_name": name, "resources": {"vcpus": 1, "memory_gib": 1},
+                       "duration_hours": 1}).encode()
+
+
+@pytest.fixture
+def dead_letters(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
+    sent: list[tuple[str, str, str]] = []
+
+    async def dead_letter(source_topic: str, raw: bytes | None, key: bytes | None, reason: str, detail: str) -> None:
+        sent.append((source_topic, reason, detail))
+
+    monkeypatch.setattr(runtime, "dead_letter", dead_letter)
+    monkeypatch.setattr(runtime.processed_events, "seen", lambda event_id: False)
+    monkeypatch.setattr(runtime.processed_events, "mark", lambda event_id: None)
+    return sent
+
+
+async def test_process_dead_letters_an_event_whose_handler_raises_and_handles_the_next(
+    dead_letters: list[tuple[str, str, str]],
+) -> None:
+    topic = "test-isolation-users"
+    handled: list[str] = []
+
+    def handle(event: UserCreated) -> list[Any]:
+        if event.event_id == "bad":
+            raise ZeroDivisionError("a bug met by one event")
+        handled.append(event.event_id)
+        return []
+
+    before = FAILURES.labels(topic)._value.get()
+    bad, good = FakeMessage(user_event("bad")), FakeMessage(user_event("good"))
+    await runtime.process(bad, topic, UserCreated, handle)  # type: ignore[arg-type]
+    await runtime.process(good, topic, UserCreated, handle)  # type: ignore[arg-type]
+    assert handled == ["good"]
+    assert dead_letters == [(topic, "handler-error", "ZeroDivisionError: a bug met by one event")]
+    assert bad.acked and good.acked  # the bad one does not stall the partition
+    assert FAILURES.labels(topic)._value.get() == before + 1
+
+
+class FakeStream:
+    def __init__(self, messages: list[FakeMessage]) -> None:
+        self.messages = messages
+
+    async def events(self) -> AsyncIterator[FakeMessage]:
+        for message in self.messages:
+            yield message
+
+
+async def test_the_compute_requests_agent_goes_on_after_a_record_that_makes_it_raise(
+    dead_letters: list[tuple[str, str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    submitted: list[str] = []
+
+    class Runtime:
+        async def submit_event(self, event: Any) -> None:
+            if event.request_name == "explodes":
+                raise RuntimeError("offer book corrupted")
+            submitted.append(event.request_name)
+
+    monkeypatch.setattr(compute_agent, "runtime", lambda: Runtime())
+    monkeypatch.setattr(compute_agent, "require_tenant", lambda stores, tenant_id: None)
+    monkeypatch.setattr(compute_agent.processed_events, "seen", lambda event_id: False)
+    monkeypatch.setattr(compute_agent.processed_events, "mark", lambda event_id: None)
+    stream = FakeStream([FakeMessage(compute_event("e1", "explodes")), FakeMessage(compute_event("e2", "fine"))])
+    await compute_agent.compute_requests.fun(stream)  # the agent's own function, fed in-process
+    assert submitted == ["fine"]
+    assert [(t, r) for t, r, _ in dead_letters] == [(COMPUTE_REQUESTS, "handler-error")]
