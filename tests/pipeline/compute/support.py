@@ -29,7 +29,7 @@ FAST_SETTINGS: dict[str, Any] = {
 }
 
 #: A quota no single request can exceed (the request model's own bounds) nor a test's few requests together.
-UNLIMITED = Quota(cpu_cores=1e9, memory_gib=10**9, gpus=10**6, storage_gib=10**12)
+UNLIMITED = Quota(cpu_cores=1e9, memory_gib=10**9, gpus=10**6, storage_gib=10**9)
 
 
 @dataclass
