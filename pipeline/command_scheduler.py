@@ -8,14 +8,15 @@
   not queued (:meth:`CommandScheduler.start` returns False). Its status entry stays pending and the
   reconciler starts it on a later pass, so the backlog lives in the status table, not in memory.
 * **Deletes win.** A delete of a (tenant, resource) waits until every earlier command of that resource on this
-  worker has stopped: one backing off is cancelled at once (no backend call is in flight during a backoff), one
-  in a backend call finishes that call and then meets the fence (``command_fence``) before its next one. So
-  the delete is the last call the backend sees, and no late create re-creates what it removed.
+  worker has stopped: one backing off wakes at once, one in a backend call finishes that call; either then
+  meets the fence (``command_fence``) before its next backend call. So the delete is the last call the backend
+  sees, and no late create re-creates what it removed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -49,7 +50,8 @@ class CommandScheduler:
         self.running: dict[str, asyncio.Task[ProvisioningResult | None]] = {}
         self._by_resource: dict[tuple[str, str], set[str]] = {}
         self._replays: set[str] = set()
-        self._backing_off: set[str] = set()
+        #: Set while a delete of the (tenant, resource) waits: backoffs of that resource end at once.
+        self._wake: dict[tuple[str, str], asyncio.Event] = {}
 
     def __contains__(self, command_id: str) -> bool:
         return command_id in self.running
@@ -70,13 +72,10 @@ class CommandScheduler:
             return False
         key = (command.tenant_id, command.resource)
         # Any command waits for the earlier ones of its resource (a create of a new generation for the delete
-        # of the old one); a delete also cuts their backoff short.
-        earlier: list[asyncio.Task[ProvisioningResult | None]] = []
-        for other in self._by_resource.get(key, set()):
-            task = self.running[other]
-            if command.action is CommandAction.DELETE and other in self._backing_off:
-                task.cancel()
-            earlier.append(task)
+        # of the old one); a delete also cuts their backoffs short.
+        earlier = [self.running[other] for other in self._by_resource.get(key, set())]
+        if command.action is CommandAction.DELETE:
+            self._wake.setdefault(key, asyncio.Event()).set()
         task = asyncio.create_task(
             self._run(command, replay, earlier), name=f"provision-{command.resource}-{command.tenant_id}"
         )
@@ -94,14 +93,13 @@ class CommandScheduler:
             await asyncio.wait(earlier)
         slots = self._replay_slots if replay else self._live_slots
         async with slots:
-            return await self.runner(command, replay, lambda seconds: self._sleep(command.command_id, seconds))
+            key = (command.tenant_id, command.resource)
+            return await self.runner(command, replay, lambda seconds: self._sleep(key, seconds))
 
-    async def _sleep(self, command_id: str, seconds: float) -> None:
-        self._backing_off.add(command_id)
-        try:
-            await asyncio.sleep(seconds)
-        finally:
-            self._backing_off.discard(command_id)
+    async def _sleep(self, key: tuple[str, str], seconds: float) -> None:
+        wake = self._wake.setdefault(key, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), seconds)
 
     def _finished(self, command: ProvisioningCommand, task: asyncio.Task[ProvisioningResult | None]) -> None:
         cid = command.command_id
@@ -113,9 +111,9 @@ class CommandScheduler:
             ids.discard(cid)
             if not ids:
                 del self._by_resource[key]
+                self._wake.pop(key, None)
         if task.cancelled():
-            logger.info("%s command %s of %s cancelled during its backoff", command.resource, cid,
-                        command.tenant_id)
+            logger.info("%s command %s of %s cancelled", command.resource, cid, command.tenant_id)
         elif (exc := task.exception()) is not None:
             logger.error("%s command %s of %s crashed", command.resource, cid, command.tenant_id, exc_info=exc)
 
