@@ -203,7 +203,7 @@ def refusal_to_create(existing: TenantRecord | None, event: TenantCreated) -> Re
         )
     if event.event_id == existing.source_event_id or (
         existing.deleted_at is not None and event.occurred_at <= existing.deleted_at
-    ):
+    ):  # the same event again, or one from before the delete
         return Refused(
             "stale-create",
             f"tenant {event.tenant_id!r} was deleted after this create event (a replay or a late retry); "
@@ -222,8 +222,10 @@ def handle_tenant_created(
     event: TenantCreated, stores: TenantStores, quota_for_tier: QuotaForTier, now: datetime
 ) -> list[Emit]:
     existing = stores.tenants.get(event.tenant_id)
-    if existing is not None and existing.state is TenantState.ACTIVE and existing.source_event_id == event.event_id:
-        return resend_pending(stores, existing, event.event_id, now)
+    if existing is not None and existing.source_event_id == event.event_id:
+        # A redelivery: send again what is still pending, unless the tenant was deleted since (then nothing:
+        # a replayed create never re-creates a deleted tenant).
+        return resend_pending(stores, existing, event.event_id, now) if existing.state is TenantState.ACTIVE else []
     refused = refusal_to_create(existing, event)
     if refused is not None:
         raise refused
