@@ -2,13 +2,16 @@
 
 Every transition goes to ``provisioning-results`` (the status table is written by that topic's agent).
 A command already finished (status ready/failed/deleted under the same command id) or already running
-here is skipped, so redelivered commands do nothing twice.
+here is skipped, so redelivered commands do nothing twice. A command its tenant's state no longer wants
+(deleted, re-created as a new generation, superseded, or unknown: history read by a new consumer group) is
+dropped (``command_fence``), on arrival and again before each retry. Commands of events older than this
+worker run in the replay lane (``pipeline/command_scheduler.py``): few at a time, verify before apply.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -17,17 +20,18 @@ from agents.backends import provisioners, retry_policy
 from agents.runtime import dead_letter, handler_failed, topic
 from agents.stores import STORES
 from pipeline.app import app
-from pipeline.events.models import ProvisioningCommand
-from pipeline.executor import ProvisioningResult, execute
+from pipeline.command_scheduler import CommandScheduler, Sleep, is_replay
+from pipeline.events.models import CommandAction, ProvisioningCommand
+from pipeline.executor import ProvisioningResult, execute, fenced
 from pipeline.outputs import PROVISIONING_COMMANDS
+from pipeline.tenants.logic import command_fence
 from pipeline.tenants.models import ResourceState
 from pipeline.topics import PROVISIONING_RESULTS
 
 logger = logging.getLogger(__name__)
 
 FINISHED = {ResourceState.READY, ResourceState.FAILED, ResourceState.DELETED}
-running: dict[str, asyncio.Task[ProvisioningResult]] = {}
-_slots = asyncio.Semaphore(app.settings.executor_concurrency)
+STARTED_AT = datetime.now(UTC)
 
 
 async def report(result: ProvisioningResult) -> None:
@@ -43,18 +47,39 @@ def already_done(command: ProvisioningCommand) -> bool:
     return entry is not None and entry.command_id == command.command_id and entry.status in FINISHED
 
 
-async def _run(command: ProvisioningCommand) -> ProvisioningResult:
-    async with _slots:
-        return await execute(command, provisioners(), report, retry_policy())
+def fence(command: ProvisioningCommand) -> str | None:
+    return command_fence(command, STORES)
 
 
-def start(command: ProvisioningCommand) -> None:
-    """Run ``command`` in the background unless it is already running on this worker."""
-    if command.command_id in running:
-        return
-    task = asyncio.create_task(_run(command), name=f"provision-{command.resource}-{command.tenant_id}")
-    running[command.command_id] = task
-    task.add_done_callback(lambda _: running.pop(command.command_id, None))
+async def _run(command: ProvisioningCommand, verify_first: bool, sleep: Sleep) -> ProvisioningResult:
+    return await execute(command, provisioners(), report, retry_policy(), sleep=sleep, fence=fence,
+                         verify_first=verify_first)
+
+
+scheduler = CommandScheduler(
+    _run,
+    concurrency=app.settings.executor_concurrency,
+    replay_concurrency=app.settings.executor_replay_concurrency,
+    replay_backlog=app.settings.executor_replay_backlog,
+)
+running = scheduler.running
+
+
+def start(command: ProvisioningCommand) -> bool:
+    """Run ``command`` in the background unless it is already running on this worker; False if it is a replay
+    that did not fit in the backlog (its status stays as it is, for the reconciler)."""
+    return scheduler.start(command, is_replay(command, event_time(command), STARTED_AT))
+
+
+def event_time(command: ProvisioningCommand) -> datetime | None:
+    """When the event behind ``command`` happened, as the tables recorded it."""
+    if command.action is CommandAction.CREATE_USER:
+        user = STORES.users.get(f"{command.tenant_id}/{command.spec.get('user', {}).get('user_id')}")
+        return user.created_at if user else None
+    tenant = STORES.tenants.get(command.tenant_id)
+    if tenant is None:
+        return None
+    return tenant.deleted_at if command.action is CommandAction.DELETE else tenant.created_at
 
 
 @app.agent(topic(PROVISIONING_COMMANDS), concurrency=1)
@@ -66,7 +91,12 @@ async def executor(stream: Any) -> None:
             await dead_letter(PROVISIONING_COMMANDS, message.value, message.key, "schema", str(exc))
             continue
         try:
-            if app.settings.executor_enabled and not already_done(command):
-                start(command)
+            if not app.settings.executor_enabled or already_done(command):
+                continue
+            reason = fence(command)
+            if reason is not None:
+                fenced(command, reason)
+                continue
+            start(command)
         except Exception as exc:
             await handler_failed(PROVISIONING_COMMANDS, message, exc)

@@ -1,16 +1,23 @@
-"""Periodic reconciliation of this worker's tenants.
+"""Periodic reconciliation of this worker's tenants, a batch of tenants per pass (RECONCILE_BATCH_TENANTS).
 
 * A command whose status has not moved for RECONCILE_STALE_AFTER_SECONDS and that is not running here
-  (its worker died mid-way) is started again, under the same command id.
+  (its worker died mid-way, or the replay backlog was full) is started again, under the same command id.
 * Every ready resource is verified against its backend; one that drifted (deleted or changed behind our
   back) is reported ``drifted`` and re-applied.
+* For RECONCILE_ORPHAN_WINDOW_SECONDS after a tenant was deleted, its deleted resources are checked: one that
+  exists again (a create that reached the backend after the delete, e.g. from another worker) is deleted.
+
+The timer body only picks the batch and starts tasks: verifies run in the background, a few at a time, and a
+pass whose predecessor's verifies are still running starts none (the next pass picks the tenants up).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from datetime import timedelta
+from typing import Any
 
 from agents.backends import provisioners
 from agents.executor import report, running, start
@@ -19,18 +26,16 @@ from pipeline.app import app
 from pipeline.events.models import CommandAction, ProvisioningCommand
 from pipeline.executor import ProvisioningResult, tenant_spec
 from pipeline.isolation import guarded, isolated
+from pipeline.metrics import ORPHANS_REMOVED
 from pipeline.provisioners.errors import ProvisioningError
-from pipeline.tenants.logic import command_for
-from pipeline.tenants.models import ResourceState, TenantState
+from pipeline.tenants.models import TenantState
+from pipeline.tenants.reconcile import RoundRobin, tenant_pass
 
 logger = logging.getLogger(__name__)
 
-#: Not finished: restarted when stale. DRIFTED included: a worker that died between reporting drift and the
-#: repair would otherwise leave the resource drifted for good (it is neither ready nor restarted).
-IN_FLIGHT = {
-    ResourceState.PENDING, ResourceState.PROVISIONING, ResourceState.RETRYING, ResourceState.DELETING,
-    ResourceState.DRIFTED,
-}
+_tenants = RoundRobin()
+_checks: set[asyncio.Task[None]] = set()
+_check_slots = asyncio.Semaphore(app.settings.reconcile_verify_concurrency)
 
 
 @app.timer(interval=app.settings.reconcile_interval_seconds)
@@ -38,23 +43,33 @@ IN_FLIGHT = {
 async def reconcile() -> None:
     if not app.settings.executor_enabled:
         return
-    stale_before = now() - timedelta(seconds=app.settings.reconcile_stale_after_seconds)
-    checks = []
-    for tenant_id, status in STORES.status.items():
+    settings, at = app.settings, now()
+    stale_before = at - timedelta(seconds=settings.reconcile_stale_after_seconds)
+    orphans_since = at - timedelta(seconds=settings.reconcile_orphan_window_seconds)
+    data_bearing = {name for name, p in provisioners().items() if p.data_bearing}
+    checking = bool(_checks)
+    for tenant_id in _tenants.next_batch(STORES.status.keys(), settings.reconcile_batch_tenants):
         with isolated("reconcile", tenant_id):  # one tenant's bad state does not stop the others'
-            tenant, quota = STORES.tenants.get(tenant_id), STORES.quotas.get(tenant_id)
-            if tenant is None or quota is None or tenant.state is TenantState.DELETED:
+            work = tenant_pass(STORES, tenant_id, running, at, stale_before, orphans_since, data_bearing)
+            for command in work.restart:
+                logger.info("restarting stale %s command of %s", command.resource, tenant_id)
+                start(command)
+            if checking:
                 continue
-            for entry in status.resources.values():
-                if entry.command_id in running:
-                    continue
-                if entry.status in IN_FLIGHT and entry.updated_at < stale_before:
-                    action = CommandAction.DELETE if entry.status is ResourceState.DELETING else CommandAction.CREATE
-                    logger.info("restarting stale %s command of %s", entry.resource, tenant_id)
-                    start(command_for(tenant, quota, entry, action, now()))
-                elif entry.status is ResourceState.READY and tenant.state is TenantState.ACTIVE:
-                    checks.append(command_for(tenant, quota, entry, CommandAction.CREATE, now()))
-    await asyncio.gather(*(_verify(command) for command in checks))
+            for command in work.verify:
+                _spawn(_verify(command))
+            for command in work.orphan:
+                _spawn(_remove_orphan(command))
+
+
+def _spawn(check: Coroutine[Any, Any, None]) -> None:
+    async def bounded() -> None:
+        async with _check_slots:
+            await check
+
+    task = asyncio.create_task(bounded())
+    _checks.add(task)
+    task.add_done_callback(_checks.discard)
 
 
 async def _verify(command: ProvisioningCommand) -> None:
@@ -86,3 +101,29 @@ async def _verify_one(command: ProvisioningCommand) -> None:
             )
         )
         start(command)
+
+
+async def _remove_orphan(command: ProvisioningCommand) -> None:
+    with isolated("reconcile-orphans", command.tenant_id):
+        await _remove_orphan_one(command)
+
+
+async def _remove_orphan_one(command: ProvisioningCommand) -> None:
+    provisioner = provisioners().get(command.resource)
+    if provisioner is None:
+        return
+    spec = tenant_spec(command)
+    try:
+        if not (await provisioner.verify(spec)).exists:
+            return
+        tenant = STORES.tenants.get(command.tenant_id)
+        if tenant is None or tenant.state is not TenantState.DELETED or tenant.generation != command.generation:
+            return  # re-created meanwhile: the resource is the new incarnation's
+        deleted = await provisioner.delete(spec, purge=bool(command.spec.get("purge")))
+    except ProvisioningError as exc:
+        logger.warning("orphan check of %s for %s failed: %s", command.resource, command.tenant_id, exc)
+        return
+    if deleted.deleted:
+        ORPHANS_REMOVED.labels(command.resource).inc()
+        logger.warning("removed %s of deleted tenant %s, re-created after its delete: %s", command.resource,
+                       command.tenant_id, ", ".join(deleted.deleted))

@@ -96,12 +96,28 @@ class Settings(BaseSettings):
     derivatives_engine_url: str = "http://127.0.0.1:8092"
     tiers_file: Path | None = None
     executor_enabled: bool = Field(True, description="Run provisioning commands against the backends.")
-    executor_concurrency: int = Field(32, ge=1, le=1024)
+    executor_concurrency: int = Field(32, ge=1, le=1024, description="Live commands applied at once.")
+    executor_replay_concurrency: int = Field(
+        4, ge=1, le=256,
+        description="Commands of events older than the worker's start (replays, restarts) run at once.",
+    )
+    executor_replay_backlog: int = Field(
+        64, ge=1, le=10_000,
+        description="Replay commands queued at most; more stay pending for the reconciler to start later.",
+    )
     executor_max_attempts: int = Field(8, ge=1, le=1000)
     executor_base_delay_seconds: float = Field(0.5, gt=0, le=3600)
     executor_max_delay_seconds: float = Field(20.0, gt=0, le=24 * 3600)
     reconcile_interval_seconds: float = Field(30.0, gt=0, le=24 * 3600)
     reconcile_stale_after_seconds: float = Field(60.0, gt=0, le=7 * 24 * 3600)
+    reconcile_batch_tenants: int = Field(
+        50, ge=1, le=10_000, description="Tenants the reconciler looks at per pass (round robin over passes)."
+    )
+    reconcile_verify_concurrency: int = Field(4, ge=1, le=256, description="Reconciler verifies run at once.")
+    reconcile_orphan_window_seconds: float = Field(
+        3600.0, ge=0, le=30 * 86400, allow_inf_nan=False,
+        description="How long after a deletion the reconciler checks for resources re-created by a late create.",
+    )
 
     # Compute provisioning (settings of pipeline/compute and its agents go here)
     compute_catalog_dir: Path | None = Field(

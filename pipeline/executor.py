@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import AwareDatetime, BaseModel, Field
 
 from pipeline.events.models import CommandAction, ProvisioningCommand
-from pipeline.metrics import PROVISIONING_ATTEMPTS
+from pipeline.metrics import COMMANDS_FENCED, PROVISIONING_ATTEMPTS, PROVISIONING_VERIFIED
 from pipeline.provisioners.base import Provisioner, TenantSpec
 from pipeline.provisioners.errors import PermanentError, ProvisioningError
 from pipeline.provisioners.tiers import Quota, QuotaOverride
@@ -33,7 +33,8 @@ class ProvisioningResult(BaseModel):
     tenant_id: str
     resource: str
     action: CommandAction
-    status: Literal["provisioning", "retrying", "ready", "failed", "deleted", "drifted"]
+    #: ``fenced``: the command was stopped before touching the backend (its tenant was deleted or re-created).
+    status: Literal["provisioning", "retrying", "ready", "failed", "deleted", "drifted", "fenced"]
     attempts: int
     error: str | None = None
     detail: dict[str, Any] = Field(default_factory=dict)
@@ -57,6 +58,14 @@ class QuotaUpdater(Protocol):
 
 
 Report = Callable[[ProvisioningResult], Awaitable[None]]
+#: Why a command must stop before its next backend call, or None (``pipeline.tenants.logic.command_fence``).
+Fence = Callable[[ProvisioningCommand], str | None]
+
+
+def fenced(command: ProvisioningCommand, reason: str) -> None:
+    COMMANDS_FENCED.labels(command.resource, command.action.value).inc()
+    logger.info("dropped %s %s command %s of tenant %s (generation %d): %s", command.resource,
+                command.action.value, command.command_id, command.tenant_id, command.generation, reason)
 
 
 def tenant_spec(command: ProvisioningCommand) -> TenantSpec:
@@ -95,8 +104,15 @@ async def execute(
     policy: RetryPolicy = RetryPolicy(),
     rng: random.Random | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    fence: Fence | None = None,
+    verify_first: bool = False,
 ) -> ProvisioningResult:
-    """Run ``command`` until it succeeds, fails permanently or runs out of attempts."""
+    """Run ``command`` until it succeeds, fails permanently or runs out of attempts.
+
+    ``fence`` is asked before every backend call (the first attempt and each retry after its backoff): a
+    command it stops reports nothing more and returns ``fenced``. With ``verify_first`` a create first
+    verifies, and a resource that exists as planned is ``ready`` without an apply (a replayed create).
+    """
     rng = rng or random.Random()
 
     def result(status: str, attempts: int, error: str | None = None, **detail: Any) -> ProvisioningResult:
@@ -124,9 +140,29 @@ async def execute(
         final = result("failed", 0, f"refused: {exc}")
         await report(final)
         return final
+    reason = fence(command) if fence else None
+    if reason is not None:
+        fenced(command, reason)
+        return result("fenced", 0, reason)
     await report(result("provisioning", 0))
+    if verify_first and command.action in (CommandAction.CREATE, CommandAction.CREATE_USER):
+        try:
+            verified = await provisioner.verify(spec)
+        except ProvisioningError as exc:
+            logger.info("verify before apply of %s for %s failed, applying: %s", command.resource,
+                        command.tenant_id, exc)
+        else:
+            if verified.ok:
+                PROVISIONING_VERIFIED.labels(command.resource).inc()
+                final = result("ready", 0, None, verified=True)
+                await report(final)
+                return final
     last_error = ""
     for attempt in range(1, policy.max_attempts + 1):
+        reason = fence(command) if fence and attempt > 1 else None
+        if reason is not None:
+            fenced(command, reason)
+            return result("fenced", attempt - 1, reason)
         try:
             detail = await _perform(command, provisioner, spec)
         except ProvisioningError as exc:

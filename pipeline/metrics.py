@@ -53,3 +53,24 @@ COMPUTE_RECOVERED = Counter(
     "worker died), leftover (a finished request's token still open) or orphan (found at the provider by label).",
     ["provider", "kind"],
 )
+COMMANDS_FENCED = Counter(
+    "provisioning_commands_fenced_total",
+    "Provisioning commands dropped before a backend call: their tenant was deleted or re-created, or a later "
+    "command superseded them.",
+    ["resource", "action"],
+)
+PROVISIONING_VERIFIED = Counter(
+    "provisioning_verified_without_apply_total",
+    "Replayed create commands whose resource verified as planned, so no apply was made.",
+    ["resource"],
+)
+COMMANDS_DEFERRED = Counter(
+    "provisioning_commands_deferred_total",
+    "Replayed commands not queued because the replay backlog was full; the reconciler starts them later.",
+    ["resource"],
+)
+ORPHANS_REMOVED = Counter(
+    "provisioning_orphans_removed_total",
+    "Resources of deleted tenants found existing again (a late create) and deleted by the reconciler.",
+    ["resource"],
+)

@@ -62,6 +62,10 @@ class TypedTable(Generic[M]):
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
 
+    def keys(self) -> list[str]:
+        """The keys, without reading the values."""
+        return [key for key, raw in list(self.backend.items()) if raw is not None]
+
     def items(self) -> Iterator[tuple[str, M]]:
         for key, raw in list(self.backend.items()):
             if raw is not None:

@@ -24,6 +24,7 @@ from pipeline import bounded_json
 from pipeline.events.models import TENANT_ID_PATTERN, AuditEvent, CommandAction, TenantCreated, Tier
 from pipeline.provisioners.errors import PermanentError
 from pipeline.provisioners.tiers import Quota
+from pipeline.tenants.logic import refusal_to_create
 from pipeline.tenants.models import QuotaRecord, TenantRecord, TenantState
 from pipeline.usage import RECENT_WINDOWS, TenantUtilization
 from web.auth import Access, Authenticator, AuthError, AuthUnavailable, Principal, authorize, unauthorized
@@ -258,6 +259,9 @@ class _Api:
                 409, "tenant-exists", f"tenant {event.tenant_id!r} already exists ({existing.state.value})",
                 {"tenant_id": event.tenant_id, "state": existing.state.value},
             )
+        refused = refusal_to_create(existing, event)
+        if refused is not None:
+            raise ApiError(409, refused.reason, refused.detail, {"tenant_id": event.tenant_id})
         if query.dry_run:
             try:
                 plan = self.planner(event)
@@ -307,7 +311,9 @@ class _Api:
         tenant_id = request.match_info["tenant_id"]
         query = parse_query(request, DeleteQuery)
         audit_of(request).detail["purge"] = query.purge
-        await self._live_tenant(tenant_id)
+        tenant = await self.reader.tenant(tenant_id)
+        if not (query.purge and tenant is not None and tenant.data_retained):  # a purge may follow a plain delete
+            await self._live_tenant(tenant_id)
         await self._send(
             "tenant deletion", self.gateway.delete_tenant(tenant_id, query.purge, principal_of(request).sub)
         )

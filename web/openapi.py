@@ -23,7 +23,9 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     401: "Missing, expired, badly signed or otherwise unacceptable bearer token (WWW-Authenticate: Bearer).",
     403: "The token may not do this: another tenant, a viewer writing, or a quota change by a non-platform-admin.",
     404: "Unknown tenant (code tenant-not-found) or compute request (code compute-request-not-found).",
-    409: "The tenant already exists (code tenant-exists), or the compute request exists already or is not in a "
+    409: "The tenant already exists (code tenant-exists), its id belongs to a tenant deleted without purge whose "
+    "data is kept (code tenant-id-retained: delete it again with ?purge=true first), or the compute request "
+    "exists already or is not in a "
     "state that allows this (codes compute-request-exists, access-not-ready, compute-request-terminated).",
     410: "The access details of a compute request were handed out already or expired unclaimed (code access-gone): "
     "they are never stored; terminate the request and request again.",

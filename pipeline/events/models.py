@@ -165,6 +165,10 @@ class ProvisioningCommand(BaseModel):
     issued_at: AwareDatetime
     cause_event_id: str
     spec: dict[str, Any] = Field(default_factory=dict)
+    generation: int = Field(
+        1, ge=1, le=1_000_000,
+        description="The tenant's incarnation the command belongs to; commands of an older one are dropped.",
+    )
 
 
 class ProvisioningStatusEvent(BaseModel):

@@ -176,16 +176,20 @@ class IgniteProvisioner(ReconnectingProvisioner):
             return self._verify_result(plan, exists=False, missing=[f"cache {cache_name}"])
         return self._verify_result(plan, exists=True, differences=diff(_compared(plan.settings), current))
 
-    def _destroy_sync(self, cache_name: str) -> bool:
+    def _destroy_sync(self, cache_name: str, purge: bool) -> str:
         with self._lock:
             client = self._connect()
             if cache_name not in client.get_cache_names():
-                return False
-            client.get_cache(cache_name).destroy()
-            return True
+                return "absent"
+            cache = client.get_cache(cache_name)
+            if not purge and cache.get_size() > 0:
+                return "kept"
+            cache.destroy()
+            return "deleted"
 
     async def _delete(self, tenant: TenantSpec, plan: ResourcePlan, purge: bool) -> DeleteResult:
+        """An empty cache is destroyed; one holding entries only with ``purge`` (a tenant deleted without purge
+        keeps what it stored, like its keyspace)."""
         cache_name = check_ignite_cache_name(plan.names["cache"])
-        item = f"cache {cache_name}"
-        destroyed = await blocking(self._destroy_sync, cache_name)
-        return self._delete_result(plan, deleted=[item] if destroyed else [], absent=[] if destroyed else [item])
+        outcome = await blocking(self._destroy_sync, cache_name, purge)
+        return self._delete_result(plan, **{outcome: [f"cache {cache_name}"]})

@@ -223,6 +223,9 @@ class PulsarProvisioner(BaseProvisioner):
             return result
         if await self._namespace_exists(tenant_name, namespace):
             response = await self._http.request("DELETE", self._ns_path(namespace), expect=(204, 200, 404, 409))
+            if response.status == 409 and not purge:  # it has topics, which hold retained messages
+                result.kept += [f"namespace {namespace}", f"tenant {tenant_name}"]
+                return result
             if response.status == 409:  # not empty: remove its topics, then the namespace
                 await self._delete_topics(namespace)
                 await self._http.request("DELETE", self._ns_path(namespace), expect=(204, 200, 404),

@@ -133,6 +133,7 @@ def provisioning_commands(
             issued_at=now,
             cause_event_id=cause_event_id,
             spec=spec,
+            generation=tenant.generation,
         )
         for resource in resources
     ]
@@ -201,17 +202,51 @@ def resend_pending(
     return [Emit(PROVISIONING_COMMANDS, tenant.tenant_id, c) for c in commands]
 
 
+def refusal_to_create(existing: TenantRecord | None, event: TenantCreated) -> Refused | None:
+    """Why ``event`` may not (re)create its tenant id, or None. A deleted id is reused only after a purge:
+    otherwise the new tenant would adopt the previous owner's keyspace, bucket and index."""
+    if existing is None:
+        return None
+    if existing.state is TenantState.DELETING:
+        return Refused(
+            "tenant-deleting",
+            f"tenant {event.tenant_id!r} is being deleted; create it again once the deletion finished",
+        )
+    if existing.state is TenantState.ACTIVE:
+        return Refused(
+            "tenant-exists",
+            f"tenant {event.tenant_id!r} already exists (created by event {existing.source_event_id})",
+        )
+    if event.event_id == existing.source_event_id or (
+        existing.deleted_at is not None and event.occurred_at <= existing.deleted_at
+    ):  # the same event again, or one from before the delete
+        return Refused(
+            "stale-create",
+            f"tenant {event.tenant_id!r} was deleted after this create event (a replay or a late retry); "
+            "it is not re-created",
+        )
+    if existing.data_retained:
+        return Refused(
+            "tenant-id-retained",
+            f"tenant id {event.tenant_id!r} was deleted without purge and its data (keyspace, bucket, index) "
+            "is kept; delete it again with purge=true before reusing the id",
+        )
+    return None
+
+
 def handle_tenant_created(
     event: TenantCreated, stores: TenantStores, quota_for_tier: QuotaForTier, now: datetime
 ) -> list[Emit]:
     existing = stores.tenants.get(event.tenant_id)
-    if existing is not None and existing.state is not TenantState.DELETED:
-        if existing.source_event_id == event.event_id:
-            return resend_pending(stores, existing, event.event_id, quota_for_tier, now)
-        raise Refused(
-            "tenant-exists",
-            f"tenant {event.tenant_id!r} already exists (created by event {existing.source_event_id})",
-        )
+    if existing is not None and existing.source_event_id == event.event_id:
+        # A redelivery: send again what is still pending, unless the tenant was deleted since (then nothing:
+        # a replayed create never re-creates a deleted tenant).
+        if existing.state is not TenantState.ACTIVE:
+            return []
+        return resend_pending(stores, existing, event.event_id, quota_for_tier, now)
+    refused = refusal_to_create(existing, event)
+    if refused is not None:
+        raise refused
     tenant = TenantRecord(
         tenant_id=event.tenant_id,
         name=event.name,
@@ -221,9 +256,12 @@ def handle_tenant_created(
         created_at=event.occurred_at,
         updated_at=now,
         source_event_id=event.event_id,
+        generation=existing.generation + 1 if existing is not None else 1,
     )
     stores.tenants.put(tenant.tenant_id, tenant)
-    if stores.quotas.get(tenant.tenant_id) is None:
+    quota = stores.quotas.get(tenant.tenant_id)
+    if quota is None or existing is not None:
+        # A purged id starts over: the previous incarnation's quota and its over-quota marks do not carry over.
         stores.quotas.put(
             tenant.tenant_id,
             QuotaRecord(
@@ -237,10 +275,17 @@ def handle_tenant_created(
 
 
 def handle_tenant_deleted(event: TenantDeleted, stores: TenantStores, now: datetime) -> list[Emit]:
-    tenant = require_tenant(stores, event.tenant_id)
-    if tenant.state is TenantState.DELETING:
+    """Start the teardown. The tenant leaves ``active`` at once, which fences every create command of it still
+    queued or retrying (:func:`command_fence`). A tenant deleted without purge may be deleted again with purge."""
+    tenant = stores.tenants.get(event.tenant_id)
+    if tenant is None or (tenant.state is TenantState.DELETED and not (event.purge and tenant.data_retained)):
+        raise Refused("unknown-tenant", f"tenant {event.tenant_id!r} does not exist")
+    if tenant.state is TenantState.DELETING and (tenant.purged or not event.purge):
         return []
-    tenant = tenant.model_copy(update={"state": TenantState.DELETING, "updated_at": now})
+    tenant = tenant.model_copy(
+        update={"state": TenantState.DELETING, "updated_at": now, "deleted_at": event.occurred_at,
+                "purged": event.purge}
+    )
     stores.tenants.put(tenant.tenant_id, tenant)
     return start_provisioning(
         stores, tenant, event.event_id, CommandAction.DELETE, now, extra_spec={"purge": event.purge}
@@ -351,6 +396,8 @@ def handle_provisioning_result(result: ProvisioningResult, stores: TenantStores,
     tracked = result.action in (CommandAction.CREATE, CommandAction.DELETE)
     if status is None or entry is None or (tracked and entry.command_id != result.command_id):
         return []  # a result of a superseded command
+    if result.status == "fenced":
+        return []  # the command stopped before touching the backend; the command that fenced it decides
     if tracked:
         updated = entry.model_copy(
             update={
@@ -387,6 +434,37 @@ def handle_provisioning_result(result: ProvisioningResult, stores: TenantStores,
 def command_for(
     tenant: TenantRecord, quota: QuotaRecord, entry: ResourceStatus, action: CommandAction, now: datetime
 ) -> ProvisioningCommand:
-    """The command behind a status entry, rebuilt from the tenant's records (same id), for a re-run."""
-    (command,) = provisioning_commands(tenant, quota, action, entry.command_id, now, (entry.resource,))
+    """The command behind a status entry, rebuilt from the tenant's records (same id), for a re-run. A delete
+    keeps the purge flag of the delete that started it (a re-run must neither lose nor invent a purge)."""
+    extra: dict[str, object] | None = {"purge": tenant.purged} if action is CommandAction.DELETE else None
+    (command,) = provisioning_commands(tenant, quota, action, entry.command_id, now, (entry.resource,), extra)
     return command.model_copy(update={"command_id": entry.command_id})
+
+
+def command_fence(command: ProvisioningCommand, stores: TenantStores) -> str | None:
+    """Why ``command`` must not run (any more), or None: the executor checks it when a command arrives and
+    again before every attempt, so that a delete wins over creates still queued or backing off, and a
+    command replayed from history (a new consumer group reads the whole topic) does nothing."""
+    tenant = stores.tenants.get(command.tenant_id)
+    if tenant is None:
+        return "unknown tenant (a command from before this state, or of a tenant never recorded)"
+    if command.generation != tenant.generation:
+        return f"generation {command.generation} superseded by generation {tenant.generation}"
+    if command.action is not CommandAction.DELETE and tenant.state is not TenantState.ACTIVE:
+        return f"tenant is {tenant.state.value}: a delete wins over a {command.action.value}"
+    if command.action in (CommandAction.CREATE, CommandAction.DELETE):
+        status = stores.status.get(command.tenant_id)
+        entry = status.resources.get(command.resource) if status else None
+        if entry is None or entry.command_id != command.command_id:
+            return "superseded by a later command for this resource"
+        return None
+    if command.action is CommandAction.UPDATE_QUOTA:
+        quota = stores.quotas.get(command.tenant_id)
+        if quota is None or command.spec.get("quota") != quota.limits.model_dump():
+            return "a newer quota was set since"
+    if command.action is CommandAction.CREATE_USER:
+        user = command.spec.get("user")
+        user_id = user.get("user_id") if isinstance(user, dict) else None
+        if not isinstance(user_id, str) or f"{command.tenant_id}/{user_id}" not in stores.users:
+            return "unknown user"
+    return None

@@ -28,6 +28,18 @@ class TenantRecord(BaseModel):
     created_at: AwareDatetime
     updated_at: AwareDatetime
     source_event_id: str
+    #: Incarnation of this tenant id: each tenant-created event that (re)creates the id starts the next one.
+    #: Every command carries it, and the executor drops a command of an older one (fencing).
+    generation: int = Field(1, ge=1, le=1_000_000)
+    #: The event time of the delete that started the teardown: a create event from before it is stale.
+    deleted_at: AwareDatetime | None = None
+    #: Whether that delete was a purge; a tenant deleted without purge keeps its data, so its id is not reused.
+    purged: bool = False
+
+    @property
+    def data_retained(self) -> bool:
+        """Deleted without purge: the keyspace, bucket, index (and non-empty namespace) are still there."""
+        return self.state is TenantState.DELETED and not self.purged
 
 
 def quota_limit(quota: Quota, resource: QuotaResource) -> float:

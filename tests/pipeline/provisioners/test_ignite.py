@@ -15,6 +15,7 @@ from pipeline.provisioners.ignite import IgniteProvisioner
 from tests.pipeline.provisioners.conftest import (
     applied,
     assert_deletes_only_this_tenant,
+    assert_kept_without_purge,
     deleted_after,
     provisioner_fixture,
     settings_from,
@@ -101,3 +102,17 @@ async def test_delete_destroys_only_this_tenants_cache(
     async with applied(provisioner, tenant, other):
         await assert_deletes_only_this_tenant(
             provisioner, tenant, other, [f"cache {tenant.names().ignite_cache}"], caches)
+
+
+async def test_a_cache_holding_entries_is_kept_without_purge(
+    provisioner: IgniteProvisioner, client: Client, make_tenant: Callable[..., TenantSpec]
+) -> None:
+    async def caches(of: TenantSpec) -> int:
+        return int(client.get_cache_names().count(of.names().ignite_cache))
+
+    tenant, other = make_tenant(), make_tenant()
+    async with applied(provisioner, tenant, other):
+        client.get_cache(tenant.names().ignite_cache).put("k", "v")
+        await assert_kept_without_purge(provisioner, tenant, f"cache {tenant.names().ignite_cache}", caches)
+        await assert_deletes_only_this_tenant(
+            provisioner, tenant, other, [f"cache {tenant.names().ignite_cache}"], caches, purge=True)

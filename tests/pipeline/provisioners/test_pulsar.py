@@ -110,7 +110,7 @@ async def test_verify_detects_drift_and_apply_repairs_it(
         assert (await provisioner.verify(tenant)).ok
 
 
-async def test_delete_removes_topics_namespace_and_tenant(
+async def test_delete_keeps_a_namespace_with_topics_unless_purge_then_removes_it_and_the_tenant(
     provisioner: PulsarProvisioner, admin: Admin, pulsar_service: dict[str, str],
     make_tenant: Callable[..., TenantSpec],
 ) -> None:
@@ -129,6 +129,8 @@ async def test_delete_removes_topics_namespace_and_tenant(
             producer.close()
         finally:
             client.close()
-        await assert_deletes_only_this_tenant(
-            provisioner, tenant, other, [f"namespace {names.pulsar_namespace}", f"tenant {names.pulsar_tenant}"],
-            pulsar_tenants)
+        items = [f"namespace {names.pulsar_namespace}", f"tenant {names.pulsar_tenant}"]
+        kept = await provisioner.delete(tenant, purge=False)  # its topic holds a retained message
+        assert kept.kept == items and kept.deleted == []
+        assert await pulsar_tenants(tenant) == 1
+        await assert_deletes_only_this_tenant(provisioner, tenant, other, items, pulsar_tenants, purge=True)
