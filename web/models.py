@@ -43,20 +43,20 @@ class ProvisionRequest(BaseModel):
 
 
 class ProvisionQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     dry_run: bool = Field(False, description="Return the plan (what each backend would get) and change nothing.")
 
 
 class TenantsQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     offset: int = Field(0, ge=0, le=MAX_COUNT, description="How many tenants to skip (ordered by tenant id).")
     limit: int = Field(50, ge=1, le=200, description="Page size, at most 200.")
 
 
 class DeleteQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     purge: bool = Field(False, description="Also delete the data-bearing resources (keyspace, bucket, index).")
 

@@ -19,7 +19,8 @@ _PATH_PARAMETER = re.compile(r"\{(\w+)\}")
 VERSION = "1.0.0"
 
 ERROR_DESCRIPTIONS: dict[int, str] = {
-    400: "Malformed JSON body (code malformed-json) or invalid query parameter (code invalid-query).",
+    400: "Malformed JSON body (code malformed-json), invalid or unknown query parameter (code invalid-query), or "
+    "no tenant_id where a platform-admin must name the tenant (code tenant-required).",
     401: "Missing, expired, badly signed or otherwise unacceptable bearer token (WWW-Authenticate: Bearer).",
     403: "The token may not do this: another tenant, a viewer writing, or a quota change by a non-platform-admin.",
     404: "Unknown tenant (code tenant-not-found) or compute request (code compute-request-not-found).",
@@ -56,7 +57,31 @@ def _schemas(ops: list[Operation]) -> tuple[dict[Any, Any], dict[str, Any]]:
     inputs.append((ErrorBody, "serialization"))
     unique = list(dict.fromkeys(inputs))
     refs, top = models_json_schema(unique, ref_template="#/components/schemas/{model}")
-    return dict(refs), dict(top.get("$defs", {}))
+    schemas = dict(top.get("$defs", {}))
+    _require_discriminators(schemas)
+    return dict(refs), schemas
+
+
+def _require_discriminators(schemas: dict[str, Any]) -> None:
+    """Mark a discriminator's property required in every variant it maps to (OpenAPI requires it, and the
+    server cannot pick a variant without it, even when the variant's model gives the field a default)."""
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            discriminator = node.get("discriminator")
+            if isinstance(discriminator, dict):
+                name = discriminator["propertyName"]
+                for ref in discriminator.get("mapping", {}).values():
+                    variant = schemas[ref.rsplit("/", 1)[-1]]
+                    if name not in variant.setdefault("required", []):
+                        variant["required"].append(name)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schemas)
 
 
 def _json_content(schema: dict[str, Any], example: Any = None) -> dict[str, Any]:
@@ -97,6 +122,7 @@ def openapi_document(operations: Iterable[Operation], server_url: str = "/api/v1
                     "in": "path",
                     "required": True,
                     "schema": {"type": "string", "pattern": TENANT_ID_PATTERN, "maxLength": 40},
+                    "example": "acme",
                 }
             )
         for name in _PATH_PARAMETER.findall(op.path):

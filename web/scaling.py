@@ -41,6 +41,7 @@ from web.api import (
     parse_query,
     principal_of,
     respond,
+    schema_json,
     tenant_not_found,
     validation_details,
 )
@@ -79,20 +80,20 @@ class ScalingBackend(Protocol):
 
 
 class PoliciesQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     tenant_id: TenantId | None = Field(None, description="Required for a platform admin reading one tenant.")
     workload: str | None = Field(None, max_length=128, description="Only this workload's policies.")
 
 
 class TenantQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     tenant_id: TenantId | None = Field(None, description="The policy's tenant (a tenant token may leave it out).")
 
 
 class DecisionsQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     tenant_id: TenantId | None = Field(None, description="Required for a platform admin.")
     workload: str | None = Field(None, max_length=128, description="Only this workload's decisions.")
@@ -176,7 +177,7 @@ def _policy_from(body: Any, path_policy_id: str | None = None) -> Policy:
                            {"errors": [{"loc": ["policy_id"], "msg": "must equal the policy id of the path",
                                         "type": "value_error"}]})
     try:
-        return parse_policy(body)
+        return parse_policy(schema_json(body), strict=True)  # the documented JSON types: true is not 1
     except ValidationError as exc:
         raise ApiError(422, "validation-error", "the policy document is invalid", validation_details(exc)) from None
 
@@ -187,8 +188,9 @@ def _tenant_of(principal: Principal, requested: str | None, access: Access, *, r
         if principal.tenant_id is not None and not principal.is_platform_admin:
             requested = principal.tenant_id
         elif required:
-            raise ApiError(400, "invalid-query", "tenant_id is required",
-                           {"errors": [{"loc": ["tenant_id"], "msg": "Field required", "type": "missing"}]})
+            # Not a rule of the query's schema (a tenant token may leave tenant_id out): a code of its own.
+            raise ApiError(400, "tenant-required", "a platform-admin names the tenant with ?tenant_id=",
+                           {"parameter": "tenant_id"})
         elif not principal.is_platform_admin:
             raise forbidden("the token is not scoped to a tenant")
         else:

@@ -249,11 +249,13 @@ _POLICY_ADAPTER: TypeAdapter[Policy] = TypeAdapter(Policy)
 _POLICY_LIST_ADAPTER: TypeAdapter[list[Policy]] = TypeAdapter(list[Policy])
 
 
-def parse_policy(document: dict[str, Any] | str | bytes) -> Policy:
-    """Validate one policy document (a dict or JSON text). Raises ``pydantic.ValidationError``."""
+def parse_policy(document: dict[str, Any] | str | bytes, *, strict: bool = False) -> Policy:
+    """Validate one policy document (a dict or JSON text). Raises ``pydantic.ValidationError``.
+
+    ``strict`` validates JSON text with exactly the JSON types of the schema (``true`` is not ``1``)."""
     if isinstance(document, str | bytes):
-        return _POLICY_ADAPTER.validate_json(document)
-    return _POLICY_ADAPTER.validate_python(document)
+        return _POLICY_ADAPTER.validate_json(document, strict=strict)
+    return _POLICY_ADAPTER.validate_python(document, strict=strict)
 
 
 def parse_policies(documents: list[dict[str, Any]] | str | bytes) -> list[Policy]:

@@ -423,3 +423,50 @@ async def test_long_unknown_tenant_ids_are_not_echoed_in_full(client: TestClient
     assert len(await response.text()) < 1000
     [record] = state.audit_log
     assert record.tenant_id is not None and len(record.tenant_id) == 64
+
+
+# -- found by the OpenAPI fuzzer (tests/web/test_openapi_fuzz.py) ------------------------------------
+
+
+@pytest.mark.parametrize("query", ["dry-run=true", "dryrun=true", "dry_run=true&verbose=1"])
+async def test_an_unknown_query_parameter_is_refused_and_nothing_is_provisioned(
+    client: TestClient, state: MemoryState, query: str
+):
+    response = await client.post(f"/api/v1/provision?{query}", json=PROVISION, headers=bearer(ADMIN))
+    assert response.status == 400 and (await error_of(response))["code"] == "invalid-query"
+    assert state.submitted == []
+
+
+@pytest.mark.parametrize("path", ["/api/v1/tenants?page=2", "/api/v1/tenants/acme?purge=true"])
+async def test_unknown_query_parameters_are_refused_on_reads_and_deletes(client: TestClient, state: MemoryState,
+                                                                          path: str):
+    await state.submit_tenant(tenant_event("acme"))
+    method = "DELETE" if "purge" in path else "GET"
+    response = await client.request(method, path.replace("?purge=true", "?purge=yes&x=1"), headers=bearer(ADMIN))
+    assert response.status == 400 and (await error_of(response))["code"] == "invalid-query"
+
+
+@pytest.mark.parametrize("wrong", [{"cpu_cores": False}, {"gpus": True}, {"memory_gib": "32"}, {"cpu_cores": "8"},
+                                   {"gpus": 1.5}])
+async def test_a_body_number_must_be_a_json_number(client: TestClient, state: MemoryState, wrong: dict[str, Any]):
+    """false is not 0 and "8" is not 8: the document says number/integer, and a quota of false cores is a typo."""
+    await state.submit_tenant(tenant_event("acme"))
+    body = {"cpu_cores": 8, "memory_gib": 32, "gpus": 1, "storage_gib": 200, **wrong}
+    response = await client.put("/api/v1/tenants/acme/quota", json=body, headers=bearer(ADMIN))
+    assert response.status == 422 and (await error_of(response))["code"] == "validation-error"
+
+
+async def test_an_integer_written_with_a_zero_fraction_is_an_integer(client: TestClient, state: MemoryState):
+    """JSON Schema's integer includes 2.0; strict validation must not refuse it."""
+    await state.submit_tenant(tenant_event("acme"))
+    body = {"cpu_cores": 8, "memory_gib": 32.0, "gpus": 2.0, "storage_gib": 200}
+    response = await client.put("/api/v1/tenants/acme/quota", json=body, headers=bearer(ADMIN))
+    assert response.status == 202, await response.text()
+    assert (await response.json())["requested"]["gpus"] == 2
+
+
+async def test_a_provision_body_keeps_its_json_types(client: TestClient, state: MemoryState):
+    response = await provision(client, {**PROVISION, "name": 12345})
+    assert response.status == 422 and state.submitted == []
+    ok = await provision(client, {**PROVISION, "tier": "standard", "owner_user_id": "user-42"})
+    assert ok.status == 202 and state.submitted[0].tier is Tier.STANDARD

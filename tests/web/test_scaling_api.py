@@ -246,3 +246,42 @@ async def test_the_openapi_document_lists_the_scaling_routes(api: TestClient) ->
     body = paths["/scaling/policies"]["post"]["requestBody"]["content"]["application/json"]
     assert body["example"]["kind"] == "predictive"
     assert "PolicyDocument" in document["components"]["schemas"]
+
+
+# -- found by the OpenAPI fuzzer (tests/web/test_openapi_fuzz.py) ------------------------------------
+
+
+def test_the_document_requires_the_kind_of_every_policy_variant() -> None:
+    """Without ``kind`` the server cannot pick the policy's model (422), so the document must require it."""
+    from web.openapi import openapi_document
+
+    state = MemoryState()
+    document = openapi_document(scaling_operations(EngineBackend(make_engine(state)), state))
+    schemas = document["components"]["schemas"]
+    mapping = schemas["PolicyDocument"]["discriminator"]["mapping"]
+    assert len(mapping) == 4
+    for ref in mapping.values():
+        assert "kind" in schemas[ref.rsplit("/", 1)[-1]]["required"], ref
+
+
+@pytest.mark.parametrize("path", ["/api/v1/scaling/decisions", "/api/v1/scaling/policies/cpu"])
+async def test_a_platform_admin_without_tenant_id_gets_a_code_of_its_own(api: TestClient, path: str) -> None:
+    """tenant_id is optional in the document (a tenant token leaves it out): its absence is not a schema error."""
+    response = await api.get(path, headers=bearer(ADMIN))
+    assert response.status == 400
+    error = await error_of(response)
+    assert error["code"] == "tenant-required" and error["details"] == {"parameter": "tenant_id"}
+
+
+@pytest.mark.parametrize("wrong", [{"max_replicas": True}, {"target_utilization": "0.5"}, {"enabled": 1}])
+async def test_a_policy_keeps_its_json_types(api: TestClient, wrong: dict[str, Any]) -> None:
+    response = await post(api, {**TT, **wrong})
+    assert response.status == 422 and (await error_of(response))["code"] == "validation-error"
+
+
+async def test_a_policy_integer_may_have_a_zero_fraction_and_unknown_query_parameters_are_refused(
+    api: TestClient,
+) -> None:
+    assert (await post(api, {**TT, "max_replicas": 10.0})).status == 202
+    response = await api.get("/api/v1/scaling/decisions?tenant_id=acme&tenant=acme", headers=bearer(ADMIN))
+    assert response.status == 400 and (await error_of(response))["code"] == "invalid-query"
