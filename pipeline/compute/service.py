@@ -492,6 +492,8 @@ class ComputeService:
         if lister is None:
             return []
         tenants, live = self.live_tokens()
+        if not tenants:  # only tenants with records here are compared: nothing to ask the provider about
+            return []
         released = []
         for found in await lister():
             if found.tenant_id not in tenants or found.client_token in live:
