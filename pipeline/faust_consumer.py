@@ -28,11 +28,17 @@ at-least-once"). faust-streaming 0.15.3 can commit past an event whose effects w
   them are never read again.
 - The producer buffer's ``flush`` (run before every commit) gives up after 0.1 s without progress, so an
   offset could be committed before the table writes of its events were handed to Kafka.
+- Messages handed out by the fetcher while a rebalance's seek runs, or left in a batch fetched before it, are
+  delivered after the seek reset the read offsets: the fetcher is then past them, the next message passes for a
+  gap after the committed offset (a commit past events never handled), and the same messages read again are
+  dropped as older than the read offset. In the crash loop this committed every partition to its end.
 
 Here a commit only covers a run of acknowledged offsets that starts exactly at the committed offset (or, in
 a fresh group, at the first offset read since the partition was assigned); a partition with no committed
-offset is reset to the beginning (the ``earliest`` policy the worker uses) on every seek; and the producer
-buffer is drained completely before a commit. These replace private Faust methods: ``FAUST_VERSION`` is the
+offset is reset to the beginning (the ``earliest`` policy the worker uses) on every seek, and one whose
+committed offset retention deleted to the log's start; nothing is delivered while a seek runs, and a batch
+a rebalance or seek interrupted is dropped and read again after a seek back to the committed offsets; and the
+producer buffer is drained completely before a commit. These replace private Faust methods: ``FAUST_VERSION`` is the
 version they were checked against, and the worker refuses to start with another one.
 """
 
@@ -118,12 +124,21 @@ class CommittedOrEarliestConsumerThread(aiokafka.AIOKafkaConsumerThread):
 
     async def _seek_committed_or_reset(self) -> Mapping[TopicPartition, int | None]:
         consumer = self._ensure_consumer()
-        committed: Mapping[TopicPartition, int | None] = await consumer.seek_to_committed()
+        committed: dict[TopicPartition, int | None] = dict(await consumer.seek_to_committed())
         # aiokafka seeks only to offsets > 0: a partition committed at 0 or never committed keeps the position
         # it had, past whatever was fetched and then dropped by a rebalance.
         for tp, offset in committed.items():
             if offset == 0:
                 consumer.seek(tp, 0)
+        # A committed offset that retention deleted: reading resumes at the log's start, which is then where
+        # commits start (the offsets before it will never come).
+        positive = [tp for tp, offset in committed.items() if offset is not None and offset > 0]
+        if positive:
+            for tp, start in (await consumer.beginning_offsets(positive)).items():
+                offset = committed[tp]
+                if offset is not None and start > offset:
+                    consumer.seek(tp, start)
+                    committed[tp] = start
         unset = [tp for tp, offset in committed.items() if offset is None or offset < 0]
         if unset:
             if self.app.conf.consumer_auto_offset_reset == "latest":
@@ -143,20 +158,46 @@ class EagerDeliveryConsumer(aiokafka.Consumer):
         self._base_offset: dict[TP, int] = {}
         #: The next offset expected from the fetcher; a jump past it (retention, compaction) is a gap.
         self._next_offset: dict[TP, int] = {}
+        #: Bumped by every rebalance and seek: what a batch fetched before it holds is stale.
+        self._seek_generation = 0
+        #: Clear while a seek runs: nothing is delivered then (the read offsets are being reset under it).
+        self._not_seeking = asyncio.Event()
+        self._not_seeking.set()
+        #: A batch was dropped part way: seek back to the committed offsets before fetching again.
+        self._reseek = False
 
     def _new_consumer_thread(self) -> aiokafka.AIOKafkaConsumerThread:
         return CommittedOrEarliestConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def perform_seek(self) -> None:
-        await super().perform_seek()
-        self._base_offset.clear()
-        self._next_offset.clear()
+        # Messages delivered while the seek runs would move the read offsets that the seek then resets, and
+        # leave the fetcher past them: the next message would pass for a gap after the committed offset.
+        self._seek_generation += 1
+        self._not_seeking.clear()
+        try:
+            await super().perform_seek()
+            self._base_offset.clear()
+            self._next_offset.clear()
+        finally:
+            self._seek_generation += 1
+            self._not_seeking.set()
+
+    async def _seek_back(self) -> None:
+        try:
+            await self.perform_seek()
+        except Exception as exc:  # no partition assigned (a rebalance is on): its recovery seeks
+            logger.info("seek back to the committed offsets skipped: %r", exc)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        self._seek_generation += 1
         for tp in revoked:
             self._base_offset.pop(tp, None)
             self._next_offset.pop(tp, None)
         await super().on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        self._seek_generation += 1
+        await super().on_partitions_assigned(assigned, generation_id)
 
     def _note_read(self, tp: TP, offset: int, acks_enabled: bool) -> None:
         """Record where commits of ``tp`` start, and any gap before ``offset`` (offsets that will never come)."""
@@ -217,12 +258,27 @@ class EagerDeliveryConsumer(aiokafka.Consumer):
         since_yield = 0
         try:
             while not (consumer_stopped() or fetcher_stopped()):
+                await self._not_seeking.wait()
+                if self._reseek:
+                    self._reseek = False
+                    await self._seek_back()
+                    continue
                 diag.set_flag(CONSUMER_FETCHING)
                 messages = self.getmany(timeout=1.0)
                 await self.sleep(0)  # getmany may be called in a loop that never yields otherwise
                 if self.should_stop:
                     continue
+                generation: int | None = None
                 async for tp, message in messages:
+                    if generation is None:
+                        generation = self._seek_generation
+                    if generation != self._seek_generation or not self._not_seeking.is_set():
+                        # A rebalance or seek began after the fetch: the rest of this batch was fetched from
+                        # a position the seek moves away from (or is about to). Delivered, it would move the
+                        # read offsets the seek resets and pass for a gap after the committed offset.
+                        # Dropped, it is read again after a seek back to the committed offsets.
+                        self._reseek = True
+                        break
                     since_yield += 1
                     if since_yield > YIELD_EVERY:
                         await asyncio.sleep(0)
@@ -240,6 +296,9 @@ class EagerDeliveryConsumer(aiokafka.Consumer):
                     rest = start_delivery(callback(message))
                     if rest is not None:
                         await self.wait_first(rest, self.suspend_flow.wait())
+                    if generation != self._seek_generation:
+                        self._reseek = True  # the seek set the read offsets: this message's is not one now
+                        break
                     read_offset[tp] = offset
                 diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:

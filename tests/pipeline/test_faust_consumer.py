@@ -353,18 +353,21 @@ async def test_a_seek_resets_partitions_without_a_committed_offset_to_the_beginn
         monkeypatch: pytest.MonkeyPatch) -> None:
     from aiokafka.structs import TopicPartition
 
-    never, zero, some = TopicPartition("t", 0), TopicPartition("t", 1), TopicPartition("t", 2)
+    never, zero, some, kept = (TopicPartition("t", p) for p in range(4))
     calls: list[tuple[str, Any]] = []
 
     class FakeKafkaConsumer:
         async def seek_to_committed(self) -> dict[TopicPartition, int | None]:
-            return {never: None, zero: 0, some: 7}
+            return {never: None, zero: 0, some: 7, kept: 12}
 
         async def seek_to_beginning(self, *tps: TopicPartition) -> None:
             calls.append(("beginning", tps))
 
         async def seek_to_end(self, *tps: TopicPartition) -> None:
             calls.append(("end", tps))
+
+        async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+            return dict.fromkeys(tps, 10)  # retention deleted everything before 10
 
         def seek(self, tp: TopicPartition, offset: int) -> None:
             calls.append(("seek", (tp, offset)))
@@ -378,10 +381,12 @@ async def test_a_seek_resets_partitions_without_a_committed_offset_to_the_beginn
 
     monkeypatch.setattr(thread, "call_thread", call_thread)
     committed = await thread.seek_to_committed()
-    assert committed == {never: None, zero: 0, some: 7}
-    # aiokafka itself seeks only ``some``: the others keep a position past messages a rebalance dropped.
+    # ``some`` was committed at 7, which retention deleted: commits start where the log now starts.
+    assert committed == {never: None, zero: 0, some: 10, kept: 12}
+    # aiokafka itself seeks only to offsets > 0: the others keep a position past messages a rebalance dropped.
     assert ("beginning", (never,)) in calls
     assert ("seek", (zero, 0)) in calls
+    assert ("seek", (some, 10)) in calls
 
 
 async def test_a_flush_before_a_commit_waits_for_the_whole_producer_buffer() -> None:
@@ -409,3 +414,77 @@ async def test_a_flush_before_a_commit_waits_for_the_whole_producer_buffer() -> 
         assert sent == [0, 1, 2]
     finally:
         await buffer.stop()
+
+
+async def test_a_batch_fetched_before_a_seek_is_not_delivered_after_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A rebalance in the middle of a batch: its consumer seeks back to the committed offset 8 while messages
+    # from the old position (93...) are still being delivered. Faust delivered them: 93.. passed for a gap
+    # after 8 (a commit past 8..92) and raised the read offset above 8..92, which were then dropped when
+    # fetched again. Lost for good at the next kill.
+    delivered: list[int] = []
+    consumer: EagerDeliveryConsumer
+
+    async def on_message(msg: Message) -> None:
+        delivered.append(msg.offset)
+        if msg.offset == 93:
+            await consumer.perform_seek()
+
+    consumer = make_consumer(on_message)
+    consumer.app.topics._acking_topics.add(TP0.topic)
+
+    async def seek_to_committed() -> dict[TP, int]:
+        return {TP0: 8}
+
+    monkeypatch.setattr(consumer, "seek_to_committed", seek_to_committed)
+    stale = [message(93), message(94), message(95)]
+    again = [message(8), message(9)]
+    fetcher = Service()
+    feed(consumer, fetcher, [stale, again], monkeypatch)
+    await asyncio.wait_for(consumer._drain_messages(fetcher), timeout=5)
+    assert delivered == [93, 8, 9]
+    for msg in [stale[0], *again]:
+        consumer.ack(msg)
+    assert consumer._new_offset(TP0) == 10  # 8 and 9 done; 93 waits for 10..92
+
+
+async def test_messages_handed_out_while_a_seek_runs_are_read_again_after_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fetcher hands out 40..42 while the recovery's seek to the committed offset 40 is still running
+    # (the seek resets the read offsets when it ends). Delivered, the fetcher would go on at 43 and 43 would
+    # pass for a gap after 40: a commit past 40..42 before they were handled.
+    delivered: list[int] = []
+    consumer: EagerDeliveryConsumer
+
+    async def on_message(msg: Message) -> None:
+        delivered.append(msg.offset)
+
+    consumer = make_consumer(on_message)
+    consumer.app.topics._acking_topics.add(TP0.topic)
+    seeks: list[int] = []
+
+    async def seek_to_committed() -> dict[TP, int]:
+        seeks.append(40)
+        return {TP0: 40}
+
+    monkeypatch.setattr(consumer, "seek_to_committed", seek_to_committed)
+    # What the fetcher hands out: 40..42 during the seek, then (its position set back to 40) from 40 again.
+    pending = [[message(40), message(41), message(42)], [message(40), message(41), message(42), message(43)]]
+    fetcher = Service()
+
+    async def getmany(**_: Any) -> AsyncIterator[tuple[TP, Message]]:
+        if not pending:
+            fetcher._stopped.set()
+            return
+        batch = pending.pop(0)
+        if batch[0].offset == 40 and not seeks:
+            consumer._not_seeking.clear()  # a seek is running while this batch is handed out
+            asyncio.get_running_loop().call_later(0.01, consumer._not_seeking.set)
+        for item in batch:
+            yield item.tp, item
+
+    monkeypatch.setattr(consumer, "getmany", getmany)
+    await asyncio.wait_for(consumer._drain_messages(fetcher), timeout=5)
+    assert seeks == [40]  # the loop sought back to the committed offset before reading on
+    assert delivered == [40, 41, 42, 43]
+    consumer.ack(message(43))
+    assert consumer._new_offset(TP0) is None  # 40..42 are still in flight: no gap, no commit past them
