@@ -3,8 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# Development-only signing secret for JWTs; set JWT_SECRET (or RS256 keys) for anything real.
-export JWT_SECRET ?= dev-only-secret-change-me
+# Development-only signing secret for JWTs (HS256 wants at least 32 bytes); set JWT_SECRET (or RS256 keys)
+# for anything real.
+export JWT_SECRET ?= dev-only-jwt-secret-change-me-0123456789abcdef
 # Development-only secret of the workers' internal endpoints; set a random PEER_SECRET for anything real.
 export PEER_SECRET ?= dev-only-peer-secret-change-me-0123456789
 # Development-only key of the forecaster snapshots (HMAC-SHA256); set SNAPSHOT_SIGNING_KEY for anything real.

@@ -6,6 +6,9 @@ and the equal-cost comparison, then a summary table. Extra arguments are passed 
 (e.g. ``--boot-steps 3``). ``--only SUBSTRING`` restricts the series.
 
     .venv/bin/python bench/scaling_backtest.py [--only taxi] [backtest options...]
+
+The series are read from ``../shared/data`` beside the clone (not shipped with the repository: the taxi
+series is AGPL-3.0 in its source); the unit tests use a synthetic series instead.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ Wall time (time.perf_counter) and process CPU time (time.process_time) are both 
 shared machine the wall figure includes time spent waiting for a core. Prints JSON.
 
     .venv/bin/python bench/scaling_forecast_speed.py [--repeats 3]
+
+Reads the series from ``../shared/data`` beside the clone (not shipped with the repository).
 """
 
 from __future__ import annotations

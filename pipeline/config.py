@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.compute.kubernetes_provider import KubernetesProviderConfig
@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     anomaly_reactions: dict[SeverityName, ReactionName] = Field(
         default_factory=_default_reactions,
         description="Reaction per anomaly severity, as JSON in ANOMALY_REACTIONS.",
+    )
+
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info",
+        description="The service's own log level. Libraries (Pulsar, Kafka, Faust's per-partition lines, "
+        "Kubernetes, HTTP clients, drivers) log at WARNING and above unless this is debug.",
     )
 
     # Pulsar
@@ -229,9 +235,23 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
 
+    # Command-line client (python -m pipeline compute | tenants)
+    provisioning_api_url: str = Field(
+        "http://127.0.0.1:6066", max_length=2048, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="Where the compute and tenants commands find the REST API (the worker's web server).",
+    )
+    provisioning_token: SecretStr | None = Field(
+        None, description="The bearer token the compute and tenants commands send (python -m pipeline dev-token).",
+    )
+
     # Local stack (python -m pipeline.devstack)
     devstack_cache_dir: Path = Field(default_factory=_default_cache_dir)
     devstack_home: Path = Path(".devstack")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case_level(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @property
     def cassandra_host_list(self) -> list[str]:

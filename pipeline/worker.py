@@ -16,6 +16,7 @@ from pipeline.app import app
 from pipeline.bridge import Bridge, ensure_kafka_topics
 from pipeline.faust_consumer import check_faust_version
 from pipeline.faust_tuning import tune_garbage_collector, use_event_loop
+from pipeline.logs import logging_config, quiet_libraries
 from pipeline.scaling.snapshot_signing import require_key
 from pipeline.topics import kafka_topics
 
@@ -44,8 +45,10 @@ class BridgeService(Service):
             await self._bridge.stop()
 
 
-def run_worker(loglevel: str = "info") -> None:
+def run_worker() -> None:
     check_faust_version()
+    log_level = app.settings.log_level
+    quiet_libraries(log_level)  # before Faust configures logging: the topic creation below logs too
     from web.peers import PeerConfigError, peer_secret
 
     try:
@@ -63,4 +66,4 @@ def run_worker(loglevel: str = "info") -> None:
     load_agents()
     use_event_loop(app.settings.event_loop)
     tune_garbage_collector()
-    faust.Worker(app, loglevel=loglevel).execute_from_commandline()
+    faust.Worker(app, loglevel=log_level, logging_config=logging_config(log_level)).execute_from_commandline()

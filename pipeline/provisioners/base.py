@@ -283,8 +283,10 @@ class BaseProvisioner(ABC):
             await self._on_failure(error)
             logger.warning("%s %s of tenant %s failed: %s", self.resource, op, tenant.tenant_id, error)
             raise error from exc
-        logger.info("%s %s of tenant %s took %.3fs", self.resource, op, tenant.tenant_id,
-                    time.monotonic() - started)
+        # One INFO line per step that changes something; verifies (before every apply, on every reconcile
+        # pass) only at DEBUG.
+        logger.log(logging.DEBUG if op == "verify" else logging.INFO, "%s %s of tenant %s took %.3fs",
+                   self.resource, op, tenant.tenant_id, time.monotonic() - started)
         return result
 
     def _verify_result(self, plan: ResourcePlan, **fields: Any) -> VerifyResult:

@@ -156,7 +156,7 @@ class CassandraProvisioner(ReconnectingProvisioner):
         current = self._read(keyspace)
         if current is None:
             self._connect().execute(self._ddl("CREATE", keyspace, plan.settings))
-            logger.info("created keyspace %s with %s", keyspace, plan.settings["replication"])
+            logger.debug("created keyspace %s with %s", keyspace, plan.settings["replication"])
         elif diff(plan.settings, current):
             logger.warning(
                 "keyspace %s has %s, altering to %s (run a repair after a replication change)",

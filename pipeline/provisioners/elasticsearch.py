@@ -122,7 +122,7 @@ class ElasticsearchProvisioner(BaseProvisioner):
                 [alias],
             )
             if created:
-                logger.info("created index %s (alias %s) on %s", index, alias, adapter.product)
+                logger.debug("created index %s (alias %s) on %s", index, alias, adapter.product)
             body = await adapter.get_index(index)
             if body is None:
                 raise TransientError(f"index {index} not found right after creation")

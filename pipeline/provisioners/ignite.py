@@ -163,7 +163,7 @@ class IgniteProvisioner(ReconnectingProvisioner):
             settings[PROP_BACKUPS_NUMBER] = plan.settings["backups"]
         with self._lock:
             self._connect().get_or_create_cache(settings)
-        logger.info("created ignite cache %s with %s", cache_name, plan.settings)
+        logger.debug("created ignite cache %s with %s", cache_name, plan.settings)
 
     async def _apply(self, tenant: TenantSpec, plan: ResourcePlan) -> ResourcePlan:
         await blocking(self._apply_sync, plan)

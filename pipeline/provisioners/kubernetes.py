@@ -339,7 +339,7 @@ class KubernetesProvisioner(BaseProvisioner):
             done[object_label(manifest)] = self._ensure(manifest)
         changed = {key: value for key, value in done.items() if value != "unchanged"}
         if changed:
-            logger.info("kubernetes namespace %s: %s", plan.names["namespace"], changed)
+            logger.debug("kubernetes namespace %s: %s", plan.names["namespace"], changed)
         return done
 
     async def _apply(self, tenant: TenantSpec, plan: ResourcePlan) -> ResourcePlan:

@@ -94,7 +94,7 @@ class OpenProjectProvisioner(BaseProvisioner):
                     raise PermanentError(f"create project {identifier}: "
                                          f"{_error_message(response.data, response.text)}")
             else:
-                logger.info("created openproject project %s", identifier)
+                logger.debug("created openproject project %s", identifier)
                 project = response.data if isinstance(response.data, dict) else await self._get(identifier)
                 if project is None:
                     raise TransientError(f"project {identifier} not found right after creation")
@@ -103,7 +103,7 @@ class OpenProjectProvisioner(BaseProvisioner):
         if changes:
             await self._http.request("PATCH", path("projects", str(project["id"]), raw_prefix=_API),
                                      json_body=changes, expect=(200,), what=f"update project {identifier}")
-            logger.info("updated openproject project %s: %s", identifier, sorted(changes))
+            logger.debug("updated openproject project %s: %s", identifier, sorted(changes))
         return plan.model_copy(update={"settings": {**plan.settings, "id": project.get("id")}})
 
     async def _verify(self, tenant: TenantSpec, plan: ResourcePlan) -> VerifyResult:

@@ -140,7 +140,7 @@ class PulsarProvisioner(BaseProvisioner):
         if current is None:
             await self._http.request("PUT", tenant_path, json_body=tenant_info, expect=(204, 200, 409),
                                      what=f"create tenant {tenant_name}")
-            logger.info("created pulsar tenant %s on %s", tenant_name, clusters)
+            logger.debug("created pulsar tenant %s on %s", tenant_name, clusters)
         elif sorted(current.get("allowedClusters") or []) != clusters or sorted(
             current.get("adminRoles") or []
         ) != self._admin_roles:
@@ -150,7 +150,7 @@ class PulsarProvisioner(BaseProvisioner):
         if not await self._namespace_exists(tenant_name, namespace):
             await self._http.request("PUT", self._ns_path(namespace), json_body={}, expect=(204, 200, 409),
                                      what=f"create namespace {namespace}")
-            logger.info("created pulsar namespace %s", namespace)
+            logger.debug("created pulsar namespace %s", namespace)
 
         have = await self._policies(namespace)
         want = plan.settings

@@ -198,7 +198,7 @@ class S3Provisioner(BaseProvisioner):
         if not self._client.bucket_exists(bucket):
             try:
                 self._client.make_bucket(bucket)
-                logger.info("created bucket %s", bucket)
+                logger.debug("created bucket %s", bucket)
             except S3Error as exc:
                 if exc.code == "BucketAlreadyExists":
                     raise PermanentError(f"bucket {bucket} exists and belongs to someone else") from exc

@@ -1,4 +1,6 @@
-"""Shared fixtures of the compute tests: the real catalogs in ``../shared/data/catalog``."""
+"""Shared fixtures of the compute tests: the real catalogs packaged in ``pipeline/compute/catalogs``
+(byte-identical copies of ``../shared/data/catalog``; source and license in their ``NOTICE``), so that a
+clone with nothing beside it runs these tests."""
 
 from __future__ import annotations
 
@@ -6,16 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.compute.catalog import Offer, OfferBook, load_catalogs, real_catalog_paths
-
-REPO = Path(__file__).resolve().parents[3]
-CATALOG_DIR = REPO.parent / "shared" / "data" / "catalog"
+from pipeline.compute.catalog import PACKAGED_CATALOG_DIR, Offer, OfferBook, load_catalogs, real_catalog_paths
 
 
 @pytest.fixture(scope="session")
 def catalog_dir() -> Path:
-    assert CATALOG_DIR.is_dir(), f"real catalogs expected in {CATALOG_DIR}"
-    return CATALOG_DIR
+    return PACKAGED_CATALOG_DIR
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-import csv
 import math
 import pickle
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,10 +14,6 @@ from pipeline.scaling.forecast import (
     OnlineForecaster,
     SnapshotError,
     SnapshotVersionError,
-)
-
-TAXI = (
-    Path(__file__).resolve().parents[3].parent / "shared" / "data" / "htm_nyc_taxi_benchmark" / "data" / "nyc_taxi.csv"
 )
 
 
@@ -198,9 +194,30 @@ def test_snapshot_rejects_garbage_and_foreign_objects() -> None:
         OnlineForecaster.from_snapshot(pickle.dumps({"format": 99}))
 
 
-def test_real_taxi_slice_beats_same_slot_last_week() -> None:
-    with TAXI.open(newline="") as fh:
-        values = [float(r[1]) for r in list(csv.reader(fh))[3:3003]]
+def taxi_like(n: int, seed: int = 2014) -> list[float]:
+    """Half-hourly demand shaped like the NYC taxi series (night trough, morning ramp, evening peak, quieter
+    weekends), with a drifting daily level, holidays and 5% noise: what "same slot last week" gets wrong.
+
+    The real series (AGPL-3.0 in its source repository, so not copied here) is replayed by
+    ``bench/scaling_backtest.py`` against the published scores."""
+    rng = random.Random(seed)
+    day, level, holiday = 48, 1.0, False
+    out = []
+    for t in range(n):
+        if t % day == 0:
+            level = min(1.3, max(0.7, level * math.exp(rng.gauss(0, 0.04))))
+            holiday = rng.random() < 0.04
+        hour = (t % day) / 2
+        awake = 0.15 + 0.85 / (1 + math.exp(-(hour - 7) * 1.5))
+        evening = 0.35 * math.exp(-((hour - 19) ** 2) / 8)
+        weekend = 0.8 if (t // day) % 7 >= 5 else 1.0
+        base = 15000 * level * weekend * (awake + evening) * (0.6 if holiday else 1.0)
+        out.append(max(0.0, base * (1 + rng.gauss(0, 0.05))))
+    return out
+
+
+def test_taxi_like_series_beats_same_slot_last_week() -> None:
+    values = taxi_like(3000)
     pairs = run(values, ForecasterConfig(interval_minutes=30, horizon=5), 1500)
     naive = [(values[t + 5], values[t + 5 - 336]) for t in range(1500, len(values) - 5)]
-    assert wmape(pairs) < wmape(naive)
+    assert wmape(pairs) < 0.7 * wmape(naive)
