@@ -45,6 +45,7 @@ from aiokafka.structs import OffsetAndMetadata  # noqa: E402
 
 from bench.stream_support import nab_cpu_series, scrape, tree_cpu_seconds  # noqa: E402
 from pipeline.config import get_settings  # noqa: E402
+from pipeline.contract.topics import SCALING_DEMANDS, SCALING_POLICY_REQUESTS, kafka_topics  # noqa: E402
 from pipeline.devstack import stack  # noqa: E402
 from pipeline.events.models import ResourceMetrics, Tier  # noqa: E402
 from pipeline.provisioners.tiers import Quota  # noqa: E402
@@ -60,7 +61,6 @@ from pipeline.scaling.records import (  # noqa: E402
 )
 from pipeline.scaling.snapshot_signing import SnapshotSigner  # noqa: E402
 from pipeline.tenants.models import QuotaRecord, TenantRecord  # noqa: E402
-from pipeline.topics import SCALING_DEMANDS, SCALING_POLICY_REQUESTS, kafka_topics  # noqa: E402
 from pipeline.typed_table import TypedTable  # noqa: E402
 from tests.integration.scaling_support import Broker, produce, run_id, tenant_created  # noqa: E402
 from tests.integration.worker import WorkerProcess  # noqa: E402

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return backtest(rest)
     if command == "schemas":
-        from pipeline.events.schema_files import write_schemas
+        from pipeline.contract.schema_files import write_schemas
 
         for path in write_schemas():
             sys.stderr.write(f"wrote {path}\n")

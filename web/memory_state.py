@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from pipeline.contract.topics import SCALING_EVENTS
 from pipeline.events.models import (
     AuditEvent,
     QuotaExceeded,
@@ -28,7 +29,7 @@ from pipeline.events.models import (
     Tier,
     utc_now,
 )
-from pipeline.outputs import SCALING_EVENTS, Emit, Refused, derived_id
+from pipeline.outputs import Emit, Refused, derived_id
 from pipeline.provisioners.tiers import Quota
 from pipeline.tenants import logic
 from pipeline.tenants.anomaly import handle_anomaly

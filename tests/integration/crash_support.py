@@ -27,8 +27,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from pipeline.contract.topics import PROVISIONING_COMMANDS, TENANT_CREATED
 from pipeline.provisioners.base import RESOURCES
-from pipeline.topics import PROVISIONING_COMMANDS, TENANT_CREATED
 from tests.integration.tenant_provisioning_support import EventPlane, Publisher, read_topic, tenant_created
 from tests.integration.worker import WorkerProcess, free_port, poll
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+from pipeline.contract.topics import PROVISIONING_COMMANDS
 from pipeline.events.models import QuotaExceeded, QuotaResource, ScalingRequest, Tier
-from pipeline.outputs import PROVISIONING_COMMANDS
 from pipeline.provisioners.tiers import Quota
 from pipeline.tenants.logic import TENANT_RESOURCES
 from pipeline.tenants.models import TenantState

@@ -1,4 +1,4 @@
-"""The versioned JSON Schema files of every event, generated from the typed records."""
+"""The versioned JSON Schema files of every topic that enters or leaves the service, generated from the records."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.events.models import INPUT_EVENTS, OUTPUT_RECORDS, SCHEMA_VERSION
+from pydantic import BaseModel, TypeAdapter
+
+from pipeline.contract.messages import INPUT_EVENTS, OUTPUT_RECORDS
+from pipeline.events.models import SCHEMA_VERSION
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 
@@ -15,7 +18,11 @@ def schema_documents() -> dict[str, dict[str, Any]]:
     """File name -> JSON Schema document, for every input and output topic."""
     documents = {}
     for topic, model in {**INPUT_EVENTS, **OUTPUT_RECORDS}.items():
-        schema = model.model_json_schema()
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            schema = model.model_json_schema()
+        else:  # a union of records, told apart by a discriminator field
+            schema = TypeAdapter(model).json_schema()
+            schema["title"] = f"Record on {topic}"
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"urn:provisioning-service:events:{topic}:v{SCHEMA_VERSION}"
         schema["x-topic"] = topic
