@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 
 from aiokafka import AIOKafkaConsumer  # noqa: E402
 
+from devstack import stack  # noqa: E402
 from pipeline.config import get_settings  # noqa: E402
-from pipeline.devstack import stack  # noqa: E402
 from pipeline.provisioners.base import RESOURCES, TenantSpec  # noqa: E402
 from tests.integration.tenant_provisioning_support import (  # noqa: E402
     BACKEND_SERVICES,

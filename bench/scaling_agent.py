@@ -44,9 +44,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from aiokafka.structs import OffsetAndMetadata  # noqa: E402
 
 from bench.stream_support import nab_cpu_series, scrape, tree_cpu_seconds  # noqa: E402
+from devstack import stack  # noqa: E402
 from pipeline.config import get_settings  # noqa: E402
 from pipeline.contract.topics import SCALING_DEMANDS, SCALING_POLICY_REQUESTS, kafka_topics  # noqa: E402
-from pipeline.devstack import stack  # noqa: E402
 from pipeline.events.models import ResourceMetrics, Tier  # noqa: E402
 from pipeline.provisioners.tiers import Quota  # noqa: E402
 from pipeline.scaling.engine import EngineConfig, ScalingEngine, Tables  # noqa: E402

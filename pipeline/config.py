@@ -230,7 +230,7 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
 
-    # Local stack (python -m pipeline.devstack)
+    # Local stack (python -m devstack)
     devstack_cache_dir: Path = Field(default_factory=_default_cache_dir)
     devstack_home: Path = Path(".devstack")
 

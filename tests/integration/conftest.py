@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.devstack.base import StackContext
+from devstack.base import StackContext
 from tests.integration.tenant_provisioning_support import SNAPSHOT_SIGNING_KEY, EventPlane, Publisher
 from tests.integration.worker import WorkerProcess, free_port
 

@@ -210,6 +210,6 @@ def run_crash_loop(
 
 
 def worker_log_tails(tmp: Path, lines: int = 40) -> str:
-    from pipeline.devstack.process import log_tail
+    from devstack.process import log_tail
 
     return "\n".join(f"== {log}\n{log_tail(log, lines)}" for log in sorted(tmp.glob("worker-*.log")))

@@ -29,8 +29,8 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from pipeline.devstack.base import StackContext, progress
-from pipeline.devstack.kafka import Kafka
+from devstack.base import StackContext, progress
+from devstack.kafka import Kafka
 from pipeline.provisioners.naming import names_for
 from tests.integration.worker import free_port
 

@@ -37,10 +37,10 @@ from kubernetes.client.exceptions import ApiException
 from minio import Minio
 from pyignite import Client as IgniteClient
 
+from devstack import process
+from devstack.base import Service, StackContext, progress
+from devstack.kafka import Kafka
 from pipeline.config import Settings
-from pipeline.devstack import process
-from pipeline.devstack.base import Service, StackContext, progress
-from pipeline.devstack.kafka import Kafka
 from pipeline.provisioners.base import RESOURCES, TenantSpec
 from pipeline.provisioners.registry import aclose_all, build_provisioners
 from pipeline.provisioners.s3 import lifecycle_settings
@@ -466,7 +466,7 @@ def purge_tenants(settings: Settings, tenants: list[TenantSpec]) -> list[str]:
 @contextlib.contextmanager
 def stopped_service(name: str, ctx: StackContext) -> Iterator[Service]:
     """Stop the local ``name`` server (started by this stack) for the body, then always start it again."""
-    from pipeline.devstack import stack
+    from devstack import stack
 
     service = stack.load(name)
     if not service.stop(ctx):

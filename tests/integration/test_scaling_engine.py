@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.devstack.base import StackContext
-from pipeline.devstack.process import log_tail
+from devstack.base import StackContext
+from devstack.process import log_tail
 from pipeline.scaling.fairshare import ResourceVector, TenantDemand, drf_allocate
 from tests.integration.conftest import JWT_SECRET, SNAPSHOT_SIGNING_KEY
 from tests.integration.scaling_support import (

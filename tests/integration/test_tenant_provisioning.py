@@ -28,8 +28,8 @@ from pyignite.datatypes.prop_codes import (
     PROP_GROUP_NAME,
 )
 
-from pipeline.devstack.base import StackContext
-from pipeline.devstack.process import log_tail
+from devstack.base import StackContext
+from devstack.process import log_tail
 from pipeline.provisioners.base import RESOURCES, TenantSpec
 from pipeline.provisioners.kubernetes import quota_hard
 from pipeline.provisioners.tiers import Quota, TiersConfig, load_tiers

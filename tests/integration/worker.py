@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from pipeline.devstack.process import log_tail
+from devstack.process import log_tail
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The workers of one test run share this internal-endpoint secret (the worker refuses to start without one).

@@ -9,7 +9,7 @@ from pipeline.provisioners.tiers import Quota
 from pipeline.tenants.logic import TENANT_RESOURCES
 from pipeline.tenants.models import TenantState
 from tests.web.conftest import TIER_QUOTAS, fixed_quota, tenant_event
-from web.memory_state import MemoryState
+from tests.web.memory_state import MemoryState
 from web.state import CommandGateway, LiveUpdate, StateReader
 
 

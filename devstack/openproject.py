@@ -1,7 +1,7 @@
 """OpenProject STAND-IN: our own small server speaking OpenProject's API v3 for projects.
 
 OpenProject itself (a Rails application with PostgreSQL) cannot run on this stack's machines, so the
-stack runs :mod:`pipeline.devstack.openproject_standin` in its place, for tests and ``make run`` only.
+stack runs :mod:`devstack.openproject_standin` in its place, for tests and ``make run`` only.
 It is not OpenProject; see that module for what it follows and where it differs. The provisioner
 talks to it exactly as to a real OpenProject (API key over HTTP Basic, user ``apikey``).
 """
@@ -13,9 +13,9 @@ import json
 import sys
 import urllib.request
 
+from devstack import process
+from devstack.base import PythonModuleService, StackContext
 from pipeline.config import Settings
-from pipeline.devstack import process
-from pipeline.devstack.base import PythonModuleService, StackContext
 
 PORT = 8091
 #: The default key of pipeline/config.py (OPENPROJECT_API_KEY), so the service works with no settings.
@@ -33,7 +33,7 @@ class OpenProjectStandIn(PythonModuleService):
         return [
             sys.executable,
             "-m",
-            "pipeline.devstack.openproject_standin",
+            "devstack.openproject_standin",
             "--host",
             "127.0.0.1",
             "--port",

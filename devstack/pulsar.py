@@ -10,9 +10,9 @@ import json
 import urllib.request
 from pathlib import Path
 
-from pipeline.devstack import maven, process
-from pipeline.devstack.base import JAVA25_HOME, Service, StackContext
-from pipeline.devstack.errors import DevstackError
+from devstack import maven, process
+from devstack.base import JAVA25_HOME, Service, StackContext
+from devstack.errors import DevstackError
 
 PULSAR_VERSION = "4.2.4"
 BROKER_PORT = 6650

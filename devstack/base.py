@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.devstack import process
-from pipeline.devstack.errors import DevstackError
+from devstack import process
+from devstack.errors import DevstackError
 
 logger = logging.getLogger(__name__)
 
@@ -167,8 +167,8 @@ class Service(ABC):
 class PythonModuleService(Service):
     """A server of this package run with the project's Python (``python -m module``): nothing to install."""
 
-    #: The checkout that holds the ``pipeline`` package, put on the server's PYTHONPATH.
-    source_root = Path(__file__).resolve().parents[2]
+    #: The checkout that holds the ``devstack`` and ``pipeline`` packages, put on the server's PYTHONPATH.
+    source_root = Path(__file__).resolve().parents[1]
 
     def install(self, ctx: StackContext) -> None:
         """Nothing to install: the server is part of this package and runs on the project's venv."""

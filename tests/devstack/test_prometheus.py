@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from pipeline.devstack.prometheus import Prometheus
+from devstack.prometheus import Prometheus
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
 /*
- * One Elasticsearch node for the local stack (python -m pipeline.devstack up elasticsearch), started the
+ * One Elasticsearch node for the local stack (python -m devstack up elasticsearch), started the
  * way Elastic's own test framework starts one (ESSingleNodeTestCase / InternalTestCluster):
  * org.elasticsearch.node.MockNode with its plugins loaded from the class path. Single node, 127.0.0.1,
  * no security (the server jar has none: that lives in the x-pack distribution), data in DATA_DIR.

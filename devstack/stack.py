@@ -7,24 +7,24 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from devstack import process
+from devstack.base import Service, StackContext
+from devstack.errors import DevstackError
 from pipeline.config import Settings
-from pipeline.devstack import process
-from pipeline.devstack.base import Service, StackContext
-from pipeline.devstack.errors import DevstackError
 
 #: Service name -> "module:Class". Order is start order for `up` with no names.
 SERVICES: dict[str, str] = {
-    "kafka": "pipeline.devstack.kafka:Kafka",
-    "pulsar": "pipeline.devstack.pulsar:Pulsar",
-    "prometheus": "pipeline.devstack.prometheus:Prometheus",
-    "cassandra": "pipeline.devstack.cassandra:Cassandra",
-    "ignite": "pipeline.devstack.ignite:Ignite",
-    "elasticsearch": "pipeline.devstack.elasticsearch:Elasticsearch",
-    "s3": "pipeline.devstack.seaweedfs:SeaweedS3",
-    "etcd": "pipeline.devstack.etcd:Etcd",
-    "kubernetes": "pipeline.devstack.kubernetes:KubeApiServer",
-    "openproject": "pipeline.devstack.openproject:OpenProjectStandIn",
-    "derivatives": "pipeline.devstack.derivatives:DerivativesStandIn",
+    "kafka": "devstack.kafka:Kafka",
+    "pulsar": "devstack.pulsar:Pulsar",
+    "prometheus": "devstack.prometheus:Prometheus",
+    "cassandra": "devstack.cassandra:Cassandra",
+    "ignite": "devstack.ignite:Ignite",
+    "elasticsearch": "devstack.elasticsearch:Elasticsearch",
+    "s3": "devstack.seaweedfs:SeaweedS3",
+    "etcd": "devstack.etcd:Etcd",
+    "kubernetes": "devstack.kubernetes:KubeApiServer",
+    "openproject": "devstack.openproject:OpenProjectStandIn",
+    "derivatives": "devstack.derivatives:DerivativesStandIn",
 }
 
 

@@ -43,8 +43,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from pipeline.devstack import gobuild, process
-from pipeline.devstack.base import Service, StackContext, progress
+from devstack import gobuild, process
+from devstack.base import Service, StackContext, progress
 
 SECURE_PORT = 6443
 SERVICE_CIDR = "10.96.0.0/16"

@@ -11,8 +11,8 @@ import json
 import urllib.request
 from pathlib import Path
 
-from pipeline.devstack import gobuild, process
-from pipeline.devstack.base import Service, StackContext
+from devstack import gobuild, process
+from devstack.base import Service, StackContext
 
 CLIENT_PORT = 2379
 PEER_PORT = 2380

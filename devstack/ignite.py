@@ -9,9 +9,9 @@ from pathlib import Path
 
 from pyignite import Client
 
-from pipeline.devstack import maven, process
-from pipeline.devstack.base import JAVA17_HOME, Service, StackContext, progress
-from pipeline.devstack.errors import DevstackError
+from devstack import maven, process
+from devstack.base import JAVA17_HOME, Service, StackContext, progress
+from devstack.errors import DevstackError
 
 IGNITE_VERSION = "2.17.0"
 CLIENT_PORT = 10800

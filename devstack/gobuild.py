@@ -1,6 +1,6 @@
 """Building Go servers from the Go module proxy into the shared cache, from small wrapper modules of ours.
 
-Each Go server of the stack has a wrapper module in ``pipeline/devstack/go/<name>/`` (``go.mod``,
+Each Go server of the stack has a wrapper module in ``devstack/go/<name>/`` (``go.mod``,
 ``go.sum`` and a ``tools.go`` or ``main.go``) that requires the upstream module at a published version
 and repeats whatever ``replace`` directives upstream needs (which is why ``go install module@version``
 cannot build it). :func:`build` compiles one package of that module into
@@ -26,8 +26,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from pipeline.devstack.base import StackContext, progress
-from pipeline.devstack.errors import DevstackError
+from devstack.base import StackContext, progress
+from devstack.errors import DevstackError
 
 #: Wrapper modules, one folder per binary.
 MODULES_DIR = Path(__file__).resolve().parent / "go"

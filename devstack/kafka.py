@@ -8,8 +8,8 @@ import uuid
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from pipeline.devstack import maven, process
-from pipeline.devstack.base import JAVA17_HOME, Service, StackContext, progress
+from devstack import maven, process
+from devstack.base import JAVA17_HOME, Service, StackContext, progress
 
 KAFKA_VERSION = "4.1.1"
 BROKER_PORT = 9092

@@ -1,5 +1,5 @@
 /*
- * One Apache Ignite 2.x server node for the local stack (python -m pipeline.devstack up ignite).
+ * One Apache Ignite 2.x server node for the local stack (python -m devstack up ignite).
  *
  * Everything is bound to 127.0.0.1: static IP discovery on 47500..47509, communication from 47100,
  * the thin client connector (what pyignite speaks) on the given port. Memory is capped: one in-memory

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from devstack import maven, process, stack
+from devstack.__main__ import main
+from devstack.base import Service, StackContext
+from devstack.errors import DevstackError
 from pipeline.config import get_settings
-from pipeline.devstack import maven, process, stack
-from pipeline.devstack.__main__ import main
-from pipeline.devstack.base import Service, StackContext
-from pipeline.devstack.errors import DevstackError
 
 
 def _free_port() -> int:

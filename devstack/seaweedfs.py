@@ -25,9 +25,9 @@ from pathlib import Path
 import urllib3
 from minio import Minio
 
+from devstack import gobuild, process
+from devstack.base import Service, StackContext
 from pipeline.config import Settings
-from pipeline.devstack import gobuild, process
-from pipeline.devstack.base import Service, StackContext
 
 S3_PORT = 8333
 MASTER_PORT = 9333

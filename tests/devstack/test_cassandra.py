@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 from cassandra.cluster import Cluster, Session
 
-from pipeline.devstack import stack
-from pipeline.devstack.base import StackContext
-from pipeline.devstack.cassandra import DATACENTER, PROTOCOL_VERSION
+from devstack import stack
+from devstack.base import StackContext
+from devstack.cassandra import DATACENTER, PROTOCOL_VERSION
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Derivatives engine STAND-IN: :mod:`pipeline.compute.standin_engine` as a local service.
+"""Derivatives engine STAND-IN: :mod:`devstack.derivatives_standin` as a local service.
 
 The platform's derivatives engine (partner capacity at wholesale prices) cannot run on this stack's
 machines, so the stack runs our stand-in in its place, for tests and ``make run`` only. It implements the
@@ -14,9 +14,9 @@ import json
 import sys
 import urllib.request
 
+from devstack import process
+from devstack.base import PythonModuleService, StackContext
 from pipeline.compute.catalog import PACKAGED_CATALOG_DIR
-from pipeline.devstack import process
-from pipeline.devstack.base import PythonModuleService, StackContext
 
 PORT = 8092
 #: Instances per pool (provider, region, instance type) the stand-in starts with.
@@ -34,7 +34,7 @@ class DerivativesStandIn(PythonModuleService):
         return [
             sys.executable,
             "-m",
-            "pipeline.compute.standin_engine",
+            "devstack.derivatives_standin",
             "--host",
             "127.0.0.1",
             "--port",

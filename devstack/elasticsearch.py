@@ -18,9 +18,9 @@ import json
 import urllib.request
 from pathlib import Path
 
-from pipeline.devstack import maven, process
-from pipeline.devstack.base import JAVA25_HOME, Service, StackContext
-from pipeline.devstack.ignite import compile_main
+from devstack import maven, process
+from devstack.base import JAVA25_HOME, Service, StackContext
+from devstack.ignite import compile_main
 
 ELASTICSEARCH_VERSION = "9.5.3"
 HTTP_PORT = 9200

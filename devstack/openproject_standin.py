@@ -32,7 +32,7 @@ project), there is a single all-powerful user (no permissions, memberships or cu
 ``DELETE`` removes the project at once (OpenProject archives it at once and deletes it in a
 background job), and ``html`` renderings are a plain escaped paragraph, not OpenProject's Markdown.
 
-Run it as ``python -m pipeline.devstack.openproject_standin --port 8091 --api-key KEY``.
+Run it as ``python -m devstack.openproject_standin --port 8091 --api-key KEY``.
 """
 
 from __future__ import annotations
@@ -539,7 +539,7 @@ def create_app(api_key: str) -> web.Application:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.devstack.openproject_standin",
+        prog="python -m devstack.openproject_standin",
         description="STAND-IN for OpenProject's API v3 projects endpoints (tests and local runs only).",
     )
     parser.add_argument("--host", default="127.0.0.1")

@@ -1,4 +1,4 @@
-"""``python -m pipeline.devstack up [SERVICE...] | down [SERVICE...] | status [SERVICE...] | env [SERVICE...]``."""
+"""``python -m devstack up [SERVICE...] | down [SERVICE...] | status [SERVICE...] | env [SERVICE...]``."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import logging
 import shlex
 import sys
 
+from devstack import stack
+from devstack.errors import DevstackError
 from pipeline.config import get_settings
-from pipeline.devstack import stack
-from pipeline.devstack.errors import DevstackError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.devstack", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     parser.add_argument("action", choices=["up", "down", "status", "env"])
     parser.add_argument("services", nargs="*", help=f"any of: {', '.join(stack.SERVICES)} (default: all)")
     args = parser.parse_args(argv)

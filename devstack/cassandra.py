@@ -7,8 +7,8 @@ from pathlib import Path
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
 from cassandra.policies import WhiteListRoundRobinPolicy
 
-from pipeline.devstack import maven, process
-from pipeline.devstack.base import JAVA17_HOME, Service, StackContext
+from devstack import maven, process
+from devstack.base import JAVA17_HOME, Service, StackContext
 
 CASSANDRA_VERSION = "5.0.9"
 NATIVE_PORT = 9042

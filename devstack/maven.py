@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from pipeline.devstack.base import StackContext, progress
-from pipeline.devstack.errors import DevstackError
+from devstack.base import StackContext, progress
+from devstack.errors import DevstackError
 
 _POM = """<?xml version="1.0" encoding="UTF-8"?>
 <project xmlns="http://maven.apache.org/POM/4.0.0">

@@ -15,7 +15,7 @@ The same controls are reachable over HTTP under ``/_standin/`` (for a stand-in s
 ``POST /_standin/faults {"kind", "count", "hang_s"}``, ``POST /_standin/capacity {"provider", "region",
 "instance_type", "capacity"}``, ``POST /_standin/reset``, ``GET /_standin/state``.
 
-Run: ``python -m pipeline.compute.standin_engine --port 8092 [--catalog-dir DIR]`` (default: the packaged
+Run: ``python -m devstack.derivatives_standin --port 8092 [--catalog-dir DIR]`` (default: the packaged
 copies of the real catalogs, ``pipeline/compute/catalogs``).
 In-process (tests): ``async with running_standin(offers) as standin: standin.url ...``.
 It is NOT the derivatives engine: no auth, no persistence, no billing.
