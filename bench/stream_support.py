@@ -39,7 +39,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.worker import free_port
+from devstack.harness.worker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 NAB_CLOUDWATCH = ROOT.parent / "shared" / "data" / "nab" / "data" / "realAWSCloudwatch"
@@ -61,8 +61,8 @@ def event_plane(workdir: Path) -> Iterator[dict[str, str]]:
     (KAFKA_BOOTSTRAP_SERVERS, PULSAR_URL, PULSAR_ADMIN_URL, PULSAR_NAMESPACE). Starts the stack's Pulsar
     if it is not running."""
     from devstack import stack
+    from devstack.harness.tenant_provisioning import EventPlane
     from pipeline.config import get_settings
-    from tests.integration.tenant_provisioning_support import EventPlane
 
     ctx = stack.context(get_settings())
     stack.up(ctx, ["pulsar"])

@@ -27,10 +27,10 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from devstack.harness.tenant_provisioning import EventPlane, Publisher, read_topic, tenant_created
+from devstack.harness.worker import WorkerProcess, free_port, poll
 from pipeline.contract.topics import PROVISIONING_COMMANDS, TENANT_CREATED
 from pipeline.provisioners.base import RESOURCES
-from tests.integration.tenant_provisioning_support import EventPlane, Publisher, read_topic, tenant_created
-from tests.integration.worker import WorkerProcess, free_port, poll
 
 
 @dataclass

@@ -15,15 +15,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
-
 from devstack.process import log_tail
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The workers of one test run share this internal-endpoint secret (the worker refuses to start without one).
-PEER_SECRET = "integration-peer-secret-of-32-chars-or-more"
+PEER_SECRET = "integration-peer-secret-of-32-chars-or-more"  # noqa: S105 (test-only)
 
 T = TypeVar("T")
+
+
+class WorkerFailed(AssertionError):
+    """The worker process exited or never became ready (an AssertionError, so a test using it fails)."""
 
 
 def free_port() -> int:
@@ -75,7 +77,7 @@ class WorkerProcess:
         last = ""
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                pytest.fail(f"worker exited with {self.proc.returncode}\n{log_tail(self.log_path, 60)}")
+                raise WorkerFailed(f"worker exited with {self.proc.returncode}\n{log_tail(self.log_path, 60)}")
             try:
                 with urllib.request.urlopen(f"{self.url}/ready", timeout=2) as response:  # noqa: S310
                     if response.status == 200:
@@ -85,7 +87,7 @@ class WorkerProcess:
             except OSError as exc:
                 last = str(exc)
             time.sleep(0.5)
-        pytest.fail(f"worker not ready after {timeout:.0f}s ({last})\n{log_tail(self.log_path, 60)}")
+        raise WorkerFailed(f"worker not ready after {timeout:.0f}s ({last})\n{log_tail(self.log_path, 60)}")
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no commit, no flush."""

@@ -30,9 +30,9 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from devstack.base import StackContext, progress
+from devstack.harness.worker import free_port
 from devstack.kafka import Kafka
 from pipeline.provisioners.naming import names_for
-from tests.integration.worker import free_port
 
 # -- a Kafka broker of our own -----------------------------------------------------------------------------
 
@@ -157,14 +157,15 @@ class Cluster:
                    gpus: int | None = None) -> None:
         namespace = names_for(tenant_id).kubernetes_namespace
         with contextlib.suppress(ApiException):
-            self.core.create_namespace({"metadata": {"name": namespace, "labels": {"scaling-test": "true"}}})
+            body: Any = {"metadata": {"name": namespace, "labels": {"scaling-test": "true"}}}  # the client takes dicts
+            self.core.create_namespace(body)
             self.namespaces.append(namespace)
         requests: dict[str, str] = {"cpu": cpu, "memory": memory}
         limits: dict[str, str] = {}
         if gpus is not None:
             requests["nvidia.com/gpu"] = str(gpus)
             limits["nvidia.com/gpu"] = str(gpus)
-        self.apps.create_namespaced_deployment(namespace, {
+        deployment: Any = {
             "metadata": {"name": name},
             "spec": {
                 "replicas": replicas,
@@ -173,10 +174,12 @@ class Cluster:
                     {"name": name, "image": "registry.invalid/app:1",
                      "resources": {"requests": requests, **({"limits": limits} if limits else {})}}]}},
             },
-        })
+        }
+        self.apps.create_namespaced_deployment(namespace, deployment)
 
     def replicas(self, tenant_id: str, name: str) -> int:
         scale = self.apps.read_namespaced_deployment_scale(name, names_for(tenant_id).kubernetes_namespace)
+        assert scale.spec is not None and scale.spec.replicas is not None
         return int(scale.spec.replicas)
 
     def cleanup(self) -> None:

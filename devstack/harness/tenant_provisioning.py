@@ -39,12 +39,12 @@ from pyignite import Client as IgniteClient
 
 from devstack import process
 from devstack.base import Service, StackContext, progress
+from devstack.harness.worker import free_port
 from devstack.kafka import Kafka
 from pipeline.config import Settings
 from pipeline.provisioners.base import RESOURCES, TenantSpec
 from pipeline.provisioners.registry import aclose_all, build_provisioners
 from pipeline.provisioners.s3 import lifecycle_settings
-from tests.integration.worker import free_port
 
 #: The services the executor talks to (``etcd`` comes with ``kubernetes``).
 BACKEND_SERVICES: tuple[str, ...] = (
