@@ -40,11 +40,11 @@ system-deps:
 	fi
 
 stack: venv system-deps
-	$(PY) -m pipeline.devstack up
+	$(PY) -m devstack up
 
 run: stack
-	@eval "$$($(PY) -m pipeline.devstack env)"; \
-	echo "== environment"; $(PY) -m pipeline.devstack env; \
+	@eval "$$($(PY) -m devstack env)"; \
+	echo "== environment"; $(PY) -m devstack env; \
 	echo "export JWT_SECRET=$$JWT_SECRET"; \
 	echo "export SNAPSHOT_SIGNING_KEY=$$SNAPSHOT_SIGNING_KEY"; \
 	echo "== URLs"; \
@@ -60,18 +60,18 @@ test: venv system-deps lint
 
 lint: venv
 	$(PY) -m ruff check .
-	$(PY) -m mypy pipeline agents tables web
+	$(PY) -m mypy pipeline agents tables web devstack
 
 check: lint test
 
 down: venv
-	$(PY) -m pipeline.devstack down
+	$(PY) -m devstack down
 
 status: venv
-	@$(PY) -m pipeline.devstack status
+	@$(PY) -m devstack status
 
 env: venv
-	@$(PY) -m pipeline.devstack env
+	@$(PY) -m devstack env
 
 clean: down
 	rm -rf .devstack .data

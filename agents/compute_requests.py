@@ -7,12 +7,12 @@ from agents.runtime import dead_letter, handler_failed, topic
 from agents.stores import STORES
 from pipeline.app import app
 from pipeline.compute.quota import ComputeQuotaRefused
+from pipeline.contract.topics import COMPUTE_REQUESTS
 from pipeline.events.decode import Invalid, decode
 from pipeline.events.models import ComputeRequested
 from pipeline.metrics import EVENTS_DUPLICATE, EVENTS_PROCESSED
 from pipeline.outputs import Refused
 from pipeline.tenants.logic import require_tenant
-from pipeline.topics import COMPUTE_REQUESTS
 from tables import processed_events
 
 

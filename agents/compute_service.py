@@ -16,10 +16,9 @@ from pipeline.app import app
 from pipeline.compute.access import install_secret_masking
 from pipeline.compute.lifecycle import ComputeRecord
 from pipeline.compute.runtime import ComputeRuntime, build_runtime
+from pipeline.contract.topics import COMPUTE_RECORDS, PROVISIONING_EVENTS
 from pipeline.events.models import ProvisioningStatusEvent
 from pipeline.isolation import guarded
-from pipeline.outputs import PROVISIONING_EVENTS
-from pipeline.topics import COMPUTE_RECORDS
 from tables.compute_records import compute_records
 from tables.quotas import quotas
 

@@ -21,12 +21,12 @@ from agents.runtime import dead_letter, handler_failed, topic
 from agents.stores import STORES
 from pipeline.app import app
 from pipeline.command_scheduler import CommandScheduler, Sleep, is_replay
+from pipeline.contract.records import ProvisioningResult
+from pipeline.contract.topics import PROVISIONING_COMMANDS, PROVISIONING_RESULTS
 from pipeline.events.models import CommandAction, ProvisioningCommand
-from pipeline.executor import ProvisioningResult, execute, fenced
-from pipeline.outputs import PROVISIONING_COMMANDS
+from pipeline.executor import execute, fenced
 from pipeline.tenants.logic import command_fence
 from pipeline.tenants.models import ResourceState
-from pipeline.topics import PROVISIONING_RESULTS
 
 logger = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from typing import Any
 from agents.runtime import emit_all, handler_failed, topic
 from agents.stores import STORES, now
 from pipeline.app import app
-from pipeline.executor import ProvisioningResult
+from pipeline.contract.records import ProvisioningResult
+from pipeline.contract.topics import PROVISIONING_RESULTS
 from pipeline.tenants.logic import handle_provisioning_result
-from pipeline.topics import PROVISIONING_RESULTS
 
 
 @app.agent(topic(PROVISIONING_RESULTS), concurrency=1)

@@ -5,9 +5,9 @@ from typing import Any
 from agents.runtime import events_acked_by_process, process, topic
 from agents.stores import STORES, now
 from pipeline.app import app
+from pipeline.contract.topics import QUOTA_EXCEEDED
 from pipeline.events.models import QuotaExceeded
 from pipeline.tenants.logic import handle_quota_exceeded
-from pipeline.topics import QUOTA_EXCEEDED
 
 
 @app.agent(topic(QUOTA_EXCEEDED), concurrency=1)

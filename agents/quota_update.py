@@ -5,9 +5,9 @@ from typing import Any
 from agents.runtime import events_acked_by_process, process, topic
 from agents.stores import STORES, now
 from pipeline.app import app
+from pipeline.contract.topics import QUOTA_UPDATES
 from pipeline.events.models import QuotaUpdateRequested
 from pipeline.tenants.logic import handle_quota_update
-from pipeline.topics import QUOTA_UPDATES
 
 
 @app.agent(topic(QUOTA_UPDATES), concurrency=1)

@@ -23,8 +23,9 @@ from agents.backends import provisioners
 from agents.executor import report, running, start
 from agents.stores import STORES, now
 from pipeline.app import app
+from pipeline.contract.records import ProvisioningResult
 from pipeline.events.models import CommandAction, ProvisioningCommand
-from pipeline.executor import ProvisioningResult, tenant_spec
+from pipeline.executor import tenant_spec
 from pipeline.isolation import guarded, isolated
 from pipeline.metrics import ORPHANS_REMOVED
 from pipeline.provisioners.errors import ProvisioningError

@@ -5,9 +5,9 @@ from typing import Any
 from agents.runtime import events_acked_by_process, process, topic
 from agents.stores import STORES, now
 from pipeline.app import app
+from pipeline.contract.topics import RESOURCE_ANOMALY
 from pipeline.events.models import ResourceAnomaly
 from pipeline.tenants.anomaly import handle_anomaly
-from pipeline.topics import RESOURCE_ANOMALY
 from tables.anomalies import anomalies
 
 

@@ -20,13 +20,13 @@ from agents.runtime import dead_letter, handler_failed, topic, writing_as
 from agents.scaling_runtime import accumulate_samples, finish_windows, learn_windows, send_decisions, wait_for_kafka
 from agents.stores import STORES
 from pipeline.app import app
+from pipeline.contract.topics import RESOURCE_METRICS
 from pipeline.events.decode import Invalid, decode
 from pipeline.events.models import ResourceMetrics
 from pipeline.metrics import EVENTS_DUPLICATE, EVENTS_PROCESSED
 from pipeline.outputs import Refused
 from pipeline.scaling.engine import Accumulated
 from pipeline.tenants.logic import require_tenant
-from pipeline.topics import RESOURCE_METRICS
 from pipeline.usage import fold_samples
 from tables.usage import usage
 from tables.utilization import WINDOW, store_window, stored_window

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -12,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 import faust
-from faust.streams import _current_event
 from faust.types import EventT
 
 from pipeline.app import app
@@ -20,6 +18,7 @@ from pipeline.events.dead_letters import MAX_REASON_CHARS, dead_letter_record
 from pipeline.events.dead_letters import kafka_key as dead_letter_key
 from pipeline.events.decode import Invalid, decode
 from pipeline.events.models import Event
+from pipeline.faust_adapter import processing
 from pipeline.faust_tuning import RawBytesSchema
 from pipeline.isolation import isolated, record_failure
 from pipeline.metrics import DEAD_LETTERS, DEAD_LETTERS_LOST, EVENTS_DUPLICATE, EVENTS_FAILED, EVENTS_PROCESSED
@@ -53,11 +52,8 @@ def writing_as(event: EventT[Any]) -> Iterator[None]:
     ``stream.take_events`` loop has none (faust-streaming/faust#497). A batch is written per source
     partition, with one of that partition's events made current.
     """
-    token = _current_event.set(weakref.ref(event))
-    try:
+    with processing(event):
         yield
-    finally:
-        _current_event.reset(token)
 
 
 async def send_all(emits: Iterable[Emit]) -> list[asyncio.Future[Any]]:

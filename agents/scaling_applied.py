@@ -8,8 +8,8 @@ from pydantic import ValidationError
 from agents.runtime import dead_letter, topic
 from agents.scaling_runtime import ENGINE, carry_out
 from pipeline.app import app
+from pipeline.contract.topics import SCALING_APPLIED
 from pipeline.scaling.records import ApplyReport
-from pipeline.topics import SCALING_APPLIED
 
 logger = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from pydantic import ValidationError
 from agents.runtime import dead_letter, emit_all
 from agents.scaling_runtime import DEMANDS_TOPIC, ENGINE
 from pipeline.app import app
+from pipeline.contract.topics import SCALING_DEMANDS, SCALING_GRANTS
 from pipeline.outputs import Emit
 from pipeline.scaling.engine import pool_grants
 from pipeline.scaling.records import Demand
-from pipeline.topics import SCALING_DEMANDS, SCALING_GRANTS
 from tables.scaling_demands import scaling_demands as demands_table
 
 logger = logging.getLogger(__name__)

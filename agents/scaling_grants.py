@@ -8,8 +8,8 @@ from pydantic import ValidationError
 from agents.runtime import dead_letter, topic
 from agents.scaling_runtime import ENGINE, carry_out
 from pipeline.app import app
+from pipeline.contract.topics import SCALING_GRANTS
 from pipeline.scaling.records import Grant
-from pipeline.topics import SCALING_GRANTS
 
 logger = logging.getLogger(__name__)
 

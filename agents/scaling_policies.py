@@ -5,8 +5,8 @@ from typing import Any
 from agents.runtime import events_acked_by_process, process, topic
 from agents.scaling_runtime import ENGINE
 from pipeline.app import app
+from pipeline.contract.topics import SCALING_POLICY_REQUESTS
 from pipeline.scaling.records import PolicyChange
-from pipeline.topics import SCALING_POLICY_REQUESTS
 
 
 @app.agent(topic(SCALING_POLICY_REQUESTS), concurrency=1)

@@ -5,9 +5,9 @@ from typing import Any
 from agents.runtime import events_acked_by_process, process, topic
 from agents.stores import STORES, now
 from pipeline.app import app
+from pipeline.contract.topics import SCALING_REQUEST
 from pipeline.events.models import ScalingRequest
 from pipeline.tenants.scaling_request import handle_scaling_request
-from pipeline.topics import SCALING_REQUEST
 from tables.usage import usage
 
 

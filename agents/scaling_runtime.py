@@ -20,12 +20,12 @@ from mode import Service
 from agents.runtime import send_all, topic
 from agents.stores import STORES
 from pipeline.app import app
+from pipeline.contract.topics import SCALING_APPLIED, SCALING_DEMANDS
 from pipeline.events.models import ResourceMetrics
 from pipeline.scaling.engine import Accumulated, ClosedWindow, EngineConfig, Outcome, ScalingEngine, Tables
 from pipeline.scaling.kube import ApplyQueue, DeploymentScaler
 from pipeline.scaling.model_host import LearnResult, ProcessModelHost
 from pipeline.scaling.records import DEMANDS_KEY, ApplyReport
-from pipeline.topics import SCALING_APPLIED, SCALING_DEMANDS
 from tables.model_snapshots import model_snapshots
 from tables.scaling_decisions import scaling_decisions
 from tables.scaling_index import scaling_index

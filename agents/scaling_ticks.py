@@ -13,10 +13,10 @@ from pydantic import ValidationError
 from agents.runtime import dead_letter, topic
 from agents.scaling_runtime import ENABLED, ENGINE, SETTINGS, carry_out, clock
 from pipeline.app import app
+from pipeline.contract.topics import SCALING_TICKS
 from pipeline.isolation import guarded
 from pipeline.readiness import is_ready
 from pipeline.scaling.records import Tick
-from pipeline.topics import SCALING_TICKS
 
 logger = logging.getLogger(__name__)
 

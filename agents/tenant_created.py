@@ -5,10 +5,10 @@ from typing import Any
 from agents.runtime import events_acked_by_process, process, topic
 from agents.stores import STORES, now
 from pipeline.app import app
+from pipeline.contract.topics import TENANT_CREATED
 from pipeline.events.models import TenantCreated
 from pipeline.tenants.logic import handle_tenant_created
 from pipeline.tenants.tiers import quota_for_tier
-from pipeline.topics import TENANT_CREATED
 
 
 @app.agent(topic(TENANT_CREATED), concurrency=1)

@@ -5,9 +5,9 @@ from typing import Any
 from agents.runtime import events_acked_by_process, process, topic
 from agents.stores import STORES, now
 from pipeline.app import app
+from pipeline.contract.topics import TENANT_DELETED
 from pipeline.events.models import TenantDeleted
 from pipeline.tenants.logic import handle_tenant_deleted
-from pipeline.topics import TENANT_DELETED
 
 
 @app.agent(topic(TENANT_DELETED), concurrency=1)

@@ -5,9 +5,9 @@ from typing import Any
 from agents.runtime import events_acked_by_process, process, topic
 from agents.stores import STORES, now
 from pipeline.app import app
+from pipeline.contract.topics import USER_CREATED
 from pipeline.events.models import UserCreated
 from pipeline.tenants.logic import handle_user_created
-from pipeline.topics import USER_CREATED
 
 
 @app.agent(topic(USER_CREATED), concurrency=1)

@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devstack.derivatives_standin import FaultKind, running_standin
 from pipeline.compute.access import AccessSecrets
 from pipeline.compute.allocation import FailoverPolicy, allocate_with_failover
 from pipeline.compute.catalog import OfferBook, load_catalogs, real_catalog_paths
 from pipeline.compute.engine_client import DerivativesEngineClient
 from pipeline.compute.optimizer import choose
 from pipeline.compute.request import ComputeRequest
-from pipeline.compute.standin_engine import FaultKind, running_standin
 
 CATALOG_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "catalog"
 REQUEST = ComputeRequest.model_validate(

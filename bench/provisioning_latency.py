@@ -1,7 +1,7 @@
 """Tenant provisioning latency and throughput on the local stack (issue 4). Prints JSON.
 
 Starts the backends it needs (reusing healthy ones), an event plane of its own (a Kafka broker on free ports
-and a Pulsar namespace: see ``tests/integration/tenant_provisioning_support.py`` for why) and one worker with
+and a Pulsar namespace: see ``devstack/harness/tenant_provisioning.py`` for why) and one worker with
 the executor on, then:
 
 * **sequential**: ``--sequential`` tenants (tiers free/standard/enterprise in turn) created one after
@@ -39,15 +39,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from aiokafka import AIOKafkaConsumer
 
-from aiokafka import AIOKafkaConsumer  # noqa: E402
-
-from pipeline.config import get_settings  # noqa: E402
-from pipeline.devstack import stack  # noqa: E402
-from pipeline.provisioners.base import RESOURCES, TenantSpec  # noqa: E402
-from tests.integration.tenant_provisioning_support import (  # noqa: E402
+from devstack import stack
+from devstack.harness.tenant_provisioning import (
     BACKEND_SERVICES,
     Api,
     EventPlane,
@@ -58,11 +53,15 @@ from tests.integration.tenant_provisioning_support import (  # noqa: E402
     settings_from,
     tenant_created,
 )
-from tests.integration.worker import (  # noqa: E402
+from devstack.harness.worker import (
     WorkerProcess,
     poll,
 )
-from web.auth import issue_dev_token  # noqa: E402
+from pipeline.config import get_settings
+from pipeline.provisioners.base import RESOURCES, TenantSpec
+from web.auth import issue_dev_token
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TIERS = ("free", "standard", "enterprise")
 SECRET = secrets.token_hex(32)  # the worker's JWT_SECRET, for this run only

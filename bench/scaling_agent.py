@@ -17,7 +17,7 @@ every 15 s would be). Two measurements in the same run:
   agents off (``SCALING_ENABLED=false``: the worker without them), interleaved, ``--rounds`` times each.
   Applying to Kubernetes is off (``SCALING_APPLY_ENABLED=false``): its calls run in threads, off the loop.
 
-``.venv/bin/python bench/scaling_agent.py`` (about 6 minutes on 2 cores) prints JSON.
+``.venv/bin/python -m bench.scaling_agent`` (about 6 minutes on 2 cores) prints JSON.
 """
 
 from __future__ import annotations
@@ -37,20 +37,20 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
 
-from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
-from aiokafka.structs import OffsetAndMetadata  # noqa: E402
-
-from bench.stream_support import nab_cpu_series, scrape, tree_cpu_seconds  # noqa: E402
-from pipeline.config import get_settings  # noqa: E402
-from pipeline.devstack import stack  # noqa: E402
-from pipeline.events.models import ResourceMetrics, Tier  # noqa: E402
-from pipeline.provisioners.tiers import Quota  # noqa: E402
-from pipeline.scaling.engine import EngineConfig, ScalingEngine, Tables  # noqa: E402
-from pipeline.scaling.policies import parse_policy  # noqa: E402
-from pipeline.scaling.records import (  # noqa: E402
+from bench.stream_support import nab_cpu_series, scrape, tree_cpu_seconds
+from devstack import stack
+from devstack.harness.scaling import Broker, produce, run_id, tenant_created
+from devstack.harness.worker import WorkerProcess
+from pipeline.config import get_settings
+from pipeline.contract.topics import SCALING_DEMANDS, SCALING_POLICY_REQUESTS, kafka_topics
+from pipeline.events.models import ResourceMetrics, Tier
+from pipeline.provisioners.tiers import Quota
+from pipeline.scaling.engine import EngineConfig, ScalingEngine, Tables
+from pipeline.scaling.policies import parse_policy
+from pipeline.scaling.records import (
     ModelSnapshot,
     PolicyChange,
     PolicySet,
@@ -58,12 +58,11 @@ from pipeline.scaling.records import (  # noqa: E402
     WorkloadIndex,
     WorkloadScaling,
 )
-from pipeline.scaling.snapshot_signing import SnapshotSigner  # noqa: E402
-from pipeline.tenants.models import QuotaRecord, TenantRecord  # noqa: E402
-from pipeline.topics import SCALING_DEMANDS, SCALING_POLICY_REQUESTS, kafka_topics  # noqa: E402
-from pipeline.typed_table import TypedTable  # noqa: E402
-from tests.integration.scaling_support import Broker, produce, run_id, tenant_created  # noqa: E402
-from tests.integration.worker import WorkerProcess  # noqa: E402
+from pipeline.scaling.snapshot_signing import SnapshotSigner
+from pipeline.tenants.models import QuotaRecord, TenantRecord
+from pipeline.typed_table import TypedTable
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SAMPLE_SECONDS = 300
 WORKLOAD_CORES = 8.0
@@ -200,7 +199,7 @@ def worker_run(broker: Broker, workdir: Path, mode: str, series: dict[str, list[
         "UTILIZATION_WINDOW_SECONDS": str(window_seconds), "SCALING_APPLY_ENABLED": "false",
         "SCALING_TICK_SECONDS": "0", **MODES[mode],
     }
-    from tests.integration.scaling_support import free_port
+    from devstack.harness.scaling import free_port
 
     port = free_port()
     worker = WorkerProcess(env, port, workdir / f"data-{run}", workdir / f"worker-{run}.log").start()

@@ -5,7 +5,7 @@ and prints one JSON document: per series the command line that reproduces it, th
 and the equal-cost comparison, then a summary table. Extra arguments are passed to every backtest
 (e.g. ``--boot-steps 3``). ``--only SUBSTRING`` restricts the series.
 
-    .venv/bin/python bench/scaling_backtest.py [--only taxi] [backtest options...]
+    .venv/bin/python -m bench.scaling_backtest [--only taxi] [backtest options...]
 
 The series are read from ``../shared/data`` beside the clone (not shipped with the repository: the taxi
 series is AGPL-3.0 in its source); the unit tests use a synthetic series instead.
@@ -21,15 +21,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pipeline.scaling.backtest import (  # noqa: E402
+from pipeline.scaling.backtest import (
     BacktestError,
     add_backtest_arguments,
     options_from_args,
     run_backtest,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DATA = ROOT.parent / "shared" / "data"
 TAXI = DATA / "htm_nyc_taxi_benchmark" / "data" / "nyc_taxi.csv"

@@ -10,7 +10,7 @@ Measures, over the whole 17,520-point series (``--repeats`` times, fresh model e
 Wall time (time.perf_counter) and process CPU time (time.process_time) are both reported; on a
 shared machine the wall figure includes time spent waiting for a core. Prints JSON.
 
-    .venv/bin/python bench/scaling_forecast_speed.py [--repeats 3]
+    .venv/bin/python -m bench.scaling_forecast_speed [--repeats 3]
 
 Reads the series from ``../shared/data`` beside the clone (not shipped with the repository).
 """
@@ -28,14 +28,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from river.__version__ import __version__ as river_version
+
+from pipeline.scaling.decide import DecisionInputs, decide
+from pipeline.scaling.forecast import ForecasterConfig, OnlineForecaster
+from pipeline.scaling.policies import Policy, PredictivePolicy, TargetTrackingPolicy
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from river.__version__ import __version__ as river_version  # noqa: E402
-
-from pipeline.scaling.decide import DecisionInputs, decide  # noqa: E402
-from pipeline.scaling.forecast import ForecasterConfig, OnlineForecaster  # noqa: E402
-from pipeline.scaling.policies import Policy, PredictivePolicy, TargetTrackingPolicy  # noqa: E402
 
 TAXI = ROOT.parent / "shared" / "data" / "htm_nyc_taxi_benchmark" / "data" / "nyc_taxi.csv"
 

@@ -57,9 +57,8 @@ from bench.stream_support import (
 )
 from pipeline.bridge import ensure_kafka_topics
 from pipeline.config import Settings
-from pipeline.outputs import PROVISIONING_COMMANDS
+from pipeline.contract.topics import PROVISIONING_COMMANDS, RESOURCE_METRICS, TENANT_CREATED, kafka_topics
 from pipeline.provisioners.base import RESOURCES
-from pipeline.topics import RESOURCE_METRICS, TENANT_CREATED, kafka_topics
 
 TIERS = ("free", "standard", "enterprise")
 

@@ -4,7 +4,7 @@ Kafka offsets, the machine.
 
 Not a benchmark itself. Every benchmark runs on an event plane of its own (``event_plane``): a Kafka broker
 started for the run (the local stack's Kafka service: same jars and settings, other ports, fresh data
-directory) and a Pulsar namespace of its own on the stack's Pulsar (``python -m pipeline.devstack up
+directory) and a Pulsar namespace of its own on the stack's Pulsar (``python -m devstack up
 pulsar``). The shared broker keeps every record earlier runs wrote, and a worker with a fresh APP_ID reads
 its topics from the beginning: a benchmark writing tens of thousands of records there would slow every
 later test's worker down (and the records of other runs would disturb the measurement).
@@ -39,7 +39,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.worker import free_port
+from devstack.harness.worker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 NAB_CLOUDWATCH = ROOT.parent / "shared" / "data" / "nab" / "data" / "realAWSCloudwatch"
@@ -60,9 +60,9 @@ def event_plane(workdir: Path) -> Iterator[dict[str, str]]:
     """A Kafka broker and a Pulsar namespace for this run only; yields the worker's environment for them
     (KAFKA_BOOTSTRAP_SERVERS, PULSAR_URL, PULSAR_ADMIN_URL, PULSAR_NAMESPACE). Starts the stack's Pulsar
     if it is not running."""
+    from devstack import stack
+    from devstack.harness.tenant_provisioning import EventPlane
     from pipeline.config import get_settings
-    from pipeline.devstack import stack
-    from tests.integration.tenant_provisioning_support import EventPlane
 
     ctx = stack.context(get_settings())
     stack.up(ctx, ["pulsar"])

@@ -64,7 +64,7 @@ from bench.stream_support import (
 )
 from pipeline.bridge import ensure_kafka_topics
 from pipeline.config import Settings
-from pipeline.topics import RESOURCE_METRICS, TENANT_CREATED, kafka_topics
+from pipeline.contract.topics import RESOURCE_METRICS, TENANT_CREATED, kafka_topics
 
 PROCESSED = "provisioning_events_processed_total"
 FAILED = "provisioning_events_failed_total"

@@ -36,11 +36,11 @@ from pulsar import asyncio as pulsar_asyncio
 
 from pipeline import bounded_json
 from pipeline.config import Settings
+from pipeline.contract.topics import INPUT_TOPICS, OUTPUT_TOPICS
 from pipeline.events.dead_letters import dead_letter_record
 from pipeline.events.dead_letters import kafka_key as dead_letter_key
 from pipeline.events.models import TENANT_ID_PATTERN
 from pipeline.metrics import BRIDGE_FORWARDED, BRIDGE_LAG_SECONDS, DEAD_LETTERS
-from pipeline.topics import INPUT_TOPICS, OUTPUT_TOPICS
 
 logger = logging.getLogger(__name__)
 

@@ -82,7 +82,7 @@ def backtest(ctx: click.Context, args: tuple[str, ...]) -> None:
 @cli.command()
 def schemas() -> None:
     """Write the events' JSON Schema files from their models."""
-    from pipeline.events.schema_files import write_schemas
+    from pipeline.contract.schema_files import write_schemas
 
     for path in write_schemas():
         click.echo(f"wrote {path}", err=True)

@@ -21,8 +21,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from pipeline.contract.records import ProvisioningResult
 from pipeline.events.models import CommandAction, ProvisioningCommand
-from pipeline.executor import ProvisioningResult
 from pipeline.metrics import COMMANDS_DEFERRED
 
 logger = logging.getLogger(__name__)

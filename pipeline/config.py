@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.compute.kubernetes_provider import KubernetesProviderConfig
 from pipeline.compute.optimizer import TenantComputeSettings
+from pipeline.contract.topics import DEAD_LETTER_EVENTS
 from pipeline.events.models import Tier
 
 EventLoop = Literal["uvloop", "asyncio"]
@@ -55,7 +56,7 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535)
     topic_partitions: int = Field(4, ge=1, le=1024)
-    dead_letter_topic: str = "dead-letter-events"
+    dead_letter_topic: str = DEAD_LETTER_EVENTS
     dedupe_window_seconds: int = Field(7 * 24 * 3600, ge=1, le=366 * 24 * 3600)
     utilization_window_seconds: int = Field(60, ge=1, le=24 * 3600)
     event_loop: EventLoop = Field("uvloop", description="The worker's asyncio event loop: uvloop or asyncio")
@@ -244,7 +245,7 @@ class Settings(BaseSettings):
         None, description="The bearer token the compute and tenants commands send (python -m pipeline dev-token).",
     )
 
-    # Local stack (python -m pipeline.devstack)
+    # Local stack (python -m devstack)
     devstack_cache_dir: Path = Field(default_factory=_default_cache_dir)
     devstack_home: Path = Path(".devstack")
 

@@ -13,10 +13,9 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from pydantic import AwareDatetime, BaseModel, Field
-
+from pipeline.contract.records import ProvisioningResult
 from pipeline.events.models import CommandAction, ProvisioningCommand
 from pipeline.metrics import COMMANDS_FENCED, PROVISIONING_ATTEMPTS, PROVISIONING_VERIFIED
 from pipeline.provisioners.base import Provisioner, TenantSpec
@@ -24,21 +23,6 @@ from pipeline.provisioners.errors import PermanentError, ProvisioningError
 from pipeline.provisioners.tiers import Quota, QuotaOverride
 
 logger = logging.getLogger(__name__)
-
-
-class ProvisioningResult(BaseModel):
-    """A transition of one command's resource, sent on the internal ``provisioning-results`` topic."""
-
-    command_id: str
-    tenant_id: str
-    resource: str
-    action: CommandAction
-    #: ``fenced``: the command was stopped before touching the backend (its tenant was deleted or re-created).
-    status: Literal["provisioning", "retrying", "ready", "failed", "deleted", "drifted", "fenced"]
-    attempts: int
-    error: str | None = None
-    detail: dict[str, Any] = Field(default_factory=dict)
-    at: AwareDatetime
 
 
 @dataclass(frozen=True)

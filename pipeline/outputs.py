@@ -7,11 +7,6 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-PROVISIONING_COMMANDS = "provisioning-commands"
-PROVISIONING_EVENTS = "provisioning-events"
-SCALING_EVENTS = "scaling-events"
-AUDIT_EVENTS = "audit-events"
-
 
 @dataclass(frozen=True)
 class Emit:

@@ -7,10 +7,12 @@ from typing import cast
 import faust
 from faust.tables.manager import TableManager
 
+from pipeline.faust_adapter import has_joined_group
+
 
 def is_ready(app: faust.App) -> tuple[bool, str]:
     """(ready, reason): the reason says what the worker is still waiting for."""
-    if app._assignment is None:  # set by the first completed rebalance
+    if not has_joined_group(app):
         return False, "waiting to join the consumer group"
     if app.rebalancing:
         return False, "a rebalance is under way"

@@ -14,11 +14,11 @@ from mode import Service
 import agents
 from pipeline.app import app
 from pipeline.bridge import Bridge, ensure_kafka_topics
+from pipeline.contract.topics import kafka_topics
 from pipeline.faust_consumer import check_faust_version
 from pipeline.faust_tuning import tune_garbage_collector, use_event_loop
 from pipeline.logs import logging_config, quiet_libraries
 from pipeline.scaling.snapshot_signing import require_key
-from pipeline.topics import kafka_topics
 
 logger = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import pytest
 
+from devstack import stack
+from devstack.base import StackContext
+from devstack.errors import DevstackError
 from pipeline.config import get_settings
-from pipeline.devstack import stack
-from pipeline.devstack.base import StackContext
-from pipeline.devstack.errors import DevstackError
 
 _started: dict[str, dict[str, str]] = {}
 

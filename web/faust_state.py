@@ -23,11 +23,10 @@ from yarl import URL
 
 from agents.runtime import topic
 from pipeline.app import ProvisioningApp
+from pipeline.contract.topics import AUDIT_EVENTS, QUOTA_UPDATES, TENANT_CREATED, TENANT_DELETED
 from pipeline.events.models import AuditEvent, QuotaUpdateRequested, TenantCreated, TenantDeleted
-from pipeline.outputs import AUDIT_EVENTS
 from pipeline.provisioners.tiers import Quota
 from pipeline.tenants.models import AnomalyLog, ProvisioningStatus, QuotaRecord, TenantRecord
-from pipeline.topics import QUOTA_UPDATES, TENANT_CREATED, TENANT_DELETED
 from pipeline.typed_table import TypedTable
 from pipeline.usage import TenantUtilization, UsageRecord
 from tables.anomalies import anomalies

@@ -506,7 +506,7 @@ class FaustScalingBackend(EngineBackend):
 
     async def submit(self, change: PolicyChange) -> None:
         from agents.runtime import topic
-        from pipeline.topics import SCALING_POLICY_REQUESTS
+        from pipeline.contract.topics import SCALING_POLICY_REQUESTS
 
         fut = await topic(SCALING_POLICY_REQUESTS).send(
             key=change.tenant_id.encode(), value=change.model_dump_json().encode()

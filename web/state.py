@@ -3,7 +3,7 @@
 The web layer never writes tables: it reads them through ``StateReader`` and submits changes through
 ``CommandGateway`` (which sends to a topic that an agent consumes, or calls the same functions the agents
 call). The worker provides Faust-backed implementations (``web/faust_state.py``); tests use the in-memory
-ones in ``web/memory_state.py``.
+ones in ``tests/web/memory_state.py``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ Modules (see ``docs/compute.md``):
 * :mod:`pipeline.compute.optimizer` — the choice: ranked candidates plus a reason for every exclusion.
 * :mod:`pipeline.compute.backend` — the protocol every allocation backend implements.
 * :mod:`pipeline.compute.engine_client` — async client of the derivatives engine.
-* :mod:`pipeline.compute.standin_engine` — a STAND-IN derivatives engine for tests and benchmarks.
 * :mod:`pipeline.compute.allocation` — allocation with failover, no leaked allocations.
 * :mod:`pipeline.compute.access` — SSH key pair, Jupyter and monitoring URLs, secret masking.
 * :mod:`pipeline.compute.quota` — quota admission: every resource of the tenant's live requests.

@@ -1,6 +1,6 @@
 """Typed records of every event the service consumes or emits.
 
-These models are the single source of the JSON Schemas under ``pipeline/events/schemas/`` (written by
+These models are the single source of the JSON Schemas under ``pipeline/contract/schemas/`` (written by
 ``python -m pipeline schemas``; a test checks that the files in the repository match).
 """
 
@@ -209,23 +209,3 @@ class DeadLetter(BaseModel):
     original_truncated: bool = Field(False, description="Whether original_base64 holds only a prefix.")
     key: str | None
     occurred_at: AwareDatetime
-
-
-#: Input topic name -> the record its events must match.
-INPUT_EVENTS: dict[str, type[Event]] = {
-    "tenant-created-events": TenantCreated,
-    "tenant-deleted-events": TenantDeleted,
-    "user-created-events": UserCreated,
-    "resource-anomaly-events": ResourceAnomaly,
-    "scaling-request-events": ScalingRequest,
-    "quota-exceeded-events": QuotaExceeded,
-    "resource-metrics": ResourceMetrics,
-    "compute-request-events": ComputeRequested,
-}
-
-OUTPUT_RECORDS: dict[str, type[BaseModel]] = {
-    "provisioning-commands": ProvisioningCommand,
-    "provisioning-events": ProvisioningStatusEvent,
-    "audit-events": AuditEvent,
-    "dead-letter-events": DeadLetter,
-}

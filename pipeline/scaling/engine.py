@@ -47,8 +47,9 @@ from typing import Any
 from river.__version__ import __version__ as RIVER_VERSION
 
 from pipeline.config import Settings
+from pipeline.contract.topics import SCALING_EVENTS
 from pipeline.events.models import ResourceMetrics
-from pipeline.outputs import SCALING_EVENTS, Emit, Refused, derived_id
+from pipeline.outputs import Emit, Refused, derived_id
 from pipeline.scaling import metrics
 from pipeline.scaling.decide import DecisionInputs, ForecastSummary, ScalingDecision, ScalingState, decide
 from pipeline.scaling.fairshare import (

@@ -6,11 +6,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 
+from pipeline.contract.records import ScalingCommand
+from pipeline.contract.topics import PROVISIONING_EVENTS, SCALING_EVENTS
 from pipeline.events.models import ProvisioningStatusEvent, ResourceAnomaly, Severity
-from pipeline.outputs import PROVISIONING_EVENTS, SCALING_EVENTS, Emit, derived_id
+from pipeline.outputs import Emit, derived_id
 from pipeline.tenants.logic import TenantStores, require_tenant
 from pipeline.tenants.models import AnomalyLog, AnomalyRecord
-from pipeline.tenants.scaling_request import ScalingCommand
 from pipeline.typed_table import TypedTable
 
 RECENT_LIMIT = 50

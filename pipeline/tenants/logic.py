@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from pipeline.contract.records import ProvisioningResult
+from pipeline.contract.topics import PROVISIONING_COMMANDS, PROVISIONING_EVENTS
 from pipeline.events.models import (
     CommandAction,
     ProvisioningCommand,
@@ -21,8 +23,7 @@ from pipeline.events.models import (
     Tier,
     UserCreated,
 )
-from pipeline.executor import ProvisioningResult
-from pipeline.outputs import PROVISIONING_COMMANDS, PROVISIONING_EVENTS, Emit, Refused, derived_id
+from pipeline.outputs import Emit, Refused, derived_id
 from pipeline.provisioners.base import RESOURCES
 from pipeline.provisioners.tiers import Quota
 from pipeline.tenants.models import (

@@ -4,32 +4,15 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel
-
+from pipeline.contract.records import ScalingCommand
+from pipeline.contract.topics import SCALING_EVENTS
 from pipeline.events.models import QuotaResource, ScalingRequest
-from pipeline.outputs import SCALING_EVENTS, Emit, derived_id
+from pipeline.outputs import Emit, derived_id
 from pipeline.tenants.logic import TenantStores, refusal_for, require_tenant
 from pipeline.tenants.models import quota_limit
 from pipeline.typed_table import TypedTable
 from pipeline.usage import UsageRecord
-
-
-class ScalingCommand(BaseModel):
-    """A scaling command on ``scaling-events``: set or change a workload's replicas."""
-
-    kind: Literal["scaling-command"] = "scaling-command"
-    command_id: str
-    tenant_id: str
-    workload: str
-    desired_replicas: int | None
-    delta: int | None
-    reason: str
-    status: Literal["accepted", "refused"]
-    refusal: str | None = None
-    issued_at: AwareDatetime
-    cause_event_id: str
 
 
 def handle_scaling_request(

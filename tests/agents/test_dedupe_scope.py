@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from agents import runtime
+from pipeline.contract.topics import TENANT_CREATED
 from pipeline.events.models import TenantCreated, Tier
 from pipeline.outputs import Emit
 from pipeline.tenants.logic import TenantStores, handle_tenant_created
 from pipeline.tenants.models import ProvisioningStatus, QuotaRecord, TenantRecord, UserRecord
 from pipeline.tenants.tiers import quota_for_tier
-from pipeline.topics import TENANT_CREATED
 from pipeline.typed_table import TypedTable
 from tables import processed_events
 from tests.pipeline.tenants.conftest import NOW

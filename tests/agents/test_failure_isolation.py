@@ -11,9 +11,9 @@ import pytest
 
 from agents import compute_requests as compute_agent
 from agents import runtime
+from pipeline.contract.topics import COMPUTE_REQUESTS
 from pipeline.events.models import UserCreated
 from pipeline.metrics import FAILURES
-from pipeline.topics import COMPUTE_REQUESTS
 
 
 class FakeMessage:

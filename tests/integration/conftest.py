@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.devstack.base import StackContext
-from tests.integration.tenant_provisioning_support import SNAPSHOT_SIGNING_KEY, EventPlane, Publisher
-from tests.integration.worker import WorkerProcess, free_port
+from devstack.base import StackContext
+from devstack.harness.tenant_provisioning import SNAPSHOT_SIGNING_KEY, EventPlane, Publisher
+from devstack.harness.worker import WorkerProcess, free_port
 
 JWT_SECRET = "integration-test-secret-of-32-bytes-or-more"
 

@@ -27,10 +27,10 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from devstack.harness.tenant_provisioning import EventPlane, Publisher, read_topic, tenant_created
+from devstack.harness.worker import WorkerProcess, free_port, poll
+from pipeline.contract.topics import PROVISIONING_COMMANDS, TENANT_CREATED
 from pipeline.provisioners.base import RESOURCES
-from pipeline.topics import PROVISIONING_COMMANDS, TENANT_CREATED
-from tests.integration.tenant_provisioning_support import EventPlane, Publisher, read_topic, tenant_created
-from tests.integration.worker import WorkerProcess, free_port, poll
 
 
 @dataclass
@@ -210,6 +210,6 @@ def run_crash_loop(
 
 
 def worker_log_tails(tmp: Path, lines: int = 40) -> str:
-    from pipeline.devstack.process import log_tail
+    from devstack.process import log_tail
 
     return "\n".join(f"== {log}\n{log_tail(log, lines)}" for log in sorted(tmp.glob("worker-*.log")))

@@ -25,9 +25,9 @@ from aiokafka.structs import TopicPartition
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from devstack.harness.worker import WorkerProcess
 from pipeline.compute.service import token_prefix
 from tests.integration.conftest import JWT_SECRET, SNAPSHOT_SIGNING_KEY, free_port, now_iso
-from tests.integration.worker import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from devstack.harness.tenant_provisioning import EventPlane
+from devstack.harness.worker import WorkerProcess
 from tests.integration.crash_support import run_crash_loop, worker_log_tails
-from tests.integration.tenant_provisioning_support import EventPlane
-from tests.integration.worker import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

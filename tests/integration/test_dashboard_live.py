@@ -22,11 +22,11 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from devstack.harness.worker import WorkerProcess
 from pipeline.tenants.logic import TENANT_RESOURCES
 from tests.chromium import badge_states, headless_chromium, sign_in
 from tests.chromium import wait_for as wait_until
 from tests.integration.conftest import now_iso
-from tests.integration.worker import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

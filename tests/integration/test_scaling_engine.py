@@ -20,11 +20,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.devstack.base import StackContext
-from pipeline.devstack.process import log_tail
-from pipeline.scaling.fairshare import ResourceVector, TenantDemand, drf_allocate
-from tests.integration.conftest import JWT_SECRET, SNAPSHOT_SIGNING_KEY
-from tests.integration.scaling_support import (
+from devstack.base import StackContext
+from devstack.harness.scaling import (
     Api,
     Broker,
     Cluster,
@@ -36,7 +33,10 @@ from tests.integration.scaling_support import (
     samples,
     tenant_created,
 )
-from tests.integration.worker import WorkerProcess, poll
+from devstack.harness.worker import WorkerProcess, poll
+from devstack.process import log_tail
+from pipeline.scaling.fairshare import ResourceVector, TenantDemand, drf_allocate
+from tests.integration.conftest import JWT_SECRET, SNAPSHOT_SIGNING_KEY
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from devstack.harness.worker import WorkerProcess
 from pipeline.provisioners.base import RESOURCES
 from tests.integration.conftest import now_iso
-from tests.integration.worker import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

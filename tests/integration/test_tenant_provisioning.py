@@ -28,13 +28,8 @@ from pyignite.datatypes.prop_codes import (
     PROP_GROUP_NAME,
 )
 
-from pipeline.devstack.base import StackContext
-from pipeline.devstack.process import log_tail
-from pipeline.provisioners.base import RESOURCES, TenantSpec
-from pipeline.provisioners.kubernetes import quota_hard
-from pipeline.provisioners.tiers import Quota, TiersConfig, load_tiers
-from tests.integration.conftest import JWT_SECRET
-from tests.integration.tenant_provisioning_support import (
+from devstack.base import StackContext
+from devstack.harness.tenant_provisioning import (
     Api,
     Backends,
     EventPlane,
@@ -49,7 +44,12 @@ from tests.integration.tenant_provisioning_support import (
     tenant_created,
     tenant_deleted,
 )
-from tests.integration.worker import WorkerProcess, poll
+from devstack.harness.worker import WorkerProcess, poll
+from devstack.process import log_tail
+from pipeline.provisioners.base import RESOURCES, TenantSpec
+from pipeline.provisioners.kubernetes import quota_hard
+from pipeline.provisioners.tiers import Quota, TiersConfig, load_tiers
+from tests.integration.conftest import JWT_SECRET
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from click.testing import CliRunner, Result
 
 import pipeline.bridge
-import pipeline.events.schema_files
+import pipeline.contract.schema_files
 import pipeline.rest_client
 import pipeline.scaling.backtest
 import pipeline.worker
@@ -30,9 +30,9 @@ from pipeline.config import Settings, get_settings
 from pipeline.events.models import Tier
 from tests.pipeline.compute.support import RuntimeEnv, runtime_env
 from tests.web.conftest import ADMIN, SECRET, FakeReadiness, fixed_quota, tenant_event
+from tests.web.memory_state import MemoryState
 from web.auth import Authenticator
 from web.compute import ComputeApi, LocalCompute, operations
-from web.memory_state import MemoryState
 from web.server import build_root_app
 
 # Every command and group; test_the_list_names_every_command keeps it complete.
@@ -59,7 +59,7 @@ def nothing_acts(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     monkeypatch.setattr(pipeline.worker, "run_worker", recorder("worker"))
     monkeypatch.setattr(pipeline.bridge.Bridge, "run_forever", recorder("bridge"))
     monkeypatch.setattr(pipeline.scaling.backtest, "run_backtest", recorder("backtest"))
-    monkeypatch.setattr(pipeline.events.schema_files, "write_schemas", recorder("schemas"))
+    monkeypatch.setattr(pipeline.contract.schema_files, "write_schemas", recorder("schemas"))
     monkeypatch.setattr(web.auth, "issue_dev_token", recorder("dev-token"))
     monkeypatch.setattr(pipeline.rest_client.RestClient, "call", recorder("rest"))
     yield acted

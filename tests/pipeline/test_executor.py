@@ -4,8 +4,9 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline.contract.records import ProvisioningResult
 from pipeline.events.models import CommandAction, ProvisioningCommand
-from pipeline.executor import ProvisioningResult, RetryPolicy, execute
+from pipeline.executor import RetryPolicy, execute
 from pipeline.provisioners.base import DeleteResult, ResourcePlan, TenantSpec, VerifyResult
 from pipeline.provisioners.errors import PermanentError, TransientError
 

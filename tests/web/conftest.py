@@ -14,9 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from pipeline.events.models import TenantCreated, Tier
 from pipeline.provisioners.tiers import Quota
+from tests.web.memory_state import MemoryState
 from web.api import Planner
 from web.auth import Authenticator, issue_dev_token
-from web.memory_state import MemoryState
 from web.server import build_root_app
 
 SECRET = "unit-test-secret-0123456789abcdef-0123456789"

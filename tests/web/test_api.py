@@ -11,7 +11,7 @@ from pipeline.provisioners.errors import UnknownTierError
 from pipeline.tenants.logic import TENANT_RESOURCES
 from pipeline.tenants.models import TenantState
 from tests.web.conftest import ADMIN, TIER_QUOTAS, FakeReadiness, bearer, error_of, tenant_event, token
-from web.memory_state import MemoryState
+from tests.web.memory_state import MemoryState
 
 PROVISION = {"tenant_id": "acme", "name": "Acme Corporation", "tier": "standard", "region": "eu-west-1"}
 

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.web.conftest import ADMIN, SECRET, FakeReadiness, bearer, error_of, fixed_quota, tenant_event, token
+from tests.web.memory_state import MemoryState
 from web.auth import Authenticator, AuthError, AuthUnavailable, Role, issue_dev_token
-from web.memory_state import MemoryState
 from web.server import build_root_app
 
 QUOTA = {"cpu_cores": 2, "memory_gib": 4, "gpus": 0, "storage_gib": 10}

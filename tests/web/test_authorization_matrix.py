@@ -24,13 +24,13 @@ from pipeline.config import Settings
 from pipeline.events.models import Tier
 from tests.pipeline.compute.support import runtime_env
 from tests.web.conftest import ADMIN, PEER_SECRET, SECRET, FakeReadiness, fixed_quota, tenant_event, token
+from tests.web.memory_state import MemoryState
 from tests.web.test_scaling_api import TT, make_engine
 from web import faust_state
 from web.auth import Authenticator
 from web.compute import ComputeApi, LocalCompute
 from web.compute import internal_routes as compute_internal_routes
 from web.compute import operations as compute_operations
-from web.memory_state import MemoryState
 from web.peers import PEER_HEADER, peer_middleware
 from web.scaling import EngineBackend
 from web.scaling import scaling_operations as scaling_operations_of

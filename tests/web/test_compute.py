@@ -21,9 +21,9 @@ from pipeline.events.models import ComputeRequested, QuotaResource, Tier
 from pipeline.tenants.models import OverQuota
 from tests.pipeline.compute.support import RuntimeEnv, runtime_env
 from tests.web.conftest import ADMIN, SECRET, FakeReadiness, bearer, error_of, fixed_quota, tenant_event, token
+from tests.web.memory_state import MemoryState
 from web.auth import Authenticator
 from web.compute import ComputeApi, LocalCompute, operations
-from web.memory_state import MemoryState
 from web.server import build_root_app
 
 CHEAPEST_4X_H100 = "lambda/asia-northeast-1/gpu_4x_h100_sxm5/on_demand"

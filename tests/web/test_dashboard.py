@@ -26,8 +26,8 @@ from pipeline.tenants.models import ResourceState
 from tests.chromium import WINDOW_SIZE, badge_states, headless_chromium, sign_in
 from tests.chromium import wait_for as wait_until
 from tests.web.conftest import ADMIN, SECRET, FakeReadiness, fixed_quota, tenant_event
+from tests.web.memory_state import MemoryState
 from web.auth import Authenticator
-from web.memory_state import MemoryState
 from web.server import build_root_app
 
 SCREENSHOT = Path("/tmp/dashboard.png")

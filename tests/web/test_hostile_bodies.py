@@ -22,11 +22,11 @@ from pipeline.scaling.engine import ScalingEngine
 from tests.pipeline.compute.support import RuntimeEnv, runtime_env
 from tests.pipeline.events.hostile import NON_FINITE_LITERALS, deep, document, hostile_document
 from tests.web.conftest import ADMIN, SECRET, FakeReadiness, bearer, error_of, fixed_quota, tenant_event
+from tests.web.memory_state import MemoryState
 from tests.web.test_scaling_api import make_engine
 from web.auth import Authenticator
 from web.compute import ComputeApi, LocalCompute
 from web.compute import operations as compute_operations
-from web.memory_state import MemoryState
 from web.scaling import EngineBackend, scaling_operations
 from web.server import build_root_app
 

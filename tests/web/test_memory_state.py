@@ -3,13 +3,13 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+from pipeline.contract.topics import PROVISIONING_COMMANDS
 from pipeline.events.models import QuotaExceeded, QuotaResource, ScalingRequest, Tier
-from pipeline.outputs import PROVISIONING_COMMANDS
 from pipeline.provisioners.tiers import Quota
 from pipeline.tenants.logic import TENANT_RESOURCES
 from pipeline.tenants.models import TenantState
 from tests.web.conftest import TIER_QUOTAS, fixed_quota, tenant_event
-from web.memory_state import MemoryState
+from tests.web.memory_state import MemoryState
 from web.state import CommandGateway, LiveUpdate, StateReader
 
 

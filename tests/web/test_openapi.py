@@ -14,9 +14,9 @@ from referencing.jsonschema import DRAFT202012
 
 from pipeline.events.models import ResourceMetrics
 from tests.web.conftest import ADMIN, SECRET, bearer, tenant_event
+from tests.web.memory_state import MemoryState
 from web.api import OPERATIONS_KEY, build_api
 from web.auth import Authenticator
-from web.memory_state import MemoryState
 from web.openapi import openapi_document
 
 DOC_URI = "urn:provisioning:openapi"

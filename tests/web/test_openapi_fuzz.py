@@ -47,11 +47,11 @@ from pipeline.scaling.policies import parse_policy
 from pipeline.scaling.records import PolicyChange
 from tests.pipeline.compute.support import runtime_env
 from tests.web.conftest import ADMIN, SECRET, FakeReadiness, fixed_quota, tenant_event, token
+from tests.web.memory_state import MemoryState
 from tests.web.test_scaling_api import TT, make_engine
 from web.auth import Authenticator
 from web.compute import ComputeApi, LocalCompute
 from web.compute import operations as compute_operations
-from web.memory_state import MemoryState
 from web.scaling import EngineBackend, scaling_operations
 from web.server import build_root_app
 

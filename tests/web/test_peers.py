@@ -95,9 +95,9 @@ async def test_a_compute_forward_to_a_plain_http_remote_owner_is_not_made() -> N
 
 async def test_a_scaling_read_is_not_forwarded_with_the_users_token_over_plain_http() -> None:
     from tests.web.conftest import ADMIN, FakeReadiness, bearer, fixed_quota, tenant_event
+    from tests.web.memory_state import MemoryState
     from tests.web.test_scaling_api import RemoteBackend, make_engine
     from web.auth import Authenticator
-    from web.memory_state import MemoryState
     from web.scaling import scaling_operations
     from web.server import build_root_app
 

@@ -23,8 +23,8 @@ from pipeline.scaling.records import (
 )
 from pipeline.typed_table import TypedTable
 from tests.web.conftest import ADMIN, SECRET, FakeReadiness, bearer, error_of, tenant_event, token
+from tests.web.memory_state import MemoryState
 from web.auth import Authenticator
-from web.memory_state import MemoryState
 from web.scaling import EngineBackend, live_update, publish_decisions, scaling_operations
 from web.server import build_root_app
 from web.state import LiveUpdate

@@ -11,7 +11,7 @@ from pipeline.events.models import ResourceAnomaly, ScalingRequest, Severity
 from pipeline.tenants.logic import TENANT_RESOURCES
 from pipeline.tenants.models import AnomalyLog, AnomalyRecord, ResourceState
 from tests.web.conftest import ADMIN, FakeReadiness, bearer, error_of, next_event, tenant_event, token
-from web.memory_state import MemoryState
+from tests.web.memory_state import MemoryState
 from web.server import HUB_KEY
 from web.state import LiveUpdate
 

@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from pipeline.events.models import Tier
 from tests.web.conftest import ADMIN, TIER_QUOTAS, bearer, error_of, token
-from web.memory_state import MemoryState
+from tests.web.memory_state import MemoryState
 
 ACME_ADMIN = token(("tenant-admin",), "acme", sub="acme-admin")
 BODY = {"tenant_id": "acme", "name": "Acme Corporation"}

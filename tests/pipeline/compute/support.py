@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from devstack.derivatives_standin import RunningStandin, running_standin
 from pipeline.compute.catalog import Offer
 from pipeline.compute.engine_client import DerivativesEngineClient
 from pipeline.compute.lifecycle import ComputeRecord
 from pipeline.compute.runtime import ComputeRuntime, apply_record, build_runtime
-from pipeline.compute.standin_engine import RunningStandin, running_standin
 from pipeline.config import Settings
 from pipeline.events.models import ProvisioningStatusEvent
 from pipeline.provisioners.tiers import Quota

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from devstack.derivatives_standin import RunningStandin, running_standin
 from pipeline.compute.access import AccessSecrets
 from pipeline.compute.allocation import Attempt, AttemptOutcome, FailoverPolicy, allocate_with_failover
 from pipeline.compute.backend import AccessSetup, AllocationHandle, BackendUnavailable, CapacityUnavailable
@@ -14,7 +15,6 @@ from pipeline.compute.catalog import Offer, OfferBook
 from pipeline.compute.engine_client import DerivativesEngineClient
 from pipeline.compute.optimizer import FailureHistory, choose
 from pipeline.compute.request import ComputeRequest
-from pipeline.compute.standin_engine import RunningStandin, running_standin
 
 REQUEST = ComputeRequest.model_validate(
     {"tenant_id": "acme", "resources": {"gpu": {"type": "H100", "count": 4}}, "duration_hours": 6}

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from devstack.derivatives_standin import running_standin
 from pipeline.compute.access import AccessSecrets
 from pipeline.compute.allocation import (
     TOKEN_LENGTH,
@@ -38,7 +39,6 @@ from pipeline.compute.lifecycle import ComputeRecord, ComputeState, transition
 from pipeline.compute.optimizer import TenantPolicy
 from pipeline.compute.request import ComputeRequest
 from pipeline.compute.service import ComputeService
-from pipeline.compute.standin_engine import running_standin
 
 FAST = FailoverPolicy(max_attempts=3, deadline_s=30, poll_interval_s=0.01, release_retries=2, release_backoff_s=0.01)
 REQUEST_ID = "acme.train-1"

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from devstack.derivatives_standin import RunningStandin, running_standin
 from pipeline.compute.access import AccessSecrets
 from pipeline.compute.backend import (
     AllocationNotFound,
@@ -20,7 +21,6 @@ from pipeline.compute.backend import (
 from pipeline.compute.catalog import Offer
 from pipeline.compute.engine_client import DerivativesEngineClient
 from pipeline.compute.request import ComputeRequest
-from pipeline.compute.standin_engine import RunningStandin, running_standin
 
 REQUEST = ComputeRequest.model_validate(
     {"tenant_id": "acme", "resources": {"gpu": {"type": "H100", "count": 1}}, "duration_hours": 1}

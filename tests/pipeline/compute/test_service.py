@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from devstack.derivatives_standin import RunningStandin, running_standin
 from pipeline.compute.access import install_secret_masking
 from pipeline.compute.allocation import AttemptOutcome, FailoverPolicy
 from pipeline.compute.backend import BackendRouter
@@ -20,7 +21,6 @@ from pipeline.compute.lifecycle import ComputeEvent, ComputeRecord, ComputeState
 from pipeline.compute.optimizer import ExclusionReason, NoFeasibleOffer, TenantPolicy
 from pipeline.compute.request import ComputeRequest
 from pipeline.compute.service import ComputeService
-from pipeline.compute.standin_engine import RunningStandin, running_standin
 
 FAST = FailoverPolicy(max_attempts=4, deadline_s=30, poll_interval_s=0.01, release_backoff_s=0.01)
 

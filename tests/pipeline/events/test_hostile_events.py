@@ -12,9 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import bounded_json
+from pipeline.contract.messages import INPUT_EVENTS
 from pipeline.events.dead_letters import EXCERPT_BYTES, dead_letter_record
 from pipeline.events.decode import Invalid, decode
-from pipeline.events.models import INPUT_EVENTS, DeadLetter, Event
+from pipeline.events.models import DeadLetter, Event
 from tests.pipeline.events.hostile import NON_FINITE_LITERALS, deep, document, hostile_document
 
 COMMON = {"event_id": "e-1", "tenant_id": "acme", "occurred_at": "2026-01-01T00:00:00+00:00"}

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
+import jsonschema
 import pytest
 
+from pipeline.contract.messages import INPUT_EVENTS, OUTPUT_RECORDS
+from pipeline.contract.records import ScalingCommand
+from pipeline.contract.schema_files import SCHEMA_DIR, render, schema_documents
+from pipeline.contract.topics import DEAD_LETTER_EVENTS, INPUT_TOPICS, OUTPUT_TOPICS, SCALING_EVENTS
 from pipeline.events.decode import Invalid, decode
-from pipeline.events.models import INPUT_EVENTS, ScalingRequest, TenantCreated
-from pipeline.events.schema_files import SCHEMA_DIR, render, schema_documents
+from pipeline.events.models import ScalingRequest, TenantCreated
 
 
 def test_committed_schema_files_match_the_records() -> None:
@@ -54,3 +59,25 @@ def test_scaling_request_needs_exactly_one_target() -> None:
     both = {**base, "desired_replicas": 3, "delta": 1}
     assert isinstance(decode(json.dumps(both).encode(), ScalingRequest), Invalid)
     assert isinstance(decode(json.dumps({**base, "delta": -2}).encode(), ScalingRequest), ScalingRequest)
+
+
+def test_every_topic_that_leaves_the_service_has_a_committed_schema() -> None:
+    for topic in (*OUTPUT_TOPICS, DEAD_LETTER_EVENTS):
+        assert (SCHEMA_DIR / f"{topic}.v1.json").exists(), f"{topic} has no schema file"
+    assert set(OUTPUT_RECORDS) == {*OUTPUT_TOPICS, DEAD_LETTER_EVENTS}
+    assert set(INPUT_EVENTS) == set(INPUT_TOPICS)
+
+
+def scaling_events_schema() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(json.loads((SCHEMA_DIR / f"{SCALING_EVENTS}.v1.json").read_text()))
+
+
+def test_a_scaling_command_matches_the_scaling_events_schema_and_an_unknown_kind_does_not() -> None:
+    command = ScalingCommand(
+        command_id="c1", tenant_id="acme", workload="api", desired_replicas=3, delta=None, reason="r",
+        status="accepted", issued_at=datetime(2026, 1, 1, tzinfo=UTC), cause_event_id="e1",
+    )
+    document = json.loads(command.model_dump_json())
+    scaling_events_schema().validate(document)
+    assert not scaling_events_schema().is_valid({**document, "kind": "scaling-mystery"})
+    assert not scaling_events_schema().is_valid({k: v for k, v in document.items() if k != "command_id"})

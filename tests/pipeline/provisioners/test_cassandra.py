@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from cassandra.cluster import Cluster, Session
 
-from pipeline.devstack import stack
-from pipeline.devstack.base import StackContext
+from devstack import stack
+from devstack.base import StackContext
 from pipeline.provisioners.base import TenantSpec
 from pipeline.provisioners.cassandra import CassandraProvisioner
 from pipeline.provisioners.errors import TransientError

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
+from pipeline.contract.schema_files import SCHEMA_DIR
 from pipeline.provisioners import naming
 from pipeline.provisioners.errors import PermanentError, UnsafeNameError
 
@@ -177,5 +177,5 @@ def test_path_segment_encodes_separators() -> None:
 
 def test_grammar_is_the_event_schemas_tenant_id() -> None:
     """Every tenant id an event may carry can be provisioned (and nothing else)."""
-    schema = json.loads((Path(naming.__file__).parents[1] / "events/schemas/tenant-created-events.v1.json").read_text())
+    schema = json.loads((SCHEMA_DIR / "tenant-created-events.v1.json").read_text())
     assert schema["properties"]["tenant_id"]["pattern"] == f"^{naming.TENANT_ID_PATTERN.pattern}$"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import pickle
 from collections.abc import Callable
 from dataclasses import replace
@@ -10,10 +11,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
+from pipeline.contract.schema_files import SCHEMA_DIR
+from pipeline.contract.topics import SCALING_EVENTS
 from pipeline.events.models import ResourceMetrics, Tier
-from pipeline.outputs import SCALING_EVENTS, Refused
+from pipeline.outputs import Refused
 from pipeline.provisioners.tiers import Quota
 from pipeline.scaling.engine import EngineConfig, Outcome, ScalingEngine, Tables, allocate_pool, pool_grants
 from pipeline.scaling.fairshare import ResourceVector, TenantAllocation
@@ -190,6 +194,9 @@ def test_the_forecast_band_follows_a_daily_pattern_and_a_predictive_policy_scale
     assert forecast.quantiles["0.9"][2] >= forecast.mean[2] >= forecast.quantiles["0.1"][2]
     events = [e.value for o in outcomes for e in o.emits if e.topic == SCALING_EVENTS]
     assert isinstance(events[-1], ScalingDecisionEvent) and events[-1].status == "accepted"
+    # What leaves the service matches its committed schema (scaling-events carries this and scaling commands).
+    schema = json.loads((SCHEMA_DIR / f"{SCALING_EVENTS}.v1.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(json.loads(events[-1].model_dump_json()))
 
 
 def test_a_restarted_engine_resumes_the_model_from_its_snapshot_and_the_windows_since() -> None:

@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.contract.records import ProvisioningResult
+from pipeline.contract.topics import PROVISIONING_COMMANDS
 from pipeline.events.models import CommandAction, ProvisioningCommand, TenantCreated, TenantDeleted, Tier
-from pipeline.executor import ProvisioningResult
-from pipeline.outputs import PROVISIONING_COMMANDS, Emit, Refused
+from pipeline.outputs import Emit, Refused
 from pipeline.tenants.logic import (
     TenantStores,
     command_fence,

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.contract.topics import PROVISIONING_COMMANDS, PROVISIONING_EVENTS
 from pipeline.events.models import (
     CommandAction,
     ProvisioningCommand,
@@ -13,7 +14,7 @@ from pipeline.events.models import (
     Tier,
     UserCreated,
 )
-from pipeline.outputs import PROVISIONING_COMMANDS, PROVISIONING_EVENTS, Refused
+from pipeline.outputs import Refused
 from pipeline.tenants.logic import (
     TENANT_RESOURCES,
     TenantStores,

@@ -8,9 +8,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from pipeline.command_scheduler import CommandScheduler, Sleep, is_replay
+from pipeline.contract.records import ProvisioningResult
+from pipeline.contract.topics import PROVISIONING_COMMANDS
 from pipeline.events.models import CommandAction, ProvisioningCommand, TenantCreated, TenantDeleted, Tier
-from pipeline.executor import ProvisioningResult, RetryPolicy, execute
-from pipeline.outputs import PROVISIONING_COMMANDS, Emit
+from pipeline.executor import RetryPolicy, execute
+from pipeline.outputs import Emit
 from pipeline.provisioners.base import RESOURCES, DeleteResult, ResourcePlan, TenantSpec, VerifyResult
 from pipeline.provisioners.errors import TransientError
 from pipeline.tenants.logic import (
