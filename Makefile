@@ -47,6 +47,7 @@ run: stack
 	echo "== environment"; $(PY) -m devstack env; \
 	echo "export JWT_SECRET=$$JWT_SECRET"; \
 	echo "export SNAPSHOT_SIGNING_KEY=$$SNAPSHOT_SIGNING_KEY"; \
+	echo "export PEER_SECRET=$$PEER_SECRET"; \
 	echo "== URLs"; \
 	echo "  API        http://127.0.0.1:6066/api/v1/  (OpenAPI: /api/v1/openapi.json)"; \
 	echo "  dashboard  http://127.0.0.1:6066/ui/"; \

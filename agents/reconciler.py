@@ -49,7 +49,9 @@ async def reconcile() -> None:
     orphans_since = at - timedelta(seconds=settings.reconcile_orphan_window_seconds)
     data_bearing = {name for name, p in provisioners().items() if p.data_bearing}
     checking = bool(_checks)
-    for tenant_id in _tenants.next_batch(STORES.status.keys(), settings.reconcile_batch_tenants):
+    batch = _tenants.next_batch(STORES.status.keys(), settings.reconcile_batch_tenants)
+    verifies = 0
+    for tenant_id in batch:
         with isolated("reconcile", tenant_id):  # one tenant's bad state does not stop the others'
             work = tenant_pass(STORES, tenant_id, running, at, stale_before, orphans_since, data_bearing)
             for command in work.restart:
@@ -59,8 +61,12 @@ async def reconcile() -> None:
                 continue
             for command in work.verify:
                 _spawn(_verify(command))
+                verifies += 1
             for command in work.orphan:
                 _spawn(_remove_orphan(command))
+    if verifies:
+        # A pass starts verifies only once the previous pass's have finished: one line per completed round.
+        logger.info("reconcile pass: verifying %d ready resources of %d tenants", verifies, len(batch))
 
 
 def _spawn(check: Coroutine[Any, Any, None]) -> None:

@@ -36,6 +36,7 @@ from tables.tenants import tenants
 from tables.usage import usage
 from tables.utilization import RecentUtilization
 from web.api import Operation
+from web.errors import ApiError
 from web.peers import insecure_transport, peer_headers, peer_secret, require_peer, transport_allowed
 from web.routing import owner_of, peer_urls
 from web.state import LiveUpdate, Page
@@ -112,13 +113,20 @@ class FaustStateReader:
             raise insecure_transport(owner)
         headers = peer_headers(internal_token(self.app))
         timeout = aiohttp.ClientTimeout(total=5)
-        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(
-            owner.with_path(path), headers=headers
-        ) as response:
-            if response.status == 404:
-                return None
-            response.raise_for_status()
-            return await response.json()
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session, session.get(
+                owner.with_path(path), headers=headers
+            ) as response:
+                if response.status == 404:
+                    return None
+                response.raise_for_status()
+                return await response.json()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # The owner died or is rebalancing: its partitions move to a live worker within the session
+            # timeout (at once with KAFKA_GROUP_INSTANCE_ID); the client retries, as for not-ready.
+            logger.warning("read from the owning worker %s failed: %r", owner.with_path("/"), exc)
+            raise ApiError(503, "owner-unavailable", "the worker owning this tenant did not answer; retry shortly",
+                           headers={"Retry-After": "5"}) from None
 
     async def _get(self, table_name: str, tenant_id: str) -> Any:
         table = _READABLE[table_name]

@@ -189,6 +189,7 @@ def resend_pending(
     record): a missing quota is derived from the tier again, and a resource with no status at all counts as
     pending (its command goes out again, with its status).
     """
+    stores.tenants.put(tenant.tenant_id, tenant)  # the local store may hold it while its changelog does not
     quota = stores.quotas.get(tenant.tenant_id)
     if quota is None:
         quota = QuotaRecord(tenant_id=tenant.tenant_id, limits=quota_for_tier(tenant.tier), updated_at=now,
@@ -294,13 +295,21 @@ def handle_tenant_deleted(event: TenantDeleted, stores: TenantStores, now: datet
 
 
 def handle_user_created(event: UserCreated, stores: TenantStores, now: datetime) -> list[Emit]:
+    """Record the user and send its access commands.
+
+    A redelivery of the event that created the user writes the same record and sends the same commands (the
+    same ids) again: a kill can leave the user in the worker's local store while neither its changelog record
+    nor its commands reached Kafka, and a redelivery that did nothing would lose both for good. A user
+    created by another event is left as it is.
+    """
     tenant = require_tenant(stores, event.tenant_id)
     key = f"{event.tenant_id}/{event.user_id}"
-    if key in stores.users:
+    existing = stores.users.get(key)
+    if existing is not None and existing.source_event_id != event.event_id:
         return []
     stores.users.put(
         key,
-        UserRecord(
+        existing or UserRecord(
             tenant_id=event.tenant_id,
             user_id=event.user_id,
             email=event.email,

@@ -56,7 +56,9 @@ def tenant_pass(
         if entry.command_id in running:
             continue
         if entry.status in IN_FLIGHT and entry.updated_at < stale_before:
-            action = CommandAction.DELETE if entry.status is ResourceState.DELETING else CommandAction.CREATE
+            # The executor reports a running delete as `provisioning` too: the tenant's state says which it was.
+            deleting = entry.status is ResourceState.DELETING or tenant.state is TenantState.DELETING
+            action = CommandAction.DELETE if deleting else CommandAction.CREATE
             work.restart.append(command_for(tenant, quota, entry, action, now))
         elif entry.status is ResourceState.READY and tenant.state is TenantState.ACTIVE:
             work.verify.append(command_for(tenant, quota, entry, CommandAction.CREATE, now))

@@ -624,10 +624,11 @@ def test_put_quota_updates_the_quota_table_and_the_kubernetes_resource_quota(
         e["resource"] == "kubernetes:update_quota" and e["status"] == "ready" for e in es), timeout=30)
     assert [e["status"] for e in events if e["resource"] == "kubernetes:update_quota"][-1] == "ready"
 
-    # Reconciliation keeps the new quota (it verifies against the quota table, not the tier).
-    verified = f"kubernetes verify of tenant {tenant_id} took"
-    seen = _count_in_log(worker.log_path, verified)
-    wait_for(lambda: _count_in_log(worker.log_path, verified) >= seen + 2, "two more reconcile passes", worker)
+    # Reconciliation keeps the new quota (it verifies against the quota table, not the tier). A pass starts
+    # verifies only after the previous pass's finished: two more passes mean one full round after the update.
+    passes = "reconcile pass: verifying"
+    seen = _count_in_log(worker.log_path, passes)
+    wait_for(lambda: _count_in_log(worker.log_path, passes) >= seen + 2, "two more reconcile passes", worker)
     (current,) = backends.namespaced("ResourceQuota", namespace)
     assert current["spec"]["hard"] == quota_hard(new, pods)
     drift = [e for e in provisioning_events(plane, tenant_id, timeout=5) if e["status"] == "drifted"]

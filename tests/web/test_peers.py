@@ -110,3 +110,25 @@ async def test_a_scaling_read_is_not_forwarded_with_the_users_token_over_plain_h
         response = await client.get("/api/v1/scaling/policies?tenant_id=acme", headers=bearer(ADMIN))
         assert response.status == 503
         assert (await response.json())["error"]["code"] == "peer-transport-insecure"
+
+
+async def test_a_read_whose_owning_worker_is_down_answers_503_not_500(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A killed worker still owns its tenants until the group rebalances: a read routed to it must tell the
+    # client to retry (503 owner-unavailable, Retry-After), not fail with a 500.
+    import socket
+
+    from yarl import URL
+
+    from web import faust_state
+    from web.errors import ApiError
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = URL(f"http://127.0.0.1:{sock.getsockname()[1]}")  # nothing listens once the socket closes
+    settings = Settings(peer_secret=SecretStr(PEER_SECRET))
+    reader = faust_state.FaustStateReader.__new__(faust_state.FaustStateReader)
+    reader.app = SimpleNamespace(settings=settings)  # type: ignore[assignment]
+    monkeypatch.setattr(reader, "_owner", lambda tenant_id: dead)
+    with pytest.raises(ApiError) as refused:
+        await reader.tenant("acme")
+    assert refused.value.status == 503 and refused.value.code == "owner-unavailable"

@@ -137,6 +137,22 @@ def test_the_reconciler_checks_a_recently_deleted_tenant_for_orphans(stores: Ten
     assert later.orphan == []
 
 
+def test_a_stale_delete_reported_as_provisioning_is_restarted_as_a_delete(stores: TenantStores) -> None:
+    # The executor reports every running command as `provisioning`, deletes included. A worker killed during
+    # the delete leaves that entry stale: restarting it as a create re-created a purged tenant's keyspace.
+    finish(stores, commands(handle_tenant_created(tenant_created(), stores, quota_for_tier, NOW)))
+    deletes = commands(handle_tenant_deleted(deleted(purge=True), stores, NOW))
+    s3 = next(c for c in deletes if c.resource == "s3")
+    handle_provisioning_result(
+        ProvisioningResult(command_id=s3.command_id, tenant_id="acme", resource="s3", action=CommandAction.DELETE,
+                           status="provisioning", attempts=1, at=NOW),
+        stores, NOW)
+    work = tenant_pass(stores, "acme", set(), NOW, NOW + timedelta(hours=1), NOW - timedelta(hours=1), set())
+    restarted = {c.resource: c for c in work.restart}
+    assert restarted["s3"].action is CommandAction.DELETE and restarted["s3"].spec["purge"] is True
+    assert all(c.action is CommandAction.DELETE for c in work.restart)
+
+
 def test_round_robin_hands_out_every_tenant_once_per_round() -> None:
     rr = RoundRobin()
     keys = [f"t{i:02}" for i in range(7)]

@@ -89,7 +89,20 @@ def test_user_created_records_user_and_emits_user_commands(stores: TenantStores)
     assert stores.users.get("acme/bob") is not None
     assert {c.resource for c in cmds} == {"kubernetes", "openproject"}
     assert all(c.action is CommandAction.CREATE_USER and c.spec["user"]["user_id"] == "bob" for c in cmds)
-    assert handle_user_created(event, stores, NOW) == []
+    other = event.model_copy(update={"event_id": "u2"})
+    assert handle_user_created(other, stores, NOW) == []  # a second event for the same user changes nothing
+
+
+def test_a_redelivered_user_created_event_sends_its_commands_again(stores: TenantStores) -> None:
+    # Killed after the user reached the worker's local store but before its changelog record and its
+    # commands reached Kafka: the redelivery must send them (the same ids), not find the user and stop.
+    handle_tenant_created(tenant_created(), stores, quota_for_tier, NOW)
+    event = UserCreated(
+        event_id="u1", tenant_id="acme", occurred_at=NOW, user_id="bob", email="b@x.io", roles=["tenant-viewer"]
+    )
+    first = {c.command_id for c in commands(handle_user_created(event, stores, NOW))}
+    again = {c.command_id for c in commands(handle_user_created(event, stores, NOW))}
+    assert again == first and len(first) == 2
 
 
 def test_quota_exceeded_marks_the_resource_and_emits_enforcement(stores: TenantStores) -> None:
