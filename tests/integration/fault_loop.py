@@ -89,6 +89,8 @@ COMPUTE_HOURS = 0.01
 FINAL_COMPUTE = {"terminated", "failed"}
 #: Resource states that end a tenant's provisioning without the resource (each must say why).
 REFUSED = ("failed", "refused")
+#: API answers that say "not now" rather than "not so": no answer, a 5xx.
+TRANSIENT = frozenset({0, 500, 502, 503, 504})
 #: What a tenant-deleted event without purge keeps (docs/events.md).
 KEPT_WITHOUT_PURGE = ("cassandra", "s3", "elasticsearch")
 
@@ -371,6 +373,7 @@ class CrashAndFaultLoop:
         self.touched: set[str] = set()
         self._ready_lock = threading.Lock()
         self.workers: list[WorkerProcess] = []
+        self.budget = KillBudget(0)
 
     # ids: short, so that every request id (<tenant>.<name>) is a distinct token prefix (16 characters)
     def tenant_id(self, label: str) -> str:
@@ -383,6 +386,33 @@ class CrashAndFaultLoop:
 
     def api(self) -> Api:
         return Api(self.workers[0].url, self.token)
+
+    def read(self, path: str, patience: float = 0.0) -> tuple[int, Any]:
+        """GET ``path`` from the first worker; a transient failure (no answer, 5xx: a rebalance, a peer that
+        died and still owns the tenant until its session times out) is retried for ``patience`` seconds."""
+        deadline = time.monotonic() + patience
+        while True:
+            code, body = self.api().call("GET", path)
+            if code not in TRANSIENT or time.monotonic() >= deadline:
+                return code, body
+            time.sleep(2.0)
+
+    def status(self, tenant: str, patience: float = 0.0) -> dict[str, Any] | None:
+        code, body = self.read(f"/tenants/{tenant}/provisioning-status", patience)
+        return body if code == 200 and isinstance(body, dict) else None
+
+    def serving(self) -> bool:
+        """Every live worker answers /ready."""
+        for worker in self.workers:
+            if worker.proc is None or worker.proc.poll() is not None:
+                continue
+            try:
+                with urllib.request.urlopen(f"{worker.url}/ready", timeout=5) as response:  # noqa: S310 - local
+                    if response.status != 200:
+                        return False
+            except OSError:
+                return False
+        return True
 
     def run(self) -> LoopReport:
         try:
@@ -398,7 +428,7 @@ class CrashAndFaultLoop:
             self.truth.tiers[tenant] = "standard"
         self.pending.update(old)
         self.report.sent[f"{TENANT_CREATED} (backlog)"] = plan.backlog
-        budget = KillBudget(plan.kills)
+        budget = self.budget = KillBudget(plan.kills)
         first = self.start_worker(self._worker_env("a"), port=free_port())
         self.workers.append(first)
         switch = KillSwitch(first, budget, plan.kill_delay, self.random)
@@ -419,14 +449,14 @@ class CrashAndFaultLoop:
         switch.stop.set()
         if switch.error is not None:
             raise switch.error
-        self.report.kills = budget.done + self.report.second_worker_killed
+        self.report.kills = budget.done  # with the second worker's
         self.report.kills_during_backlog = switch.kinds["backlog"]
         self.report.kills_during_allocations = switch.kinds["allocation"]
         self.report.restart_to_ready_seconds = switch.ready_seconds
         first.wait_ready(300)
         settled_from = budget.last_kill_at or time.monotonic()
         self.say("waiting for every tenant, user, sample and request to converge")
-        converged = poll(lambda: not self._still_pending() or None, plan.converge_timeout, interval=3.0)
+        converged = poll(self._settled, plan.converge_timeout, interval=3.0)
         if converged:
             self.report.converge_seconds = round(time.monotonic() - settled_from, 1)
         watcher_stop.set()
@@ -586,9 +616,17 @@ class CrashAndFaultLoop:
         self.say("a second worker serves; killing it in a while")
         time.sleep(self.random.uniform(3.0, 10.0))
         second.kill()
+        self.budget.record()
         self.report.second_worker_killed = True
 
     # -- checks -------------------------------------------------------------------------------------------
+
+    def _settled(self) -> bool:
+        """Converged, and still so a few seconds later (a rebalance may be about to hide a tenant again)."""
+        if self._still_pending():
+            return False
+        time.sleep(5.0)
+        return not self._still_pending()
 
     def _still_pending(self) -> list[str]:
         try:
@@ -598,10 +636,11 @@ class CrashAndFaultLoop:
 
     def _pending_items(self) -> list[str]:
         """What has not converged yet (empty: everything did)."""
-        api = self.api()
+        if not self.serving():
+            return ["a worker is not ready"]
         missing: list[str] = []
         for tenant in sorted(self.truth.tiers):
-            status = api.status(tenant)
+            status = self.status(tenant)
             if status is None:
                 missing.append(f"{tenant}: no provisioning status")
                 continue
@@ -612,13 +651,13 @@ class CrashAndFaultLoop:
             elif set(states) != set(RESOURCES) or not set(states.values()) <= {"ready", *REFUSED}:
                 missing.append(f"{tenant}: {states}")
         for workload, tenant in sorted(self.truth.metrics.items()):
-            code, body = api.call("GET", f"/tenants/{tenant}/utilization")
+            code, body = self.read(f"/tenants/{tenant}/utilization")
             windows = (body or {}).get("workloads", {}).get(workload) if code == 200 else None
             if not windows:
                 missing.append(f"{tenant}/{workload}: no utilization")
         final: set[str] = set()
         for request_id in sorted(self.truth.compute):
-            code, body = api.call("GET", f"/compute/provision/{request_id}")
+            code, body = self.read(f"/compute/provision/{request_id}")
             state = body.get("state") if code == 200 and isinstance(body, dict) else f"HTTP {code}"
             if state in FINAL_COMPUTE:
                 final.add(request_id)
@@ -651,7 +690,7 @@ class CrashAndFaultLoop:
 
     def _check(self) -> None:
         report, truth = self.report, self.truth
-        api = self.api()
+        patience = 120.0
         commands = read_topic(self.plane.bootstrap, PROVISIONING_COMMANDS, timeout=8)
         ids, _ = command_keys(commands)
         dead = read_topic(self.plane.bootstrap, self.env.get("DEAD_LETTER_TOPIC", "dead-letter-events"), timeout=5)
@@ -669,7 +708,7 @@ class CrashAndFaultLoop:
                         report.lost.append(f"tenant-deleted {tenant}: no {resource} delete command")
         report.lost += [f"user-created {e}: no {r} command" for e, r in self._users_without_commands(ids)]
         for workload, tenant in sorted(truth.metrics.items()):
-            code, body = api.call("GET", f"/tenants/{tenant}/utilization")
+            code, body = self.read(f"/tenants/{tenant}/utilization", patience)
             windows = (body or {}).get("workloads", {}).get(workload, []) if code == 200 else []
             samples = sum(w["samples"] for w in windows)
             if samples == 0:
@@ -683,7 +722,7 @@ class CrashAndFaultLoop:
         # the tables (through the API) and the backends
         names = names_in_backends(self.backends)
         for tenant in sorted(truth.tiers):
-            status = api.status(tenant) or {}
+            status = self.status(tenant, patience) or {}
             resources = status.get("resources", {})
             for resource, entry in sorted(resources.items()):
                 if entry["status"] in REFUSED:
@@ -712,7 +751,7 @@ class CrashAndFaultLoop:
         # compute: final states, one allocation per request, nothing left
         final: set[str] = set()
         for request_id in sorted(truth.compute):
-            code, body = api.call("GET", f"/compute/provision/{request_id}")
+            code, body = self.read(f"/compute/provision/{request_id}", patience)
             state = str(body.get("state")) if code == 200 and isinstance(body, dict) else f"HTTP {code}"
             report.compute_states[state] += 1
             if state in FINAL_COMPUTE:
