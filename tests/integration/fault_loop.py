@@ -137,6 +137,8 @@ class LoopReport:
     backend_mismatches: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     compute_states: Counter[str] = field(default_factory=Counter)
+    #: Why the requests that ended ``failed`` failed (termination reason: first words of the error).
+    compute_failures: Counter[str] = field(default_factory=Counter)
     converge_seconds: float | None = None
     restart_to_ready_seconds: list[float] = field(default_factory=list)
     dead_letters: Counter[str] = field(default_factory=Counter)
@@ -164,6 +166,7 @@ class LoopReport:
             "backend_mismatches": len(self.backend_mismatches),
             "resources_refused_with_reason": len(self.refused),
             "compute_final_states": dict(sorted(self.compute_states.items())),
+            "compute_failure_reasons": dict(sorted(self.compute_failures.items())),
             "dead_letters_by_reason": dict(sorted(self.dead_letters.items())),
             "converge_seconds_after_last_kill": self.converge_seconds,
             "restart_to_ready_seconds_median": ready[len(ready) // 2] if ready else None,
@@ -754,6 +757,9 @@ class CrashAndFaultLoop:
             code, body = self.read(f"/compute/provision/{request_id}", patience)
             state = str(body.get("state")) if code == 200 and isinstance(body, dict) else f"HTTP {code}"
             report.compute_states[state] += 1
+            if state == "failed":
+                error = str(body.get("error") or "")[:60]
+                report.compute_failures[f"{body.get('termination_reason')}: {error}"] += 1
             if state in FINAL_COMPUTE:
                 final.add(request_id)
             else:
