@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from devstack.harness.crash import run_crash_loop, worker_log_tails
 from devstack.harness.tenant_provisioning import EventPlane
 from devstack.harness.worker import WorkerProcess
-from tests.integration.crash_support import run_crash_loop, worker_log_tails
 
 pytestmark = pytest.mark.integration
 
