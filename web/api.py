@@ -139,7 +139,12 @@ def parse_model(model: type[M], data: Any) -> M:
 
 def parse_query(request: web.Request, model: type[M]) -> M:
     """The query string as ``model``: its values are text, converted (``limit=5``); a parameter the model does
-    not declare is refused like a wrong one (a misspelt ``dry_run`` must not run for real)."""
+    not declare, or one given twice, is refused like a wrong one (a misspelt ``dry_run`` must not run for
+    real)."""
+    repeated = sorted({name for name in request.query if len(request.query.getall(name)) > 1})
+    if repeated:  # which of the values would count is a guess a client must not rely on
+        raise ApiError(400, "invalid-query", "a query parameter is given more than once",
+                       {"parameters": repeated})
     try:
         return model.model_validate(dict(request.query))
     except ValidationError as exc:

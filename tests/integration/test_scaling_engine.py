@@ -363,7 +363,8 @@ def test_a_restarted_worker_keeps_the_policies_and_resumes_the_models_from_their
     service.worker.stop()
     service.start(service.tmp / "data-2")  # a fresh data dir: every table comes back from its changelog
     assert {p["policy_id"] for p in service.api.policies(tenant)} == {"cpu", "pred"}
-    assert service.api.decisions(tenant)[0]["decision_id"] == before["decision_id"]
+    # The decision is back from the changelog (a tick of the restarted worker may already have added a newer one).
+    assert before["decision_id"] in {d["decision_id"] for d in service.api.decisions(tenant)}
 
     # the window 12:00-12:30 was open at the restart; it continues, then two windows close
     produce(service.broker.bootstrap, "resource-metrics",
