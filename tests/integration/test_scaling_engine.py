@@ -228,7 +228,7 @@ def test_a_predictive_policy_scales_the_deployment_before_the_load_arrives(servi
     assert ahead["decision"]["binding"] in ("policy:ahead", "fair_share")
     [evaluation] = [p for p in ahead["decision"]["policies"] if p["policy_id"] == "ahead"]
     assert evaluation["details"]["provisioned_step"] == 3 and evaluation["details"]["provisioned_demand"] > 7
-    replicas_before_load = service.cluster.replicas(tenant, "api")
+    assert service.cluster.replicas(tenant, "api") >= needed
 
     # now the load arrives: the capacity was there before its first window closed
     produce(service.broker.bootstrap, "resource-metrics",
@@ -237,7 +237,9 @@ def test_a_predictive_policy_scales_the_deployment_before_the_load_arrives(servi
     loaded = service.wait("the 08:00-08:30 window", lambda: next(
         (d for d in service.api.decisions(tenant) if d["decision"]["at"] == eight_thirty), None))
     assert loaded["decision"]["demand"] > 7.5
-    assert loaded["decision"]["current_replicas"] == replicas_before_load >= needed, service.trail(tenant)
+    # the windows between may refine the forecast (10 -> 11 is seen when the 07:30 window's quantile moves up);
+    # what matters is that no window in between took the capacity away before the load came
+    assert loaded["decision"]["current_replicas"] >= needed, service.trail(tenant)
     assert loaded["decision"]["current_replicas"] * 1.0 * 0.8 >= 7.9  # no under-provisioned window
 
 
