@@ -11,7 +11,7 @@ export PEER_SECRET ?= dev-only-peer-secret-change-me-0123456789
 # Development-only key of the forecaster snapshots (HMAC-SHA256); set SNAPSHOT_SIGNING_KEY for anything real.
 export SNAPSHOT_SIGNING_KEY ?= dev-only-snapshot-key-change-me
 
-.PHONY: venv lock system-deps stack run test lint check down status env clean
+.PHONY: venv lock toolchains browser doctor stack run test lint check down status env clean
 
 venv: $(VENV)/.installed
 
@@ -31,15 +31,22 @@ lock:
 	.lock-tools/bin/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
 		--python-platform x86_64-unknown-linux-gnu --no-header --annotation-style line -o requirements.lock
 
-# Toolchains the local stack builds its servers with, and the browser the dashboard test drives.
-system-deps:
+# Toolchains the local stack builds its servers with.
+toolchains:
 	@for tool in java mvn go; do command -v $$tool >/dev/null || { echo "missing $$tool (JDK 17, Maven, Go are needed to build the local stack)" >&2; exit 1; }; done
+
+# The browser the dashboard test drives (only `make test` needs it).
+browser:
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 		echo "installing Debian's chromium and chromium-driver for the dashboard test"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	fi
 
-stack: venv system-deps
+# Python, both JDKs, Maven, Go, disk and ports, one sentence per problem, before anything long starts.
+doctor: venv
+	@$(PY) -m devstack doctor
+
+stack: venv doctor
 	$(PY) -m devstack up
 
 run: stack
@@ -56,7 +63,7 @@ run: stack
 	echo "== development admin token (24 h)"; $(PY) -m pipeline dev-token; \
 	exec $(PY) -m pipeline worker
 
-test: venv system-deps lint
+test: venv toolchains browser lint
 	$(PY) -m pytest -q -rfE
 
 lint: venv
