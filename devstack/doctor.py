@@ -1,8 +1,8 @@
 """``python -m devstack doctor``: check this machine before anything long starts.
 
-The local stack builds and runs servers with Python, two JDKs (17 for Kafka, Cassandra and Ignite;
-21 or newer for Pulsar and Elasticsearch), Maven and Go, needs disk for their downloads and builds, and binds fixed ports on
-127.0.0.1. Each check answers with one sentence; a problem is a sentence that says what to do, never a
+The local stack builds and runs servers with Python, two JDKs (17 for Kafka, Cassandra and Ignite; 21 or
+newer for Pulsar and Elasticsearch), Maven and Go, needs disk for their downloads and builds, and binds fixed
+ports on 127.0.0.1. Each check answers with one sentence; a problem is a sentence that says what to do, never a
 traceback. The parsers are plain functions so the tests can feed them any tool's output.
 """
 

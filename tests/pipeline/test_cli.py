@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 import pipeline.bridge
 import pipeline.contract.schema_files
 import pipeline.rest_client
-import pipeline.scaling.backtest
+import pipeline.scaling.backtest.cli
 import pipeline.worker
 import web.auth
 from pipeline.__main__ import main
@@ -58,7 +58,7 @@ def nothing_acts(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     get_settings.cache_clear()
     monkeypatch.setattr(pipeline.worker, "run_worker", recorder("worker"))
     monkeypatch.setattr(pipeline.bridge.Bridge, "run_forever", recorder("bridge"))
-    monkeypatch.setattr(pipeline.scaling.backtest, "run_backtest", recorder("backtest"))
+    monkeypatch.setattr(pipeline.scaling.backtest.cli, "run_backtest", recorder("backtest"))
     monkeypatch.setattr(pipeline.contract.schema_files, "write_schemas", recorder("schemas"))
     monkeypatch.setattr(web.auth, "issue_dev_token", recorder("dev-token"))
     monkeypatch.setattr(pipeline.rest_client.RestClient, "call", recorder("rest"))

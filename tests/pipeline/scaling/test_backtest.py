@@ -38,8 +38,8 @@ def nab_like(path: Path, n: int = 24 * 7 * 3, minutes: int = 60) -> Path:
     return write_csv(path, rows)
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(argv)
+def run(argv: list[str], capsys: pytest.CaptureFixture[str], as_json: bool = True) -> tuple[int, str, str]:
+    code = main([*argv, "--json"] if as_json else argv)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -202,3 +202,26 @@ def test_policy_file_adds_a_scheduled_run_and_bad_policies_are_refused(
 def test_load_series_rejects_non_positive_interval(tmp_path: Path) -> None:
     with pytest.raises(BacktestError, match="positive"):
         load_series(nab_like(tmp_path / "s.csv", n=60), "timestamp", "value", 0)
+
+
+def test_without_json_people_get_the_same_figures_as_a_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--csv", str(nab_like(tmp_path / "series.csv")), "--time-column", "timestamp", "--value-column",
+            "value", "--interval-minutes", "60", "--horizon", "3"]
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    code, text, err = run(argv, capsys, as_json=False)
+    assert code == 0, err
+    assert not text.lstrip().startswith("{")
+    assert f"{result['series']['steps']} steps of 60 min" in text
+    assert f"wMAPE {result['forecast']['wmape']:.4f}" in text
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.split()[:1] and
+            line.split()[0] in result["policies"]}
+    assert set(rows) == set(result["policies"])
+    for name, figures in result["policies"].items():
+        assert rows[name][1] == f"{100 * figures['under_provisioned_fraction']:.2f}"
+        assert rows[name][5] == f"{figures['replica_hours']:.1f}"
+    equal_cost = result["equal_cost"]
+    assert f"reactive tuned to target {equal_cost['reactive_target_utilization']:.3f}" in text
