@@ -8,7 +8,7 @@ from agents.compute_service import records_topic, runtime
 from agents.runtime import dead_letter, handler_failed
 from pipeline.app import app
 from pipeline.compute.lifecycle import ComputeRecord
-from pipeline.compute.runtime import apply_record
+from pipeline.compute.record_store import apply_record
 from tables.compute_records import compute_records
 
 

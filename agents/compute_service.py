@@ -14,8 +14,9 @@ from mode import Service
 from agents.runtime import topic
 from pipeline.app import app
 from pipeline.compute.access import install_secret_masking
+from pipeline.compute.factory import build_runtime
 from pipeline.compute.lifecycle import ComputeRecord
-from pipeline.compute.runtime import ComputeRuntime, build_runtime
+from pipeline.compute.runtime import ComputeRuntime
 from pipeline.contract.topics import COMPUTE_RECORDS, PROVISIONING_EVENTS
 from pipeline.events.models import ProvisioningStatusEvent
 from pipeline.isolation import guarded

@@ -33,7 +33,8 @@ from pipeline.compute.lifecycle import CapacityView, ComputeRecord, ComputeState
 from pipeline.compute.optimizer import Decision, NoFeasibleOffer
 from pipeline.compute.quota import ComputeQuotaRefused, QuotaRefusal
 from pipeline.compute.request import ComputeRequest
-from pipeline.compute.runtime import REQUEST_ID_PATTERN, ComputeRuntime, new_request_id, tenant_of
+from pipeline.compute.request_ids import REQUEST_ID_PATTERN, new_request_id, tenant_of
+from pipeline.compute.runtime import ComputeRuntime
 from pipeline.compute.service import UnknownRequest
 from pipeline.events.models import TENANT_ID_PATTERN
 from pipeline.tenants.models import TenantRecord, TenantState

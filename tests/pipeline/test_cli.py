@@ -25,7 +25,7 @@ import pipeline.worker
 import web.auth
 from pipeline.__main__ import main
 from pipeline.compute.catalog import load_catalogs
-from pipeline.compute.runtime import catalog_paths
+from pipeline.compute.factory import catalog_paths
 from pipeline.config import Settings, get_settings
 from pipeline.events.models import Tier
 from tests.pipeline.compute.support import RuntimeEnv, runtime_env

@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from pipeline.compute.catalog import Offer, load_catalogs
-from pipeline.compute.runtime import catalog_paths
+from pipeline.compute.factory import catalog_paths
 from pipeline.config import Settings
 from pipeline.events.models import Tier
 from tests.pipeline.compute.support import runtime_env

@@ -14,8 +14,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from pipeline.compute.catalog import Offer, load_catalogs
+from pipeline.compute.factory import catalog_paths
 from pipeline.compute.quota import ComputeQuotaRefused
-from pipeline.compute.runtime import catalog_paths
 from pipeline.config import Settings
 from pipeline.events.models import ComputeRequested, QuotaResource, Tier
 from pipeline.tenants.models import OverQuota

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.compute.catalog import Offer, load_catalogs
-from pipeline.compute.runtime import catalog_paths
+from pipeline.compute.factory import catalog_paths
 from pipeline.config import Settings
 from pipeline.events.models import Tier
 from pipeline.scaling.engine import ScalingEngine

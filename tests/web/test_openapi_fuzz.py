@@ -40,7 +40,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from pipeline.compute.catalog import load_catalogs
-from pipeline.compute.runtime import catalog_paths
+from pipeline.compute.factory import catalog_paths
 from pipeline.config import Settings
 from pipeline.events.models import Tier
 from pipeline.scaling.policies import parse_policy

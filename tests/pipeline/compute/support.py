@@ -12,8 +12,10 @@ from typing import Any
 from devstack.derivatives_standin import RunningStandin, running_standin
 from pipeline.compute.catalog import Offer
 from pipeline.compute.engine_client import DerivativesEngineClient
+from pipeline.compute.factory import build_runtime
 from pipeline.compute.lifecycle import ComputeRecord
-from pipeline.compute.runtime import ComputeRuntime, apply_record, build_runtime
+from pipeline.compute.record_store import apply_record
+from pipeline.compute.runtime import ComputeRuntime
 from pipeline.config import Settings
 from pipeline.events.models import ProvisioningStatusEvent
 from pipeline.provisioners.tiers import Quota

@@ -13,25 +13,14 @@ from pipeline.compute.access import AccessConfig, AccessDetails, AccessSecrets
 from pipeline.compute.backend import AccessSetup
 from pipeline.compute.catalog import PACKAGED_CATALOG_DIR, Offer, load_catalogs, real_catalog_paths
 from pipeline.compute.engine_client import DerivativesEngineClient
+from pipeline.compute.factory import build_runtime, catalog_paths, tenant_policy
 from pipeline.compute.lifecycle import ComputeEvent, ComputeRecord, ComputeState, TerminationReason, transition
 from pipeline.compute.optimizer import ExclusionReason, NoFeasibleOffer
+from pipeline.compute.record_store import TopicRecordStore, apply_record, supersedes
 from pipeline.compute.request import ComputeRequest
-from pipeline.compute.runtime import (
-    AccessVault,
-    TopicRecordStore,
-    apply_record,
-    build_runtime,
-    catalog_paths,
-    event_request_id,
-    month_start,
-    new_request_id,
-    record_key,
-    status_event,
-    supersedes,
-    tenant_of,
-    tenant_policy,
-    utilization_of,
-)
+from pipeline.compute.request_ids import event_request_id, new_request_id, record_key, tenant_of
+from pipeline.compute.runtime import month_start, status_event, utilization_of
+from pipeline.compute.vault import AccessVault
 from pipeline.config import Settings
 from pipeline.events.models import ComputeRequested, ResourceMetrics
 from pipeline.typed_table import TypedTable

@@ -1,0 +1,119 @@
+"""Building the worker's compute runtime from the settings (catalogs, engine client, Kubernetes provider,
+failover, access and idle policies)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipeline.compute.access import AccessConfig
+from pipeline.compute.allocation import FailoverPolicy
+from pipeline.compute.backend import BackendRouter, ComputeBackend
+from pipeline.compute.catalog import PACKAGED_CATALOG_DIR, Offer, OfferBook, load_catalogs
+from pipeline.compute.engine_client import DerivativesEngineClient
+from pipeline.compute.kubernetes_provider import KubernetesComputeProvider
+from pipeline.compute.lifecycle import (
+    ComputeEvent,
+    IdlePolicy,
+)
+from pipeline.compute.optimizer import TenantComputeSettings, TenantPolicy
+from pipeline.compute.record_store import RecordSender, RecordTable, TopicRecordStore
+from pipeline.compute.runtime import ComputeRuntime, month_start, status_event
+from pipeline.compute.service import ComputeService, QuotaLookup
+from pipeline.compute.vault import AccessVault
+from pipeline.config import Settings
+from pipeline.events.models import ProvisioningStatusEvent
+
+StatusSender = Callable[[ProvisioningStatusEvent], Awaitable[None]]
+
+
+def catalog_paths(settings: Settings) -> list[Path]:
+    """Every ``<provider>_vms.v8.csv`` of the catalog folder (default: the packaged copies), then the
+    extra catalogs."""
+    folder = settings.compute_catalog_dir or PACKAGED_CATALOG_DIR
+    return sorted(folder.glob("*_vms.v8.csv")) + list(settings.compute_extra_catalogs)
+
+
+def tenant_policy(settings: Settings, tenant_id: str, quota_gpus: int | None) -> TenantPolicy:
+    """The tenant's policy: its configured entry (or ``"*"``) capped by its quota's GPUs."""
+    policies = settings.compute_tenant_policies
+    configured = policies.get(tenant_id) or policies.get("*") or TenantComputeSettings()
+    return configured.policy(tenant_id, quota_gpus)
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    table: RecordTable,
+    send_record: RecordSender,
+    send_status: StatusSender,
+    quota_gpus: Callable[[str], int | None],
+    quotas: QuotaLookup,
+    engine: DerivativesEngineClient | None = None,
+    kubernetes: ComputeBackend | None = None,
+    offers: list[Offer] | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> ComputeRuntime:
+    """The worker's runtime from settings (``engine``/``kubernetes``/``offers`` override what the
+    settings would build, for tests)."""
+    engine = engine or DerivativesEngineClient(
+        settings.derivatives_engine_url,
+        timeout_s=settings.compute_engine_timeout_seconds,
+        allocate_timeout_s=settings.compute_allocate_timeout_seconds,
+        api_token=settings.derivatives_engine_api_token.get_secret_value()
+        if settings.derivatives_engine_api_token else None,
+    )
+    k8s_config = settings.compute_kubernetes
+    if kubernetes is None:
+        kubernetes = KubernetesComputeProvider(
+            k8s_config, kubeconfig=str(settings.kubeconfig) if settings.kubeconfig else None
+        )
+    book = OfferBook(offers if offers is not None else load_catalogs(catalog_paths(settings)))
+    book.merge(k8s_config.offers())
+    period_start = month_start if settings.compute_budget_period == "month" else None
+    store = TopicRecordStore(
+        table, send_record, finished_since=lambda: period_start(clock()) if period_start is not None else None
+    )
+
+    async def announce(event: ComputeEvent) -> None:
+        await store.flush()  # the record is in the table's topic before the event says so
+        await send_status(status_event(event, store.get(event.request_id)))
+
+    failover = FailoverPolicy(
+        max_attempts=settings.compute_max_attempts,
+        deadline_s=settings.compute_deadline_seconds,
+        poll_interval_s=settings.compute_poll_interval_seconds,
+        provisioning_timeout_s=settings.compute_provisioning_timeout_seconds,
+    )
+    service = ComputeService(
+        book=book,
+        backends=BackendRouter(engine, {k8s_config.provider: kubernetes}),
+        store=store,
+        policies=lambda tenant_id: tenant_policy(settings, tenant_id, quota_gpus(tenant_id)),
+        failover=failover,
+        access_config=AccessConfig(
+            ssh_user=settings.compute_ssh_user,
+            jupyter_url_template=settings.compute_jupyter_url_template,
+            monitoring_url_template=settings.compute_monitoring_url_template,
+        ),
+        idle=IdlePolicy(
+            idle_timeout_s=settings.compute_idle_timeout_seconds, busy_threshold=settings.compute_busy_threshold
+        ),
+        events=announce,
+        clock=clock,
+        period_start=period_start,
+        quotas=quotas,
+    )
+    stale_after = failover.deadline_s + failover.release_timeout_s * failover.release_retries + 120.0
+    idle_timeout = settings.compute_idle_timeout_seconds
+    return ComputeRuntime(
+        service,
+        store,
+        AccessVault(settings.compute_access_claim_ttl_seconds),
+        engine=engine,
+        closers=(engine.close,),
+        stale_after_s=stale_after,
+        activity_step_s=min(30.0, idle_timeout / 4) if idle_timeout is not None else 30.0,
+        provision_wait_s=settings.compute_provision_wait_seconds,
+    )
