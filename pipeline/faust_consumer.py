@@ -166,6 +166,27 @@ class EagerDeliveryConsumer(aiokafka.Consumer):
         #: A batch was dropped part way: seek back to the committed offsets before fetching again.
         self._reseek = False
 
+    def lag_by_topic(self) -> dict[str, int]:
+        """Messages after the committed offset (or, before a first commit, the read offset) up to the high
+        water mark, summed per input topic over this worker's partitions. Changelogs are left out (they are
+        read, never committed), and so is a partition whose high water mark or position is not known yet."""
+        lag: dict[str, int] = {}
+        for tp in self.assignment():
+            if tp.topic.endswith("-changelog"):
+                continue
+            try:
+                high: int | None = self.highwater(tp)
+            except Exception:  # not fetched yet, or revoked meanwhile: nothing to report for it
+                logger.debug("no high water mark for %s", tp, exc_info=True)
+                high = None
+            position = self._committed_offset[tp]
+            if position is None:
+                position = self._read_offset[tp]
+            if high is None or position is None:
+                continue
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, int(high) - int(position))
+        return lag
+
     def _new_consumer_thread(self) -> aiokafka.AIOKafkaConsumerThread:
         return CommittedOrEarliestConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -349,6 +370,12 @@ def drain_fully_on_flush(producer: ProducerT) -> ProducerT:
     buffer._send_pending = counted_send  # type: ignore[method-assign]
     buffer.flush = flush  # type: ignore[method-assign]
     return producer
+
+
+def consumer_lag(app: faust.App) -> dict[str, int]:
+    """:meth:`EagerDeliveryConsumer.lag_by_topic` of the app's consumer (empty for another consumer)."""
+    consumer = app.consumer
+    return consumer.lag_by_topic() if isinstance(consumer, EagerDeliveryConsumer) else {}
 
 
 class EagerDeliveryTransport(aiokafka.Transport):

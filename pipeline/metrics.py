@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import platform
+from importlib.metadata import PackageNotFoundError, version
+
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 EVENTS_PROCESSED = Counter(
     "provisioning_events_processed_total", "Input events processed successfully.", ["topic"]
@@ -74,3 +77,30 @@ ORPHANS_REMOVED = Counter(
     "Resources of deleted tenants found existing again (a late create) and deleted by the reconciler.",
     ["resource"],
 )
+RESOURCE_READY_SECONDS = Histogram(
+    "provisioning_resource_ready_seconds",
+    "Time from a tenant's creation to one of its resources first reported ready (end to end: event, command, "
+    "backend call, result).",
+    ["resource"],
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+)
+COMPUTE_ATTEMPTS = Counter(
+    "provisioning_compute_attempts_total",
+    "Compute allocation attempts, by provider and outcome (running, capacity, timeout, refused...).",
+    ["provider", "outcome"],
+)
+BUILD_INFO = Info("provisioning_build", "The running service's version and its main libraries' versions.")
+
+
+def _version(distribution: str) -> str:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+BUILD_INFO.info({
+    "version": _version("tenant-provisioning-service"),
+    "faust_streaming": _version("faust-streaming"),
+    "python": platform.python_version(),
+})

@@ -18,8 +18,11 @@ from aiohttp import web
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
+from pipeline import worker_metrics
 from pipeline.events.models import Tier
+from pipeline.faust_consumer import consumer_lag
 from pipeline.metrics import HTTP_LATENCY
+from pipeline.worker_metrics import WorkerCollector
 from web.api import Operation, Planner, Readiness, build_api
 from web.auth import Authenticator
 from web.errors import Handler, error_middleware, route_pattern
@@ -161,6 +164,7 @@ def mount(app: Any, web_driver: Any) -> None:
     def readiness() -> tuple[bool, str]:
         return is_ready(app)
 
+    worker_metrics.register(WorkerCollector(readiness, lambda: consumer_lag(app)))
     extra_operations = faust_state.build_extra_operations(app)
     install(web_driver.web_app, reader, gateway, Authenticator.from_settings(app.settings), readiness, planner,
             extra_operations, app.settings.self_service_tier)

@@ -46,7 +46,7 @@ from pipeline.compute.optimizer import Decision, FailureHistory, NoFeasibleOffer
 from pipeline.compute.quota import ComputeQuotaRefused, admit
 from pipeline.compute.request import ComputeRequest
 from pipeline.isolation import isolated
-from pipeline.metrics import COMPUTE_RECOVERED
+from pipeline.metrics import COMPUTE_ATTEMPTS, COMPUTE_RECOVERED
 from pipeline.tenants.models import QuotaRecord
 
 __all__ = ["ComputeService", "ProvisionResult", "RecordStore", "UnknownRequest", "token_prefix"]
@@ -296,6 +296,8 @@ class ComputeService:
                                    error="allocation cancelled", termination_reason=TerminationReason.CANCELLED)
             await self._save(final)
             raise
+        for attempt in result.attempts:
+            COMPUTE_ATTEMPTS.labels(attempt.provider, attempt.outcome.value).inc()
         now = self.clock()
         if not result.ok or result.allocation is None or result.offer is None:
             secrets.forget()

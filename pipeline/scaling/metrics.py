@@ -35,3 +35,8 @@ FORECASTERS_EVICTED = Counter(
     "Forecasters dropped from memory to stay within a cap (tenant_cap, global_cap).", ["reason"],
 )
 FORECASTERS_LIVE = Gauge("scaling_forecasters_live", "Forecasters the model host holds in memory.")
+FORECASTER_ERRORS = Counter(
+    "scaling_forecaster_errors_total",
+    "Forecaster failures seen by the worker: kind host_lost (the model process died; a new one starts empty).",
+    ["kind"],
+)

@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Literal
 
 from pipeline.scaling.forecast import Forecast, ForecasterConfig, OnlineForecaster, SnapshotError
+from pipeline.scaling.metrics import FORECASTER_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +193,7 @@ class ProcessModelHost:
         except BrokenProcessPool as exc:
             if self._executor is pool:  # else a later submission already replaced it
                 self.close()
+            FORECASTER_ERRORS.labels("host_lost").inc()
             raise ModelHostLost("the forecaster process died") from exc
 
     async def learn(self, requests: Sequence[LearnRequest]) -> list[LearnResult]:

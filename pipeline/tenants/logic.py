@@ -23,6 +23,7 @@ from pipeline.events.models import (
     Tier,
     UserCreated,
 )
+from pipeline.metrics import RESOURCE_READY_SECONDS
 from pipeline.outputs import Emit, Refused, derived_id
 from pipeline.provisioners.base import RESOURCES
 from pipeline.provisioners.tiers import Quota
@@ -399,6 +400,15 @@ _RESULT_STATES: dict[str, ResourceState] = {
 }
 
 
+def _observe_ready(stores: TenantStores, result: ProvisioningResult) -> None:
+    """End-to-end provisioning latency of a resource: the tenant's creation to its first ``ready``."""
+    tenant = stores.tenants.get(result.tenant_id)
+    if tenant is not None:
+        elapsed = (result.at - tenant.created_at).total_seconds()
+        if elapsed >= 0:
+            RESOURCE_READY_SECONDS.labels(result.resource).observe(elapsed)
+
+
 def handle_provisioning_result(result: ProvisioningResult, stores: TenantStores, now: datetime) -> list[Emit]:
     """Record a command's transition in the status table and announce it on ``provisioning-events``."""
     status = stores.status.get(result.tenant_id)
@@ -420,6 +430,9 @@ def handle_provisioning_result(result: ProvisioningResult, stores: TenantStores,
         )
         status.resources[result.resource] = updated
         stores.status.put(result.tenant_id, status)
+        if result.action is CommandAction.CREATE and updated.status is ResourceState.READY \
+                and entry.status is not ResourceState.READY:
+            _observe_ready(stores, result)
         emits = [_status_event(result.tenant_id, result.resource, updated, entry.status.value)]
         if result.action is CommandAction.DELETE and all(
             r.status is ResourceState.DELETED for r in status.resources.values()

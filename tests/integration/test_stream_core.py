@@ -168,6 +168,13 @@ def test_metrics_count_each_sample_once_and_bad_samples_are_dead_lettered(
 
     assert 'provisioning_events_duplicate_total{topic="resource-metrics"} 1.0' in exported()
     assert 'provisioning_events_processed_total{topic="resource-metrics"} 4.0' in exported()
+    assert "provisioning_ready 1.0" in exported().splitlines()
+    assert 'provisioning_build_info{' in exported()
+
+    def lag_drained() -> bool:  # every sample handled and committed: nothing left behind on the topic
+        return 'provisioning_consumer_lag_messages{topic="resource-metrics"} 0.0' in exported().splitlines()
+
+    wait_for(lag_drained, what="the consumer lag of resource-metrics to be reported as 0")
     assert samples_per_workload(worker, tenant, admin_token) == {"api": 2, "train": 2}  # m1 counted once
 
 

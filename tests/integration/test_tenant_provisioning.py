@@ -244,6 +244,8 @@ def test_a_tenant_created_event_gives_the_tenant_seven_resources_with_its_tier_s
         entry = status["resources"][resource]
         assert (entry["status"], entry["last_error"]) == ("ready", None), entry
         assert entry["attempts"] >= 1
+        # the end-to-end latency (tenant created -> resource ready) is exported per resource
+        assert metric(worker, "provisioning_resource_ready_seconds_count", f'resource="{resource}"') >= 1
 
     # Cassandra: the keyspace with the tier's replication.
     assert backends.keyspace(n["keyspace"]) == {"replication": config.cassandra.replication(), "durable_writes": True}
