@@ -7,8 +7,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
-from devstack.prometheus import Prometheus
+from devstack.prometheus import ALERT_RULES, Prometheus
 
 pytestmark = pytest.mark.integration
 
@@ -46,3 +47,13 @@ async def test_prometheus_scrapes_the_worker_metrics(prometheus_service: dict[st
         data = await _get(session, f"{url}/api/v1/targets")
     worker = [t for t in data["activeTargets"] if t["labels"]["job"] == "provisioning-worker"]
     assert [t["scrapeUrl"] for t in worker] == [f"http://{Prometheus().scrape_target()}/metrics"]
+
+
+async def test_prometheus_loads_the_service_alert_rules(prometheus_service: dict[str, str]) -> None:
+    expected = {group["name"] for group in yaml.safe_load(ALERT_RULES.read_text())["groups"]}
+    url = prometheus_service["PROMETHEUS_URL"]
+    async with aiohttp.ClientSession() as session:
+        data = await _get(session, f"{url}/api/v1/rules", type="alert")
+    loaded = {group["name"] for group in data["groups"]}
+    assert expected <= loaded, f"alert groups loaded {sorted(loaded)}; a Prometheus started before the rules " \
+                               "existed needs a restart (python -m devstack down prometheus)"
