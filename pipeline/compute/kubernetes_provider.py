@@ -41,6 +41,7 @@ from pipeline.compute.backend import (
 )
 from pipeline.compute.catalog import Offer, make_offer_id
 from pipeline.compute.request import ComputeRequest
+from pipeline.kube_client import KubeClient
 
 logger = logging.getLogger(__name__)
 
@@ -303,20 +304,16 @@ class KubernetesComputeProvider:
     ) -> None:
         self.config = config
         self._api = api
-        self._kubeconfig = kubeconfig
+        self._kube = KubeClient(kubeconfig)
         self._lock = threading.Lock()
         self._tombstones: set[str] = set()
         self._namespaces: dict[str, str] = {}
 
     def _core(self) -> Any:
         if self._api is None:
-            from kubernetes import client, config
+            from kubernetes import client
 
-            if self._kubeconfig:
-                config.load_kube_config(config_file=self._kubeconfig)  # type: ignore[no-untyped-call]
-            else:
-                config.load_incluster_config()  # type: ignore[no-untyped-call]
-            self._api = client.CoreV1Api()
+            self._api = client.CoreV1Api(self._kube.get())
         return self._api
 
     def offers(self) -> list[Offer]:

@@ -18,7 +18,6 @@ differs is re-created). ``delete`` deletes the namespace, which takes everything
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -26,11 +25,11 @@ from typing import Any, cast
 
 import urllib3
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.utils import parse_quantity
 
+from pipeline.kube_client import KubeClient
 from pipeline.provisioners.base import (
     BaseProvisioner,
     DeleteResult,
@@ -203,40 +202,18 @@ class KubernetesProvisioner(BaseProvisioner):
 
     def __init__(self, tiers: TiersConfig, kubeconfig: Path | None = None, *, context: str | None = None) -> None:
         super().__init__(tiers)
-        self._kubeconfig = kubeconfig
-        self._context = context
-        self._lock = threading.Lock()
-        self._api: k8s.ApiClient | None = None
+        self._kube = KubeClient(kubeconfig, context)
 
     # -- connection ---------------------------------------------------------------------------------------------
 
     def _client(self) -> k8s.ApiClient:
-        with self._lock:
-            if self._api is None:
-                try:
-                    if self._kubeconfig is not None:
-                        self._api = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
-                            config_file=str(self._kubeconfig), context=self._context, persist_config=False
-                        )
-                    else:
-                        configuration = k8s.Configuration()
-                        k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
-                            client_configuration=configuration
-                        )
-                        self._api = k8s.ApiClient(configuration)
-                except (ConfigException, OSError) as exc:
-                    raise PermanentError(f"cannot load the Kubernetes configuration: {exc}",
-                                         resource=self.resource) from exc
-            return self._api
+        try:
+            return self._kube.get()
+        except (ConfigException, OSError) as exc:
+            raise PermanentError(f"cannot load the Kubernetes configuration: {exc}", resource=self.resource) from exc
 
     def _drop_client(self) -> None:
-        with self._lock:
-            api, self._api = self._api, None
-        if api is not None:
-            try:
-                api.close()  # type: ignore[no-untyped-call]
-            except Exception:
-                logger.debug("kubernetes api client close failed", exc_info=True)
+        self._kube.close()
 
     async def aclose(self) -> None:
         await blocking(self._drop_client)

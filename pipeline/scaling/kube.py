@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
+from pipeline.kube_client import KubeClient
 from pipeline.provisioners.naming import names_for
 from pipeline.scaling.records import ApplyReport, Observation
 
@@ -98,29 +97,13 @@ class DeploymentScaler:
     """Blocking reads and scale patches of tenants' Deployments (call it from a thread)."""
 
     def __init__(self, kubeconfig: Path | None = None, *, context: str | None = None) -> None:
-        self._kubeconfig = kubeconfig
-        self._context = context
-        self._lock = threading.Lock()
-        self._api: k8s.ApiClient | None = None
+        self._kube = KubeClient(kubeconfig, context)
 
     def _client(self) -> k8s.ApiClient:
-        with self._lock:
-            if self._api is None:
-                if self._kubeconfig is not None:
-                    self._api = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
-                        config_file=str(self._kubeconfig), context=self._context, persist_config=False
-                    )
-                else:
-                    configuration = k8s.Configuration()
-                    k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-                    self._api = k8s.ApiClient(configuration)
-            return self._api
+        return self._kube.get()
 
     def close(self) -> None:
-        with self._lock:
-            api, self._api = self._api, None
-        if api is not None:
-            api.close()  # type: ignore[no-untyped-call]
+        self._kube.close()
 
     def _where(self, request: ApplyRequest) -> tuple[str, str]:
         namespace = names_for(request.tenant_id).kubernetes_namespace
