@@ -75,7 +75,23 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    error: ErrorDetail
+    """An RFC 9457 problem details document (``application/problem+json``), with the service's ``code``."""
+
+    type: str = Field("about:blank", description="The problem type: about:blank (the code tells the kind).")
+    title: str = Field(description="The HTTP status's reason phrase, e.g. 'Not Found'.")
+    status: int = Field(ge=400, le=599, description="The HTTP status code of the response.")
+    detail: str = Field(description="Human-readable explanation of this occurrence.")
+    instance: str | None = Field(
+        None, description="The request's path; for a 500, urn:uuid:<error_id> as in the server's log line."
+    )
+    code: str = Field(description="Stable machine-readable code, e.g. tenant-not-found, validation-error.")
+    details: dict[str, Any] = Field(
+        default_factory=dict,
+        description="More about the error: validation errors under 'errors', allowed methods under "
+        "'allowed_methods', the log correlation id under 'error_id'.",
+    )
+    error: ErrorDetail = Field(description="The same code, message (= detail) and details in the error body of "
+                               "earlier versions, kept for their clients.")
 
 
 class ProvisionAccepted(BaseModel):

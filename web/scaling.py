@@ -46,7 +46,7 @@ from web.api import (
     validation_details,
 )
 from web.auth import Access, Principal, authorize, forbidden
-from web.errors import ApiError
+from web.errors import PROBLEM_JSON, ApiError
 from web.peers import insecure_transport, transport_allowed
 from web.routing import peer_urls
 from web.state import LiveUpdate, StateReader
@@ -226,7 +226,9 @@ class _ScalingApi:
                 target, headers=headers
             ) as response:
                 body = await response.read()
-                return web.Response(body=body, status=response.status, content_type="application/json")
+                # the owner's answer as it is: an error stays application/problem+json
+                content_type = PROBLEM_JSON if response.status >= 400 else "application/json"
+                return web.Response(body=body, status=response.status, content_type=content_type)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ApiError(503, "owner-unavailable", f"the worker owning the tenant did not answer: {exc}",
                            headers={"Retry-After": "5"}) from None
@@ -356,10 +358,10 @@ class _ScalingApi:
         change = PolicyChange(event_id=uuid.uuid4().hex, tenant_id=policy.tenant_id, occurred_at=datetime.now(UTC),
                               op="put", policy_id=policy.policy_id, policy=policy, actor=principal.sub)
         await self._submit(change)
+        policy_url = self._policy_url(request, policy.tenant_id, policy.policy_id)
         return respond(PolicyAccepted(op=op, tenant_id=policy.tenant_id, policy_id=policy.policy_id, policy=policy,
-                                      event_id=change.event_id,
-                                      policy_url=self._policy_url(request, policy.tenant_id, policy.policy_id)),
-                       status=202)
+                                      event_id=change.event_id, policy_url=policy_url),
+                       status=202, headers={"Location": policy_url})
 
     async def create_policy(self, request: web.Request) -> web.Response:
         return await self._write(request, None)
@@ -383,9 +385,10 @@ class _ScalingApi:
         change = PolicyChange(event_id=uuid.uuid4().hex, tenant_id=tenant_id, occurred_at=datetime.now(UTC),
                               op="delete", policy_id=policy_id, actor=principal.sub)
         await self._submit(change)
+        policy_url = self._policy_url(request, tenant_id, policy_id)
         return respond(PolicyAccepted(op="delete", tenant_id=tenant_id, policy_id=policy_id, policy=None,
-                                      event_id=change.event_id,
-                                      policy_url=self._policy_url(request, tenant_id, policy_id)), status=202)
+                                      event_id=change.event_id, policy_url=policy_url),
+                       status=202, headers={"Location": policy_url})
 
     async def list_decisions(self, request: web.Request) -> web.Response:
         query = parse_query(request, DecisionsQuery)

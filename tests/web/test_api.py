@@ -274,6 +274,7 @@ async def test_put_quota_sends_the_change(client: TestClient, state: MemoryState
     assert response.status == 202
     body = await response.json()
     assert body["requested"] == new and body["quota_url"] == "/api/v1/tenants/acme/quota"
+    assert response.headers["Location"] == body["quota_url"]
     quota = await state.quota("acme")
     assert quota is not None and quota.limits.model_dump() == new and quota.updated_by == "root-admin"
 
@@ -301,6 +302,7 @@ async def test_delete_sends_the_deletion(client: TestClient, state: MemoryState,
     assert response.status == 202
     body = await response.json()
     assert body["purge"] is purge and body["status_url"] == "/api/v1/tenants/acme/provisioning-status"
+    assert response.headers["Location"] == body["status_url"]
     tenant = await state.tenant("acme")
     assert tenant is not None and tenant.state is TenantState.DELETING
     status = await (await client.get(body["status_url"], headers=bearer(ADMIN))).json()

@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from pipeline.compute.catalog import Offer, load_catalogs
+from pipeline.compute.lifecycle import ComputeRecord, ComputeState
 from pipeline.compute.quota import ComputeQuotaRefused
 from pipeline.compute.runtime import catalog_paths
 from pipeline.config import Settings
@@ -91,6 +92,7 @@ async def test_a_gpu_request_runs_on_the_cheapest_offer_and_returns_its_secrets_
     assert access["jupyter_url"].endswith(f"token={access['jupyter_token']}")
     request_id = body["request_id"]
     assert request_id.startswith("acme.") and body["status_url"] == f"/api/v1/compute/provision/{request_id}"
+    assert response.headers["Location"] == body["status_url"]  # the created request
 
     status = await (await env.get(f"/provision/{request_id}", ACME_VIEWER)).json()
     assert status["state"] == "running" and status["access_claimable"] is False
@@ -102,6 +104,7 @@ async def test_a_gpu_request_runs_on_the_cheapest_offer_and_returns_its_secrets_
 
     deleted = await env.client.delete(body["status_url"], headers=bearer(ACME_ADMIN))
     assert deleted.status == 200 and (await deleted.json())["state"] == "terminated"
+    assert "Location" not in deleted.headers  # done: nothing to follow
     assert env.compute.standin.engine.active_allocations() == []
     again = await env.client.delete(body["status_url"], headers=bearer(ACME_ADMIN))
     assert again.status == 200
@@ -122,6 +125,7 @@ async def test_a_slow_allocation_answers_202_and_its_access_is_claimed_once(env:
     assert response.status == 202
     body = await response.json()
     assert body["access"] is None and body["access_url"].endswith("/access")
+    assert response.headers["Location"] == body["status_url"]  # where to follow the accepted request
 
     async def state_is(wanted: str) -> dict[str, Any]:
         while True:
@@ -259,7 +263,8 @@ async def test_the_openapi_document_describes_the_compute_routes_and_their_real_
         jsonschema.Draft202012Validator.check_schema(schema)
 
     def check(path: str, method: str, status: int, body: Any) -> None:
-        schema = document["paths"][path][method]["responses"][str(status)]["content"]["application/json"]["schema"]
+        media = "application/problem+json" if status >= 400 else "application/json"  # errors are RFC 9457
+        schema = document["paths"][path][method]["responses"][str(status)]["content"][media]["schema"]
         resolver = {"$defs": document["components"]["schemas"], **schema}
         text = json.dumps(resolver).replace("#/components/schemas/", "#/$defs/")
         jsonschema.Draft202012Validator(json.loads(text)).validate(body)
@@ -358,3 +363,22 @@ async def test_a_compute_request_event_beyond_the_quota_is_refused_for_the_dead_
         await env.compute.runtime.submit_event(event)
     assert refused.value.refusal.code == "quota-exceeded" and refused.value.refusal.resource is QuotaResource.CPU_CORES
     assert env.compute.runtime.store.get("tiny.big") is None and env.compute.standin.engine.allocate_calls == 0
+
+
+async def test_a_termination_still_releasing_answers_202_with_the_requests_location(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = await env.post(gpu_body())
+    assert created.status == 201
+    status_url = (await created.json())["status_url"]
+    release = env.compute.runtime.terminate
+
+    async def release_pending(request_id: str) -> ComputeRecord:
+        # what a failed release leaves: the record stays terminating and the sweep retries the release
+        record = await release(request_id)
+        return record.model_copy(update={"state": ComputeState.TERMINATING})
+
+    monkeypatch.setattr(env.compute.runtime, "terminate", release_pending)
+    response = await env.client.delete(status_url, headers=bearer(ACME_ADMIN))
+    assert response.status == 202 and (await response.json())["state"] == "terminating"
+    assert response.headers["Location"] == status_url

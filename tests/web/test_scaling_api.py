@@ -90,6 +90,7 @@ async def test_a_created_policy_is_listed_read_replaced_and_deleted(api: TestCli
     body = await response.json()
     assert body["op"] == "create" and body["policy"]["behavior"]["scale_down"]["stabilization_window_seconds"] == 300
     assert body["policy_url"] == "/api/v1/scaling/policies/cpu?tenant_id=acme"
+    assert response.headers["Location"] == body["policy_url"]
     page = await listing(api, "?tenant_id=acme")
     assert page["total"] == 1 and page["items"][0]["policy_id"] == "cpu"
     one = await api.get(body["policy_url"], headers=bearer(ADMIN))
@@ -98,10 +99,12 @@ async def test_a_created_policy_is_listed_read_replaced_and_deleted(api: TestCli
     replaced = await api.put("/api/v1/scaling/policies/cpu", headers=bearer(ADMIN),
                              json={k: v for k, v in {**TT, "target_utilization": 0.7}.items() if k != "policy_id"})
     assert replaced.status == 202 and (await replaced.json())["op"] == "replace"
+    assert replaced.headers["Location"] == body["policy_url"]
     assert (await listing(api, "?tenant_id=acme"))["items"][0]["target_utilization"] == 0.7
 
     deleted = await api.delete("/api/v1/scaling/policies/cpu?tenant_id=acme", headers=bearer(ADMIN))
     assert deleted.status == 202
+    assert deleted.headers["Location"] == body["policy_url"]  # where the deletion shows (a 404 once applied)
     assert (await listing(api, "?tenant_id=acme"))["total"] == 0
     again = await api.delete("/api/v1/scaling/policies/cpu?tenant_id=acme", headers=bearer(ADMIN))
     assert again.status == 404 and (await error_of(again))["code"] == "policy-not-found"
