@@ -408,6 +408,14 @@ def _policy_not_found(tenant_id: str, policy_id: str) -> ApiError:
 
 
 _AUTH = (401, 403, 503)
+#: What the write operations' description says of the Kubernetes spellings (pipeline/scaling/policies.py).
+K8S_SPELLINGS = (
+    "Field names pasted from an HPA v2 or a KEDA ScaledObject are accepted as well as snake_case: minReplicas / "
+    "minReplicaCount, maxReplicas / maxReplicaCount, targetUtilization, averageUtilization (the HPA's percentage: "
+    "70 = target_utilization 0.7), behavior.scaleUp / scaleDown with stabilizationWindowSeconds, selectPolicy and "
+    "policies[].periodSeconds, desiredReplicas in schedule windows; the policy is stored and shown in snake_case. "
+    "KEDA's pollingInterval, cooldownPeriod and idleReplicaCount have no equivalent and are refused (422)."
+)
 
 
 def scaling_operations(
@@ -430,7 +438,7 @@ def scaling_operations(
             errors=(*policy_errors, 409), action="create-scaling-policy", body=PolicyDocument, tenant_in_body=True,
             example=POLICY_EXAMPLE,
             description="The body is a policy document of kind target_tracking, predictive, scheduled or "
-            "cost_aware (docs/scaling.md). 409 if the tenant has a policy of that id.",
+            "cost_aware (docs/scaling.md). 409 if the tenant has a policy of that id. " + K8S_SPELLINGS,
         ),
         Operation(
             "GET", "/scaling/policies/{policy_id}", "get_scaling_policy", "A scaling policy", api.get_policy,
@@ -440,7 +448,8 @@ def scaling_operations(
             "PUT", "/scaling/policies/{policy_id}", "put_scaling_policy", "Create or replace a scaling policy",
             api.put_policy, Access.WRITE, {202: (PolicyAccepted, "The policy was sent to the tenant's owner worker.")},
             errors=policy_errors, action="put-scaling-policy", body=PolicyDocument, tenant_in_body=True,
-            example=POLICY_EXAMPLE, description="The body is the policy document; its policy_id may be left out.",
+            example=POLICY_EXAMPLE,
+            description="The body is the policy document; its policy_id may be left out. " + K8S_SPELLINGS,
         ),
         Operation(
             "DELETE", "/scaling/policies/{policy_id}", "delete_scaling_policy", "Delete a scaling policy",
