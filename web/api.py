@@ -8,6 +8,7 @@ that list. Authentication, authorization, readiness and the audit record of ever
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -319,7 +320,8 @@ class _Api:
         quota = await self.reader.quota(tenant_id)
         if quota is None:
             raise ApiError(404, "quota-not-found", f"tenant {tenant_id!r} has no quota yet", {"tenant_id": tenant_id})
-        return respond(QuotaResponse.of(quota, await self.reader.usage(tenant_id)))
+        usage, held = await asyncio.gather(self.reader.usage(tenant_id), self.reader.compute_held(tenant_id))
+        return respond(QuotaResponse.of(quota, usage, held))
 
     async def get_utilization(self, request: web.Request) -> web.Response:
         tenant_id = request.match_info["tenant_id"]

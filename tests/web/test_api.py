@@ -188,6 +188,30 @@ async def test_quota_shows_limits_over_quota_marks_and_usage_totals(client: Test
     assert body["over_quota"]["cpu_cores"]["used"] == 5
 
 
+def test_the_quota_views_usage_counts_compute_allocations_once() -> None:
+    from pipeline.compute.lifecycle import ComputeHeld
+    from pipeline.tenants.models import QuotaRecord
+    from pipeline.usage import UsageRecord, WorkloadSample
+    from tests.web.conftest import fixed_quota
+    from web.models import QuotaResponse
+
+    at = tenant_event("acme").occurred_at
+    quota = QuotaRecord(tenant_id="acme", limits=fixed_quota(Tier.ENTERPRISE), updated_at=at, updated_by="tier")
+    usage = UsageRecord(tenant_id="acme", workloads={
+        "api": WorkloadSample(cpu_cores=1.5, memory_gib=3, gpus=0, at=at),
+        # the 4-GPU machine's own utilization sample: the same GPUs as the allocation, counted once
+        "acme.c1": WorkloadSample(cpu_cores=20, memory_gib=100, gpus=3, at=at),
+    })
+    held = ComputeHeld(tenant_id="acme", allocations=1, gpus=4, cpu_cores=52, memory_gib=464, request_ids=["acme.c1"])
+    view = QuotaResponse.of(quota, usage, held)
+    assert view.usage.model_dump() == {"cpu_cores": 53.5, "memory_gib": 467.0, "gpus": 4.0}
+    assert view.compute.model_dump() == {"cpu_cores": 52.0, "memory_gib": 464.0, "gpus": 4.0}
+    assert (view.compute_allocations, view.workloads) == (1, 1)
+    without = QuotaResponse.of(quota, usage, None)  # no compute state: every sample counts, as before
+    assert without.usage.model_dump() == {"cpu_cores": 21.5, "memory_gib": 103.0, "gpus": 3.0}
+    assert (without.compute_allocations, without.workloads) == (0, 2)
+
+
 async def test_utilization_shows_each_workloads_recent_windows_oldest_first(client: TestClient, state: MemoryState):
     await state.submit_tenant(tenant_event("acme"))
     start = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

@@ -21,11 +21,22 @@ from pipeline.config import Settings
 from pipeline.events.models import ComputeRequested, QuotaResource, Tier
 from pipeline.tenants.models import OverQuota
 from tests.pipeline.compute.support import RuntimeEnv, runtime_env
-from tests.web.conftest import ADMIN, SECRET, FakeReadiness, bearer, error_of, fixed_quota, tenant_event, token
+from tests.web.conftest import (
+    ADMIN,
+    SECRET,
+    FakeReadiness,
+    bearer,
+    error_of,
+    fixed_quota,
+    next_event,
+    tenant_event,
+    token,
+)
 from tests.web.memory_state import MemoryState
 from web.auth import Authenticator
 from web.compute import ComputeApi, LocalCompute, operations
 from web.server import build_root_app
+from web.state import LiveUpdate
 
 CHEAPEST_4X_H100 = "lambda/asia-northeast-1/gpu_4x_h100_sxm5/on_demand"
 ACME_ADMIN = token(("tenant-admin",), "acme", sub="acme-admin")
@@ -382,3 +393,41 @@ async def test_a_termination_still_releasing_answers_202_with_the_requests_locat
     response = await env.client.delete(status_url, headers=bearer(ACME_ADMIN))
     assert response.status == 202 and (await response.json())["state"] == "terminating"
     assert response.headers["Location"] == status_url
+
+
+async def test_the_quota_view_and_the_dashboard_count_a_running_allocations_gpus(env: Env) -> None:
+    """The dashboard showed "GPUs 0 / 4" for a tenant running a 4 x H100 allocation: usage came only from
+    resource-metrics samples. Now the quota view (API and dashboard rows alike) counts the machines held."""
+    env.state.compute_records = env.compute.runtime.holding
+    env.compute.table.listeners.append(  # what the worker's state reader does with the compute-records table
+        lambda _table, key, _record: env.state.publish(LiveUpdate("compute-records", key.split("/")[0], {})))
+
+    async def quota_gpus() -> float:
+        body = await (await env.client.get("/api/v1/tenants/acme/quota", headers=bearer(ACME_VIEWER))).json()
+        return float(body["usage"]["gpus"])
+
+    assert await quota_gpus() == 0
+    stream = await env.client.get("/ui/events", headers=bearer(ADMIN))
+    name, snapshot = await next_event(stream)
+    assert name == "snapshot"
+    row = next(t for t in snapshot["tenants"] if t["tenant_id"] == "acme")
+    assert row["quota"]["usage"]["gpus"] == 0 and row["quota"]["limits"]["gpus"] == 4
+
+    created = await env.post(gpu_body())
+    assert created.status == 201
+    assert await quota_gpus() == 4
+    quota = await (await env.client.get("/api/v1/tenants/acme/quota", headers=bearer(ADMIN))).json()
+    assert quota["compute_allocations"] == 1 and quota["compute"]["gpus"] == 4 and quota["compute"]["cpu_cores"] > 0
+
+    async def row_gpus(wanted: float) -> dict[str, Any]:
+        while True:  # the live stream sends the row again after each compute-record change
+            name, data = await next_event(stream)
+            if name == "tenant" and data["tenant_id"] == "acme" and data["quota"]["usage"]["gpus"] == wanted:
+                return dict(data)
+
+    live = await row_gpus(4)
+    assert live["quota"]["compute_allocations"] == 1
+    await env.client.delete((await created.json())["status_url"], headers=bearer(ACME_ADMIN))
+    assert (await row_gpus(0))["quota"]["compute_allocations"] == 0
+    assert await quota_gpus() == 0
+    stream.close()
