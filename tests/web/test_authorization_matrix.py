@@ -101,6 +101,11 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, str]]] = {
     ("GET", "/ui/app.css"): ("/ui/app.css", None, public()),
     ("GET", "/ui/events"): ("/ui/events", None, listing()),
     ("GET", "/api/v1/openapi.json"): ("/api/v1/openapi.json", None, public()),
+    # the interactive API page renders the public OpenAPI document; its "Try it out" calls need a token
+    ("GET", "/api/v1/docs"): ("/api/v1/docs", None, public()),
+    ("GET", "/api/v1/docs/api-docs.js"): ("/api/v1/docs/api-docs.js", None, public()),
+    ("GET", "/api/v1/docs/swagger-ui-bundle.js"): ("/api/v1/docs/swagger-ui-bundle.js", None, public()),
+    ("GET", "/api/v1/docs/swagger-ui.css"): ("/api/v1/docs/swagger-ui.css", None, public()),
     ("POST", "/api/v1/provision"): ("/api/v1/provision", {"tenant_id": "acme", "name": "Acme"}, WRITE),
     ("GET", "/api/v1/tenants"): ("/api/v1/tenants", None, listing()),
     ("GET", "/api/v1/tenants/{tenant_id}"): ("/api/v1/tenants/acme", None, READ),
