@@ -9,9 +9,10 @@ Every 4xx/5xx of the API, the internal routes and the dashboard's routes is ``ap
 
 ``type`` is ``about:blank`` and ``title`` the status's phrase (RFC 9457, 4.2.1): the service publishes no
 problem-type documents, and the stable machine-readable kind of problem is the ``code`` extension member, as
-it was before. ``instance`` is the request's path; for a 500 it is ``urn:uuid:<error id>``, the id the log
-line of the exception carries. ``error`` is the body of earlier versions, kept unchanged for their clients
-(and for workers of an earlier version during a rolling upgrade, which relay each other's errors).
+it was before. ``instance`` is the request's path (left out past 256 characters); for a 500 it is the UUID URN
+of ``details.error_id``, the id the log line of the exception carries. ``error`` is the body of earlier
+versions, kept unchanged for their clients (and for workers of an earlier version during a rolling upgrade,
+which relay each other's errors).
 
 Handlers raise :class:`ApiError`; aiohttp's own exceptions (404 for an unknown path, 405, 413...) and
 unexpected exceptions are turned into the same shape by :func:`error_middleware`. A 500 never carries the
@@ -108,7 +109,10 @@ def error_body(
     shown = dict(details or {})
     error_id = shown.get("error_id")
     if status >= 500 and isinstance(error_id, str):
-        instance = f"urn:uuid:{error_id}"  # the occurrence is the logged one, not the path
+        try:  # the occurrence is the logged one, not the path: its id as a UUID URN (RFC 9562)
+            instance = uuid.UUID(hex=error_id).urn
+        except ValueError:
+            pass
     body: dict[str, Any] = {"type": "about:blank", "title": title_of(status), "status": status, "detail": message}
     if instance:
         body["instance"] = instance

@@ -83,7 +83,8 @@ class ErrorBody(BaseModel):
     status: int = Field(ge=400, le=599, description="The HTTP status code of the response.")
     detail: str = Field(description="Human-readable explanation of this occurrence.")
     instance: str | None = Field(
-        None, description="The request's path; for a 500, urn:uuid:<error_id> as in the server's log line."
+        None, description="The request's path (left out past 256 characters); for a 500, details.error_id (the id "
+        "of the server's log line) as a UUID URN."
     )
     code: str = Field(description="Stable machine-readable code, e.g. tenant-not-found, validation-error.")
     details: dict[str, Any] = Field(

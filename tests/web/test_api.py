@@ -375,6 +375,8 @@ async def test_unexpected_errors_are_500_without_internals(caplog: pytest.LogCap
         error = await error_of(response)
         assert error["code"] == "internal-error"
         assert error["details"]["error_id"] in caplog.text  # the log line carries the same id
+        problem = await response.json(content_type=None)  # and the problem names that occurrence
+        assert problem["instance"].replace("-", "") == f"urn:uuid:{error['details']['error_id']}"
 
         response = await client.delete("/api/v1/tenants/acme", headers=bearer(ADMIN))
         assert response.status == 500

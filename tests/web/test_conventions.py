@@ -36,8 +36,11 @@ def test_an_error_body_is_a_problem_document_that_keeps_the_code_and_the_earlier
 
 
 def test_a_500_names_its_logged_occurrence_as_instance() -> None:
-    body = error_body("internal-error", "logged", {"error_id": "0123abcd"}, status=500, instance="/api/v1/x")
-    assert body["instance"] == "urn:uuid:0123abcd" and body["title"] == "Internal Server Error"
+    error_id = "0123456789abcdef0123456789abcdef"
+    body = error_body("internal-error", "logged", {"error_id": error_id}, status=500, instance="/api/v1/x")
+    assert body["instance"] == "urn:uuid:01234567-89ab-cdef-0123-456789abcdef"
+    assert body["title"] == "Internal Server Error" and body["details"]["error_id"] == error_id
+    assert error_body("internal-error", "logged", {"error_id": "?"}, status=500, instance="/x")["instance"] == "/x"
 
 
 @pytest.mark.parametrize(("status", "title"), [(400, "Bad Request"), (410, "Gone"), (502, "Bad Gateway"),
