@@ -8,6 +8,7 @@ that list. Authentication, authorization, readiness and the audit record of ever
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -29,7 +30,7 @@ from pipeline.tenants.logic import refusal_to_create
 from pipeline.tenants.models import QuotaRecord, TenantRecord, TenantState
 from pipeline.usage import RECENT_WINDOWS, TenantUtilization
 from web.auth import Access, Authenticator, AuthError, AuthUnavailable, Principal, authorize, unauthorized
-from web.errors import ApiError, Handler, as_api_error, route_pattern
+from web.errors import ApiError, Handler, as_api_error, instance_of, route_pattern
 from web.models import (
     DeleteAccepted,
     DeleteQuery,
@@ -319,7 +320,8 @@ class _Api:
         quota = await self.reader.quota(tenant_id)
         if quota is None:
             raise ApiError(404, "quota-not-found", f"tenant {tenant_id!r} has no quota yet", {"tenant_id": tenant_id})
-        return respond(QuotaResponse.of(quota, await self.reader.usage(tenant_id)))
+        usage, held = await asyncio.gather(self.reader.usage(tenant_id), self.reader.compute_held(tenant_id))
+        return respond(QuotaResponse.of(quota, usage, held))
 
     async def get_utilization(self, request: web.Request) -> web.Response:
         tenant_id = request.match_info["tenant_id"]
@@ -334,7 +336,8 @@ class _Api:
         await self._live_tenant(tenant_id)
         await self._send("quota change", self.gateway.set_quota(tenant_id, quota, principal_of(request).sub))
         quota_url = str(request.app.router["get_quota"].url_for(tenant_id=tenant_id))
-        return respond(QuotaAccepted(tenant_id=tenant_id, requested=quota, quota_url=quota_url), status=202)
+        return respond(QuotaAccepted(tenant_id=tenant_id, requested=quota, quota_url=quota_url), status=202,
+                       headers={"Location": quota_url})
 
     async def delete_tenant(self, request: web.Request) -> web.Response:
         tenant_id = request.match_info["tenant_id"]
@@ -347,7 +350,8 @@ class _Api:
             "tenant deletion", self.gateway.delete_tenant(tenant_id, query.purge, principal_of(request).sub)
         )
         status_url = str(request.app.router["provisioning_status"].url_for(tenant_id=tenant_id))
-        return respond(DeleteAccepted(tenant_id=tenant_id, purge=query.purge, status_url=status_url), status=202)
+        return respond(DeleteAccepted(tenant_id=tenant_id, purge=query.purge, status_url=status_url), status=202,
+                       headers={"Location": status_url})
 
     async def list_tenants(self, request: web.Request) -> web.Response:
         query = parse_query(request, TenantsQuery)
@@ -489,7 +493,7 @@ def api_middleware(auth: Authenticator, gateway: CommandGateway, readiness: Read
             response = await handler(request)
         except Exception as exc:
             error = as_api_error(exc, request)
-            response = error.response()
+            response = error.response(instance_of(request))
         if mutating:
             if op is not None and op.tenant_in_body and audit.tenant_id is None:
                 audit.tenant_id = await _body_tenant(request)

@@ -40,7 +40,7 @@ from pipeline.events.models import TENANT_ID_PATTERN
 from pipeline.tenants.models import TenantRecord, TenantState
 from web.api import Operation, audit_of, json_body, parse_model, parse_query, principal_of, tenant_not_found
 from web.auth import Access, authorize, forbidden
-from web.errors import ApiError, error_body
+from web.errors import PROBLEM_JSON, ApiError, error_body, problem_of
 from web.peers import insecure_transport, peer_headers, require_peer, transport_allowed
 from web.routing import owner_of, peer_urls
 
@@ -157,20 +157,20 @@ class Reply:
 
     @classmethod
     def error(cls, exc: ApiError) -> Reply:
-        return cls(exc.status, error_body(exc.code, exc.message, exc.details), dict(exc.headers))
+        return cls(exc.status, error_body(exc.code, exc.message, exc.details, status=exc.status), dict(exc.headers))
 
-    def raise_for_error(self) -> None:
-        """An error reply as the :class:`ApiError` it was (so the audit record names its code)."""
+    def raise_for_error(self, **more_details: Any) -> None:
+        """An error reply as the :class:`ApiError` it was (so the audit record names its code, and the public
+        route answers it as its own problem, with its own ``instance``); ``more_details`` are added to its
+        details."""
         if self.status < 400:
             return
-        error = self.body.get("error", {}) if isinstance(self.body, dict) else {}
-        raise ApiError(
-            self.status, str(error.get("code", "error")), str(error.get("message", "error")),
-            error.get("details") or {}, self.headers,
-        )
+        code, message, details = problem_of(self.body) or ("error", "error", {})
+        raise ApiError(self.status, code, message, {**details, **more_details}, self.headers)
 
     def response(self) -> web.Response:
-        return web.json_response(self.body, status=self.status, headers=self.headers)
+        content_type = PROBLEM_JSON if self.status >= 400 else "application/json"
+        return web.json_response(self.body, status=self.status, headers=self.headers, content_type=content_type)
 
 
 async def _reply(call: Awaitable[Reply]) -> Reply:
@@ -182,6 +182,13 @@ async def _reply(call: Awaitable[Reply]) -> Reply:
 
 def status_url(request_id: str) -> str:
     return f"{API_BASE}/provision/{request_id}"
+
+
+def located(response: web.Response, request_id: str) -> web.Response:
+    """A 201 or 202 about a compute request points at the request's status URL (``Location``)."""
+    if response.status in (201, 202):
+        response.headers["Location"] = status_url(request_id)
+    return response
 
 
 def request_not_found(request_id: str) -> ApiError:
@@ -453,14 +460,13 @@ class ComputeApi:
                 body={"request_id": request_id, "request": compute_request.model_dump(mode="json"),
                       "wait_seconds": wait},
             )
-            if reply.status == 503 and isinstance(reply.body, dict):  # the owner may be allocating it anyway
-                details = reply.body.setdefault("error", {}).setdefault("details", {})
-                details.update(request_id=request_id, status_url=status_url(request_id))
+            if reply.status == 503:  # the owner may be allocating it anyway: say where to look
+                reply.raise_for_error(request_id=request_id, status_url=status_url(request_id))
         if isinstance(reply.body, dict) and reply.status < 400:
             audit.detail.update(state=reply.body.get("state"), offer_id=reply.body.get("offer_id"))
             audit.outcome = "succeeded" if reply.status == 201 else "accepted"
         reply.raise_for_error()
-        return reply.response()
+        return located(reply.response(), request_id)
 
     async def status(self, request: web.Request) -> web.Response:
         request_id = self._request_id(request, Access.READ)
@@ -486,7 +492,7 @@ class ComputeApi:
             audit_of(request).detail["state"] = reply.body.get("state")
             audit_of(request).outcome = "succeeded" if reply.status == 200 else "accepted"
         reply.raise_for_error()
-        return reply.response()
+        return located(reply.response(), request_id)
 
     async def claim(self, request: web.Request) -> web.Response:
         request_id = self._request_id(request, Access.WRITE)

@@ -23,6 +23,7 @@ from yarl import URL
 
 from agents.runtime import topic
 from pipeline.app import ProvisioningApp
+from pipeline.compute.lifecycle import ComputeHeld, held_by
 from pipeline.contract.topics import AUDIT_EVENTS, QUOTA_UPDATES, TENANT_CREATED, TENANT_DELETED
 from pipeline.events.models import AuditEvent, QuotaUpdateRequested, TenantCreated, TenantDeleted
 from pipeline.provisioners.tiers import Quota
@@ -30,6 +31,7 @@ from pipeline.tenants.models import AnomalyLog, ProvisioningStatus, QuotaRecord,
 from pipeline.typed_table import TypedTable
 from pipeline.usage import TenantUtilization, UsageRecord
 from tables.anomalies import anomalies
+from tables.compute_records import compute_records
 from tables.provisioning_status import provisioning_status
 from tables.quotas import quotas
 from tables.tenants import tenants
@@ -60,8 +62,20 @@ class _Readable(Protocol):
     def get(self, key: str) -> Any: ...
 
 
+class ComputeHeldView:
+    """Read-only view for the API and the dashboard: what a tenant's compute allocations hold, from the compute
+    runtime of this worker (the owner of the tenant's compute records, co-partitioned with its other tables)."""
+
+    model = ComputeHeld
+
+    def get(self, tenant_id: str) -> ComputeHeld:
+        from agents.compute_service import runtime
+
+        return held_by(runtime().holding(), tenant_id)
+
+
 #: What peers may read from this worker by tenant id: the tables, and views computed from them.
-_READABLE: dict[str, _Readable] = {**_TABLES, "utilization": RecentUtilization()}
+_READABLE: dict[str, _Readable] = {**_TABLES, "utilization": RecentUtilization(), "compute-held": ComputeHeldView()}
 
 
 def internal_token(app: ProvisioningApp) -> str:
@@ -80,6 +94,7 @@ class FaustStateReader:
         self._subscribers: set[asyncio.Queue[LiveUpdate]] = set()
         for table in _TABLES.values():
             table.listeners.append(self._on_change)
+        compute_records.listeners.append(self._on_change)  # "tenant/request" keys: the tenant's row changes
 
     # -- live updates ------------------------------------------------------------------------------
 
@@ -159,6 +174,10 @@ class FaustStateReader:
 
     async def utilization(self, tenant_id: str) -> TenantUtilization | None:
         value: TenantUtilization | None = await self._get("utilization", tenant_id)
+        return value
+
+    async def compute_held(self, tenant_id: str) -> ComputeHeld | None:
+        value: ComputeHeld | None = await self._get("compute-held", tenant_id)
         return value
 
     async def tenants(self, offset: int, limit: int, tenant_ids: Sequence[str] | None = None) -> Page:

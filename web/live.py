@@ -5,8 +5,8 @@
 
 * ``snapshot``: everything the token may see (tenants with quota, usage and status, recent anomalies and
   scaling events), on connect and again if the client fell too far behind;
-* ``tenant``: the full view of one tenant after any tenant / quota / status / usage change of it (changes
-  that arrive together are coalesced into one view per tenant);
+* ``tenant``: the full view of one tenant after any tenant / quota / status / usage / compute-record change of
+  it (changes that arrive together are coalesced into one view per tenant);
 * ``anomaly``, ``scaling``, ``compute``: the ``LiveUpdate`` as ``{"kind", "tenant_id", "data"}``;
 * ``token-expired``: then the stream ends (the client asks for a new token);
 * a ``: keepalive`` comment every 15 s.
@@ -43,8 +43,9 @@ RECENT_ANOMALIES = 50
 SNAPSHOT_MAX_TENANTS = 1000
 SNAPSHOT_PAGE = 200
 SNAPSHOT_CONCURRENCY = 16
-#: LiveUpdate kinds that change what a tenant's row shows; the stream re-reads the tenant's view for them.
-TENANT_KINDS = frozenset({"tenant", "quota", "status", "usage"})
+#: LiveUpdate kinds that change what a tenant's row shows; the stream re-reads the tenant's view for them
+#: (compute-records: an allocation started or ended, so the usage counts another machine or one fewer).
+TENANT_KINDS = frozenset({"tenant", "quota", "status", "usage", "compute-records"})
 #: Other spellings of the kinds (table names), mapped to the ones the stream sends.
 KIND_ALIASES = {
     "tenants": "tenant",
@@ -149,16 +150,17 @@ class LiveHub:
 
 
 async def tenant_view(reader: StateReader, tenant_id: str) -> TenantView:
-    tenant, quota, status, usage = await asyncio.gather(
+    tenant, quota, status, usage, held = await asyncio.gather(
         reader.tenant(tenant_id),
         reader.quota(tenant_id),
         reader.provisioning_status(tenant_id),
         reader.usage(tenant_id),
+        reader.compute_held(tenant_id),
     )
     return TenantView(
         tenant_id=tenant_id,
         tenant=tenant,
-        quota=QuotaResponse.of(quota, usage) if quota is not None else None,
+        quota=QuotaResponse.of(quota, usage, held) if quota is not None else None,
         status=ProvisioningStatusResponse.of(tenant_id, status),
     )
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from pipeline.compute.lifecycle import ComputeHeld
 from pipeline.events.models import REGION_PATTERN, QuotaResource, TenantId, Tier, UserId
 from pipeline.numbers import MAX_COUNT
 from pipeline.provisioners.tiers import Quota
@@ -75,7 +76,24 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    error: ErrorDetail
+    """An RFC 9457 problem details document (``application/problem+json``), with the service's ``code``."""
+
+    type: str = Field("about:blank", description="The problem type: about:blank (the code tells the kind).")
+    title: str = Field(description="The HTTP status's reason phrase, e.g. 'Not Found'.")
+    status: int = Field(ge=400, le=599, description="The HTTP status code of the response.")
+    detail: str = Field(description="Human-readable explanation of this occurrence.")
+    instance: str | None = Field(
+        None, description="The request's path (left out past 256 characters); for a 500, details.error_id (the id "
+        "of the server's log line) as a UUID URN."
+    )
+    code: str = Field(description="Stable machine-readable code, e.g. tenant-not-found, validation-error.")
+    details: dict[str, Any] = Field(
+        default_factory=dict,
+        description="More about the error: validation errors under 'errors', allowed methods under "
+        "'allowed_methods', the log correlation id under 'error_id'.",
+    )
+    error: ErrorDetail = Field(description="The same code, message (= detail) and details in the error body of "
+                               "earlier versions, kept for their clients.")
 
 
 class ProvisionAccepted(BaseModel):
@@ -117,20 +135,41 @@ class QuotaResponse(BaseModel):
     over_quota: dict[QuotaResource, OverQuota] = Field(
         description="Resources the tenant is over quota on; new provisioning gated by them is refused."
     )
-    usage: UsageTotals = Field(description="Sum of the latest sample of every workload of the tenant.")
-    workloads: int = Field(description="How many workloads the usage totals cover.")
+    usage: UsageTotals = Field(
+        description="What the tenant uses: the latest sample of every workload, plus what its compute allocations "
+        "hold (compute); a workload named after a counted compute request is that machine's own utilization and "
+        "is counted once, as the allocation."
+    )
+    workloads: int = Field(description="How many sampled workloads the usage totals cover.")
+    compute: UsageTotals = Field(
+        default_factory=UsageTotals,
+        description="Included in usage: the GPUs, vCPUs and memory of the machines the tenant's compute "
+        "allocations hold (provisioning, running or being released).",
+    )
+    compute_allocations: int = Field(0, description="How many compute allocations the compute totals cover.")
     updated_at: AwareDatetime
     updated_by: str
 
     @classmethod
-    def of(cls, quota: QuotaRecord, usage: UsageRecord | None) -> QuotaResponse:
-        usage = usage or UsageRecord(tenant_id=quota.tenant_id)
+    def of(cls, quota: QuotaRecord, usage: UsageRecord | None, held: ComputeHeld | None = None) -> QuotaResponse:
+        """The quota view; ``held`` (the tenant's compute allocations) counts in the usage: without it a tenant
+        running a 4-GPU machine showed 0 GPUs used."""
+        held = held or ComputeHeld(tenant_id=quota.tenant_id)
+        machines = set(held.request_ids)
+        sampled = [sample for name, sample in (usage.workloads.items() if usage else ()) if name not in machines]
+        compute = UsageTotals(cpu_cores=held.cpu_cores, memory_gib=held.memory_gib, gpus=held.gpus)
         return cls(
             tenant_id=quota.tenant_id,
             limits=quota.limits,
             over_quota=quota.over_quota,
-            usage=UsageTotals(**usage.totals()),
-            workloads=len(usage.workloads),
+            usage=UsageTotals(
+                cpu_cores=sum(s.cpu_cores for s in sampled) + compute.cpu_cores,
+                memory_gib=sum(s.memory_gib for s in sampled) + compute.memory_gib,
+                gpus=sum(s.gpus for s in sampled) + compute.gpus,
+            ),
+            workloads=len(sampled),
+            compute=compute,
+            compute_allocations=held.allocations,
             updated_at=quota.updated_at,
             updated_by=quota.updated_by,
         )

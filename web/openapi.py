@@ -12,6 +12,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from pipeline.events.models import TENANT_ID_PATTERN
 from web.api import Operation
 from web.auth import Access
+from web.errors import PROBLEM_JSON
 from web.models import ErrorBody
 
 TITLE = "Tenant provisioning service API"
@@ -38,6 +39,13 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     503: "The worker is not ready (code not-ready), the token signing keys cannot be fetched (auth-unavailable), "
     "the command could not be submitted (command-not-submitted) or the worker owning the tenant did not answer "
     "(owner-unavailable); retry after Retry-After seconds.",
+}
+
+#: Every 201 and 202 says where the created resource, or the status of the accepted work, is.
+LOCATION_HEADER: dict[str, Any] = {
+    "description": "The created resource, or where to follow the accepted work (its status or its resource).",
+    "required": True,
+    "schema": {"type": "string", "format": "uri-reference"},
 }
 
 ACCESS_TEXT: dict[Access, str] = {
@@ -84,11 +92,11 @@ def _require_discriminators(schemas: dict[str, Any]) -> None:
     walk(schemas)
 
 
-def _json_content(schema: dict[str, Any], example: Any = None) -> dict[str, Any]:
+def _json_content(schema: dict[str, Any], example: Any = None, media_type: str = "application/json") -> dict[str, Any]:
     media: dict[str, Any] = {"schema": schema}
     if example is not None:
         media["example"] = example
-    return {"application/json": media}
+    return {media_type: media}
 
 
 def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
@@ -134,8 +142,11 @@ def openapi_document(operations: Iterable[Operation], server_url: str = "/api/v1
         for status, (model, description) in sorted(op.responses.items()):
             schema = refs[(model, "serialization")] if model is not None else {"type": "object"}
             responses[str(status)] = {"description": description, "content": _json_content(schema)}
+            if status in (201, 202):
+                responses[str(status)]["headers"] = {"Location": LOCATION_HEADER}
         for status in sorted(op.errors):
-            responses[str(status)] = {"description": ERROR_DESCRIPTIONS[status], "content": _json_content(error_ref)}
+            responses[str(status)] = {"description": ERROR_DESCRIPTIONS[status],
+                                      "content": _json_content(error_ref, media_type=PROBLEM_JSON)}
         operation: dict[str, Any] = {
             "operationId": op.name,
             "summary": op.summary,
@@ -160,7 +171,9 @@ def openapi_document(operations: Iterable[Operation], server_url: str = "/api/v1
             "title": TITLE,
             "version": VERSION,
             "description": "Tenants, their provisioning status and quotas. Every operation except this document "
-            'needs "Authorization: Bearer <JWT>". Errors are {"error": {"code", "message", "details"}}.',
+            'needs "Authorization: Bearer <JWT>". Errors are RFC 9457 problem details (application/problem+json: '
+            "type, title, status, detail, instance) with the service's stable code and details members. A 201 or "
+            "202 carries a Location header: the created resource or where to follow the accepted work.",
         },
         "servers": [{"url": server_url}],
         "security": [{"bearerAuth": []}],

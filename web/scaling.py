@@ -46,7 +46,7 @@ from web.api import (
     validation_details,
 )
 from web.auth import Access, Principal, authorize, forbidden
-from web.errors import ApiError
+from web.errors import PROBLEM_JSON, ApiError
 from web.peers import insecure_transport, transport_allowed
 from web.routing import peer_urls
 from web.state import LiveUpdate, StateReader
@@ -226,7 +226,9 @@ class _ScalingApi:
                 target, headers=headers
             ) as response:
                 body = await response.read()
-                return web.Response(body=body, status=response.status, content_type="application/json")
+                # the owner's answer as it is: an error stays application/problem+json
+                content_type = PROBLEM_JSON if response.status >= 400 else "application/json"
+                return web.Response(body=body, status=response.status, content_type=content_type)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ApiError(503, "owner-unavailable", f"the worker owning the tenant did not answer: {exc}",
                            headers={"Retry-After": "5"}) from None
@@ -356,10 +358,10 @@ class _ScalingApi:
         change = PolicyChange(event_id=uuid.uuid4().hex, tenant_id=policy.tenant_id, occurred_at=datetime.now(UTC),
                               op="put", policy_id=policy.policy_id, policy=policy, actor=principal.sub)
         await self._submit(change)
+        policy_url = self._policy_url(request, policy.tenant_id, policy.policy_id)
         return respond(PolicyAccepted(op=op, tenant_id=policy.tenant_id, policy_id=policy.policy_id, policy=policy,
-                                      event_id=change.event_id,
-                                      policy_url=self._policy_url(request, policy.tenant_id, policy.policy_id)),
-                       status=202)
+                                      event_id=change.event_id, policy_url=policy_url),
+                       status=202, headers={"Location": policy_url})
 
     async def create_policy(self, request: web.Request) -> web.Response:
         return await self._write(request, None)
@@ -383,9 +385,10 @@ class _ScalingApi:
         change = PolicyChange(event_id=uuid.uuid4().hex, tenant_id=tenant_id, occurred_at=datetime.now(UTC),
                               op="delete", policy_id=policy_id, actor=principal.sub)
         await self._submit(change)
+        policy_url = self._policy_url(request, tenant_id, policy_id)
         return respond(PolicyAccepted(op="delete", tenant_id=tenant_id, policy_id=policy_id, policy=None,
-                                      event_id=change.event_id,
-                                      policy_url=self._policy_url(request, tenant_id, policy_id)), status=202)
+                                      event_id=change.event_id, policy_url=policy_url),
+                       status=202, headers={"Location": policy_url})
 
     async def list_decisions(self, request: web.Request) -> web.Response:
         query = parse_query(request, DecisionsQuery)
@@ -405,6 +408,14 @@ def _policy_not_found(tenant_id: str, policy_id: str) -> ApiError:
 
 
 _AUTH = (401, 403, 503)
+#: What the write operations' description says of the Kubernetes spellings (pipeline/scaling/policies.py).
+K8S_SPELLINGS = (
+    "Field names pasted from an HPA v2 or a KEDA ScaledObject are accepted as well as snake_case: minReplicas / "
+    "minReplicaCount, maxReplicas / maxReplicaCount, targetUtilization, averageUtilization (the HPA's percentage: "
+    "70 = target_utilization 0.7), behavior.scaleUp / scaleDown with stabilizationWindowSeconds, selectPolicy and "
+    "policies[].periodSeconds, desiredReplicas in schedule windows; the policy is stored and shown in snake_case. "
+    "KEDA's pollingInterval, cooldownPeriod and idleReplicaCount have no equivalent and are refused (422)."
+)
 
 
 def scaling_operations(
@@ -427,7 +438,7 @@ def scaling_operations(
             errors=(*policy_errors, 409), action="create-scaling-policy", body=PolicyDocument, tenant_in_body=True,
             example=POLICY_EXAMPLE,
             description="The body is a policy document of kind target_tracking, predictive, scheduled or "
-            "cost_aware (docs/scaling.md). 409 if the tenant has a policy of that id.",
+            "cost_aware (docs/scaling.md). 409 if the tenant has a policy of that id. " + K8S_SPELLINGS,
         ),
         Operation(
             "GET", "/scaling/policies/{policy_id}", "get_scaling_policy", "A scaling policy", api.get_policy,
@@ -437,7 +448,8 @@ def scaling_operations(
             "PUT", "/scaling/policies/{policy_id}", "put_scaling_policy", "Create or replace a scaling policy",
             api.put_policy, Access.WRITE, {202: (PolicyAccepted, "The policy was sent to the tenant's owner worker.")},
             errors=policy_errors, action="put-scaling-policy", body=PolicyDocument, tenant_in_body=True,
-            example=POLICY_EXAMPLE, description="The body is the policy document; its policy_id may be left out.",
+            example=POLICY_EXAMPLE,
+            description="The body is the policy document; its policy_id may be left out. " + K8S_SPELLINGS,
         ),
         Operation(
             "DELETE", "/scaling/policies/{policy_id}", "delete_scaling_policy", "Delete a scaling policy",

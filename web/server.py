@@ -1,9 +1,9 @@
 """Everything the worker's web server serves, as plain aiohttp pieces.
 
 ``install`` adds to an aiohttp Application: ``/health``, ``/ready``, ``/metrics``, the ``/api/v1`` sub-app,
-the dashboard at ``/ui/`` and its event stream ``/ui/events``, plus the request-latency and error
-middlewares. ``build_root_app`` installs them on a fresh Application (tests, or a standalone server);
-``mount`` installs them on the Faust worker's aiohttp Application with the Faust-backed state.
+the interactive API page ``/api/v1/docs``, the dashboard at ``/ui/`` and its event stream ``/ui/events``, plus
+the request-latency and error middlewares. ``build_root_app`` installs them on a fresh Application (tests, or a
+standalone server); ``mount`` installs them on the Faust worker's aiohttp Application with the Faust-backed state.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 UI_DIR = Path(__file__).with_name("ui")
 API_PREFIX = "/api/v1"
+API_DOCS = f"{API_PREFIX}/docs"
+#: Swagger UI's files, from npm's swagger-ui-dist (version and source in its SOURCE.md).
+SWAGGER_UI = "vendor/swagger-ui"
 HUB_KEY = web.AppKey("live_hub", LiveHub)
 #: Routes whose duration is not a request latency (long-lived streams), left out of the histogram.
 STREAMING_ROUTES = frozenset({"ui_events"})
@@ -130,6 +133,15 @@ def install(
     app.router.add_route("GET", "/ui/app.js", _ui_file("app.js"), name="ui_js")
     app.router.add_route("GET", "/ui/app.css", _ui_file("app.css"), name="ui_css")
     app.router.add_route("GET", "/ui/events", events_handler(reader, hub, auth), name="ui_events")
+    # The interactive API page (Swagger UI, vendored): public like the OpenAPI document it renders; "Try it out"
+    # needs a bearer token like any other call. On the root app: it is HTML, not an operation of the API.
+    for path, name, file in (
+        ("", "api_docs", "api-docs.html"),
+        ("/api-docs.js", "api_docs_js", "api-docs.js"),
+        ("/swagger-ui-bundle.js", "api_docs_bundle", f"{SWAGGER_UI}/swagger-ui-bundle.js"),
+        ("/swagger-ui.css", "api_docs_css", f"{SWAGGER_UI}/swagger-ui.css"),
+    ):
+        app.router.add_route("GET", f"{API_DOCS}{path}", _ui_file(file), name=name)
 
 
 def build_root_app(
@@ -170,4 +182,4 @@ def mount(app: Any, web_driver: Any) -> None:
             extra_operations, app.settings.self_service_tier)
     web_driver.web_app.router.add_routes(faust_state.internal_routes(app))
     web_driver.web_app.middlewares.append(peer_middleware(peer_secret(app.settings), gateway.audit))
-    logger.info("web layer mounted: /api/v1, /ui/, /health, /ready, /metrics")
+    logger.info("web layer mounted: /api/v1, /api/v1/docs, /ui/, /health, /ready, /metrics")

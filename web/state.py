@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pipeline.compute.lifecycle import ComputeHeld
 from pipeline.events.models import AuditEvent, TenantCreated
 from pipeline.provisioners.tiers import Quota
 from pipeline.tenants.models import AnomalyLog, ProvisioningStatus, QuotaRecord, TenantRecord
@@ -28,7 +29,8 @@ class Page:
 
 @dataclass(frozen=True)
 class LiveUpdate:
-    """A change the dashboard shows: ``kind`` is tenant / quota / status / usage / anomaly / scaling / compute."""
+    """A change the dashboard shows: ``kind`` is tenant / quota / status / usage / anomaly / scaling / compute, or
+    compute-records (a compute record of the tenant changed: its row's usage may have)."""
 
     kind: str
     tenant_id: str
@@ -43,6 +45,9 @@ class StateReader(Protocol):
     async def usage(self, tenant_id: str) -> UsageRecord | None: ...
     async def utilization(self, tenant_id: str) -> TenantUtilization | None: ...
     async def anomalies(self, tenant_id: str) -> AnomalyLog | None: ...
+    async def compute_held(self, tenant_id: str) -> ComputeHeld | None:
+        """What the tenant's compute allocations hold now (None: no compute state on this worker)."""
+        ...
     def updates(self) -> AsyncIterator[LiveUpdate]:
         """Changes as they happen on this worker, for server-sent events."""
         ...

@@ -237,6 +237,36 @@ def tenant_usage(records: Iterable[ComputeRecord], tenant_id: str, now: datetime
     return TenantUsage(gpus_in_use=gpus, spent_usd=spent)
 
 
+class ComputeHeld(BaseModel):
+    """What a tenant's compute allocations hold now: the machines allocated at a provider (records in
+    ``HOLDING``: provisioning, running, or being released), counted as the machines are (GPUs, vCPUs and memory
+    of the chosen offer), for the usage the quota view and the dashboard show."""
+
+    tenant_id: str
+    allocations: int = 0
+    gpus: float = 0.0
+    cpu_cores: float = 0.0
+    memory_gib: float = 0.0
+    request_ids: list[str] = Field(default_factory=list)
+    """The requests counted: a ``resource-metrics`` workload of that name is the same machine's utilization."""
+
+
+def held_by(records: Iterable[ComputeRecord], tenant_id: str) -> ComputeHeld:
+    """:class:`ComputeHeld` of ``tenant_id`` over ``records`` (any tenants', any states)."""
+    held = ComputeHeld(tenant_id=tenant_id)
+    for record in records:
+        if record.tenant_id != tenant_id or record.state not in HOLDING:
+            continue
+        offer, asked = record.offer, record.request.resources
+        held.allocations += 1
+        held.gpus += offer.gpu_count if offer is not None else asked.gpu_count
+        held.cpu_cores += offer.vcpus if offer is not None else asked.vcpus
+        held.memory_gib += offer.memory_gib if offer is not None else asked.memory_gib
+        held.request_ids.append(record.request_id)
+    held.request_ids.sort()
+    return held
+
+
 class CapacityRow(BaseModel):
     """Capacity of one (provider, region, resource type); ``None`` where the capacity is unknown."""
 

@@ -19,6 +19,15 @@ of the overriding ones wins); bounded by the largest ``min_replicas`` and the sm
 and the fair-share grant.
 
 Parse a document with :func:`parse_policy` (raises ``pydantic.ValidationError`` -> HTTP 422).
+
+Kubernetes spellings: a document may use the names users paste from an HPA v2 (``minReplicas``,
+``maxReplicas``, ``behavior.scaleUp`` / ``scaleDown`` with ``stabilizationWindowSeconds``, ``selectPolicy``
+and ``policies[].periodSeconds``; ``averageUtilization`` as the HPA's percentage, 70 = 0.7) or a KEDA
+ScaledObject (``minReplicaCount``, ``maxReplicaCount``; ``desiredReplicas`` of its cron trigger in a
+schedule window), and ``targetUtilization`` for ``target_utilization``. Each is an alias of the snake_case
+field (``K8S_ALIASES``); a document is stored and shown in snake_case. KEDA's ``pollingInterval``,
+``cooldownPeriod`` and ``idleReplicaCount`` have no equivalent (the engine decides once per utilization
+window and never scales to zero on its own): they are refused with that reason rather than ignored.
 """
 
 from __future__ import annotations
@@ -28,13 +37,62 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from pipeline.numbers import MAX_COUNT, Quantity
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
 PolicyKind = Literal["target_tracking", "predictive", "scheduled", "cost_aware"]
+
+#: Per snake_case field, the spellings of the Kubernetes HPA v2 and KEDA objects it also accepts.
+K8S_ALIASES: dict[str, tuple[str, ...]] = {
+    "min_replicas": ("minReplicas", "minReplicaCount"),
+    "max_replicas": ("maxReplicas", "maxReplicaCount"),
+    "desired_replicas": ("desiredReplicas",),
+    "target_utilization": ("targetUtilization",),
+    "scale_up": ("scaleUp",),
+    "scale_down": ("scaleDown",),
+    "stabilization_window_seconds": ("stabilizationWindowSeconds",),
+    "select_policy": ("selectPolicy",),
+    "period_seconds": ("periodSeconds",),
+}
+#: KEDA fields with no equivalent here, and what to use instead.
+_NO_EQUIVALENT: dict[str, str] = {
+    "pollingInterval": "the engine decides once per utilization window (UTILIZATION_WINDOW_SECONDS)",
+    "cooldownPeriod": "use behavior.scaleDown.stabilizationWindowSeconds (target_tracking) or "
+    "scale_in_stabilization_seconds (predictive) to hold capacity after load drops",
+    "idleReplicaCount": "a policy never scales below min_replicas; set min_replicas",
+}
+#: HPA's ``averageUtilization`` is a percentage (70 = target_utilization 0.7), at most 200 %.
+_MAX_PERCENT = 200
+
+
+def _k8s(name: str) -> AliasChoices:
+    """The field ``name`` under its own name or one of its Kubernetes spellings (``K8S_ALIASES``)."""
+    return AliasChoices(name, *K8S_ALIASES[name])
+
+
+def _refuse_unmapped(data: Any) -> Any:
+    if isinstance(data, dict):
+        for name, instead in _NO_EQUIVALENT.items():
+            if name in data:
+                raise ValueError(f"{name} (KEDA) has no equivalent in a scaling policy: {instead}")
+    return data
+
+
+def _average_utilization(data: Any) -> Any:
+    """An HPA ``averageUtilization`` (percent) as ``target_utilization`` (fraction)."""
+    if not isinstance(data, dict) or "averageUtilization" not in data:
+        return data
+    data = dict(data)
+    percent = data.pop("averageUtilization")
+    if any(name in data for name in ("target_utilization", *K8S_ALIASES["target_utilization"])):
+        raise ValueError("give averageUtilization (percent) or target_utilization (fraction), not both")
+    if isinstance(percent, bool) or not isinstance(percent, int) or not 0 < percent <= _MAX_PERCENT:
+        raise ValueError(f"averageUtilization is the HPA's whole percentage, 1 to {_MAX_PERCENT} (70 = 0.7)")
+    data["target_utilization"] = percent / 100
+    return data
 
 
 class _Strict(BaseModel):
@@ -46,14 +104,14 @@ class RatePolicy(_Strict):
 
     type: Literal["Pods", "Percent"]
     value: int = Field(gt=0, le=100_000)
-    period_seconds: int = Field(gt=0, le=1800)
+    period_seconds: int = Field(gt=0, le=1800, validation_alias=_k8s("period_seconds"))
 
 
 class ScalingRules(_Strict):
     """One direction of the HPA ``behavior`` (``HPAScalingRules``)."""
 
-    stabilization_window_seconds: int = Field(0, ge=0, le=3600)
-    select_policy: Literal["Max", "Min", "Disabled"] = "Max"
+    stabilization_window_seconds: int = Field(0, ge=0, le=3600, validation_alias=_k8s("stabilization_window_seconds"))
+    select_policy: Literal["Max", "Min", "Disabled"] = Field("Max", validation_alias=_k8s("select_policy"))
     policies: list[RatePolicy] = Field(default_factory=list)
 
 
@@ -81,8 +139,8 @@ def _default_scale_down() -> ScalingRules:
 class Behavior(_Strict):
     """HPA ``behavior``: rules for scaling up and down (Kubernetes defaults when omitted)."""
 
-    scale_up: ScalingRules = Field(default_factory=_default_scale_up)
-    scale_down: ScalingRules = Field(default_factory=_default_scale_down)
+    scale_up: ScalingRules = Field(default_factory=_default_scale_up, validation_alias=_k8s("scale_up"))
+    scale_down: ScalingRules = Field(default_factory=_default_scale_down, validation_alias=_k8s("scale_down"))
 
     def longest_period_seconds(self) -> int:
         periods = [p.period_seconds for p in (*self.scale_up.policies, *self.scale_down.policies)]
@@ -98,11 +156,16 @@ class PolicyBase(_Strict):
     workload: str = Field(pattern=_ID_PATTERN)
     enabled: bool = True
     description: str = Field("", max_length=1000)
-    min_replicas: int = Field(0, ge=0, le=100_000)
-    max_replicas: int = Field(100, ge=0, le=100_000)
+    min_replicas: int = Field(0, ge=0, le=100_000, validation_alias=_k8s("min_replicas"))
+    max_replicas: int = Field(100, ge=0, le=100_000, validation_alias=_k8s("max_replicas"))
     combine: Literal["max", "override"] = "max"
     """``max``: take part in the maximum; ``override``: this policy's desired value wins over the
     non-overriding ones (the maximum among overriding policies)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kubernetes_spellings(cls, data: Any) -> Any:
+        return _refuse_unmapped(data)
 
     @model_validator(mode="after")
     def _check_bounds(self) -> PolicyBase:
@@ -114,17 +177,22 @@ class PolicyBase(_Strict):
 class TargetTrackingPolicy(PolicyBase):
     kind: Literal["target_tracking"] = "target_tracking"
     metric: str = Field("cpu", max_length=64)
-    target_utilization: float = Field(gt=0.0, le=2.0)
+    target_utilization: float = Field(gt=0.0, le=2.0, validation_alias=_k8s("target_utilization"))
     """Demand per unit of replica capacity to aim for (0.7 = 70 %)."""
     tolerance: float = Field(0.1, ge=0.0, lt=1.0)
     """No change while ``|utilization / target - 1| <= tolerance`` (HPA default 0.1)."""
     behavior: Behavior = Field(default_factory=Behavior)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _hpa_percentage(cls, data: Any) -> Any:
+        return _average_utilization(data)
+
 
 class PredictivePolicy(PolicyBase):
     kind: Literal["predictive"] = "predictive"
     metric: str = Field("cpu", max_length=64)
-    target_utilization: float = Field(0.7, gt=0.0, le=2.0)
+    target_utilization: float = Field(0.7, gt=0.0, le=2.0, validation_alias=_k8s("target_utilization"))
     lead_steps: int = Field(0, ge=0, le=10_000)
     """Boot time of new capacity in forecast steps: a replica requested now serves step
     ``lead_steps + 1`` onwards, so scale-out provisions for that step."""
@@ -145,6 +213,11 @@ class PredictivePolicy(PolicyBase):
     """Compute and explain the desired value but never act on it."""
     min_residuals: int = Field(30, ge=0, le=MAX_COUNT)
     """Below this many forecast residuals behind the band, the policy abstains (warm-up)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hpa_percentage(cls, data: Any) -> Any:
+        return _average_utilization(data)
 
     @model_validator(mode="after")
     def _check_horizon(self) -> PredictivePolicy:
@@ -171,9 +244,9 @@ class ScheduleWindow(_Strict):
     cron: str = Field(max_length=256)
     timezone: str = "UTC"
     duration_minutes: int = Field(gt=0, le=31 * 24 * 60)
-    min_replicas: int | None = Field(None, ge=0, le=100_000)
-    max_replicas: int | None = Field(None, ge=0, le=100_000)
-    desired_replicas: int | None = Field(None, ge=0, le=100_000)
+    min_replicas: int | None = Field(None, ge=0, le=100_000, validation_alias=_k8s("min_replicas"))
+    max_replicas: int | None = Field(None, ge=0, le=100_000, validation_alias=_k8s("max_replicas"))
+    desired_replicas: int | None = Field(None, ge=0, le=100_000, validation_alias=_k8s("desired_replicas"))
 
     @field_validator("cron")
     @classmethod
@@ -214,7 +287,7 @@ class CapacityClass(_Strict):
     name: str = Field(pattern=_ID_PATTERN)
     price_per_unit_hour: Quantity
     """Price of one unit of capacity (the unit of ``capacity_per_replica``) for one hour."""
-    max_replicas: int | None = Field(None, ge=0, le=100_000)
+    max_replicas: int | None = Field(None, ge=0, le=100_000, validation_alias=_k8s("max_replicas"))
     """How many replicas this class can supply (None: unlimited)."""
 
 

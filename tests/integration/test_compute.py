@@ -271,6 +271,10 @@ def test_a_gpu_request_gets_the_cheapest_offer_and_termination_releases_it(
     assert pool["allocated_instances"] == pool_before["allocated_instances"] + 1
     assert pool["available_instances"] == pool_before["available_instances"] - 1
     assert (during["tenant"]["gpus_in_use"], during["tenant"]["gpus_remaining"]) == (4, 0)
+    # the quota view (the dashboard's usage row) counts the running machine: it showed "GPUs 0 / 4"
+    code, quota = call(worker, "GET", f"/api/v1/tenants/{tenant}/quota", admin_token)
+    assert code == 200 and quota["usage"]["gpus"] == 4 and quota["limits"]["gpus"] == 4, quota
+    assert quota["compute_allocations"] == 1 and quota["compute"]["cpu_cores"] > 0
 
     code, deleted = call(worker, "DELETE", f"/api/v1/compute/provision/{request_id}", admin_token)
     assert code == 200 and deleted["state"] == "terminated" and deleted["termination_reason"] == "user"
@@ -278,6 +282,8 @@ def test_a_gpu_request_gets_the_cheapest_offer_and_termination_releases_it(
     code, after = call(worker, "GET", f"/api/v1/compute/capacity?tenant_id={tenant}", admin_token)
     assert capacity_row(after, provider, region, "gpu:H100") == pool_before
     assert after["tenant"]["gpus_remaining"] == 4
+    code, quota = call(worker, "GET", f"/api/v1/tenants/{tenant}/quota", admin_token)
+    assert code == 200 and quota["usage"]["gpus"] == 0 and quota["compute_allocations"] == 0, quota
 
 
 def test_failover_on_injected_failures_leaves_nothing_allocated(
@@ -560,6 +566,8 @@ def test_requests_reach_the_owner_worker_from_any_worker(
             assert code == 200 and status["state"] == "running"
             code, view = call(worker, "GET", f"/api/v1/compute/capacity?tenant_id={tenant}", admin_token)
             assert code == 200 and view["tenant"]["gpus_in_use"] == 1
+            code, quota = call(worker, "GET", f"/api/v1/tenants/{tenant}/quota", admin_token)  # read on the owner
+            assert code == 200 and quota["usage"]["gpus"] == 1 and quota["compute_allocations"] == 1, quota
         code, deleted = call(other, "DELETE", body["status_url"], admin_token)
         assert code == 200 and deleted["state"] == "terminated", deleted
         assert mine(engine, body["request_id"]) == []

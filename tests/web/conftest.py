@@ -93,16 +93,25 @@ async def client(state: MemoryState, readiness: FakeReadiness, planner: Planner 
         yield test_client
 
 
-async def error_of(response: ClientResponse) -> dict[str, Any]:
-    """The error object of a response, after checking it has exactly the common shape."""
-    assert response.content_type == "application/json"
-    body = await response.json()
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "message", "details"}
-    assert isinstance(body["error"]["code"], str) and isinstance(body["error"]["message"], str)
-    assert isinstance(body["error"]["details"], dict)
+def check_problem(status: int, content_type: str, body: Any) -> dict[str, Any]:
+    """``body`` is an RFC 9457 problem document of ``status`` with the service's members (``code``,
+    ``details``, and the earlier ``error`` object saying the same); returns that ``error`` object."""
+    assert content_type == "application/problem+json", content_type
+    assert isinstance(body, dict), body
+    assert set(body) - {"instance"} == {"type", "title", "status", "detail", "code", "details", "error"}, body
+    assert body["type"] == "about:blank" and body["status"] == status, body
+    assert isinstance(body["title"], str) and body["title"], body
+    assert isinstance(body["code"], str) and isinstance(body["detail"], str), body
+    assert isinstance(body["details"], dict), body
+    assert "instance" not in body or isinstance(body["instance"], str), body
+    assert body["error"] == {"code": body["code"], "message": body["detail"], "details": body["details"]}, body
     error: dict[str, Any] = body["error"]
     return error
+
+
+async def error_of(response: ClientResponse) -> dict[str, Any]:
+    """The error object of a response, after checking it is a problem document of the common shape."""
+    return check_problem(response.status, response.content_type, await response.json(content_type=None))
 
 
 async def next_event(response: ClientResponse) -> tuple[str, Any]:

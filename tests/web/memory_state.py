@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from pipeline.compute.lifecycle import ComputeHeld, ComputeRecord, held_by
 from pipeline.contract.topics import SCALING_EVENTS
 from pipeline.events.models import (
     AuditEvent,
@@ -93,6 +94,8 @@ class MemoryState:
         self.dead_letters: list[tuple[str, Refused]] = []
         self.submitted: list[TenantCreated] = []
         self._subscribers: list[asyncio.Queue[LiveUpdate]] = []
+        #: The compute records of every tenant (e.g. a compute runtime's ``holding``); None: no compute here.
+        self.compute_records: Callable[[], Iterable[ComputeRecord]] | None = None
 
     # -- StateReader -------------------------------------------------------------------------------
 
@@ -117,6 +120,9 @@ class MemoryState:
 
     async def anomalies(self, tenant_id: str) -> AnomalyLog | None:
         return self.anomaly_table.get(tenant_id)
+
+    async def compute_held(self, tenant_id: str) -> ComputeHeld | None:
+        return held_by(self.compute_records(), tenant_id) if self.compute_records is not None else None
 
     async def utilization(self, tenant_id: str) -> TenantUtilization | None:
         return recent_utilization(tenant_id, self.usage_table.get(tenant_id), self._stored_window,

@@ -188,6 +188,30 @@ async def test_quota_shows_limits_over_quota_marks_and_usage_totals(client: Test
     assert body["over_quota"]["cpu_cores"]["used"] == 5
 
 
+def test_the_quota_views_usage_counts_compute_allocations_once() -> None:
+    from pipeline.compute.lifecycle import ComputeHeld
+    from pipeline.tenants.models import QuotaRecord
+    from pipeline.usage import UsageRecord, WorkloadSample
+    from tests.web.conftest import fixed_quota
+    from web.models import QuotaResponse
+
+    at = tenant_event("acme").occurred_at
+    quota = QuotaRecord(tenant_id="acme", limits=fixed_quota(Tier.ENTERPRISE), updated_at=at, updated_by="tier")
+    usage = UsageRecord(tenant_id="acme", workloads={
+        "api": WorkloadSample(cpu_cores=1.5, memory_gib=3, gpus=0, at=at),
+        # the 4-GPU machine's own utilization sample: the same GPUs as the allocation, counted once
+        "acme.c1": WorkloadSample(cpu_cores=20, memory_gib=100, gpus=3, at=at),
+    })
+    held = ComputeHeld(tenant_id="acme", allocations=1, gpus=4, cpu_cores=52, memory_gib=464, request_ids=["acme.c1"])
+    view = QuotaResponse.of(quota, usage, held)
+    assert view.usage.model_dump() == {"cpu_cores": 53.5, "memory_gib": 467.0, "gpus": 4.0}
+    assert view.compute.model_dump() == {"cpu_cores": 52.0, "memory_gib": 464.0, "gpus": 4.0}
+    assert (view.compute_allocations, view.workloads) == (1, 1)
+    without = QuotaResponse.of(quota, usage, None)  # no compute state: every sample counts, as before
+    assert without.usage.model_dump() == {"cpu_cores": 21.5, "memory_gib": 103.0, "gpus": 3.0}
+    assert (without.compute_allocations, without.workloads) == (0, 2)
+
+
 async def test_utilization_shows_each_workloads_recent_windows_oldest_first(client: TestClient, state: MemoryState):
     await state.submit_tenant(tenant_event("acme"))
     start = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -274,6 +298,7 @@ async def test_put_quota_sends_the_change(client: TestClient, state: MemoryState
     assert response.status == 202
     body = await response.json()
     assert body["requested"] == new and body["quota_url"] == "/api/v1/tenants/acme/quota"
+    assert response.headers["Location"] == body["quota_url"]
     quota = await state.quota("acme")
     assert quota is not None and quota.limits.model_dump() == new and quota.updated_by == "root-admin"
 
@@ -301,6 +326,7 @@ async def test_delete_sends_the_deletion(client: TestClient, state: MemoryState,
     assert response.status == 202
     body = await response.json()
     assert body["purge"] is purge and body["status_url"] == "/api/v1/tenants/acme/provisioning-status"
+    assert response.headers["Location"] == body["status_url"]
     tenant = await state.tenant("acme")
     assert tenant is not None and tenant.state is TenantState.DELETING
     status = await (await client.get(body["status_url"], headers=bearer(ADMIN))).json()
@@ -349,6 +375,8 @@ async def test_unexpected_errors_are_500_without_internals(caplog: pytest.LogCap
         error = await error_of(response)
         assert error["code"] == "internal-error"
         assert error["details"]["error_id"] in caplog.text  # the log line carries the same id
+        problem = await response.json(content_type=None)  # and the problem names that occurrence
+        assert problem["instance"].replace("-", "") == f"urn:uuid:{error['details']['error_id']}"
 
         response = await client.delete("/api/v1/tenants/acme", headers=bearer(ADMIN))
         assert response.status == 500

@@ -23,7 +23,16 @@ from pipeline.compute.factory import catalog_paths
 from pipeline.config import Settings
 from pipeline.events.models import Tier
 from tests.pipeline.compute.support import runtime_env
-from tests.web.conftest import ADMIN, PEER_SECRET, SECRET, FakeReadiness, fixed_quota, tenant_event, token
+from tests.web.conftest import (
+    ADMIN,
+    PEER_SECRET,
+    SECRET,
+    FakeReadiness,
+    check_problem,
+    fixed_quota,
+    tenant_event,
+    token,
+)
 from tests.web.memory_state import MemoryState
 from tests.web.test_scaling_api import TT, make_engine
 from web import faust_state
@@ -101,6 +110,11 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, str]]] = {
     ("GET", "/ui/app.css"): ("/ui/app.css", None, public()),
     ("GET", "/ui/events"): ("/ui/events", None, listing()),
     ("GET", "/api/v1/openapi.json"): ("/api/v1/openapi.json", None, public()),
+    # the interactive API page renders the public OpenAPI document; its "Try it out" calls need a token
+    ("GET", "/api/v1/docs"): ("/api/v1/docs", None, public()),
+    ("GET", "/api/v1/docs/api-docs.js"): ("/api/v1/docs/api-docs.js", None, public()),
+    ("GET", "/api/v1/docs/swagger-ui-bundle.js"): ("/api/v1/docs/swagger-ui-bundle.js", None, public()),
+    ("GET", "/api/v1/docs/swagger-ui.css"): ("/api/v1/docs/swagger-ui.css", None, public()),
     ("POST", "/api/v1/provision"): ("/api/v1/provision", {"tenant_id": "acme", "name": "Acme"}, WRITE),
     ("GET", "/api/v1/tenants"): ("/api/v1/tenants", None, listing()),
     ("GET", "/api/v1/tenants/{tenant_id}"): ("/api/v1/tenants/acme", None, READ),
@@ -218,6 +232,7 @@ async def test_the_authorization_matrix(caller: str, offers: list[Offer], monkey
     headers = CALLERS[caller]
     observed: dict[tuple[str, str], str] = {}
     expected: dict[tuple[str, str], str] = {}
+    not_problems: dict[tuple[str, str], str] = {}
     async for app in worker_app(offers, monkeypatch):
         async with TestClient(TestServer(app)) as client:
             for (method, pattern), (path, body, by_caller) in MATRIX.items():
@@ -227,7 +242,14 @@ async def test_the_authorization_matrix(caller: str, offers: list[Offer], monkey
                     path = f"{path}?access_token={call_headers.pop('Authorization').removeprefix('Bearer ')}"
                 async with client.request(method, path, json=body, headers=call_headers) as response:
                     observed[(method, pattern)] = status_class(response.status)
+                    if response.status >= 400:  # every refusal, internal routes' too, is a problem document
+                        try:
+                            check_problem(response.status, response.content_type,
+                                          await response.json(content_type=None))
+                        except (AssertionError, ValueError) as exc:
+                            not_problems[(method, pattern)] = repr(exc)[:300]
                 expected[(method, pattern)] = by_caller[caller]
     wrong = {route: f"expected {expected[route]}, got {observed[route]}" for route in expected
              if observed[route] != expected[route]}
     assert not wrong, wrong
+    assert not not_problems, not_problems

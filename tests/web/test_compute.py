@@ -15,16 +15,28 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from pipeline.compute.catalog import Offer, load_catalogs
 from pipeline.compute.factory import catalog_paths
+from pipeline.compute.lifecycle import ComputeRecord, ComputeState
 from pipeline.compute.quota import ComputeQuotaRefused
 from pipeline.config import Settings
 from pipeline.events.models import ComputeRequested, QuotaResource, Tier
 from pipeline.tenants.models import OverQuota
 from tests.pipeline.compute.support import RuntimeEnv, runtime_env
-from tests.web.conftest import ADMIN, SECRET, FakeReadiness, bearer, error_of, fixed_quota, tenant_event, token
+from tests.web.conftest import (
+    ADMIN,
+    SECRET,
+    FakeReadiness,
+    bearer,
+    error_of,
+    fixed_quota,
+    next_event,
+    tenant_event,
+    token,
+)
 from tests.web.memory_state import MemoryState
 from web.auth import Authenticator
 from web.compute import ComputeApi, LocalCompute, operations
 from web.server import build_root_app
+from web.state import LiveUpdate
 
 CHEAPEST_4X_H100 = "lambda/asia-northeast-1/gpu_4x_h100_sxm5/on_demand"
 ACME_ADMIN = token(("tenant-admin",), "acme", sub="acme-admin")
@@ -91,6 +103,7 @@ async def test_a_gpu_request_runs_on_the_cheapest_offer_and_returns_its_secrets_
     assert access["jupyter_url"].endswith(f"token={access['jupyter_token']}")
     request_id = body["request_id"]
     assert request_id.startswith("acme.") and body["status_url"] == f"/api/v1/compute/provision/{request_id}"
+    assert response.headers["Location"] == body["status_url"]  # the created request
 
     status = await (await env.get(f"/provision/{request_id}", ACME_VIEWER)).json()
     assert status["state"] == "running" and status["access_claimable"] is False
@@ -102,6 +115,7 @@ async def test_a_gpu_request_runs_on_the_cheapest_offer_and_returns_its_secrets_
 
     deleted = await env.client.delete(body["status_url"], headers=bearer(ACME_ADMIN))
     assert deleted.status == 200 and (await deleted.json())["state"] == "terminated"
+    assert "Location" not in deleted.headers  # done: nothing to follow
     assert env.compute.standin.engine.active_allocations() == []
     again = await env.client.delete(body["status_url"], headers=bearer(ACME_ADMIN))
     assert again.status == 200
@@ -122,6 +136,7 @@ async def test_a_slow_allocation_answers_202_and_its_access_is_claimed_once(env:
     assert response.status == 202
     body = await response.json()
     assert body["access"] is None and body["access_url"].endswith("/access")
+    assert response.headers["Location"] == body["status_url"]  # where to follow the accepted request
 
     async def state_is(wanted: str) -> dict[str, Any]:
         while True:
@@ -259,7 +274,8 @@ async def test_the_openapi_document_describes_the_compute_routes_and_their_real_
         jsonschema.Draft202012Validator.check_schema(schema)
 
     def check(path: str, method: str, status: int, body: Any) -> None:
-        schema = document["paths"][path][method]["responses"][str(status)]["content"]["application/json"]["schema"]
+        media = "application/problem+json" if status >= 400 else "application/json"  # errors are RFC 9457
+        schema = document["paths"][path][method]["responses"][str(status)]["content"][media]["schema"]
         resolver = {"$defs": document["components"]["schemas"], **schema}
         text = json.dumps(resolver).replace("#/components/schemas/", "#/$defs/")
         jsonschema.Draft202012Validator(json.loads(text)).validate(body)
@@ -358,3 +374,60 @@ async def test_a_compute_request_event_beyond_the_quota_is_refused_for_the_dead_
         await env.compute.runtime.submit_event(event)
     assert refused.value.refusal.code == "quota-exceeded" and refused.value.refusal.resource is QuotaResource.CPU_CORES
     assert env.compute.runtime.store.get("tiny.big") is None and env.compute.standin.engine.allocate_calls == 0
+
+
+async def test_a_termination_still_releasing_answers_202_with_the_requests_location(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = await env.post(gpu_body())
+    assert created.status == 201
+    status_url = (await created.json())["status_url"]
+    release = env.compute.runtime.terminate
+
+    async def release_pending(request_id: str) -> ComputeRecord:
+        # what a failed release leaves: the record stays terminating and the sweep retries the release
+        record = await release(request_id)
+        return record.model_copy(update={"state": ComputeState.TERMINATING})
+
+    monkeypatch.setattr(env.compute.runtime, "terminate", release_pending)
+    response = await env.client.delete(status_url, headers=bearer(ACME_ADMIN))
+    assert response.status == 202 and (await response.json())["state"] == "terminating"
+    assert response.headers["Location"] == status_url
+
+
+async def test_the_quota_view_and_the_dashboard_count_a_running_allocations_gpus(env: Env) -> None:
+    """The dashboard showed "GPUs 0 / 4" for a tenant running a 4 x H100 allocation: usage came only from
+    resource-metrics samples. Now the quota view (API and dashboard rows alike) counts the machines held."""
+    env.state.compute_records = env.compute.runtime.holding
+    env.compute.table.listeners.append(  # what the worker's state reader does with the compute-records table
+        lambda _table, key, _record: env.state.publish(LiveUpdate("compute-records", key.split("/")[0], {})))
+
+    async def quota_gpus() -> float:
+        body = await (await env.client.get("/api/v1/tenants/acme/quota", headers=bearer(ACME_VIEWER))).json()
+        return float(body["usage"]["gpus"])
+
+    assert await quota_gpus() == 0
+    stream = await env.client.get("/ui/events", headers=bearer(ADMIN))
+    name, snapshot = await next_event(stream)
+    assert name == "snapshot"
+    row = next(t for t in snapshot["tenants"] if t["tenant_id"] == "acme")
+    assert row["quota"]["usage"]["gpus"] == 0 and row["quota"]["limits"]["gpus"] == 4
+
+    created = await env.post(gpu_body())
+    assert created.status == 201
+    assert await quota_gpus() == 4
+    quota = await (await env.client.get("/api/v1/tenants/acme/quota", headers=bearer(ADMIN))).json()
+    assert quota["compute_allocations"] == 1 and quota["compute"]["gpus"] == 4 and quota["compute"]["cpu_cores"] > 0
+
+    async def row_gpus(wanted: float) -> dict[str, Any]:
+        while True:  # the live stream sends the row again after each compute-record change
+            name, data = await next_event(stream)
+            if name == "tenant" and data["tenant_id"] == "acme" and data["quota"]["usage"]["gpus"] == wanted:
+                return dict(data)
+
+    live = await row_gpus(4)
+    assert live["quota"]["compute_allocations"] == 1
+    await env.client.delete((await created.json())["status_url"], headers=bearer(ACME_ADMIN))
+    assert (await row_gpus(0))["quota"]["compute_allocations"] == 0
+    assert await quota_gpus() == 0
+    stream.close()

@@ -45,7 +45,8 @@ def _absolute(schema: dict[str, Any]) -> dict[str, Any]:
 def response_schema(document: dict[str, Any], path: str, method: str, status: int) -> dict[str, Any]:
     operation = document["paths"][path][method]
     assert str(status) in operation["responses"], f"{method.upper()} {path} does not document {status}"
-    schema: dict[str, Any] = operation["responses"][str(status)]["content"]["application/json"]["schema"]
+    media = "application/problem+json" if status >= 400 else "application/json"  # errors are RFC 9457 problems
+    schema: dict[str, Any] = operation["responses"][str(status)]["content"][media]["schema"]
     return schema
 
 

@@ -8,7 +8,8 @@ platform-admin and, in a smaller pass, as the tenant-admin of one tenant. Invari
 
 * no 5xx;
 * the status is documented for the operation, and the body matches the schema documented for it;
-* every 4xx is JSON (application/json) in the common shape ``{"error": {"code", "message", "details"}}``;
+* every 4xx is an RFC 9457 problem document (application/problem+json) with the service's ``code``,
+  ``details`` and the earlier ``error`` object (``tests/web/conftest.py``: ``check_problem``);
 * a request the document calls invalid is refused (4xx), and one it calls valid is not refused as malformed
   (a rule JSON Schema cannot express - a model validator's ``value_error`` - is the only exception).
 
@@ -46,7 +47,7 @@ from pipeline.events.models import Tier
 from pipeline.scaling.policies import parse_policy
 from pipeline.scaling.records import PolicyChange
 from tests.pipeline.compute.support import runtime_env
-from tests.web.conftest import ADMIN, SECRET, FakeReadiness, fixed_quota, tenant_event, token
+from tests.web.conftest import ADMIN, SECRET, FakeReadiness, check_problem, fixed_quota, tenant_event, token
 from tests.web.memory_state import MemoryState
 from tests.web.test_scaling_api import TT, make_engine
 from web.auth import Authenticator
@@ -118,17 +119,11 @@ class ServedApp:
 
 
 def error_shape(_ctx: Any, response: Any, _case: Any) -> bool | None:
-    """Every 4xx/5xx is JSON in the common error shape."""
+    """Every 4xx/5xx is a problem document (application/problem+json) in the common shape."""
     if response.status_code < 400:
         return None
-    content_type = response.headers.get("content-type", [""])[0]
-    assert content_type.startswith("application/json"), f"error with Content-Type {content_type!r}"
-    body = response.json()
-    assert isinstance(body, dict) and set(body) == {"error"}, f"error body {body!r}"
-    error = body["error"]
-    assert isinstance(error, dict) and set(error) == {"code", "message", "details"}, f"error body {body!r}"
-    assert isinstance(error["code"], str) and isinstance(error["message"], str), f"error body {body!r}"
-    assert isinstance(error["details"], dict), f"error body {body!r}"
+    content_type = response.headers.get("content-type", [""])[0].split(";")[0].strip()
+    check_problem(response.status_code, content_type, response.json())
     return None
 
 

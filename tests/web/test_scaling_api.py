@@ -90,6 +90,7 @@ async def test_a_created_policy_is_listed_read_replaced_and_deleted(api: TestCli
     body = await response.json()
     assert body["op"] == "create" and body["policy"]["behavior"]["scale_down"]["stabilization_window_seconds"] == 300
     assert body["policy_url"] == "/api/v1/scaling/policies/cpu?tenant_id=acme"
+    assert response.headers["Location"] == body["policy_url"]
     page = await listing(api, "?tenant_id=acme")
     assert page["total"] == 1 and page["items"][0]["policy_id"] == "cpu"
     one = await api.get(body["policy_url"], headers=bearer(ADMIN))
@@ -98,10 +99,12 @@ async def test_a_created_policy_is_listed_read_replaced_and_deleted(api: TestCli
     replaced = await api.put("/api/v1/scaling/policies/cpu", headers=bearer(ADMIN),
                              json={k: v for k, v in {**TT, "target_utilization": 0.7}.items() if k != "policy_id"})
     assert replaced.status == 202 and (await replaced.json())["op"] == "replace"
+    assert replaced.headers["Location"] == body["policy_url"]
     assert (await listing(api, "?tenant_id=acme"))["items"][0]["target_utilization"] == 0.7
 
     deleted = await api.delete("/api/v1/scaling/policies/cpu?tenant_id=acme", headers=bearer(ADMIN))
     assert deleted.status == 202
+    assert deleted.headers["Location"] == body["policy_url"]  # where the deletion shows (a 404 once applied)
     assert (await listing(api, "?tenant_id=acme"))["total"] == 0
     again = await api.delete("/api/v1/scaling/policies/cpu?tenant_id=acme", headers=bearer(ADMIN))
     assert again.status == 404 and (await error_of(again))["code"] == "policy-not-found"
@@ -285,3 +288,18 @@ async def test_a_policy_integer_may_have_a_zero_fraction_and_unknown_query_param
     assert (await post(api, {**TT, "max_replicas": 10.0})).status == 202
     response = await api.get("/api/v1/scaling/decisions?tenant_id=acme&tenant=acme", headers=bearer(ADMIN))
     assert response.status == 400 and (await error_of(response))["code"] == "invalid-query"
+
+
+async def test_a_policy_pasted_with_hpa_names_is_accepted_and_shown_in_snake_case(api: TestClient) -> None:
+    document = {"policy_id": "hpa", "tenant_id": "acme", "workload": "api", "kind": "target_tracking",
+                "averageUtilization": 60, "minReplicas": 2, "maxReplicas": 8,
+                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 90}}}
+    response = await post(api, document)
+    assert response.status == 202, await response.text()
+    one = await api.get(response.headers["Location"], headers=bearer(ADMIN))
+    policy = (await one.json())["policy"]
+    assert (policy["target_utilization"], policy["min_replicas"], policy["max_replicas"]) == (0.6, 2, 8)
+    assert policy["behavior"]["scale_down"]["stabilization_window_seconds"] == 90
+    refused = await post(api, {**document, "policy_id": "keda", "cooldownPeriod": 300})
+    assert refused.status == 422
+    assert "cooldownPeriod (KEDA) has no equivalent" in (await error_of(refused))["details"]["errors"][0]["msg"]

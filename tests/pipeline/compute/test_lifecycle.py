@@ -14,6 +14,7 @@ from pipeline.compute.lifecycle import (
     TerminationReason,
     capacity_view,
     event_for,
+    held_by,
     last_active,
     tenant_usage,
     termination_due,
@@ -142,3 +143,17 @@ def test_requests_being_allocated_count_against_quota_and_budget() -> None:
     assert (allocating.gpus_held, allocating.cost_usd(T0)) == (4, 60.0)  # requested GPUs, best candidate's total
     assert (provisioning.gpus_held, provisioning.cost_usd(T0)) == (4, 60.0)  # committed while booting
     assert (failed.gpus_held, failed.cost_usd(T0)) == (0, 0.0)  # never ran: nothing spent
+
+
+def test_what_a_tenant_holds_counts_the_machines_of_its_allocations_only_while_they_hold() -> None:
+    first, second = running(request_id="acme.1"), running(request_id="acme.2")
+    other = running(request_id="globex.1").model_copy(update={"tenant_id": "globex"})
+    asked = ComputeRecord.new("acme.3", REQUEST, T0)  # nothing allocated yet: nothing held
+    allocating = transition(ComputeRecord.new("acme.4", REQUEST, T0), ComputeState.ALLOCATING, T0)
+    ended = transition(transition(running(request_id="acme.5"), ComputeState.TERMINATING, T0, reason="user"),
+                       ComputeState.TERMINATED, T0)
+    releasing = transition(running(request_id="acme.6"), ComputeState.TERMINATING, T0, reason="user")
+    held = held_by([first, second, other, asked, allocating, ended, releasing], "acme")
+    assert held.allocations == 3 and held.request_ids == ["acme.1", "acme.2", "acme.6"]
+    assert (held.gpus, held.cpu_cores, held.memory_gib) == (12, 3 * 64, 3 * 512)  # the machines, not the asks
+    assert held_by([other], "acme").allocations == 0 and held_by([], "acme").gpus == 0
