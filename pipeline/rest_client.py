@@ -57,7 +57,7 @@ class RestClient:
     ) -> Reply:
         """The decoded reply of a 2xx answer; :class:`ApiError` for anything else."""
         data = None if body is None else json.dumps(body).encode()
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json, application/problem+json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
         # http(s) only: the scheme is checked in __init__.
@@ -88,7 +88,13 @@ def _decode(raw: bytes) -> Any:
 
 
 def _api_error(status: int, raw: bytes) -> ApiError:
+    """The error of an answer: an RFC 9457 problem (``code``, ``detail``, ``details``), else the older
+    ``{"error": {code, message, details}}`` object, else the raw text."""
     body = _decode(raw)
+    if isinstance(body, dict) and isinstance(body.get("code"), str) and "status" in body:
+        details = body.get("details")
+        return ApiError(status, body["code"], str(body.get("detail") or body.get("title") or ""),
+                        details if isinstance(details, dict) else None)
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         error = body["error"]
         details = error.get("details")
