@@ -1,27 +1,34 @@
-"""The worker's provisioners, built once from settings."""
+"""The worker's provisioners (built from settings on first use) and the executor's retry policy."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from functools import cache
+from collections.abc import Callable, Mapping
 
-from pipeline.app import app
+from pipeline.config import Settings
 from pipeline.executor import RetryPolicy
 from pipeline.provisioners.base import Provisioner
 
-
-@cache
-def provisioners() -> Mapping[str, Provisioner]:
-    from pipeline.provisioners.registry import build_provisioners
-
-    built: Mapping[str, Provisioner] = build_provisioners(app.settings)
-    return built
+BuildProvisioners = Callable[[Settings], Mapping[str, Provisioner]]
 
 
-def retry_policy() -> RetryPolicy:
-    settings = app.settings
-    return RetryPolicy(
-        max_attempts=settings.executor_max_attempts,
-        base_delay=settings.executor_base_delay_seconds,
-        max_delay=settings.executor_max_delay_seconds,
-    )
+class Backends:
+    """One set of provisioners per worker, built by ``build`` (``pipeline.provisioners.registry``) the first
+    time a command, the reconciler or a dry run needs them."""
+
+    def __init__(self, settings: Settings, build: BuildProvisioners) -> None:
+        self.settings = settings
+        self._build = build
+        self._provisioners: Mapping[str, Provisioner] | None = None
+
+    def provisioners(self) -> Mapping[str, Provisioner]:
+        if self._provisioners is None:
+            self._provisioners = self._build(self.settings)
+        return self._provisioners
+
+    def retry_policy(self) -> RetryPolicy:
+        settings = self.settings
+        return RetryPolicy(
+            max_attempts=settings.executor_max_attempts,
+            base_delay=settings.executor_base_delay_seconds,
+            max_delay=settings.executor_max_delay_seconds,
+        )

@@ -1,11 +1,10 @@
 """compute-request-events: submit the request of an existing tenant; its allocation runs in the background."""
 
-from typing import Any
+from __future__ import annotations
 
-from agents.compute_service import runtime
-from agents.runtime import dead_letter, handler_failed, topic
-from agents.stores import STORES
-from pipeline.app import app
+from typing import TYPE_CHECKING, Any
+
+from pipeline.app import ProvisioningApp
 from pipeline.compute.quota import ComputeQuotaRefused
 from pipeline.contract.topics import COMPUTE_REQUESTS
 from pipeline.events.decode import Invalid, decode
@@ -15,27 +14,33 @@ from pipeline.outputs import Refused
 from pipeline.tenants.logic import require_tenant
 from tables import processed_events
 
+if TYPE_CHECKING:
+    from agents.deps import AgentDeps
 
-@app.agent(topic(COMPUTE_REQUESTS), concurrency=1)
-async def compute_requests(stream: Any) -> None:
-    async for message in stream.events():
-        event = decode(message.value, ComputeRequested)
-        if isinstance(event, Invalid):
-            await dead_letter(COMPUTE_REQUESTS, message.value, message.key, event.reason, event.detail)
-            continue
-        dedupe_key = processed_events.key(COMPUTE_REQUESTS, event.tenant_id, event.event_id)
-        if processed_events.seen(dedupe_key):
-            EVENTS_DUPLICATE.labels(COMPUTE_REQUESTS).inc()
-            continue
-        try:
-            require_tenant(STORES, event.tenant_id)
-            await runtime().submit_event(event)
-        except ComputeQuotaRefused as exc:
-            await dead_letter(COMPUTE_REQUESTS, message.value, message.key, exc.refusal.code, str(exc))
-        except Refused as refused:
-            await dead_letter(COMPUTE_REQUESTS, message.value, message.key, refused.reason, refused.detail)
-        except Exception as exc:
-            await handler_failed(COMPUTE_REQUESTS, message, exc)
-        else:
-            EVENTS_PROCESSED.labels(COMPUTE_REQUESTS).inc()
-        processed_events.mark(dedupe_key)
+
+def register(app: ProvisioningApp, deps: AgentDeps) -> None:
+    io, stores, compute, dedupe = deps.io, deps.stores, deps.compute, deps.io.dedupe
+
+    @app.agent(io.topic(COMPUTE_REQUESTS), concurrency=1)
+    async def compute_requests(stream: Any) -> None:
+        async for message in stream.events():
+            event = decode(message.value, ComputeRequested)
+            if isinstance(event, Invalid):
+                await io.dead_letter(COMPUTE_REQUESTS, message.value, message.key, event.reason, event.detail)
+                continue
+            dedupe_key = processed_events.key(COMPUTE_REQUESTS, event.tenant_id, event.event_id)
+            if dedupe.seen(dedupe_key):
+                EVENTS_DUPLICATE.labels(COMPUTE_REQUESTS).inc()
+                continue
+            try:
+                require_tenant(stores, event.tenant_id)
+                await compute.runtime().submit_event(event)
+            except ComputeQuotaRefused as exc:
+                await io.dead_letter(COMPUTE_REQUESTS, message.value, message.key, exc.refusal.code, str(exc))
+            except Refused as refused:
+                await io.dead_letter(COMPUTE_REQUESTS, message.value, message.key, refused.reason, refused.detail)
+            except Exception as exc:
+                await io.handler_failed(COMPUTE_REQUESTS, message, exc)
+            else:
+                EVENTS_PROCESSED.labels(COMPUTE_REQUESTS).inc()
+            dedupe.mark(dedupe_key)

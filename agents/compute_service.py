@@ -7,12 +7,11 @@ store (writes go through the ``compute-records`` topic), one vault of undelivere
 from __future__ import annotations
 
 import logging
-from functools import cache
 
 from mode import Service
 
-from agents.runtime import topic
-from pipeline.app import app
+from agents.runtime import AgentRuntime
+from pipeline.app import ProvisioningApp
 from pipeline.compute.access import install_secret_masking
 from pipeline.compute.factory import build_runtime
 from pipeline.compute.lifecycle import ComputeRecord
@@ -20,60 +19,73 @@ from pipeline.compute.runtime import ComputeRuntime
 from pipeline.contract.topics import COMPUTE_RECORDS, PROVISIONING_EVENTS
 from pipeline.events.models import ProvisioningStatusEvent
 from pipeline.isolation import guarded
-from tables.compute_records import compute_records
-from tables.quotas import quotas
+from pipeline.tenants.models import QuotaRecord
+from pipeline.typed_table import TypedTable
 
 logger = logging.getLogger(__name__)
 
 
-#: ``<app id>-compute-records``, keyed by tenant id: the records the compute-records agent writes to the table.
-#: Declared by the app (created before it subscribes) and private to this app id, like a changelog.
-records_topic = app.topic(
-    f"{app.settings.app_id}-{COMPUTE_RECORDS}", internal=True, partitions=app.settings.topic_partitions,
-    key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-)
+class ComputeService:
+    """The compute runtime of one worker (built on first use), and the topic its record writes go through."""
 
+    def __init__(self, app: ProvisioningApp, io: AgentRuntime, records: TypedTable[ComputeRecord],
+                 quotas: TypedTable[QuotaRecord]) -> None:
+        self.app = app
+        self.settings = app.settings
+        self.io = io
+        self.records = records
+        self.quotas = quotas
+        #: ``<app id>-compute-records``, keyed by tenant id: the records the compute-records agent writes to the
+        #: table. Declared by the app (created before it subscribes) and private to this app id, like a changelog.
+        self.records_topic = app.topic(
+            f"{self.settings.app_id}-{COMPUTE_RECORDS}", internal=True, partitions=self.settings.topic_partitions,
+            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+        )
+        self._runtime: ComputeRuntime | None = None
 
-async def _send_record(record: ComputeRecord) -> None:
-    fut = await records_topic.send(key=record.tenant_id.encode(), value=record.model_dump_json().encode())
-    await fut
+    async def _send_record(self, record: ComputeRecord) -> None:
+        fut = await self.records_topic.send(key=record.tenant_id.encode(), value=record.model_dump_json().encode())
+        await fut
 
+    async def _send_status(self, event: ProvisioningStatusEvent) -> None:
+        await self.io.send(PROVISIONING_EVENTS, event.tenant_id, event)
 
-async def _send_status(event: ProvisioningStatusEvent) -> None:
-    fut = await topic(PROVISIONING_EVENTS).send(key=event.tenant_id.encode(), value=event.model_dump_json().encode())
-    await fut
+    def _quota_gpus(self, tenant_id: str) -> int | None:
+        quota = self.quotas.get(tenant_id)
+        return quota.limits.gpus if quota is not None else None
 
+    def runtime(self) -> ComputeRuntime:
+        if self._runtime is None:
+            self._runtime = build_runtime(
+                self.settings, table=self.records, send_record=self._send_record, send_status=self._send_status,
+                quota_gpus=self._quota_gpus, quotas=self.quotas.get,
+            )
+        return self._runtime
 
-def _quota_gpus(tenant_id: str) -> int | None:
-    quota = quotas.get(tenant_id)
-    return quota.limits.gpus if quota is not None else None
+    async def close(self) -> None:
+        """Stop the runtime if it was ever built."""
+        if self._runtime is not None:
+            await self._runtime.close()
 
+    def register(self) -> None:
+        """The first quote at start, and the service that masks secrets and stops the runtime with the worker."""
+        compute = self
 
-@cache
-def runtime() -> ComputeRuntime:
-    return build_runtime(
-        app.settings, table=compute_records, send_record=_send_record, send_status=_send_status,
-        quota_gpus=_quota_gpus, quotas=quotas.get,
-    )
+        @self.app.task
+        @guarded("compute-quotes")
+        async def initial_quote() -> None:
+            """Merge the derivatives engine's quote into the offer book as the worker starts (then every
+            COMPUTE_QUOTE_REFRESH_SECONDS, see agents/compute_sweep.py)."""
+            await compute.runtime().refresh_offers()
 
+        @self.app.service
+        class ComputeRuntimeService(Service):
+            """Masks access secrets in every log record of the worker (its logging is configured by then), and
+            stops the runtime with the worker: allocations in flight are cancelled (and release what they
+            hold), pending record writes are sent, the engine session is closed."""
 
-@app.task
-@guarded("compute-quotes")
-async def initial_quote() -> None:
-    """Merge the derivatives engine's quote into the offer book as the worker starts (then every
-    COMPUTE_QUOTE_REFRESH_SECONDS, see agents/compute_sweep.py)."""
-    await runtime().refresh_offers()
+            async def on_start(self) -> None:
+                install_secret_masking()
 
-
-@app.service
-class ComputeRuntimeService(Service):
-    """Masks access secrets in every log record of the worker (its logging is configured by then), and
-    stops the runtime with the worker: allocations in flight are cancelled (and release what they hold),
-    pending record writes are sent, the engine session is closed."""
-
-    async def on_start(self) -> None:
-        install_secret_masking()
-
-    async def on_stop(self) -> None:
-        if runtime.cache_info().currsize:
-            await runtime().close()
+            async def on_stop(self) -> None:
+                await compute.close()

@@ -12,91 +12,97 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from agents.backends import provisioners, retry_policy
-from agents.runtime import dead_letter, handler_failed, topic
-from agents.stores import STORES
-from pipeline.app import app
+from agents.backends import Backends
+from agents.runtime import AgentRuntime
+from pipeline.app import ProvisioningApp
 from pipeline.command_scheduler import CommandScheduler, Sleep, is_replay
+from pipeline.config import Settings
 from pipeline.contract.records import ProvisioningResult
 from pipeline.contract.topics import PROVISIONING_COMMANDS, PROVISIONING_RESULTS
 from pipeline.events.models import CommandAction, ProvisioningCommand
 from pipeline.executor import execute, fenced
-from pipeline.tenants.logic import command_fence
+from pipeline.tenants.logic import TenantStores, command_fence
 from pipeline.tenants.models import ResourceState
+
+if TYPE_CHECKING:
+    from agents.deps import AgentDeps
 
 logger = logging.getLogger(__name__)
 
 FINISHED = {ResourceState.READY, ResourceState.FAILED, ResourceState.DELETED}
-STARTED_AT = datetime.now(UTC)
 
 
-async def report(result: ProvisioningResult) -> None:
-    fut = await topic(PROVISIONING_RESULTS).send(
-        key=result.tenant_id.encode(), value=result.model_dump_json().encode()
-    )
-    await fut
+class Executor:
+    """The commands this worker runs: a scheduler of background tasks (normal and replay lanes), and what
+    decides whether a command is still wanted. Shared by the executor agent and the reconciler."""
+
+    def __init__(self, settings: Settings, stores: TenantStores, io: AgentRuntime, backends: Backends) -> None:
+        self.settings = settings
+        self.stores = stores
+        self.io = io
+        self.backends = backends
+        self.started_at = datetime.now(UTC)
+        self.scheduler = CommandScheduler(
+            self._run,
+            concurrency=settings.executor_concurrency,
+            replay_concurrency=settings.executor_replay_concurrency,
+            replay_backlog=settings.executor_replay_backlog,
+        )
+        self.running = self.scheduler.running
+
+    async def report(self, result: ProvisioningResult) -> None:
+        await self.io.send(PROVISIONING_RESULTS, result.tenant_id, result)
+
+    def already_done(self, command: ProvisioningCommand) -> bool:
+        status = self.stores.status.get(command.tenant_id)
+        entry = status.resources.get(command.resource) if status else None
+        return entry is not None and entry.command_id == command.command_id and entry.status in FINISHED
+
+    def fence(self, command: ProvisioningCommand) -> str | None:
+        return command_fence(command, self.stores)
+
+    async def _run(self, command: ProvisioningCommand, verify_first: bool, sleep: Sleep) -> ProvisioningResult:
+        return await execute(command, self.backends.provisioners(), self.report, self.backends.retry_policy(),
+                             sleep=sleep, fence=self.fence, verify_first=verify_first)
+
+    def start(self, command: ProvisioningCommand) -> bool:
+        """Run ``command`` in the background unless it is already running on this worker; False if it is a
+        replay that did not fit in the backlog (its status stays as it is, for the reconciler)."""
+        return self.scheduler.start(command, is_replay(command, self.event_time(command), self.started_at))
+
+    def event_time(self, command: ProvisioningCommand) -> datetime | None:
+        """When the event behind ``command`` happened, as the tables recorded it."""
+        if command.action is CommandAction.CREATE_USER:
+            user = self.stores.users.get(f"{command.tenant_id}/{command.spec.get('user', {}).get('user_id')}")
+            return user.created_at if user else None
+        tenant = self.stores.tenants.get(command.tenant_id)
+        if tenant is None:
+            return None
+        return tenant.deleted_at if command.action is CommandAction.DELETE else tenant.created_at
 
 
-def already_done(command: ProvisioningCommand) -> bool:
-    status = STORES.status.get(command.tenant_id)
-    entry = status.resources.get(command.resource) if status else None
-    return entry is not None and entry.command_id == command.command_id and entry.status in FINISHED
+def register(app: ProvisioningApp, deps: AgentDeps) -> None:
+    io, run = deps.io, deps.executor
 
-
-def fence(command: ProvisioningCommand) -> str | None:
-    return command_fence(command, STORES)
-
-
-async def _run(command: ProvisioningCommand, verify_first: bool, sleep: Sleep) -> ProvisioningResult:
-    return await execute(command, provisioners(), report, retry_policy(), sleep=sleep, fence=fence,
-                         verify_first=verify_first)
-
-
-scheduler = CommandScheduler(
-    _run,
-    concurrency=app.settings.executor_concurrency,
-    replay_concurrency=app.settings.executor_replay_concurrency,
-    replay_backlog=app.settings.executor_replay_backlog,
-)
-running = scheduler.running
-
-
-def start(command: ProvisioningCommand) -> bool:
-    """Run ``command`` in the background unless it is already running on this worker; False if it is a replay
-    that did not fit in the backlog (its status stays as it is, for the reconciler)."""
-    return scheduler.start(command, is_replay(command, event_time(command), STARTED_AT))
-
-
-def event_time(command: ProvisioningCommand) -> datetime | None:
-    """When the event behind ``command`` happened, as the tables recorded it."""
-    if command.action is CommandAction.CREATE_USER:
-        user = STORES.users.get(f"{command.tenant_id}/{command.spec.get('user', {}).get('user_id')}")
-        return user.created_at if user else None
-    tenant = STORES.tenants.get(command.tenant_id)
-    if tenant is None:
-        return None
-    return tenant.deleted_at if command.action is CommandAction.DELETE else tenant.created_at
-
-
-@app.agent(topic(PROVISIONING_COMMANDS), concurrency=1)
-async def executor(stream: Any) -> None:
-    async for message in stream.events():
-        try:
-            command = ProvisioningCommand.model_validate_json(message.value)
-        except ValidationError as exc:
-            await dead_letter(PROVISIONING_COMMANDS, message.value, message.key, "schema", str(exc))
-            continue
-        try:
-            if not app.settings.executor_enabled or already_done(command):
+    @app.agent(io.topic(PROVISIONING_COMMANDS), concurrency=1)
+    async def executor(stream: Any) -> None:
+        async for message in stream.events():
+            try:
+                command = ProvisioningCommand.model_validate_json(message.value)
+            except ValidationError as exc:
+                await io.dead_letter(PROVISIONING_COMMANDS, message.value, message.key, "schema", str(exc))
                 continue
-            reason = fence(command)
-            if reason is not None:
-                fenced(command, reason)
-                continue
-            start(command)
-        except Exception as exc:
-            await handler_failed(PROVISIONING_COMMANDS, message, exc)
+            try:
+                if not deps.settings.executor_enabled or run.already_done(command):
+                    continue
+                reason = run.fence(command)
+                if reason is not None:
+                    fenced(command, reason)
+                    continue
+                run.start(command)
+            except Exception as exc:
+                await io.handler_failed(PROVISIONING_COMMANDS, message, exc)

@@ -9,17 +9,16 @@ engine decides and the decisions leave together. The batch is acknowledged after
 at-least-once, and a redelivered sample is recognised by its window (``pipeline.usage.fold_samples``).
 """
 
+from __future__ import annotations
+
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faust.types import EventT
 
-from agents.compute_service import runtime
-from agents.runtime import dead_letter, handler_failed, topic, writing_as
-from agents.scaling_runtime import accumulate_samples, finish_windows, learn_windows, send_decisions, wait_for_kafka
-from agents.stores import STORES
-from pipeline.app import app
+from agents.runtime import writing_as
+from pipeline.app import ProvisioningApp
 from pipeline.contract.topics import RESOURCE_METRICS
 from pipeline.events.decode import Invalid, decode
 from pipeline.events.models import ResourceMetrics
@@ -28,75 +27,94 @@ from pipeline.outputs import Refused
 from pipeline.scaling.engine import Accumulated
 from pipeline.tenants.logic import require_tenant
 from pipeline.usage import fold_samples
-from tables.usage import usage
-from tables.utilization import WINDOW, store_window, stored_window
 
-SETTINGS = app.settings
-
-
-async def decode_by_tenant(events: Sequence[EventT[Any]]) -> dict[str, list[tuple[EventT[Any], ResourceMetrics]]]:
-    """The valid samples of a batch grouped by tenant, in arrival order; the invalid ones are dead-lettered."""
-    by_tenant: dict[str, list[tuple[EventT[Any], ResourceMetrics]]] = {}
-    for event in events:
-        sample = decode(event.value, ResourceMetrics)
-        if isinstance(sample, Invalid):
-            await dead_letter(RESOURCE_METRICS, event.value, event.key, sample.reason, sample.detail)
-        else:
-            by_tenant.setdefault(sample.tenant_id, []).append((event, sample))
-    return by_tenant
+if TYPE_CHECKING:
+    from agents.deps import AgentDeps
 
 
-async def record_tenant_samples(tenant_id: str, group: list[tuple[EventT[Any], ResourceMetrics]]) -> Accumulated:
-    """Fold one tenant's samples into its tables; the scaling engine's windows they closed are returned."""
-    try:
-        require_tenant(STORES, tenant_id)
-    except Refused as refused:
-        for event, _ in group:
-            await dead_letter(RESOURCE_METRICS, event.value, event.key, refused.reason, refused.detail)
-        return Accumulated()
-    with writing_as(group[-1][0]):
-        folded = fold_samples([sample for _, sample in group], usage.get(tenant_id), stored_window, WINDOW)
-        compute = runtime()
-        for sample in folded.fresh:
-            compute.record_metrics(sample)
-        # Before the windows are written: an engine that has no open window for a workload resumes it
-        # from the stored one, which must not count this batch yet.
-        accumulated = accumulate_samples(folded.fresh)
-        if folded.usage is not None:
-            usage.put(tenant_id, folded.usage)
-        for (key, start), stats in folded.windows.items():
-            store_window(key, start, stats)
-    EVENTS_DUPLICATE.labels(RESOURCE_METRICS).inc(folded.duplicates)
-    EVENTS_PROCESSED.labels(RESOURCE_METRICS).inc(len(folded.fresh))
-    return accumulated
+class MetricsBatches:
+    """What the agent does with a batch: group the samples by tenant, fold each tenant's into its tables."""
+
+    def __init__(self, deps: AgentDeps) -> None:
+        self.io = deps.io
+        self.stores = deps.stores
+        self.usage = deps.tables.usage
+        self.utilization = deps.tables.utilization
+        self.compute = deps.compute
+        self.scaling = deps.scaling
+
+    async def decode_by_tenant(
+        self, events: Sequence[EventT[Any]],
+    ) -> dict[str, list[tuple[EventT[Any], ResourceMetrics]]]:
+        """The valid samples of a batch grouped by tenant, in arrival order; the invalid ones are dead-lettered."""
+        by_tenant: dict[str, list[tuple[EventT[Any], ResourceMetrics]]] = {}
+        for event in events:
+            sample = decode(event.value, ResourceMetrics)
+            if isinstance(sample, Invalid):
+                await self.io.dead_letter(RESOURCE_METRICS, event.value, event.key, sample.reason, sample.detail)
+            else:
+                by_tenant.setdefault(sample.tenant_id, []).append((event, sample))
+        return by_tenant
+
+    async def record_tenant_samples(
+        self, tenant_id: str, group: list[tuple[EventT[Any], ResourceMetrics]],
+    ) -> Accumulated:
+        """Fold one tenant's samples into its tables; the scaling engine's windows they closed are returned."""
+        try:
+            require_tenant(self.stores, tenant_id)
+        except Refused as refused:
+            for event, _ in group:
+                await self.io.dead_letter(RESOURCE_METRICS, event.value, event.key, refused.reason, refused.detail)
+            return Accumulated()
+        utilization = self.utilization
+        with writing_as(group[-1][0]):
+            folded = fold_samples([sample for _, sample in group], self.usage.get(tenant_id),
+                                  utilization.stored_window, utilization.window)
+            compute = self.compute.runtime()
+            for sample in folded.fresh:
+                compute.record_metrics(sample)
+            # Before the windows are written: an engine that has no open window for a workload resumes it
+            # from the stored one, which must not count this batch yet.
+            accumulated = self.scaling.accumulate_samples(folded.fresh)
+            if folded.usage is not None:
+                self.usage.put(tenant_id, folded.usage)
+            for (key, start), stats in folded.windows.items():
+                utilization.store_window(key, start, stats)
+        EVENTS_DUPLICATE.labels(RESOURCE_METRICS).inc(folded.duplicates)
+        EVENTS_PROCESSED.labels(RESOURCE_METRICS).inc(len(folded.fresh))
+        return accumulated
 
 
-# A whole batch may wait while one is processed: Faust delivers records while the loop waits for the
-# forecaster process, and the next batch is ready when this one is done (with Faust's 4,096, a fraction).
-@app.agent(topic(RESOURCE_METRICS, buffer=SETTINGS.metrics_batch_max), concurrency=1)
-async def resource_metrics(stream: Any) -> None:
-    async for events in stream.take_events(SETTINGS.metrics_batch_max, within=SETTINGS.metrics_batch_seconds):
-        # Each tenant's closed windows go to the forecaster process as soon as they are folded: it learns
-        # them while this loop folds the next tenants and decides on the previous ones.
-        recorded = []
-        for tenant_id, group in (await decode_by_tenant(events)).items():
-            try:
-                accumulated = await record_tenant_samples(tenant_id, group)
-            except Exception as exc:  # this tenant's samples are dead-lettered, the other tenants go on
-                for event, _ in group:
-                    await handler_failed(RESOURCE_METRICS, event, exc)
-                continue
-            recorded.append((group[-1][0], accumulated, learn_windows(accumulated.closed)))
-            await asyncio.sleep(0)  # let Faust deliver and the other agents in between tenants
-        sent: list[asyncio.Future[Any]] = []
-        for last_event, accumulated, learning in recorded:
-            results = await learning
-            if not accumulated.closed and not accumulated.outcome:
-                continue
-            with writing_as(last_event):
-                decided = finish_windows(accumulated, results)
-            # Sent before anything else may run: a decision another agent makes meanwhile for the same
-            # workload must come after this one (Kubernetes calls are queued in decision order).
-            sent += await send_decisions(decided)
-            await asyncio.sleep(0)  # let the other agents in between tenants
-        await wait_for_kafka(sent)
+def register(app: ProvisioningApp, deps: AgentDeps) -> None:
+    io, scaling, settings = deps.io, deps.scaling, deps.settings
+    batches = MetricsBatches(deps)
+
+    # A whole batch may wait while one is processed: Faust delivers records while the loop waits for the
+    # forecaster process, and the next batch is ready when this one is done (with Faust's 4,096, a fraction).
+    @app.agent(io.topic(RESOURCE_METRICS, buffer=settings.metrics_batch_max), concurrency=1)
+    async def resource_metrics(stream: Any) -> None:
+        async for events in stream.take_events(settings.metrics_batch_max, within=settings.metrics_batch_seconds):
+            # Each tenant's closed windows go to the forecaster process as soon as they are folded: it learns
+            # them while this loop folds the next tenants and decides on the previous ones.
+            recorded = []
+            for tenant_id, group in (await batches.decode_by_tenant(events)).items():
+                try:
+                    accumulated = await batches.record_tenant_samples(tenant_id, group)
+                except Exception as exc:  # this tenant's samples are dead-lettered, the other tenants go on
+                    for event, _ in group:
+                        await io.handler_failed(RESOURCE_METRICS, event, exc)
+                    continue
+                recorded.append((group[-1][0], accumulated, scaling.learn_windows(accumulated.closed)))
+                await asyncio.sleep(0)  # let Faust deliver and the other agents in between tenants
+            sent: list[asyncio.Future[Any]] = []
+            for last_event, accumulated, learning in recorded:
+                results = await learning
+                if not accumulated.closed and not accumulated.outcome:
+                    continue
+                with writing_as(last_event):
+                    decided = scaling.finish_windows(accumulated, results)
+                # Sent before anything else may run: a decision another agent makes meanwhile for the same
+                # workload must come after this one (Kubernetes calls are queued in decision order).
+                sent += await scaling.send_decisions(decided)
+                await asyncio.sleep(0)  # let the other agents in between tenants
+            await scaling.wait_for_kafka(sent)

@@ -1,4 +1,8 @@
-"""What every agent does around its domain function: decode, dedupe, dead-letter, emit, count."""
+"""What every agent does around its domain function: decode, dedupe, dead-letter, emit, count.
+
+:class:`AgentRuntime` is built once per worker by the composition root (``pipeline/worker.py``) over the app and
+its dedupe table, and handed to every agent.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from typing import Any, TypeVar, cast
 import faust
 from faust.types import EventT
 
-from pipeline.app import app
+from pipeline.app import ProvisioningApp
 from pipeline.events.dead_letters import MAX_REASON_CHARS, dead_letter_record
 from pipeline.events.dead_letters import kafka_key as dead_letter_key
 from pipeline.events.decode import Invalid, decode
@@ -24,24 +28,15 @@ from pipeline.isolation import isolated, record_failure
 from pipeline.metrics import DEAD_LETTERS, DEAD_LETTERS_LOST, EVENTS_DUPLICATE, EVENTS_FAILED, EVENTS_PROCESSED
 from pipeline.outputs import Emit, Refused
 from tables import processed_events
+from tables.processed_events import DedupeMemory
 
 logger = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=Event)
 
-_topics: dict[str, faust.TopicT] = {}
 
-
-def topic(name: str, buffer: int | None = None) -> faust.TopicT:
-    """The Faust topic ``name`` with raw bytes keys and values (we encode and decode ourselves).
-
-    ``buffer``: how many of its records wait for the agent that consumes it (default: Faust's
-    stream_buffer_maxsize, 4,096); set by that agent, on the first call.
-    """
-    if name not in _topics:
-        # Built like App.topic does, which drops its maxsize argument.
-        _topics[name] = faust.Topic(app, topics=[name], schema=RawBytesSchema(), maxsize=buffer)
-    return _topics[name]
+def now() -> datetime:
+    return datetime.now(UTC)
 
 
 @contextmanager
@@ -56,19 +51,9 @@ def writing_as(event: EventT[Any]) -> Iterator[None]:
         yield
 
 
-async def send_all(emits: Iterable[Emit]) -> list[asyncio.Future[Any]]:
-    """Hand every record to the producer; the futures resolve when Kafka acknowledged them."""
-    return [
-        cast(asyncio.Future[Any],
-             await topic(e.topic).send(key=e.key.encode(), value=e.value.model_dump_json().encode()))
-        for e in emits
-    ]
-
-
-async def emit_all(emits: Iterable[Emit]) -> None:
-    """Send every record and wait until Kafka acknowledged each one."""
-    for fut in await send_all(emits):
-        await fut
+def events_acked_by_process(stream: Any) -> Any:
+    """The stream's events for agents that hand each to :meth:`AgentRuntime.process`: it acknowledges them."""
+    return stream.noack().events()
 
 
 class PendingMarks:
@@ -82,7 +67,8 @@ class PendingMarks:
     through to the domain function, which re-sends the same command ids.
     """
 
-    def __init__(self, limit: int = 500) -> None:
+    def __init__(self, dedupe: DedupeMemory, limit: int = 500) -> None:
+        self.dedupe = dedupe
         self.limit = limit
         self._queue: deque[tuple[EventT[Any], str, list[asyncio.Future[Any]]]] = deque()
         self._ids: set[str] = set()
@@ -108,7 +94,7 @@ class PendingMarks:
                 fut.result()
             self._queue.popleft()
             with writing_as(event):
-                processed_events.mark(event_id)
+                self.dedupe.mark(event_id)
             event.ack()
             self._ids.discard(event_id)
 
@@ -118,98 +104,129 @@ class PendingMarks:
         self._ids.clear()
 
 
-_pending_marks: dict[str, PendingMarks] = {}
+class AgentRuntime:
+    """The worker's topics (raw bytes both ways), sending, dead-lettering and once-per-event processing."""
 
+    def __init__(self, app: ProvisioningApp, dedupe: DedupeMemory) -> None:
+        self.app = app
+        self.settings = app.settings
+        self.dedupe = dedupe
+        self._topics: dict[str, faust.TopicT] = {}
+        self._pending_marks: dict[str, PendingMarks] = {}
 
-def pending_marks(source_topic: str) -> PendingMarks:
-    if source_topic not in _pending_marks:
-        _pending_marks[source_topic] = PendingMarks()
-    return _pending_marks[source_topic]
+    def register(self) -> None:
+        """Forget pending marks when partitions are revoked, and settle them every second."""
+        self.app.on_partitions_revoked.connect(self._forget_pending_marks)
+        self.app.timer(interval=1.0)(self._settle_pending_marks)
 
+    def topic(self, name: str, buffer: int | None = None) -> faust.TopicT:
+        """The Faust topic ``name`` with raw bytes keys and values (we encode and decode ourselves).
 
-@app.on_partitions_revoked.connect
-async def _forget_pending_marks(*_args: Any, **_kwargs: Any) -> None:
-    for marks in _pending_marks.values():
-        marks.forget()
+        ``buffer``: how many of its records wait for the agent that consumes it (default: Faust's
+        stream_buffer_maxsize, 4,096); set by that agent, on the first call.
+        """
+        if name not in self._topics:
+            # Built like App.topic does, which drops its maxsize argument.
+            self._topics[name] = faust.Topic(self.app, topics=[name], schema=RawBytesSchema(), maxsize=buffer)
+        return self._topics[name]
 
-
-@app.timer(interval=1.0)
-async def _settle_pending_marks() -> None:
-    """Also when no further event comes to settle them."""
-    for source_topic, marks in _pending_marks.items():
-        with isolated("settle-pending-marks", source_topic):  # the refused record's event stays unacknowledged
-            marks.settle()
-
-
-def events_acked_by_process(stream: Any) -> Any:
-    """The stream's events for agents that hand each to :func:`process`: it acknowledges them itself."""
-    return stream.noack().events()
-
-
-async def dead_letter(source_topic: str, raw: bytes | None, key: bytes | None, reason: str, detail: str) -> None:
-    """Send a bounded record of why ``raw`` was refused to the dead-letter topic.
-
-    The record quotes at most the original's first bytes, so Kafka never refuses it for its size; if Kafka
-    refuses it anyway, that is logged and counted, and the caller moves on: a dead letter that cannot be
-    written must not stop the partition behind it.
-    """
-    DEAD_LETTERS.labels(source_topic, reason[:MAX_REASON_CHARS]).inc()
-    EVENTS_FAILED.labels(source_topic).inc()
-    record = dead_letter_record(source_topic, raw, key, reason, detail, datetime.now(UTC))
-    logger.warning("dead-lettered a message from %s (%d bytes): %s: %s",
-                   source_topic, record.original_length, record.reason, record.detail)
-    try:
-        fut = await topic(app.settings.dead_letter_topic).send(
-            key=dead_letter_key(key), value=record.model_dump_json().encode()
-        )
+    async def send(self, topic_name: str, key: str, value: Any) -> None:
+        """Send one record (``value`` a pydantic model) and wait until Kafka acknowledged it."""
+        fut = await self.topic(topic_name).send(key=key.encode(), value=value.model_dump_json().encode())
         await fut
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        DEAD_LETTERS_LOST.labels(source_topic).inc()
-        logger.exception("could not write the dead letter of a message from %s (sha256 %s); it is dropped",
-                         source_topic, record.original_sha256)
 
+    async def send_all(self, emits: Iterable[Emit]) -> list[asyncio.Future[Any]]:
+        """Hand every record to the producer; the futures resolve when Kafka acknowledged them."""
+        return [
+            cast(asyncio.Future[Any],
+                 await self.topic(e.topic).send(key=e.key.encode(), value=e.value.model_dump_json().encode()))
+            for e in emits
+        ]
 
-async def handler_failed(source_topic: str, message: EventT[Any], exc: Exception) -> None:
-    """One record made its agent's handler raise: count it (``provisioning_failures_total{component=
-    <topic>}``), log it and dead-letter it with the reason, so the agent goes on with the next record
-    (an exception out of an agent would stop the worker). A dead letter that cannot be sent is logged."""
-    record_failure(source_topic, exc, "a record")
-    with isolated(f"{source_topic}-dead-letter"):
-        await dead_letter(source_topic, message.value, message.key, "handler-error",
-                          f"{type(exc).__name__}: {exc}"[:1000])
+    async def emit_all(self, emits: Iterable[Emit]) -> None:
+        """Send every record and wait until Kafka acknowledged each one."""
+        for fut in await self.send_all(emits):
+            await fut
 
+    def pending_marks(self, source_topic: str) -> PendingMarks:
+        if source_topic not in self._pending_marks:
+            self._pending_marks[source_topic] = PendingMarks(self.dedupe)
+        return self._pending_marks[source_topic]
 
-async def process(
-    message: EventT[Any],
-    source_topic: str,
-    model: type[E],
-    handle: Callable[[E], list[Emit]],
-) -> None:
-    """Run ``handle`` once per event id: invalid or refused input goes to the dead-letter topic. The event is
-    acknowledged here (when its records are in Kafka): iterate with :func:`events_acked_by_process`."""
-    raw: Any = message.value
-    key: Any = message.key
-    event = decode(raw, model)
-    if isinstance(event, Invalid):
-        await dead_letter(source_topic, raw, key, event.reason, event.detail)
-        message.ack()
-        return
-    marks = pending_marks(source_topic)
-    dedupe_key = processed_events.key(source_topic, event.tenant_id, event.event_id)
-    if dedupe_key in marks or processed_events.seen(dedupe_key):
-        EVENTS_DUPLICATE.labels(source_topic).inc()
-        message.ack()
-        return
-    sent: list[asyncio.Future[Any]] = []
-    try:
-        emits = handle(event)
-    except Refused as refused:
-        await dead_letter(source_topic, raw, key, refused.reason, refused.detail)
-    except Exception as exc:  # a bug or bad data in one event: it is dead-lettered, the next one comes
-        await handler_failed(source_topic, message, exc)
-    else:
-        sent = await send_all(emits)
-        EVENTS_PROCESSED.labels(source_topic).inc()
-    await marks.add(message, dedupe_key, sent)
+    async def _forget_pending_marks(self, *_args: Any, **_kwargs: Any) -> None:
+        for marks in self._pending_marks.values():
+            marks.forget()
+
+    async def _settle_pending_marks(self) -> None:
+        """Also when no further event comes to settle them."""
+        for source_topic, marks in self._pending_marks.items():
+            with isolated("settle-pending-marks", source_topic):  # the refused record's event stays unacknowledged
+                marks.settle()
+
+    async def dead_letter(self, source_topic: str, raw: bytes | None, key: bytes | None, reason: str,
+                          detail: str) -> None:
+        """Send a bounded record of why ``raw`` was refused to the dead-letter topic.
+
+        The record quotes at most the original's first bytes, so Kafka never refuses it for its size; if Kafka
+        refuses it anyway, that is logged and counted, and the caller moves on: a dead letter that cannot be
+        written must not stop the partition behind it.
+        """
+        DEAD_LETTERS.labels(source_topic, reason[:MAX_REASON_CHARS]).inc()
+        EVENTS_FAILED.labels(source_topic).inc()
+        record = dead_letter_record(source_topic, raw, key, reason, detail, datetime.now(UTC))
+        logger.warning("dead-lettered a message from %s (%d bytes): %s: %s",
+                       source_topic, record.original_length, record.reason, record.detail)
+        try:
+            fut = await self.topic(self.settings.dead_letter_topic).send(
+                key=dead_letter_key(key), value=record.model_dump_json().encode()
+            )
+            await fut
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            DEAD_LETTERS_LOST.labels(source_topic).inc()
+            logger.exception("could not write the dead letter of a message from %s (sha256 %s); it is dropped",
+                             source_topic, record.original_sha256)
+
+    async def handler_failed(self, source_topic: str, message: EventT[Any], exc: Exception) -> None:
+        """One record made its agent's handler raise: count it (``provisioning_failures_total{component=
+        <topic>}``), log it and dead-letter it with the reason, so the agent goes on with the next record
+        (an exception out of an agent would stop the worker). A dead letter that cannot be sent is logged."""
+        record_failure(source_topic, exc, "a record")
+        with isolated(f"{source_topic}-dead-letter"):
+            await self.dead_letter(source_topic, message.value, message.key, "handler-error",
+                                   f"{type(exc).__name__}: {exc}"[:1000])
+
+    async def process(
+        self,
+        message: EventT[Any],
+        source_topic: str,
+        model: type[E],
+        handle: Callable[[E], list[Emit]],
+    ) -> None:
+        """Run ``handle`` once per event id: invalid or refused input goes to the dead-letter topic. The event
+        is acknowledged here (when its records are in Kafka): iterate with :func:`events_acked_by_process`."""
+        raw: Any = message.value
+        key: Any = message.key
+        event = decode(raw, model)
+        if isinstance(event, Invalid):
+            await self.dead_letter(source_topic, raw, key, event.reason, event.detail)
+            message.ack()
+            return
+        marks = self.pending_marks(source_topic)
+        dedupe_key = processed_events.key(source_topic, event.tenant_id, event.event_id)
+        if dedupe_key in marks or self.dedupe.seen(dedupe_key):
+            EVENTS_DUPLICATE.labels(source_topic).inc()
+            message.ack()
+            return
+        sent: list[asyncio.Future[Any]] = []
+        try:
+            emits = handle(event)
+        except Refused as refused:
+            await self.dead_letter(source_topic, raw, key, refused.reason, refused.detail)
+        except Exception as exc:  # a bug or bad data in one event: it is dead-lettered, the next one comes
+            await self.handler_failed(source_topic, message, exc)
+        else:
+            sent = await self.send_all(emits)
+            EVENTS_PROCESSED.labels(source_topic).inc()
+        await marks.add(message, dedupe_key, sent)

@@ -5,38 +5,43 @@ one-partition ``scaling_demands`` table). Each demand triggers a new allocation;
 (and the one of the workload that asked) go to ``scaling-grants``, keyed by tenant, back to the owners.
 """
 
+from __future__ import annotations
+
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from agents.runtime import dead_letter, emit_all
-from agents.scaling_runtime import DEMANDS_TOPIC, ENGINE
-from pipeline.app import app
+from pipeline.app import ProvisioningApp
 from pipeline.contract.topics import SCALING_DEMANDS, SCALING_GRANTS
 from pipeline.outputs import Emit
 from pipeline.scaling.engine import pool_grants
 from pipeline.scaling.records import Demand
-from tables.scaling_demands import scaling_demands as demands_table
+
+if TYPE_CHECKING:
+    from agents.deps import AgentDeps
 
 logger = logging.getLogger(__name__)
 
 
-@app.agent(DEMANDS_TOPIC, concurrency=1)
-async def scaling_demands(stream: Any) -> None:
-    async for message in stream.events():
-        try:
-            demand = Demand.model_validate_json(message.value)
-        except ValidationError as exc:
-            await dead_letter(SCALING_DEMANDS, message.value, message.key, "schema", str(exc))
-            continue
-        pool = ENGINE.config.pool
-        if pool is None:
-            continue
-        try:
-            grants = pool_grants(pool, demands_table, demand, datetime.now(UTC), ENGINE.config.demand_ttl_seconds)
-        except Exception:
-            logger.exception("the fair-share allocation failed for %s/%s", demand.tenant_id, demand.workload)
-            continue
-        await emit_all([Emit(SCALING_GRANTS, grant.tenant_id, grant) for grant in grants])
+def register(app: ProvisioningApp, deps: AgentDeps) -> None:
+    io, engine, demands_table = deps.io, deps.scaling.engine, deps.tables.scaling_demands
+
+    @app.agent(deps.scaling.demands_topic, concurrency=1)
+    async def scaling_demands(stream: Any) -> None:
+        async for message in stream.events():
+            try:
+                demand = Demand.model_validate_json(message.value)
+            except ValidationError as exc:
+                await io.dead_letter(SCALING_DEMANDS, message.value, message.key, "schema", str(exc))
+                continue
+            pool = engine.config.pool
+            if pool is None:
+                continue
+            try:
+                grants = pool_grants(pool, demands_table, demand, datetime.now(UTC), engine.config.demand_ttl_seconds)
+            except Exception:
+                logger.exception("the fair-share allocation failed for %s/%s", demand.tenant_id, demand.workload)
+                continue
+            await io.emit_all([Emit(SCALING_GRANTS, grant.tenant_id, grant) for grant in grants])

@@ -1,19 +1,21 @@
-"""The Faust application, built from settings.
+"""The Faust application class, and how it is configured from settings.
 
-Agents (``agents/``) and tables (``tables/``) attach themselves to the module-level ``app``; the web
-layer (``web/``) is mounted on its aiohttp server when the server initialises.
+Nothing here builds an app at import time: the composition root (``pipeline/worker.py``, ``build_worker``)
+creates it, declares the tables (``tables/``) and the agents (``agents/``) on it, and hands it the function
+that installs the web layer (``web/``) on its aiohttp server when the server initialises.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from faust.types import ProducerT
 from faust.types.web import Web
 
-from pipeline.config import Settings, get_settings
+from pipeline.config import Settings
 from pipeline.faust_consumer import EagerDeliveryApp, drain_fully_on_flush
 from pipeline.faust_tuning import QuietMonitor
 
@@ -32,6 +34,8 @@ class ProvisioningApp(EagerDeliveryApp):
     """
 
     settings: Settings
+    #: Installs the web layer on Faust's aiohttp server (set by the composition root before the worker starts).
+    web_installer: Callable[[Web], None] | None = None
 
     def _new_producer(self) -> ProducerT:
         producer = super()._new_producer()
@@ -39,9 +43,8 @@ class ProvisioningApp(EagerDeliveryApp):
         return drain_fully_on_flush(producer)
 
     def on_webserver_init(self, web: Web) -> None:
-        from web.server import mount  # the web layer imports tables, which import this module
-
-        mount(self, web)
+        if self.web_installer is not None:
+            self.web_installer(web)
 
 
 def create_app(settings: Settings) -> ProvisioningApp:
@@ -75,9 +78,6 @@ def create_app(settings: Settings) -> ProvisioningApp:
     )
     app.settings = settings
     return app
-
-
-app: ProvisioningApp = create_app(get_settings())
 
 
 def table_options(help_text: str, **extra: Any) -> dict[str, Any]:

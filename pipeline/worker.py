@@ -1,69 +1,213 @@
-"""The worker process: every agent, table and service attached to the Faust app, and running it."""
+"""The worker's composition root: ``build_worker(settings)`` puts the whole worker together, ``run_worker`` runs it.
+
+Everything the worker is made of is created here, once, and handed down: the Faust app, its tables
+(``tables.declare``), the agents' runtime objects (provisioners, executor, compute runtime, scaling runtime),
+every agent module (:data:`AGENT_MODULES`, each declaring its agents and timers with ``register(app, deps)``),
+the Pulsar bridge service, and the web layer (``web.server.mount``, installed when Faust's web server
+initialises). No library module builds any of them at import time. Tests that need a worker in-process build
+it with the same function.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
-import pkgutil
 import sys
+from dataclasses import dataclass
+from types import ModuleType
 
 import faust
+from faust.types.web import Web
 from mode import Service
+from yarl import URL
 
-import agents
-from pipeline.app import app
+import tables
+from agents import (
+    compute_records,
+    compute_requests,
+    compute_sweep,
+    executor,
+    provisioning_results,
+    quota_exceeded,
+    quota_update,
+    reconciler,
+    resource_anomaly,
+    resource_metrics,
+    scaling_applied,
+    scaling_demands,
+    scaling_grants,
+    scaling_policies,
+    scaling_request,
+    scaling_ticks,
+    tenant_created,
+    tenant_deleted,
+    user_created,
+)
+from agents.backends import Backends
+from agents.compute_service import ComputeService
+from agents.deps import AgentDeps
+from agents.executor import Executor
+from agents.runtime import AgentRuntime
+from agents.scaling_runtime import ScalingRuntime
+from pipeline.app import ProvisioningApp, create_app
 from pipeline.bridge import Bridge, ensure_kafka_topics
-from pipeline.contract.topics import kafka_topics
-from pipeline.faust_consumer import check_faust_version
+from pipeline.config import Settings, get_settings
+from pipeline.contract.topics import TENANT_CREATED, kafka_topics
+from pipeline.faust_consumer import check_faust_version, consumer_lag
 from pipeline.faust_tuning import tune_garbage_collector, use_event_loop
 from pipeline.logs import logging_config, quiet_libraries
+from pipeline.provisioners.registry import build_provisioners
+from pipeline.readiness import is_ready
 from pipeline.scaling.snapshot_signing import require_key
+from web import compute as compute_web
+from web import scaling as scaling_web
+from web.faust_state import (
+    FaustCommandGateway,
+    FaustStateReader,
+    build_planner,
+    internal_routes,
+    owner_of_tenant,
+    readable,
+    watched_tables,
+)
+from web.peers import PeerConfigError, peer_secret
+from web.routing import peer_urls
+from web.server import mount
 
 logger = logging.getLogger(__name__)
 
+#: Every agent module of the worker, in the order their agents are declared (the order ``agents/`` used to be
+#: imported in). A new agent module is added here.
+AGENT_MODULES: tuple[ModuleType, ...] = (
+    compute_records,
+    compute_requests,
+    compute_sweep,
+    executor,
+    provisioning_results,
+    quota_exceeded,
+    quota_update,
+    reconciler,
+    resource_anomaly,
+    resource_metrics,
+    scaling_applied,
+    scaling_demands,
+    scaling_grants,
+    scaling_policies,
+    scaling_request,
+    scaling_ticks,
+    tenant_created,
+    tenant_deleted,
+    user_created,
+)
 
-def load_agents() -> None:
-    """Import every module of ``agents/`` so its agents attach to the app."""
-    for module in pkgutil.iter_modules(agents.__path__):
-        importlib.import_module(f"agents.{module.name}")
+
+@dataclass(frozen=True)
+class Worker:
+    """A worker put together: the Faust app with everything declared on it, and what was declared."""
+
+    app: ProvisioningApp
+    settings: Settings
+    deps: AgentDeps
+
+    @property
+    def tables(self) -> tables.Tables:
+        return self.deps.tables
 
 
-@app.service
-class BridgeService(Service):
+def build_worker(settings: Settings) -> Worker:
+    """Create the Faust app and declare the worker's tables, agents, timers and services on it; the web layer
+    is installed on its aiohttp server when that initialises (:func:`mount_web`). Nothing is started."""
+    app = create_app(settings)
+    app.service(bridge_service(settings))
+    declared = tables.declare(app)
+    io = AgentRuntime(app, declared.processed_events)
+    io.register()
+    stores = declared.stores
+    backends = Backends(settings, build_provisioners)
+    compute = ComputeService(app, io, declared.compute_records, declared.quotas)
+    compute.register()
+    scaling = ScalingRuntime(app, io, declared)
+    scaling.register()
+    deps = AgentDeps(
+        settings=settings, tables=declared, stores=stores, io=io, backends=backends,
+        executor=Executor(settings, stores, io, backends), compute=compute, scaling=scaling,
+    )
+    for module in AGENT_MODULES:
+        module.register(app, deps)
+    worker = Worker(app=app, settings=settings, deps=deps)
+    app.web_installer = lambda web: mount_web(worker, web)
+    return worker
+
+
+def mount_web(worker: Worker, web: Web) -> None:
+    """Install the web layer on the worker's aiohttp server (Faust's ``on_webserver_init``)."""
+    app, deps, settings = worker.app, worker.deps, worker.settings
+    web_app = web.web_app  # type: ignore[attr-defined]  # Faust's aiohttp driver's Application
+    declared, io = deps.tables, deps.io
+    tenant_created_topic = io.topic(TENANT_CREATED)
+
+    def owner(tenant_id: str) -> URL | None:
+        return owner_of_tenant(app, tenant_created_topic, tenant_id)
+
+    state = readable(declared, deps.compute.runtime)
+    reader = FaustStateReader(
+        settings, state, declared.tenants, [*watched_tables(declared).values(), declared.compute_records],
+        owner=owner, peers=lambda: peer_urls(app),
+    )
+    gateway = FaustCommandGateway(io.send)
+
+    def readiness() -> tuple[bool, str]:
+        return is_ready(app)
+
+    extra_operations = [
+        *compute_web.worker_operations(app, deps.compute.runtime(), deps.compute.records_topic,
+                                       declared.tenants.get, web_app),
+        *scaling_web.worker_operations(
+            app, scaling_web.FaustScalingBackend(app, deps.scaling.engine, owner, io.send), reader,
+            declared.scaling_decisions, web_app,
+        ),
+    ]
+    mount(web_app, settings, reader, gateway, readiness, lambda: consumer_lag(app),
+          build_planner(deps.backends.provisioners), extra_operations,
+          internal_routes(settings, state, declared.tenants))
+
+
+def bridge_service(settings: Settings) -> type[Service]:
     """The Pulsar <-> Kafka bridge, inside the worker (BRIDGE_ENABLED=false to run it on its own)."""
 
-    _bridge: Bridge | None = None
+    class BridgeService(Service):
+        _bridge: Bridge | None = None
 
-    async def on_start(self) -> None:
-        if app.settings.bridge_enabled:
-            self._bridge = Bridge(app.settings)
-            await self._bridge.start()
+        async def on_start(self) -> None:
+            if settings.bridge_enabled:
+                self._bridge = Bridge(settings)
+                await self._bridge.start()
 
-    async def on_stop(self) -> None:
-        if self._bridge is not None:
-            await self._bridge.stop()
+        async def on_stop(self) -> None:
+            if self._bridge is not None:
+                await self._bridge.stop()
+
+    return BridgeService
 
 
 def run_worker() -> None:
+    settings = get_settings()
     check_faust_version()
-    log_level = app.settings.log_level
+    log_level = settings.log_level
     quiet_libraries(log_level)  # before Faust configures logging: the topic creation below logs too
-    from web.peers import PeerConfigError, peer_secret
-
     try:
-        peer_secret(app.settings)  # the internal endpoints are served by every worker
+        peer_secret(settings)  # the internal endpoints are served by every worker
     except PeerConfigError as exc:
         sys.stderr.write(f"refusing to start: {exc}\n")
         raise SystemExit(2) from None
     try:  # before anything starts: a worker that cannot sign its forecaster snapshots must not run
-        require_key(app.settings)
+        require_key(settings)
     except ValueError as exc:
         raise SystemExit(f"cannot start the worker: {exc}") from None
     # Faust subscribes only to topics that exist when it starts: create them first, with the partition
     # count every per-tenant table shares.
-    asyncio.run(ensure_kafka_topics(app.settings, kafka_topics(app.settings.dead_letter_topic)))
-    load_agents()
-    use_event_loop(app.settings.event_loop)
+    asyncio.run(ensure_kafka_topics(settings, kafka_topics(settings.dead_letter_topic)))
+    worker = build_worker(settings)
+    use_event_loop(settings.event_loop)
     tune_garbage_collector()
-    faust.Worker(app, loglevel=log_level, logging_config=logging_config(log_level)).execute_from_commandline()
+    faust.Worker(worker.app, loglevel=log_level, logging_config=logging_config(log_level)).execute_from_commandline()

@@ -5,7 +5,7 @@ the records the worker running a request sends; records only move forward (``run
 No record holds a secret: access details are masked (public key, fingerprint, ``token=***``).
 """
 
-from pipeline.app import app, table_options
+from pipeline.app import ProvisioningApp, table_options
 from pipeline.compute.lifecycle import ComputeRecord
 from pipeline.typed_table import TypedTable
 
@@ -13,5 +13,8 @@ HELP = (
     "Compute requests by tenant/request id: request, state and history, decision (candidates and why every "
     "other offer was excluded), attempts, chosen offer and price, masked access details, timestamps."
 )
-table = app.Table("compute-records", **table_options(HELP))
-compute_records: TypedTable[ComputeRecord] = TypedTable(table, ComputeRecord, "compute-records")
+
+
+def declare(app: ProvisioningApp) -> TypedTable[ComputeRecord]:
+    """Declare the table on ``app`` (its name is its changelog topic's: never rename it)."""
+    return TypedTable(app.Table("compute-records", **table_options(HELP)), ComputeRecord, "compute-records")

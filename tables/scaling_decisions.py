@@ -4,10 +4,13 @@ A decision is one record (a few KB): slot ``seq % SCALING_RECENT_DECISIONS``, so
 others. The workload's state says how many were stored.
 """
 
-from pipeline.app import app, table_options
+from pipeline.app import ProvisioningApp, table_options
 from pipeline.scaling.records import StoredDecision
 from pipeline.typed_table import TypedTable
 
 HELP = "Recent scaling decisions of each workload with their explanation, one per slot of a ring."
-table = app.Table("scaling_decisions", **table_options(HELP))
-scaling_decisions: TypedTable[StoredDecision] = TypedTable(table, StoredDecision, "scaling-decisions")
+
+
+def declare(app: ProvisioningApp) -> TypedTable[StoredDecision]:
+    """Declare the table on ``app`` (its name is its changelog topic's: never rename it)."""
+    return TypedTable(app.Table("scaling_decisions", **table_options(HELP)), StoredDecision, "scaling-decisions")

@@ -4,32 +4,35 @@ Windows are placed by the samples' own time (``occurred_at``), not by when Kafka
 redelivered sample lands in the window that already counted it.
 """
 
+from __future__ import annotations
+
 from datetime import datetime, timedelta
 from typing import cast
 
 from faust.tables.wrappers import WindowWrapper
 
-from pipeline.app import app, table_options
-from pipeline.usage import RECENT_WINDOWS, TenantUtilization, WindowStats, recent_utilization
-from tables.usage import usage
+from pipeline.app import ProvisioningApp, table_options
+from pipeline.typed_table import TypedTable
+from pipeline.usage import RECENT_WINDOWS, TenantUtilization, UsageRecord, WindowStats, recent_utilization
 
 HELP = "Tumbling-window utilization aggregates (count, mean/max cpu, memory, gpus, requests) per workload."
-WINDOW = timedelta(seconds=app.settings.utilization_window_seconds)
-table = cast(
-    WindowWrapper,
-    app.Table("utilization", default=dict, **table_options(HELP)).tumbling(WINDOW, expires=WINDOW * 60),
-)
 
 
-def stored_window(key: str, start: datetime) -> WindowStats | None:
-    """The window of ``key`` that starts at ``start``, as stored."""
-    raw = table.relative_to(start)[key].value()
-    return WindowStats.model_validate(raw) if raw else None
+class Utilization:
+    """The windowed table, read and written by the window start (``window``: UTILIZATION_WINDOW_SECONDS)."""
 
+    def __init__(self, table: WindowWrapper, window: timedelta) -> None:
+        self.table = table
+        self.window = window
 
-def store_window(key: str, start: datetime, stats: WindowStats) -> None:
-    """Write a window (inside stream processing: the changelog partition is the current event's)."""
-    table.relative_to(start)[key] = stats.model_dump()
+    def stored_window(self, key: str, start: datetime) -> WindowStats | None:
+        """The window of ``key`` that starts at ``start``, as stored."""
+        raw = self.table.relative_to(start)[key].value()
+        return WindowStats.model_validate(raw) if raw else None
+
+    def store_window(self, key: str, start: datetime, stats: WindowStats) -> None:
+        """Write a window (inside stream processing: the changelog partition is the current event's)."""
+        self.table.relative_to(start)[key] = stats.model_dump()
 
 
 class RecentUtilization:
@@ -37,5 +40,20 @@ class RecentUtilization:
 
     model = TenantUtilization
 
+    def __init__(self, utilization: Utilization, usage: TypedTable[UsageRecord]) -> None:
+        self.utilization = utilization
+        self.usage = usage
+
     def get(self, tenant_id: str) -> TenantUtilization | None:
-        return recent_utilization(tenant_id, usage.get(tenant_id), stored_window, WINDOW, RECENT_WINDOWS)
+        return recent_utilization(tenant_id, self.usage.get(tenant_id), self.utilization.stored_window,
+                                  self.utilization.window, RECENT_WINDOWS)
+
+
+def declare(app: ProvisioningApp) -> Utilization:
+    """Declare the table on ``app`` (its name is its changelog topic's: never rename it)."""
+    window = timedelta(seconds=app.settings.utilization_window_seconds)
+    table = cast(
+        WindowWrapper,
+        app.Table("utilization", default=dict, **table_options(HELP)).tumbling(window, expires=window * 60),
+    )
+    return Utilization(table, window)

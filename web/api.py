@@ -26,8 +26,9 @@ from pipeline import bounded_json
 from pipeline.events.models import TENANT_ID_PATTERN, AuditEvent, CommandAction, TenantCreated, Tier
 from pipeline.provisioners.errors import PermanentError
 from pipeline.provisioners.tiers import Quota
-from pipeline.tenants.logic import refusal_to_create
+from pipeline.tenants.logic import provisioning_commands, refusal_to_create
 from pipeline.tenants.models import QuotaRecord, TenantRecord, TenantState
+from pipeline.tenants.tiers import quota_for_tier
 from pipeline.usage import RECENT_WINDOWS, TenantUtilization
 from web.auth import Access, Authenticator, AuthError, AuthUnavailable, Principal, authorize, unauthorized
 from web.errors import ApiError, Handler, as_api_error, instance_of, route_pattern
@@ -44,6 +45,8 @@ from web.models import (
     TenantPage,
     TenantsQuery,
 )
+from web.openapi import openapi_document
+from web.operations import Operation
 from web.state import CommandGateway, StateReader
 
 logger = logging.getLogger(__name__)
@@ -57,27 +60,6 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _TENANT_ID = re.compile(TENANT_ID_PATTERN)
 
 OPERATIONS_KEY = web.AppKey("operations", dict)
-
-
-@dataclass(frozen=True)
-class Operation:
-    """One route of the API, with everything the middleware and the OpenAPI document need to know."""
-
-    method: str
-    path: str
-    name: str
-    summary: str
-    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    access: Access
-    responses: Mapping[int, tuple[type[BaseModel] | None, str]]
-    errors: tuple[int, ...] = ()
-    action: str | None = None  # audit action of a mutating operation
-    tenant_in_path: bool = False
-    tenant_in_body: bool = False
-    body: type[BaseModel] | None = None
-    query: type[BaseModel] | None = None
-    example: dict[str, Any] | None = None
-    description: str = ""
 
 
 @dataclass
@@ -199,8 +181,6 @@ def audit_of(request: web.Request) -> AuditContext:
 
 def command_planner() -> Planner:
     """The fallback dry-run plan: per backend, the provisioning command the tenant-created agent would emit."""
-    from pipeline.tenants.logic import provisioning_commands
-    from pipeline.tenants.tiers import quota_for_tier
 
     def plan(event: TenantCreated) -> dict[str, Any]:
         tenant = TenantRecord(
@@ -364,8 +344,6 @@ class _Api:
         return respond(tenant)
 
     async def openapi(self, request: web.Request) -> web.Response:
-        from web.openapi import openapi_document
-
         suffix = "/openapi.json"
         prefix = request.path[: -len(suffix)] if request.path.endswith(suffix) else ""
         document = openapi_document(request.app[OPERATIONS_KEY].values(), server_url=prefix or "/")

@@ -41,7 +41,7 @@ from pipeline.tenants.models import TenantRecord, TenantState
 from web.api import Operation, audit_of, json_body, parse_model, parse_query, principal_of, tenant_not_found
 from web.auth import Access, authorize, forbidden
 from web.errors import PROBLEM_JSON, ApiError, error_body, problem_of
-from web.peers import insecure_transport, peer_headers, require_peer, transport_allowed
+from web.peers import insecure_transport, peer_headers, peer_secret, require_peer, transport_allowed
 from web.routing import owner_of, peer_urls
 
 logger = logging.getLogger(__name__)
@@ -625,14 +625,13 @@ def internal_routes(local: LocalCompute, token: str) -> web.RouteTableDef:
     return routes
 
 
-def worker_operations(app: Any) -> list[Operation]:
-    """The routes, backed by the worker's state (``app`` is the Faust app). Also adds the owner's internal
-    endpoints to the worker's root web application (``app.web.web_app``, being initialised)."""
-    from agents.compute_service import records_topic, runtime
-    from tables.tenants import tenants
-    from web.faust_state import internal_token
-
-    router = OwnerRouter(app, internal_token(app), records_topic, app.settings.peer_network_encrypted)
-    local = LocalCompute(runtime(), tenants.get, router.holding_from_peers)
-    app.web.web_app.router.add_routes(internal_routes(local, internal_token(app)))
-    return operations(ComputeApi(local, router, app.settings.compute_provision_wait_seconds))
+def worker_operations(app: Any, runtime: ComputeRuntime, records_topic: Any, tenants: TenantLookup,
+                      web_app: web.Application) -> list[Operation]:
+    """The routes, backed by the worker's compute runtime (``app`` is the Faust app, for owner lookups). Also
+    adds the owner's internal endpoints to the worker's root web application ``web_app`` (being initialised)."""
+    settings = app.settings
+    token = peer_secret(settings)
+    router = OwnerRouter(app, token, records_topic, settings.peer_network_encrypted)
+    local = LocalCompute(runtime, tenants, router.holding_from_peers)
+    web_app.router.add_routes(internal_routes(local, token))
+    return operations(ComputeApi(local, router, settings.compute_provision_wait_seconds))

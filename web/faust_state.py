@@ -12,50 +12,43 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import aiohttp
+import faust
 from aiohttp import web as aioweb
 from pydantic import BaseModel
 from yarl import URL
 
-from agents.runtime import topic
-from pipeline.app import ProvisioningApp
 from pipeline.compute.lifecycle import ComputeHeld, held_by
+from pipeline.compute.runtime import ComputeRuntime
+from pipeline.config import Settings
 from pipeline.contract.topics import AUDIT_EVENTS, QUOTA_UPDATES, TENANT_CREATED, TENANT_DELETED
 from pipeline.events.models import AuditEvent, QuotaUpdateRequested, TenantCreated, TenantDeleted
+from pipeline.executor import dry_run_plan
+from pipeline.provisioners.base import Provisioner
 from pipeline.provisioners.tiers import Quota
 from pipeline.tenants.models import AnomalyLog, ProvisioningStatus, QuotaRecord, TenantRecord
+from pipeline.tenants.tiers import quota_for_tier
 from pipeline.typed_table import TypedTable
 from pipeline.usage import TenantUtilization, UsageRecord
-from tables.anomalies import anomalies
-from tables.compute_records import compute_records
-from tables.provisioning_status import provisioning_status
-from tables.quotas import quotas
-from tables.tenants import tenants
-from tables.usage import usage
-from tables.utilization import RecentUtilization
-from web.api import Operation
+from tables import Tables
+from web.api import Planner
 from web.errors import ApiError
 from web.peers import insecure_transport, peer_headers, peer_secret, require_peer, transport_allowed
-from web.routing import owner_of, peer_urls
+from web.routing import owner_of
 from web.state import LiveUpdate, Page
 
 logger = logging.getLogger(__name__)
 
 INTERNAL_PREFIX = "/internal/v1/state"
-_TABLES: dict[str, TypedTable[Any]] = {
-    "tenants": tenants,
-    "quotas": quotas,
-    "provisioning-status": provisioning_status,
-    "usage": usage,
-    "anomalies": anomalies,
-}
+#: Sends one record (a pydantic model) to a topic, keyed, and waits until Kafka acknowledged it.
+Send = Callable[[str, str, BaseModel], Awaitable[None]]
 
 
-class _Readable(Protocol):
+class Readable(Protocol):
     @property
     def model(self) -> type[BaseModel]: ...
 
@@ -68,33 +61,55 @@ class ComputeHeldView:
 
     model = ComputeHeld
 
+    def __init__(self, runtime: Callable[[], ComputeRuntime]) -> None:
+        self.runtime = runtime
+
     def get(self, tenant_id: str) -> ComputeHeld:
-        from agents.compute_service import runtime
-
-        return held_by(runtime().holding(), tenant_id)
+        return held_by(self.runtime().holding(), tenant_id)
 
 
-#: What peers may read from this worker by tenant id: the tables, and views computed from them.
-_READABLE: dict[str, _Readable] = {**_TABLES, "utilization": RecentUtilization(), "compute-held": ComputeHeldView()}
+def watched_tables(tables: Tables) -> dict[str, TypedTable[Any]]:
+    """The tables the dashboard follows, by the name peers read them under."""
+    return {
+        "tenants": tables.tenants,
+        "quotas": tables.quotas,
+        "provisioning-status": tables.provisioning_status,
+        "usage": tables.usage,
+        "anomalies": tables.anomalies,
+    }
 
 
-def internal_token(app: ProvisioningApp) -> str:
-    """The credential of peer calls (PEER_SECRET; the worker does not start without it)."""
-    return peer_secret(app.settings)
+def readable(tables: Tables, compute_runtime: Callable[[], ComputeRuntime]) -> dict[str, Readable]:
+    """What peers may read from this worker by tenant id: the tables, and views computed from them."""
+    return {**watched_tables(tables), "utilization": tables.recent_utilization(),
+            "compute-held": ComputeHeldView(compute_runtime)}
 
 
-def owner_of_tenant(app: ProvisioningApp, tenant_id: str) -> URL | None:
+def owner_of_tenant(app: Any, tenant_created: faust.TopicT, tenant_id: str) -> URL | None:
     """URL of the worker owning ``tenant_id`` (by the tenant-created topic), or None when that is this worker."""
-    return owner_of(app, tenant_id, topic(TENANT_CREATED))
+    return owner_of(app, tenant_id, tenant_created)
 
 
 class FaustStateReader:
-    def __init__(self, app: ProvisioningApp) -> None:
-        self.app = app
+    """Reads of one tenant served locally or by its owner (``owner``: None when that is this worker)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        readable: Mapping[str, Readable],
+        tenants: TypedTable[TenantRecord],
+        watched: Sequence[TypedTable[Any]],
+        owner: Callable[[str], URL | None],
+        peers: Callable[[], list[URL]],
+    ) -> None:
+        self.settings = settings
+        self.readable = readable
+        self.local_tenants = tenants
+        self._owner_of = owner
+        self._peer_urls = peers
         self._subscribers: set[asyncio.Queue[LiveUpdate]] = set()
-        for table in _TABLES.values():
+        for table in watched:  # compute-records: "tenant/request" keys, the tenant's row changes
             table.listeners.append(self._on_change)
-        compute_records.listeners.append(self._on_change)  # "tenant/request" keys: the tenant's row changes
 
     # -- live updates ------------------------------------------------------------------------------
 
@@ -118,15 +133,15 @@ class FaustStateReader:
     # -- routing ----------------------------------------------------------------------------------
 
     def _owner(self, tenant_id: str) -> URL | None:
-        return owner_of_tenant(self.app, tenant_id)
+        return self._owner_of(tenant_id)
 
     def _peers(self) -> list[URL]:
-        return peer_urls(self.app)
+        return self._peer_urls()
 
     async def _fetch(self, owner: URL, path: str) -> Any:
-        if not transport_allowed(owner, self.app.settings.peer_network_encrypted):
+        if not transport_allowed(owner, self.settings.peer_network_encrypted):
             raise insecure_transport(owner)
-        headers = peer_headers(internal_token(self.app))
+        headers = peer_headers(peer_secret(self.settings))
         timeout = aiohttp.ClientTimeout(total=5)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session, session.get(
@@ -144,7 +159,7 @@ class FaustStateReader:
                            headers={"Retry-After": "5"}) from None
 
     async def _get(self, table_name: str, tenant_id: str) -> Any:
-        table = _READABLE[table_name]
+        table = self.readable[table_name]
         owner = self._owner(tenant_id)
         if owner is None:
             value = table.get(tenant_id)
@@ -181,7 +196,7 @@ class FaustStateReader:
         return value
 
     async def tenants(self, offset: int, limit: int, tenant_ids: Sequence[str] | None = None) -> Page:
-        records = {key: value for key, value in tenants.items()}
+        records = {key: value for key, value in self.local_tenants.items()}
         peers = self._peers()
         results = await asyncio.gather(
             *(self._fetch(peer, f"{INTERNAL_PREFIX}/tenants") for peer in peers), return_exceptions=True
@@ -200,10 +215,12 @@ class FaustStateReader:
         return Page(items=selected[offset : offset + limit], total=len(selected), offset=offset, limit=limit)
 
 
-def internal_routes(app: ProvisioningApp) -> aioweb.RouteTableDef:
+def internal_routes(
+    settings: Settings, readable: Mapping[str, Readable], tenants: TypedTable[TenantRecord],
+) -> aioweb.RouteTableDef:
     """The endpoints peers call to read this worker's local tables (guarded by PEER_SECRET)."""
     routes = aioweb.RouteTableDef()
-    expected = internal_token(app)
+    expected = peer_secret(settings)
 
     def check(request: aioweb.Request) -> None:
         require_peer(request, expected)
@@ -216,7 +233,7 @@ def internal_routes(app: ProvisioningApp) -> aioweb.RouteTableDef:
     @routes.get(INTERNAL_PREFIX + "/{table}/{key}", name="internal_state_value")
     async def local_value(request: aioweb.Request) -> aioweb.Response:
         check(request)
-        table = _READABLE.get(request.match_info["table"])
+        table = readable.get(request.match_info["table"])
         if table is None:
             raise aioweb.HTTPNotFound()
         value = table.get(request.match_info["key"])
@@ -228,9 +245,10 @@ def internal_routes(app: ProvisioningApp) -> aioweb.RouteTableDef:
 
 
 class FaustCommandGateway:
-    async def _send(self, topic_name: str, key: str, value: BaseModel) -> None:
-        fut = await topic(topic_name).send(key=key.encode(), value=value.model_dump_json().encode())
-        await fut
+    """Changes from the REST API, sent to the topics whose agents make them."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
 
     async def submit_tenant(self, event: TenantCreated) -> None:
         await self._send(TENANT_CREATED, event.tenant_id, event)
@@ -255,19 +273,8 @@ class FaustCommandGateway:
         await self._send(AUDIT_EVENTS, record.tenant_id or "-", record)
 
 
-def build_reader(app: ProvisioningApp) -> FaustStateReader:
-    return FaustStateReader(app)
-
-
-def build_gateway(app: ProvisioningApp) -> FaustCommandGateway:
-    return FaustCommandGateway()
-
-
-def build_planner(app: ProvisioningApp) -> Callable[[TenantCreated], dict[str, Any]]:
+def build_planner(provisioners: Callable[[], Mapping[str, Provisioner]]) -> Planner:
     """Dry runs: the tier's quota and every backend's plan for a tenant-created event."""
-    from agents.backends import provisioners
-    from pipeline.executor import dry_run_plan
-    from pipeline.tenants.tiers import quota_for_tier
 
     def plan(event: TenantCreated) -> dict[str, Any]:
         quota = quota_for_tier(event.tier)
@@ -281,11 +288,3 @@ def build_planner(app: ProvisioningApp) -> Callable[[TenantCreated], dict[str, A
         return {"quota": quota.model_dump(), "resources": dry_run_plan(event.tenant_id, spec, provisioners())}
 
     return plan
-
-
-def build_extra_operations(app: ProvisioningApp) -> list[Operation]:
-    """The API routes of the other resources (scaling, compute), backed by this worker's state."""
-    from web.compute import worker_operations as compute_operations
-    from web.scaling import worker_operations as scaling_operations
-
-    return [*compute_operations(app), *scaling_operations(app)]

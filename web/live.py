@@ -288,3 +288,7 @@ async def _stream(
         for tenant_id in dirty:
             view = await tenant_view(reader, tenant_id)
             await _send(response, "tenant", view.model_dump(mode="json"))
+
+
+#: Where the worker's root application keeps its :class:`LiveHub` (routes that publish updates find it there).
+HUB_KEY = web.AppKey("live_hub", LiveHub)

@@ -10,10 +10,10 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from pipeline.events.models import TENANT_ID_PATTERN
-from web.api import Operation
 from web.auth import Access
 from web.errors import PROBLEM_JSON
 from web.models import ErrorBody
+from web.operations import Operation
 
 TITLE = "Tenant provisioning service API"
 _PATH_PARAMETER = re.compile(r"\{(\w+)\}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
@@ -29,11 +29,14 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from yarl import URL
 
+from pipeline.contract.topics import SCALING_POLICY_REQUESTS
 from pipeline.events.models import TenantId
+from pipeline.outputs import Refused
 from pipeline.scaling.engine import ScalingEngine, decision_event
 from pipeline.scaling.policies import Policy, parse_policy
 from pipeline.scaling.records import PolicyChange, PolicyDocument, PolicySet, StoredDecision
 from pipeline.tenants.models import TenantState
+from pipeline.typed_table import TypedTable
 from web.api import (
     Operation,
     audit_of,
@@ -47,6 +50,7 @@ from web.api import (
 )
 from web.auth import Access, Principal, authorize, forbidden
 from web.errors import PROBLEM_JSON, ApiError
+from web.live import HUB_KEY
 from web.peers import insecure_transport, transport_allowed
 from web.routing import peer_urls
 from web.state import LiveUpdate, StateReader
@@ -493,8 +497,6 @@ class EngineBackend:
         return self.engine.recent_decisions(tenant_id, workload)
 
     async def submit(self, change: PolicyChange) -> None:
-        from pipeline.outputs import Refused
-
         try:
             self.engine.on_policy_change(change)
         except Refused as refused:
@@ -504,43 +506,35 @@ class EngineBackend:
 class FaustScalingBackend(EngineBackend):
     """The worker's backend: routes tenants to their owner, sends changes to ``scaling-policy-requests``."""
 
-    def __init__(self, app: Any, engine: ScalingEngine) -> None:
+    def __init__(self, app: Any, engine: ScalingEngine, owner: Callable[[str], URL | None],
+                 send: Callable[[str, str, BaseModel], Awaitable[None]]) -> None:
         super().__init__(engine)
         self.app = app
+        self._owner = owner
+        self._send = send
 
     def owner(self, tenant_id: str) -> URL | None:
-        from web.faust_state import owner_of_tenant
-
-        return owner_of_tenant(self.app, tenant_id)
+        return self._owner(tenant_id)
 
     def peers(self) -> list[URL]:
         return peer_urls(self.app)
 
     async def submit(self, change: PolicyChange) -> None:
-        from agents.runtime import topic
-        from pipeline.contract.topics import SCALING_POLICY_REQUESTS
-
-        fut = await topic(SCALING_POLICY_REQUESTS).send(
-            key=change.tenant_id.encode(), value=change.model_dump_json().encode()
-        )
-        await fut
+        await self._send(SCALING_POLICY_REQUESTS, change.tenant_id, change)
 
 
-def worker_operations(app: Any) -> list[Operation]:
-    """The routes, backed by the worker's state (``app`` is the Faust app)."""
-    from agents.scaling_runtime import ENGINE
-    from tables.scaling_decisions import scaling_decisions
-    from web.faust_state import FaustStateReader
-    from web.server import HUB_KEY
+def worker_operations(app: Any, backend: FaustScalingBackend, reader: StateReader,
+                      decisions: TypedTable[StoredDecision], web_app: web.Application) -> list[Operation]:
+    """The routes, backed by the worker's engine (``app`` is the Faust app); decisions stored on this worker are
+    published to the dashboard's hub of ``web_app``."""
 
     def publish(update: LiveUpdate) -> None:
-        hub = app.web.web_app.get(HUB_KEY)  # the dashboard's hub, installed on the worker's web app
+        hub = web_app.get(HUB_KEY)  # the dashboard's hub, installed on the worker's web app
         if hub is not None:
             hub.dispatch(update)
 
-    scaling_decisions.listeners.append(publish_decisions(publish))
-    return scaling_operations(FaustScalingBackend(app, ENGINE), FaustStateReader(app),
-                              app.settings.peer_network_encrypted)
+    decisions.listeners.append(publish_decisions(publish))
+    return scaling_operations(backend, reader, app.settings.peer_network_encrypted)
 
 
 __all__: Sequence[str] = ["EngineBackend", "FaustScalingBackend", "ScalingBackend", "scaling_operations",

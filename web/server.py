@@ -3,30 +3,30 @@
 ``install`` adds to an aiohttp Application: ``/health``, ``/ready``, ``/metrics``, the ``/api/v1`` sub-app,
 the interactive API page ``/api/v1/docs``, the dashboard at ``/ui/`` and its event stream ``/ui/events``, plus
 the request-latency and error middlewares. ``build_root_app`` installs them on a fresh Application (tests, or a
-standalone server); ``mount`` installs them on the Faust worker's aiohttp Application with the Faust-backed state.
+standalone server); ``mount`` installs them on the Faust worker's aiohttp Application, with the state, gateway,
+planner, routes and peer endpoints the composition root (``pipeline/worker.py``) built for it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
 from pipeline import worker_metrics
+from pipeline.config import Settings
 from pipeline.events.models import Tier
-from pipeline.faust_consumer import consumer_lag
 from pipeline.metrics import HTTP_LATENCY
 from pipeline.worker_metrics import WorkerCollector
 from web.api import Operation, Planner, Readiness, build_api
 from web.auth import Authenticator
 from web.errors import Handler, error_middleware, route_pattern
-from web.live import LiveHub, events_handler
+from web.live import HUB_KEY, LiveHub, events_handler
 from web.peers import peer_middleware, peer_secret
 from web.state import CommandGateway, StateReader
 
@@ -37,7 +37,6 @@ API_PREFIX = "/api/v1"
 API_DOCS = f"{API_PREFIX}/docs"
 #: Swagger UI's files, from npm's swagger-ui-dist (version and source in its SOURCE.md).
 SWAGGER_UI = "vendor/swagger-ui"
-HUB_KEY = web.AppKey("live_hub", LiveHub)
 #: Routes whose duration is not a request latency (long-lived streams), left out of the histogram.
 STREAMING_ROUTES = frozenset({"ui_events"})
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -159,27 +158,22 @@ def build_root_app(
     return app
 
 
-def mount(app: Any, web_driver: Any) -> None:
-    """Install the web layer on the Faust worker's aiohttp server (called from ``on_webserver_init``).
-
-    ``app`` is the Faust app (``app.settings`` is the Settings); ``web_driver.web_app`` is the aiohttp
-    Application of Faust's aiohttp driver, not started yet.
-    """
-    import web.faust_state as faust_state
-    from pipeline.readiness import is_ready
-
-    reader = faust_state.build_reader(app)
-    gateway = faust_state.build_gateway(app)
-    build_planner = getattr(faust_state, "build_planner", None)
-    planner: Planner | None = build_planner(app) if build_planner is not None else None
-
-    def readiness() -> tuple[bool, str]:
-        return is_ready(app)
-
-    worker_metrics.register(WorkerCollector(readiness, lambda: consumer_lag(app)))
-    extra_operations = faust_state.build_extra_operations(app)
-    install(web_driver.web_app, reader, gateway, Authenticator.from_settings(app.settings), readiness, planner,
-            extra_operations, app.settings.self_service_tier)
-    web_driver.web_app.router.add_routes(faust_state.internal_routes(app))
-    web_driver.web_app.middlewares.append(peer_middleware(peer_secret(app.settings), gateway.audit))
+def mount(
+    web_app: web.Application,
+    settings: Settings,
+    reader: StateReader,
+    gateway: CommandGateway,
+    readiness: Readiness,
+    lag: Callable[[], Mapping[str, int]],
+    planner: Planner | None,
+    extra_operations: Sequence[Operation],
+    internal_routes: Iterable[web.AbstractRouteDef],
+) -> None:
+    """Install the web layer on the Faust worker's aiohttp Application ``web_app`` (not started yet): everything
+    ``install`` adds, the worker's gauges, the peers' internal endpoints and the peer middleware."""
+    worker_metrics.register(WorkerCollector(readiness, lag))
+    install(web_app, reader, gateway, Authenticator.from_settings(settings), readiness, planner, extra_operations,
+            settings.self_service_tier)
+    web_app.router.add_routes(internal_routes)
+    web_app.middlewares.append(peer_middleware(peer_secret(settings), gateway.audit))
     logger.info("web layer mounted: /api/v1, /api/v1/docs, /ui/, /health, /ready, /metrics")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agents import runtime
+from agents.runtime import AgentRuntime
 from pipeline.contract.topics import TENANT_CREATED
 from pipeline.events.models import TenantCreated, Tier
 from pipeline.outputs import Emit
@@ -17,6 +17,7 @@ from pipeline.tenants.models import ProvisioningStatus, QuotaRecord, TenantRecor
 from pipeline.tenants.tiers import quota_for_tier
 from pipeline.typed_table import TypedTable
 from tables import processed_events
+from tests.agents.conftest import SetDedupe
 from tests.pipeline.tenants.conftest import NOW
 
 
@@ -34,19 +35,15 @@ class FakeMessage:
 
 
 @pytest.fixture
-def marks_table(monkeypatch: pytest.MonkeyPatch) -> set[str]:
-    """The processed-events table as a plain set (the windowing is Faust's; the key is ours)."""
-    table: set[str] = set()
-    monkeypatch.setattr(processed_events, "seen", lambda key: key in table)
-    monkeypatch.setattr(processed_events, "mark", table.add)
-    monkeypatch.setattr(runtime, "_pending_marks", {})
+def marks_table(io: AgentRuntime, dedupe: SetDedupe, monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """The keys the agent runtime marked processed; Kafka acknowledges every record at once."""
 
     async def accepted(emits: Any) -> list[asyncio.Future[Any]]:
         list(emits)
         return []  # every record acknowledged at once
 
-    monkeypatch.setattr(runtime, "send_all", accepted)
-    return table
+    monkeypatch.setattr(io, "send_all", accepted)
+    return dedupe.keys
 
 
 def stores() -> TenantStores:
@@ -63,21 +60,21 @@ def created(tenant_id: str, event_id: str) -> TenantCreated:
                          tier=Tier.STANDARD)
 
 
-async def test_two_tenants_events_sharing_an_event_id_both_take_effect(marks_table: set[str]) -> None:
+async def test_two_tenants_events_sharing_an_event_id_both_take_effect(io: AgentRuntime, marks_table: set[str]) -> None:
     tables = stores()
 
     def handle(event: TenantCreated) -> list[Emit]:
         return handle_tenant_created(event, tables, quota_for_tier, NOW)
 
     for tenant_id in ("acme", "globex"):
-        await runtime.process(FakeMessage(created(tenant_id, "shared-id")), TENANT_CREATED,  # type: ignore[arg-type]
-                              TenantCreated, handle)
+        await io.process(FakeMessage(created(tenant_id, "shared-id")), TENANT_CREATED,  # type: ignore[arg-type]
+                         TenantCreated, handle)
     assert tables.tenants.get("acme") is not None
     assert tables.tenants.get("globex") is not None  # was dropped as a "duplicate" of acme's event
     assert len(marks_table) == 2
 
 
-async def test_a_redelivery_of_the_same_tenants_event_is_still_skipped(marks_table: set[str]) -> None:
+async def test_a_redelivery_of_the_same_tenants_event_is_still_skipped(io: AgentRuntime, marks_table: set[str]) -> None:
     calls: list[str] = []
 
     def handle(event: TenantCreated) -> list[Emit]:
@@ -86,7 +83,7 @@ async def test_a_redelivery_of_the_same_tenants_event_is_still_skipped(marks_tab
 
     for _ in range(3):
         message = FakeMessage(created("acme", "evt-1"))
-        await runtime.process(message, TENANT_CREATED, TenantCreated, handle)  # type: ignore[arg-type]
+        await io.process(message, TENANT_CREATED, TenantCreated, handle)  # type: ignore[arg-type]
         assert message.acked
     assert calls == ["acme"]
 

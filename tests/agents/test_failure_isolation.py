@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from agents import compute_requests as compute_agent
-from agents import runtime
+from agents.runtime import AgentRuntime
 from pipeline.contract.topics import COMPUTE_REQUESTS
 from pipeline.events.models import UserCreated
 from pipeline.metrics import FAILURES
+from pipeline.worker import Worker
 
 
 class FakeMessage:
@@ -36,22 +37,20 @@ def compute_event(event_id: str, name: str) -> bytes:
                        "duration_hours": 1}).encode()
 
 
-@pytest.fixture
-def dead_letters(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
+def capture_dead_letters(io: AgentRuntime, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
     sent: list[tuple[str, str, str]] = []
 
     async def dead_letter(source_topic: str, raw: bytes | None, key: bytes | None, reason: str, detail: str) -> None:
         sent.append((source_topic, reason, detail))
 
-    monkeypatch.setattr(runtime, "dead_letter", dead_letter)
-    monkeypatch.setattr(runtime.processed_events, "seen", lambda event_id: False)
-    monkeypatch.setattr(runtime.processed_events, "mark", lambda event_id: None)
+    monkeypatch.setattr(io, "dead_letter", dead_letter)
     return sent
 
 
 async def test_process_dead_letters_an_event_whose_handler_raises_and_handles_the_next(
-    dead_letters: list[tuple[str, str, str]],
+    io: AgentRuntime, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    dead_letters = capture_dead_letters(io, monkeypatch)
     topic = "test-isolation-users"
     handled: list[str] = []
 
@@ -63,8 +62,8 @@ async def test_process_dead_letters_an_event_whose_handler_raises_and_handles_th
 
     before = FAILURES.labels(topic)._value.get()
     bad, good = FakeMessage(user_event("bad")), FakeMessage(user_event("good"))
-    await runtime.process(bad, topic, UserCreated, handle)  # type: ignore[arg-type]
-    await runtime.process(good, topic, UserCreated, handle)  # type: ignore[arg-type]
+    await io.process(bad, topic, UserCreated, handle)  # type: ignore[arg-type]
+    await io.process(good, topic, UserCreated, handle)  # type: ignore[arg-type]
     assert handled == ["good"]
     assert dead_letters == [(topic, "handler-error", "ZeroDivisionError: a bug met by one event")]
     assert bad.acked and good.acked  # the bad one does not stall the partition
@@ -81,8 +80,9 @@ class FakeStream:
 
 
 async def test_the_compute_requests_agent_goes_on_after_a_record_that_makes_it_raise(
-    dead_letters: list[tuple[str, str, str]], monkeypatch: pytest.MonkeyPatch
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    dead_letters = capture_dead_letters(worker.deps.io, monkeypatch)
     submitted: list[str] = []
 
     class Runtime:
@@ -91,11 +91,12 @@ async def test_the_compute_requests_agent_goes_on_after_a_record_that_makes_it_r
                 raise RuntimeError("offer book corrupted")
             submitted.append(event.request_name)
 
-    monkeypatch.setattr(compute_agent, "runtime", lambda: Runtime())
+    monkeypatch.setattr(worker.deps.compute, "runtime", lambda: Runtime())
     monkeypatch.setattr(compute_agent, "require_tenant", lambda stores, tenant_id: None)
-    monkeypatch.setattr(compute_agent.processed_events, "seen", lambda event_id: False)
-    monkeypatch.setattr(compute_agent.processed_events, "mark", lambda event_id: None)
+    monkeypatch.setattr(worker.deps.io.dedupe, "seen", lambda event_id: False)
+    monkeypatch.setattr(worker.deps.io.dedupe, "mark", lambda event_id: None)
     stream = FakeStream([FakeMessage(compute_event("e1", "explodes")), FakeMessage(compute_event("e2", "fine"))])
-    await compute_agent.compute_requests.fun(stream)  # the agent's own function, fed in-process
+    agent = worker.app.agents["agents.compute_requests.compute_requests"]
+    await agent.fun(stream)  # the agent's own function, as the worker declared it, fed in-process
     assert submitted == ["fine"]
     assert [(t, r) for t, r, _ in dead_letters] == [(COMPUTE_REQUESTS, "handler-error")]

@@ -24,16 +24,34 @@ class FakeEvent:
         return True
 
 
+class RecordingDedupe:
+    """Records each mark with the event current while it is written (its partition is where the mark goes)."""
+
+    def __init__(self) -> None:
+        self.written: list[tuple[str, Any]] = []
+
+    def seen(self, dedupe_key: str) -> bool:
+        return False
+
+    def mark(self, dedupe_key: str) -> None:
+        self.written.append((dedupe_key, current_event()))
+
+
 @pytest.fixture
-def marked(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
-    written: list[tuple[str, Any]] = []
-    monkeypatch.setattr(runtime.processed_events, "mark", lambda event_id: written.append((event_id, current_event())))
-    return written
+def dedupe() -> RecordingDedupe:
+    return RecordingDedupe()
 
 
-async def test_ids_are_marked_in_order_once_all_their_records_are_acknowledged(marked: list[tuple[str, Any]]) -> None:
+@pytest.fixture
+def marked(dedupe: RecordingDedupe) -> list[tuple[str, Any]]:
+    return dedupe.written
+
+
+async def test_ids_are_marked_in_order_once_all_their_records_are_acknowledged(
+    dedupe: RecordingDedupe, marked: list[tuple[str, Any]],
+) -> None:
     loop = asyncio.get_running_loop()
-    marks = runtime.PendingMarks(limit=10)
+    marks = runtime.PendingMarks(dedupe, limit=10)
     first, second = FakeEvent("e1"), FakeEvent("e2")
     first_records = [loop.create_future(), loop.create_future()]
     second_records = [loop.create_future()]
@@ -55,10 +73,10 @@ async def test_ids_are_marked_in_order_once_all_their_records_are_acknowledged(m
 
 
 async def test_a_full_queue_waits_for_the_oldest_and_a_refused_event_is_marked_at_once(
-    marked: list[tuple[str, Any]],
+    dedupe: RecordingDedupe, marked: list[tuple[str, Any]],
 ) -> None:
     loop = asyncio.get_running_loop()
-    marks = runtime.PendingMarks(limit=1)
+    marks = runtime.PendingMarks(dedupe, limit=1)
     slow = loop.create_future()
     await marks.add(FakeEvent("e1"), "e1", [slow])  # type: ignore[arg-type]
     loop.call_later(0.05, slow.set_result, None)
@@ -67,10 +85,10 @@ async def test_a_full_queue_waits_for_the_oldest_and_a_refused_event_is_marked_a
 
 
 async def test_a_refused_record_leaves_its_event_unacknowledged_and_blocks_the_ones_after(
-    marked: list[tuple[str, Any]],
+    dedupe: RecordingDedupe, marked: list[tuple[str, Any]],
 ) -> None:
     loop = asyncio.get_running_loop()
-    marks = runtime.PendingMarks()
+    marks = runtime.PendingMarks(dedupe)
     failed = loop.create_future()
     failed.set_exception(RuntimeError("broker gone"))
     refused, later = FakeEvent("e1"), FakeEvent("e2")

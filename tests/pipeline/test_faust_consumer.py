@@ -285,7 +285,10 @@ async def test_an_exception_of_the_callback_stops_the_loop(monkeypatch: pytest.M
 
 
 def test_the_worker_app_uses_the_eager_delivery_consumer() -> None:
-    from pipeline.app import app
+    from pipeline.app import create_app
+    from pipeline.config import Settings
+
+    app = create_app(Settings())
 
     assert isinstance(app.transport, EagerDeliveryTransport)
     assert app.transport.Consumer is EagerDeliveryConsumer

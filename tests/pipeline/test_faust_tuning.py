@@ -4,7 +4,8 @@ from collections.abc import Iterator
 import pytest
 from faust.types import Message
 
-from pipeline.app import app
+from pipeline.app import create_app
+from pipeline.config import Settings
 from pipeline.faust_tuning import GC_YOUNG_THRESHOLD, RawBytesSchema, tune_garbage_collector
 
 
@@ -35,5 +36,5 @@ def test_what_exists_at_start_is_no_longer_scanned_and_young_collections_are_rar
 async def test_raw_topics_hand_the_agents_the_bytes_kafka_holds() -> None:
     message = Message(topic="resource-metrics", partition=0, offset=7, timestamp=0.0, timestamp_type=0,
                       headers=[], key=b"acme", value=b'{"event_id": "e1"}', checksum=None)
-    event = await RawBytesSchema().decode(app, message)
+    event = await RawBytesSchema().decode(create_app(Settings()), message)
     assert (event.key, event.value, event.message) == (b"acme", b'{"event_id": "e1"}', message)

@@ -168,8 +168,6 @@ async def worker_app(offers: list[Offer], monkeypatch: pytest.MonkeyPatch) -> As
     state = MemoryState(quota_for_tier=fixed_quota)
     for tenant_id in ("acme", "globex"):
         await state.submit_tenant(tenant_event(tenant_id, Tier.ENTERPRISE))
-    monkeypatch.setattr(faust_state, "tenants", state.stores.tenants)
-    monkeypatch.setitem(faust_state._READABLE, "tenants", state.stores.tenants)
 
     def quota_gpus(tenant_id: str) -> int | None:
         quota = state.stores.quotas.get(tenant_id)
@@ -182,15 +180,11 @@ async def worker_app(offers: list[Offer], monkeypatch: pytest.MonkeyPatch) -> As
         app = build_root_app(state, state, Authenticator(hs256_secret=SECRET), FakeReadiness(), None,
                              extra_operations=extra)
         settings = Settings(peer_secret=PEER_SECRET)  # type: ignore[arg-type]
-        app.router.add_routes(faust_state.internal_routes(_FakeFaustApp(settings)))  # type: ignore[arg-type]
+        readable = {"tenants": state.stores.tenants}
+        app.router.add_routes(faust_state.internal_routes(settings, readable, state.stores.tenants))
         app.router.add_routes(compute_internal_routes(local, PEER_SECRET))
         app.middlewares.append(peer_middleware(PEER_SECRET, state.audit))
         yield app
-
-
-class _FakeFaustApp:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
 
 
 def routes_of(app: web.Application) -> set[tuple[str, str]]:

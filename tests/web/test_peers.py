@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from aiohttp import web
@@ -37,11 +36,14 @@ def old_internal_token(settings: Settings) -> str:
 
 @pytest.mark.parametrize("jwt_secret", [None, SECRET])
 async def test_a_token_derived_from_app_id_or_jwt_secret_opens_no_internal_endpoint(jwt_secret: str | None) -> None:
+    from pipeline.tenants.models import TenantRecord
+    from pipeline.typed_table import TypedTable
     from web.faust_state import internal_routes
 
     settings = Settings(jwt_secret=SecretStr(jwt_secret) if jwt_secret else None, peer_secret=SecretStr(PEER_SECRET))
     app = web.Application(middlewares=[error_middleware])  # as on the worker
-    app.router.add_routes(internal_routes(SimpleNamespace(settings=settings)))  # type: ignore[arg-type]
+    tenants: TypedTable[TenantRecord] = TypedTable({}, TenantRecord)
+    app.router.add_routes(internal_routes(settings, {"tenants": tenants}, tenants))
     async with TestClient(TestServer(app)) as client:
         derived = old_internal_token(settings)
         for header in ("X-Internal-Token", "X-Peer-Token"):
@@ -112,23 +114,25 @@ async def test_a_scaling_read_is_not_forwarded_with_the_users_token_over_plain_h
         assert (await response.json())["error"]["code"] == "peer-transport-insecure"
 
 
-async def test_a_read_whose_owning_worker_is_down_answers_503_not_500(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_read_whose_owning_worker_is_down_answers_503_not_500() -> None:
     # A killed worker still owns its tenants until the group rebalances: a read routed to it must tell the
     # client to retry (503 owner-unavailable, Retry-After), not fail with a 500.
     import socket
 
     from yarl import URL
 
-    from web import faust_state
+    from pipeline.tenants.models import TenantRecord
+    from pipeline.typed_table import TypedTable
     from web.errors import ApiError
+    from web.faust_state import FaustStateReader
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = URL(f"http://127.0.0.1:{sock.getsockname()[1]}")  # nothing listens once the socket closes
     settings = Settings(peer_secret=SecretStr(PEER_SECRET))
-    reader = faust_state.FaustStateReader.__new__(faust_state.FaustStateReader)
-    reader.app = SimpleNamespace(settings=settings)  # type: ignore[assignment]
-    monkeypatch.setattr(reader, "_owner", lambda tenant_id: dead)
+    tenants: TypedTable[TenantRecord] = TypedTable({}, TenantRecord)
+    reader = FaustStateReader(settings, {"tenants": tenants}, tenants, [tenants], owner=lambda tenant_id: dead,
+                              peers=lambda: [])
     with pytest.raises(ApiError) as refused:
         await reader.tenant("acme")
     assert refused.value.status == 503 and refused.value.code == "owner-unavailable"

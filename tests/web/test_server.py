@@ -192,77 +192,27 @@ async def test_the_bearer_header_works_for_the_stream_too(client: TestClient):
 # -- mount() on the worker's aiohttp application ---------------------------------------------------------
 
 
-class FakeFaustApp:
-    def __init__(self) -> None:
-        from pydantic import SecretStr
-
-        from pipeline.config import Settings
-        from tests.web.conftest import PEER_SECRET, SECRET
-
-        self.settings = Settings(jwt_secret=SecretStr(SECRET), peer_secret=SecretStr(PEER_SECRET))
-        self.ready = (False, "waiting to join the consumer group")
-
-
-class FakeWebDriver:
-    def __init__(self) -> None:
-        from aiohttp import web
-
-        self.web_app = web.Application()
-
-
-async def test_mount_installs_everything_on_the_workers_application(monkeypatch):
-    import sys
-    import types
-
+async def test_mount_installs_everything_on_the_workers_application():
     from aiohttp import web as aioweb
     from aiohttp.test_utils import TestServer
+    from pydantic import SecretStr
 
-    import pipeline.readiness
-    import web as web_package
-    from tests.web.conftest import fixed_quota
+    from pipeline.config import Settings
+    from tests.web.conftest import PEER_SECRET, SECRET, fixed_quota
+    from web.faust_state import internal_routes
     from web.server import mount
 
     state = MemoryState(quota_for_tier=fixed_quota)
-    calls: list[str] = []
-    fake = types.ModuleType("web.faust_state")
-
-    def build_reader(app):
-        calls.append("reader")
-        return state
-
-    def build_gateway(app):
-        calls.append("gateway")
-        return state
-
-    def build_planner(app):
-        return lambda event: {"planned": event.tenant_id}
-
-    def internal_routes(app):
-        routes = aioweb.RouteTableDef()
-
-        @routes.get("/internal/v1/state/tenants")
-        async def local_tenants(request):
-            return aioweb.json_response([])
-
-        return routes
-
-    fake.internal_routes = internal_routes  # type: ignore[attr-defined]
-    fake.build_reader = build_reader  # type: ignore[attr-defined]
-    fake.build_gateway = build_gateway  # type: ignore[attr-defined]
-    fake.build_planner = build_planner  # type: ignore[attr-defined]
-    fake.build_extra_operations = lambda app: []  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "web.faust_state", fake)
-    monkeypatch.setattr(web_package, "faust_state", fake, raising=False)
-    monkeypatch.setattr(pipeline.readiness, "is_ready", lambda app: app.ready)
-
-    faust_app, driver = FakeFaustApp(), FakeWebDriver()
-    mount(faust_app, driver)
-    assert calls == ["reader", "gateway"]
-    async with TestClient(TestServer(driver.web_app)) as worker:
+    settings = Settings(jwt_secret=SecretStr(SECRET), peer_secret=SecretStr(PEER_SECRET))
+    readiness, web_app = FakeReadiness(), aioweb.Application()
+    readiness.ready, readiness.reason = False, "waiting to join the consumer group"
+    mount(web_app, settings, state, state, readiness, lambda: {}, lambda event: {"planned": event.tenant_id}, [],
+          internal_routes(settings, {"tenants": state.stores.tenants}, state.stores.tenants))
+    async with TestClient(TestServer(web_app)) as worker:
         response = await worker.get("/ready")
         assert response.status == 503 and (await response.json())["reason"].startswith("waiting to join")
         assert (await worker.get("/api/v1/tenants", headers=bearer(ADMIN))).status == 503
-        faust_app.ready = (True, "ready")
+        readiness.ready, readiness.reason = True, "ready"
         assert (await worker.get("/ready")).status == 200
         assert (await worker.get("/health")).status == 200
         assert (await worker.get("/metrics")).status == 200
@@ -279,7 +229,7 @@ async def test_mount_installs_everything_on_the_workers_application(monkeypatch)
         assert (await worker.get("/internal/v1/state/tenants")).status == 403
         guessed = {"X-Peer-Token": "x" * 40, "X-Internal-Token": "x" * 40}
         assert (await worker.get("/internal/v1/state/tenants", headers=guessed)).status == 403
-        peer = {"X-Peer-Token": faust_app.settings.peer_secret.get_secret_value()}
+        peer = {"X-Peer-Token": PEER_SECRET}
         assert (await worker.get("/internal/v1/state/tenants", headers=peer)).status == 200
         internal = [r for r in state.audit_log if r.action.startswith("internal")]
         assert [(r.outcome, r.actor.split(":")[0], r.detail["status"]) for r in internal] == [
