@@ -63,7 +63,12 @@ def run_worker() -> None:
     # Faust subscribes only to topics that exist when it starts: create them first, with the partition
     # count every per-tenant table shares.
     asyncio.run(ensure_kafka_topics(app.settings, kafka_topics(app.settings.dead_letter_topic)))
+    # Faust creates its data folder but not the folders above it: DATA_DIR/<APP_ID>/ needs DATA_DIR.
+    app.settings.state_dir.mkdir(parents=True, exist_ok=True)
     load_agents()
     use_event_loop(app.settings.event_loop)
     tune_garbage_collector()
-    faust.Worker(app, loglevel=log_level, logging_config=logging_config(log_level)).execute_from_commandline()
+    log_format = app.settings.log_format
+    # quiet: with json, Faust's start-up banner (plain text on stdout) would break the one-object-per-line stream.
+    faust.Worker(app, loglevel=log_level, logging_config=logging_config(log_level, log_format),
+                 quiet=log_format == "json").execute_from_commandline()
