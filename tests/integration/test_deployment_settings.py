@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import shutil
@@ -11,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from devstack.harness.worker import WorkerFailed, WorkerProcess
+from pipeline.contract.topics import AUDIT_EVENTS
 from tests.integration.conftest import now_iso
+from tests.integration.test_stream_core import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -103,3 +107,49 @@ def test_state_ahead_of_its_changelogs_stops_the_worker_with_the_folder_to_delet
     for tenant in tenants:
         wait_for(lambda t=tenant: recovered.get(f"/api/v1/tenants/{t}", admin_token)[0] == 200, 120,
                  "the tenants after the recovery")
+
+
+def one_tenant_per_partition(prefix: str, partitions: int = 4) -> list[str]:
+    """Tenant ids whose records land on every partition (Kafka's default partitioner, as the bridge uses)."""
+    partitioner = DefaultPartitioner()
+    every = list(range(partitions))
+    chosen: dict[int, str] = {}
+    for i in range(1000):
+        chosen.setdefault(partitioner(f"{prefix}{i}".encode(), every, every), f"{prefix}{i}")
+        if len(chosen) == partitions:
+            break
+    return sorted(chosen.values())
+
+
+def forwarded_reads(bootstrap: str, tenants: set[str]) -> set[str]:
+    """The tenants whose state an owner served to a peer (audited internal reads that succeeded)."""
+    records = asyncio.run(read_topic(bootstrap, AUDIT_EVENTS, lambda r: r.get("tenant_id") in tenants))
+    return {r["tenant_id"] for r in records
+            if r.get("action") == "internal-internal_state_value" and r.get("outcome") == "succeeded"}
+
+
+def test_two_workers_bound_to_every_interface_route_reads_to_each_other(
+    stream_env: dict[str, str], start_worker: Callable[..., WorkerProcess], publish: Callable[[str, Any], None],
+    admin_token: str, run_id: str,
+) -> None:
+    # As in the Dockerfile and compose: WEB_HOST=0.0.0.0. Each worker advertised http://0.0.0.0:<port>, a
+    # non-loopback address, so every forwarded read was refused (peer-transport-insecure) and a pod took every
+    # peer on the same port for itself. Now each advertises POD_IP (here the loopback, the only address a test
+    # may call).
+    env = {**stream_env, "WEB_HOST": "0.0.0.0", "POD_IP": "127.0.0.1"}  # noqa: S104 (the test's own workers)
+    first, second = start_worker(env), start_worker(env)
+    first.wait_ready()
+    second.wait_ready()
+    tenants = one_tenant_per_partition(f"t{run_id}-wild")
+    for tenant in tenants:
+        publish("tenant-created-events", {"event_id": f"{tenant}-evt", "tenant_id": tenant, "occurred_at": now_iso(),
+                                          "name": "Wildcard", "tier": "standard", "owner_user_id": "owner"})
+
+    def everywhere_and_forwarded() -> bool:
+        readable = all(worker.get(f"/api/v1/tenants/{tenant}", admin_token)[0] == 200
+                       for worker in (first, second) for tenant in tenants)
+        # Two workers share the four partitions: each tenant has one worker that does not own it, and whose
+        # read is answered by the owner through its advertised URL.
+        return readable and forwarded_reads(stream_env["KAFKA_BOOTSTRAP_SERVERS"], set(tenants)) == set(tenants)
+
+    wait_for(everywhere_and_forwarded, 240, "every tenant readable from both workers, through the owner")
