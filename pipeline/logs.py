@@ -130,4 +130,5 @@ def configure(log_level: str, log_format: LogFormat = "text") -> None:
     if log_format == "json":
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonLineFormatter())
+        logging.captureWarnings(True)  # a Python warning is a log record too, not a plain stderr line
     quiet_libraries(log_level)

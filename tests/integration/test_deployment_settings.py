@@ -137,7 +137,7 @@ def test_two_workers_bound_to_every_interface_route_reads_to_each_other(
     # peer on the same port for itself. Now each advertises POD_IP (here the loopback, the only address a test
     # may call).
     env = {**stream_env, "WEB_HOST": "0.0.0.0", "POD_IP": "127.0.0.1"}  # noqa: S104 (the test's own workers)
-    first, second = start_worker(env), start_worker(env)
+    first, second = start_worker(env), start_worker({**env, "LOG_FORMAT": "json"})
     first.wait_ready()
     second.wait_ready()
     tenants = one_tenant_per_partition(f"t{run_id}-wild")
@@ -153,3 +153,7 @@ def test_two_workers_bound_to_every_interface_route_reads_to_each_other(
         return readable and forwarded_reads(stream_env["KAFKA_BOOTSTRAP_SERVERS"], set(tenants)) == set(tenants)
 
     wait_for(everywhere_and_forwarded, 240, "every tenant readable from both workers, through the owner")
+
+    # LOG_FORMAT=json with the bridge (and its Pulsar client) on: every line the worker wrote is a JSON object.
+    lines = [line for line in second.log_path.read_text(errors="replace").splitlines() if line.strip()]
+    assert lines and all(json.loads(line).keys() >= {"timestamp", "level", "logger", "message"} for line in lines)
