@@ -25,6 +25,7 @@ from pipeline.contract.records import ProvisioningResult
 from pipeline.contract.topics import PROVISIONING_COMMANDS, PROVISIONING_RESULTS
 from pipeline.events.models import CommandAction, ProvisioningCommand
 from pipeline.executor import execute, fenced
+from pipeline.logs import log_context
 from pipeline.tenants.logic import command_fence
 from pipeline.tenants.models import ResourceState
 
@@ -52,8 +53,9 @@ def fence(command: ProvisioningCommand) -> str | None:
 
 
 async def _run(command: ProvisioningCommand, verify_first: bool, sleep: Sleep) -> ProvisioningResult:
-    return await execute(command, provisioners(), report, retry_policy(), sleep=sleep, fence=fence,
-                         verify_first=verify_first)
+    with log_context(tenant_id=command.tenant_id, command_id=command.command_id, event_id=command.cause_event_id):
+        return await execute(command, provisioners(), report, retry_policy(), sleep=sleep, fence=fence,
+                             verify_first=verify_first)
 
 
 scheduler = CommandScheduler(

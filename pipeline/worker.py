@@ -17,7 +17,7 @@ from pipeline.bridge import Bridge, ensure_kafka_topics
 from pipeline.contract.topics import kafka_topics
 from pipeline.faust_consumer import check_faust_version
 from pipeline.faust_tuning import tune_garbage_collector, use_event_loop
-from pipeline.logs import logging_config, quiet_libraries
+from pipeline.logs import configure, logging_config, quiet_libraries
 from pipeline.scaling.snapshot_signing import require_key
 
 logger = logging.getLogger(__name__)
@@ -47,8 +47,10 @@ class BridgeService(Service):
 
 def run_worker() -> None:
     check_faust_version()
-    log_level = app.settings.log_level
+    log_level, log_format = app.settings.log_level, app.settings.log_format
     quiet_libraries(log_level)  # before Faust configures logging: the topic creation below logs too
+    if log_format == "json":  # every line JSON, those before Faust's logging set-up included
+        configure(log_level, log_format)
     from web.peers import PeerConfigError, peer_secret
 
     try:
@@ -63,7 +65,11 @@ def run_worker() -> None:
     # Faust subscribes only to topics that exist when it starts: create them first, with the partition
     # count every per-tenant table shares.
     asyncio.run(ensure_kafka_topics(app.settings, kafka_topics(app.settings.dead_letter_topic)))
+    # Faust creates its data folder but not the folders above it: DATA_DIR/<APP_ID>/ needs DATA_DIR.
+    app.settings.state_dir.mkdir(parents=True, exist_ok=True)
     load_agents()
     use_event_loop(app.settings.event_loop)
     tune_garbage_collector()
-    faust.Worker(app, loglevel=log_level, logging_config=logging_config(log_level)).execute_from_commandline()
+    # quiet: with json, Faust's start-up banner (plain text on stdout) would break the one-object-per-line stream.
+    faust.Worker(app, loglevel=log_level, logging_config=logging_config(log_level, log_format),
+                 quiet=log_format == "json").execute_from_commandline()

@@ -12,6 +12,12 @@ from yarl import URL
 
 
 def is_this_worker(app: Any, url: URL) -> bool:
+    """Whether ``url`` (an owner or member URL from the group's assignment) is this worker's.
+
+    Both sides are advertised URLs: the assignment carries each member's ``canonical_url``, which
+    ``pipeline/app.py`` sets to ``Settings.advertised_url()``, never the bind address; with a wildcard bind
+    advertised, workers on the same port took each other for themselves.
+    """
     mine = URL(str(app.conf.canonical_url))
     return (url.host, url.port) == (mine.host, mine.port)
 
