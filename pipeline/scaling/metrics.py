@@ -35,3 +35,7 @@ FORECASTERS_EVICTED = Counter(
     "Forecasters dropped from memory to stay within a cap (tenant_cap, global_cap).", ["reason"],
 )
 FORECASTERS_LIVE = Gauge("scaling_forecasters_live", "Forecasters the model host holds in memory.")
+REQUESTS = Counter(
+    "scaling_requests_total",
+    "scaling-request-events the engine took (taken) or recognised as a redelivery (duplicate).", ["outcome"],
+)
