@@ -852,8 +852,11 @@ class ScalingEngine:
         )
         target, asked = resolve_target(pending.desired_replicas, pending.delta, self._current(st, basis))
         basis.request = RequestBasis(event_id=pending.event_id, target=target, asked=asked, reason=pending.reason)
+        # A Deployment known to be missing (or unreadable) asks the pool for nothing: it would hold a share of
+        # the pool for a workload that cannot use it until the demand expires.
+        missing = unreadable is not None or (st.observed is not None and not st.observed.exists)
         return self._run(st, self.policies_of(st.tenant_id, st.workload), basis, "request", st.state,
-                         send_demand=True, decision_id=derived_id(key, "request", pending.event_id),
+                         send_demand=not missing, decision_id=derived_id(key, "request", pending.event_id),
                          not_applied=unreadable)
 
     def _quota_room(self, st: WorkloadScaling) -> QuotaRoom | None:

@@ -409,7 +409,7 @@ def test_a_scaling_request_that_cannot_act_is_recorded_or_dead_lettered(service:
     ])
     ghost = service.wait("the decision on the missing Deployment", lambda: newest(
         service.api.decisions(tenant), cause_event_id=f"{tenant}-ghost"))
-    assert ghost["trigger"] == "request" and not ghost["applied"]
+    assert ghost["trigger"] == "request" and not ghost["applied"]  # the only one: no demand, so no re-make
     assert ghost["apply_reason"] == "the Deployment does not exist"
     letters = service.wait("the dead letter of the invalid name", lambda: [
         d for d in read_topic(bootstrap, "dead-letter-events")

@@ -208,12 +208,13 @@ def test_a_tenant_marked_over_its_quota_is_not_scaled_up_but_may_scale_down() ->
 
 
 def test_a_request_for_a_missing_or_unreadable_deployment_is_recorded_not_applied() -> None:
-    eng = engine()
+    eng = engine(pool=POOL)
     eng.on_request(request("gone"))
     outcome = eng.on_applied(ApplyReport(tenant_id="acme", workload="api",
                                          observation=Observation(exists=False, observed_at=WALL), reported_at=WALL))
     [event] = decision_events(outcome)
     assert event.status == "not-applied" and not outcome.applies
+    assert not outcome.demands  # no share of the pool for a Deployment that is not there
     assert latest(eng).apply_reason == "the Deployment does not exist"
 
     eng.on_request(request("denied"))
