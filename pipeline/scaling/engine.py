@@ -289,6 +289,11 @@ class ScalingEngine:
         """The workloads whose models the host keeps, as the requests sent so far left it."""
         self.generation = 0
         """Bumped by :meth:`forget`: windows closed before it are not recorded after it."""
+        self.waiting: dict[str, float] = {}
+        """Workloads whose scaling requests wait for a read of their Deployment -> when the read was last asked
+        for (wall clock, epoch seconds): :meth:`reads_due` asks again for those that waited too long."""
+        self._waiting_scanned = -1
+        """The generation whose state table :meth:`reads_due` has scanned for waiting requests."""
 
     # -- samples and windows ---------------------------------------------------------------------------
 
@@ -408,6 +413,7 @@ class ScalingEngine:
         self._states.clear()
         self._policy_sets.clear()
         self.open.clear()
+        self.waiting.clear()  # the next reads_due scans the state table again
         self.generation += 1
 
     def policies_of(self, tenant_id: str, workload: str) -> list[Policy]:
@@ -773,7 +779,9 @@ class ScalingEngine:
             if report.observation is None and report.requested_replicas is not None:
                 # A failed patch: read the Deployment again before deciding the requests on it.
                 outcome.applies.append(ApplyRequest(report.tenant_id, report.workload))
+                self.waiting[key] = self.wall().timestamp()
             else:
+                self.waiting.pop(key, None)
                 unreadable = None if report.observation is not None else (
                     f"the Deployment could not be read: {report.error or 'no answer'}")
                 for pending in st.pending_requests:  # in arrival order: each starts from the count the last set
@@ -836,8 +844,27 @@ class ScalingEngine:
             # it by hand), and the quota from what the pods request now.
             st.pending_requests = [*st.pending_requests, pending]
             outcome = Outcome(applies=[ApplyRequest(request.tenant_id, request.workload)])
+            self.waiting[key] = self.wall().timestamp()
         self.save(key, st)
         return outcome
+
+    def reads_due(self, after_seconds: float) -> list[ApplyRequest]:
+        """The Deployment reads to ask for again: those of scaling requests that have waited ``after_seconds``
+        (the report was lost) and, first thing after a restart or a rebalance, those of every request waiting in
+        the state table (the reads asked for before went with the old process's queue). Call it once the tables
+        are recovered; the report of a read goes to the tenant's owner, whichever worker made it."""
+        if not self.config.apply_enabled:
+            return []
+        if self._waiting_scanned != self.generation:
+            self._waiting_scanned = self.generation
+            for key, st in self.tables.state.items():
+                if st.pending_requests and key not in self.waiting:
+                    self.waiting[key] = -math.inf
+        now = self.wall().timestamp()
+        due = sorted(key for key, asked in self.waiting.items() if now - asked >= after_seconds)
+        for key in due:
+            self.waiting[key] = now
+        return [ApplyRequest(*split_key(key)) for key in due]
 
     def _decide_request(self, st: WorkloadScaling, pending: PendingRequest, unreadable: str | None) -> Outcome:
         """Decide a request now (the caller saves ``st``): its id is derived from the request's event id."""

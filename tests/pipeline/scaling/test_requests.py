@@ -17,7 +17,7 @@ from pipeline.contract.topics import SCALING_EVENTS
 from pipeline.events.models import MAX_REQUESTED_REPLICAS, QuotaResource, ScalingRequest
 from pipeline.outputs import Refused, derived_id
 from pipeline.scaling.decide import DecisionInputs, decide
-from pipeline.scaling.engine import Outcome
+from pipeline.scaling.engine import Outcome, ScalingEngine
 from pipeline.scaling.fairshare import ResourceVector
 from pipeline.scaling.kube import ApplyRequest
 from pipeline.scaling.policies import parse_policy
@@ -272,3 +272,20 @@ def test_the_policies_decide_again_at_the_next_window() -> None:
     window = latest(eng)
     assert window.trigger == "window" and window.cause_event_id is None and window.decision.binding == "policy:cpu"
     assert cluster.replicas[("acme", "api")] == 6
+
+
+def test_reads_that_requests_wait_for_are_asked_again_after_a_restart_or_a_lost_report() -> None:
+    first = engine()
+    first.on_request(request())  # taken; its read went to a queue that dies with the process
+    clock = [WALL]
+    restarted = ScalingEngine(first.config, first.tables, wall=lambda: clock[0])
+    assert restarted.reads_due(30) == [ApplyRequest("acme", "api")]  # at once, from the state table
+    assert restarted.reads_due(30) == []  # asked for: not again before it waited 30 s
+    clock[0] = WALL + timedelta(seconds=31)
+    assert restarted.reads_due(30) == [ApplyRequest("acme", "api")]  # the report was lost: ask again
+    cluster = FakeCluster(restarted, replicas=1)
+    cluster.handle(restarted.on_applied(ApplyReport(tenant_id="acme", workload="api", observation=observed(1),
+                                                    reported_at=WALL)))
+    assert cluster.scaled == [("acme", "api", 5)] and latest(restarted).cause_event_id == "r1"
+    clock[0] = WALL + timedelta(hours=1)
+    assert restarted.reads_due(30) == []  # decided: nothing waits
