@@ -788,9 +788,11 @@ class ScalingEngine:
                     outcome.extend(self._decide_request(st, pending, unreadable))
                 st.pending_requests = []
         elif (report.observation is not None and report.observation.exists and last is not None
-                and not last.observed and st.basis is not None):
+                and not last.observed and st.basis is not None and st.basis.request is None):
+            # (A request is decided on a read it waited for: one recorded as not applied because its Deployment
+            # was missing or unreadable stays so, rather than act whenever the Deployment shows up.)
             policies = self.policies_of(report.tenant_id, report.workload)
-            if policies or st.basis.request is not None:
+            if policies:
                 outcome = self._run(st, policies, st.basis, "observed", st.prior_state, send_demand=True)
         self.save(key, st)
         return outcome

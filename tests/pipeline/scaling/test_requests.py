@@ -224,6 +224,10 @@ def test_a_request_for_a_missing_or_unreadable_deployment_is_recorded_not_applie
     assert event.cause_event_id == "denied" and not outcome.applies
     assert latest(eng).apply_reason == "the Deployment could not be read: Kubernetes API answered 403"
 
+    # the Deployment shows up later (read for some other reason): the request recorded as not applied stays so
+    later = eng.on_applied(ApplyReport(tenant_id="acme", workload="api", observation=observed(1), reported_at=WALL))
+    assert not later and latest(eng).cause_event_id == "denied" and len(eng.recent_decisions("acme", "api")) == 2
+
 
 def test_a_failed_patch_reads_the_deployment_again_before_deciding_a_waiting_request() -> None:
     eng = engine()
