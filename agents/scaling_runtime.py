@@ -1,10 +1,11 @@
 """The scaling engine of this worker, and what every scaling agent does with an engine ``Outcome``.
 
 Not an agent itself: the agents ``resource_metrics`` (:func:`accumulate_samples`, :func:`learn_windows`,
-:func:`finish_windows`), ``scaling_policies``, ``scaling_ticks``, ``scaling_demands``, ``scaling_grants`` and
-``scaling_applied`` share one :class:`ScalingEngine` (per worker; an open window resumes from the utilization
-table), its forecasters in one child process (:data:`MODEL_HOST`), and one :class:`ApplyQueue` (Kubernetes
-calls in a thread pool, their outcomes sent back through ``scaling-applied`` to the agent that owns the tenant).
+:func:`finish_windows`), ``scaling_policies``, ``scaling_request`` (:func:`submit`), ``scaling_ticks``,
+``scaling_demands``, ``scaling_grants`` and ``scaling_applied`` share one :class:`ScalingEngine` (per worker; an
+open window resumes from the utilization table), its forecasters in one child process (:data:`MODEL_HOST`), and
+one :class:`ApplyQueue` (Kubernetes calls in a thread pool, their outcomes sent back through ``scaling-applied``
+to the agent that owns the tenant).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from agents.stores import STORES
 from pipeline.app import app
 from pipeline.contract.topics import SCALING_APPLIED, SCALING_DEMANDS
 from pipeline.events.models import ResourceMetrics
+from pipeline.outputs import Emit
 from pipeline.scaling.engine import Accumulated, ClosedWindow, EngineConfig, Outcome, ScalingEngine, Tables
 from pipeline.scaling.kube import ApplyQueue, DeploymentScaler
 from pipeline.scaling.model_host import LearnResult, ProcessModelHost
@@ -87,6 +89,15 @@ async def send_out(outcome: Outcome) -> list[asyncio.Future[Any]]:
                                                                 value=demand.model_dump_json().encode()))
             for demand in outcome.demands]
     return sent + await send_all(outcome.emits)
+
+
+def submit(outcome: Outcome) -> list[Emit]:
+    """For agents whose records :func:`agents.runtime.process` sends: queue the outcome's Kubernetes calls now
+    and return its demands (to the pool's one partition) and its records, in the order :func:`send_out` sends
+    them."""
+    for request in outcome.applies:
+        QUEUE.submit(request)
+    return [Emit(SCALING_DEMANDS, DEMANDS_KEY, demand) for demand in outcome.demands] + outcome.emits
 
 
 async def carry_out(outcome: Outcome | None) -> None:

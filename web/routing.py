@@ -27,7 +27,9 @@ def owner_of(app: Any, tenant_id: str, source_topic: Any) -> URL | None:
     when that is this worker (or the assignment is not known yet)."""
     try:
         owner: URL = app.router.external_topic_key_store(source_topic, tenant_id)
-    except (KeyError, IndexError):
+    except (KeyError, IndexError, TypeError):
+        # TypeError: the producer's metadata does not have the topic yet (aiokafka iterates None): a worker that
+        # started before the topic existed answered 500 to every tenant read until its metadata was refreshed.
         return None
     return None if is_this_worker(app, owner) else owner
 
