@@ -38,20 +38,23 @@ def main() -> int:
     parser.add_argument("--tenants", type=int, default=150)
     parser.add_argument("--rate", type=float, default=15.0, help="tenant-created events per second")
     parser.add_argument("--standbys", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--session-timeouts", type=float, nargs="+", default=[60.0, 10.0],
+                        help="KAFKA_SESSION_TIMEOUT_SECONDS of the workers, one run per value and standby count")
     args = parser.parse_args()
     ctx = stack.context(get_settings())
     stack.up(ctx, ["pulsar"])
     token = issue_dev_token(SECRET, "bench", ["platform-admin"], None, timedelta(hours=2))
     runs: list[dict[str, Any]] = []
-    for standby in args.standbys:
-        workdir = Path(tempfile.mkdtemp(prefix=f"bench-scale-out-{standby}-"))
-        plane = EventPlane.start(ctx.cache_dir, workdir / "plane", stack.load("pulsar").exports(ctx))
-        try:
-            report = run_scale_out(plane, workdir, SECRET, token, tenants=args.tenants, rate=args.rate,
-                                   standby_replicas=standby, log=progress)
-        finally:
-            plane.stop()
-        runs.append({**asdict(report), "error_rate": round(report.error_rate, 4)})
+    for session_timeout in args.session_timeouts:
+        for standby in args.standbys:
+            workdir = Path(tempfile.mkdtemp(prefix=f"bench-scale-out-{standby}-"))
+            plane = EventPlane.start(ctx.cache_dir, workdir / "plane", stack.load("pulsar").exports(ctx))
+            try:
+                report = run_scale_out(plane, workdir, SECRET, token, tenants=args.tenants, rate=args.rate,
+                                       standby_replicas=standby, session_timeout=session_timeout, log=progress)
+            finally:
+                plane.stop()
+            runs.append({**asdict(report), "error_rate": round(report.error_rate, 4)})
     summary = {
         "benchmark": "scale_out",
         "command": "python -m bench.scale_out " + " ".join(sys.argv[1:]),
@@ -59,9 +62,11 @@ def main() -> int:
         "runs": runs,
     }
     json.dump(summary, sys.stdout, indent=2)
-    sys.stdout.write("\n\nstandbys  take-over s  failed reads (of)  restart ready s  restart serving s  lost\n")
+    sys.stdout.write("\n\nsession s  standbys  take-over s  failed reads (of)  restart ready s  "
+                     "restart serving s  lost\n")
     for r in runs:
-        sys.stdout.write(f"{r['standby_replicas']:>8}  {r['seconds_to_serve_after_kill'] or float('nan'):>11.1f}  "
+        sys.stdout.write(f"{r['session_timeout_seconds']:>9.0f}  {r['standby_replicas']:>8}  "
+                         f"{r['seconds_to_serve_after_kill'] or float('nan'):>11.1f}  "
                          f"{r['failed_reads_during_takeover']:>6} ({r['reads_during_takeover']:>5})     "
                          f"{r['seconds_to_restart_ready'] or float('nan'):>15.1f}  "
                          f"{r['seconds_to_restart_serving'] or float('nan'):>17.1f}  {len(r['tenants_missing'])}\n")

@@ -77,6 +77,9 @@ def create_app(settings: Settings) -> ProvisioningApp:
         topic_replication_factor=settings.topic_replication_factor,
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=settings.kafka_group_instance_id,
+        broker_session_timeout=settings.kafka_session_timeout_seconds,
+        # heartbeats well inside the session (Kafka wants at most a third of it)
+        broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_seconds / 3),
         producer_acks=-1,
         broker_commit_every=500,
         broker_commit_interval=timedelta(seconds=1),

@@ -105,6 +105,13 @@ class Settings(BaseSettings):
         "partitions back at once instead of after the session timeout. Unique per worker (a StatefulSet's pod "
         "name); unset: dynamic membership.",
     )
+    kafka_session_timeout_seconds: float = Field(
+        60.0, ge=6.0, le=300.0,
+        description="How long the group waits for a silent worker (killed, partitioned) before giving its "
+        "partitions to the others: the survivors' take-over time after a crash. Shorter means a faster "
+        "take-over and more rebalances on a long GC pause or network hiccup. Within the brokers' "
+        "group.min/max.session.timeout.ms (6 s to 30 min by default).",
+    )
     store: str = Field("rocksdb://", description="Faust table store: rocksdb:// in the worker, memory://")
     data_dir: Path = Field(Path(".data"), description="The worker's state lives in DATA_DIR/<APP_ID>/.")
     web_host: str = Field("127.0.0.1", max_length=253, description="Address the web server binds to.")

@@ -34,6 +34,7 @@ WORKERS = 3
 @dataclass
 class ScaleOutReport:
     standby_replicas: int
+    session_timeout_seconds: float | None
     tenants_published: int
     seconds_to_serve_after_kill: float | None
     reads_during_takeover: int
@@ -99,6 +100,7 @@ def _record(worker: WorkerProcess, tenant: str, token: str) -> dict[str, Any] | 
 def run_scale_out(
     plane: EventPlane, work_dir: Path, jwt_secret: str, token: str, *,
     tenants: int = 90, rate: float = 15.0, standby_replicas: int = 0, kill_after: float = 0.4,
+    session_timeout: float | None = None,
     timeout: float = 300.0, log: Callable[[str], None] = lambda _line: None,
 ) -> ScaleOutReport:
     """The scenario of the module docstring; ``kill_after`` is the fraction of the tenants published before the kill."""
@@ -107,6 +109,7 @@ def run_scale_out(
         "SNAPSHOT_SIGNING_KEY": SNAPSHOT_SIGNING_KEY, "EXECUTOR_ENABLED": "false", "STORE": "rocksdb://",
         "WEB_HOST": "0.0.0.0", "POD_IP": "127.0.0.1",  # noqa: S104 - pods behind a headless Service
         "TABLE_STANDBY_REPLICAS": str(standby_replicas),
+        **({"KAFKA_SESSION_TIMEOUT_SECONDS": str(session_timeout)} if session_timeout else {}),
     }
     workers = [WorkerProcess(env, free_port(), work_dir / f"data-{i}", work_dir / f"worker-{i}.log")
                for i in range(WORKERS)]
@@ -167,7 +170,7 @@ def run_scale_out(
         if status != 200:
             failures[status] = failures.get(status, 0) + 1
     return ScaleOutReport(
-        standby_replicas=standby_replicas, tenants_published=len(published),
+        standby_replicas=standby_replicas, session_timeout_seconds=session_timeout, tenants_published=len(published),
         seconds_to_serve_after_kill=taken_over, reads_during_takeover=len(statuses),
         failed_reads_during_takeover=sum(failures.values()), failure_statuses=failures,
         seconds_to_restart_ready=ready, seconds_to_restart_serving=serving_after,

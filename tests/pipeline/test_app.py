@@ -66,3 +66,19 @@ def test_sasl_settings_become_the_workers_broker_credentials() -> None:
     credentials = app.conf.broker_credentials
     assert isinstance(credentials, faust.SASLCredentials)
     assert credentials.mechanism.value == "SCRAM-SHA-512" and credentials.username == "svc"
+
+
+def test_the_session_timeout_is_the_setting_and_heartbeats_fit_inside_it(tmp_path: Path) -> None:
+    default = create_app(Settings(app_id="app-test-session-default", data_dir=tmp_path))
+    assert default.conf.broker_session_timeout == 60.0 and default.conf.broker_heartbeat_interval == 3.0
+    fast = create_app(Settings(app_id="app-test-session-fast", data_dir=tmp_path, kafka_session_timeout_seconds=6))
+    assert fast.conf.broker_session_timeout == 6.0 and fast.conf.broker_heartbeat_interval == 2.0
+
+
+def test_a_session_timeout_outside_what_brokers_accept_is_refused() -> None:
+    for seconds in (0, 5.9, 301, float("nan")):
+        try:
+            Settings(app_id="x", kafka_session_timeout_seconds=seconds)
+        except ValueError:
+            continue
+        raise AssertionError(f"{seconds} was accepted")
