@@ -25,6 +25,7 @@ from pipeline.contract.records import ProvisioningResult
 from pipeline.contract.topics import PROVISIONING_COMMANDS, PROVISIONING_RESULTS
 from pipeline.events.models import CommandAction, ProvisioningCommand
 from pipeline.executor import execute, fenced
+from pipeline.logs import log_context
 from pipeline.tenants.logic import TenantStores, command_fence
 from pipeline.tenants.models import ResourceState
 
@@ -66,8 +67,10 @@ class Executor:
         return command_fence(command, self.stores)
 
     async def _run(self, command: ProvisioningCommand, verify_first: bool, sleep: Sleep) -> ProvisioningResult:
-        return await execute(command, self.backends.provisioners(), self.report, self.backends.retry_policy(),
-                             sleep=sleep, fence=self.fence, verify_first=verify_first)
+        with log_context(tenant_id=command.tenant_id, command_id=command.command_id,
+                         event_id=command.cause_event_id):
+            return await execute(command, self.backends.provisioners(), self.report, self.backends.retry_policy(),
+                                 sleep=sleep, fence=self.fence, verify_first=verify_first)
 
     def start(self, command: ProvisioningCommand) -> bool:
         """Run ``command`` in the background unless it is already running on this worker; False if it is a

@@ -25,6 +25,7 @@ from pipeline.events.models import Event
 from pipeline.faust_adapter import processing
 from pipeline.faust_tuning import RawBytesSchema
 from pipeline.isolation import isolated, record_failure
+from pipeline.logs import log_context
 from pipeline.metrics import DEAD_LETTERS, DEAD_LETTERS_LOST, EVENTS_DUPLICATE, EVENTS_FAILED, EVENTS_PROCESSED
 from pipeline.outputs import Emit, Refused
 from tables import processed_events
@@ -220,13 +221,14 @@ class AgentRuntime:
             message.ack()
             return
         sent: list[asyncio.Future[Any]] = []
-        try:
-            emits = handle(event)
-        except Refused as refused:
-            await self.dead_letter(source_topic, raw, key, refused.reason, refused.detail)
-        except Exception as exc:  # a bug or bad data in one event: it is dead-lettered, the next one comes
-            await self.handler_failed(source_topic, message, exc)
-        else:
-            sent = await self.send_all(emits)
-            EVENTS_PROCESSED.labels(source_topic).inc()
+        with log_context(tenant_id=event.tenant_id, event_id=event.event_id):  # on every line the handler logs
+            try:
+                emits = handle(event)
+            except Refused as refused:
+                await self.dead_letter(source_topic, raw, key, refused.reason, refused.detail)
+            except Exception as exc:  # a bug or bad data in one event: it is dead-lettered, the next one comes
+                await self.handler_failed(source_topic, message, exc)
+            else:
+                sent = await self.send_all(emits)
+                EVENTS_PROCESSED.labels(source_topic).inc()
         await marks.add(message, dedupe_key, sent)

@@ -2,11 +2,11 @@
 
 Not an agent itself: the agents ``resource_metrics`` (:meth:`ScalingRuntime.accumulate_samples`,
 :meth:`~ScalingRuntime.learn_windows`, :meth:`~ScalingRuntime.finish_windows`), ``scaling_policies``,
-``scaling_ticks``, ``scaling_demands``, ``scaling_grants`` and ``scaling_applied`` share one
-:class:`ScalingRuntime` (built by the composition root): one :class:`ScalingEngine` per worker (an open window
-resumes from the utilization table), its forecasters in one child process (``model_host``), and one
-:class:`ApplyQueue` (Kubernetes calls in a thread pool, their outcomes sent back through ``scaling-applied`` to
-the agent that owns the tenant).
+``scaling_request`` (:meth:`~ScalingRuntime.submit`), ``scaling_ticks``, ``scaling_demands``, ``scaling_grants``
+and ``scaling_applied`` share one :class:`ScalingRuntime` (built by the composition root): one
+:class:`ScalingEngine` per worker (an open window resumes from the utilization table), its forecasters in one
+child process (``model_host``), and one :class:`ApplyQueue` (Kubernetes calls in a thread pool, their outcomes
+sent back through ``scaling-applied`` to the agent that owns the tenant).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from agents.runtime import AgentRuntime
 from pipeline.app import ProvisioningApp
 from pipeline.contract.topics import SCALING_APPLIED, SCALING_DEMANDS
 from pipeline.events.models import ResourceMetrics
+from pipeline.outputs import Emit
 from pipeline.scaling.engine import Accumulated, ClosedWindow, EngineConfig, Outcome, ScalingEngine
 from pipeline.scaling.engine import Tables as EngineTables
 from pipeline.scaling.kube import ApplyQueue, DeploymentScaler
@@ -98,6 +99,14 @@ class ScalingRuntime:
                                                                          value=demand.model_dump_json().encode()))
                 for demand in outcome.demands]
         return sent + await self.io.send_all(outcome.emits)
+
+    def submit(self, outcome: Outcome) -> list[Emit]:
+        """For agents whose records :meth:`AgentRuntime.process` sends: queue the outcome's Kubernetes calls now
+        and return its demands (to the pool's one partition) and its records, in the order :meth:`send_out`
+        sends them."""
+        for request in outcome.applies:
+            self.queue.submit(request)
+        return [Emit(SCALING_DEMANDS, DEMANDS_KEY, demand) for demand in outcome.demands] + outcome.emits
 
     async def carry_out(self, outcome: Outcome | None) -> None:
         """:meth:`send_out`, then wait until Kafka acknowledged everything."""

@@ -8,14 +8,17 @@ that installs the web layer (``web/``) on its aiohttp server when the server ini
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from faust.types import ProducerT
+from faust.types import ProducerT, TopicT
 from faust.types.web import Web
+from yarl import URL
 
 from pipeline.config import Settings
+from pipeline.connections import faust_broker_credentials
+from pipeline.faust_adapter import StateResetAwareTableManager
 from pipeline.faust_consumer import EagerDeliveryApp, drain_fully_on_flush
 from pipeline.faust_tuning import QuietMonitor
 
@@ -42,32 +45,55 @@ class ProvisioningApp(EagerDeliveryApp):
         producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
         return drain_fully_on_flush(producer)
 
+    def topic(self, *topics: str, config: Mapping[str, Any] | None = None, **kwargs: Any) -> TopicT:
+        """Faust's topic, with ``min.insync.replicas`` in the configuration of the topics Faust creates (table
+        changelogs) when TOPIC_MIN_INSYNC_REPLICAS is set."""
+        return super().topic(*topics, config=topic_config(self.settings, config), **kwargs)
+
     def on_webserver_init(self, web: Web) -> None:
         if self.web_installer is not None:
             self.web_installer(web)
 
 
+def topic_config(settings: Settings, config: Mapping[str, Any] | None = None) -> Mapping[str, Any] | None:
+    """A topic's configuration with the service's ``min.insync.replicas`` (an explicit value wins)."""
+    if settings.topic_min_insync_replicas is None:
+        return config
+    return {"min.insync.replicas": str(settings.topic_min_insync_replicas), **(config or {})}
+
+
 def create_app(settings: Settings) -> ProvisioningApp:
+    advertised = settings.advertised_url()
+    logger.debug("advertising %s to the other workers (bound to %s)", advertised, settings.web_host)
     app = ProvisioningApp(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap_servers}",
+        broker_credentials=faust_broker_credentials(settings),
         store=settings.store,
-        datadir=str(settings.data_dir),
+        # Per app id: the RocksDB files are named by table only, so two app ids sharing a folder would read each
+        # other's state (and offsets) and stop at recovery with a ConsistencyError.
+        datadir=str(settings.state_dir),
+        TableManager=StateResetAwareTableManager,
         processing_guarantee="at_least_once",
         topic_partitions=settings.topic_partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.topic_replication_factor,
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=settings.kafka_group_instance_id,
+        broker_session_timeout=settings.kafka_session_timeout_seconds,
+        # heartbeats well inside the session (Kafka wants at most a third of it)
+        broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_seconds / 3),
         producer_acks=-1,
         broker_commit_every=500,
         broker_commit_interval=timedelta(seconds=1),
         table_cleanup_interval=timedelta(seconds=30),
-        table_standby_replicas=0,
+        table_standby_replicas=settings.table_standby_replicas,
         web_enabled=True,
         web_bind=settings.web_host,
-        web_host=settings.web_host,
+        # What peers are told (the partition assignor's metadata) and what routing compares with: never the
+        # bind address, which may be a wildcard (web/routing.py).
+        web_host=URL(advertised).host,
         web_port=settings.web_port,
-        canonical_url=f"http://{settings.web_host}:{settings.web_port}",
+        canonical_url=advertised,
         web_tables_enabled=False,
         web_router_enabled=False,
         web_graph_enabled=False,

@@ -36,6 +36,7 @@ from pulsar import asyncio as pulsar_asyncio
 
 from pipeline import bounded_json
 from pipeline.config import Settings
+from pipeline.connections import aiokafka_security, pulsar_client_options
 from pipeline.contract.topics import INPUT_TOPICS, OUTPUT_TOPICS
 from pipeline.events.dead_letters import dead_letter_record
 from pipeline.events.dead_letters import kafka_key as dead_letter_key
@@ -114,6 +115,14 @@ def kafka_record(dead_letter_topic: str, source_topic: str, payload: bytes, puls
     return KafkaRecord(source_topic, payload, key, timestamp)
 
 
+def new_topic(settings: Settings, name: str) -> NewTopic:
+    """A topic the service creates: its partition count, replication factor and min in-sync replicas."""
+    configs = ({"min.insync.replicas": str(settings.topic_min_insync_replicas)}
+               if settings.topic_min_insync_replicas is not None else {})
+    return NewTopic(name, num_partitions=settings.topic_partitions,
+                    replication_factor=settings.topic_replication_factor, topic_configs=configs)
+
+
 async def ensure_kafka_topics(settings: Settings, names: Sequence[str]) -> None:
     """Create ``names`` with the service's partition count, or grow topics that have fewer partitions.
 
@@ -121,14 +130,14 @@ async def ensure_kafka_topics(settings: Settings, names: Sequence[str]) -> None:
     (Faust refuses to write a table otherwise).
     """
     wanted = settings.topic_partitions
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **aiokafka_security(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics([NewTopic(n, num_partitions=wanted, replication_factor=1) for n in missing])
+                await admin.create_topics([new_topic(settings, n) for n in missing])
         present = [n for n in names if n in existing]
         short = {
             d["topic"]: len(d["partitions"])
@@ -160,7 +169,8 @@ class Bridge:
         dead_letters = [self.settings.dead_letter_topic] if self.inbound else []
         await ensure_kafka_topics(self.settings, [*self.inbound, *self.outbound, *dead_letters])
         self._pulsar = pulsar_asyncio.Client(
-            self.settings.pulsar_url, operation_timeout_seconds=30, logger=logging.getLogger("pulsar.client")
+            self.settings.pulsar_url, operation_timeout_seconds=30, logger=logging.getLogger("pulsar.client"),
+            **pulsar_client_options(self.settings),
         )
         if self.inbound:
             self._tasks.append(asyncio.create_task(self._supervise(self._run_inbound), name="bridge-inbound"))
@@ -220,6 +230,7 @@ class Bridge:
         )
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            **aiokafka_security(self.settings),
             acks="all",
             enable_idempotence=True,
             linger_ms=2,
@@ -288,6 +299,7 @@ class Bridge:
         consumer = AIOKafkaConsumer(
             *self.outbound,
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            **aiokafka_security(self.settings),
             group_id=f"{self.settings.app_id}-bridge-out",
             enable_auto_commit=False,
             auto_offset_reset="earliest",

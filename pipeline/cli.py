@@ -60,7 +60,7 @@ def bridge() -> None:
     from pipeline.config import get_settings
 
     settings = get_settings()
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
     asyncio.run(Bridge(settings).run_forever())
 
 

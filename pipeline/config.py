@@ -6,12 +6,16 @@ This is the only module that reads environment variables; everything else receiv
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from yarl import URL
 
 from pipeline.compute.kubernetes_provider import KubernetesProviderConfig
 from pipeline.compute.optimizer import TenantComputeSettings
@@ -32,6 +36,52 @@ def _default_cache_dir() -> Path:
     return Path.home() / ".cache" / "provisioning-devstack"
 
 
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+LogFormat = Literal["text", "json"]
+
+#: Bind addresses that mean "every interface": a peer cannot call a worker there.
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]", "*"})  # noqa: S104 (names, not a bind)
+
+
+def _url_host(host: str) -> str:
+    """``host`` as the host part of a URL (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def hostname_address() -> str:
+    """This machine's address as its hostname resolves (a pod's IP in Kubernetes), else the hostname itself
+    (peers may resolve it through their DNS)."""
+    name = socket.gethostname()
+    try:
+        return socket.gethostbyname(name)
+    except OSError:
+        return socket.getfqdn(name)
+
+
+def derive_advertised_url(
+    web_host: str,
+    web_port: int,
+    configured: str | None,
+    pod_ip: str | None,
+    host_address: Callable[[], str] = hostname_address,
+) -> str:
+    """The URL the other workers reach this worker's web server at (its Faust ``canonical_url``).
+
+    ``configured`` (``WEB_ADVERTISED_URL``) wins. Otherwise the bind host, unless it is a wildcard
+    (``0.0.0.0``/``::``), which no peer can call: then the pod's IP (``POD_IP``), else the hostname's address.
+    Never a wildcard: with one, every worker took every peer for itself and routed nothing.
+    """
+    if configured:
+        return configured.rstrip("/")
+    host = web_host.strip()
+    if host in WILDCARD_HOSTS:
+        host = pod_ip or host_address()
+    if host in WILDCARD_HOSTS:  # a resolver that answered a wildcard: the loopback is at least reachable here
+        host = "127.0.0.1"
+    return f"http://{_url_host(host)}:{web_port}"
+
+
 class Settings(BaseSettings):
     """Settings of the worker, the bridge, the provisioners and the web API.
 
@@ -43,7 +93,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False, allow_inf_nan=False)
 
     # Faust worker
-    app_id: str = "provisioning-service"
+    app_id: str = Field(
+        "provisioning-service", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$",
+        description="Consumer group, changelog topic prefix and the folder of the worker's state under DATA_DIR "
+        "(Kafka's topic-name characters).",
+    )
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_group_instance_id: str | None = Field(
         None, min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$",
@@ -51,11 +105,37 @@ class Settings(BaseSettings):
         "partitions back at once instead of after the session timeout. Unique per worker (a StatefulSet's pod "
         "name); unset: dynamic membership.",
     )
+    kafka_session_timeout_seconds: float = Field(
+        60.0, ge=6.0, le=300.0,
+        description="How long the group waits for a silent worker (killed, partitioned) before giving its "
+        "partitions to the others: the survivors' take-over time after a crash. Shorter means a faster "
+        "take-over and more rebalances on a long GC pause or network hiccup. Within the brokers' "
+        "group.min/max.session.timeout.ms (6 s to 30 min by default).",
+    )
     store: str = Field("rocksdb://", description="Faust table store: rocksdb:// in the worker, memory://")
-    data_dir: Path = Path(".data")
-    web_host: str = "127.0.0.1"
+    data_dir: Path = Field(Path(".data"), description="The worker's state lives in DATA_DIR/<APP_ID>/.")
+    web_host: str = Field("127.0.0.1", max_length=253, description="Address the web server binds to.")
     web_port: int = Field(6066, ge=1, le=65535)
+    web_advertised_url: str | None = Field(
+        None, max_length=2048, pattern=r"^https?://[^\s/?#@]+/?$",
+        description="URL the other workers call this worker at; unset: derived from WEB_HOST, or from POD_IP or "
+        "the hostname's address when WEB_HOST is a wildcard (0.0.0.0, ::).",
+    )
+    pod_ip: str | None = Field(
+        None, max_length=64, description="This pod's IP (Kubernetes downward API), advertised when WEB_HOST is a "
+        "wildcard and WEB_ADVERTISED_URL is unset.",
+    )
     topic_partitions: int = Field(4, ge=1, le=1024)
+    topic_replication_factor: int = Field(
+        1, ge=1, le=32, description="Replicas of every topic the service creates (inputs, outputs, changelogs)."
+    )
+    topic_min_insync_replicas: int | None = Field(
+        None, ge=1, le=32, description="min.insync.replicas of the topics the service creates (unset: the "
+        "broker's default); at most TOPIC_REPLICATION_FACTOR.",
+    )
+    table_standby_replicas: int = Field(
+        0, ge=0, le=8, description="Workers that keep a hot copy of each table partition, to take over faster."
+    )
     dead_letter_topic: str = DEAD_LETTER_EVENTS
     dedupe_window_seconds: int = Field(7 * 24 * 3600, ge=1, le=366 * 24 * 3600)
     utilization_window_seconds: int = Field(60, ge=1, le=24 * 3600)
@@ -77,6 +157,20 @@ class Settings(BaseSettings):
         description="The service's own log level. Libraries (Pulsar, Kafka, Faust's per-partition lines, "
         "Kubernetes, HTTP clients, drivers) log at WARNING and above unless this is debug.",
     )
+    log_format: LogFormat = Field(
+        "text", description="text: one readable line per record; json: one JSON object per line (timestamp, "
+        "level, logger, message and, where known, tenant_id, event_id, command_id).",
+    )
+
+    # Kafka security (every Kafka client: the Faust worker and the bridge)
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: KafkaSaslMechanism = "PLAIN"
+    kafka_sasl_username: str | None = Field(None, min_length=1, max_length=1024)
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle of the brokers' certificates (unset: system)")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS), with the key file")
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_check_hostname: bool = True
 
     # Pulsar
     pulsar_url: str = "pulsar://127.0.0.1:6650"
@@ -84,6 +178,16 @@ class Settings(BaseSettings):
     pulsar_namespace: str = "public/default"
     bridge_enabled: bool = True
     bridge_subscription: str = "provisioning-bridge"
+    pulsar_auth_token: SecretStr | None = Field(
+        None, description="JWT of the bridge's Pulsar client (and of the admin API unless PULSAR_ADMIN_AUTH_TOKEN)."
+    )
+    pulsar_admin_auth_token: SecretStr | None = Field(
+        None, description="JWT of the admin API calls (tenant/namespace provisioning); unset: PULSAR_AUTH_TOKEN."
+    )
+    pulsar_tls_trust_certs_file: Path | None = Field(
+        None, description="CA bundle for pulsar+ssl:// and an https:// admin URL (unset: the system's)."
+    )
+    pulsar_tls_validate_hostname: bool = True
 
     # Backends
     cassandra_hosts: str = "127.0.0.1"
@@ -253,6 +357,70 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_case_level(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("app_id")
+    @classmethod
+    def _app_id_is_a_name(cls, value: str) -> str:
+        if value in {".", ".."}:  # a folder under DATA_DIR and a Kafka topic prefix: neither may be . or ..
+            raise ValueError("APP_ID cannot be '.' or '..'")
+        return value
+
+    @field_validator("pod_ip")
+    @classmethod
+    def _pod_ip_is_an_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        address = ipaddress.ip_address(value.strip())  # ValueError: not an IP address
+        if address.is_unspecified:
+            raise ValueError("POD_IP cannot be a wildcard address")
+        return str(address)
+
+    @field_validator("web_advertised_url")
+    @classmethod
+    def _advertised_url_is_callable(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if (URL(value).host or "") in WILDCARD_HOSTS:
+            raise ValueError("WEB_ADVERTISED_URL must name an address peers can call, not a wildcard")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        """Combinations that cannot work refuse to start, with the reason (instead of failing at first use)."""
+        min_isr = self.topic_min_insync_replicas
+        if min_isr is not None and min_isr > self.topic_replication_factor:
+            raise ValueError(f"TOPIC_MIN_INSYNC_REPLICAS ({self.topic_min_insync_replicas}) cannot exceed "
+                             f"TOPIC_REPLICATION_FACTOR ({self.topic_replication_factor}): no write would succeed")
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        tls = self.kafka_security_protocol in ("SSL", "SASL_SSL")
+        has_credentials = self.kafka_sasl_username is not None or self.kafka_sasl_password is not None
+        if sasl and (self.kafka_sasl_username is None or self.kafka_sasl_password is None):
+            raise ValueError(f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs KAFKA_SASL_USERNAME and "
+                             "KAFKA_SASL_PASSWORD")
+        if has_credentials and not sasl:
+            raise ValueError("KAFKA_SASL_USERNAME/PASSWORD are set but KAFKA_SECURITY_PROTOCOL is "
+                             f"{self.kafka_security_protocol}: use SASL_SSL (or SASL_PLAINTEXT)")
+        tls_files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+        if not tls and any(f is not None for f in tls_files):
+            raise ValueError("KAFKA_SSL_* files are set but KAFKA_SECURITY_PROTOCOL is "
+                             f"{self.kafka_security_protocol}: use SSL or SASL_SSL")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together (mutual TLS)")
+        if self.pulsar_tls_trust_certs_file is not None and not (
+            self.pulsar_url.startswith("pulsar+ssl://") or self.pulsar_admin_url.startswith("https://")
+        ):
+            raise ValueError("PULSAR_TLS_TRUST_CERTS_FILE is set but neither PULSAR_URL (pulsar+ssl://) nor "
+                             "PULSAR_ADMIN_URL (https://) uses TLS")
+        return self
+
+    @property
+    def state_dir(self) -> Path:
+        """Where this app id's local state (RocksDB tables) lives: another APP_ID never opens its files."""
+        return self.data_dir / self.app_id
+
+    def advertised_url(self, host_address: Callable[[], str] = hostname_address) -> str:
+        """The URL peers reach this worker at (:func:`derive_advertised_url`)."""
+        return derive_advertised_url(self.web_host, self.web_port, self.web_advertised_url, self.pod_ip, host_address)
 
     @property
     def cassandra_host_list(self) -> list[str]:

@@ -55,7 +55,7 @@ from pipeline.config import Settings, get_settings
 from pipeline.contract.topics import TENANT_CREATED, kafka_topics
 from pipeline.faust_consumer import check_faust_version, consumer_lag
 from pipeline.faust_tuning import tune_garbage_collector, use_event_loop
-from pipeline.logs import logging_config, quiet_libraries
+from pipeline.logs import configure, logging_config, quiet_libraries
 from pipeline.provisioners.registry import build_provisioners
 from pipeline.readiness import is_ready
 from pipeline.scaling.snapshot_signing import require_key
@@ -193,8 +193,10 @@ def bridge_service(settings: Settings) -> type[Service]:
 def run_worker() -> None:
     settings = get_settings()
     check_faust_version()
-    log_level = settings.log_level
+    log_level, log_format = settings.log_level, settings.log_format
     quiet_libraries(log_level)  # before Faust configures logging: the topic creation below logs too
+    if log_format == "json":  # every line JSON, those before Faust's logging set-up included
+        configure(log_level, log_format)
     try:
         peer_secret(settings)  # the internal endpoints are served by every worker
     except PeerConfigError as exc:
@@ -207,7 +209,11 @@ def run_worker() -> None:
     # Faust subscribes only to topics that exist when it starts: create them first, with the partition
     # count every per-tenant table shares.
     asyncio.run(ensure_kafka_topics(settings, kafka_topics(settings.dead_letter_topic)))
+    # Faust creates its data folder but not the folders above it: DATA_DIR/<APP_ID>/ needs DATA_DIR.
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
     worker = build_worker(settings)
     use_event_loop(settings.event_loop)
     tune_garbage_collector()
-    faust.Worker(worker.app, loglevel=log_level, logging_config=logging_config(log_level)).execute_from_commandline()
+    # quiet: with json, Faust's start-up banner (plain text on stdout) would break the one-object-per-line stream.
+    faust.Worker(worker.app, loglevel=log_level, logging_config=logging_config(log_level, log_format),
+                 quiet=log_format == "json").execute_from_commandline()

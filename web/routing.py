@@ -12,6 +12,12 @@ from yarl import URL
 
 
 def is_this_worker(app: Any, url: URL) -> bool:
+    """Whether ``url`` (an owner or member URL from the group's assignment) is this worker's.
+
+    Both sides are advertised URLs: the assignment carries each member's ``canonical_url``, which
+    ``pipeline/app.py`` sets to ``Settings.advertised_url()``, never the bind address; with a wildcard bind
+    advertised, workers on the same port took each other for themselves.
+    """
     mine = URL(str(app.conf.canonical_url))
     return (url.host, url.port) == (mine.host, mine.port)
 
@@ -21,7 +27,9 @@ def owner_of(app: Any, tenant_id: str, source_topic: Any) -> URL | None:
     when that is this worker (or the assignment is not known yet)."""
     try:
         owner: URL = app.router.external_topic_key_store(source_topic, tenant_id)
-    except (KeyError, IndexError):
+    except (KeyError, IndexError, TypeError):
+        # TypeError: the producer's metadata does not have the topic yet (aiokafka iterates None): a worker that
+        # started before the topic existed answered 500 to every tenant read until its metadata was refreshed.
         return None
     return None if is_this_worker(app, owner) else owner
 

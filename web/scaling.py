@@ -147,10 +147,11 @@ POLICY_EXAMPLE: dict[str, Any] = {
 
 
 def live_update(stored: StoredDecision) -> LiveUpdate | None:
-    """The dashboard's ``scaling`` update for a decision that changes something or is capped (else None)."""
+    """The dashboard's ``scaling`` update for a decision that changes something, is capped or answers a scaling
+    request (else None)."""
     decision = stored.decision
-    capped = decision.binding.startswith(("budget:", "fair_share"))
-    if decision.action == "hold" and not capped:
+    capped = decision.binding.startswith(("budget:", "fair_share", "quota"))
+    if decision.action == "hold" and not capped and stored.cause_event_id is None:
         return None
     return LiveUpdate("scaling", decision.tenant_id, decision_event(stored).model_dump(mode="json"))
 

@@ -37,6 +37,8 @@ API_PREFIX = "/api/v1"
 API_DOCS = f"{API_PREFIX}/docs"
 #: Swagger UI's files, from npm's swagger-ui-dist (version and source in its SOURCE.md).
 SWAGGER_UI = "vendor/swagger-ui"
+#: The dashboard's chart library (vendored; source and version in its SOURCE.md).
+UPLOT = "vendor/uplot"
 #: Routes whose duration is not a request latency (long-lived streams), left out of the histogram.
 STREAMING_ROUTES = frozenset({"ui_events"})
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -131,6 +133,9 @@ def install(
     app.router.add_route("GET", "/ui/", _ui_file("index.html"), name="ui_index")
     app.router.add_route("GET", "/ui/app.js", _ui_file("app.js"), name="ui_js")
     app.router.add_route("GET", "/ui/app.css", _ui_file("app.css"), name="ui_css")
+    app.router.add_route("GET", "/ui/charts.js", _ui_file("charts.js"), name="ui_charts_js")
+    app.router.add_route("GET", "/ui/uplot.js", _ui_file(f"{UPLOT}/uPlot.iife.min.js"), name="ui_uplot_js")
+    app.router.add_route("GET", "/ui/uplot.css", _ui_file(f"{UPLOT}/uPlot.min.css"), name="ui_uplot_css")
     app.router.add_route("GET", "/ui/events", events_handler(reader, hub, auth), name="ui_events")
     # The interactive API page (Swagger UI, vendored): public like the OpenAPI document it renders; "Try it out"
     # needs a bearer token like any other call. On the root app: it is HTML, not an operation of the API.

@@ -32,6 +32,16 @@ Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21
 #: User ids become Kubernetes RoleBinding subjects and annotations: a safe subset of printable ASCII.
 OWNER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,127}$"
 UserId = Annotated[str, Field(min_length=1, max_length=128, pattern=OWNER_ID_PATTERN)]
+#: A workload a scaling request names is a Deployment in the tenant's namespace: a DNS-1123 subdomain (the
+#: Kubernetes API refuses anything else), at most 128 characters like every other identifier here.
+WORKLOAD_NAME_PATTERN = r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*$"
+WorkloadName = Annotated[
+    str,
+    Field(min_length=1, max_length=128, pattern=WORKLOAD_NAME_PATTERN,
+          description="A Deployment name: lower-case letters, digits, '-' and '.', at most 128 characters."),
+]
+#: Most replicas a scaling request may ask for (``desired_replicas``, and ``delta`` either way).
+MAX_REQUESTED_REPLICAS = 10_000
 #: Regions name cloud regions and appear in resource settings.
 REGION_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 
@@ -89,9 +99,13 @@ class ResourceAnomaly(Event):
 
 
 class ScalingRequest(Event):
-    workload: Identifier
-    desired_replicas: int | None = Field(default=None, ge=0, le=10_000)
-    delta: int | None = Field(default=None, ge=-10_000, le=10_000)
+    """Set (``desired_replicas``) or change (``delta``) a workload's replicas: decided by the scaling engine
+    (trigger ``request``) within the workload's policy bounds, budgets, quota and fair share, and applied
+    through the Deployment's scale subresource (docs/scaling.md)."""
+
+    workload: WorkloadName
+    desired_replicas: int | None = Field(default=None, ge=0, le=MAX_REQUESTED_REPLICAS)
+    delta: int | None = Field(default=None, ge=-MAX_REQUESTED_REPLICAS, le=MAX_REQUESTED_REPLICAS)
     reason: str = Field(default="", max_length=500)
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,10 +51,12 @@ class JsonHttp:
         resource: str,
         headers: Mapping[str, str] | None = None,
         timeout: float = 15.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.resource = resource
         self._headers = {"Accept": "application/json", **(headers or {})}
+        self._ssl = ssl_context  # None: aiohttp's default verification
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0))
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -83,6 +86,8 @@ class JsonHttp:
         if params:
             url = url.update_query(params)
         kwargs: dict[str, Any] = {}
+        if self._ssl is not None:
+            kwargs["ssl"] = self._ssl
         if json_body is not None:
             kwargs["data"] = json.dumps(json_body)
             kwargs["headers"] = {"Content-Type": "application/json"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,11 +53,13 @@ class PulsarProvisioner(BaseProvisioner):
         clusters: Sequence[str] | None = None,
         admin_roles: Sequence[str] = (),
         token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         timeout: float = 15.0,
     ) -> None:
         super().__init__(tiers)
         headers = {"Authorization": f"Bearer {token}"} if token else None
-        self._http = JsonHttp(admin_url, resource=self.resource, headers=headers, timeout=timeout)
+        self._http = JsonHttp(admin_url, resource=self.resource, headers=headers, timeout=timeout,
+                              ssl_context=ssl_context)
         self._clusters = sorted(clusters) if clusters else None
         self._admin_roles = sorted(admin_roles)
 

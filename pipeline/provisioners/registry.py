@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterable, Mapping
 
 from pipeline.config import Settings
+from pipeline.connections import pulsar_admin_ssl, pulsar_admin_token
 from pipeline.provisioners.base import RESOURCES, Provisioner, ResourcePlan, TenantSpec
 from pipeline.provisioners.cassandra import CassandraProvisioner
 from pipeline.provisioners.elasticsearch import ElasticsearchProvisioner
@@ -34,7 +35,8 @@ def build_provisioner(resource: str, settings: Settings, tiers: TiersConfig) -> 
             secure=settings.minio_secure,
         )
     if resource == "pulsar":
-        return PulsarProvisioner(tiers, settings.pulsar_admin_url)
+        return PulsarProvisioner(tiers, settings.pulsar_admin_url, token=pulsar_admin_token(settings),
+                                 ssl_context=pulsar_admin_ssl(settings))
     if resource == "openproject":
         return OpenProjectProvisioner(tiers, settings.openproject_url,
                                       settings.openproject_api_key.get_secret_value())

@@ -17,7 +17,13 @@ Order of evaluation:
    ``max_replicas`` when they set them;
 4. budgets: each enabled cost-aware policy caps the count to what it pays for (said so in
    ``binding`` and ``explanation``; never silently over budget);
-5. fair share: the tenant's DRF grant caps the count.
+5. quota (when given: scaling requests): a scale-up is capped at the replicas the tenant's quota leaves
+   room for (``binding: quota``);
+6. fair share: the tenant's DRF grant caps the count.
+
+A scaling request (``DecisionInputs.request``) takes the place of step 2: its count is the combined value
+(``binding: request``), the policies are still evaluated and explained but not combined, and steps 3 to 6
+cap it; the explanation says what the request asked for and what capped it.
 
 Fair sharing is a two-pass affair for the caller: decide for every tenant without a grant, run
 :func:`pipeline.scaling.fairshare.drf_allocate` over the desired counts, decide again with each
@@ -50,6 +56,7 @@ from pipeline.scaling.policies import (
     TargetTrackingPolicy,
 )
 from pipeline.scaling.predictive import predictive_desired
+from pipeline.scaling.requests import QuotaRoom, RequestInput
 from pipeline.scaling.schedule import schedule_effect
 
 logger = logging.getLogger(__name__)
@@ -100,6 +107,11 @@ class DecisionInputs:
     spent_this_month: dict[str, float] | None = None
     """Actual spend per cost-aware policy id this month (billing data); default: the state's integral."""
     demand_aggregation: Literal["last", "mean", "max"] = "last"
+    request: RequestInput | None = None
+    """A scaling request: its count replaces the policies' combined value (bounds, budgets, quota and fair
+    share still apply)."""
+    quota: QuotaRoom | None = None
+    """The replicas the tenant's quota leaves room for: caps a scale-up (never forces a scale-down)."""
 
 
 # --------------------------------------------------------------------------- outputs
@@ -202,7 +214,8 @@ class ScalingDecision(_Out):
     bounds_source: str
     binding: str
     """What set the final value: ``policy:<id>``, ``schedule:<id>``, ``min_replicas``,
-    ``max_replicas``, ``budget:<id>``, ``fair_share`` or ``hold`` (no policy gave a value)."""
+    ``max_replicas``, ``budget:<id>``, ``quota``, ``fair_share``, ``request`` (a scaling request's count)
+    or ``hold`` (no policy gave a value)."""
     budget: list[BudgetSummary]
     fair_share: FairShareSummary | None
     cost_per_hour: float | None
@@ -382,10 +395,22 @@ def decide(
             if acts and desired_p is not None:
                 candidates.append((f"policy:{p.policy_id}", desired_p, p.combine == "override"))
 
-    # Combination.
+    # Combination (a scaling request replaces it: the policies are explained, not combined).
     overriding = [c for c in candidates if c[2]]
     pool = overriding or candidates
-    if pool:
+    request = inputs.request
+    if request is not None:
+        evaluations = [
+            ev if ev.kind == "cost_aware" or not ev.active
+            else ev.model_copy(update={"active": False, "reason": ev.reason + "; a scaling request sets the count"})
+            for ev in evaluations
+        ]
+        evaluations.append(PolicyEvaluation(
+            policy_id=request.event_id, kind="request", active=True, desired=request.target,
+            reason=request.asked + (f": {request.reason}" if request.reason else ""),
+        ))
+        combined, binding = request.target, "request"
+    elif pool:
         source, combined, _ = max(pool, key=lambda c: c[1])
         binding = source
     else:
@@ -423,6 +448,11 @@ def decide(
                 },
             )
         )
+
+    # Quota (scale-ups only).
+    quota_capped: QuotaRoom | None = None
+    if inputs.quota is not None and desired > max(current, inputs.quota.replicas):
+        desired, binding, quota_capped = max(current, inputs.quota.replicas), "quota", inputs.quota
 
     # Fair share.
     fair: FairShareSummary | None = None
@@ -475,6 +505,11 @@ def decide(
         currency,
         demand,
     )
+    if quota_capped is not None:
+        explanation += f"; quota: {quota_capped.detail}; CAPPED"
+    if request is not None:
+        outcome = "granted" if desired == request.target else f"capped at {desired} by {binding}"
+        explanation += f"; request {request.event_id} for {request.target} replicas: {outcome}"
     decision = ScalingDecision(
         tenant_id=inputs.tenant_id,
         workload=inputs.workload,

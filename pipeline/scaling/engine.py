@@ -30,8 +30,15 @@ over the latest demand of every workload) and capped by the workload's latest gr
 a grant yet does not scale up until it gets one). A new grant that changes the outcome re-makes the last
 decision from the same inputs.
 
-**Applying.** A decision is applied (``ApplyRequest``) when the workload has an acting policy, applying
-is on, its Deployment has been observed and the count differs from ``spec.replicas``.
+**Applying.** A decision is applied (``ApplyRequest``) when the workload has an acting policy (or the decision
+is a scaling request's), applying is on, its Deployment has been observed and the count differs from
+``spec.replicas``.
+
+**Scaling requests** (:meth:`ScalingEngine.on_request`) are one more trigger (``request``): the engine reads the
+Deployment first (a delta is resolved against its ``spec.replicas``, the quota against its pods' requests), then
+decides with the request's count in place of the policies' (:mod:`pipeline.scaling.requests`). The decision's
+id is derived from the request's event id, and the workload's state keeps the ids of the requests it took, so a
+redelivered request is not decided (nor applied) twice.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ from river.__version__ import __version__ as RIVER_VERSION
 
 from pipeline.config import Settings
 from pipeline.contract.topics import SCALING_EVENTS
-from pipeline.events.models import ResourceMetrics
+from pipeline.events.models import ResourceMetrics, ScalingRequest
 from pipeline.outputs import Emit, Refused, derived_id
 from pipeline.scaling import metrics
 from pipeline.scaling.decide import DecisionInputs, ForecastSummary, ScalingDecision, ScalingState, decide
@@ -66,6 +73,8 @@ from pipeline.scaling.model_host import LearnRequest, LearnResult, ModelHost, Re
 from pipeline.scaling.policies import CostAwarePolicy, Policy, PredictivePolicy, ScheduledPolicy
 from pipeline.scaling.predictive import required_quantiles
 from pipeline.scaling.records import (
+    KEEP_REQUEST_IDS,
+    MAX_PENDING_REQUESTS,
     ApplyReport,
     DecisionBasis,
     Demand,
@@ -74,8 +83,10 @@ from pipeline.scaling.records import (
     LastDecision,
     ModelInfo,
     ModelSnapshot,
+    PendingRequest,
     PolicyChange,
     PolicySet,
+    RequestBasis,
     ScalingDecisionEvent,
     StoredDecision,
     Tick,
@@ -84,8 +95,10 @@ from pipeline.scaling.records import (
     WorkloadScaling,
     split_key,
 )
+from pipeline.scaling.requests import QuotaRoom, RequestInput, quota_room, resolve_target
 from pipeline.scaling.residency import ModelResidency
 from pipeline.scaling.snapshot_signing import SnapshotSigner, signer_of
+from pipeline.tenants.logic import refusal_for
 from pipeline.tenants.models import QuotaRecord, TenantRecord, TenantState
 from pipeline.typed_table import TypedTable
 from pipeline.usage import WindowStats, workload_key
@@ -276,6 +289,11 @@ class ScalingEngine:
         """The workloads whose models the host keeps, as the requests sent so far left it."""
         self.generation = 0
         """Bumped by :meth:`forget`: windows closed before it are not recorded after it."""
+        self.waiting: dict[str, float] = {}
+        """Workloads whose scaling requests wait for a read of their Deployment -> when the read was last asked
+        for (wall clock, epoch seconds): :meth:`reads_due` asks again for those that waited too long."""
+        self._waiting_scanned = -1
+        """The generation whose state table :meth:`reads_due` has scanned for waiting requests."""
 
     # -- samples and windows ---------------------------------------------------------------------------
 
@@ -395,6 +413,7 @@ class ScalingEngine:
         self._states.clear()
         self._policy_sets.clear()
         self.open.clear()
+        self.waiting.clear()  # the next reads_due scans the state table again
         self.generation += 1
 
     def policies_of(self, tenant_id: str, workload: str) -> list[Policy]:
@@ -578,18 +597,26 @@ class ScalingEngine:
     def _run(
         self, st: WorkloadScaling, policies: list[Policy], basis: DecisionBasis, trigger: Trigger,
         prior: ScalingState | None, *, send_demand: bool, only_if_changed: bool = False,
+        decision_id: str | None = None, not_applied: str | None = None,
     ) -> Outcome:
+        """Decide from ``basis`` and store, emit and apply the decision. ``decision_id``: the id to give it
+        (default: derived from its inputs and the previous decision's id); ``not_applied``: why it is not
+        applied whatever it says (the Deployment could not be read)."""
         outcome = Outcome()
         key = workload_key(st.tenant_id, st.workload)
         forecast = _forecast_of(st) if basis.with_forecast else None
         current = self._current(st, basis)
         cpr = self._capacity(st)
         observed = st.observed if st.observed is not None and st.observed.exists else None
+        request = basis.request
         inputs = DecisionInputs(
             tenant_id=st.tenant_id, workload=st.workload, now=basis.at, current_replicas=current,
             ready_replicas=observed.ready_replicas if observed is not None else None,
             demand_window=basis.demand_window, capacity_per_replica=cpr,
             forecast=forecast,
+            request=RequestInput(event_id=request.event_id, target=request.target, asked=request.asked,
+                                 reason=request.reason) if request is not None else None,
+            quota=self._quota_room(st) if request is not None else None,
         )
         granted: int | None = None
         pending = False
@@ -613,12 +640,16 @@ class ScalingEngine:
             uncapped = decision.desired_replicas
         if only_if_changed and st.last is not None and st.last.desired == decision.desired_replicas:
             return outcome
-        applied, reason = self._apply_plan(st, policies, decision, outcome)
-        decision_id = derived_id(key, trigger, basis.at.isoformat(), str(decision.desired_replicas), str(granted),
-                                 st.last.decision_id if st.last is not None else "")
+        if not_applied is not None:
+            applied, reason = False, not_applied
+        else:
+            applied, reason = self._apply_plan(st, policies, decision, outcome, requested=request is not None)
+        if decision_id is None:
+            decision_id = derived_id(key, trigger, basis.at.isoformat(), str(decision.desired_replicas),
+                                     str(granted), st.last.decision_id if st.last is not None else "")
         stored = StoredDecision(
             decision_id=decision_id, seq=st.decisions, trigger=trigger, issued_at=self.wall(), applied=applied,
-            apply_reason=reason,
+            apply_reason=reason, cause_event_id=request.event_id if request is not None else None,
             uncapped_replicas=uncapped if self.config.pool is not None else None,
             model=ModelInfo(observations=st.observations, snapshot_observations=st.snapshot_observations,
                             river_version=RIVER_VERSION) if self.config.forecast_enabled else None,
@@ -639,12 +670,14 @@ class ScalingEngine:
         return outcome
 
     def _apply_plan(
-        self, st: WorkloadScaling, policies: list[Policy], decision: ScalingDecision, outcome: Outcome
+        self, st: WorkloadScaling, policies: list[Policy], decision: ScalingDecision, outcome: Outcome,
+        *, requested: bool = False,
     ) -> tuple[bool, str]:
-        """Whether (and why not) the decision goes to the Kubernetes API; adds the request to ``outcome``."""
+        """Whether (and why not) the decision goes to the Kubernetes API; adds the request to ``outcome``.
+        ``requested``: a scaling request's decision, which acts whatever the policies are."""
         if not self.config.apply_enabled:
             return False, "applying is off (SCALING_APPLY_ENABLED=false)"
-        if not _acting(policies):
+        if not requested and not _acting(policies):
             return False, "forecast-only: no enabled policy acts on the workload"
         request = ApplyRequest(st.tenant_id, st.workload)
         observed = st.observed
@@ -742,8 +775,22 @@ class ScalingEngine:
         elif report.requested_replicas is not None:
             st.observed = None  # the patch failed: what the Deployment says is unknown until it is read again
         last = st.last
-        if (report.observation is not None and report.observation.exists and last is not None
-                and not last.observed and st.basis is not None):
+        if st.pending_requests:
+            if report.observation is None and report.requested_replicas is not None:
+                # A failed patch: read the Deployment again before deciding the requests on it.
+                outcome.applies.append(ApplyRequest(report.tenant_id, report.workload))
+                self.waiting[key] = self.wall().timestamp()
+            else:
+                self.waiting.pop(key, None)
+                unreadable = None if report.observation is not None else (
+                    f"the Deployment could not be read: {report.error or 'no answer'}")
+                for pending in st.pending_requests:  # in arrival order: each starts from the count the last set
+                    outcome.extend(self._decide_request(st, pending, unreadable))
+                st.pending_requests = []
+        elif (report.observation is not None and report.observation.exists and last is not None
+                and not last.observed and st.basis is not None and st.basis.request is None):
+            # (A request is decided on a read it waited for: one recorded as not applied because its Deployment
+            # was missing or unreadable stays so, rather than act whenever the Deployment shows up.)
             policies = self.policies_of(report.tenant_id, report.workload)
             if policies:
                 outcome = self._run(st, policies, st.basis, "observed", st.prior_state, send_demand=True)
@@ -767,10 +814,108 @@ class ScalingEngine:
             changes = last.granted != granted and (min(last.uncapped, granted) != last.desired or last.granted is None)
             if changes or last.grant_pending:  # a decision made while waiting for the pool is re-made with its answer
                 policies = self.policies_of(grant.tenant_id, grant.workload)
-                if policies:
+                if policies or st.basis.request is not None:
                     outcome = self._run(st, policies, st.basis, "fair_share", st.prior_state, send_demand=False)
         self.save(key, st)
         return outcome
+
+    def on_request(self, request: ScalingRequest) -> Outcome:
+        """Take a scaling request: read the Deployment, then decide (trigger ``request``) when the answer comes
+        (:meth:`on_applied`); with applying off, decide at once. A redelivered request changes nothing.
+
+        Raises :class:`Refused` (a dead letter) for an unknown tenant or too many requests waiting."""
+        if self._live_tenant(request.tenant_id) is None:
+            raise Refused("unknown-tenant", f"tenant {request.tenant_id!r} does not exist")
+        key = workload_key(request.tenant_id, request.workload)
+        known = self.load(key)
+        if known is not None and request.event_id in known.request_ids:
+            metrics.REQUESTS.labels("duplicate").inc()
+            return Outcome()
+        if known is not None and len(known.pending_requests) >= MAX_PENDING_REQUESTS:
+            raise Refused("too-many-requests", f"{len(known.pending_requests)} scaling requests of "
+                          f"{request.workload!r} are already waiting for its Deployment to be read")
+        st = self._state(request.tenant_id, request.workload)
+        st.request_ids = [*st.request_ids, request.event_id][-KEEP_REQUEST_IDS:]
+        pending = PendingRequest(event_id=request.event_id, desired_replicas=request.desired_replicas,
+                                 delta=request.delta, reason=request.reason, occurred_at=request.occurred_at)
+        metrics.REQUESTS.labels("taken").inc()
+        if not self.config.apply_enabled:
+            outcome = self._decide_request(st, pending, None)
+        else:
+            # Decide on a fresh read: a delta counts from spec.replicas as it is now (someone may have scaled
+            # it by hand), and the quota from what the pods request now.
+            st.pending_requests = [*st.pending_requests, pending]
+            outcome = Outcome(applies=[ApplyRequest(request.tenant_id, request.workload)])
+            self.waiting[key] = self.wall().timestamp()
+        self.save(key, st)
+        return outcome
+
+    def reads_due(self, after_seconds: float) -> list[ApplyRequest]:
+        """The Deployment reads to ask for again: those of scaling requests that have waited ``after_seconds``
+        (the report was lost) and, first thing after a restart or a rebalance, those of every request waiting in
+        the state table (the reads asked for before went with the old process's queue). Call it once the tables
+        are recovered; the report of a read goes to the tenant's owner, whichever worker made it."""
+        if not self.config.apply_enabled:
+            return []
+        if self._waiting_scanned != self.generation:
+            self._waiting_scanned = self.generation
+            for key, st in self.tables.state.items():
+                if st.pending_requests and key not in self.waiting:
+                    self.waiting[key] = -math.inf
+        now = self.wall().timestamp()
+        due = sorted(key for key, asked in self.waiting.items() if now - asked >= after_seconds)
+        for key in due:
+            self.waiting[key] = now
+        return [ApplyRequest(*split_key(key)) for key in due]
+
+    def _decide_request(self, st: WorkloadScaling, pending: PendingRequest, unreadable: str | None) -> Outcome:
+        """Decide a request now (the caller saves ``st``): its id is derived from the request's event id."""
+        key = workload_key(st.tenant_id, st.workload)
+        last_at = st.state.last_decision_at if st.state is not None else None
+        at = pending.occurred_at if last_at is None or pending.occurred_at >= last_at else last_at
+        basis = DecisionBasis(
+            at=at,
+            demand_window=[value for _, value in st.recent[-self.config.demand_windows :]],
+            with_forecast=st.forecast is not None,
+            replicas_reported=st.replicas_reported,
+        )
+        target, asked = resolve_target(pending.desired_replicas, pending.delta, self._current(st, basis))
+        basis.request = RequestBasis(event_id=pending.event_id, target=target, asked=asked, reason=pending.reason)
+        # A Deployment known to be missing (or unreadable) asks the pool for nothing: it would hold a share of
+        # the pool for a workload that cannot use it until the demand expires.
+        missing = unreadable is not None or (st.observed is not None and not st.observed.exists)
+        return self._run(st, self.policies_of(st.tenant_id, st.workload), basis, "request", st.state,
+                         send_demand=not missing, decision_id=derived_id(key, "request", pending.event_id),
+                         not_applied=unreadable)
+
+    def _quota_room(self, st: WorkloadScaling) -> QuotaRoom | None:
+        """Room the tenant's quota leaves for the workload's replicas: its limits minus what the tenant's other
+        observed Deployments request (none while the tenant is marked over its quota)."""
+        record = self.tables.quotas.get(st.tenant_id)
+        if record is None:
+            return None
+        refusal = refusal_for(record, "kubernetes")
+        if refusal is not None:
+            return QuotaRoom(replicas=0, detail=refusal)
+        observed = st.observed
+        if observed is None or not observed.exists:
+            return None
+        others = [0.0, 0.0, 0.0]
+        index = self.tables.index.get(st.tenant_id)
+        for name in index.workloads if index is not None else []:
+            other = self.load(workload_key(st.tenant_id, name)) if name != st.workload else None
+            seen = other.observed if other is not None else None
+            if seen is None or not seen.exists or not seen.replicas:
+                continue
+            for i, each in enumerate((seen.cpu_per_replica, seen.memory_gib_per_replica, seen.gpus_per_replica)):
+                others[i] += seen.replicas * (each or 0.0)
+        limits = record.limits
+        return quota_room(
+            ResourceVector(cpu=observed.cpu_per_replica or 0.0, memory=observed.memory_gib_per_replica or 0.0,
+                           gpu=observed.gpus_per_replica or 0.0),
+            ResourceVector(cpu=limits.cpu_cores, memory=limits.memory_gib, gpu=limits.gpus),
+            ResourceVector.from_tuple(others),
+        )
 
     def recent_decisions(self, tenant_id: str, workload: str | None = None) -> list[StoredDecision]:
         """The stored decisions of the tenant's workloads (or of one), newest first."""
@@ -821,7 +966,8 @@ def decision_event(stored: StoredDecision) -> ScalingDecisionEvent:
         command_id=stored.decision_id, tenant_id=decision.tenant_id, workload=decision.workload,
         desired_replicas=decision.desired_replicas, current_replicas=decision.current_replicas,
         action=decision.action, status=status, binding=decision.binding, trigger=stored.trigger,
-        reason=decision.explanation, issued_at=stored.issued_at, decided_at=decision.at, decision=decision,
+        reason=decision.explanation, issued_at=stored.issued_at, decided_at=decision.at,
+        cause_event_id=stored.cause_event_id, decision=decision,
     )
 
 

@@ -181,10 +181,17 @@ class ApplyQueue:
         pending = self._pending.get(key)
         if pending is None or request.replicas is not None:
             self._pending[key] = request
-        if key not in self._tasks:
+        running = self._tasks.get(key)
+        # A drain that has returned stays in _tasks until its done-callback runs (call_soon, later): a request
+        # submitted in between would wait forever for it. Only a task still running takes it.
+        if running is None or running.done():
             task = asyncio.create_task(self._drain(key), name=f"scaling-apply-{key[0]}/{key[1]}")
             self._tasks[key] = task
-            task.add_done_callback(lambda _: self._tasks.pop(key, None))
+            task.add_done_callback(lambda done: self._forget(key, done))
+
+    def _forget(self, key: tuple[str, str], done: asyncio.Task[None]) -> None:
+        if self._tasks.get(key) is done:  # not a newer drain of the same workload
+            del self._tasks[key]
 
     @property
     def busy(self) -> int:

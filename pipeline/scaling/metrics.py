@@ -40,3 +40,7 @@ FORECASTER_ERRORS = Counter(
     "Forecaster failures seen by the worker: kind host_lost (the model process died; a new one starts empty).",
     ["kind"],
 )
+REQUESTS = Counter(
+    "scaling_requests_total",
+    "scaling-request-events the engine took (taken) or recognised as a redelivery (duplicate).", ["outcome"],
+)

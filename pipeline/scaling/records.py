@@ -26,7 +26,12 @@ from pipeline.scaling.policies import Policy
 #: The key of every ``scaling-demands`` record (one partition: the one agent that computes DRF).
 DEMANDS_KEY = "pool"
 
-Trigger = Literal["window", "schedule", "fair_share", "observed"]
+Trigger = Literal["window", "schedule", "fair_share", "observed", "request"]
+
+#: Scaling requests of one workload waiting for its Deployment to be read (more are dead-lettered).
+MAX_PENDING_REQUESTS = 16
+#: Event ids of the requests a workload has taken, kept to recognise a redelivery (the newest).
+KEEP_REQUEST_IDS = 64
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -94,6 +99,27 @@ class ApplyReport(BaseModel):
     reported_at: AwareDatetime
 
 
+class PendingRequest(BaseModel):
+    """A ``scaling-request-events`` event the engine took, waiting for a fresh read of the Deployment."""
+
+    event_id: str
+    desired_replicas: int | None = None
+    delta: int | None = None
+    reason: str = ""
+    occurred_at: AwareDatetime
+
+
+class RequestBasis(BaseModel):
+    """The request a decision was made for, its target resolved once (a delta against the count read when
+    it was first decided), so that a decision made again (a grant, an observation) asks for the same count."""
+
+    event_id: str
+    target: int
+    asked: str
+    """What the request said: ``desired_replicas 5`` or ``delta +2 from 3``."""
+    reason: str = ""
+
+
 class DecisionBasis(BaseModel):
     """The inputs of the last decision, kept so that it can be made again with a new grant or observation
     (its forecast is the state's: a workload with policies decides at every window it learns)."""
@@ -102,6 +128,8 @@ class DecisionBasis(BaseModel):
     demand_window: list[float] = Field(default_factory=list)
     with_forecast: bool = False
     replicas_reported: int | None = None
+    request: RequestBasis | None = None
+    """Set when the decision was made for a scaling request (trigger ``request``, and its re-makes)."""
 
 
 class LastDecision(BaseModel):
@@ -154,6 +182,10 @@ class WorkloadScaling(BaseModel):
     """Sequence number of the last demand sent to the pool; grants answering older ones are stale."""
     decisions: int = 0
     """Decisions stored so far (the next one's ``seq``)."""
+    pending_requests: list[PendingRequest] = Field(default_factory=list)
+    """Scaling requests waiting for the Deployment to be read (decided, in order, when it has been)."""
+    request_ids: list[str] = Field(default_factory=list)
+    """Event ids of the last ``KEEP_REQUEST_IDS`` requests taken: a redelivered one is not taken twice."""
 
 
 class ModelInfo(BaseModel):
@@ -176,6 +208,8 @@ class StoredDecision(BaseModel):
     apply_reason: str
     uncapped_replicas: int | None = None
     model: ModelInfo | None = None
+    cause_event_id: str | None = None
+    """The ``scaling-request-events`` event a request decision (or its re-make) was made for."""
     decision: ScalingDecision
 
 
@@ -266,4 +300,6 @@ class ScalingDecisionEvent(BaseModel):
     reason: str
     issued_at: AwareDatetime
     decided_at: AwareDatetime
+    cause_event_id: str | None = None
+    """The scaling request's event id, for a decision made for one (``command_id`` is derived from it)."""
     decision: ScalingDecision

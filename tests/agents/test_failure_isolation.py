@@ -100,3 +100,34 @@ async def test_the_compute_requests_agent_goes_on_after_a_record_that_makes_it_r
     await agent.fun(stream)  # the agent's own function, as the worker declared it, fed in-process
     assert submitted == ["fine"]
     assert [(t, r) for t, r, _ in dead_letters] == [(COMPUTE_REQUESTS, "handler-error")]
+
+
+async def test_lines_logged_while_an_event_is_handled_carry_its_tenant_and_event_id(
+    io: AgentRuntime, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import logging
+    from io import StringIO
+
+    from pipeline.logs import JsonLineFormatter
+
+    capture_dead_letters(io, monkeypatch)
+    stream = StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLineFormatter())  # formats when the line is logged, as the worker's handler does
+    log = logging.getLogger("tests.agents.context")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+    def handle(event: UserCreated) -> list[Any]:
+        log.info("handling %s", event.event_id)
+        return []
+
+    try:
+        await io.process(FakeMessage(user_event("ctx-1")), "test-context-users", UserCreated,  # type: ignore[arg-type]
+                         handle)
+        log.info("between events")
+    finally:
+        log.removeHandler(handler)
+    inside, outside = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert (inside["message"], inside["tenant_id"], inside["event_id"]) == ("handling ctx-1", "acme", "ctx-1")
+    assert "tenant_id" not in outside and "event_id" not in outside

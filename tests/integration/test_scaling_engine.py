@@ -10,6 +10,7 @@ the executor is off). The last test restarts the worker.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from devstack.harness.scaling import (
 )
 from devstack.harness.worker import WorkerProcess, poll
 from devstack.process import log_tail
+from pipeline.outputs import derived_id
 from pipeline.scaling.fairshare import ResourceVector, TenantDemand, drf_allocate
 from tests.integration.conftest import JWT_SECRET, SNAPSHOT_SIGNING_KEY
 
@@ -343,6 +345,77 @@ def test_three_tenants_competing_for_too_few_gpus_get_the_drf_allocation(service
         assert decision["decision"]["binding"] == "fair_share"
         assert f"fair share: granted {expected[name]} of 4 requested" in decision["decision"]["explanation"]
     assert sum(expected[n] * shapes[n][1] for n in shapes) <= POOL.gpu
+
+
+# -- scaling requests ------------------------------------------------------------------------------------------
+
+
+def scaling_request(tenant_id: str, event_id: str, workload: str = "api", **target: Any) -> tuple[str, dict[str, Any],
+                                                                                                  None]:
+    event = {"event_id": event_id, "tenant_id": tenant_id, "occurred_at": datetime.now(UTC).isoformat(),
+             "workload": workload, "reason": "integration test", **target}
+    return tenant_id, event, None
+
+
+def test_a_scaling_request_is_decided_by_the_engine_and_applied_once_within_the_policy_max(service: Service) -> None:
+    tenant = service.tenant("rq", tier="enterprise")
+    service.cluster.deployment(tenant, "api", replicas=1, cpu="1")
+    service.policy(tenant, {"policy_id": "cpu", "kind": "target_tracking", "target_utilization": 0.5,
+                            "min_replicas": 1, "max_replicas": 6})
+    bootstrap = service.broker.bootstrap
+    first, second, third = (f"{tenant}-req-{n}" for n in (1, 2, 3))
+
+    def applied_for(event_id: str, replicas: int) -> dict[str, Any] | None:
+        """The applied decision made for the request (or its re-make once the pool answered), once the
+        Deployment is at ``replicas``."""
+        if service.cluster.replicas(tenant, "api") != replicas:
+            return None
+        return newest(service.api.decisions(tenant), applied=True, cause_event_id=event_id)
+
+    produce(bootstrap, "scaling-request-events", [scaling_request(tenant, first, desired_replicas=4)])
+    done = service.wait("the Deployment at 4 replicas", lambda: applied_for(first, 4), tenants=(tenant,))
+    assert done["decision"]["desired_replicas"] == 4 and done["trigger"] in ("request", "fair_share")
+    made = newest(service.api.decisions(tenant), trigger="request", cause_event_id=first)
+    assert made is not None  # the request's own decision, with the id derived from its event id
+    assert made["decision_id"] == derived_id(f"{tenant}/api", "request", first)
+    assert "desired_replicas 4: integration test" in made["decision"]["explanation"]
+
+    # above the policy's max: capped at 6, and the explanation says by what
+    produce(bootstrap, "scaling-request-events", [scaling_request(tenant, second, desired_replicas=50)])
+    capped = service.wait("the Deployment at 6 replicas", lambda: applied_for(second, 6), tenants=(tenant,))
+    assert capped["decision"]["binding"] == "max_replicas"
+    assert f"request {second} for 50 replicas: capped at 6 by max_replicas" in capped["decision"]["explanation"]
+
+    # the first request again (a redelivery), then a delta: only the delta acts
+    produce(bootstrap, "scaling-request-events", [scaling_request(tenant, first, desired_replicas=4),
+                                                  scaling_request(tenant, third, delta=-1)])
+    service.wait("the Deployment at 5 replicas", lambda: applied_for(third, 5), tenants=(tenant,))
+    decisions = service.api.decisions(tenant)
+    assert [d["trigger"] for d in decisions if d["cause_event_id"] == first].count("request") == 1
+    assert newest(decisions)["cause_event_id"] == third  # type: ignore[index]
+    assert service.cluster.replicas(tenant, "api") == 5
+
+    events = [e for e in read_topic(bootstrap, "scaling-events") if e.get("tenant_id") == tenant]
+    assert {e["kind"] for e in events} == {"scaling-decision"}  # no scaling-command nobody applies
+    assert {e["cause_event_id"] for e in events if e["trigger"] == "request"} == {first, second, third}
+
+
+def test_a_scaling_request_that_cannot_act_is_recorded_or_dead_lettered(service: Service) -> None:
+    tenant = service.tenant("rr")
+    bootstrap = service.broker.bootstrap
+    produce(bootstrap, "scaling-request-events", [
+        scaling_request(tenant, f"{tenant}-bad-name", workload="Not_A_Deployment", desired_replicas=2),
+        scaling_request(tenant, f"{tenant}-ghost", workload="ghost", desired_replicas=2),
+    ])
+    ghost = service.wait("the decision on the missing Deployment", lambda: newest(
+        service.api.decisions(tenant), cause_event_id=f"{tenant}-ghost"))
+    assert ghost["trigger"] == "request" and not ghost["applied"]  # the only one: no demand, so no re-make
+    assert ghost["apply_reason"] == "the Deployment does not exist"
+    letters = service.wait("the dead letter of the invalid name", lambda: [
+        d for d in read_topic(bootstrap, "dead-letter-events")
+        if d.get("source_topic") == "scaling-request-events" and d.get("reason") == "schema"
+        and f"{tenant}-bad-name".encode() in base64.b64decode(d.get("original_base64", ""))])
+    assert "workload" in letters[0]["detail"]
 
 
 # -- a restart -------------------------------------------------------------------------------------------------

@@ -64,3 +64,14 @@ def test_the_bridge_never_raises_on_any_payload(payload: bytes, pulsar_key: str 
     record = kafka_record("dead-letter-events", "resource-metrics", payload, pulsar_key)
     assert record.topic == "resource-metrics" and record.value == payload
     assert record.key is None or len(record.key) <= 1024
+
+
+def test_topics_are_created_with_the_replication_settings() -> None:
+    from pipeline.bridge import new_topic
+    from pipeline.config import Settings
+
+    default = new_topic(Settings(), "tenant-created-events")
+    assert (default.name, default.num_partitions, default.replication_factor, default.topic_configs) == (
+        "tenant-created-events", 4, 1, {})  # as before the settings: one replica, the broker's min ISR
+    ha = new_topic(Settings(topic_partitions=12, topic_replication_factor=3, topic_min_insync_replicas=2), "x")
+    assert (ha.num_partitions, ha.replication_factor, ha.topic_configs) == (12, 3, {"min.insync.replicas": "2"})

@@ -5,8 +5,9 @@ agents would apply them, so the state really changes; every change is also publi
 Refusals that the worker would dead-letter (a tenant that already exists...) are kept in ``dead_letters``.
 
 ``LiveUpdate.data`` carries, per kind: ``tenant`` a TenantRecord, ``quota`` a QuotaRecord, ``status`` a
-ProvisioningStatus, ``usage`` a UsageRecord, ``anomaly`` an AnomalyRecord, ``scaling`` a ScalingCommand,
-each as ``model_dump(mode="json")``.
+ProvisioningStatus, ``usage`` a UsageRecord, ``anomaly`` an AnomalyRecord, ``scaling`` a ScalingCommand (an
+anomaly's reaction) or a ScalingDecisionEvent (a scaling request, decided by a real ``ScalingEngine`` whose
+Kubernetes calls are answered from ``deployments``), each as ``model_dump(mode="json")``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,17 @@ from pipeline.events.models import (
 )
 from pipeline.outputs import Emit, Refused, derived_id
 from pipeline.provisioners.tiers import Quota
+from pipeline.scaling.engine import EngineConfig, Outcome, ScalingEngine, Tables
+from pipeline.scaling.kube import ApplyRequest
+from pipeline.scaling.records import (
+    ApplyReport,
+    ModelSnapshot,
+    Observation,
+    PolicySet,
+    StoredDecision,
+    WorkloadIndex,
+    WorkloadScaling,
+)
 from pipeline.tenants import logic
 from pipeline.tenants.anomaly import handle_anomaly
 from pipeline.tenants.models import (
@@ -43,7 +55,6 @@ from pipeline.tenants.models import (
     TenantRecord,
     UserRecord,
 )
-from pipeline.tenants.scaling_request import handle_scaling_request
 from pipeline.typed_table import TypedTable
 from pipeline.usage import (
     RECENT_WINDOWS,
@@ -96,6 +107,15 @@ class MemoryState:
         self._subscribers: list[asyncio.Queue[LiveUpdate]] = []
         #: The compute records of every tenant (e.g. a compute runtime's ``holding``); None: no compute here.
         self.compute_records: Callable[[], Iterable[ComputeRecord]] | None = None
+        self.scaling_engine = ScalingEngine(
+            EngineConfig(window_seconds=UTILIZATION_WINDOW.total_seconds(), forecast_enabled=False),
+            Tables(policies=TypedTable({}, PolicySet), state=TypedTable({}, WorkloadScaling),
+                   decisions=TypedTable({}, StoredDecision), index=TypedTable({}, WorkloadIndex),
+                   snapshots=TypedTable({}, ModelSnapshot), tenants=self.stores.tenants, quotas=self.stores.quotas),
+            wall=now,
+        )
+        #: (tenant id, workload) -> its Deployment, as the engine's Kubernetes calls find it.
+        self.deployments: dict[tuple[str, str], Observation] = {}
 
     # -- StateReader -------------------------------------------------------------------------------
 
@@ -186,12 +206,38 @@ class MemoryState:
             self.publish(LiveUpdate("anomaly", event.tenant_id, log.recent[0].model_dump(mode="json")))
         self._publish_scaling(emits)
 
+    def add_deployment(self, tenant_id: str, workload: str, replicas: int, cpu: float = 1.0, gpus: float = 0.0) -> None:
+        self.deployments[(tenant_id, workload)] = Observation(
+            exists=True, replicas=replicas, cpu_per_replica=cpu, memory_gib_per_replica=1.0, gpus_per_replica=gpus,
+            observed_at=self.now())
+
     def request_scaling(self, event: ScalingRequest) -> None:
-        emits = self._apply(
-            "scaling", event.tenant_id,
-            lambda: handle_scaling_request(event, self.stores, self.usage_table, self.now()),
-        )
-        self._publish_scaling(emits)
+        def apply() -> list[Emit]:
+            outcome = self.scaling_engine.on_request(event)
+            emits: list[Emit] = []
+            while outcome:  # the Kubernetes calls answered at once, their reports fed back as the worker does
+                emits += outcome.emits
+                reports = [self._kubernetes(request) for request in outcome.applies]
+                outcome = Outcome()
+                for report in reports:
+                    outcome.extend(self.scaling_engine.on_applied(report))
+            return emits
+
+        self._publish_scaling(self._apply("scaling", event.tenant_id, apply))
+
+    def _kubernetes(self, request: ApplyRequest) -> ApplyReport:
+        key = (request.tenant_id, request.workload)
+        found = self.deployments.get(key)
+        if found is None:
+            return ApplyReport(tenant_id=request.tenant_id, workload=request.workload,
+                               requested_replicas=request.replicas,
+                               observation=Observation(exists=False, observed_at=self.now()), reported_at=self.now())
+        previous = found.replicas
+        if request.replicas is not None:
+            found = self.deployments[key] = found.model_copy(update={"replicas": request.replicas})
+        return ApplyReport(tenant_id=request.tenant_id, workload=request.workload, requested_replicas=request.replicas,
+                           scaled=request.replicas is not None and request.replicas != previous,
+                           previous_replicas=previous, observation=found, reported_at=self.now())
 
     def quota_exceeded(self, event: QuotaExceeded) -> None:
         self._apply("quota-exceeded", event.tenant_id,

@@ -108,6 +108,9 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, str]]] = {
     ("GET", "/ui/"): ("/ui/", None, public()),
     ("GET", "/ui/app.js"): ("/ui/app.js", None, public()),
     ("GET", "/ui/app.css"): ("/ui/app.css", None, public()),
+    ("GET", "/ui/charts.js"): ("/ui/charts.js", None, public()),
+    ("GET", "/ui/uplot.js"): ("/ui/uplot.js", None, public()),
+    ("GET", "/ui/uplot.css"): ("/ui/uplot.css", None, public()),
     ("GET", "/ui/events"): ("/ui/events", None, listing()),
     ("GET", "/api/v1/openapi.json"): ("/api/v1/openapi.json", None, public()),
     # the interactive API page renders the public OpenAPI document; its "Try it out" calls need a token

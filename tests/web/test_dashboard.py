@@ -132,6 +132,7 @@ def test_the_dashboard_follows_the_state_live(chromium: WebDriver, served: tuple
         state.record_anomaly(ResourceAnomaly(
             event_id="a1", tenant_id="acme", occurred_at=now, resource_type="pod", resource_id="api-7f9c",
             anomaly_type="cpu-spike", severity=Severity.HIGH, value=0.97))
+        state.add_deployment("globex", "train", replicas=3, cpu=4, gpus=1)  # one replica: 4 cores, 1 GPU
         state.request_scaling(ScalingRequest(event_id="s1", tenant_id="globex", occurred_at=now,
                                              workload="train", desired_replicas=12, reason="batch backlog"))
 
@@ -141,8 +142,8 @@ def test_the_dashboard_follows_the_state_live(chromium: WebDriver, served: tuple
     wait_for(driver, "the second tenant", lambda d: len(badge_states(d, "globex")) == len(TENANT_RESOURCES))
     wait_for(driver, "the anomaly", lambda d: "cpu-spike" in d.find_element(By.ID, "anomalies").text)
     wait_for(driver, "the scaling events", lambda d: len(d.find_elements(By.CSS_SELECTOR, "#scaling li")) == 2)
-    wait_for(driver, "both scaling events, the quota refusal included", lambda d: all(  # 12 replicas exceed it
-        text in d.find_element(By.ID, "scaling").text for text in ("api-7f9c", "train", "refused")))
+    wait_for(driver, "both scaling events, the quota cap included", lambda d: all(  # 12 replicas exceed it
+        text in d.find_element(By.ID, "scaling").text for text in ("api-7f9c", "train", "capped at 4 by quota")))
     wait_for(driver, "the cpu usage against the quota", lambda d: "3.2 / 4 cores" in d.find_element(
         By.CSS_SELECTOR, 'tr[data-tenant-id="acme"] [data-quota="cpu_cores"]').text)
     wait_for(driver, "the overall status", lambda d: d.find_element(

@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
-from pipeline.events.models import ResourceMetrics, Tier
+from pipeline.events.models import ResourceMetrics, ScalingRequest, Tier
 from pipeline.scaling.engine import EngineConfig, ScalingEngine, Tables
 from pipeline.scaling.records import (
     ApplyReport,
@@ -303,3 +303,16 @@ async def test_a_policy_pasted_with_hpa_names_is_accepted_and_shown_in_snake_cas
     refused = await post(api, {**document, "policy_id": "keda", "cooldownPeriod": 300})
     assert refused.status == 422
     assert "cooldownPeriod (KEDA) has no equivalent" in (await error_of(refused))["details"]["errors"][0]["msg"]
+async def test_a_scaling_requests_decision_is_shown_even_when_it_holds(api: TestClient, engine: ScalingEngine) -> None:
+    published: list[LiveUpdate] = []
+    engine.tables.decisions.listeners.append(publish_decisions(published.append))
+    engine.on_request(ScalingRequest(event_id="r-hold", tenant_id="acme", occurred_at=T0, workload="api",
+                                     desired_replicas=2, reason="already there"))
+    engine.on_applied(ApplyReport(tenant_id="acme", workload="api", reported_at=T0, observation=Observation(
+        exists=True, replicas=2, cpu_per_replica=1.0, observed_at=datetime.now(UTC))))
+    [update] = published  # a hold the requester still wants to see answered
+    assert update.data["action"] == "hold" and update.data["cause_event_id"] == "r-hold"
+    assert update.data["trigger"] == "request" and update.data["status"] == "unchanged"
+    response = await api.get("/api/v1/scaling/decisions?tenant_id=acme", headers=bearer(ACME_VIEWER))
+    [item] = (await response.json())["items"]
+    assert item["cause_event_id"] == "r-hold" and item["trigger"] == "request"

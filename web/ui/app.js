@@ -143,7 +143,9 @@
       el("div", { class: "tenant-name", text: tenant.name }),
       el("code", { class: "tenant-id", text: tenant.tenant_id }),
       tenant.region ? el("span", { class: "muted small", text: ` · ${tenant.region}` }) : null,
-      tenant.state !== "active" ? badge("state", tenant.state) : null);
+      tenant.state !== "active" ? badge("state", tenant.state) : null,
+      el("button", { type: "button", class: "secondary small charts-open", "data-charts": tenant.tenant_id,
+        text: "charts" }));
     return el("tr", { "data-tenant-id": tenant.tenant_id, class: changed ? "flash" : null },
       nameCell,
       el("td", {}, badge("tier", tenant.tier)),
@@ -291,7 +293,12 @@
     source.addEventListener("snapshot", (e) => applySnapshot(JSON.parse(e.data)));
     source.addEventListener("tenant", (e) => { upsertTenant(JSON.parse(e.data)); markUpdated(); });
     source.addEventListener("anomaly", (e) => { addRecent("anomalies", JSON.parse(e.data)); markUpdated(); });
-    source.addEventListener("scaling", (e) => { addRecent("scaling", JSON.parse(e.data)); markUpdated(); });
+    source.addEventListener("scaling", (e) => {
+      const update = JSON.parse(e.data);
+      addRecent("scaling", update);
+      markUpdated();
+      if (update.tenant_id === chartsTenant()) window.ProvisioningCharts.refresh();
+    });
     source.addEventListener("token-expired", () => {
       closeStream();
       setConn("expired", "token expired");
@@ -309,6 +316,16 @@
     });
   }
 
+  function chartsTenant() {
+    return byId("charts").hidden ? null : byId("charts-tenant").textContent;
+  }
+
+  byId("tenant-rows").addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-charts]");
+    if (button) window.ProvisioningCharts.show(button.dataset.charts);
+  });
+  byId("charts-close").addEventListener("click", () => window.ProvisioningCharts.hide());
+
   byId("token-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const input = byId("token");
@@ -320,6 +337,7 @@
 
   byId("signout").addEventListener("click", () => {
     sessionStorage.removeItem(TOKEN_KEY);
+    window.ProvisioningCharts.hide();
     closeStream();
     state.tenants.clear();
     byId("tenant-rows").replaceChildren();

@@ -69,3 +69,32 @@ async def test_the_queue_runs_one_call_per_workload_and_keeps_only_the_latest_re
         queue.close()
     assert [c.replicas for c in calls] == [2, 4]
     assert [r.requested_replicas for r in reports] == [2, 4]
+
+
+async def test_a_request_submitted_as_the_drain_ends_is_still_run() -> None:
+    """The drain returns with nothing pending; its done-callback runs later (call_soon). A request submitted
+    between the two must start a new drain rather than wait for the finished one (it stayed pending forever:
+    the fair-share integration test once left a Deployment at 3 instead of 2)."""
+    calls: list[ApplyRequest] = []
+    queue: ApplyQueue
+
+    def run(request: ApplyRequest) -> ApplyReport:
+        calls.append(request)
+        return ApplyReport(tenant_id=request.tenant_id, workload=request.workload,
+                           requested_replicas=request.replicas, reported_at=NOW)
+
+    async def report(outcome: ApplyReport) -> None:
+        if outcome.requested_replicas == 3:  # runs after the drain has returned, before its done-callback
+            asyncio.get_running_loop().call_soon(queue.submit, ApplyRequest("acme", "api", 2))
+
+    queue = ApplyQueue(run, report, threads=1)
+    try:
+        queue.submit(ApplyRequest("acme", "api", 3))
+        for _ in range(100):  # until the second drain has run too (idle() returns when no drain is left)
+            await queue.idle()
+            await asyncio.sleep(0)
+            if len(calls) == 2:
+                break
+    finally:
+        queue.close()
+    assert [c.replicas for c in calls] == [3, 2]
