@@ -28,7 +28,7 @@ from pipeline.isolation import guarded, isolated
 from pipeline.metrics import ORPHANS_REMOVED
 from pipeline.provisioners.errors import ProvisioningError
 from pipeline.tenants.models import TenantState
-from pipeline.tenants.reconcile import RoundRobin, tenant_pass
+from pipeline.tenants.reconcile import RoundRobin, tenant_pass, verify_outdated
 
 if TYPE_CHECKING:
     from agents.deps import AgentDeps
@@ -97,6 +97,9 @@ class Reconciler:
             result = await provisioner.verify(tenant_spec(command))
         except ProvisioningError as exc:
             logger.warning("verify of %s for %s failed: %s", command.resource, command.tenant_id, exc)
+            return
+        if result.drifted and (outdated := verify_outdated(command, self.stores)) is not None:
+            logger.info("drift of %s for %s left to the next pass: %s", command.resource, command.tenant_id, outdated)
             return
         if result.drifted:
             logger.warning("%s of %s drifted: %s", command.resource, command.tenant_id, "; ".join(result.details))

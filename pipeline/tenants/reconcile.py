@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from pipeline.events.models import CommandAction, ProvisioningCommand
-from pipeline.tenants.logic import TenantStores, command_for
+from pipeline.tenants.logic import TenantStores, command_fence, command_for
 from pipeline.tenants.models import ResourceState, TenantState
 
 #: Not finished: restarted when stale. DRIFTED included: a worker that died between reporting drift and the
@@ -78,3 +78,20 @@ class RoundRobin:
         batch = self._left[-size:][::-1]
         del self._left[-size:]
         return batch
+
+
+def verify_outdated(command: ProvisioningCommand, stores: TenantStores) -> str | None:
+    """Why a drift found by verifying ``command`` must not be reported or repaired, else None.
+
+    A verify runs for a while after its pass built ``command`` from the tables. If the tenant changed
+    meanwhile (a quota update, a delete, a new incarnation, a newer command), the difference it found may be
+    that change itself, and re-applying ``command`` would undo it (seen: a quota set to 12.5 put back to 8).
+    The next pass verifies against the new state.
+    """
+    fenced = command_fence(command, stores)
+    if fenced is not None:
+        return fenced
+    quota = stores.quotas.get(command.tenant_id)
+    if quota is None or command.spec.get("quota") != quota.limits.model_dump():
+        return "the quota changed while the verify ran"
+    return None
