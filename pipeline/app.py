@@ -83,6 +83,7 @@ def create_app(settings: Settings) -> ProvisioningApp:
         # heartbeats well inside the session (Kafka wants at most a third of it)
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_seconds / 3),
         producer_acks=-1,
+        producer_linger=settings.kafka_producer_linger_ms / 1000.0,
         broker_commit_every=500,
         broker_commit_interval=timedelta(seconds=1),
         table_cleanup_interval=timedelta(seconds=30),
