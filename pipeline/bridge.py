@@ -23,13 +23,13 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pulsar
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import MessageSizeTooLargeError, TopicAlreadyExistsError
 from pulsar import asyncio as pulsar_asyncio
@@ -123,11 +123,46 @@ def new_topic(settings: Settings, name: str) -> NewTopic:
                     replication_factor=settings.topic_replication_factor, topic_configs=configs)
 
 
+class PartitionCountMismatch(RuntimeError):
+    """Topics whose partition count differs from ``TOPIC_PARTITIONS`` and cannot be changed safely: they
+    hold records, or have more partitions (Kafka cannot take partitions away).
+
+    Kafka places a key by its hash modulo the partition count: more partitions would send a tenant's new
+    events to another partition than its table state (the changelog partitions), so its worker would no
+    longer see its tenant. Growing such topics is refused; docs/operations.md says how to migrate.
+    """
+
+    def __init__(self, wanted: int, found: Mapping[str, int], why: str) -> None:
+        listed = ", ".join(f"{name} ({count})" for name, count in sorted(found.items()))
+        super().__init__(
+            f"TOPIC_PARTITIONS={wanted}, but these topics {why} with another partition count: {listed}. "
+            "Changing the count would move tenants away from their state; keep TOPIC_PARTITIONS at the existing "
+            "count, or migrate to a new APP_ID (docs/operations.md, 'Changing the partition count')."
+        )
+        self.wanted = wanted
+        self.found = dict(found)
+
+
+async def _holding_records(settings: Settings, partitions: Mapping[str, int]) -> set[str]:
+    """Which of these topics ever held a record (an end offset above 0 on some partition)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, **aiokafka_security(settings))
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(
+            [TopicPartition(name, p) for name, count in partitions.items() for p in range(count)]
+        )
+    finally:
+        await consumer.stop()
+    return {tp.topic for tp, end in ends.items() if end > 0}
+
+
 async def ensure_kafka_topics(settings: Settings, names: Sequence[str]) -> None:
-    """Create ``names`` with the service's partition count, or grow topics that have fewer partitions.
+    """Create ``names`` with the service's partition count; grow those with fewer partitions only while
+    they never held a record.
 
     Every per-tenant table is co-partitioned with its source topics, so they must all have the same count
-    (Faust refuses to write a table otherwise).
+    (Faust refuses to write a table otherwise). Raises :class:`PartitionCountMismatch` for a topic with records
+    and another count.
     """
     wanted = settings.topic_partitions
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **aiokafka_security(settings))
@@ -139,14 +174,21 @@ async def ensure_kafka_topics(settings: Settings, names: Sequence[str]) -> None:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([new_topic(settings, n) for n in missing])
         present = [n for n in names if n in existing]
-        short = {
+        other = {
             d["topic"]: len(d["partitions"])
             for d in (await admin.describe_topics(present) if present else [])
-            if len(d["partitions"]) < wanted
+            if len(d["partitions"]) != wanted
         }
+        used = await _holding_records(settings, other) if other else set()
+        if used:
+            raise PartitionCountMismatch(wanted, {name: other[name] for name in used}, "already hold records")
+        short = {name: count for name, count in other.items() if count < wanted}
         if short:
-            logger.warning("growing topics to %d partitions: %s", wanted, short)
+            logger.warning("growing empty topics to %d partitions: %s", wanted, short)
             await admin.create_partitions({name: NewPartitions(wanted) for name in short})
+        longer = {name: count for name, count in other.items() if count > wanted}
+        if longer:
+            raise PartitionCountMismatch(wanted, longer, "exist (Kafka cannot remove partitions)")
     finally:
         await admin.close()
 

@@ -50,7 +50,7 @@ from agents.executor import Executor
 from agents.runtime import AgentRuntime
 from agents.scaling_runtime import ScalingRuntime
 from pipeline.app import ProvisioningApp, create_app
-from pipeline.bridge import Bridge, ensure_kafka_topics
+from pipeline.bridge import Bridge, PartitionCountMismatch, ensure_kafka_topics
 from pipeline.config import Settings, get_settings
 from pipeline.contract.topics import TENANT_CREATED, kafka_topics
 from pipeline.faust_consumer import check_faust_version, consumer_lag
@@ -208,7 +208,10 @@ def run_worker() -> None:
         raise SystemExit(f"cannot start the worker: {exc}") from None
     # Faust subscribes only to topics that exist when it starts: create them first, with the partition
     # count every per-tenant table shares.
-    asyncio.run(ensure_kafka_topics(settings, kafka_topics(settings.dead_letter_topic)))
+    try:
+        asyncio.run(ensure_kafka_topics(settings, kafka_topics(settings.dead_letter_topic)))
+    except PartitionCountMismatch as exc:
+        raise SystemExit(f"cannot start the worker: {exc}") from None
     # Faust creates its data folder but not the folders above it: DATA_DIR/<APP_ID>/ needs DATA_DIR.
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     worker = build_worker(settings)
