@@ -70,6 +70,7 @@ from web.faust_state import (
     readable,
     watched_tables,
 )
+from web.peer_client import PeerClient
 from web.peers import PeerConfigError, peer_secret
 from web.routing import peer_urls
 from web.server import mount
@@ -149,10 +150,17 @@ def mount_web(worker: Worker, web: Web) -> None:
     def owner(tenant_id: str) -> URL | None:
         return owner_of_tenant(app, tenant_created_topic, tenant_id)
 
+    # One HTTP session for every call to another worker, closed with the web server.
+    peer_client = PeerClient(settings.peer_network_encrypted)
+
+    async def close_peer_client(_web_app: object) -> None:
+        await peer_client.close()
+
+    web_app.on_cleanup.append(close_peer_client)
     state = readable(declared, deps.compute.runtime)
     reader = FaustStateReader(
         settings, state, declared.tenants, [*watched_tables(declared).values(), declared.compute_records],
-        owner=owner, peers=lambda: peer_urls(app),
+        owner=owner, peers=lambda: peer_urls(app), peer_client=peer_client,
     )
     gateway = FaustCommandGateway(io.send)
 
@@ -164,7 +172,7 @@ def mount_web(worker: Worker, web: Web) -> None:
                                        declared.tenants.get, web_app),
         *scaling_web.worker_operations(
             app, scaling_web.FaustScalingBackend(app, deps.scaling.engine, owner, io.send), reader,
-            declared.scaling_decisions, web_app,
+            declared.scaling_decisions, web_app, peer_client,
         ),
     ]
     mount(web_app, settings, reader, gateway, readiness, lambda: consumer_lag(app),

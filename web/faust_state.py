@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import aiohttp
 import faust
 from aiohttp import web as aioweb
 from pydantic import BaseModel
@@ -36,8 +35,8 @@ from pipeline.typed_table import TypedTable
 from pipeline.usage import TenantUtilization, UsageRecord
 from tables import Tables
 from web.api import Planner
-from web.errors import ApiError
-from web.peers import insecure_transport, peer_headers, peer_secret, require_peer, transport_allowed
+from web.peer_client import PeerClient, PeerReply, PeerUnavailable, owner_unavailable
+from web.peers import peer_headers, peer_secret, require_peer
 from web.routing import owner_of
 from web.state import LiveUpdate, Page
 
@@ -101,8 +100,10 @@ class FaustStateReader:
         watched: Sequence[TypedTable[Any]],
         owner: Callable[[str], URL | None],
         peers: Callable[[], list[URL]],
+        peer_client: PeerClient | None = None,
     ) -> None:
         self.settings = settings
+        self.peer_client = peer_client or PeerClient(settings.peer_network_encrypted)
         self.readable = readable
         self.local_tenants = tenants
         self._owner_of = owner
@@ -138,33 +139,37 @@ class FaustStateReader:
     def _peers(self) -> list[URL]:
         return self._peer_urls()
 
-    async def _fetch(self, owner: URL, path: str) -> Any:
-        if not transport_allowed(owner, self.settings.peer_network_encrypted):
-            raise insecure_transport(owner)
-        headers = peer_headers(peer_secret(self.settings))
-        timeout = aiohttp.ClientTimeout(total=5)
+    @staticmethod
+    def _answer(reply: PeerReply) -> Any:
+        """A peer's answer to a table read: the value's JSON, None for 404, else the owner counts as down."""
+        if reply.status == 404:
+            return None
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as session, session.get(
-                owner.with_path(path), headers=headers
-            ) as response:
-                if response.status == 404:
-                    return None
-                response.raise_for_status()
-                return await response.json()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            # The owner died or is rebalancing: its partitions move to a live worker within the session
-            # timeout (at once with KAFKA_GROUP_INSTANCE_ID); the client retries, as for not-ready.
-            logger.warning("read from the owning worker %s failed: %r", owner.with_path("/"), exc)
-            raise ApiError(503, "owner-unavailable", "the worker owning this tenant did not answer; retry shortly",
-                           headers={"Retry-After": "5"}) from None
+            if reply.status != 200:
+                raise ValueError(f"HTTP {reply.status}")
+            return reply.json()
+        except ValueError as exc:  # JsonRefused included
+            logger.warning("a peer's answer to a table read was refused: %s", exc)
+            raise owner_unavailable() from None
+
+    async def _fetch(self, peer: URL, path: str) -> Any:
+        headers = peer_headers(peer_secret(self.settings))
+        try:
+            reply = await self.peer_client.request(peer.with_path(path), headers=headers, timeout_s=5)
+        except PeerUnavailable as exc:
+            logger.warning("read from the worker %s failed: %s", peer.with_path("/"), exc.reason)
+            raise owner_unavailable() from None
+        return self._answer(reply)
 
     async def _get(self, table_name: str, tenant_id: str) -> Any:
         table = self.readable[table_name]
-        owner = self._owner(tenant_id)
-        if owner is None:
-            value = table.get(tenant_id)
-            return value
-        raw = await self._fetch(owner, f"{INTERNAL_PREFIX}/{table_name}/{tenant_id}")
+        reply = await self.peer_client.to_owner(
+            lambda: self._owner(tenant_id), f"{INTERNAL_PREFIX}/{table_name}/{tenant_id}",
+            headers=peer_headers(peer_secret(self.settings)), timeout_s=5,
+        )
+        if reply is None:  # this worker owns the tenant
+            return table.get(tenant_id)
+        raw = self._answer(reply)
         return None if raw is None else table.model.model_validate(raw)
 
     async def tenant(self, tenant_id: str) -> TenantRecord | None:

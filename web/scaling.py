@@ -24,7 +24,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from yarl import URL
@@ -51,7 +50,7 @@ from web.api import (
 from web.auth import Access, Principal, authorize, forbidden
 from web.errors import PROBLEM_JSON, ApiError
 from web.live import HUB_KEY
-from web.peers import insecure_transport, transport_allowed
+from web.peer_client import PeerClient, PeerReply, PeerUnavailable
 from web.routing import peer_urls
 from web.state import LiveUpdate, StateReader
 
@@ -61,7 +60,7 @@ logger = logging.getLogger(__name__)
 FORWARDED_HEADER = "X-Scaling-Forwarded"
 #: A platform admin's listing: each worker answers with its own tenants' policies only.
 LOCAL_HEADER = "X-Scaling-Local"
-_FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=10)
+_FORWARD_TIMEOUT_S = 10.0
 
 
 class ScalingBackend(Protocol):
@@ -205,16 +204,10 @@ def _tenant_of(principal: Principal, requested: str | None, access: Access, *, r
 
 
 class _ScalingApi:
-    def __init__(self, backend: ScalingBackend, reader: StateReader, network_encrypted: bool = False) -> None:
+    def __init__(self, backend: ScalingBackend, reader: StateReader, peer_client: PeerClient) -> None:
         self.backend = backend
         self.reader = reader
-        self.network_encrypted = network_encrypted
-
-    def _reachable(self, owner: URL) -> URL:
-        """``owner``, if the user's bearer token may be forwarded to it (web/peers.py: the transport rule)."""
-        if not transport_allowed(owner, self.network_encrypted):
-            raise insecure_transport(owner)
-        return owner
+        self.peer_client = peer_client
 
     # -- routing ---------------------------------------------------------------------------------------
 
@@ -225,30 +218,27 @@ class _ScalingApi:
 
     async def _forward(self, request: web.Request, owner: URL) -> web.Response:
         headers = {FORWARDED_HEADER: "1", "Authorization": request.headers.get("Authorization", "")}
-        target = self._reachable(owner).with_path(request.path).with_query(request.query)
+        reply = await self._call(owner.with_path(request.path).with_query(request.query), headers)
+        # the owner's answer as it is: an error stays application/problem+json
+        content_type = PROBLEM_JSON if reply.status >= 400 else "application/json"
+        return web.Response(body=reply.body, status=reply.status, content_type=content_type)
+
+    async def _call(self, url: URL, headers: Mapping[str, str]) -> PeerReply:
         try:
-            async with aiohttp.ClientSession(timeout=_FORWARD_TIMEOUT) as session, session.get(
-                target, headers=headers
-            ) as response:
-                body = await response.read()
-                # the owner's answer as it is: an error stays application/problem+json
-                content_type = PROBLEM_JSON if response.status >= 400 else "application/json"
-                return web.Response(body=body, status=response.status, content_type=content_type)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ApiError(503, "owner-unavailable", f"the worker owning the tenant did not answer: {exc}",
+            return await self.peer_client.request(url, headers=headers, timeout_s=_FORWARD_TIMEOUT_S)
+        except PeerUnavailable as exc:
+            raise ApiError(503, "owner-unavailable", f"the worker owning the tenant did not answer: {exc.reason}",
                            headers={"Retry-After": "5"}) from None
 
     async def _remote_json(self, request: web.Request, owner: URL, path: str, query: Mapping[str, str]) -> Any:
         headers = {FORWARDED_HEADER: "1", "Authorization": request.headers.get("Authorization", "")}
-        target = self._reachable(owner).with_path(path).with_query(query)
+        reply = await self._call(owner.with_path(path).with_query(query), headers)
         try:
-            async with aiohttp.ClientSession(timeout=_FORWARD_TIMEOUT) as session, session.get(
-                target, headers=headers
-            ) as response:
-                response.raise_for_status()
-                return await response.json()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ApiError(503, "owner-unavailable", f"the worker owning the tenant did not answer: {exc}",
+            if reply.status != 200:
+                raise ValueError(f"HTTP {reply.status}")
+            return reply.json()
+        except ValueError as exc:
+            raise ApiError(503, "owner-unavailable", f"the worker owning the tenant answered badly: {exc}",
                            headers={"Retry-After": "5"}) from None
 
     async def _live_tenant(self, tenant_id: str) -> None:
@@ -309,11 +299,13 @@ class _ScalingApi:
         path = str(request.app.router["list_scaling_policies"].url_for())
         for peer in self.backend.peers():
             try:
-                async with aiohttp.ClientSession(timeout=_FORWARD_TIMEOUT) as session, session.get(
-                    self._reachable(peer).with_path(path), headers=headers
-                ) as response:
-                    response.raise_for_status()
-                    listing = PolicyList.model_validate(await response.json())
+                reply = await self.peer_client.request(peer.with_path(path), headers=headers,
+                                                       timeout_s=_FORWARD_TIMEOUT_S)
+                if reply.status != 200:
+                    raise ValueError(f"HTTP {reply.status}")
+                listing = PolicyList.model_validate(reply.json())
+            except ApiError:
+                raise
             except Exception as exc:
                 logger.warning("policy list from %s failed: %s", peer, exc)
                 continue
@@ -424,10 +416,11 @@ K8S_SPELLINGS = (
 
 
 def scaling_operations(
-    backend: ScalingBackend, reader: StateReader, network_encrypted: bool = False
+    backend: ScalingBackend, reader: StateReader, peer_client: PeerClient | None = None
 ) -> list[Operation]:
-    """The scaling routes over ``backend`` (the worker's tables, or an engine's in tests)."""
-    api = _ScalingApi(backend, reader, network_encrypted)
+    """The scaling routes over ``backend`` (the worker's tables, or an engine's in tests); forwarded calls go
+    through ``peer_client`` (default: one of its own, plain HTTP only to loopback peers)."""
+    api = _ScalingApi(backend, reader, peer_client or PeerClient())
     policy_errors = (400, *_AUTH, 404, 422, 500)
     return [
         Operation(
@@ -525,7 +518,8 @@ class FaustScalingBackend(EngineBackend):
 
 
 def worker_operations(app: Any, backend: FaustScalingBackend, reader: StateReader,
-                      decisions: TypedTable[StoredDecision], web_app: web.Application) -> list[Operation]:
+                      decisions: TypedTable[StoredDecision], web_app: web.Application,
+                      peer_client: PeerClient) -> list[Operation]:
     """The routes, backed by the worker's engine (``app`` is the Faust app); decisions stored on this worker are
     published to the dashboard's hub of ``web_app``."""
 
@@ -535,7 +529,7 @@ def worker_operations(app: Any, backend: FaustScalingBackend, reader: StateReade
             hub.dispatch(update)
 
     decisions.listeners.append(publish_decisions(publish))
-    return scaling_operations(backend, reader, app.settings.peer_network_encrypted)
+    return scaling_operations(backend, reader, peer_client)
 
 
 __all__: Sequence[str] = ["EngineBackend", "FaustScalingBackend", "ScalingBackend", "scaling_operations",
