@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from faust.types import EventT
 
-from agents.runtime import writing_as
+from agents.runtime import now, writing_as
 from pipeline.app import ProvisioningApp
 from pipeline.contract.topics import RESOURCE_METRICS
 from pipeline.events.decode import Invalid, decode
@@ -26,7 +26,8 @@ from pipeline.metrics import EVENTS_DUPLICATE, EVENTS_PROCESSED
 from pipeline.outputs import Refused
 from pipeline.scaling.engine import Accumulated
 from pipeline.tenants.logic import require_tenant
-from pipeline.usage import fold_samples
+from pipeline.tenants.quota_marks import lift_marks, without_marks
+from pipeline.usage import UsageRecord, fold_samples
 
 if TYPE_CHECKING:
     from agents.deps import AgentDeps
@@ -56,6 +57,20 @@ class MetricsBatches:
                 by_tenant.setdefault(sample.tenant_id, []).append((event, sample))
         return by_tenant
 
+    async def lift_quota_marks(self, usage: UsageRecord) -> None:
+        """Lift the over-quota marks this usage is back under (rare: only a marked tenant's samples get here
+        with anything to do); the announcements are acknowledged before the record changes, and the record is
+        read again after that wait (another agent may have changed it meanwhile)."""
+        quotas, tenant_id = self.stores.quotas, usage.tenant_id
+        lifted, emits = lift_marks(quotas.get(tenant_id), usage, now())
+        if not lifted:
+            return
+        await self.io.emit_all(emits)
+        latest = quotas.get(tenant_id)
+        changed = without_marks(latest, lifted, now()) if latest is not None else None
+        if changed is not None:
+            quotas.put(tenant_id, changed)
+
     async def record_tenant_samples(
         self, tenant_id: str, group: list[tuple[EventT[Any], ResourceMetrics]],
     ) -> Accumulated:
@@ -78,6 +93,7 @@ class MetricsBatches:
             accumulated = self.scaling.accumulate_samples(folded.fresh)
             if folded.usage is not None:
                 self.usage.put(tenant_id, folded.usage)
+                await self.lift_quota_marks(folded.usage)
             for (key, start), stats in folded.windows.items():
                 utilization.store_window(key, start, stats)
         EVENTS_DUPLICATE.labels(RESOURCE_METRICS).inc(folded.duplicates)

@@ -178,6 +178,38 @@ def test_metrics_count_each_sample_once_and_bad_samples_are_dead_lettered(
     assert samples_per_workload(worker, tenant, admin_token) == {"api": 2, "train": 2}  # m1 counted once
 
 
+def test_usage_back_under_the_limit_lifts_the_over_quota_mark_it_can_see(
+    stream_env: dict[str, str], start_worker: Callable[..., WorkerProcess], publish: Callable[[str, Any], None],
+    admin_token: str, run_id: str,
+) -> None:
+    worker = start_worker(stream_env)
+    worker.wait_ready()
+    tenant = f"t{run_id}-lift"
+    publish("tenant-created-events", tenant_event(tenant, f"{tenant}-evt"))
+    wait_for(lambda: worker.get(f"/api/v1/tenants/{tenant}", admin_token)[0] == 200, what="the tenant")
+    limit = float(worker.get(f"/api/v1/tenants/{tenant}/quota", admin_token)[1]["limits"]["cpu_cores"])
+    # A workload's sample from before the mark (the usage that set it) must not count afterwards.
+    publish("resource-metrics", metrics_sample(tenant, f"{tenant}-before", "batch", limit + 5, seconds_ago=30))
+    for resource, used in (("cpu_cores", limit + 5), ("storage_gib", 10_000)):
+        publish("quota-exceeded-events", {"event_id": f"{tenant}-over-{resource}", "tenant_id": tenant,
+                                          "occurred_at": now_iso(), "resource": resource, "used": used,
+                                          "limit": limit if resource == "cpu_cores" else 1})
+
+    def marks() -> Any:
+        code, body = worker.get(f"/api/v1/tenants/{tenant}/quota", admin_token)
+        return sorted(body["over_quota"]) if code == 200 else None
+
+    wait_for(lambda: marks() == ["cpu_cores", "storage_gib"], what="both marks")
+    publish("resource-metrics", metrics_sample(tenant, f"{tenant}-after", "api", limit / 2, seconds_ago=0))
+    wait_for(lambda: marks() == ["storage_gib"], what="the cpu mark lifted, the storage mark kept")
+
+    lifted = asyncio.run(read_topic(
+        stream_env["KAFKA_BOOTSTRAP_SERVERS"], "provisioning-events", idle=1.0,
+        match=lambda e: e.get("tenant_id") == tenant and e.get("status") == "under-quota"))
+    assert [(e["resource"], e["detail"]["used"], e["detail"]["lifted_by"]) for e in lifted] == [
+        ("cpu_cores", limit / 2, "usage")]
+
+
 def samples_per_workload(worker: WorkerProcess, tenant_id: str, token: str) -> dict[str, int]:
     """How many samples the tenant's recent utilization windows count, per workload."""
     code, body = worker.get(f"/api/v1/tenants/{tenant_id}/utilization", token)
