@@ -136,6 +136,7 @@ def install(
     app.router.add_route("GET", "/ui/app.js", _ui_file("app.js"), name="ui_js")
     app.router.add_route("GET", "/ui/app.css", _ui_file("app.css"), name="ui_css")
     app.router.add_route("GET", "/ui/charts.js", _ui_file("charts.js"), name="ui_charts_js")
+    app.router.add_route("GET", "/ui/ui.js", _ui_file("ui.js"), name="ui_shared_js")
     app.router.add_route("GET", "/ui/uplot.js", _ui_file(f"{UPLOT}/uPlot.iife.min.js"), name="ui_uplot_js")
     app.router.add_route("GET", "/ui/uplot.css", _ui_file(f"{UPLOT}/uPlot.min.css"), name="ui_uplot_css")
     app.router.add_route("GET", "/ui/events", events_handler(reader, hub, auth), name="ui_events")

@@ -148,9 +148,8 @@ class MemoryState:
         return held_by(self.compute_records(), tenant_id) if self.compute_records is not None else None
 
     async def compute_costs(self, tenant_id: str) -> TenantCosts | None:
-        if self.compute_records is None:
-            return None
-        return tenant_costs(self.compute_records(), tenant_id, self.now(),
+        records = self.compute_records() if self.compute_records is not None else ()  # no compute: nothing spent
+        return tenant_costs(records, tenant_id, self.now(),
                             budget_usd=self.compute_budgets.get(tenant_id), period="month")
 
     async def utilization(self, tenant_id: str) -> TenantUtilization | None:
