@@ -4,6 +4,7 @@ spend gauges exported at scrape time."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -41,7 +42,9 @@ def records(state: MemoryState) -> list[ComputeRecord]:
     return held
 
 
-async def test_costs_of_a_tenant(client: TestClient, state: MemoryState, records: list[ComputeRecord]) -> None:
+async def test_costs_of_a_tenant(
+    client: TestClient[Any, Any], state: MemoryState, records: list[ComputeRecord]
+) -> None:
     await state.submit_tenant(tenant_event("acme", Tier.ENTERPRISE))
     response = await client.get("/api/v1/tenants/acme/costs", headers=bearer(ACME_VIEWER))
     assert response.status == 200, await response.text()
@@ -55,7 +58,7 @@ async def test_costs_of_a_tenant(client: TestClient, state: MemoryState, records
 
 
 async def test_another_tenants_costs_are_refused_and_unknown_tenants_are_404(
-    client: TestClient, state: MemoryState, records: list[ComputeRecord]
+    client: TestClient[Any, Any], state: MemoryState, records: list[ComputeRecord]
 ) -> None:
     await state.submit_tenant(tenant_event("globex", Tier.ENTERPRISE))
     refused = await client.get("/api/v1/tenants/globex/costs", headers=bearer(ACME_VIEWER))
