@@ -7,6 +7,7 @@ This is the only module that reads environment variables; everything else receiv
 from __future__ import annotations
 
 import ipaddress
+import math
 import socket
 from collections.abc import Callable
 from functools import lru_cache
@@ -261,6 +262,11 @@ class Settings(BaseSettings):
         900.0, gt=0, description="How long undelivered access details stay claimable (in memory only)."
     )
     compute_budget_period: Literal["month", "total"] = "month"
+    compute_budget_alert_thresholds: str = Field(
+        "0.5,0.8,1.0",
+        description="Fractions of a tenant's budget (spent + committed) at which a budget-alert event is sent, "
+        "once per threshold and budget period (comma-separated, each in (0, 10], at most 10; empty: none).",
+    )
     compute_ssh_user: str = "ubuntu"
     compute_jupyter_url_template: str = "https://{host}:8888/lab"
     compute_monitoring_url_template: str = (
@@ -371,6 +377,12 @@ class Settings(BaseSettings):
             raise ValueError("APP_ID cannot be '.' or '..'")
         return value
 
+    @field_validator("compute_budget_alert_thresholds")
+    @classmethod
+    def _thresholds_are_fractions(cls, value: str) -> str:
+        parse_thresholds(value)  # ValueError: refused at start-up, with the reason
+        return value
+
     @field_validator("pod_ip")
     @classmethod
     def _pod_ip_is_an_address(cls, value: str | None) -> str | None:
@@ -429,8 +441,37 @@ class Settings(BaseSettings):
         return derive_advertised_url(self.web_host, self.web_port, self.web_advertised_url, self.pod_ip, host_address)
 
     @property
+    def budget_alert_thresholds(self) -> tuple[float, ...]:
+        """COMPUTE_BUDGET_ALERT_THRESHOLDS as fractions, ascending."""
+        return parse_thresholds(self.compute_budget_alert_thresholds)
+
+    @property
     def cassandra_host_list(self) -> list[str]:
         return [h.strip() for h in self.cassandra_hosts.split(",") if h.strip()]
+
+
+#: Most budget-alert thresholds: each one may send an event per tenant and period.
+MAX_BUDGET_ALERT_THRESHOLDS = 10
+
+
+def parse_thresholds(value: str) -> tuple[float, ...]:
+    """``"0.5,0.8,1.0"`` -> ``(0.5, 0.8, 1.0)``: finite fractions in (0, 10], distinct, at most
+    :data:`MAX_BUDGET_ALERT_THRESHOLDS`, ascending; raises ValueError otherwise."""
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if len(parts) > MAX_BUDGET_ALERT_THRESHOLDS:
+        raise ValueError(f"at most {MAX_BUDGET_ALERT_THRESHOLDS} budget alert thresholds, got {len(parts)}")
+    thresholds: list[float] = []
+    for part in parts:
+        try:
+            number = float(part[:32])
+        except ValueError:
+            raise ValueError(f"budget alert threshold {part[:32]!r} is not a number") from None
+        if not math.isfinite(number) or not 0 < number <= 10:
+            raise ValueError(f"budget alert threshold {part[:32]!r} must be in (0, 10]")
+        if number in thresholds:
+            raise ValueError(f"budget alert threshold {part[:32]!r} is repeated")
+        thresholds.append(number)
+    return tuple(sorted(thresholds))
 
 
 @lru_cache(maxsize=1)

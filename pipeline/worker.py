@@ -51,6 +51,7 @@ from agents.runtime import AgentRuntime
 from agents.scaling_runtime import ScalingRuntime
 from pipeline.app import ProvisioningApp, create_app
 from pipeline.bridge import Bridge, PartitionCountMismatch, ensure_kafka_topics
+from pipeline.compute import cost_metrics
 from pipeline.config import Settings, get_settings
 from pipeline.contract.topics import TENANT_CREATED, kafka_topics
 from pipeline.faust_consumer import check_faust_version, consumer_lag
@@ -60,6 +61,7 @@ from pipeline.provisioners.registry import build_provisioners
 from pipeline.readiness import is_ready
 from pipeline.scaling.snapshot_signing import require_key
 from web import compute as compute_web
+from web import costs as costs_web
 from web import scaling as scaling_web
 from web.faust_state import (
     FaustCommandGateway,
@@ -157,7 +159,11 @@ def mount_web(worker: Worker, web: Web) -> None:
         await peer_client.close()
 
     web_app.on_cleanup.append(close_peer_client)
-    state = readable(declared, deps.compute.runtime)
+    runtime = deps.compute.runtime
+    period = settings.compute_budget_period
+    state = {**readable(declared, runtime), "compute-costs": costs_web.ComputeCostsView(runtime, period)}
+    cost_metrics.register(cost_metrics.CostCollector(
+        lambda: runtime().service, period, cost_metrics.labelled_tenants(settings.compute_tenant_policies)))
     reader = FaustStateReader(
         settings, state, declared.tenants, [*watched_tables(declared).values(), declared.compute_records],
         owner=owner, peers=lambda: peer_urls(app), peer_client=peer_client,

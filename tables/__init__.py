@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.app import ProvisioningApp
+from pipeline.compute.budget_alerts import BudgetAlertState
 from pipeline.compute.lifecycle import ComputeRecord
 from pipeline.scaling.records import Demand, ModelSnapshot, PolicySet, StoredDecision, WorkloadIndex, WorkloadScaling
 from pipeline.tenants.logic import TenantStores
@@ -21,6 +22,7 @@ from pipeline.typed_table import TypedTable
 from pipeline.usage import UsageRecord
 from tables import (
     anomalies,
+    budget_alerts,
     compute_records,
     model_snapshots,
     processed_events,
@@ -45,6 +47,7 @@ class Tables:
     """Every table of the worker, declared on one app."""
 
     anomalies: TypedTable[AnomalyLog]
+    budget_alerts: TypedTable[BudgetAlertState]
     compute_records: TypedTable[ComputeRecord]
     model_snapshots: TypedTable[ModelSnapshot]
     processed_events: ProcessedEvents
@@ -74,6 +77,7 @@ def declare(app: ProvisioningApp) -> Tables:
     """Declare every table on ``app`` (once per app: Faust refuses a second table of the same name)."""
     return Tables(
         anomalies=anomalies.declare(app),
+        budget_alerts=budget_alerts.declare(app),
         compute_records=compute_records.declare(app),
         model_snapshots=model_snapshots.declare(app),
         processed_events=processed_events.declare(app),

@@ -21,6 +21,7 @@ from aiohttp import web as aioweb
 from pydantic import BaseModel
 from yarl import URL
 
+from pipeline.compute.costs import TenantCosts
 from pipeline.compute.lifecycle import ComputeHeld, held_by
 from pipeline.compute.runtime import ComputeRuntime
 from pipeline.config import Settings
@@ -198,6 +199,12 @@ class FaustStateReader:
 
     async def compute_held(self, tenant_id: str) -> ComputeHeld | None:
         value: ComputeHeld | None = await self._get("compute-held", tenant_id)
+        return value
+
+    async def compute_costs(self, tenant_id: str) -> TenantCosts | None:
+        if "compute-costs" not in self.readable:
+            return None
+        value: TenantCosts | None = await self._get("compute-costs", tenant_id)
         return value
 
     async def tenants(self, offset: int, limit: int, tenant_ids: Sequence[str] | None = None) -> Page:

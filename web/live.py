@@ -150,18 +150,20 @@ class LiveHub:
 
 
 async def tenant_view(reader: StateReader, tenant_id: str) -> TenantView:
-    tenant, quota, status, usage, held = await asyncio.gather(
+    tenant, quota, status, usage, held, costs = await asyncio.gather(
         reader.tenant(tenant_id),
         reader.quota(tenant_id),
         reader.provisioning_status(tenant_id),
         reader.usage(tenant_id),
         reader.compute_held(tenant_id),
+        reader.compute_costs(tenant_id),
     )
     return TenantView(
         tenant_id=tenant_id,
         tenant=tenant,
         quota=QuotaResponse.of(quota, usage, held) if quota is not None else None,
         status=ProvisioningStatusResponse.of(tenant_id, status),
+        costs=costs,
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from pipeline.compute.costs import TenantCosts
 from pipeline.compute.lifecycle import ComputeHeld
 from pipeline.events.models import REGION_PATTERN, QuotaResource, TenantId, Tier, UserId
 from pipeline.numbers import MAX_COUNT
@@ -203,3 +204,4 @@ class TenantView(BaseModel):
     tenant: TenantRecord | None
     quota: QuotaResponse | None
     status: ProvisioningStatusResponse
+    costs: TenantCosts | None = None

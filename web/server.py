@@ -25,6 +25,7 @@ from pipeline.metrics import HTTP_LATENCY
 from pipeline.worker_metrics import WorkerCollector
 from web.api import Operation, Planner, Readiness, build_api
 from web.auth import Authenticator
+from web.costs import operations as cost_operations
 from web.errors import Handler, error_middleware, route_pattern
 from web.live import HUB_KEY, LiveHub, events_handler
 from web.peers import peer_middleware, peer_secret
@@ -123,8 +124,9 @@ def install(
     app.router.add_route("GET", "/health", health, name="health")
     app.router.add_route("GET", "/ready", ready_handler(readiness), name="ready")
     app.router.add_route("GET", "/metrics", metrics, name="metrics")
+    operations = [*cost_operations(reader), *extra_operations]  # the cost routes read through ``reader`` like the core
     app.add_subapp(API_PREFIX, build_api(reader, gateway, auth, planner, readiness=readiness,
-                                           extra_operations=extra_operations, self_service_tier=self_service_tier))
+                                           extra_operations=operations, self_service_tier=self_service_tier))
     hub = LiveHub(reader)
     app[HUB_KEY] = hub
     app.on_startup.append(hub.on_startup)
@@ -134,6 +136,7 @@ def install(
     app.router.add_route("GET", "/ui/app.js", _ui_file("app.js"), name="ui_js")
     app.router.add_route("GET", "/ui/app.css", _ui_file("app.css"), name="ui_css")
     app.router.add_route("GET", "/ui/charts.js", _ui_file("charts.js"), name="ui_charts_js")
+    app.router.add_route("GET", "/ui/ui.js", _ui_file("ui.js"), name="ui_shared_js")
     app.router.add_route("GET", "/ui/uplot.js", _ui_file(f"{UPLOT}/uPlot.iife.min.js"), name="ui_uplot_js")
     app.router.add_route("GET", "/ui/uplot.css", _ui_file(f"{UPLOT}/uPlot.min.css"), name="ui_uplot_css")
     app.router.add_route("GET", "/ui/events", events_handler(reader, hub, auth), name="ui_events")

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pipeline.compute.costs import TenantCosts
 from pipeline.compute.lifecycle import ComputeHeld
 from pipeline.events.models import AuditEvent, TenantCreated
 from pipeline.provisioners.tiers import Quota
@@ -47,6 +48,9 @@ class StateReader(Protocol):
     async def anomalies(self, tenant_id: str) -> AnomalyLog | None: ...
     async def compute_held(self, tenant_id: str) -> ComputeHeld | None:
         """What the tenant's compute allocations hold now (None: no compute state on this worker)."""
+        ...
+    async def compute_costs(self, tenant_id: str) -> TenantCosts | None:
+        """The tenant's compute spend, commitments and forecast against its budget (None: no compute state)."""
         ...
     def updates(self) -> AsyncIterator[LiveUpdate]:
         """Changes as they happen on this worker, for server-sent events."""

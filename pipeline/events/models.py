@@ -191,7 +191,7 @@ class ProvisioningStatusEvent(BaseModel):
     event_id: str
     tenant_id: TenantId
     occurred_at: AwareDatetime
-    kind: Literal["resource-status", "quota-enforcement", "anomaly-reaction", "compute-status"]
+    kind: Literal["resource-status", "quota-enforcement", "anomaly-reaction", "compute-status", "budget-alert"]
     resource: str
     status: str
     previous_status: str | None = None

@@ -10,6 +10,7 @@ from prometheus_client import REGISTRY
 import pipeline.metrics
 import pipeline.scaling.metrics
 from pipeline import worker_metrics
+from pipeline.compute import cost_metrics
 
 _WORDS = {
     "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
@@ -35,9 +36,10 @@ def metric_names(expr: str) -> set[str]:
 
 
 def exported_names() -> set[str]:
-    """Every series name the worker's registry can export, plus the scrape-time worker metrics."""
+    """Every series name the worker's registry can export, plus the scrape-time worker and compute spend metrics."""
     assert pipeline.metrics.EVENTS_PROCESSED and pipeline.scaling.metrics.DECISIONS  # both registries imported
-    names = {worker_metrics.READY, worker_metrics.CONSUMER_LAG}
+    names = {worker_metrics.READY, worker_metrics.CONSUMER_LAG,
+             cost_metrics.SPEND, cost_metrics.COMMITTED, cost_metrics.FORECAST, cost_metrics.BUDGET}
     for family in REGISTRY.collect():
         names.add(family.name)
         names.update(sample.name for sample in family.samples)

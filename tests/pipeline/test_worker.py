@@ -36,9 +36,9 @@ def test_two_workers_built_in_one_process_do_not_share_their_declarations() -> N
     assert set(first.app.agents) == set(second.app.agents)
     assert len(first.app.agents) == 17
     assert set(first.app.tables) == set(second.app.tables) == {
-        "anomalies", "compute-records", "model_snapshots", "processed-events", "provisioning-status", "quotas",
-        "scaling_decisions", "scaling_demands", "scaling_index", "scaling_policies", "scaling_state", "tenants",
-        "usage", "users", "utilization",
+        "anomalies", "budget-alerts", "compute-records", "model_snapshots", "processed-events", "provisioning-status",
+        "quotas", "scaling_decisions", "scaling_demands", "scaling_index", "scaling_policies", "scaling_state",
+        "tenants", "usage", "users", "utilization",
     }
     assert first.tables.tenants is not second.tables.tenants
 

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from pipeline.compute.costs import TenantCosts, tenant_costs
 from pipeline.compute.lifecycle import ComputeHeld, ComputeRecord, held_by
 from pipeline.contract.topics import SCALING_EVENTS
 from pipeline.events.models import (
@@ -107,6 +108,8 @@ class MemoryState:
         self._subscribers: list[asyncio.Queue[LiveUpdate]] = []
         #: The compute records of every tenant (e.g. a compute runtime's ``holding``); None: no compute here.
         self.compute_records: Callable[[], Iterable[ComputeRecord]] | None = None
+        #: Compute budget per tenant id (``compute_costs``; absent: no budget).
+        self.compute_budgets: dict[str, float] = {}
         self.scaling_engine = ScalingEngine(
             EngineConfig(window_seconds=UTILIZATION_WINDOW.total_seconds(), forecast_enabled=False),
             Tables(policies=TypedTable({}, PolicySet), state=TypedTable({}, WorkloadScaling),
@@ -143,6 +146,11 @@ class MemoryState:
 
     async def compute_held(self, tenant_id: str) -> ComputeHeld | None:
         return held_by(self.compute_records(), tenant_id) if self.compute_records is not None else None
+
+    async def compute_costs(self, tenant_id: str) -> TenantCosts | None:
+        records = self.compute_records() if self.compute_records is not None else ()  # no compute: nothing spent
+        return tenant_costs(records, tenant_id, self.now(),
+                            budget_usd=self.compute_budgets.get(tenant_id), period="month")
 
     async def utilization(self, tenant_id: str) -> TenantUtilization | None:
         return recent_utilization(tenant_id, self.usage_table.get(tenant_id), self._stored_window,

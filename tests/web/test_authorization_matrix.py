@@ -109,6 +109,7 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, str]]] = {
     ("GET", "/ui/app.js"): ("/ui/app.js", None, public()),
     ("GET", "/ui/app.css"): ("/ui/app.css", None, public()),
     ("GET", "/ui/charts.js"): ("/ui/charts.js", None, public()),
+    ("GET", "/ui/ui.js"): ("/ui/ui.js", None, public()),
     ("GET", "/ui/uplot.js"): ("/ui/uplot.js", None, public()),
     ("GET", "/ui/uplot.css"): ("/ui/uplot.css", None, public()),
     ("GET", "/ui/events"): ("/ui/events", None, listing()),
@@ -126,6 +127,7 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, str]]] = {
         "/api/v1/tenants/acme/provisioning-status", None, READ),
     ("GET", "/api/v1/tenants/{tenant_id}/quota"): ("/api/v1/tenants/acme/quota", None, READ),
     ("GET", "/api/v1/tenants/{tenant_id}/utilization"): ("/api/v1/tenants/acme/utilization", None, READ),
+    ("GET", "/api/v1/tenants/{tenant_id}/costs"): ("/api/v1/tenants/acme/costs", None, READ),
     ("PUT", "/api/v1/tenants/{tenant_id}/quota"): (
         "/api/v1/tenants/acme/quota", {"cpu_cores": 8, "memory_gib": 32, "gpus": 1, "storage_gib": 200}, PLATFORM),
     ("POST", "/api/v1/compute/provision"): ("/api/v1/compute/provision?wait_seconds=0", COMPUTE_BODY, WRITE),

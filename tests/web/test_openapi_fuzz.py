@@ -102,6 +102,8 @@ class ServedApp:
         await backend.submit(PolicyChange(event_id="seed", tenant_id="acme", occurred_at=datetime.now(UTC), op="put",
                                           policy_id=TT["policy_id"], policy=parse_policy(TT), actor="seed"))
         local = LocalCompute(compute.runtime, state.stores.tenants.get)
+        state.compute_records = compute.runtime.service.records  # the costs route reads what the fuzzer provisions
+        state.compute_budgets = {"acme": 500.0}
         extra = [*compute_operations(ComputeApi(local, None, provision_wait_s=0)),
                  *scaling_operations(backend, state)]
         app = build_root_app(state, state, Authenticator(hs256_secret=SECRET), FakeReadiness(), None,

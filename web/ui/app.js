@@ -5,7 +5,7 @@
 "use strict";
 
 (function () {
-  const TOKEN_KEY = "provisioning.accessToken";
+  const { byId, el, token: storedToken, setToken, forgetToken } = window.ProvisioningUi;
   const RECENT = 50;
   const RETRY_MS = 5000;
   const RESOURCE_ORDER = ["kubernetes", "cassandra", "s3", "pulsar", "ignite", "elasticsearch", "openproject"];
@@ -16,22 +16,6 @@
   ];
 
   const state = { tenants: new Map(), anomalies: [], scaling: [], source: null, retryTimer: null };
-  const byId = (id) => document.getElementById(id);
-
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attrs || {})) {
-      if (value === null || value === undefined) continue;
-      if (name === "class") node.className = value;
-      else if (name === "text") node.textContent = String(value);
-      else node.setAttribute(name, String(value));
-    }
-    for (const child of children) {
-      if (child === null || child === undefined) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
-  }
 
   function cssToken(value) {
     return String(value || "unknown").toLowerCase().replace(/[^a-z0-9-]/g, "-");
@@ -176,6 +160,7 @@
   }
 
   function updateCounts() {
+    window.ProvisioningSpend.update(Array.from(state.tenants.values()));
     const count = state.tenants.size;
     byId("tenant-count").textContent = count === 1 ? "1 tenant" : `${count} tenants`;
     byId("empty").hidden = count > 0;
@@ -280,7 +265,7 @@
 
   function connect() {
     closeStream();
-    const token = sessionStorage.getItem(TOKEN_KEY);
+    const token = storedToken();
     if (!token) {
       setConn("disconnected");
       setMessage("Paste an access token (a JWT) and press Connect.", "info");
@@ -330,13 +315,13 @@
     event.preventDefault();
     const input = byId("token");
     const token = input.value.trim();
-    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    if (token) setToken(token);
     input.value = "";
     connect();
   });
 
   byId("signout").addEventListener("click", () => {
-    sessionStorage.removeItem(TOKEN_KEY);
+    forgetToken();
     window.ProvisioningCharts.hide();
     closeStream();
     state.tenants.clear();

@@ -5,25 +5,12 @@
 "use strict";
 
 window.ProvisioningCharts = (function () {
-  const TOKEN_KEY = "provisioning.accessToken";
+  const { byId, el, token: storedToken } = window.ProvisioningUi;
   const REFRESH_MS = 10000;
   const view = { tenantId: null, plots: [], timer: null, loading: false };
-  const byId = (id) => document.getElementById(id);
-
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attrs || {})) {
-      if (value === null || value === undefined) continue;
-      if (name === "class") node.className = value;
-      else if (name === "text") node.textContent = String(value);
-      else node.setAttribute(name, String(value));
-    }
-    for (const child of children) if (child !== null && child !== undefined) node.append(child);
-    return node;
-  }
 
   async function getJson(path) {
-    const token = sessionStorage.getItem(TOKEN_KEY);
+    const token = storedToken();
     const response = await fetch(path, { headers: { Authorization: `Bearer ${token}` } });
     if (!response.ok) throw new Error(`${path} answered ${response.status}`);
     return response.json();
@@ -175,4 +162,92 @@ window.ProvisioningCharts = (function () {
   }
 
   return { show: show, hide: hide, refresh: render, workloadSeries: workloadSeries };
+})();
+
+// Compute spend per tenant against its budget, fed by the live stream: every tenant view of the snapshot and of
+// each "tenant" event carries the tenant's costs (GET /api/v1/tenants/{id}/costs, from the worker owning it).
+// Per tenant: spent + committed (light bar), spent (dark bar), the forecast to the period's end and the budget
+// (markers). Redrawn at most every SPEND_REDRAW_MS however many tenant events arrive.
+window.ProvisioningSpend = (function () {
+  const { byId, el } = window.ProvisioningUi;
+  const SPEND_REDRAW_MS = 250;
+  const view = { plot: null, timer: null, views: [] };
+
+  const money = (value) => `$${Number(value || 0).toFixed(2)}`;
+
+  // The tenants shown (those with a budget or any spend), by id, and the aligned table uPlot draws:
+  // [index, spent + committed, spent, forecast, budget].
+  function spendSeries(views) {
+    const rows = views
+      .filter((v) => v && v.costs && (v.costs.budget_usd !== null || v.costs.spent_usd + v.costs.committed_usd > 0))
+      .sort((a, b) => (a.tenant_id < b.tenant_id ? -1 : a.tenant_id > b.tenant_id ? 1 : 0));
+    return {
+      tenants: rows.map((v) => v.tenant_id),
+      data: [
+        rows.map((_, i) => i),
+        rows.map((v) => v.costs.spent_usd + v.costs.committed_usd),
+        rows.map((v) => v.costs.spent_usd),
+        rows.map((v) => v.costs.forecast_usd),
+        rows.map((v) => (v.costs.budget_usd === null ? null : v.costs.budget_usd)),
+      ],
+      costs: rows.map((v) => v.costs),
+    };
+  }
+
+  function options(tenants, width) {
+    const bars = (size) => uPlot.paths.bars({ size: size, align: 0 });
+    return {
+      width: width,
+      height: 240,
+      scales: { x: { time: false, range: () => [-0.5, Math.max(tenants.length - 0.5, 0.5)] },
+        usd: { range: (_u, _min, max) => [0, Math.max(1, max * 1.1)] } },
+      axes: [
+        { splits: () => tenants.map((_, i) => i), values: (_u, splits) => splits.map((i) => tenants[i] ?? "") },
+        { scale: "usd", label: "USD" },
+      ],
+      series: [
+        {},
+        { label: "spent + committed", scale: "usd", fill: "rgba(37, 99, 235, 0.25)", stroke: "#2563eb",
+          paths: bars([0.6, 80]), points: { show: false } },
+        { label: "spent", scale: "usd", fill: "#2563eb", stroke: "#1d4ed8", paths: bars([0.3, 40]),
+          points: { show: false } },
+        { label: "forecast", scale: "usd", stroke: "#ea580c", width: 0, points: { show: true, size: 9, fill: "#ea580c" } },
+        { label: "budget", scale: "usd", stroke: "#dc2626", width: 0, points: { show: true, size: 11, fill: "#dc2626" } },
+      ],
+    };
+  }
+
+  function listItem(costs) {
+    const used = costs.spent_usd + costs.committed_usd;
+    const of = costs.budget_usd === null ? "no budget" : `of ${money(costs.budget_usd)} (${Math.round((costs.fraction || 0) * 100)} %)`;
+    const fraction = costs.fraction === null ? 0 : costs.fraction;
+    return el("li", { "data-tenant-id": costs.tenant_id, "data-used": used.toFixed(6),
+      class: fraction >= 1 ? "over" : fraction >= 0.8 ? "high" : null },
+      el("code", { text: costs.tenant_id }),
+      ` ${money(costs.spent_usd)} spent + ${money(costs.committed_usd)} committed ${of} · forecast ${money(costs.forecast_usd)}`);
+  }
+
+  function draw() {
+    view.timer = null;
+    const series = spendSeries(view.views);
+    if (view.plot) view.plot.destroy();
+    view.plot = null;
+    const box = byId("spend-chart");
+    box.replaceChildren();
+    byId("spend-list").replaceChildren(...series.costs.map(listItem));
+    byId("spend-empty").hidden = series.tenants.length > 0;
+    box.hidden = series.tenants.length === 0;
+    if (!series.tenants.length) return;
+    const first = series.costs[0];
+    byId("spend-period").textContent = first.period_start
+      ? `${first.period_start.slice(0, 10)} – ${first.period_end.slice(0, 10)}` : "all time";
+    view.plot = new uPlot(options(series.tenants, Math.max(320, box.clientWidth)), series.data, box);
+  }
+
+  function update(views) {
+    view.views = views;
+    if (view.timer === null) view.timer = setTimeout(draw, SPEND_REDRAW_MS);
+  }
+
+  return { update: update, spendSeries: spendSeries };
 })();
