@@ -103,6 +103,12 @@ class ProvisioningStatus(BaseModel):
         return "in-progress"
 
 
+class UserState(StrEnum):
+    ACTIVE = "active"
+    DELETING = "deleting"
+    DELETED = "deleted"
+
+
 class UserRecord(BaseModel):
     tenant_id: str
     user_id: str
@@ -110,6 +116,17 @@ class UserRecord(BaseModel):
     roles: list[str]
     created_at: AwareDatetime
     source_event_id: str
+    state: UserState = UserState.ACTIVE
+    #: The user-deleted event that started the revokes, and its time (a create from before it is stale).
+    delete_event_id: str | None = None
+    deleted_at: AwareDatetime | None = None
+    #: Per resource holding the user's access: the status of its latest grant or revoke command, updated
+    #: from the command's results like the tenant's provisioning status.
+    resources: dict[str, ResourceStatus] = Field(default_factory=dict)
+
+    @property
+    def overall(self) -> str:
+        return ProvisioningStatus(tenant_id=self.tenant_id, resources=self.resources).overall
 
 
 class AnomalyRecord(BaseModel):
