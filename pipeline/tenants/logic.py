@@ -36,8 +36,10 @@ from pipeline.tenants.models import (
     ResourceStatus,
     TenantRecord,
     TenantState,
+    TenantUsers,
     UserRecord,
     UserState,
+    UserView,
     quota_limit,
 )
 from pipeline.typed_table import TypedTable
@@ -423,6 +425,17 @@ def handle_user_result(result: ProvisioningResult, stores: TenantStores) -> list
         user.state = UserState.DELETED
     stores.users.put(key, user)
     return [_status_event(result.tenant_id, f"{result.resource}:{result.action.value}", updated, entry.status.value)]
+
+
+def tenant_users(users: TypedTable[UserRecord], tenant_id: str) -> TenantUsers:
+    """The tenant's users not yet deleted, ordered by user id. Reads this worker's table: the users of a tenant
+    live on the worker owning the tenant (its user events are keyed by tenant id)."""
+    prefix = f"{tenant_id}/"
+    found = sorted(
+        (user for key, user in users.items() if key.startswith(prefix) and user.state is not UserState.DELETED),
+        key=lambda user: user.user_id,
+    )
+    return TenantUsers(tenant_id=tenant_id, users=[UserView.of(user) for user in found])
 
 
 def handle_quota_exceeded(event: QuotaExceeded, stores: TenantStores, now: datetime) -> list[Emit]:

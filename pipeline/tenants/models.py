@@ -129,6 +129,33 @@ class UserRecord(BaseModel):
         return ProvisioningStatus(tenant_id=self.tenant_id, resources=self.resources).overall
 
 
+class UserView(BaseModel):
+    """A user as the REST API shows it: the record and its overall status (worst resource wins)."""
+
+    tenant_id: str
+    user_id: str
+    email: str
+    roles: list[str]
+    state: UserState
+    overall: str
+    resources: dict[str, ResourceStatus]
+    created_at: AwareDatetime
+    deleted_at: AwareDatetime | None = None
+
+    @classmethod
+    def of(cls, user: UserRecord) -> UserView:
+        return cls(tenant_id=user.tenant_id, user_id=user.user_id, email=user.email, roles=user.roles,
+                   state=user.state, overall=user.overall, resources=user.resources, created_at=user.created_at,
+                   deleted_at=user.deleted_at)
+
+
+class TenantUsers(BaseModel):
+    """The users of one tenant not yet deleted, ordered by user id (read by tenant, routed to its owner)."""
+
+    tenant_id: str
+    users: list[UserView] = Field(default_factory=list)
+
+
 class AnomalyRecord(BaseModel):
     event_id: str
     resource_type: str
