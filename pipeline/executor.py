@@ -75,7 +75,9 @@ def user_grant(command: ProvisioningCommand) -> UserGrant:
     roles = user.get("roles") or []
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise ValueError("the user's roles are not a list of strings")
-    return UserGrant(user_id=user.get("user_id"), role=effective_role(roles))
+    email = user.get("email")
+    return UserGrant(user_id=user.get("user_id"), role=effective_role(roles),
+                     email=email if isinstance(email, str) else None)
 
 
 def _user_access(command: ProvisioningCommand, provisioner: Provisioner) -> UserAccess:

@@ -178,6 +178,8 @@ class UserGrant(BaseModel):
 
     user_id: str = Field(min_length=1, max_length=128)
     role: UserRole
+    #: Needed by backends that create the user's account (OpenProject); checked by the user-created event.
+    email: str | None = Field(default=None, max_length=254)
 
     @field_validator("user_id")
     @classmethod

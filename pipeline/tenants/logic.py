@@ -49,7 +49,7 @@ TENANT_RESOURCES: tuple[str, ...] = RESOURCES
 #: Resources that hold per-user access (their provisioners implement ``UserAccess``) and get a
 #: ``create_user`` command when a user is created, a ``delete_user`` command when it is deleted. Cassandra and
 #: S3 are not among them: see the README's event table (the local servers cannot enforce per-user grants).
-USER_RESOURCES: tuple[str, ...] = ("kubernetes", "pulsar")
+USER_RESOURCES: tuple[str, ...] = ("kubernetes", "pulsar", "openproject")
 #: User command actions, whose status lives in the user's record (not the tenant's status).
 USER_ACTIONS: tuple[CommandAction, ...] = (CommandAction.CREATE_USER, CommandAction.DELETE_USER)
 #: Which backends a quota resource gates while the tenant is over it.

@@ -139,11 +139,12 @@ async def test_create_user_grants_the_users_highest_role_with_retries_and_delete
     reports, _ = await run(backend, user_command(CommandAction.CREATE_USER, bob))
     assert [r.status for r in reports] == ["provisioning", "retrying", "ready"]
     assert all(r.user_id == "bob@x.io" for r in reports)
-    assert backend.grants == [UserGrant(user_id="bob@x.io", role=UserRole.ADMIN)] and backend.calls == 0
+    assert backend.grants == [UserGrant(user_id="bob@x.io", role=UserRole.ADMIN, email="bob@x.io")]
+    assert backend.calls == 0
     reports, _ = await run(backend, user_command(CommandAction.DELETE_USER, bob))
     assert [r.status for r in reports] == ["provisioning", "deleted"]
     assert reports[-1].detail == {"user": "bob@x.io", "revoked": False}
-    assert backend.revokes == [UserGrant(user_id="bob@x.io", role=UserRole.ADMIN)]
+    assert backend.revokes == [UserGrant(user_id="bob@x.io", role=UserRole.ADMIN, email="bob@x.io")]
 
 
 async def test_a_user_command_on_a_backend_without_user_access_fails_permanently() -> None:

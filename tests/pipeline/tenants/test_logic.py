@@ -88,7 +88,7 @@ def test_user_created_records_user_and_emits_user_commands(stores: TenantStores)
     )
     cmds = commands(handle_user_created(event, stores, NOW))
     assert stores.users.get("acme/bob") is not None
-    assert {c.resource for c in cmds} == {"kubernetes", "pulsar"}
+    assert {c.resource for c in cmds} == {"kubernetes", "pulsar", "openproject"}
     assert all(c.action is CommandAction.CREATE_USER and c.spec["user"]["user_id"] == "bob" for c in cmds)
     other = event.model_copy(update={"event_id": "u2"})
     assert handle_user_created(other, stores, NOW) == []  # a second event for the same user changes nothing

@@ -99,7 +99,7 @@ def test_user_created_records_pending_statuses_and_sends_one_grant_per_resource(
     cmds = commands(handle_user_created(created(roles=["admin", "viewer"]), tenant, NOW))
     assert [c.resource for c in cmds] == list(USER_RESOURCES)
     assert all(c.action is CommandAction.CREATE_USER for c in cmds)
-    assert all(user_grant(c) == UserGrant(user_id="bob", role=UserRole.ADMIN) for c in cmds)
+    assert all(user_grant(c) == UserGrant(user_id="bob", role=UserRole.ADMIN, email="b@x.io") for c in cmds)
     user = tenant.users.get("acme/bob")
     assert user is not None and user.state is UserState.ACTIVE
     assert {r: (s.status, s.command_id) for r, s in user.resources.items()} == {
