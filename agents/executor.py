@@ -26,8 +26,8 @@ from pipeline.contract.topics import PROVISIONING_COMMANDS, PROVISIONING_RESULTS
 from pipeline.events.models import CommandAction, ProvisioningCommand
 from pipeline.executor import execute, fenced
 from pipeline.logs import log_context
-from pipeline.tenants.logic import TenantStores, command_fence
-from pipeline.tenants.models import ResourceState
+from pipeline.tenants.logic import USER_ACTIONS, TenantStores, command_fence, user_key
+from pipeline.tenants.models import ResourceState, UserRecord
 
 if TYPE_CHECKING:
     from agents.deps import AgentDeps
@@ -59,9 +59,18 @@ class Executor:
         await self.io.send(PROVISIONING_RESULTS, result.tenant_id, result)
 
     def already_done(self, command: ProvisioningCommand) -> bool:
-        status = self.stores.status.get(command.tenant_id)
-        entry = status.resources.get(command.resource) if status else None
+        if command.action in USER_ACTIONS:
+            user = self._user(command)
+            entry = user.resources.get(command.resource) if user else None
+        else:
+            status = self.stores.status.get(command.tenant_id)
+            entry = status.resources.get(command.resource) if status else None
         return entry is not None and entry.command_id == command.command_id and entry.status in FINISHED
+
+    def _user(self, command: ProvisioningCommand) -> UserRecord | None:
+        raw = command.spec.get("user")
+        user_id = raw.get("user_id") if isinstance(raw, dict) else None
+        return self.stores.users.get(user_key(command.tenant_id, user_id)) if isinstance(user_id, str) else None
 
     def fence(self, command: ProvisioningCommand) -> str | None:
         return command_fence(command, self.stores)
@@ -79,9 +88,11 @@ class Executor:
 
     def event_time(self, command: ProvisioningCommand) -> datetime | None:
         """When the event behind ``command`` happened, as the tables recorded it."""
-        if command.action is CommandAction.CREATE_USER:
-            user = self.stores.users.get(f"{command.tenant_id}/{command.spec.get('user', {}).get('user_id')}")
-            return user.created_at if user else None
+        if command.action in USER_ACTIONS:
+            user = self._user(command)
+            if user is None:
+                return None
+            return user.deleted_at if command.action is CommandAction.DELETE_USER else user.created_at
         tenant = self.stores.tenants.get(command.tenant_id)
         if tenant is None:
             return None

@@ -25,10 +25,19 @@ works unchanged against both:
   ``InvalidRequestBody`` (400), ``InvalidQuery`` (400), ``TypeNotSupported`` (415) and a plain-text
   406 when a body comes without a Content-Type;
 - API-key authentication as OpenProject does it: HTTP Basic with the user name ``apikey`` and the
-  key as the password.
+  key as the password;
+- the parts of users, roles and memberships a project's members need: ``GET/POST /api/v3/users``
+  (filters ``login``, ``status``; ``login``, ``email``, ``firstName``, ``lastName`` required, login and
+  email unique), ``GET /api/v3/users/{id}``, ``GET /api/v3/roles`` and ``/api/v3/roles/{id}`` (the
+  roles a fresh OpenProject seeds: ``Non member`` and ``Anonymous`` (built in, not assignable),
+  ``Project admin``, ``Member``, ``Reader``), ``GET/POST /api/v3/memberships`` (filters ``project``,
+  ``principal``) and ``GET/PATCH/DELETE /api/v3/memberships/{id}``: a membership links one project,
+  one principal and at least one assignable role (422 ``PropertyConstraintViolation`` otherwise, and
+  for a principal already member of the project); deleting a project deletes its memberships.
 
 Differences from the real server, on purpose: state lives in memory (a restart forgets every
-project), there is a single all-powerful user (no permissions, memberships or custom fields),
+project), the API key acts as the one all-powerful admin (users and memberships are stored, but no
+permission is ever checked against them; no groups, placeholder users, custom fields or notifications),
 ``DELETE`` removes the project at once (OpenProject archives it at once and deletes it in a
 background job), and ``html`` renderings are a plain escaped paragraph, not OpenProject's Markdown.
 
@@ -174,11 +183,84 @@ class Project:
 
 
 @dataclass
+class User:
+    id: int
+    login: str
+    email: str
+    first_name: str
+    last_name: str
+    status: str = "active"
+    admin: bool = False
+    created_at: str = field(default_factory=_now)
+    updated_at: str = field(default_factory=_now)
+
+    def to_hal(self) -> dict[str, Any]:
+        href = f"/api/v3/users/{self.id}"
+        name = f"{self.first_name} {self.last_name}".strip()
+        return {
+            "_type": "User", "id": self.id, "login": self.login, "firstName": self.first_name,
+            "lastName": self.last_name, "name": name, "email": self.email, "admin": self.admin,
+            "status": self.status, "createdAt": self.created_at, "updatedAt": self.updated_at,
+            "_links": {"self": {"href": href, "title": name}},
+        }
+
+
+@dataclass(frozen=True)
+class Role:
+    id: int
+    name: str
+    builtin: bool = False
+
+    def link(self) -> dict[str, Any]:
+        return {"href": f"/api/v3/roles/{self.id}", "title": self.name}
+
+    def to_hal(self) -> dict[str, Any]:
+        return {"_type": "Role", "id": self.id, "name": self.name, "_links": {"self": self.link()}}
+
+
+#: The roles a fresh OpenProject seeds (ids as this stand-in numbers them).
+SEEDED_ROLES = (Role(1, "Non member", builtin=True), Role(2, "Anonymous", builtin=True), Role(3, "Project admin"),
+                Role(4, "Member"), Role(5, "Reader"))
+
+
+@dataclass
+class Membership:
+    id: int
+    project_id: int
+    principal_id: int
+    role_ids: list[int]
+    created_at: str = field(default_factory=_now)
+    updated_at: str = field(default_factory=_now)
+
+    def to_hal(self, store: ProjectStore) -> dict[str, Any]:
+        href = f"/api/v3/memberships/{self.id}"
+        project = store.projects[self.project_id]
+        principal = store.users[self.principal_id]
+        return {
+            "_type": "Membership", "id": self.id, "createdAt": self.created_at, "updatedAt": self.updated_at,
+            "_links": {
+                "self": {"href": href, "title": principal.login},
+                "project": {"href": f"/api/v3/projects/{project.id}", "title": project.name},
+                "principal": {"href": f"/api/v3/users/{principal.id}", "title": principal.login},
+                "roles": [store.roles[r].link() for r in self.role_ids],
+                "update": {"href": f"{href}/form", "method": "post"},
+                "updateImmediately": {"href": href, "method": "patch"},
+            },
+        }
+
+
+@dataclass
 class ProjectStore:
-    """All projects of the stand-in, in memory."""
+    """All projects (and users, roles, memberships) of the stand-in, in memory."""
 
     projects: dict[int, Project] = field(default_factory=dict)
     next_id: int = 1
+    users: dict[int, User] = field(default_factory=lambda: {
+        1: User(1, "admin", "admin@example.net", "OpenProject", "Admin", admin=True)})
+    next_user_id: int = 2
+    roles: dict[int, Role] = field(default_factory=lambda: {role.id: role for role in SEEDED_ROLES})
+    memberships: dict[int, Membership] = field(default_factory=dict)
+    next_membership_id: int = 1
 
     def find(self, key: str) -> Project:
         """By numeric id, or by identifier as OpenProject also accepts in the path."""
@@ -403,6 +485,195 @@ def _int_param(request: web.Request, name: str, default: int, lowest: int, highe
         raise ApiError(400, "InvalidQuery", f"{name} is not an integer.") from None
 
 
+# -- users, roles, memberships ----------------------------------------------------------------------
+
+USER_FIELD_MAX_LENGTH = 256
+_EMAIL_RE = re.compile(r"\A[^@\s]+@[^@\s]+\.[^@\s]+\Z")
+
+
+def _equals_filters(raw: str | None, allowed: Sequence[str]) -> dict[str, set[str]]:
+    """``filters`` of a users/memberships collection: only ``=`` on the names this stand-in supports."""
+    if not raw:
+        return {}
+    try:
+        filters = json.loads(raw)
+    except ValueError:
+        raise ApiError(400, "InvalidQuery", "Filters is not valid JSON.") from None
+    if not isinstance(filters, list):
+        raise ApiError(400, "InvalidQuery", "Filters is not a list.")
+    wanted: dict[str, set[str]] = {}
+    for entry in filters:
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise ApiError(400, "InvalidQuery", "Filters contains an invalid entry.")
+        ((name, spec),) = entry.items()
+        if name not in allowed:
+            raise ApiError(400, "InvalidQuery", f"Filters {name} filter does not exist.")
+        if not isinstance(spec, dict) or spec.get("operator") != "=" or not isinstance(spec.get("values"), list):
+            raise ApiError(400, "InvalidQuery", f"Filters {name} operator is not supported.")
+        wanted[name] = {str(v) for v in spec["values"]}
+    return wanted
+
+
+def _collection(href: str, elements: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"_type": "Collection", "total": len(elements), "count": len(elements), "pageSize": len(elements),
+            "offset": 1, "_embedded": {"elements": elements}, "_links": {"self": {"href": href}}}
+
+
+def _linked_id(links: dict[str, Any], name: str, collection: str) -> int | None:
+    """The id in ``_links.<name>.href`` if it is ``/api/v3/<collection>/<digits>``, else None."""
+    link = links.get(name)
+    href = link.get("href") if isinstance(link, dict) else None
+    match = re.fullmatch(rf"/api/v3/{collection}/(\d+)", href) if isinstance(href, str) else None
+    return int(match.group(1)) if match else None
+
+
+def _links_of(body: dict[str, Any]) -> dict[str, Any]:
+    links = body.get("_links")
+    return links if isinstance(links, dict) else {}
+
+
+def _role_ids(links: dict[str, Any], store: ProjectStore) -> list[int]:
+    raw = links.get("roles")
+    if not isinstance(raw, list) or not raw:
+        raise ConstraintViolations([("roles", "Roles need to be assigned.")])
+    ids: list[int] = []
+    for link in raw:
+        role_id = _linked_id({"role": link}, "role", "roles")
+        role = store.roles.get(role_id) if role_id is not None else None
+        if role is None or role.builtin:
+            raise ConstraintViolations([("roles", "Roles is invalid.")])
+        if role.id not in ids:
+            ids.append(role.id)
+    return ids
+
+
+def _new_user(body: dict[str, Any], store: ProjectStore) -> User:
+    violations: list[tuple[str, str]] = []
+    values: dict[str, str] = {}
+    for key, label in (("login", "Username"), ("email", "Email"), ("firstName", "First name"),
+                       ("lastName", "Last name")):
+        value = body.get(key)
+        if value is not None and not isinstance(value, str):
+            violations.append((key, f"{label} is invalid."))
+        elif not value or not value.strip():
+            violations.append((key, f"{label} can't be blank."))
+        elif len(value) > USER_FIELD_MAX_LENGTH:
+            violations.append((key, f"{label} is too long (maximum is {USER_FIELD_MAX_LENGTH} characters)."))
+        else:
+            values[key] = value
+    if "email" in values and not _EMAIL_RE.match(values["email"]):
+        violations.append(("email", "Email is invalid."))
+    elif "email" in values and any(u.email.lower() == values["email"].lower() for u in store.users.values()):
+        violations.append(("email", "Email has already been taken."))
+    if "login" in values and any(u.login.lower() == values["login"].lower() for u in store.users.values()):
+        violations.append(("login", "Username has already been taken."))
+    status = body.get("status", "active")
+    if status not in ("active", "invited"):
+        violations.append(("status", "Status is invalid."))
+    if violations:
+        raise ConstraintViolations(violations)
+    return User(id=0, login=values["login"], email=values["email"], first_name=values["firstName"],
+                last_name=values["lastName"], status=str(status))
+
+
+def add_member_routes(app: web.Application, store: ProjectStore) -> None:
+    """The users, roles and memberships endpoints (see the module docstring for what they follow)."""
+
+    async def list_users(request: web.Request) -> web.Response:
+        filters = _equals_filters(request.query.get("filters"), ("login", "status"))
+        users = [u for u in sorted(store.users.values(), key=lambda u: u.id)
+                 if ("login" not in filters or u.login in filters["login"])
+                 and ("status" not in filters or u.status in filters["status"])]
+        return _hal(_collection("/api/v3/users", [u.to_hal() for u in users]))
+
+    async def create_user(request: web.Request) -> web.Response:
+        user = _new_user(await _json_body(request), store)
+        user.id = store.next_user_id
+        store.next_user_id += 1
+        store.users[user.id] = user
+        return _hal(user.to_hal(), 201)
+
+    def find_user(key: str) -> User:
+        user = store.users.get(int(key)) if key.isdigit() else None
+        if user is None:
+            raise ApiError(404, "NotFound", "The requested resource could not be found.")
+        return user
+
+    async def get_user(request: web.Request) -> web.Response:
+        return _hal(find_user(request.match_info["id"]).to_hal())
+
+    async def list_roles(request: web.Request) -> web.Response:
+        return _hal(_collection("/api/v3/roles", [r.to_hal() for r in store.roles.values()]))
+
+    async def get_role(request: web.Request) -> web.Response:
+        key = request.match_info["id"]
+        role = store.roles.get(int(key)) if key.isdigit() else None
+        if role is None:
+            raise ApiError(404, "NotFound", "The requested resource could not be found.")
+        return _hal(role.to_hal())
+
+    async def list_memberships(request: web.Request) -> web.Response:
+        filters = _equals_filters(request.query.get("filters"), ("project", "principal"))
+        found = [m for m in sorted(store.memberships.values(), key=lambda m: m.id)
+                 if ("project" not in filters or str(m.project_id) in filters["project"])
+                 and ("principal" not in filters or str(m.principal_id) in filters["principal"])]
+        return _hal(_collection("/api/v3/memberships", [m.to_hal(store) for m in found]))
+
+    def find_membership(key: str) -> Membership:
+        membership = store.memberships.get(int(key)) if key.isdigit() else None
+        if membership is None:
+            raise ApiError(404, "NotFound", "The requested resource could not be found.")
+        return membership
+
+    async def create_membership(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        links = _links_of(body)
+        project_id = _linked_id(links, "project", "projects")
+        principal_id = _linked_id(links, "principal", "users")
+        violations: list[tuple[str, str]] = []
+        if project_id not in store.projects:
+            violations.append(("project", "Project can't be blank."))
+        if principal_id not in store.users:
+            violations.append(("principal", "Principal can't be blank."))
+        if violations:
+            raise ConstraintViolations(violations)
+        assert project_id is not None and principal_id is not None
+        role_ids = _role_ids(links, store)
+        if any(m.project_id == project_id and m.principal_id == principal_id for m in store.memberships.values()):
+            raise ConstraintViolations([("principal", "Principal has already been taken.")])
+        membership = Membership(store.next_membership_id, project_id, principal_id, role_ids)
+        store.next_membership_id += 1
+        store.memberships[membership.id] = membership
+        return _hal(membership.to_hal(store), 201)
+
+    async def get_membership(request: web.Request) -> web.Response:
+        return _hal(find_membership(request.match_info["id"]).to_hal(store))
+
+    async def update_membership(request: web.Request) -> web.Response:
+        membership = find_membership(request.match_info["id"])
+        body = await _json_body(request)
+        links = _links_of(body)
+        if "roles" in links:  # project and principal of a membership cannot change
+            membership.role_ids = _role_ids(links, store)
+            membership.updated_at = _now()
+        return _hal(membership.to_hal(store))
+
+    async def delete_membership(request: web.Request) -> web.Response:
+        del store.memberships[find_membership(request.match_info["id"]).id]
+        return web.Response(status=204)
+
+    app.router.add_get("/api/v3/users", list_users)
+    app.router.add_post("/api/v3/users", create_user)
+    app.router.add_get("/api/v3/users/{id}", get_user)
+    app.router.add_get("/api/v3/roles", list_roles)
+    app.router.add_get("/api/v3/roles/{id}", get_role)
+    app.router.add_get("/api/v3/memberships", list_memberships)
+    app.router.add_post("/api/v3/memberships", create_membership)
+    app.router.add_get("/api/v3/memberships/{id}", get_membership)
+    app.router.add_patch("/api/v3/memberships/{id}", update_membership)
+    app.router.add_delete("/api/v3/memberships/{id}", delete_membership)
+
+
 # -- the application --------------------------------------------------------------------------------
 
 
@@ -453,6 +724,8 @@ def create_app(api_key: str) -> web.Application:
                 "_links": {
                     "self": {"href": "/api/v3"},
                     "projects": {"href": "/api/v3/projects"},
+                    "memberships": {"href": "/api/v3/memberships"},
+                    "users": {"href": "/api/v3/users"},
                     "user": {"href": "/api/v3/users/1", "title": "OpenProject Admin"},
                     "configuration": {"href": "/api/v3/configuration"},
                 },
@@ -524,6 +797,8 @@ def create_app(api_key: str) -> web.Application:
             doomed |= children
         for project_id in doomed:
             del store.projects[project_id]
+        for membership in [m for m in store.memberships.values() if m.project_id in doomed]:
+            del store.memberships[membership.id]  # a project's memberships go with it
         return web.Response(status=204)
 
     app = web.Application(middlewares=[errors_and_auth])
@@ -534,6 +809,7 @@ def create_app(api_key: str) -> web.Application:
     app.router.add_get("/api/v3/projects/{id}", get_project)
     app.router.add_patch("/api/v3/projects/{id}", update_project)
     app.router.add_delete("/api/v3/projects/{id}", delete_project)
+    add_member_routes(app, store)
     return app
 
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 from pipeline.contract.records import ProvisioningResult
 from pipeline.events.models import CommandAction, ProvisioningCommand
 from pipeline.metrics import COMMANDS_FENCED, PROVISIONING_ATTEMPTS, PROVISIONING_VERIFIED
-from pipeline.provisioners.base import Provisioner, TenantSpec
+from pipeline.provisioners.base import Provisioner, TenantSpec, UserAccess, UserGrant, effective_role
 from pipeline.provisioners.errors import PermanentError, ProvisioningError
 from pipeline.provisioners.tiers import Quota, QuotaOverride
 
@@ -40,6 +40,9 @@ class RetryPolicy:
 class QuotaUpdater(Protocol):
     async def update_quota(self, tenant: TenantSpec, quota: Quota) -> Any: ...
 
+
+#: Actions about one user of the tenant (``spec.user``).
+USER_ACTIONS = (CommandAction.CREATE_USER, CommandAction.DELETE_USER)
 
 Report = Callable[[ProvisioningResult], Awaitable[None]]
 #: Why a command must stop before its next backend call, or None (``pipeline.tenants.logic.command_fence``).
@@ -64,6 +67,25 @@ def tenant_spec(command: ProvisioningCommand) -> TenantSpec:
     )
 
 
+def user_grant(command: ProvisioningCommand) -> UserGrant:
+    """The user a ``create_user``/``delete_user`` command is about (``spec.user``); ValueError if unsafe."""
+    user = command.spec.get("user")
+    if not isinstance(user, dict):
+        raise ValueError("the command has no user")
+    roles = user.get("roles") or []
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise ValueError("the user's roles are not a list of strings")
+    email = user.get("email")
+    return UserGrant(user_id=user.get("user_id"), role=effective_role(roles),
+                     email=email if isinstance(email, str) else None)
+
+
+def _user_access(command: ProvisioningCommand, provisioner: Provisioner) -> UserAccess:
+    if not isinstance(provisioner, UserAccess):
+        raise PermanentError(f"{command.resource} holds no per-user access")
+    return provisioner
+
+
 async def _perform(command: ProvisioningCommand, provisioner: Provisioner, spec: TenantSpec) -> dict[str, Any]:
     if command.action is CommandAction.CREATE:
         plan = await provisioner.apply(spec)
@@ -76,9 +98,12 @@ async def _perform(command: ProvisioningCommand, provisioner: Provisioner, spec:
             raise PermanentError(f"{command.resource} has no quota to update")
         await provisioner.update_quota(spec, Quota.model_validate(command.spec["quota"]))
         return {"quota": command.spec["quota"]}
-    # CREATE_USER: the tenant's resources already grant access by role; converge them.
-    plan = await provisioner.apply(spec)
-    return {"names": plan.names, "user": command.spec.get("user", {}).get("user_id")}
+    user = user_grant(command)
+    if command.action is CommandAction.CREATE_USER:
+        granted = await _user_access(command, provisioner).grant_user(spec, user)
+        return {"user": user.user_id, "role": user.role.value, "granted": granted}
+    revoked = await _user_access(command, provisioner).revoke_user(spec, user)
+    return {"user": user.user_id, "revoked": revoked}
 
 
 async def execute(
@@ -98,6 +123,8 @@ async def execute(
     verifies, and a resource that exists as planned is ``ready`` without an apply (a replayed create).
     """
     rng = rng or random.Random()
+    raw_user = command.spec.get("user") if command.action in USER_ACTIONS else None
+    user_id = str(raw_user.get("user_id"))[:128] if isinstance(raw_user, dict) else None
 
     def result(status: str, attempts: int, error: str | None = None, **detail: Any) -> ProvisioningResult:
         return ProvisioningResult(
@@ -110,6 +137,7 @@ async def execute(
             error=error,
             detail=detail,
             at=datetime.now(UTC),
+            user_id=user_id,
         )
 
     provisioner = provisioners.get(command.resource)
@@ -120,6 +148,7 @@ async def execute(
     try:
         spec = tenant_spec(command)
         spec.names()
+        user = user_grant(command) if command.action in USER_ACTIONS else None
     except (ProvisioningError, ValueError) as exc:
         final = result("failed", 0, f"refused: {exc}")
         await report(final)
@@ -131,12 +160,15 @@ async def execute(
     await report(result("provisioning", 0))
     if verify_first and command.action in (CommandAction.CREATE, CommandAction.CREATE_USER):
         try:
-            verified = await provisioner.verify(spec)
+            if user is not None and isinstance(provisioner, UserAccess):
+                verified_ok = (await provisioner.verify_user(spec, user)).ok
+            else:
+                verified_ok = (await provisioner.verify(spec)).ok
         except ProvisioningError as exc:
             logger.info("verify before apply of %s for %s failed, applying: %s", command.resource,
                         command.tenant_id, exc)
         else:
-            if verified.ok:
+            if verified_ok:
                 PROVISIONING_VERIFIED.labels(command.resource).inc()
                 final = result("ready", 0, None, verified=True)
                 await report(final)
@@ -161,7 +193,7 @@ async def execute(
                 await sleep(policy.delay(attempt, rng))
             continue
         PROVISIONING_ATTEMPTS.labels(command.resource, "ok").inc()
-        done = "deleted" if command.action is CommandAction.DELETE else "ready"
+        done = "deleted" if command.action in (CommandAction.DELETE, CommandAction.DELETE_USER) else "ready"
         final = result(done, attempt, None, **detail)
         await report(final)
         return final

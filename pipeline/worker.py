@@ -42,6 +42,7 @@ from agents import (
     tenant_created,
     tenant_deleted,
     user_created,
+    user_deleted,
 )
 from agents.backends import Backends
 from agents.compute_service import ComputeService
@@ -101,6 +102,7 @@ AGENT_MODULES: tuple[ModuleType, ...] = (
     tenant_created,
     tenant_deleted,
     user_created,
+    user_deleted,
 )
 
 

@@ -44,6 +44,8 @@ from web.models import (
     QuotaResponse,
     TenantPage,
     TenantsQuery,
+    UserPage,
+    UsersQuery,
 )
 from web.openapi import openapi_document
 from web.operations import Operation
@@ -343,6 +345,15 @@ class _Api:
         tenant = await self._live_tenant(request.match_info["tenant_id"])
         return respond(tenant)
 
+    async def list_users(self, request: web.Request) -> web.Response:
+        query = parse_query(request, UsersQuery)
+        tenant_id = request.match_info["tenant_id"]
+        await self._live_tenant(tenant_id)
+        found = await self.reader.users(tenant_id)
+        users = found.users if found else []
+        return respond(UserPage(items=users[query.offset : query.offset + query.limit], total=len(users),
+                                offset=query.offset, limit=query.limit))
+
     async def openapi(self, request: web.Request) -> web.Response:
         suffix = "/openapi.json"
         prefix = request.path[: -len(suffix)] if request.path.endswith(suffix) else ""
@@ -396,6 +407,15 @@ def operations(api: _Api) -> list[Operation]:
             "Per-resource provisioning status and the overall status", api.provisioning_status, Access.READ,
             {200: (ProvisioningStatusResponse, "The status of every resource of the tenant.")},
             errors=(*_AUTH_ERRORS, 404, *_ALL), tenant_in_path=True,
+        ),
+        Operation(
+            "GET", "/tenants/{tenant_id}/users", "list_users",
+            "The tenant's users and the status of their access on each backend (paged)", api.list_users,
+            Access.READ, {200: (UserPage, "A page of the tenant's users not yet deleted, ordered by user id.")},
+            errors=(400, *_AUTH_ERRORS, 404, *_ALL), tenant_in_path=True, query=UsersQuery,
+            description="Users come from user-created-events; each backend holding per-user access (Kubernetes "
+            "RoleBinding, Pulsar namespace permission, OpenProject membership) reports pending, provisioning, "
+            "retrying, ready or failed for its grant, deleting or deleted for its revoke.",
         ),
         Operation(
             "GET", "/tenants/{tenant_id}/quota", "get_quota", "Quota limits, over-quota marks and usage totals",

@@ -30,7 +30,8 @@ from pipeline.events.models import AuditEvent, QuotaUpdateRequested, TenantCreat
 from pipeline.executor import dry_run_plan
 from pipeline.provisioners.base import Provisioner
 from pipeline.provisioners.tiers import Quota
-from pipeline.tenants.models import AnomalyLog, ProvisioningStatus, QuotaRecord, TenantRecord
+from pipeline.tenants.logic import tenant_users
+from pipeline.tenants.models import AnomalyLog, ProvisioningStatus, QuotaRecord, TenantRecord, TenantUsers, UserRecord
 from pipeline.tenants.tiers import quota_for_tier
 from pipeline.typed_table import TypedTable
 from pipeline.usage import TenantUtilization, UsageRecord
@@ -68,6 +69,18 @@ class ComputeHeldView:
         return held_by(self.runtime().holding(), tenant_id)
 
 
+class TenantUsersView:
+    """The users of a tenant, by tenant id: computed from this worker's users table (the owner's)."""
+
+    model = TenantUsers
+
+    def __init__(self, users: TypedTable[UserRecord]) -> None:
+        self.users = users
+
+    def get(self, tenant_id: str) -> TenantUsers:
+        return tenant_users(self.users, tenant_id)
+
+
 def watched_tables(tables: Tables) -> dict[str, TypedTable[Any]]:
     """The tables the dashboard follows, by the name peers read them under."""
     return {
@@ -82,7 +95,7 @@ def watched_tables(tables: Tables) -> dict[str, TypedTable[Any]]:
 def readable(tables: Tables, compute_runtime: Callable[[], ComputeRuntime]) -> dict[str, Readable]:
     """What peers may read from this worker by tenant id: the tables, and views computed from them."""
     return {**watched_tables(tables), "utilization": tables.recent_utilization(),
-            "compute-held": ComputeHeldView(compute_runtime)}
+            "compute-held": ComputeHeldView(compute_runtime), "tenant-users": TenantUsersView(tables.users)}
 
 
 def owner_of_tenant(app: Any, tenant_created: faust.TopicT, tenant_id: str) -> URL | None:
@@ -187,6 +200,10 @@ class FaustStateReader:
 
     async def usage(self, tenant_id: str) -> UsageRecord | None:
         value: UsageRecord | None = await self._get("usage", tenant_id)
+        return value
+
+    async def users(self, tenant_id: str) -> TenantUsers | None:
+        value: TenantUsers | None = await self._get("tenant-users", tenant_id)
         return value
 
     async def anomalies(self, tenant_id: str) -> AnomalyLog | None:

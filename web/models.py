@@ -21,6 +21,7 @@ from pipeline.tenants.models import (
     QuotaRecord,
     ResourceStatus,
     TenantRecord,
+    UserView,
 )
 from pipeline.usage import UsageRecord
 
@@ -54,6 +55,13 @@ class TenantsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     offset: int = Field(0, ge=0, le=MAX_COUNT, description="How many tenants to skip (ordered by tenant id).")
+    limit: int = Field(50, ge=1, le=200, description="Page size, at most 200.")
+
+
+class UsersQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    offset: int = Field(0, ge=0, le=MAX_COUNT, description="How many users to skip (ordered by user id).")
     limit: int = Field(50, ge=1, le=200, description="Page size, at most 200.")
 
 
@@ -193,6 +201,13 @@ class DeleteAccepted(BaseModel):
 class TenantPage(BaseModel):
     items: list[TenantRecord]
     total: int = Field(description="How many tenants the caller may see in all.")
+    offset: int
+    limit: int
+
+
+class UserPage(BaseModel):
+    items: list[UserView] = Field(description="Users not yet deleted, with their per-resource access status.")
+    total: int = Field(description="How many such users the tenant has.")
     offset: int
     limit: int
 

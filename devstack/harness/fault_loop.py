@@ -13,7 +13,7 @@ whose figures the docs quote).
   the resource present in its backend;
 * ``tenant-deleted`` (with and without purge, for tenants already ready): the tenant ``deleted``; with purge
   nothing left in any backend, without purge only the keyspace, the bucket and the index;
-* ``user-created``: the user's ``create_user`` commands (Kubernetes and OpenProject) for that event;
+* ``user-created``: the user's ``create_user`` commands (one per ``USER_RESOURCES``) for that event;
 * ``resource-metrics``: one sample per (tenant, workload), so the utilization view counts exactly 1 sample;
 * ``compute-request-events`` (GPU through the derivatives stand-in, CPU on the kube-apiserver): the request
   in a final state (``terminated`` or ``failed``), and no live allocation left for it at either provider.

@@ -28,6 +28,7 @@ from pipeline.events.models import (
     TenantCreated,
     TenantDeleted,
     UserCreated,
+    UserDeleted,
 )
 from pipeline.scaling.records import ApplyReport, Demand, Grant, PolicyChange, ScalingDecisionEvent, Tick
 
@@ -39,6 +40,7 @@ INPUT_EVENTS: dict[str, type[Event]] = {
     topics.TENANT_CREATED: TenantCreated,
     topics.TENANT_DELETED: TenantDeleted,
     topics.USER_CREATED: UserCreated,
+    topics.USER_DELETED: UserDeleted,
     topics.RESOURCE_ANOMALY: ResourceAnomaly,
     topics.SCALING_REQUEST: ScalingRequest,
     topics.QUOTA_EXCEEDED: QuotaExceeded,

@@ -25,6 +25,8 @@ class ProvisioningResult(BaseModel):
     error: str | None = None
     detail: dict[str, Any] = Field(default_factory=dict)
     at: AwareDatetime
+    #: The user of a ``create_user``/``delete_user`` command (its status is kept in the user's record).
+    user_id: str | None = None
 
 
 class ScalingCommand(BaseModel):

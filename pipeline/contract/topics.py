@@ -6,6 +6,7 @@ from __future__ import annotations
 TENANT_CREATED = "tenant-created-events"
 TENANT_DELETED = "tenant-deleted-events"
 USER_CREATED = "user-created-events"
+USER_DELETED = "user-deleted-events"
 RESOURCE_ANOMALY = "resource-anomaly-events"
 SCALING_REQUEST = "scaling-request-events"
 QUOTA_EXCEEDED = "quota-exceeded-events"
@@ -42,8 +43,8 @@ SCALING_DEMANDS = "scaling-demands"
 
 #: Platform -> service: bridged from Pulsar into Kafka.
 INPUT_TOPICS: tuple[str, ...] = (
-    TENANT_CREATED, TENANT_DELETED, USER_CREATED, RESOURCE_ANOMALY, SCALING_REQUEST, QUOTA_EXCEEDED,
-    RESOURCE_METRICS, COMPUTE_REQUESTS,
+    TENANT_CREATED, TENANT_DELETED, USER_CREATED, USER_DELETED, RESOURCE_ANOMALY, SCALING_REQUEST,
+    QUOTA_EXCEEDED, RESOURCE_METRICS, COMPUTE_REQUESTS,
 )
 #: Service -> platform: bridged from Kafka out to Pulsar.
 OUTPUT_TOPICS: tuple[str, ...] = (PROVISIONING_COMMANDS, PROVISIONING_EVENTS, SCALING_EVENTS, AUDIT_EVENTS)

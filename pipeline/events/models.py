@@ -78,9 +78,20 @@ class TenantDeleted(Event):
 
 
 class UserCreated(Event):
-    user_id: Identifier
+    """A user of a tenant: granted access to the tenant's Kubernetes namespace and Pulsar namespace by the
+    highest of its ``roles`` that is ``viewer``, ``editor`` or ``admin`` (``viewer`` when none is; other
+    roles are kept in the record but grant nothing)."""
+
+    #: The RoleBinding subject and the Pulsar role: the safe alphabet of owner ids.
+    user_id: UserId
     email: str = Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-    roles: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list)
+    roles: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list, max_length=32)
+
+
+class UserDeleted(Event):
+    """A user of a tenant removed: its grants on the tenant's resources are revoked."""
+
+    user_id: UserId
 
 
 class Severity(StrEnum):
@@ -165,6 +176,7 @@ class CommandAction(StrEnum):
     DELETE = "delete"
     UPDATE_QUOTA = "update_quota"
     CREATE_USER = "create_user"
+    DELETE_USER = "delete_user"
 
 
 class ProvisioningCommand(BaseModel):

@@ -7,6 +7,9 @@
 * :meth:`Provisioner.delete` removes what ``apply`` created; a data-bearing resource (keyspace, bucket,
   index) is kept unless ``purge``.
 
+Backends that hold per-user access also implement :class:`UserAccess` (grant, revoke, verify one user's
+access to the tenant's resource, by the user's :class:`UserRole`).
+
 Every method raises :class:`~pipeline.provisioners.errors.TransientError` (retry) or
 :class:`~pipeline.provisioners.errors.PermanentError` (do not), never a backend's own exception type.
 """
@@ -17,7 +20,8 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from enum import StrEnum
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import aiohttp
@@ -142,6 +146,85 @@ class DeleteResult(BaseModel):
     kept: list[str] = Field(default_factory=list)
     #: Objects that were already gone.
     absent: list[str] = Field(default_factory=list)
+
+
+class UserRole(StrEnum):
+    """The access levels a user can have on a tenant's resources, lowest first."""
+
+    VIEWER = "viewer"
+    EDITOR = "editor"
+    ADMIN = "admin"
+
+
+_ROLE_RANK = {UserRole.VIEWER: 0, UserRole.EDITOR: 1, UserRole.ADMIN: 2}
+
+
+def effective_role(roles: Iterable[str]) -> UserRole:
+    """The highest of ``roles`` that is a :class:`UserRole` (case-insensitive); ``viewer`` when none is.
+
+    A user-created event's roles are free strings (the platform's own role names may be there too); only
+    these three grant anything on the backends, and a user of a tenant is at least able to look.
+    """
+    names = {role.value for role in UserRole}
+    known = [UserRole(r.strip().lower()) for r in roles if r.strip().lower() in names]
+    return max(known, key=_ROLE_RANK.__getitem__, default=UserRole.VIEWER)
+
+
+class UserGrant(BaseModel):
+    """One user's access to one tenant: the id is checked like the owner id (it becomes a RoleBinding subject
+    and a Pulsar role, so only a safe alphabet of 1-128 characters)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=128)
+    role: UserRole
+    #: Needed by backends that create the user's account (OpenProject); checked by the user-created event.
+    email: str | None = Field(default=None, max_length=254)
+
+    @field_validator("user_id")
+    @classmethod
+    def _safe_user_id(cls, value: str) -> str:
+        try:
+            return validate_owner_user_id(value)
+        except PermanentError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class UserAccessResult(BaseModel):
+    """How a user's access on the backend compares with the grant."""
+
+    resource: str
+    tenant_id: str
+    user_id: str
+    missing: list[str] = Field(default_factory=list)
+    differences: list[Difference] = Field(default_factory=list)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.differences
+
+
+@runtime_checkable
+class UserAccess(Protocol):
+    """A backend that grants a tenant's users access to the tenant's resource, one user at a time.
+
+    All three are idempotent: granting twice gives the same end state, revoking a grant that is not there
+    succeeds. Granting while the tenant's resource does not exist yet is a transient error (its create
+    command may still be running); revoking then is a success (nothing to revoke).
+    """
+
+    async def grant_user(self, tenant: TenantSpec, user: UserGrant) -> dict[str, Any]:
+        """Give ``user`` its role's access; returns what was granted (for the command's result)."""
+        ...
+
+    async def revoke_user(self, tenant: TenantSpec, user: UserGrant) -> bool:
+        """Remove ``user``'s access; True if something was removed, False if nothing was there."""
+        ...
+
+    async def verify_user(self, tenant: TenantSpec, user: UserGrant) -> UserAccessResult:
+        """Does the backend hold exactly ``user``'s grant?"""
+        ...
 
 
 @runtime_checkable

@@ -11,12 +11,18 @@ Objects (``<ns>`` is ``tenant-<id>``):
   as the tier says;
 * ``RoleBinding tenant-admin``: ClusterRole ``admin`` for the owner (``User``); left out without an owner.
 
+Per user (:class:`~pipeline.provisioners.base.UserAccess`): ``RoleBinding user-<hash of the user id>`` in the
+namespace, subject ``User <user_id>``, ``roleRef`` the built-in ClusterRole ``view``, ``edit`` or ``admin`` by
+the user's role (the aggregated roles every kube-apiserver bootstraps; the tenant's namespace has no Role of
+its own to bind instead). The name is a hash because user ids may hold characters a name may not (``@``).
+
 ``apply`` creates what is missing and replaces what differs (a RoleBinding whose immutable ``roleRef``
 differs is re-created). ``delete`` deletes the namespace, which takes everything in it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from decimal import Decimal
@@ -36,6 +42,9 @@ from pipeline.provisioners.base import (
     Difference,
     ResourcePlan,
     TenantSpec,
+    UserAccessResult,
+    UserGrant,
+    UserRole,
     VerifyResult,
     blocking,
     diff,
@@ -53,6 +62,9 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "provisioning-service"}
 QUOTA_NAME = "tenant-quota"
 LIMIT_RANGE_NAME = "tenant-limits"
 ADMIN_BINDING_NAME = "tenant-admin"
+#: The built-in ClusterRole bound for each user role.
+USER_CLUSTER_ROLES: dict[UserRole, str] = {UserRole.VIEWER: "view", UserRole.EDITOR: "edit", UserRole.ADMIN: "admin"}
+USER_LABEL = f"{LABEL_PREFIX}/user-binding"
 _QUANTITY_MAPS = {"hard", "default", "defaultRequest", "max", "min"}
 _TIMEOUT = (5.0, 30.0)
 
@@ -146,6 +158,28 @@ def manifests(tenant: TenantSpec, names: TenantNames, tier: TierConfig) -> list[
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": tenant.owner_user_id}],
         })
     return out
+
+
+def user_binding_name(user_id: str) -> str:
+    """The user's RoleBinding name: deterministic, a DNS-1123 label whatever the id holds, never
+    ``tenant-admin`` (the owner's binding)."""
+    return "user-" + hashlib.sha256(user_id.encode()).hexdigest()[:24]
+
+
+def user_binding_manifest(namespace: str, user: UserGrant) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {
+            "name": user_binding_name(user.user_id),
+            "namespace": namespace,
+            "labels": {**MANAGED_BY, USER_LABEL: "true"},
+            "annotations": {f"{LABEL_PREFIX}/user": user.user_id},
+        },
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": USER_CLUSTER_ROLES[user.role]},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user.user_id}],
+    }
 
 
 def _network_policy(namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -380,6 +414,60 @@ class KubernetesProvisioner(BaseProvisioner):
             return True
 
         return await self._run("update_quota", tenant, lambda: blocking(run))
+
+
+    # -- per-user access --------------------------------------------------------------------------------------
+
+    def _namespace_live(self, namespace: str) -> bool:
+        current = self.read_object({"kind": "Namespace", "metadata": {"name": namespace}})
+        return current is not None and not current.get("metadata", {}).get("deletionTimestamp")
+
+    async def grant_user(self, tenant: TenantSpec, user: UserGrant) -> dict[str, Any]:
+        namespace = tenant.names().kubernetes_namespace
+        manifest = user_binding_manifest(namespace, user)
+
+        def run() -> dict[str, Any]:
+            if not self._namespace_live(namespace):
+                # The tenant's create command may still be running; the executor retries with backoff.
+                raise TransientError(f"namespace {namespace} does not exist (yet)", resource=self.resource)
+            done = self._ensure(manifest)
+            return {"rolebinding": manifest["metadata"]["name"], "clusterrole": manifest["roleRef"]["name"],
+                    "done": done}
+
+        return await self._run("grant_user", tenant, lambda: blocking(run))
+
+    async def revoke_user(self, tenant: TenantSpec, user: UserGrant) -> bool:
+        namespace = tenant.names().kubernetes_namespace
+        manifest = user_binding_manifest(namespace, user)
+
+        def run() -> bool:
+            _, _, _, delete, _ = self._ops("RoleBinding")
+            if self.read_object(manifest) is None:
+                return False
+            try:
+                delete(*_where(manifest), _request_timeout=_TIMEOUT)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                return False
+            return True
+
+        return await self._run("revoke_user", tenant, lambda: blocking(run))
+
+    async def verify_user(self, tenant: TenantSpec, user: UserGrant) -> UserAccessResult:
+        names = tenant.names()
+        manifest = user_binding_manifest(names.kubernetes_namespace, user)
+
+        def run() -> UserAccessResult:
+            result = UserAccessResult(resource=self.resource, tenant_id=names.tenant_id, user_id=user.user_id)
+            current = self.read_object(manifest)
+            if current is None:
+                result.missing.append(object_label(manifest))
+            else:
+                result.differences += diff(_compared(manifest), _canonical(current), object_label(manifest))
+            return result
+
+        return await self._run("verify_user", tenant, lambda: blocking(run))
 
 
 def manifest_kind(kind: str) -> str:

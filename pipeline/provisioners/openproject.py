@@ -4,15 +4,34 @@ Authentication is OpenProject's API key scheme: HTTP Basic with the user ``apike
 password. The project is found by its identifier (``GET /api/v3/projects/{identifier}``, which OpenProject
 resolves like an id), created with ``POST``, converged with ``PATCH`` and removed with ``DELETE``. A real
 OpenProject deletes projects asynchronously, so a deleted project may still answer for a short while.
+
+Per user (:class:`~pipeline.provisioners.base.UserAccess`): a membership of the user in the tenant's project
+(``/api/v3/memberships``) with the role ``Reader``, ``Member`` or ``Project admin`` (the roles a fresh
+OpenProject seeds) for a viewer, editor or admin. The principal is the OpenProject user whose ``login`` is
+the user id, created (``POST /api/v3/users``, status ``active``, with the user's email) when there is none.
+A revoke deletes the membership only: OpenProject users are global to the instance (one may be a member of
+several tenants' projects), so the user itself stays.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from pipeline.provisioners._http import JsonHttp, basic_auth, path
-from pipeline.provisioners.base import BaseProvisioner, DeleteResult, ResourcePlan, TenantSpec, VerifyResult, diff
+from pipeline.provisioners.base import (
+    BaseProvisioner,
+    DeleteResult,
+    Difference,
+    ResourcePlan,
+    TenantSpec,
+    UserAccessResult,
+    UserGrant,
+    UserRole,
+    VerifyResult,
+    diff,
+)
 from pipeline.provisioners.errors import PermanentError, TransientError
 from pipeline.provisioners.naming import TenantNames
 from pipeline.provisioners.tiers import TierConfig, TiersConfig
@@ -21,6 +40,10 @@ logger = logging.getLogger(__name__)
 
 _API = "/api/v3"
 _COMPARED = ("identifier", "name", "public", "active")
+#: The project role given to each user role.
+USER_PROJECT_ROLES: dict[UserRole, str] = {
+    UserRole.VIEWER: "Reader", UserRole.EDITOR: "Member", UserRole.ADMIN: "Project admin",
+}
 
 
 def _error_message(data: Any, fallback: str) -> str:
@@ -123,3 +146,115 @@ class OpenProjectProvisioner(BaseProvisioner):
         await self._http.request("DELETE", path("projects", str(project["id"]), raw_prefix=_API),
                                  expect=(204, 200, 202, 404), what=f"delete project {identifier}")
         return self._delete_result(plan, deleted=[item])
+
+    # -- per-user access ----------------------------------------------------------------------------------------
+
+    async def _elements(self, collection: str, filters: list[dict[str, Any]] | None, what: str) -> list[Any]:
+        params = {"filters": json.dumps(filters)} if filters is not None else None
+        response = await self._http.request("GET", path(collection, raw_prefix=_API), params=params, what=what)
+        embedded = response.data.get("_embedded") if isinstance(response.data, dict) else None
+        elements = embedded.get("elements") if isinstance(embedded, dict) else None
+        if not isinstance(elements, list):
+            raise PermanentError(f"{what}: not a collection: {response.text[:200]}")
+        return [e for e in elements if isinstance(e, dict)]
+
+    async def _principal(self, login: str) -> dict[str, Any] | None:
+        users = await self._elements("users", [{"login": {"operator": "=", "values": [login]}}],
+                                     f"find user {login}")
+        return next((u for u in users if u.get("login") == login), None)
+
+    async def _role_href(self, name: str) -> str:
+        for role in await self._elements("roles", None, "list roles"):
+            if role.get("name") == name:
+                return str(role["_links"]["self"]["href"])
+        raise PermanentError(f"OpenProject has no role named {name!r}")
+
+    async def _membership(self, project_id: Any, principal_id: Any) -> dict[str, Any] | None:
+        found = await self._elements("memberships", [
+            {"project": {"operator": "=", "values": [str(project_id)]}},
+            {"principal": {"operator": "=", "values": [str(principal_id)]}},
+        ], f"find membership of user {principal_id} in project {project_id}")
+        return found[0] if found else None
+
+    @staticmethod
+    def _role_hrefs(membership: dict[str, Any]) -> list[str]:
+        roles = membership.get("_links", {}).get("roles") or []
+        return sorted(str(r.get("href")) for r in roles if isinstance(r, dict))
+
+    async def _create_principal(self, user: UserGrant) -> dict[str, Any]:
+        if user.email is None:
+            raise PermanentError(f"OpenProject user {user.user_id} does not exist and no email is known to create it")
+        body = {"login": user.user_id, "email": user.email, "firstName": user.user_id.split("@", 1)[0][:64],
+                "lastName": "(platform user)", "status": "active"}
+        response = await self._http.request("POST", path("users", raw_prefix=_API), json_body=body,
+                                            expect=(201, 200, 422), what=f"create user {user.user_id}")
+        if response.status == 422:  # created concurrently? then it exists now; anything else is final
+            principal = await self._principal(user.user_id)
+            if principal is None:
+                raise PermanentError(f"create user {user.user_id}: {_error_message(response.data, response.text)}")
+            return principal
+        if not isinstance(response.data, dict):
+            raise TransientError(f"user {user.user_id} created without a body")
+        return response.data
+
+    async def grant_user(self, tenant: TenantSpec, user: UserGrant) -> dict[str, Any]:
+        identifier = tenant.names().openproject_identifier
+
+        async def run() -> dict[str, Any]:
+            project = await self._get(identifier)
+            if project is None:
+                # The tenant's create command may still be running; the executor retries with backoff.
+                raise TransientError(f"project {identifier} does not exist (yet)", resource=self.resource)
+            principal = await self._principal(user.user_id) or await self._create_principal(user)
+            role_name = USER_PROJECT_ROLES[user.role]
+            role = await self._role_href(role_name)
+            membership = await self._membership(project["id"], principal["id"])
+            links = {"roles": [{"href": role}]}
+            if membership is None:
+                body = {"_links": {"project": {"href": f"{_API}/projects/{project['id']}"},
+                                   "principal": {"href": f"{_API}/users/{principal['id']}"}, **links}}
+                await self._http.request("POST", path("memberships", raw_prefix=_API), json_body=body,
+                                         expect=(201, 200), what=f"add {user.user_id} to project {identifier}")
+            elif self._role_hrefs(membership) != [role]:
+                await self._http.request("PATCH", path("memberships", str(membership["id"]), raw_prefix=_API),
+                                         json_body={"_links": links}, expect=(200,),
+                                         what=f"set the role of {user.user_id} in project {identifier}")
+            return {"project": identifier, "principal": principal["id"], "role": role_name}
+
+        return await self._run("grant_user", tenant, run)
+
+    async def revoke_user(self, tenant: TenantSpec, user: UserGrant) -> bool:
+        identifier = tenant.names().openproject_identifier
+
+        async def run() -> bool:
+            project = await self._get(identifier)
+            principal = await self._principal(user.user_id) if project is not None else None
+            membership = await self._membership(project["id"], principal["id"]) if project and principal else None
+            if membership is None:
+                return False
+            await self._http.request("DELETE", path("memberships", str(membership["id"]), raw_prefix=_API),
+                                     expect=(204, 200, 404), what=f"remove {user.user_id} from project {identifier}")
+            return True
+
+        return await self._run("revoke_user", tenant, run)
+
+    async def verify_user(self, tenant: TenantSpec, user: UserGrant) -> UserAccessResult:
+        names = tenant.names()
+        identifier = names.openproject_identifier
+
+        async def run() -> UserAccessResult:
+            result = UserAccessResult(resource=self.resource, tenant_id=names.tenant_id, user_id=user.user_id)
+            label = f"membership of {user.user_id} in project {identifier}"
+            project = await self._get(identifier)
+            principal = await self._principal(user.user_id) if project is not None else None
+            membership = await self._membership(project["id"], principal["id"]) if project and principal else None
+            if membership is None:
+                result.missing.append(label)
+                return result
+            role = await self._role_href(USER_PROJECT_ROLES[user.role])
+            if self._role_hrefs(membership) != [role]:
+                result.differences.append(Difference(path=label, expected=[role],
+                                                     actual=self._role_hrefs(membership)))
+            return result
+
+        return await self._run("verify_user", tenant, run)

@@ -4,6 +4,14 @@ Everything goes through the admin REST API (``/admin/v2``). The allowed clusters
 or, by default, every cluster the broker lists at ``/admin/v2/clusters``. Policies set on the namespace:
 retention, the ``destination_storage`` backlog quota and the message TTL.
 
+Per user (:class:`~pipeline.provisioners.base.UserAccess`): the namespace permission of the Pulsar role named
+exactly like the user id (``/admin/v2/namespaces/{tenant}/{namespace}/permissions/{user_id}``): ``consume``
+for a viewer, ``produce`` and ``consume`` for an editor or an admin. Pulsar has no namespace-level admin
+action (administration is the tenant's ``adminRoles``, the service's own roles); ``functions``/``packages``
+are left out since the service runs no functions worker for tenants. A broker enforces these only with
+``authorizationEnabled=true`` and an authentication provider that maps the user's credential to this role;
+it stores them either way (the local standalone runs without, and the tests read them back).
+
 The namespace is not treated as data-bearing (the issue lists keyspace, bucket and index): ``delete``
 removes its topics, the namespace, and the tenant if no other namespace was added to it.
 """
@@ -17,7 +25,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline.provisioners._http import HttpResponse, JsonHttp, path
-from pipeline.provisioners.base import BaseProvisioner, DeleteResult, ResourcePlan, TenantSpec, VerifyResult, diff
+from pipeline.provisioners.base import (
+    BaseProvisioner,
+    DeleteResult,
+    Difference,
+    ResourcePlan,
+    TenantSpec,
+    UserAccessResult,
+    UserGrant,
+    UserRole,
+    VerifyResult,
+    diff,
+)
 from pipeline.provisioners.errors import TransientError
 from pipeline.provisioners.naming import TenantNames
 from pipeline.provisioners.tiers import TierConfig, TiersConfig
@@ -26,6 +45,12 @@ logger = logging.getLogger(__name__)
 
 _ADMIN = "/admin/v2"
 _BACKLOG_TYPE = "destination_storage"
+#: Namespace actions granted per user role (sorted, as the broker lists them).
+USER_ACTIONS: dict[UserRole, list[str]] = {
+    UserRole.VIEWER: ["consume"],
+    UserRole.EDITOR: ["consume", "produce"],
+    UserRole.ADMIN: ["consume", "produce"],
+}
 
 
 def _shrinks(want: int, have: Any) -> bool:
@@ -248,3 +273,61 @@ class PulsarProvisioner(BaseProvisioner):
         result.deleted.append(f"tenant {tenant_name}")
         return result
 
+
+    # -- per-user access ----------------------------------------------------------------------------------------
+
+    async def _permissions(self, namespace: str) -> dict[str, Any] | None:
+        """Role -> actions of the namespace, or None when the namespace does not exist."""
+        response = await self._http.request("GET", self._ns_path(namespace, "permissions"), expect=(200, 404),
+                                            what=f"get permissions of {namespace}")
+        if response.status == 404:
+            return None
+        return response.data if isinstance(response.data, dict) else {}
+
+    async def grant_user(self, tenant: TenantSpec, user: UserGrant) -> dict[str, Any]:
+        namespace = tenant.names().pulsar_namespace
+        actions = USER_ACTIONS[user.role]
+
+        async def run() -> dict[str, Any]:
+            current = await self._permissions(namespace)
+            if current is None:
+                # The tenant's create command may still be running; the executor retries with backoff.
+                raise TransientError(f"namespace {namespace} does not exist (yet)", resource=self.resource)
+            if sorted(current.get(user.user_id) or []) != actions:
+                # POST replaces the role's actions (a demoted user loses produce).
+                await self._http.request("POST", self._ns_path(namespace, "permissions", user.user_id),
+                                         json_body=actions, expect=(204, 200),
+                                         what=f"grant {actions} on {namespace} to {user.user_id}")
+            return {"namespace": namespace, "role": user.user_id, "actions": actions}
+
+        return await self._run("grant_user", tenant, run)
+
+    async def revoke_user(self, tenant: TenantSpec, user: UserGrant) -> bool:
+        namespace = tenant.names().pulsar_namespace
+
+        async def run() -> bool:
+            current = await self._permissions(namespace)
+            if current is None or user.user_id not in current:
+                return False
+            await self._http.request("DELETE", self._ns_path(namespace, "permissions", user.user_id),
+                                     expect=(204, 200, 404), what=f"revoke {user.user_id} on {namespace}")
+            return True
+
+        return await self._run("revoke_user", tenant, run)
+
+    async def verify_user(self, tenant: TenantSpec, user: UserGrant) -> UserAccessResult:
+        names = tenant.names()
+        namespace = names.pulsar_namespace
+
+        async def run() -> UserAccessResult:
+            result = UserAccessResult(resource=self.resource, tenant_id=names.tenant_id, user_id=user.user_id)
+            current = await self._permissions(namespace)
+            label = f"permission of {user.user_id} on {namespace}"
+            if current is None or user.user_id not in current:
+                result.missing.append(label)
+            elif sorted(current[user.user_id] or []) != USER_ACTIONS[user.role]:
+                result.differences.append(Difference(path=label, expected=USER_ACTIONS[user.role],
+                                                     actual=sorted(current[user.user_id] or [])))
+            return result
+
+        return await self._run("verify_user", tenant, run)

@@ -22,6 +22,7 @@ from pipeline.events.models import (
     TenantDeleted,
     Tier,
     UserCreated,
+    UserDeleted,
 )
 from pipeline.metrics import RESOURCE_READY_SECONDS
 from pipeline.outputs import Emit, Refused, derived_id
@@ -35,15 +36,22 @@ from pipeline.tenants.models import (
     ResourceStatus,
     TenantRecord,
     TenantState,
+    TenantUsers,
     UserRecord,
+    UserState,
+    UserView,
     quota_limit,
 )
 from pipeline.typed_table import TypedTable
 
 #: Resources every tenant gets, in provisioning order (teardown runs in reverse).
 TENANT_RESOURCES: tuple[str, ...] = RESOURCES
-#: Resources that hold per-user access and get a command when a user is created.
-USER_RESOURCES: tuple[str, ...] = ("kubernetes", "openproject")
+#: Resources that hold per-user access (their provisioners implement ``UserAccess``) and get a
+#: ``create_user`` command when a user is created, a ``delete_user`` command when it is deleted. Cassandra and
+#: S3 are not among them: see the README's event table (the local servers cannot enforce per-user grants).
+USER_RESOURCES: tuple[str, ...] = ("kubernetes", "pulsar", "openproject")
+#: User command actions, whose status lives in the user's record (not the tenant's status).
+USER_ACTIONS: tuple[CommandAction, ...] = (CommandAction.CREATE_USER, CommandAction.DELETE_USER)
 #: Which backends a quota resource gates while the tenant is over it.
 GATED_BY: dict[QuotaResource, tuple[str, ...]] = {
     QuotaResource.STORAGE_GIB: ("cassandra", "s3", "elasticsearch", "ignite"),
@@ -295,42 +303,139 @@ def handle_tenant_deleted(event: TenantDeleted, stores: TenantStores, now: datet
     )
 
 
+def user_key(tenant_id: str, user_id: str) -> str:
+    return f"{tenant_id}/{user_id}"
+
+
+def _user_spec(user: UserRecord) -> dict[str, object]:
+    return {"user": {"user_id": user.user_id, "email": user.email, "roles": list(user.roles)}}
+
+
+def _user_commands(
+    stores: TenantStores, tenant: TenantRecord, user: UserRecord, action: CommandAction, cause_event_id: str,
+    now: datetime,
+) -> list[ProvisioningCommand]:
+    quota = stores.quotas.get(tenant.tenant_id)
+    assert quota is not None
+    return provisioning_commands(tenant, quota, action, cause_event_id, now, USER_RESOURCES, _user_spec(user))
+
+
+def _start_user_commands(
+    stores: TenantStores, tenant: TenantRecord, user: UserRecord, action: CommandAction, cause_event_id: str,
+    now: datetime,
+) -> list[Emit]:
+    """The user's commands, each resource's status in the user's record set to pending (deleting)."""
+    commands = _user_commands(stores, tenant, user, action, cause_event_id, now)
+    state = ResourceState.PENDING if action is CommandAction.CREATE_USER else ResourceState.DELETING
+    for command in commands:
+        user.resources[command.resource] = ResourceStatus(
+            resource=command.resource, status=state, command_id=command.command_id, updated_at=now,
+        )
+    stores.users.put(user_key(tenant.tenant_id, user.user_id), user)
+    return [Emit(PROVISIONING_COMMANDS, tenant.tenant_id, c) for c in commands]
+
+
 def handle_user_created(event: UserCreated, stores: TenantStores, now: datetime) -> list[Emit]:
-    """Record the user and send its access commands.
+    """Record the user and send its grant commands (``create_user``, one per resource in USER_RESOURCES).
 
     A redelivery of the event that created the user writes the same record and sends the same commands (the
     same ids) again: a kill can leave the user in the worker's local store while neither its changelog record
-    nor its commands reached Kafka, and a redelivery that did nothing would lose both for good. A user
-    created by another event is left as it is.
+    nor its commands reached Kafka, and a redelivery that did nothing would lose both for good (a command
+    already finished is skipped by the executor). A user created by another event is left as it is, unless
+    that user was deleted before this event happened: then it is created again.
     """
     tenant = require_tenant(stores, event.tenant_id)
-    key = f"{event.tenant_id}/{event.user_id}"
+    key = user_key(event.tenant_id, event.user_id)
     existing = stores.users.get(key)
-    if existing is not None and existing.source_event_id != event.event_id:
+    if existing is not None and existing.source_event_id == event.event_id:
+        if existing.state is not UserState.ACTIVE:
+            return []  # deleted since: a replayed create never re-creates a deleted user
+        stores.users.put(key, existing)  # the local store may hold it while its changelog does not
+        commands = _user_commands(stores, tenant, existing, CommandAction.CREATE_USER, event.event_id, now)
+        return [Emit(PROVISIONING_COMMANDS, tenant.tenant_id, c) for c in commands]
+    if existing is not None:
+        if existing.state is UserState.ACTIVE:
+            return []
+        if existing.deleted_at is not None and event.occurred_at <= existing.deleted_at:
+            raise Refused("stale-create", f"user {event.user_id!r} was deleted after this create event; "
+                          "it is not re-created")
+    user = UserRecord(
+        tenant_id=event.tenant_id,
+        user_id=event.user_id,
+        email=event.email,
+        roles=event.roles,
+        created_at=event.occurred_at,
+        source_event_id=event.event_id,
+    )
+    # Any delete_user command still running for an earlier incarnation is fenced: each resource's entry now
+    # names this create's command.
+    return _start_user_commands(stores, tenant, user, CommandAction.CREATE_USER, event.event_id, now)
+
+
+def handle_user_deleted(event: UserDeleted, stores: TenantStores, now: datetime) -> list[Emit]:
+    """Mark the user deleting and send its revoke commands (``delete_user``, one per resource).
+
+    Redelivery-safe: the event that started the deletion sends the same commands (same ids) again while the
+    user is deleting, nothing once it is deleted. An unknown (or already deleted) user is refused with a
+    reason (dead letter), like an unknown tenant. A tenant that is being deleted needs no per-user revokes:
+    its namespace, Pulsar namespace and project go away with everything in them, so nothing is sent.
+    """
+    tenant = require_tenant(stores, event.tenant_id)
+    if tenant.state is TenantState.DELETING:
         return []
-    stores.users.put(
-        key,
-        existing or UserRecord(
-            tenant_id=event.tenant_id,
-            user_id=event.user_id,
-            email=event.email,
-            roles=event.roles,
-            created_at=event.occurred_at,
-            source_event_id=event.event_id,
-        ),
+    key = user_key(event.tenant_id, event.user_id)
+    user = stores.users.get(key)
+    if user is not None and user.delete_event_id == event.event_id:
+        if user.state is not UserState.DELETING:
+            return []
+        stores.users.put(key, user)
+        commands = _user_commands(stores, tenant, user, CommandAction.DELETE_USER, event.event_id, now)
+        return [Emit(PROVISIONING_COMMANDS, tenant.tenant_id, c) for c in commands]
+    if user is None or user.state is UserState.DELETED:
+        raise Refused("unknown-user", f"user {event.user_id!r} of tenant {event.tenant_id!r} does not exist")
+    if user.state is UserState.DELETING:
+        return []  # another delete event is already revoking it
+    if event.occurred_at < user.created_at:
+        raise Refused("stale-delete", f"user {event.user_id!r} was created after this delete event; "
+                      "it is not deleted")
+    user = user.model_copy(update={"state": UserState.DELETING, "delete_event_id": event.event_id,
+                                   "deleted_at": event.occurred_at})
+    return _start_user_commands(stores, tenant, user, CommandAction.DELETE_USER, event.event_id, now)
+
+
+def handle_user_result(result: ProvisioningResult, stores: TenantStores) -> list[Emit]:
+    """A user command's transition: recorded in the user's record (superseded and fenced ones are not)."""
+    if result.user_id is None:
+        return []
+    key = user_key(result.tenant_id, result.user_id)
+    user = stores.users.get(key)
+    entry = user.resources.get(result.resource) if user else None
+    if user is None or entry is None or entry.command_id != result.command_id or result.status == "fenced":
+        return []
+    updated = entry.model_copy(update={
+        "status": _RESULT_STATES[result.status],
+        "attempts": result.attempts,
+        "last_error": result.error,
+        "updated_at": result.at,
+    })
+    user.resources[result.resource] = updated
+    if result.action is CommandAction.DELETE_USER and all(
+        r.status is ResourceState.DELETED for r in user.resources.values()
+    ):
+        user.state = UserState.DELETED
+    stores.users.put(key, user)
+    return [_status_event(result.tenant_id, f"{result.resource}:{result.action.value}", updated, entry.status.value)]
+
+
+def tenant_users(users: TypedTable[UserRecord], tenant_id: str) -> TenantUsers:
+    """The tenant's users not yet deleted, ordered by user id. Reads this worker's table: the users of a tenant
+    live on the worker owning the tenant (its user events are keyed by tenant id)."""
+    prefix = f"{tenant_id}/"
+    found = sorted(
+        (user for key, user in users.items() if key.startswith(prefix) and user.state is not UserState.DELETED),
+        key=lambda user: user.user_id,
     )
-    quota = stores.quotas.get(tenant.tenant_id)
-    assert quota is not None
-    commands = provisioning_commands(
-        tenant,
-        quota,
-        CommandAction.CREATE_USER,
-        event.event_id,
-        now,
-        USER_RESOURCES,
-        extra_spec={"user": {"user_id": event.user_id, "email": event.email, "roles": event.roles}},
-    )
-    return [Emit(PROVISIONING_COMMANDS, tenant.tenant_id, c) for c in commands]
+    return TenantUsers(tenant_id=tenant_id, users=[UserView.of(user) for user in found])
 
 
 def handle_quota_exceeded(event: QuotaExceeded, stores: TenantStores, now: datetime) -> list[Emit]:
@@ -413,6 +518,8 @@ def handle_provisioning_result(result: ProvisioningResult, stores: TenantStores,
     """Record a command's transition in the status table and announce it on ``provisioning-events``."""
     status = stores.status.get(result.tenant_id)
     entry = status.resources.get(result.resource) if status else None
+    if result.action in USER_ACTIONS and result.user_id is not None:
+        return handle_user_result(result, stores)
     tracked = result.action in (CommandAction.CREATE, CommandAction.DELETE)
     if status is None or entry is None or (tracked and entry.command_id != result.command_id):
         return []  # a result of a superseded command
@@ -485,9 +592,25 @@ def command_fence(command: ProvisioningCommand, stores: TenantStores) -> str | N
         quota = stores.quotas.get(command.tenant_id)
         if quota is None or command.spec.get("quota") != quota.limits.model_dump():
             return "a newer quota was set since"
-    if command.action is CommandAction.CREATE_USER:
-        user = command.spec.get("user")
-        user_id = user.get("user_id") if isinstance(user, dict) else None
-        if not isinstance(user_id, str) or f"{command.tenant_id}/{user_id}" not in stores.users:
-            return "unknown user"
+    if command.action in USER_ACTIONS:
+        return _user_fence(command, stores)
+    return None
+
+
+def _user_fence(command: ProvisioningCommand, stores: TenantStores) -> str | None:
+    """A grant stops once its user is being deleted, a revoke once its user was created again; either stops
+    when a later command for the same user and resource was issued."""
+    raw = command.spec.get("user")
+    user_id = raw.get("user_id") if isinstance(raw, dict) else None
+    user = stores.users.get(user_key(command.tenant_id, user_id)) if isinstance(user_id, str) else None
+    if user is None:
+        return "unknown user"
+    if command.action is CommandAction.CREATE_USER and user.state is not UserState.ACTIVE:
+        return f"user is {user.state.value}: a delete_user wins over a create_user"
+    if command.action is CommandAction.DELETE_USER and user.state is UserState.ACTIVE:
+        return "the user was created again since"
+    entry = user.resources.get(command.resource)
+    # A record written before per-user statuses existed has no entry: its grant still runs.
+    if entry is not None and entry.command_id != command.command_id:
+        return "superseded by a later command for this user and resource"
     return None

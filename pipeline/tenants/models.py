@@ -103,6 +103,12 @@ class ProvisioningStatus(BaseModel):
         return "in-progress"
 
 
+class UserState(StrEnum):
+    ACTIVE = "active"
+    DELETING = "deleting"
+    DELETED = "deleted"
+
+
 class UserRecord(BaseModel):
     tenant_id: str
     user_id: str
@@ -110,6 +116,44 @@ class UserRecord(BaseModel):
     roles: list[str]
     created_at: AwareDatetime
     source_event_id: str
+    state: UserState = UserState.ACTIVE
+    #: The user-deleted event that started the revokes, and its time (a create from before it is stale).
+    delete_event_id: str | None = None
+    deleted_at: AwareDatetime | None = None
+    #: Per resource holding the user's access: the status of its latest grant or revoke command, updated
+    #: from the command's results like the tenant's provisioning status.
+    resources: dict[str, ResourceStatus] = Field(default_factory=dict)
+
+    @property
+    def overall(self) -> str:
+        return ProvisioningStatus(tenant_id=self.tenant_id, resources=self.resources).overall
+
+
+class UserView(BaseModel):
+    """A user as the REST API shows it: the record and its overall status (worst resource wins)."""
+
+    tenant_id: str
+    user_id: str
+    email: str
+    roles: list[str]
+    state: UserState
+    overall: str
+    resources: dict[str, ResourceStatus]
+    created_at: AwareDatetime
+    deleted_at: AwareDatetime | None = None
+
+    @classmethod
+    def of(cls, user: UserRecord) -> UserView:
+        return cls(tenant_id=user.tenant_id, user_id=user.user_id, email=user.email, roles=user.roles,
+                   state=user.state, overall=user.overall, resources=user.resources, created_at=user.created_at,
+                   deleted_at=user.deleted_at)
+
+
+class TenantUsers(BaseModel):
+    """The users of one tenant not yet deleted, ordered by user id (read by tenant, routed to its owner)."""
+
+    tenant_id: str
+    users: list[UserView] = Field(default_factory=list)
 
 
 class AnomalyRecord(BaseModel):

@@ -37,6 +37,7 @@ from devstack.harness.tenant_provisioning import (
     executor_env,
     free_port,
     names_in_backends,
+    now_iso,
     purge_tenants,
     read_topic,
     settings_from,
@@ -47,7 +48,7 @@ from devstack.harness.tenant_provisioning import (
 from devstack.harness.worker import WorkerProcess, poll
 from devstack.process import log_tail
 from pipeline.provisioners.base import RESOURCES, TenantSpec
-from pipeline.provisioners.kubernetes import quota_hard
+from pipeline.provisioners.kubernetes import quota_hard, user_binding_name
 from pipeline.provisioners.tiers import Quota, TiersConfig, load_tiers
 from tests.integration.conftest import JWT_SECRET
 
@@ -640,3 +641,62 @@ def test_put_quota_updates_the_quota_table_and_the_kubernetes_resource_quota(
 
 def _count_in_log(path: Path, text: str) -> int:
     return path.read_text(errors="replace").count(text)
+
+
+# -- users: user-created grants on the backends, user-deleted revokes ----------------------------------------
+
+
+def test_user_created_grants_a_rolebinding_and_a_pulsar_permission_and_user_deleted_revokes_both(
+    worker: WorkerProcess, api: Api, publisher: Publisher, backends: Backends, new_tenant: Callable[..., str],
+) -> None:
+    tenant_id = new_tenant("users")
+    n = names_of(tenant_id)
+    user_id = f"dana-{RUN}@example.com"
+    binding = user_binding_name(user_id)
+    permissions_path = f"/namespaces/{n['pulsar_namespace']}/permissions"
+    publisher.send("tenant-created-events", tenant_created(tenant_id, "standard"))
+    # Sent once the tenant is recorded (the two topics are consumed independently: a user of a tenant not yet
+    # recorded is refused), not once it is ready: the grants may run before the namespaces exist, and retry.
+    wait_for(lambda: api.call("GET", f"/tenants/{tenant_id}")[0] == 200, "the tenant recorded", worker, api,
+             tenant_id)
+    publisher.send("user-created-events", {
+        "event_id": f"{tenant_id}-user-created", "tenant_id": tenant_id, "occurred_at": now_iso(),
+        "user_id": user_id, "email": "dana@example.com", "roles": ["tenant-member", "editor"],
+    })
+
+    # Kubernetes and Pulsar only: the OpenProject membership is tested on the stand-in served in process
+    # (tests/pipeline/provisioners/test_openproject_users.py), since the shared stack's stand-in may be a build
+    # from before its membership endpoints.
+    def user_ready() -> dict[str, Any] | None:
+        code, page = api.call("GET", f"/tenants/{tenant_id}/users")
+        users = page.get("items", []) if code == 200 else []
+        ready = users and all(users[0]["resources"][r]["status"] == "ready" for r in ("kubernetes", "pulsar"))
+        return users[0] if ready else None
+
+    user = wait_for(user_ready, "the user's grants ready", worker, api, tenant_id)
+    assert user["user_id"] == user_id and set(user["resources"]) == {"kubernetes", "pulsar", "openproject"}
+    bindings = {b["metadata"]["name"]: b for b in backends.namespaced("RoleBinding", n["namespace"])}
+    assert bindings[binding]["roleRef"]["name"] == "edit"
+    assert bindings[binding]["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                                              "name": user_id}]
+    status, permissions = backends.pulsar(permissions_path)
+    assert status == 200 and sorted(permissions[user_id]) == ["consume", "produce"]
+
+    publisher.send("user-deleted-events", {
+        "event_id": f"{tenant_id}-user-deleted", "tenant_id": tenant_id, "occurred_at": now_iso(), "user_id": user_id,
+    })
+
+    def revoked() -> bool:
+        code, page = api.call("GET", f"/tenants/{tenant_id}/users")
+        statuses = {r: s["status"] for u in page.get("items", []) for r, s in u["resources"].items()} \
+            if code == 200 else {}
+        status, permissions = backends.pulsar(permissions_path)
+        names = {b["metadata"]["name"] for b in backends.namespaced("RoleBinding", n["namespace"])}
+        return (code == 200 and statuses.get("kubernetes", "deleted") == "deleted"
+                and statuses.get("pulsar", "deleted") == "deleted" and status == 200
+                and user_id not in permissions and binding not in names)
+
+    wait_for(revoked, "the user's grants revoked", worker, api, tenant_id)
+    names = {b["metadata"]["name"] for b in backends.namespaced("RoleBinding", n["namespace"])}
+    assert "tenant-admin" in names  # the owner's binding is not the user's
+    assert api.all_ready(tenant_id)  # the tenant's own resources are untouched

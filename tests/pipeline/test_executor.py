@@ -7,7 +7,15 @@ from typing import Any
 from pipeline.contract.records import ProvisioningResult
 from pipeline.events.models import CommandAction, ProvisioningCommand
 from pipeline.executor import RetryPolicy, execute
-from pipeline.provisioners.base import DeleteResult, ResourcePlan, TenantSpec, VerifyResult
+from pipeline.provisioners.base import (
+    DeleteResult,
+    ResourcePlan,
+    TenantSpec,
+    UserAccessResult,
+    UserGrant,
+    UserRole,
+    VerifyResult,
+)
 from pipeline.provisioners.errors import PermanentError, TransientError
 
 
@@ -91,3 +99,76 @@ async def test_unsafe_tenant_ids_are_refused_before_any_backend_call() -> None:
     provisioner = FlakyProvisioner([])
     reports, _ = await run(provisioner, command(tenant_id="acme").model_copy(update={"tenant_id": "../etc"}))
     assert [r.status for r in reports] == ["failed"] and provisioner.calls == 0
+
+
+# -- user commands -------------------------------------------------------------------------------------------
+
+
+class UserBackend(FlakyProvisioner):
+    """A provisioner with per-user access: records grants, fails the first grants as told."""
+
+    def __init__(self, failures: list[Exception], granted: bool = False) -> None:
+        super().__init__([])
+        self.grant_failures = failures
+        self.grants: list[UserGrant] = []
+        self.revokes: list[UserGrant] = []
+        self.granted = granted
+
+    async def grant_user(self, tenant: TenantSpec, user: UserGrant) -> dict[str, Any]:
+        if self.grant_failures:
+            raise self.grant_failures.pop(0)
+        self.grants.append(user)
+        return {"granted": user.role.value}
+
+    async def revoke_user(self, tenant: TenantSpec, user: UserGrant) -> bool:
+        self.revokes.append(user)
+        return False
+
+    async def verify_user(self, tenant: TenantSpec, user: UserGrant) -> UserAccessResult:
+        return UserAccessResult(resource="cassandra", tenant_id=tenant.tenant_id, user_id=user.user_id,
+                                missing=[] if self.granted else ["grant"])
+
+
+def user_command(action: CommandAction, user: Any) -> ProvisioningCommand:
+    return command().model_copy(update={"action": action, "spec": {**command().spec, "user": user}})
+
+
+async def test_create_user_grants_the_users_highest_role_with_retries_and_delete_user_revokes() -> None:
+    backend = UserBackend([TransientError("namespace does not exist (yet)")])
+    bob = {"user_id": "bob@x.io", "email": "bob@x.io", "roles": ["viewer", "Admin", "other"]}
+    reports, _ = await run(backend, user_command(CommandAction.CREATE_USER, bob))
+    assert [r.status for r in reports] == ["provisioning", "retrying", "ready"]
+    assert all(r.user_id == "bob@x.io" for r in reports)
+    assert backend.grants == [UserGrant(user_id="bob@x.io", role=UserRole.ADMIN, email="bob@x.io")]
+    assert backend.calls == 0
+    reports, _ = await run(backend, user_command(CommandAction.DELETE_USER, bob))
+    assert [r.status for r in reports] == ["provisioning", "deleted"]
+    assert reports[-1].detail == {"user": "bob@x.io", "revoked": False}
+    assert backend.revokes == [UserGrant(user_id="bob@x.io", role=UserRole.ADMIN, email="bob@x.io")]
+
+
+async def test_a_user_command_on_a_backend_without_user_access_fails_permanently() -> None:
+    reports, _ = await run(FlakyProvisioner([]), user_command(CommandAction.CREATE_USER, {"user_id": "bob"}))
+    assert [r.status for r in reports] == ["provisioning", "failed"]
+    assert reports[-1].error is not None and "no per-user access" in reports[-1].error
+
+
+async def test_a_user_command_with_an_unsafe_or_missing_user_is_refused_before_any_backend_call() -> None:
+    for user in ({"user_id": "bob/../admin"}, {"user_id": ""}, None, {"user_id": "bob", "roles": "admin"}):
+        backend = UserBackend([])
+        reports, _ = await run(backend, user_command(CommandAction.CREATE_USER, user))
+        assert [r.status for r in reports] == ["failed"]
+        assert reports[0].error is not None and reports[0].error.startswith("refused")
+        assert backend.grants == [] and backend.revokes == []
+
+
+async def test_a_replayed_create_user_whose_grant_is_in_place_is_ready_without_a_grant() -> None:
+    backend = UserBackend([], granted=True)
+    reports: list[ProvisioningResult] = []
+
+    async def report(result: ProvisioningResult) -> None:
+        reports.append(result)
+
+    await execute(user_command(CommandAction.CREATE_USER, {"user_id": "bob"}), {"cassandra": backend}, report,
+                  verify_first=True)
+    assert [r.status for r in reports] == ["provisioning", "ready"] and backend.grants == []

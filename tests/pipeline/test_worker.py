@@ -34,7 +34,7 @@ def test_two_workers_built_in_one_process_do_not_share_their_declarations() -> N
     first, second = build_worker(settings()), build_worker(settings())
     assert first.app is not second.app
     assert set(first.app.agents) == set(second.app.agents)
-    assert len(first.app.agents) == 17
+    assert len(first.app.agents) == 18
     assert set(first.app.tables) == set(second.app.tables) == {
         "anomalies", "budget-alerts", "compute-records", "model_snapshots", "processed-events", "provisioning-status",
         "quotas", "scaling_decisions", "scaling_demands", "scaling_index", "scaling_policies", "scaling_state",

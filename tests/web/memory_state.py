@@ -54,6 +54,7 @@ from pipeline.tenants.models import (
     ResourceState,
     ResourceStatus,
     TenantRecord,
+    TenantUsers,
     UserRecord,
 )
 from pipeline.typed_table import TypedTable
@@ -140,6 +141,9 @@ class MemoryState:
 
     async def usage(self, tenant_id: str) -> UsageRecord | None:
         return self.usage_table.get(tenant_id)
+
+    async def users(self, tenant_id: str) -> TenantUsers | None:
+        return logic.tenant_users(self.stores.users, tenant_id)
 
     async def anomalies(self, tenant_id: str) -> AnomalyLog | None:
         return self.anomaly_table.get(tenant_id)

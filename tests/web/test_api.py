@@ -6,9 +6,17 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from pipeline.events.models import QuotaExceeded, QuotaResource, ResourceMetrics, TenantCreated, Tier
+from pipeline.events.models import (
+    QuotaExceeded,
+    QuotaResource,
+    ResourceMetrics,
+    TenantCreated,
+    Tier,
+    UserCreated,
+    UserDeleted,
+)
 from pipeline.provisioners.errors import UnknownTierError
-from pipeline.tenants.logic import TENANT_RESOURCES
+from pipeline.tenants.logic import TENANT_RESOURCES, USER_RESOURCES, handle_user_created, handle_user_deleted
 from pipeline.tenants.models import TenantState
 from tests.web.conftest import ADMIN, TIER_QUOTAS, FakeReadiness, bearer, error_of, tenant_event, token
 from tests.web.memory_state import MemoryState
@@ -507,3 +515,38 @@ async def test_a_provision_body_keeps_its_json_types(client: TestClient, state: 
     assert response.status == 422 and state.submitted == []
     ok = await provision(client, {**PROVISION, "tier": "standard", "owner_user_id": "user-42"})
     assert ok.status == 202 and state.submitted[0].tier is Tier.STANDARD
+
+
+# -- GET /tenants/{id}/users ---------------------------------------------------------------------------
+
+
+async def test_users_are_listed_paged_with_their_access_status_and_only_for_the_tenant(
+    client: TestClient, state: MemoryState
+):
+    for tenant_id in ("acme", "globex"):
+        await state.submit_tenant(tenant_event(tenant_id))
+    now = datetime.now(UTC)
+    for i, user_id in enumerate(["carol", "alice", "bob", "dave"]):
+        handle_user_created(UserCreated(event_id=f"u{i}", tenant_id="acme", occurred_at=now, user_id=user_id,
+                                        email=f"{user_id}@acme.io", roles=["editor"]), state.stores, now)
+    handle_user_created(UserCreated(event_id="g1", tenant_id="globex", occurred_at=now, user_id="gina",
+                                    email="g@globex.io"), state.stores, now)
+    handle_user_deleted(UserDeleted(event_id="d1", tenant_id="acme", occurred_at=now + timedelta(seconds=1),
+                                    user_id="dave"), state.stores, now)
+
+    page = await (await client.get("/api/v1/tenants/acme/users?offset=1&limit=2", headers=bearer(ADMIN))).json()
+    assert page["total"] == 4 and page["offset"] == 1 and page["limit"] == 2
+    assert [u["user_id"] for u in page["items"]] == ["bob", "carol"]
+    assert all(u["state"] == "active" and u["overall"] == "in-progress" for u in page["items"])
+    assert all(set(u["resources"]) == set(USER_RESOURCES) for u in page["items"])
+    last = await (await client.get("/api/v1/tenants/acme/users?offset=3", headers=bearer(ADMIN))).json()
+    assert [(u["user_id"], u["state"]) for u in last["items"]] == [("dave", "deleting")]
+
+    own = token(("tenant-viewer",), "acme", sub="alice")
+    assert (await client.get("/api/v1/tenants/acme/users", headers=bearer(own))).status == 200
+    other = await client.get("/api/v1/tenants/globex/users", headers=bearer(own))
+    assert other.status == 403
+    bad = await client.get("/api/v1/tenants/acme/users?limit=201", headers=bearer(ADMIN))
+    assert bad.status == 400
+    ghost = await client.get("/api/v1/tenants/ghost/users", headers=bearer(ADMIN))
+    assert ghost.status == 404

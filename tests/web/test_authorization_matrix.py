@@ -126,6 +126,7 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, str]]] = {
     ("GET", "/api/v1/tenants/{tenant_id}/provisioning-status"): (
         "/api/v1/tenants/acme/provisioning-status", None, READ),
     ("GET", "/api/v1/tenants/{tenant_id}/quota"): ("/api/v1/tenants/acme/quota", None, READ),
+    ("GET", "/api/v1/tenants/{tenant_id}/users"): ("/api/v1/tenants/acme/users?limit=10", None, READ),
     ("GET", "/api/v1/tenants/{tenant_id}/utilization"): ("/api/v1/tenants/acme/utilization", None, READ),
     ("GET", "/api/v1/tenants/{tenant_id}/costs"): ("/api/v1/tenants/acme/costs", None, READ),
     ("PUT", "/api/v1/tenants/{tenant_id}/quota"): (

@@ -24,6 +24,7 @@ VALID: dict[str, dict[str, Any]] = {
     "tenant-created-events": {**COMMON, "name": "Acme", "tier": "standard", "region": "eu-west-1"},
     "tenant-deleted-events": {**COMMON, "purge": True},
     "user-created-events": {**COMMON, "user_id": "u1", "email": "a@b.io", "roles": ["admin"]},
+    "user-deleted-events": {**COMMON, "user_id": "u1"},
     "resource-anomaly-events": {**COMMON, "resource_type": "pod", "resource_id": "p1", "anomaly_type": "cpu",
                                 "severity": "high", "value": 3.5},
     "scaling-request-events": {**COMMON, "workload": "api", "desired_replicas": 3},

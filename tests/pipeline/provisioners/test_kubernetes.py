@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,14 +12,17 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from pipeline.provisioners.base import TenantSpec
+from pipeline.provisioners.base import TenantSpec, UserGrant, UserRole
+from pipeline.provisioners.errors import TransientError
 from pipeline.provisioners.kubernetes import (
+    ADMIN_BINDING_NAME,
     KubernetesProvisioner,
     _canonical,
     _compared,
     cpu_quantity,
     manifests,
     quota_hard,
+    user_binding_name,
 )
 from pipeline.provisioners.tiers import Quota, QuotaOverride, TiersConfig
 from tests.pipeline.provisioners.conftest import applied, deleted_after, provisioner_fixture
@@ -231,3 +235,60 @@ async def test_delete_removes_only_this_tenants_namespace(
         gone = await provisioner.verify(tenant)
         assert not gone.exists and gone.drifted
         assert (await provisioner.verify(other)).ok
+
+
+# -- per-user access ---------------------------------------------------------------------------------------
+
+
+def test_user_binding_names_are_deterministic_dns_labels_and_never_the_owners() -> None:
+    names = {user_binding_name(u) for u in ("a@b.io", "A@b.io", "x:y+z", "a" * 128)}
+    assert len(names) == 4 and ADMIN_BINDING_NAME not in names
+    assert all(re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", n) and len(n) <= 63 for n in names)
+    assert user_binding_name("a@b.io") == user_binding_name("a@b.io")
+
+
+@pytest.mark.integration
+async def test_grant_binds_the_users_cluster_role_idempotently_and_revoke_removes_it(
+    provisioner: KubernetesProvisioner, api: k8s.ApiClient, make_tenant: Callable[..., TenantSpec],
+) -> None:
+    tenant = make_tenant("free")
+    ns = tenant.names().kubernetes_namespace
+    user = UserGrant(user_id="dana@example.com", role=UserRole.VIEWER)
+    name = user_binding_name(user.user_id)
+    async with applied(provisioner, tenant):
+        await provisioner.grant_user(tenant, user)
+        binding = _read(api, "RoleBinding", name, ns)
+        assert binding is not None
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"}
+        assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                                        "name": "dana@example.com"}]
+        version = binding["metadata"]["resourceVersion"]
+        assert (await provisioner.verify_user(tenant, user)).ok
+        await provisioner.grant_user(tenant, user)  # twice: the same object, untouched
+        again = _read(api, "RoleBinding", name, ns)
+        assert again is not None and again["metadata"]["resourceVersion"] == version
+
+        # A promotion re-creates the binding with the new roleRef (immutable); verify saw the drift first.
+        editor = user.model_copy(update={"role": UserRole.ADMIN})
+        assert not (await provisioner.verify_user(tenant, editor)).ok
+        await provisioner.grant_user(tenant, editor)
+        promoted = _read(api, "RoleBinding", name, ns)
+        assert promoted is not None and promoted["roleRef"]["name"] == "admin"
+
+        assert await provisioner.revoke_user(tenant, editor) is True
+        assert _read(api, "RoleBinding", name, ns) is None
+        assert await provisioner.revoke_user(tenant, editor) is False  # a missing grant: success
+        assert (await provisioner.verify_user(tenant, editor)).missing == [f"rolebinding {name}"]
+        assert _read(api, "RoleBinding", "tenant-admin", ns) is not None  # the owner's binding stays
+
+
+@pytest.mark.integration
+async def test_grant_before_the_namespace_exists_is_transient_and_revoke_is_a_no_op(
+    provisioner: KubernetesProvisioner, api: k8s.ApiClient, make_tenant: Callable[..., TenantSpec],
+) -> None:
+    tenant = make_tenant("free")
+    user = UserGrant(user_id="erin", role=UserRole.EDITOR)
+    with pytest.raises(TransientError):
+        await provisioner.grant_user(tenant, user)
+    assert await provisioner.revoke_user(tenant, user) is False
+    assert _read(api, "Namespace", tenant.names().kubernetes_namespace) is None

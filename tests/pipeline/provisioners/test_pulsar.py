@@ -9,7 +9,8 @@ import aiohttp
 import pulsar
 import pytest
 
-from pipeline.provisioners.base import TenantSpec
+from pipeline.provisioners.base import TenantSpec, UserGrant, UserRole
+from pipeline.provisioners.errors import TransientError
 from pipeline.provisioners.pulsar import PulsarProvisioner
 from pipeline.provisioners.tiers import TiersConfig
 from tests.pipeline.provisioners.conftest import (
@@ -134,3 +135,52 @@ async def test_delete_keeps_a_namespace_with_topics_unless_purge_then_removes_it
         assert kept.kept == items and kept.deleted == []
         assert await pulsar_tenants(tenant) == 1
         await assert_deletes_only_this_tenant(provisioner, tenant, other, items, pulsar_tenants, purge=True)
+
+
+# -- per-user access ---------------------------------------------------------------------------------------
+
+
+async def test_grant_stores_the_roles_actions_idempotently_and_revoke_removes_them(
+    provisioner: PulsarProvisioner, admin: Admin, make_tenant: Callable[..., TenantSpec],
+) -> None:
+    tenant = make_tenant("free")
+    namespace = tenant.names().pulsar_namespace
+    viewer = UserGrant(user_id="dana@example.com", role=UserRole.VIEWER)
+    async with applied(provisioner, tenant):
+        await provisioner.grant_user(tenant, viewer)
+        status, permissions = await admin.call("GET", f"/namespaces/{namespace}/permissions")
+        assert status == 200 and permissions == {"dana@example.com": ["consume"]}
+        assert (await provisioner.verify_user(tenant, viewer)).ok
+        await provisioner.grant_user(tenant, viewer)
+        _, again = await admin.call("GET", f"/namespaces/{namespace}/permissions")
+        assert again == permissions
+
+        editor = viewer.model_copy(update={"role": UserRole.EDITOR})
+        assert not (await provisioner.verify_user(tenant, editor)).ok
+        await provisioner.grant_user(tenant, editor)
+        _, promoted = await admin.call("GET", f"/namespaces/{namespace}/permissions")
+        assert {role: sorted(actions) for role, actions in promoted.items()} == {
+            "dana@example.com": ["consume", "produce"]
+        }
+        other = UserGrant(user_id="erin", role=UserRole.ADMIN)
+        await provisioner.grant_user(tenant, other)
+
+        assert await provisioner.revoke_user(tenant, editor) is True
+        _, left = await admin.call("GET", f"/namespaces/{namespace}/permissions")
+        assert set(left) == {"erin"}  # only this user's permission went
+        assert await provisioner.revoke_user(tenant, editor) is False  # a missing grant: success
+        assert (await provisioner.verify_user(tenant, editor)).missing == [
+            f"permission of dana@example.com on {namespace}"
+        ]
+
+
+async def test_grant_before_the_namespace_exists_is_transient_and_revoke_is_a_no_op(
+    provisioner: PulsarProvisioner, admin: Admin, make_tenant: Callable[..., TenantSpec],
+) -> None:
+    tenant = make_tenant("free")
+    user = UserGrant(user_id="erin", role=UserRole.EDITOR)
+    with pytest.raises(TransientError):
+        await provisioner.grant_user(tenant, user)
+    assert await provisioner.revoke_user(tenant, user) is False
+    status, _ = await admin.call("GET", f"/tenants/{tenant.names().pulsar_tenant}")
+    assert status == 404

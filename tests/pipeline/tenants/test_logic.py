@@ -17,6 +17,7 @@ from pipeline.events.models import (
 from pipeline.outputs import Refused
 from pipeline.tenants.logic import (
     TENANT_RESOURCES,
+    USER_RESOURCES,
     TenantStores,
     handle_quota_exceeded,
     handle_quota_update,
@@ -87,7 +88,7 @@ def test_user_created_records_user_and_emits_user_commands(stores: TenantStores)
     )
     cmds = commands(handle_user_created(event, stores, NOW))
     assert stores.users.get("acme/bob") is not None
-    assert {c.resource for c in cmds} == {"kubernetes", "openproject"}
+    assert {c.resource for c in cmds} == {"kubernetes", "pulsar", "openproject"}
     assert all(c.action is CommandAction.CREATE_USER and c.spec["user"]["user_id"] == "bob" for c in cmds)
     other = event.model_copy(update={"event_id": "u2"})
     assert handle_user_created(other, stores, NOW) == []  # a second event for the same user changes nothing
@@ -102,7 +103,7 @@ def test_a_redelivered_user_created_event_sends_its_commands_again(stores: Tenan
     )
     first = {c.command_id for c in commands(handle_user_created(event, stores, NOW))}
     again = {c.command_id for c in commands(handle_user_created(event, stores, NOW))}
-    assert again == first and len(first) == 2
+    assert again == first and len(first) == len(USER_RESOURCES)
 
 
 def test_quota_exceeded_marks_the_resource_and_emits_enforcement(stores: TenantStores) -> None:
