@@ -18,6 +18,7 @@ import faust
 from faust.types import EventT
 
 from pipeline.app import ProvisioningApp
+from pipeline.event_audit import audit_emit
 from pipeline.events.dead_letters import MAX_REASON_CHARS, dead_letter_record
 from pipeline.events.dead_letters import kafka_key as dead_letter_key
 from pipeline.events.decode import Invalid, decode
@@ -226,9 +227,14 @@ class AgentRuntime:
                 emits = handle(event)
             except Refused as refused:
                 await self.dead_letter(source_topic, raw, key, refused.reason, refused.detail)
+                audit = audit_emit(source_topic, event, "refused", now(), reason=refused.reason)
             except Exception as exc:  # a bug or bad data in one event: it is dead-lettered, the next one comes
                 await self.handler_failed(source_topic, message, exc)
+                audit = audit_emit(source_topic, event, "failed", now(), reason=type(exc).__name__)
             else:
+                audit = audit_emit(source_topic, event, "succeeded", now(), records=len(emits))
                 sent = await self.send_all(emits)
                 EVENTS_PROCESSED.labels(source_topic).inc()
+            if audit is not None:  # acknowledged like the event's own records before the event is marked
+                sent += await self.send_all([audit])
         await marks.add(message, dedupe_key, sent)
