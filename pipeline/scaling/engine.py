@@ -58,7 +58,8 @@ from pipeline.contract.topics import SCALING_EVENTS
 from pipeline.events.models import ResourceMetrics, ScalingRequest
 from pipeline.outputs import Emit, Refused, derived_id
 from pipeline.scaling import metrics
-from pipeline.scaling.decide import DecisionInputs, ForecastSummary, ScalingDecision, ScalingState, decide
+from pipeline.scaling.decide import decide
+from pipeline.scaling.decision_models import DecisionInputs, ForecastSummary, ScalingDecision, ScalingState
 from pipeline.scaling.fairshare import (
     RESOURCES,
     FairShareResult,

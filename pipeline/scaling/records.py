@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
 from pipeline.events.models import Event
-from pipeline.scaling.decide import ForecastSummary, ScalingDecision, ScalingState
+from pipeline.scaling.decision_models import ForecastSummary, ScalingDecision, ScalingState
 from pipeline.scaling.fairshare import ResourceVector, TenantAllocation
 from pipeline.scaling.policies import Policy
 

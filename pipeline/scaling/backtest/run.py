@@ -13,7 +13,8 @@ from pipeline.scaling.backtest.errors import BacktestError
 from pipeline.scaling.backtest.options import TENANT, WORKLOAD, BacktestOptions, load_policy_file
 from pipeline.scaling.backtest.series import Series, load_series
 from pipeline.scaling.backtest.simulation import DecideFn, PolicyRun, oracle, simulate
-from pipeline.scaling.decide import DecisionInputs, ScalingState, decide
+from pipeline.scaling.decide import decide
+from pipeline.scaling.decision_models import DecisionInputs, ScalingState
 from pipeline.scaling.forecast import Forecast, ForecasterConfig, OnlineForecaster
 from pipeline.scaling.policies import (
     CostAwarePolicy,

@@ -16,7 +16,8 @@ from pipeline.contract.schema_files import SCHEMA_DIR
 from pipeline.contract.topics import SCALING_EVENTS
 from pipeline.events.models import MAX_REQUESTED_REPLICAS, QuotaResource, ScalingRequest
 from pipeline.outputs import Refused, derived_id
-from pipeline.scaling.decide import DecisionInputs, decide
+from pipeline.scaling.decide import decide
+from pipeline.scaling.decision_models import DecisionInputs
 from pipeline.scaling.engine import Outcome, ScalingEngine
 from pipeline.scaling.fairshare import ResourceVector
 from pipeline.scaling.kube import ApplyRequest
