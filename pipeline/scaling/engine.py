@@ -48,7 +48,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from river.__version__ import __version__ as RIVER_VERSION
@@ -61,17 +61,14 @@ from pipeline.scaling import metrics
 from pipeline.scaling.decide import decide
 from pipeline.scaling.decision_models import DecisionInputs, ForecastSummary, ScalingDecision, ScalingState
 from pipeline.scaling.fairshare import (
-    RESOURCES,
-    FairShareResult,
     ResourceVector,
     TenantAllocation,
-    TenantDemand,
-    drf_allocate,
 )
 from pipeline.scaling.forecast import Forecast, ForecasterConfig
 from pipeline.scaling.kube import ApplyRequest
 from pipeline.scaling.model_host import LearnRequest, LearnResult, ModelHost, Restore
 from pipeline.scaling.policies import CostAwarePolicy, Policy, PredictivePolicy, ScheduledPolicy
+from pipeline.scaling.pool import UNLIMITED
 from pipeline.scaling.predictive import required_quantiles
 from pipeline.scaling.records import (
     KEEP_REQUEST_IDS,
@@ -106,8 +103,6 @@ from pipeline.usage import WindowStats, workload_key
 
 logger = logging.getLogger(__name__)
 
-#: Capacity of a pool resource that is not configured (no limit).
-UNLIMITED = 1e12
 BAND = (0.1, 0.9)
 
 
@@ -971,92 +966,6 @@ def decision_event(stored: StoredDecision) -> ScalingDecisionEvent:
         cause_event_id=stored.cause_event_id, decision=decision,
     )
 
-
-# -- the fair-share pool ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PoolAllocation:
-    result: FairShareResult | None
-    allocations: dict[str, TenantAllocation]
-    expired: list[str]
-
-
-def allocate_pool(
-    pool: ResourceVector, demands: dict[str, Demand], now: datetime, ttl_seconds: float
-) -> PoolAllocation:
-    """Weighted DRF over the latest demand of every workload (keyed ``tenant/workload``).
-
-    Demands not refreshed within ``ttl_seconds`` (wall clock) leave the pool. Each tenant's tier weight is
-    split evenly over its workloads in the pool, so a tenant's share does not grow with its number of
-    workloads; the tenant's quota caps the sum over its workloads. A workload needing a resource the pool
-    has none of gets nothing (``limited_by="capacity"``).
-    """
-    cutoff = now - timedelta(seconds=ttl_seconds)
-    live = {k: d for k, d in demands.items() if d.sent_at >= cutoff}
-    expired = sorted(k for k in demands if k not in live)
-    per_tenant: dict[str, int] = {}
-    for demand in live.values():
-        per_tenant[demand.tenant_id] = per_tenant.get(demand.tenant_id, 0) + 1
-    capacity = pool.as_tuple()
-    allocations: dict[str, TenantAllocation] = {}
-    entries: list[TenantDemand] = []
-    quotas: dict[str, ResourceVector] = {}
-    for key, demand in sorted(live.items()):
-        weight = demand.weight / per_tenant[demand.tenant_id]
-        needs = demand.per_replica.as_tuple()
-        impossible = [RESOURCES[i] for i in range(len(RESOURCES)) if needs[i] > 0 and capacity[i] <= 0]
-        if impossible or all(v <= 0 for v in needs):
-            allocations[key] = TenantAllocation(
-                tenant_id=key, requested=demand.replicas, granted=0 if impossible else demand.replicas,
-                resources=ResourceVector(), dominant_resource=None, dominant_share=0.0, weighted_share=0.0,
-                weight=weight, limited_by="capacity" if impossible else "demand",
-            )
-            continue
-        if demand.quota is not None:
-            quotas[demand.tenant_id] = demand.quota
-        entries.append(TenantDemand(tenant_id=key, per_replica=demand.per_replica, replicas=demand.replicas,
-                                    weight=weight, group=demand.tenant_id))
-    result = drf_allocate(pool, entries, quotas) if entries else None
-    if result is not None:
-        for allocation in result.allocations:
-            allocations[allocation.tenant_id] = allocation
-    return PoolAllocation(result=result, allocations=allocations, expired=expired)
-
-
-def pool_grants(
-    pool: ResourceVector, demands: TypedTable[Demand], incoming: Demand, now: datetime, ttl_seconds: float
-) -> list[Grant]:
-    """Store ``incoming``, re-run DRF, and return the grants that changed (and always the incoming one's).
-
-    A demand older than the one held for its workload (it was overtaken on the way) is dropped.
-    """
-    incoming_key = workload_key(incoming.tenant_id, incoming.workload)
-    previous = demands.get(incoming_key)
-    if previous is not None and incoming.sent_at < previous.sent_at:
-        return []
-    if previous is not None:
-        incoming = incoming.model_copy(update={"last_granted": previous.last_granted,
-                                               "last_limited_by": previous.last_limited_by})
-    demands.put(incoming_key, incoming)
-    current = dict(demands.items())
-    allocation = allocate_pool(pool, current, now, ttl_seconds)
-    for key in allocation.expired:
-        demands.delete(key)
-    result = allocation.result
-    contended = result.contended if result is not None else False
-    used = result.used if result is not None else ResourceVector()
-    grants: list[Grant] = []
-    for key, alloc in sorted(allocation.allocations.items()):
-        demand = current[key]
-        if key != incoming_key and demand.last_granted == alloc.granted and demand.last_limited_by == alloc.limited_by:
-            continue
-        demands.put(key, demand.model_copy(update={"last_granted": alloc.granted, "last_limited_by": alloc.limited_by}))
-        tenant_id, workload = split_key(key)
-        grants.append(Grant(tenant_id=tenant_id, workload=workload, allocation=alloc, contended=contended,
-                            capacity=pool, used=used, computed_at=now, demand_seq=demand.seq))
-    metrics.GRANTS.inc(len(grants))
-    return grants
 
 
 def snapshot_info(snapshot: ModelSnapshot) -> dict[str, Any]:

@@ -19,13 +19,14 @@ from pipeline.contract.topics import SCALING_EVENTS
 from pipeline.events.models import ResourceMetrics, Tier
 from pipeline.outputs import Refused
 from pipeline.provisioners.tiers import Quota
-from pipeline.scaling.engine import EngineConfig, Outcome, ScalingEngine, Tables, allocate_pool, pool_grants
+from pipeline.scaling.engine import EngineConfig, Outcome, ScalingEngine, Tables
 from pipeline.scaling.fairshare import ResourceVector, TenantAllocation
 from pipeline.scaling.forecast import ForecasterConfig, OnlineForecaster
 from pipeline.scaling.kube import ApplyRequest
 from pipeline.scaling.metrics import FORECASTERS_EVICTED, FORECASTERS_LIVE
 from pipeline.scaling.model_host import LearnRequest
 from pipeline.scaling.policies import parse_policy
+from pipeline.scaling.pool import allocate_pool, pool_grants
 from pipeline.scaling.records import (
     ApplyReport,
     Demand,
