@@ -49,7 +49,6 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
 
 from river.__version__ import __version__ as RIVER_VERSION
 
@@ -85,12 +84,12 @@ from pipeline.scaling.records import (
     PolicyChange,
     PolicySet,
     RequestBasis,
-    ScalingDecisionEvent,
     StoredDecision,
     Tick,
     Trigger,
     WorkloadIndex,
     WorkloadScaling,
+    decision_event,
     split_key,
 )
 from pipeline.scaling.requests import QuotaRoom, RequestInput, quota_room, resolve_target
@@ -948,26 +947,3 @@ def _merge(into: Outcome, other: Outcome) -> None:
     into.demands.extend(other.demands)
 
 
-def decision_event(stored: StoredDecision) -> ScalingDecisionEvent:
-    decision = stored.decision
-    if stored.applied:
-        status = "accepted"
-    elif stored.apply_reason == "unchanged":
-        status = "unchanged"
-    elif stored.apply_reason.startswith("forecast-only"):
-        status = "forecast-only"
-    else:
-        status = "not-applied"
-    return ScalingDecisionEvent(
-        command_id=stored.decision_id, tenant_id=decision.tenant_id, workload=decision.workload,
-        desired_replicas=decision.desired_replicas, current_replicas=decision.current_replicas,
-        action=decision.action, status=status, binding=decision.binding, trigger=stored.trigger,
-        reason=decision.explanation, issued_at=stored.issued_at, decided_at=decision.at,
-        cause_event_id=stored.cause_event_id, decision=decision,
-    )
-
-
-
-def snapshot_info(snapshot: ModelSnapshot) -> dict[str, Any]:
-    """A snapshot's metadata (what the API shows; never the blob)."""
-    return snapshot.model_dump(mode="json", exclude={"data_b64", "signature"})
