@@ -52,13 +52,13 @@ from datetime import UTC, datetime
 
 from river.__version__ import __version__ as RIVER_VERSION
 
-from pipeline.config import Settings
 from pipeline.contract.topics import SCALING_EVENTS
 from pipeline.events.models import ResourceMetrics, ScalingRequest
 from pipeline.outputs import Emit, Refused, derived_id
 from pipeline.scaling import metrics
 from pipeline.scaling.decide import decide
 from pipeline.scaling.decision_models import DecisionInputs, ForecastSummary, ScalingDecision, ScalingState
+from pipeline.scaling.engine_io import EngineConfig, Outcome, Tables
 from pipeline.scaling.fairshare import (
     ResourceVector,
     TenantAllocation,
@@ -67,7 +67,6 @@ from pipeline.scaling.forecast import Forecast, ForecasterConfig
 from pipeline.scaling.kube import ApplyRequest
 from pipeline.scaling.model_host import LearnRequest, LearnResult, ModelHost, Restore
 from pipeline.scaling.policies import CostAwarePolicy, Policy, PredictivePolicy, ScheduledPolicy
-from pipeline.scaling.pool import UNLIMITED
 from pipeline.scaling.predictive import required_quantiles
 from pipeline.scaling.records import (
     KEEP_REQUEST_IDS,
@@ -94,98 +93,13 @@ from pipeline.scaling.records import (
 )
 from pipeline.scaling.requests import QuotaRoom, RequestInput, quota_room, resolve_target
 from pipeline.scaling.residency import ModelResidency
-from pipeline.scaling.snapshot_signing import SnapshotSigner, signer_of
 from pipeline.tenants.logic import refusal_for
-from pipeline.tenants.models import QuotaRecord, TenantRecord, TenantState
-from pipeline.typed_table import TypedTable
-from pipeline.usage import WindowStats, workload_key
+from pipeline.tenants.models import TenantRecord, TenantState
+from pipeline.usage import workload_key
 
 logger = logging.getLogger(__name__)
 
 BAND = (0.1, 0.9)
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    window_seconds: float
-    forecast_enabled: bool = True
-    horizon: int = 12
-    snapshot_every: int = 30
-    recent_decisions: int = 50
-    default_capacity_per_replica: float = 1.0
-    apply_enabled: bool = True
-    observe_interval_seconds: float = 300.0
-    pool: ResourceVector | None = None
-    """The fair-share pool; None: no fair sharing."""
-    tier_weights: dict[str, float] = field(default_factory=dict)
-    demand_ttl_seconds: float = 1800.0
-    demand_windows: int = 3
-    """Closed windows passed to ``decide`` as ``demand_window`` (it reads the last one)."""
-    signer: SnapshotSigner | None = None
-    """Signs the snapshots stored and verifies those read; None: no snapshot is written or read."""
-    max_models_per_tenant: int = 200
-    max_models: int = 5000
-    """Forecasters held in memory per tenant and in all (least recently used evicted)."""
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> EngineConfig:
-        pool = None
-        limits = (settings.scaling_pool_cpu, settings.scaling_pool_memory_gib, settings.scaling_pool_gpus)
-        if any(v is not None for v in limits):
-            pool = ResourceVector.from_tuple([UNLIMITED if v is None else v for v in limits])
-        return cls(
-            window_seconds=float(settings.utilization_window_seconds),
-            forecast_enabled=settings.scaling_forecast_enabled,
-            horizon=settings.scaling_forecast_horizon,
-            snapshot_every=settings.scaling_snapshot_every_windows,
-            recent_decisions=settings.scaling_recent_decisions,
-            default_capacity_per_replica=settings.scaling_default_capacity_per_replica,
-            apply_enabled=settings.scaling_apply_enabled,
-            observe_interval_seconds=settings.scaling_observe_interval_seconds,
-            pool=pool,
-            tier_weights=dict(settings.scaling_tier_weights),
-            demand_ttl_seconds=settings.scaling_demand_ttl_seconds,
-            signer=signer_of(settings),
-            max_models_per_tenant=settings.scaling_max_workloads_per_tenant,
-            max_models=settings.scaling_max_models,
-        )
-
-    @property
-    def keep_windows(self) -> int:
-        return max(self.snapshot_every + 2, self.demand_windows)
-
-
-@dataclass
-class Tables:
-    policies: TypedTable[PolicySet]
-    state: TypedTable[WorkloadScaling]
-    decisions: TypedTable[StoredDecision]
-    """``tenant/workload/slot``: a ring of the workload's most recent decisions."""
-    index: TypedTable[WorkloadIndex]
-    snapshots: TypedTable[ModelSnapshot]
-    tenants: TypedTable[TenantRecord]
-    quotas: TypedTable[QuotaRecord]
-    windows: Callable[[str, datetime], WindowStats | None] | None = None
-    """The utilization window of ``tenant/workload`` starting at a time, as stored: where the open window
-    resumes from in a new process (None: the open window starts empty)."""
-
-
-@dataclass
-class Outcome:
-    """What the agent does after a call: emit records, ask the Kubernetes API, send demands to the pool."""
-
-    emits: list[Emit] = field(default_factory=list)
-    applies: list[ApplyRequest] = field(default_factory=list)
-    demands: list[Demand] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.emits or self.applies or self.demands)
-
-    def extend(self, other: Outcome) -> None:
-        """Append ``other``'s effects after this one's (the order they are carried out in)."""
-        self.emits += other.emits
-        self.applies += other.applies
-        self.demands += other.demands
 
 
 class _Window:

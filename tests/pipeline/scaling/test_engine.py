@@ -19,7 +19,8 @@ from pipeline.contract.topics import SCALING_EVENTS
 from pipeline.events.models import ResourceMetrics, Tier
 from pipeline.outputs import Refused
 from pipeline.provisioners.tiers import Quota
-from pipeline.scaling.engine import EngineConfig, Outcome, ScalingEngine, Tables
+from pipeline.scaling.engine import ScalingEngine
+from pipeline.scaling.engine_io import EngineConfig, Outcome, Tables
 from pipeline.scaling.fairshare import ResourceVector, TenantAllocation
 from pipeline.scaling.forecast import ForecasterConfig, OnlineForecaster
 from pipeline.scaling.kube import ApplyRequest

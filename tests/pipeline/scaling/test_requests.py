@@ -18,7 +18,8 @@ from pipeline.events.models import MAX_REQUESTED_REPLICAS, QuotaResource, Scalin
 from pipeline.outputs import Refused, derived_id
 from pipeline.scaling.decide import decide
 from pipeline.scaling.decision_models import DecisionInputs
-from pipeline.scaling.engine import Outcome, ScalingEngine
+from pipeline.scaling.engine import ScalingEngine
+from pipeline.scaling.engine_io import Outcome
 from pipeline.scaling.fairshare import ResourceVector
 from pipeline.scaling.kube import ApplyRequest
 from pipeline.scaling.policies import parse_policy
