@@ -93,6 +93,7 @@ from pipeline.scaling.records import (
 )
 from pipeline.scaling.requests import QuotaRoom, RequestInput, quota_room, resolve_target
 from pipeline.scaling.residency import ModelResidency
+from pipeline.scaling.windows import Accumulated, ClosedWindow, OpenWindow
 from pipeline.tenants.logic import refusal_for
 from pipeline.tenants.models import TenantRecord, TenantState
 from pipeline.usage import workload_key
@@ -100,51 +101,6 @@ from pipeline.usage import workload_key
 logger = logging.getLogger(__name__)
 
 BAND = (0.1, 0.9)
-
-
-class _Window:
-    """The open window of one workload (in memory)."""
-
-    __slots__ = ("count", "cpu_sum", "replicas", "start")
-
-    def __init__(self, start: float) -> None:
-        self.start = start
-        self.count = 0
-        self.cpu_sum = 0.0
-        self.replicas: int | None = None
-
-    def add(self, sample: ResourceMetrics) -> None:
-        self.count += 1
-        self.cpu_sum += sample.cpu_cores
-        if sample.replicas is not None:
-            self.replicas = sample.replicas
-
-
-@dataclass
-class ClosedWindow:
-    """A window the engine closed, waiting for its forecast (:meth:`ScalingEngine.finish`)."""
-
-    tenant_id: str
-    workload: str
-    end: datetime
-    demand: float
-    replicas: int | None
-    policies: list[Policy]
-    """The workload's policies when it closed (they choose the forecast's band)."""
-    generation: int
-
-    @property
-    def key(self) -> str:
-        return workload_key(self.tenant_id, self.workload)
-
-
-@dataclass
-class Accumulated:
-    """What :meth:`ScalingEngine.accumulate` made of some samples."""
-
-    outcome: Outcome = field(default_factory=Outcome)
-    """Deployments to observe (a workload's first sample in this process)."""
-    closed: list[ClosedWindow] = field(default_factory=list)
 
 
 @dataclass
@@ -182,7 +138,7 @@ class ScalingEngine:
         self.config = config
         self.tables = tables
         self.wall = wall or (lambda: datetime.now(UTC))
-        self.open: dict[str, _Window] = {}
+        self.open: dict[str, OpenWindow] = {}
         # Read-through caches of what this engine writes itself (cleared at every rebalance: ``forget``).
         self._states: dict[str, WorkloadScaling] = {}
         self._policy_sets: dict[str, PolicySet | None] = {}
@@ -229,7 +185,7 @@ class ScalingEngine:
                     accumulated.outcome.extend(observe)
                 continue
             if start > window.start:
-                fresh = _Window(start)
+                fresh = OpenWindow(start)
                 fresh.add(sample)
                 self.open[key] = fresh
                 if (closed := self._closed(sample.tenant_id, sample.workload, window, live)) is not None:
@@ -250,7 +206,7 @@ class ScalingEngine:
         if st is not None and st.last_window_end is not None and start < st.last_window_end.timestamp():
             self._late()
             return None
-        window = _Window(start)
+        window = OpenWindow(start)
         stored = self.tables.windows(key, datetime.fromtimestamp(start, UTC)) if self.tables.windows else None
         if stored is not None:
             window.count, window.cpu_sum, window.replicas = stored.count, stored.cpu_sum, stored.replicas_last
@@ -260,7 +216,7 @@ class ScalingEngine:
             return Outcome(applies=[ApplyRequest(sample.tenant_id, sample.workload)])
         return None
 
-    def _closed(self, tenant_id: str, workload: str, window: _Window, live: dict[str, bool]) -> ClosedWindow | None:
+    def _closed(self, tenant_id: str, workload: str, window: OpenWindow, live: dict[str, bool]) -> ClosedWindow | None:
         """The closed window to learn and decide on; None for an unknown tenant, an empty or a late window."""
         if tenant_id not in live:
             live[tenant_id] = self._live_tenant(tenant_id) is not None
