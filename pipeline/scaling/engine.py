@@ -43,10 +43,9 @@ redelivered request is not decided (nor applied) twice.
 
 from __future__ import annotations
 
-import base64
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -58,17 +57,16 @@ from pipeline.outputs import Emit, Refused, derived_id
 from pipeline.scaling import metrics
 from pipeline.scaling.decide import decide
 from pipeline.scaling.decision_models import DecisionInputs, ForecastSummary, ScalingDecision, ScalingState
-from pipeline.scaling.engine_io import EngineConfig, Outcome, Tables
-from pipeline.scaling.engine_state import EngineState
+from pipeline.scaling.engine_io import Outcome
+from pipeline.scaling.engine_models import ModelKeeping
 from pipeline.scaling.fairshare import (
     ResourceVector,
     TenantAllocation,
 )
-from pipeline.scaling.forecast import Forecast, ForecasterConfig
+from pipeline.scaling.forecast import Forecast
 from pipeline.scaling.kube import ApplyRequest
-from pipeline.scaling.model_host import LearnRequest, LearnResult, ModelHost, Restore
+from pipeline.scaling.model_host import LearnResult
 from pipeline.scaling.policies import CostAwarePolicy, Policy, PredictivePolicy, ScheduledPolicy
-from pipeline.scaling.predictive import required_quantiles
 from pipeline.scaling.records import (
     KEEP_REQUEST_IDS,
     MAX_PENDING_REQUESTS,
@@ -79,7 +77,6 @@ from pipeline.scaling.records import (
     GrantInfo,
     LastDecision,
     ModelInfo,
-    ModelSnapshot,
     PendingRequest,
     PolicyChange,
     PolicySet,
@@ -92,14 +89,11 @@ from pipeline.scaling.records import (
     split_key,
 )
 from pipeline.scaling.requests import QuotaRoom, RequestInput, quota_room, resolve_target
-from pipeline.scaling.residency import ModelResidency
 from pipeline.scaling.windows import Accumulated, ClosedWindow, OpenWindow
 from pipeline.tenants.logic import refusal_for
 from pipeline.usage import workload_key
 
 logger = logging.getLogger(__name__)
-
-BAND = (0.1, 0.9)
 
 
 def _acting(policies: Sequence[Policy]) -> bool:
@@ -117,19 +111,8 @@ def _pending_grant(key: str, requested: int, current: int, weight: float) -> Ten
     )
 
 
-class ScalingEngine(EngineState):
+class ScalingEngine(ModelKeeping):
     """Per-worker engine: open windows and forecasters in memory, everything else in the tables."""
-
-    def __init__(self, config: EngineConfig, tables: Tables, wall: Callable[[], datetime] | None = None) -> None:
-        super().__init__(config, tables, wall)
-        self.forecaster_config = ForecasterConfig(interval_minutes=config.window_seconds / 60.0,
-                                                  horizon=config.horizon)
-        self.host = ModelHost(self.forecaster_config, config.snapshot_every)
-        """The models of :meth:`on_sample` (the worker's agent sends :meth:`learn_requests` to its own host)."""
-        self.hosted: dict[str, int] = {}
-        """Observations of each workload's model in the host, as its last result said."""
-        self.residency = ModelResidency(config.max_models_per_tenant, config.max_models)
-        """The workloads whose models the host keeps, as the requests sent so far left it."""
 
     # -- samples and windows ---------------------------------------------------------------------------
 
@@ -202,78 +185,7 @@ class ScalingEngine(EngineState):
                             replicas=window.replicas, policies=self.policies_of(tenant_id, workload),
                             generation=self.generation)
 
-    # -- forecasts ------------------------------------------------------------------------------------
-
-    def learn_requests(self, closed: Sequence[ClosedWindow]) -> list[LearnRequest]:
-        """What the model host learns for the closed windows, in order (none with forecasting off). A request
-        carries the restore material when the host may not hold the workload's model as the state has it."""
-        if not self.config.forecast_enabled:
-            return []
-        requests: list[LearnRequest] = []
-        checked: set[str] = set()
-        for window in closed:
-            key = window.key
-            restore = None
-            evict: tuple[str, ...] = ()
-            if key not in checked:
-                checked.add(key)
-                resident = key in self.residency
-                evict = self._make_room(key, window.tenant_id, checked)
-                st = self.load(key)
-                if not resident or self.hosted.get(key) != (st.observations if st is not None else 0):
-                    restore = self.restore_material(key, st)
-            requests.append(LearnRequest(key=key, value=window.demand, end=window.end,
-                                         quantiles=required_quantiles(window.policies, BAND), restore=restore,
-                                         evict=evict))
-        metrics.FORECASTERS_LIVE.set(len(self.residency))
-        return requests
-
-    def _make_room(self, key: str, tenant_id: str, keep: set[str]) -> tuple[str, ...]:
-        """Make ``key`` resident; the models to evict for it (never one this batch learns)."""
-        evicted = self.residency.touch(key, tenant_id, keep)
-        for victim, reason in evicted:
-            self.hosted.pop(victim, None)
-            self.stats.evictions += 1
-            metrics.FORECASTERS_EVICTED.labels(reason).inc()
-        if evicted:
-            logger.debug("evicting the forecasters of %s for %s", [v for v, _ in evicted], key)
-        return tuple(victim for victim, _ in evicted)
-
-    def restore_material(self, key: str, st: WorkloadScaling | None) -> Restore:
-        """The workload's snapshot and the windows its state keeps: what a host rebuilds the model from."""
-        snapshot = self.tables.snapshots.get(key)
-        blob = self._verified(key, snapshot) if snapshot is not None else None
-        return Restore(
-            snapshot=blob,
-            snapshot_window_end=snapshot.window_end if snapshot is not None and blob is not None else None,
-            recent=tuple(st.recent) if st is not None else (),
-            observations=st.observations if st is not None else 0,
-        )
-
-    def _verified(self, key: str, snapshot: ModelSnapshot) -> bytes | None:
-        """The snapshot's bytes when this fleet's key signed them for this workload, else None (refused: the
-        model starts anew from the windows in its state). Nothing unverified reaches the unpickler."""
-        signer = self.config.signer
-        if signer is None:
-            return None
-        try:
-            blob = base64.b64decode(snapshot.data_b64, validate=True)
-        except ValueError:
-            blob = None
-        if blob is not None and signer.verify(key, blob, snapshot.signature):
-            return blob
-        reason = "unsigned" if not snapshot.signature else "bad_signature"
-        self.stats.snapshots_refused += 1
-        metrics.SNAPSHOTS_REFUSED.labels(reason).inc()
-        logger.warning("refusing the forecaster snapshot of %s (%s): it is not signed with SNAPSHOT_SIGNING_KEY "
-                       "for this workload; the model starts anew from its recent windows", key, reason)
-        return None
-
-    def models_lost(self) -> None:
-        """The model host lost its models (its process died): every next request restores."""
-        self.hosted.clear()
-        self.residency.clear()
-        metrics.FORECASTERS_LIVE.set(0)
+    # -- closed windows: recorded with their forecasts, then decided ---------------------------------------
 
     def finish(self, accumulated: Accumulated, results: Sequence[LearnResult]) -> Outcome:
         """Record the closed windows with their forecasts (``results`` as :meth:`learn_requests` ordered them;
@@ -294,19 +206,6 @@ class ScalingEngine(EngineState):
         for key, st in closed.items():  # one write per workload, however many of its windows closed
             self.save(key, st)
         return outcome
-
-    def _learned(self, result: LearnResult) -> None:
-        if result.key in self.residency:  # else evicted by a later request: the host no longer has it
-            self.hosted[result.key] = result.observations
-        self.stats.model_seconds += result.seconds
-        self.stats.model_calls += 1
-        metrics.MODEL_SECONDS.observe(result.seconds)
-        if result.restored_from is not None:
-            self.stats.restores[result.restored_from] = self.stats.restores.get(result.restored_from, 0) + 1
-            metrics.MODEL_RESTORES.labels(result.restored_from).inc()
-            if result.restored_from != "new":
-                logger.info("forecaster of %s loaded (%s, %d windows replayed): %d observations",
-                            result.key, result.restored_from, result.replayed, result.observations)
 
     def _close(self, window: ClosedWindow, st: WorkloadScaling, result: LearnResult | None) -> Outcome:
         """Record a closed window in the workload's state (the caller saves it) and decide on it."""
@@ -329,17 +228,6 @@ class ScalingEngine(EngineState):
         if window.policies:
             outcome = self._decide(st, window.policies, window.end, "window", forecast)
         return outcome
-
-    def _store_snapshot(self, key: str, st: WorkloadScaling, blob: bytes, end: datetime) -> None:
-        assert self.config.signer is not None
-        self.tables.snapshots.put(key, ModelSnapshot(
-            tenant_id=st.tenant_id, workload=st.workload, river_version=RIVER_VERSION,
-            observations=st.observations, window_end=end, taken_at=self.wall(), size_bytes=len(blob),
-            data_b64=base64.b64encode(blob).decode(), signature=self.config.signer.sign(key, blob),
-        ))
-        st.snapshot_observations = st.observations
-        st.snapshot_window_end = end
-        self.stats.snapshots += 1
 
     # -- decisions --------------------------------------------------------------------------------------
 
