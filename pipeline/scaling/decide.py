@@ -41,18 +41,17 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from pipeline.scaling import hpa
-from pipeline.scaling.cost import accrue, apply_budget, month_key, ordered_classes, place
+from pipeline.scaling.decide_caps import Count, budget_step, fair_share_step, final_cost, quota_step
+from pipeline.scaling.decide_explain import explain, explain_caps
 from pipeline.scaling.decision_models import (
-    BudgetSummary,
+    UNBOUNDED,
     CostState,
     DecisionInputs,
-    FairShareSummary,
     ForecastSummary,
     PolicyEvaluation,
     ScalingDecision,
     ScalingState,
 )
-from pipeline.scaling.fairshare import TenantAllocation
 from pipeline.scaling.forecast import Forecast
 from pipeline.scaling.policies import (
     Behavior,
@@ -64,12 +63,11 @@ from pipeline.scaling.policies import (
     TargetTrackingPolicy,
 )
 from pipeline.scaling.predictive import predictive_desired
-from pipeline.scaling.requests import QuotaRoom, RequestInput
+from pipeline.scaling.requests import RequestInput
 from pipeline.scaling.schedule import schedule_effect
 
 logger = logging.getLogger(__name__)
 
-_UNBOUNDED = 1_000_000
 
 
 def _aggregate(values: Sequence[float], how: str) -> float | None:
@@ -131,30 +129,6 @@ class _Evaluated:
     recommendations: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class _Count:
-    """The replica count as it goes through the caps, and what set it last."""
-
-    desired: int
-    binding: str
-
-
-@dataclass(frozen=True)
-class _Budgets:
-    count: _Count
-    summaries: list[BudgetSummary]
-    evaluations: list[PolicyEvaluation]
-    spent: dict[str, float]
-
-
-@dataclass(frozen=True)
-class _FinalCost:
-    cost_per_hour: float | None
-    currency: str | None
-    by_class: dict[str, int]
-    states: dict[str, CostState]
-
-
 def _read_inputs(inputs: DecisionInputs, policies: Sequence[Policy]) -> _Observed:
     now = inputs.now
     if now.tzinfo is None or now.utcoffset() is None:
@@ -186,7 +160,7 @@ def _policy_bounds(mine: Sequence[Policy], tenant_id: str, workload: str) -> _Bo
         if not isinstance(p, ScheduledPolicy) and not (isinstance(p, PredictivePolicy) and p.forecast_only)
     ]
     lo = max((p.min_replicas for p in bounded), default=0)
-    hi = min((p.max_replicas for p in bounded), default=_UNBOUNDED)
+    hi = min((p.max_replicas for p in bounded), default=UNBOUNDED)
     if lo > hi:
         logger.warning("policies of %s/%s have min_replicas %d > max_replicas %d", tenant_id, workload, lo, hi)
         return _Bounds(lo, lo, "policies (min_replicas above max_replicas: max raised to min)")
@@ -256,7 +230,7 @@ def _reactive_target(
     raw = hpa.raw_recommendation(demand, cpr, current, p.target_utilization, p.tolerance)
     stabilized, history = hpa.stabilize(raw, current, t, state.recommendations.get(p.policy_id, []), p.behavior)
     # Bounds are applied once, after the combination, so that the binding names them.
-    limited = hpa.rate_limit(stabilized, current, t, state.scale_events, p.behavior, 0, _UNBOUNDED)
+    limited = hpa.rate_limit(stabilized, current, t, state.scale_events, p.behavior, 0, UNBOUNDED)
     reason = f"demand {demand:.4g} at target {p.target_utilization:g} x {cpr:g} per replica -> {raw}"
     if stabilized != raw:
         reason += f"; stabilized to {stabilized}"
@@ -277,7 +251,7 @@ def _predictive_target(
     p: PredictivePolicy, forecast: Forecast | None, obs: _Observed, state: ScalingState
 ) -> tuple[PolicyEvaluation, _Candidate | None, list[tuple[float, int]] | None]:
     """Predictive: the forecast band's value, with the optional scale-in stabilization."""
-    result = predictive_desired(p, forecast, obs.current, obs.cpr, (0, _UNBOUNDED))
+    result = predictive_desired(p, forecast, obs.current, obs.cpr, (0, UNBOUNDED))
     desired = result.desired
     reason = result.reason
     history: list[tuple[float, int]] | None = None
@@ -322,7 +296,7 @@ def _tracking_step(obs: _Observed, forecast: Forecast | None, state: ScalingStat
 
 def _combine(
     candidates: Sequence[_Candidate], evaluations: list[PolicyEvaluation], request: RequestInput | None, current: int
-) -> tuple[_Count, list[PolicyEvaluation]]:
+) -> tuple[Count, list[PolicyEvaluation]]:
     """The maximum of the candidates (of the overriding ones when there are any); a scaling request replaces it
     (the policies are explained, not combined); no candidate holds the current count."""
     if request is not None:
@@ -335,96 +309,20 @@ def _combine(
             policy_id=request.event_id, kind="request", active=True, desired=request.target,
             reason=request.asked + (f": {request.reason}" if request.reason else ""),
         ))
-        return _Count(request.target, "request"), explained
+        return Count(request.target, "request"), explained
     pool = [c for c in candidates if c.override] or list(candidates)
     if not pool:
-        return _Count(current, "hold"), evaluations
+        return Count(current, "hold"), evaluations
     best = max(pool, key=lambda c: c.desired)
-    return _Count(best.desired, best.source), evaluations
+    return Count(best.desired, best.source), evaluations
 
 
-def _clamp(count: _Count, bounds: _Bounds) -> _Count:
+def _clamp(count: Count, bounds: _Bounds) -> Count:
     if count.desired < bounds.lo:
-        return _Count(bounds.lo, "min_replicas")
+        return Count(bounds.lo, "min_replicas")
     if count.desired > bounds.hi:
-        return _Count(bounds.hi, "max_replicas")
+        return Count(bounds.hi, "max_replicas")
     return count
-
-
-def _budget_step(
-    cost_policies: Sequence[CostAwarePolicy], count: _Count, obs: _Observed, lo: int,
-    state: ScalingState, inputs: DecisionInputs,
-) -> _Budgets:
-    """Each cost-aware policy caps the count to what it pays for (never silently over budget)."""
-    summaries: list[BudgetSummary] = []
-    evaluations: list[PolicyEvaluation] = []
-    spent_by_policy: dict[str, float] = {}
-    for p in cost_policies:
-        spent = _spent(p.policy_id, state, inputs, obs.now)
-        spent_by_policy[p.policy_id] = spent
-        check = apply_budget(p, count.desired, obs.cpr, obs.now, spent, lo)
-        binding = f"budget:{p.policy_id}" if check.capped or check.replicas != count.desired else count.binding
-        count = _Count(check.replicas, binding)
-        summaries.append(BudgetSummary.from_check(check))
-        evaluations.append(
-            PolicyEvaluation(
-                policy_id=p.policy_id,
-                kind=p.kind,
-                active=check.capped,
-                desired=check.affordable_replicas,
-                reason=check.message,
-                details={
-                    "allowed_per_hour": None if math.isinf(check.allowed_per_hour) else check.allowed_per_hour,
-                    "spent_this_month": spent,
-                },
-            )
-        )
-    return _Budgets(count, summaries, evaluations, spent_by_policy)
-
-
-def _quota_step(count: _Count, current: int, quota: QuotaRoom | None) -> tuple[_Count, QuotaRoom | None]:
-    """A scale-up is capped at the replicas the tenant's quota leaves room for (never forces a scale-down)."""
-    if quota is not None and count.desired > max(current, quota.replicas):
-        return _Count(max(current, quota.replicas), "quota"), quota
-    return count, None
-
-
-def _fair_share_step(count: _Count, grant: TenantAllocation | None) -> tuple[_Count, FairShareSummary | None]:
-    """The tenant's DRF grant caps the count."""
-    if grant is None:
-        return count, None
-    capped = count.desired > grant.granted
-    summary = FairShareSummary(
-        requested=grant.requested,
-        granted=grant.granted,
-        capped=capped,
-        dominant_resource=grant.dominant_resource,
-        dominant_share=grant.dominant_share,
-        weighted_share=grant.weighted_share,
-        weight=grant.weight,
-        limited_by=grant.limited_by,
-    )
-    return (_Count(grant.granted, "fair_share") if capped else count), summary
-
-
-def _final_cost(
-    cost_policies: Sequence[CostAwarePolicy], desired: int, cpr: float, now: datetime, spent: dict[str, float]
-) -> _FinalCost:
-    """Cost of the final count (the first cost policy's classes and prices) and each budget's new spend state."""
-    if not cost_policies:
-        return _FinalCost(None, None, {}, {})
-    first = cost_policies[0]
-    placement = place(desired, ordered_classes(first), cpr)
-    states = {
-        p.policy_id: CostState(
-            month=month_key(now),
-            spent=spent[p.policy_id],
-            cost_per_hour=place(desired, ordered_classes(p), cpr).cost_per_hour,
-            since=now,
-        )
-        for p in cost_policies
-    }
-    return _FinalCost(placement.cost_per_hour, first.currency, placement.replicas_by_class, states)
 
 
 def _action(current: int, desired: int) -> Literal["scale_up", "scale_down", "hold"]:
@@ -473,16 +371,16 @@ def decide(
     )
     count = _clamp(combined, bounds)
     cost_policies = [p for p in obs.mine if isinstance(p, CostAwarePolicy)]
-    budgets = _budget_step(cost_policies, count, obs, bounds.lo, state, inputs)
-    count, quota_capped = _quota_step(budgets.count, obs.current, inputs.quota)
-    count, fair = _fair_share_step(count, inputs.fair_share)
-    cost = _final_cost(cost_policies, count.desired, obs.cpr, obs.now, budgets.spent)
+    budgets = budget_step(cost_policies, count, obs.cpr, obs.now, bounds.lo, state, inputs)
+    count, quota_capped = quota_step(budgets.count, obs.current, inputs.quota)
+    count, fair = fair_share_step(count, inputs.fair_share)
+    cost = final_cost(cost_policies, count.desired, obs.cpr, obs.now, budgets.spent)
     evaluations = [*evaluations, *budgets.evaluations]
     action = _action(obs.current, count.desired)
-    explanation = _explain(
+    explanation = explain(
         action, obs.current, count.desired, count.binding, evaluations, bounds.lo, bounds.hi, bounds.source,
         budgets.summaries, fair, cost.cost_per_hour, cost.currency, obs.demand,
-    ) + _explain_caps(quota_capped, inputs.request, count)
+    ) + explain_caps(quota_capped, inputs.request, count)
     decision = ScalingDecision(
         tenant_id=inputs.tenant_id,
         workload=inputs.workload,
@@ -515,17 +413,6 @@ def decide(
     return decision, _next_state(state, obs, count.desired, recommendations, cost.states)
 
 
-def _explain_caps(quota_capped: QuotaRoom | None, request: RequestInput | None, count: _Count) -> str:
-    """What the explanation adds for a quota cap and for a scaling request's outcome."""
-    text = ""
-    if quota_capped is not None:
-        text += f"; quota: {quota_capped.detail}; CAPPED"
-    if request is not None:
-        outcome = "granted" if count.desired == request.target else f"capped at {count.desired} by {count.binding}"
-        text += f"; request {request.event_id} for {request.target} replicas: {outcome}"
-    return text
-
-
 def _scale_in_window(seconds: int) -> Behavior:
     return Behavior(
         scale_up=ScalingRules(stabilization_window_seconds=0),
@@ -533,53 +420,3 @@ def _scale_in_window(seconds: int) -> Behavior:
     )
 
 
-def _spent(policy_id: str, state: ScalingState, inputs: DecisionInputs, now: datetime) -> float:
-    if inputs.spent_this_month is not None and policy_id in inputs.spent_this_month:
-        return float(inputs.spent_this_month[policy_id])
-    previous = state.cost.get(policy_id)
-    if previous is None:
-        return 0.0
-    this_month = month_key(now)
-    if previous.month != this_month:
-        start = datetime.strptime(this_month + "-01", "%Y-%m-%d").replace(tzinfo=UTC)
-        return accrue(0.0, previous.cost_per_hour, max(start, previous.since), now)
-    return accrue(previous.spent, previous.cost_per_hour, previous.since, now)
-
-
-def _explain(
-    action: str,
-    current: int,
-    desired: int,
-    binding: str,
-    evaluations: Sequence[PolicyEvaluation],
-    lo: int,
-    hi: int,
-    bounds_source: str,
-    budgets: Sequence[BudgetSummary],
-    fair: FairShareSummary | None,
-    cost_per_hour: float | None,
-    currency: str | None,
-    demand: float | None,
-) -> str:
-    parts = [f"{action} {current} -> {desired} replicas, set by {binding}"]
-    if demand is not None:
-        parts.append(f"demand {demand:.4g}")
-    for ev in evaluations:
-        if ev.kind == "cost_aware":
-            continue
-        flag = "" if ev.active else " [not applied]"
-        value = "-" if ev.desired is None else str(ev.desired)
-        parts.append(f"{ev.kind} {ev.policy_id}: {value}{flag} ({ev.reason})")
-    hi_text = "unbounded" if hi >= _UNBOUNDED else str(hi)
-    parts.append(f"bounds [{lo}, {hi_text}] from {bounds_source}")
-    for b in budgets:
-        parts.append(b.message)
-    if fair is not None:
-        parts.append(
-            f"fair share: granted {fair.granted} of {fair.requested} requested "
-            f"(dominant {fair.dominant_resource} share {fair.dominant_share:.3g}, weight {fair.weight:g}, "
-            f"limited by {fair.limited_by})" + ("; CAPPED" if fair.capped else "")
-        )
-    if cost_per_hour is not None:
-        parts.append(f"cost {cost_per_hour:.4g} {currency}/h")
-    return "; ".join(parts)

@@ -21,6 +21,9 @@ from pipeline.scaling.requests import QuotaRoom, RequestInput
 
 Detail = float | int | str | bool | None
 
+#: ``max_replicas`` when no policy bounds the count.
+UNBOUNDED = 1_000_000
+
 
 # --------------------------------------------------------------------------- state
 class CostState(BaseModel):
