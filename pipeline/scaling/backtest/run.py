@@ -64,6 +64,19 @@ def _decider(ctx: _Context, policies: Sequence[Policy], use_forecast: bool) -> D
     return step
 
 
+def _imputed(values: Sequence[float | None]) -> tuple[list[float], list[bool]]:
+    """Demand for the simulation: missing steps carry the previous value (and are not scored)."""
+    demand: list[float] = []
+    observed: list[bool] = []
+    last = next((v for v in values if v is not None), 0.0)
+    for v in values:
+        if v is not None:
+            last = v
+        demand.append(max(last, 0.0))
+        observed.append(v is not None)
+    return demand, observed
+
+
 def _simulate(ctx: _Context, name: str, policies: Sequence[Policy], *, use_forecast: bool, initial: int) -> PolicyRun:
     """One policy set replayed over the series (every run of the backtest shares the rest of the set-up)."""
     return simulate(
@@ -224,15 +237,7 @@ def run_backtest(options: BacktestOptions, traces: Traces | None = None) -> dict
     if not 0 <= score_from < n - options.horizon:
         raise BacktestError(f"--score-from {score_from} is outside the series ({n} steps)")
 
-    # Demand for the simulation: missing steps carry the previous value (not scored).
-    demand: list[float] = []
-    observed: list[bool] = []
-    last = next((v for v in series.values if v is not None), 0.0)
-    for v in series.values:
-        if v is not None:
-            last = v
-        demand.append(max(last, 0.0))
-        observed.append(v is not None)
+    demand, observed = _imputed(series.values)
     mean_demand = statistics.fmean(demand)
     cpr = options.capacity_per_replica or (mean_demand / 10.0 if mean_demand > 0 else 1.0)
 
