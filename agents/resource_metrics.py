@@ -24,7 +24,7 @@ from pipeline.events.decode import Invalid, decode
 from pipeline.events.models import ResourceMetrics
 from pipeline.metrics import EVENTS_DUPLICATE, EVENTS_PROCESSED
 from pipeline.outputs import Refused
-from pipeline.scaling.engine import Accumulated
+from pipeline.scaling.windows import Accumulated
 from pipeline.tenants.logic import require_tenant
 from pipeline.tenants.quota_marks import lift_marks, without_marks
 from pipeline.usage import UsageRecord, fold_samples

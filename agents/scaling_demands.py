@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from pipeline.app import ProvisioningApp
 from pipeline.contract.topics import SCALING_DEMANDS, SCALING_GRANTS
 from pipeline.outputs import Emit
-from pipeline.scaling.engine import pool_grants
+from pipeline.scaling.pool import pool_grants
 from pipeline.scaling.records import Demand
 
 if TYPE_CHECKING:

@@ -24,11 +24,13 @@ from pipeline.app import ProvisioningApp
 from pipeline.contract.topics import SCALING_APPLIED, SCALING_DEMANDS
 from pipeline.events.models import ResourceMetrics
 from pipeline.outputs import Emit
-from pipeline.scaling.engine import Accumulated, ClosedWindow, EngineConfig, Outcome, ScalingEngine
-from pipeline.scaling.engine import Tables as EngineTables
+from pipeline.scaling.engine import ScalingEngine
+from pipeline.scaling.engine_io import EngineConfig, Outcome
+from pipeline.scaling.engine_io import Tables as EngineTables
 from pipeline.scaling.kube import ApplyQueue, DeploymentScaler
 from pipeline.scaling.model_host import LearnResult, ProcessModelHost
 from pipeline.scaling.records import DEMANDS_KEY, ApplyReport
+from pipeline.scaling.windows import Accumulated, ClosedWindow
 from tables import Tables
 
 logger = logging.getLogger(__name__)

@@ -48,7 +48,8 @@ from pipeline.config import get_settings
 from pipeline.contract.topics import SCALING_DEMANDS, SCALING_POLICY_REQUESTS, kafka_topics
 from pipeline.events.models import ResourceMetrics, Tier
 from pipeline.provisioners.tiers import Quota
-from pipeline.scaling.engine import EngineConfig, ScalingEngine, Tables
+from pipeline.scaling.engine import ScalingEngine
+from pipeline.scaling.engine_io import EngineConfig, Tables
 from pipeline.scaling.policies import parse_policy
 from pipeline.scaling.records import (
     ModelSnapshot,

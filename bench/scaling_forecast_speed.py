@@ -30,7 +30,8 @@ from typing import Any
 
 from river.__version__ import __version__ as river_version
 
-from pipeline.scaling.decide import DecisionInputs, decide
+from pipeline.scaling.decide import decide
+from pipeline.scaling.decision_models import DecisionInputs
 from pipeline.scaling.forecast import ForecasterConfig, OnlineForecaster
 from pipeline.scaling.policies import Policy, PredictivePolicy, TargetTrackingPolicy
 

@@ -31,9 +31,9 @@ from yarl import URL
 from pipeline.contract.topics import SCALING_POLICY_REQUESTS
 from pipeline.events.models import TenantId
 from pipeline.outputs import Refused
-from pipeline.scaling.engine import ScalingEngine, decision_event
+from pipeline.scaling.engine import ScalingEngine
 from pipeline.scaling.policies import Policy, parse_policy
-from pipeline.scaling.records import PolicyChange, PolicyDocument, PolicySet, StoredDecision
+from pipeline.scaling.records import PolicyChange, PolicyDocument, PolicySet, StoredDecision, decision_event
 from pipeline.tenants.models import TenantState
 from pipeline.typed_table import TypedTable
 from web.api import (

@@ -10,8 +10,9 @@ Pure logic, no brokers: the Faust agents, tables and the REST API call into thes
 * :mod:`pipeline.scaling.hpa`, :mod:`~pipeline.scaling.predictive`, :mod:`~pipeline.scaling.schedule`,
   :mod:`~pipeline.scaling.cost` - what each policy kind computes;
 * :mod:`pipeline.scaling.fairshare` - weighted Dominant Resource Fairness;
-* :mod:`pipeline.scaling.decide` - :func:`~pipeline.scaling.decide.decide`, the explained decision and
-  its state;
+* :mod:`pipeline.scaling.decide` - :func:`~pipeline.scaling.decide.decide`, one named step per stage, with
+  :mod:`~pipeline.scaling.decide_caps` (budgets, quota, fair share), :mod:`~pipeline.scaling.decide_explain` and
+  :mod:`~pipeline.scaling.decision_models` (its inputs, the explained decision and the state it keeps);
 * :mod:`pipeline.scaling.backtest` - the backtest command (``main(argv)``);
 * :mod:`pipeline.scaling.engine` - :class:`~pipeline.scaling.engine.ScalingEngine`, all of the above as the
   agents run it over the tables (windows, models in memory and their snapshots, decisions, the fair-share

@@ -36,15 +36,22 @@ import logging
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from pipeline.scaling import hpa
-from pipeline.scaling.cost import BudgetCheck, accrue, apply_budget, month_key, ordered_classes, place
-from pipeline.scaling.fairshare import TenantAllocation
+from pipeline.scaling.decide_caps import Count, budget_step, fair_share_step, final_cost, quota_step
+from pipeline.scaling.decide_explain import explain, explain_caps
+from pipeline.scaling.decision_models import (
+    UNBOUNDED,
+    CostState,
+    DecisionInputs,
+    ForecastSummary,
+    PolicyEvaluation,
+    ScalingDecision,
+    ScalingState,
+)
 from pipeline.scaling.forecast import Forecast
 from pipeline.scaling.policies import (
     Behavior,
@@ -56,175 +63,11 @@ from pipeline.scaling.policies import (
     TargetTrackingPolicy,
 )
 from pipeline.scaling.predictive import predictive_desired
-from pipeline.scaling.requests import QuotaRoom, RequestInput
+from pipeline.scaling.requests import RequestInput
 from pipeline.scaling.schedule import schedule_effect
 
 logger = logging.getLogger(__name__)
 
-Detail = float | int | str | bool | None
-
-
-# --------------------------------------------------------------------------- state
-class CostState(BaseModel):
-    """Spend of one cost-aware policy in the current UTC month, integrated over decisions."""
-
-    month: str
-    spent: float = 0.0
-    cost_per_hour: float = 0.0
-    since: datetime
-
-
-class ScalingState(BaseModel):
-    """Per-workload memory of the decision loop; store it (JSON) between decisions."""
-
-    tenant_id: str
-    workload: str
-    last_decision_at: datetime | None = None
-    desired_replicas: int | None = None
-    scale_events: list[tuple[float, int]] = Field(default_factory=list)
-    """(epoch seconds, signed replica change) of recent changes, for the HPA rate limits."""
-    recommendations: dict[str, list[tuple[float, int]]] = Field(default_factory=dict)
-    """Per target-tracking (or stabilized predictive) policy: (epoch seconds, recommendation) within
-    its stabilization window."""
-    cost: dict[str, CostState] = Field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------- inputs
-@dataclass(frozen=True)
-class DecisionInputs:
-    tenant_id: str
-    workload: str
-    now: datetime
-    """Decision time (timezone-aware); the only clock the decision sees."""
-    current_replicas: int
-    demand_window: Sequence[float]
-    """Recent demand per window, oldest first, in capacity units (e.g. CPU cores in use). With a
-    utilization metric, pass ``utilization * ready_replicas * capacity_per_replica``."""
-    capacity_per_replica: float
-    ready_replicas: int | None = None
-    forecast: Forecast | None = None
-    fair_share: TenantAllocation | None = None
-    spent_this_month: dict[str, float] | None = None
-    """Actual spend per cost-aware policy id this month (billing data); default: the state's integral."""
-    demand_aggregation: Literal["last", "mean", "max"] = "last"
-    request: RequestInput | None = None
-    """A scaling request: its count replaces the policies' combined value (bounds, budgets, quota and fair
-    share still apply)."""
-    quota: QuotaRoom | None = None
-    """The replicas the tenant's quota leaves room for: caps a scale-up (never forces a scale-down)."""
-
-
-# --------------------------------------------------------------------------- outputs
-class _Out(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class PolicyEvaluation(_Out):
-    policy_id: str
-    kind: str
-    active: bool
-    """True when the value took part in the combination."""
-    desired: int | None
-    reason: str
-    details: dict[str, Detail] = Field(default_factory=dict)
-
-
-class ForecastSummary(_Out):
-    observations: int
-    interval_minutes: float
-    mean: list[float]
-    quantiles: dict[str, list[float]]
-    residuals_seen: list[int]
-
-    @classmethod
-    def from_forecast(cls, forecast: Forecast) -> ForecastSummary:
-        return cls(
-            observations=forecast.observations,
-            interval_minutes=forecast.interval_minutes,
-            mean=list(forecast.mean),
-            quantiles={f"{q:g}": list(v) for q, v in sorted(forecast.quantiles.items())},
-            residuals_seen=list(forecast.residuals_seen),
-        )
-
-
-class BudgetSummary(_Out):
-    policy_id: str
-    currency: str
-    requested: int
-    replicas: int
-    capped: bool
-    over_budget: bool
-    allowed_per_hour: float | None
-    cost_per_hour: float
-    replicas_by_class: dict[str, int]
-    affordable_replicas: int | None
-    spent_this_month: float
-    month_remaining: float | None
-    message: str
-
-    @classmethod
-    def from_check(cls, check: BudgetCheck) -> BudgetSummary:
-        return cls(
-            policy_id=check.policy_id,
-            currency=check.currency,
-            requested=check.requested,
-            replicas=check.replicas,
-            capped=check.capped,
-            over_budget=check.over_budget,
-            allowed_per_hour=None if math.isinf(check.allowed_per_hour) else check.allowed_per_hour,
-            cost_per_hour=check.cost_per_hour,
-            replicas_by_class=check.replicas_by_class,
-            affordable_replicas=check.affordable_replicas,
-            spent_this_month=check.spent_this_month,
-            month_remaining=check.month_remaining,
-            message=check.message,
-        )
-
-
-class FairShareSummary(_Out):
-    requested: int
-    granted: int
-    capped: bool
-    dominant_resource: str | None
-    dominant_share: float
-    weighted_share: float
-    weight: float
-    limited_by: str
-
-
-class ScalingDecision(_Out):
-    tenant_id: str
-    workload: str
-    at: datetime
-    current_replicas: int
-    ready_replicas: int | None
-    desired_replicas: int
-    action: Literal["scale_up", "scale_down", "hold"]
-    demand: float | None
-    demand_aggregation: str
-    capacity_per_replica: float
-    utilization: float | None
-    """Demand / (current replicas * capacity per replica) at decision time."""
-    forecast: ForecastSummary | None
-    policies: list[PolicyEvaluation]
-    combined_replicas: int
-    """The combined desired value before bounds, budgets and fair share."""
-    min_replicas: int
-    max_replicas: int
-    bounds_source: str
-    binding: str
-    """What set the final value: ``policy:<id>``, ``schedule:<id>``, ``min_replicas``,
-    ``max_replicas``, ``budget:<id>``, ``quota``, ``fair_share``, ``request`` (a scaling request's count)
-    or ``hold`` (no policy gave a value)."""
-    budget: list[BudgetSummary]
-    fair_share: FairShareSummary | None
-    cost_per_hour: float | None
-    currency: str | None
-    replicas_by_class: dict[str, int]
-    explanation: str
-
-
-_UNBOUNDED = 1_000_000
 
 
 def _aggregate(values: Sequence[float], how: str) -> float | None:
@@ -242,12 +85,51 @@ def _epoch(now: datetime) -> float:
     return now.timestamp()
 
 
-def decide(
-    inputs: DecisionInputs,
-    policies: Sequence[Policy],
-    state: ScalingState | None = None,
-) -> tuple[ScalingDecision, ScalingState]:
-    """Decide the replica count of one workload; return the decision and the new state."""
+# --------------------------------------------------------------------------- the steps
+# Each step below is a pure function of what the steps before it produced; ``decide`` reads as their sequence.
+
+
+@dataclass(frozen=True)
+class _Observed:
+    """Step 1: the inputs read and checked, in the units the other steps use."""
+
+    now: datetime
+    """``inputs.now`` in UTC."""
+    epoch: float
+    current: int
+    cpr: float
+    demand: float | None
+    utilization: float | None
+    mine: list[Policy]
+    """The enabled policies of this workload, in the order given."""
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    lo: int
+    hi: int
+    source: str
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A policy's desired value that takes part in the combination."""
+
+    source: str
+    desired: int
+    override: bool
+
+
+@dataclass(frozen=True)
+class _Evaluated:
+    """What evaluating some policies gave: their explanations, their candidates, their new histories."""
+
+    evaluations: list[PolicyEvaluation] = field(default_factory=list)
+    candidates: list[_Candidate] = field(default_factory=list)
+    recommendations: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+
+
+def _read_inputs(inputs: DecisionInputs, policies: Sequence[Policy]) -> _Observed:
     now = inputs.now
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("decide() needs a timezone-aware 'now'")
@@ -256,301 +138,279 @@ def decide(
     if inputs.current_replicas < 0:
         raise ValueError("current_replicas must be >= 0")
     now = now.astimezone(UTC)
-    t = _epoch(now)
-    if state is None:
-        state = ScalingState(tenant_id=inputs.tenant_id, workload=inputs.workload)
     current = inputs.current_replicas
     cpr = inputs.capacity_per_replica
     demand = _aggregate(inputs.demand_window, inputs.demand_aggregation)
-    utilization = None if demand is None or current == 0 else demand / (current * cpr)
+    return _Observed(
+        now=now,
+        epoch=_epoch(now),
+        current=current,
+        cpr=cpr,
+        demand=demand,
+        utilization=None if demand is None or current == 0 else demand / (current * cpr),
+        mine=[p for p in policies if p.enabled and p.tenant_id == inputs.tenant_id and p.workload == inputs.workload],
+    )
 
-    mine = [p for p in policies if p.enabled and p.tenant_id == inputs.tenant_id and p.workload == inputs.workload]
-    evaluations: list[PolicyEvaluation] = []
-    candidates: list[tuple[str, int, bool]] = []  # (source, desired, override)
-    ids = {p.policy_id for p in mine}
-    new_recs = {pid: list(recs) for pid, recs in state.recommendations.items() if pid in ids}
 
-    # Bounds from the non-scheduled policies.
+def _policy_bounds(mine: Sequence[Policy], tenant_id: str, workload: str) -> _Bounds:
+    """``[max(min_replicas), min(max_replicas)]`` of the policies that are neither scheduled nor forecast-only."""
     bounded = [
         p
         for p in mine
         if not isinstance(p, ScheduledPolicy) and not (isinstance(p, PredictivePolicy) and p.forecast_only)
     ]
     lo = max((p.min_replicas for p in bounded), default=0)
-    hi = min((p.max_replicas for p in bounded), default=_UNBOUNDED)
-    bounds_source = "policies" if bounded else "none"
+    hi = min((p.max_replicas for p in bounded), default=UNBOUNDED)
     if lo > hi:
-        logger.warning(
-            "policies of %s/%s have min_replicas %d > max_replicas %d", inputs.tenant_id, inputs.workload, lo, hi
-        )
-        hi = lo
-        bounds_source = "policies (min_replicas above max_replicas: max raised to min)"
+        logger.warning("policies of %s/%s have min_replicas %d > max_replicas %d", tenant_id, workload, lo, hi)
+        return _Bounds(lo, lo, "policies (min_replicas above max_replicas: max raised to min)")
+    return _Bounds(lo, hi, "policies" if bounded else "none")
 
-    # Scheduled windows.
+
+def _scheduled_step(mine: Sequence[Policy], now: datetime, bounds: _Bounds) -> tuple[_Evaluated, _Bounds]:
+    """The scheduled policies' windows active at ``now``: their desired values, and the bounds they replace."""
     scheduled = [p for p in mine if isinstance(p, ScheduledPolicy)]
-    if scheduled:
-        effect = schedule_effect(scheduled, now)
-        active_ids = {a.policy_id for a in effect.active}
-        for sp in scheduled:
-            windows = [a for a in effect.active if a.policy_id == sp.policy_id]
-            if windows:
-                names = ", ".join(f"{a.name} ({a.window.cron} {a.window.timezone})" for a in windows)
-                desired_vals = [a.window.desired_replicas for a in windows if a.window.desired_replicas is not None]
-                evaluations.append(
-                    PolicyEvaluation(
-                        policy_id=sp.policy_id,
-                        kind=sp.kind,
-                        active=bool(desired_vals),
-                        desired=max(desired_vals) if desired_vals else None,
-                        reason=f"active window(s): {names}",
-                        details={
-                            "window_min_replicas": max(
-                                (a.window.min_replicas for a in windows if a.window.min_replicas is not None),
-                                default=None,
-                            ),
-                            "window_max_replicas": max(
-                                (a.window.max_replicas for a in windows if a.window.max_replicas is not None),
-                                default=None,
-                            ),
-                            "window_ends_at": min(a.ends_at for a in windows).isoformat(),
-                        },
-                    )
+    if not scheduled:
+        return _Evaluated(), bounds
+    effect = schedule_effect(scheduled, now)
+    evaluated = _Evaluated()
+    for sp in scheduled:
+        windows = [a for a in effect.active if a.policy_id == sp.policy_id]
+        if not windows:
+            evaluated.evaluations.append(
+                PolicyEvaluation(
+                    policy_id=sp.policy_id, kind=sp.kind, active=False, desired=None, reason="no window active"
                 )
-                if desired_vals:
-                    candidates.append((f"schedule:{sp.policy_id}", max(desired_vals), sp.combine == "override"))
-            else:
-                evaluations.append(
-                    PolicyEvaluation(
-                        policy_id=sp.policy_id, kind=sp.kind, active=False, desired=None, reason="no window active"
-                    )
-                )
-        if effect.min_replicas is not None or effect.max_replicas is not None:
-            if effect.min_replicas is not None:
-                lo = effect.min_replicas
-            if effect.max_replicas is not None:
-                hi = effect.max_replicas
-            if lo > hi:
-                hi = lo
-            bounds_source = "schedule:" + ",".join(sorted(active_ids))
+            )
+            continue
+        names = ", ".join(f"{a.name} ({a.window.cron} {a.window.timezone})" for a in windows)
+        desired_vals = [a.window.desired_replicas for a in windows if a.window.desired_replicas is not None]
+        evaluated.evaluations.append(
+            PolicyEvaluation(
+                policy_id=sp.policy_id,
+                kind=sp.kind,
+                active=bool(desired_vals),
+                desired=max(desired_vals) if desired_vals else None,
+                reason=f"active window(s): {names}",
+                details={
+                    "window_min_replicas": max(
+                        (a.window.min_replicas for a in windows if a.window.min_replicas is not None),
+                        default=None,
+                    ),
+                    "window_max_replicas": max(
+                        (a.window.max_replicas for a in windows if a.window.max_replicas is not None),
+                        default=None,
+                    ),
+                    "window_ends_at": min(a.ends_at for a in windows).isoformat(),
+                },
+            )
+        )
+        if desired_vals:
+            evaluated.candidates.append(
+                _Candidate(f"schedule:{sp.policy_id}", max(desired_vals), sp.combine == "override")
+            )
+    if effect.min_replicas is None and effect.max_replicas is None:
+        return evaluated, bounds
+    lo = effect.min_replicas if effect.min_replicas is not None else bounds.lo
+    hi = effect.max_replicas if effect.max_replicas is not None else bounds.hi
+    active_ids = {a.policy_id for a in effect.active}
+    return evaluated, _Bounds(lo, max(lo, hi), "schedule:" + ",".join(sorted(active_ids)))
 
-    # Target tracking.
-    for p in mine:
+
+def _reactive_target(
+    p: TargetTrackingPolicy, obs: _Observed, state: ScalingState
+) -> tuple[PolicyEvaluation, _Candidate | None, list[tuple[float, int]] | None]:
+    """Target tracking: the HPA algorithm with the policy's stabilization window and rate limits."""
+    demand, cpr, current, t = obs.demand, obs.cpr, obs.current, obs.epoch
+    if demand is None:
+        evaluation = PolicyEvaluation(
+            policy_id=p.policy_id, kind=p.kind, active=False, desired=None, reason="no demand observed"
+        )
+        return evaluation, None, None
+    raw = hpa.raw_recommendation(demand, cpr, current, p.target_utilization, p.tolerance)
+    stabilized, history = hpa.stabilize(raw, current, t, state.recommendations.get(p.policy_id, []), p.behavior)
+    # Bounds are applied once, after the combination, so that the binding names them.
+    limited = hpa.rate_limit(stabilized, current, t, state.scale_events, p.behavior, 0, UNBOUNDED)
+    reason = f"demand {demand:.4g} at target {p.target_utilization:g} x {cpr:g} per replica -> {raw}"
+    if stabilized != raw:
+        reason += f"; stabilized to {stabilized}"
+    if limited.limited:
+        reason += f"; {limited.reason} -> {limited.replicas}"
+    evaluation = PolicyEvaluation(
+        policy_id=p.policy_id,
+        kind=p.kind,
+        active=True,
+        desired=limited.replicas,
+        reason=reason,
+        details={"raw": raw, "stabilized": stabilized, "utilization": obs.utilization},
+    )
+    return evaluation, _Candidate(f"policy:{p.policy_id}", limited.replicas, p.combine == "override"), history
+
+
+def _predictive_target(
+    p: PredictivePolicy, forecast: Forecast | None, obs: _Observed, state: ScalingState
+) -> tuple[PolicyEvaluation, _Candidate | None, list[tuple[float, int]] | None]:
+    """Predictive: the forecast band's value, with the optional scale-in stabilization."""
+    result = predictive_desired(p, forecast, obs.current, obs.cpr, (0, UNBOUNDED))
+    desired = result.desired
+    reason = result.reason
+    history: list[tuple[float, int]] | None = None
+    if desired is not None and p.scale_in_stabilization_seconds > 0:
+        stabilized, history = hpa.stabilize(
+            desired,
+            obs.current,
+            obs.epoch,
+            state.recommendations.get(p.policy_id, []),
+            _scale_in_window(p.scale_in_stabilization_seconds),
+        )
+        if stabilized != desired:
+            reason += f"; scale-in stabilized to {stabilized}"
+        desired = stabilized
+    acts = desired is not None and not p.forecast_only
+    reason += " (forecast-only: not applied)" if p.forecast_only else ""
+    evaluation = PolicyEvaluation(
+        policy_id=p.policy_id, kind=p.kind, active=acts, desired=desired, reason=reason, details=dict(result.details)
+    )
+    if not acts or desired is None:
+        return evaluation, None, history
+    return evaluation, _Candidate(f"policy:{p.policy_id}", desired, p.combine == "override"), history
+
+
+def _tracking_step(obs: _Observed, forecast: Forecast | None, state: ScalingState) -> _Evaluated:
+    """The target-tracking and predictive policies, in the order given."""
+    evaluated = _Evaluated()
+    for p in obs.mine:
         if isinstance(p, TargetTrackingPolicy):
-            if demand is None:
-                evaluations.append(
-                    PolicyEvaluation(
-                        policy_id=p.policy_id, kind=p.kind, active=False, desired=None, reason="no demand observed"
-                    )
-                )
-                continue
-            raw = hpa.raw_recommendation(demand, cpr, current, p.target_utilization, p.tolerance)
-            stabilized, history = hpa.stabilize(raw, current, t, state.recommendations.get(p.policy_id, []), p.behavior)
-            new_recs[p.policy_id] = history
-            # Bounds are applied once, after the combination, so that the binding names them.
-            limited = hpa.rate_limit(stabilized, current, t, state.scale_events, p.behavior, 0, _UNBOUNDED)
-            reason = f"demand {demand:.4g} at target {p.target_utilization:g} x {cpr:g} per replica -> {raw}"
-            if stabilized != raw:
-                reason += f"; stabilized to {stabilized}"
-            if limited.limited:
-                reason += f"; {limited.reason} -> {limited.replicas}"
-            evaluations.append(
-                PolicyEvaluation(
-                    policy_id=p.policy_id,
-                    kind=p.kind,
-                    active=True,
-                    desired=limited.replicas,
-                    reason=reason,
-                    details={"raw": raw, "stabilized": stabilized, "utilization": utilization},
-                )
-            )
-            candidates.append((f"policy:{p.policy_id}", limited.replicas, p.combine == "override"))
+            evaluation, candidate, history = _reactive_target(p, obs, state)
         elif isinstance(p, PredictivePolicy):
-            result = predictive_desired(p, inputs.forecast, current, cpr, (0, _UNBOUNDED))
-            desired_p = result.desired
-            reason = result.reason
-            if desired_p is not None and p.scale_in_stabilization_seconds > 0:
-                stabilized, history = hpa.stabilize(
-                    desired_p,
-                    current,
-                    t,
-                    state.recommendations.get(p.policy_id, []),
-                    _scale_in_window(p.scale_in_stabilization_seconds),
-                )
-                new_recs[p.policy_id] = history
-                if stabilized != desired_p:
-                    reason += f"; scale-in stabilized to {stabilized}"
-                desired_p = stabilized
-            acts = desired_p is not None and not p.forecast_only
-            reason += " (forecast-only: not applied)" if p.forecast_only else ""
-            evaluations.append(
-                PolicyEvaluation(
-                    policy_id=p.policy_id,
-                    kind=p.kind,
-                    active=acts,
-                    desired=desired_p,
-                    reason=reason,
-                    details=dict(result.details),
-                )
-            )
-            if acts and desired_p is not None:
-                candidates.append((f"policy:{p.policy_id}", desired_p, p.combine == "override"))
+            evaluation, candidate, history = _predictive_target(p, forecast, obs, state)
+        else:
+            continue
+        evaluated.evaluations.append(evaluation)
+        if candidate is not None:
+            evaluated.candidates.append(candidate)
+        if history is not None:
+            evaluated.recommendations[p.policy_id] = history
+    return evaluated
 
-    # Combination (a scaling request replaces it: the policies are explained, not combined).
-    overriding = [c for c in candidates if c[2]]
-    pool = overriding or candidates
-    request = inputs.request
+
+def _combine(
+    candidates: Sequence[_Candidate], evaluations: list[PolicyEvaluation], request: RequestInput | None, current: int
+) -> tuple[Count, list[PolicyEvaluation]]:
+    """The maximum of the candidates (of the overriding ones when there are any); a scaling request replaces it
+    (the policies are explained, not combined); no candidate holds the current count."""
     if request is not None:
-        evaluations = [
+        explained = [
             ev if ev.kind == "cost_aware" or not ev.active
             else ev.model_copy(update={"active": False, "reason": ev.reason + "; a scaling request sets the count"})
             for ev in evaluations
         ]
-        evaluations.append(PolicyEvaluation(
+        explained.append(PolicyEvaluation(
             policy_id=request.event_id, kind="request", active=True, desired=request.target,
             reason=request.asked + (f": {request.reason}" if request.reason else ""),
         ))
-        combined, binding = request.target, "request"
-    elif pool:
-        source, combined, _ = max(pool, key=lambda c: c[1])
-        binding = source
-    else:
-        source, combined = "hold", current
-        binding = "hold"
-    desired = combined
-    if desired < lo:
-        desired, binding = lo, "min_replicas"
-    elif desired > hi:
-        desired, binding = hi, "max_replicas"
+        return Count(request.target, "request"), explained
+    pool = [c for c in candidates if c.override] or list(candidates)
+    if not pool:
+        return Count(current, "hold"), evaluations
+    best = max(pool, key=lambda c: c.desired)
+    return Count(best.desired, best.source), evaluations
 
-    # Budgets.
-    budget_summaries: list[BudgetSummary] = []
-    cost_policies = [p for p in mine if isinstance(p, CostAwarePolicy)]
-    new_cost: dict[str, CostState] = {}
-    spent_by_policy: dict[str, float] = {}
-    for p in cost_policies:
-        spent = _spent(p.policy_id, state, inputs, now)
-        spent_by_policy[p.policy_id] = spent
-        check = apply_budget(p, desired, cpr, now, spent, lo)
-        if check.capped or check.replicas != desired:
-            binding = f"budget:{p.policy_id}"
-        desired = check.replicas
-        budget_summaries.append(BudgetSummary.from_check(check))
-        evaluations.append(
-            PolicyEvaluation(
-                policy_id=p.policy_id,
-                kind=p.kind,
-                active=check.capped,
-                desired=check.affordable_replicas,
-                reason=check.message,
-                details={
-                    "allowed_per_hour": None if math.isinf(check.allowed_per_hour) else check.allowed_per_hour,
-                    "spent_this_month": spent,
-                },
-            )
-        )
 
-    # Quota (scale-ups only).
-    quota_capped: QuotaRoom | None = None
-    if inputs.quota is not None and desired > max(current, inputs.quota.replicas):
-        desired, binding, quota_capped = max(current, inputs.quota.replicas), "quota", inputs.quota
+def _clamp(count: Count, bounds: _Bounds) -> Count:
+    if count.desired < bounds.lo:
+        return Count(bounds.lo, "min_replicas")
+    if count.desired > bounds.hi:
+        return Count(bounds.hi, "max_replicas")
+    return count
 
-    # Fair share.
-    fair: FairShareSummary | None = None
-    if inputs.fair_share is not None:
-        grant = inputs.fair_share
-        capped = desired > grant.granted
-        fair = FairShareSummary(
-            requested=grant.requested,
-            granted=grant.granted,
-            capped=capped,
-            dominant_resource=grant.dominant_resource,
-            dominant_share=grant.dominant_share,
-            weighted_share=grant.weighted_share,
-            weight=grant.weight,
-            limited_by=grant.limited_by,
-        )
-        if capped:
-            desired = grant.granted
-            binding = "fair_share"
 
-    # Cost of the final count (first cost policy's classes and prices).
-    cost_per_hour: float | None = None
-    currency: str | None = None
-    by_class: dict[str, int] = {}
-    if cost_policies:
-        first = cost_policies[0]
-        placement = place(desired, ordered_classes(first), cpr)
-        cost_per_hour, currency, by_class = placement.cost_per_hour, first.currency, placement.replicas_by_class
-        for p in cost_policies:
-            rate = place(desired, ordered_classes(p), cpr).cost_per_hour
-            new_cost[p.policy_id] = CostState(
-                month=month_key(now), spent=spent_by_policy[p.policy_id], cost_per_hour=rate, since=now
-            )
+def _action(current: int, desired: int) -> Literal["scale_up", "scale_down", "hold"]:
+    return "scale_up" if desired > current else "scale_down" if desired < current else "hold"
 
-    action: Literal["scale_up", "scale_down", "hold"] = (
-        "scale_up" if desired > current else "scale_down" if desired < current else "hold"
+
+def _next_state(
+    state: ScalingState, obs: _Observed, desired: int, recommendations: dict[str, list[tuple[float, int]]],
+    cost: dict[str, CostState],
+) -> ScalingState:
+    """The state to store: the scale events the rate limits need, the stabilization histories, the spend."""
+    keep = max(
+        (p.behavior.longest_period_seconds() for p in obs.mine if isinstance(p, TargetTrackingPolicy)), default=0
     )
-    explanation = _explain(
-        action,
-        current,
-        desired,
-        binding,
-        evaluations,
-        lo,
-        hi,
-        bounds_source,
-        budget_summaries,
-        fair,
-        cost_per_hour,
-        currency,
-        demand,
+    events = hpa.trim_events(state.scale_events, obs.epoch, keep)
+    if desired != obs.current:
+        events.append((obs.epoch, desired - obs.current))
+    return ScalingState(
+        tenant_id=state.tenant_id,
+        workload=state.workload,
+        last_decision_at=obs.now,
+        desired_replicas=desired,
+        scale_events=events,
+        recommendations=recommendations,
+        cost=cost,
     )
-    if quota_capped is not None:
-        explanation += f"; quota: {quota_capped.detail}; CAPPED"
-    if request is not None:
-        outcome = "granted" if desired == request.target else f"capped at {desired} by {binding}"
-        explanation += f"; request {request.event_id} for {request.target} replicas: {outcome}"
+
+
+def decide(
+    inputs: DecisionInputs,
+    policies: Sequence[Policy],
+    state: ScalingState | None = None,
+) -> tuple[ScalingDecision, ScalingState]:
+    """Decide the replica count of one workload; return the decision and the new state."""
+    obs = _read_inputs(inputs, policies)
+    if state is None:
+        state = ScalingState(tenant_id=inputs.tenant_id, workload=inputs.workload)
+    bounds = _policy_bounds(obs.mine, inputs.tenant_id, inputs.workload)
+    scheduled, bounds = _scheduled_step(obs.mine, obs.now, bounds)
+    tracking = _tracking_step(obs, inputs.forecast, state)
+    combined, evaluations = _combine(
+        [*scheduled.candidates, *tracking.candidates],
+        [*scheduled.evaluations, *tracking.evaluations],
+        inputs.request,
+        obs.current,
+    )
+    count = _clamp(combined, bounds)
+    cost_policies = [p for p in obs.mine if isinstance(p, CostAwarePolicy)]
+    budgets = budget_step(cost_policies, count, obs.cpr, obs.now, bounds.lo, state, inputs)
+    count, quota_capped = quota_step(budgets.count, obs.current, inputs.quota)
+    count, fair = fair_share_step(count, inputs.fair_share)
+    cost = final_cost(cost_policies, count.desired, obs.cpr, obs.now, budgets.spent)
+    evaluations = [*evaluations, *budgets.evaluations]
+    action = _action(obs.current, count.desired)
+    explanation = explain(
+        action, obs.current, count.desired, count.binding, evaluations, bounds.lo, bounds.hi, bounds.source,
+        budgets.summaries, fair, cost.cost_per_hour, cost.currency, obs.demand,
+    ) + explain_caps(quota_capped, inputs.request, count)
     decision = ScalingDecision(
         tenant_id=inputs.tenant_id,
         workload=inputs.workload,
-        at=now,
-        current_replicas=current,
+        at=obs.now,
+        current_replicas=obs.current,
         ready_replicas=inputs.ready_replicas,
-        desired_replicas=desired,
+        desired_replicas=count.desired,
         action=action,
-        demand=demand,
+        demand=obs.demand,
         demand_aggregation=inputs.demand_aggregation,
-        capacity_per_replica=cpr,
-        utilization=utilization,
+        capacity_per_replica=obs.cpr,
+        utilization=obs.utilization,
         forecast=ForecastSummary.from_forecast(inputs.forecast) if inputs.forecast is not None else None,
         policies=evaluations,
-        combined_replicas=combined,
-        min_replicas=lo,
-        max_replicas=hi,
-        bounds_source=bounds_source,
-        binding=binding,
-        budget=budget_summaries,
+        combined_replicas=combined.desired,
+        min_replicas=bounds.lo,
+        max_replicas=bounds.hi,
+        bounds_source=bounds.source,
+        binding=count.binding,
+        budget=budgets.summaries,
         fair_share=fair,
-        cost_per_hour=cost_per_hour,
-        currency=currency,
-        replicas_by_class=by_class,
+        cost_per_hour=cost.cost_per_hour,
+        currency=cost.currency,
+        replicas_by_class=cost.by_class,
         explanation=explanation,
     )
-
-    keep = max((p.behavior.longest_period_seconds() for p in mine if isinstance(p, TargetTrackingPolicy)), default=0)
-    events = hpa.trim_events(state.scale_events, t, keep)
-    if desired != current:
-        events.append((t, desired - current))
-    new_state = ScalingState(
-        tenant_id=state.tenant_id,
-        workload=state.workload,
-        last_decision_at=now,
-        desired_replicas=desired,
-        scale_events=events,
-        recommendations=new_recs,
-        cost=new_cost,
-    )
-    return decision, new_state
+    ids = {p.policy_id for p in obs.mine}
+    recommendations = {pid: list(recs) for pid, recs in state.recommendations.items() if pid in ids}
+    recommendations.update(tracking.recommendations)
+    return decision, _next_state(state, obs, count.desired, recommendations, cost.states)
 
 
 def _scale_in_window(seconds: int) -> Behavior:
@@ -560,53 +420,3 @@ def _scale_in_window(seconds: int) -> Behavior:
     )
 
 
-def _spent(policy_id: str, state: ScalingState, inputs: DecisionInputs, now: datetime) -> float:
-    if inputs.spent_this_month is not None and policy_id in inputs.spent_this_month:
-        return float(inputs.spent_this_month[policy_id])
-    previous = state.cost.get(policy_id)
-    if previous is None:
-        return 0.0
-    this_month = month_key(now)
-    if previous.month != this_month:
-        start = datetime.strptime(this_month + "-01", "%Y-%m-%d").replace(tzinfo=UTC)
-        return accrue(0.0, previous.cost_per_hour, max(start, previous.since), now)
-    return accrue(previous.spent, previous.cost_per_hour, previous.since, now)
-
-
-def _explain(
-    action: str,
-    current: int,
-    desired: int,
-    binding: str,
-    evaluations: Sequence[PolicyEvaluation],
-    lo: int,
-    hi: int,
-    bounds_source: str,
-    budgets: Sequence[BudgetSummary],
-    fair: FairShareSummary | None,
-    cost_per_hour: float | None,
-    currency: str | None,
-    demand: float | None,
-) -> str:
-    parts = [f"{action} {current} -> {desired} replicas, set by {binding}"]
-    if demand is not None:
-        parts.append(f"demand {demand:.4g}")
-    for ev in evaluations:
-        if ev.kind == "cost_aware":
-            continue
-        flag = "" if ev.active else " [not applied]"
-        value = "-" if ev.desired is None else str(ev.desired)
-        parts.append(f"{ev.kind} {ev.policy_id}: {value}{flag} ({ev.reason})")
-    hi_text = "unbounded" if hi >= _UNBOUNDED else str(hi)
-    parts.append(f"bounds [{lo}, {hi_text}] from {bounds_source}")
-    for b in budgets:
-        parts.append(b.message)
-    if fair is not None:
-        parts.append(
-            f"fair share: granted {fair.granted} of {fair.requested} requested "
-            f"(dominant {fair.dominant_resource} share {fair.dominant_share:.3g}, weight {fair.weight:g}, "
-            f"limited by {fair.limited_by})" + ("; CAPPED" if fair.capped else "")
-        )
-    if cost_per_hour is not None:
-        parts.append(f"cost {cost_per_hour:.4g} {currency}/h")
-    return "; ".join(parts)

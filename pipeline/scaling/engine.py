@@ -39,261 +39,50 @@ Deployment first (a delta is resolved against its ``spec.replicas``, the quota a
 decides with the request's count in place of the policies' (:mod:`pipeline.scaling.requests`). The decision's
 id is derived from the request's event id, and the workload's state keeps the ids of the requests it took, so a
 redelivered request is not decided (nor applied) twice.
+
+**Layers.** :class:`ScalingEngine` (this module: samples and windows, the triggers) builds on
+:class:`~pipeline.scaling.engine_decisions.Deciding` (a decision from a workload's state: stored, emitted, applied),
+:class:`~pipeline.scaling.engine_models.ModelKeeping` (the forecasters in the model host, their snapshots) and
+:class:`~pipeline.scaling.engine_state.EngineState` (the memory and the table reads). What it is given and gives
+back is in :mod:`~pipeline.scaling.engine_io`, the windows in :mod:`~pipeline.scaling.windows`, the fair-share
+pool in :mod:`~pipeline.scaling.pool`.
 """
 
 from __future__ import annotations
 
-import base64
-import logging
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
-from river.__version__ import __version__ as RIVER_VERSION
-
-from pipeline.config import Settings
-from pipeline.contract.topics import SCALING_EVENTS
 from pipeline.events.models import ResourceMetrics, ScalingRequest
-from pipeline.outputs import Emit, Refused, derived_id
+from pipeline.outputs import Refused
 from pipeline.scaling import metrics
-from pipeline.scaling.decide import DecisionInputs, ForecastSummary, ScalingDecision, ScalingState, decide
-from pipeline.scaling.fairshare import (
-    RESOURCES,
-    FairShareResult,
-    ResourceVector,
-    TenantAllocation,
-    TenantDemand,
-    drf_allocate,
-)
-from pipeline.scaling.forecast import Forecast, ForecasterConfig
+from pipeline.scaling.decision_models import ForecastSummary
+from pipeline.scaling.engine_decisions import Deciding, forecast_of
+from pipeline.scaling.engine_io import Outcome
+from pipeline.scaling.forecast import Forecast
 from pipeline.scaling.kube import ApplyRequest
-from pipeline.scaling.model_host import LearnRequest, LearnResult, ModelHost, Restore
-from pipeline.scaling.policies import CostAwarePolicy, Policy, PredictivePolicy, ScheduledPolicy
-from pipeline.scaling.predictive import required_quantiles
+from pipeline.scaling.model_host import LearnResult
+from pipeline.scaling.policies import ScheduledPolicy
 from pipeline.scaling.records import (
     KEEP_REQUEST_IDS,
     MAX_PENDING_REQUESTS,
     ApplyReport,
-    DecisionBasis,
-    Demand,
     Grant,
     GrantInfo,
-    LastDecision,
-    ModelInfo,
-    ModelSnapshot,
     PendingRequest,
     PolicyChange,
     PolicySet,
-    RequestBasis,
-    ScalingDecisionEvent,
-    StoredDecision,
     Tick,
-    Trigger,
-    WorkloadIndex,
     WorkloadScaling,
     split_key,
 )
-from pipeline.scaling.requests import QuotaRoom, RequestInput, quota_room, resolve_target
-from pipeline.scaling.residency import ModelResidency
-from pipeline.scaling.snapshot_signing import SnapshotSigner, signer_of
-from pipeline.tenants.logic import refusal_for
-from pipeline.tenants.models import QuotaRecord, TenantRecord, TenantState
-from pipeline.typed_table import TypedTable
-from pipeline.usage import WindowStats, workload_key
-
-logger = logging.getLogger(__name__)
-
-#: Capacity of a pool resource that is not configured (no limit).
-UNLIMITED = 1e12
-BAND = (0.1, 0.9)
+from pipeline.scaling.windows import Accumulated, ClosedWindow, OpenWindow
+from pipeline.usage import workload_key
 
 
-@dataclass(frozen=True)
-class EngineConfig:
-    window_seconds: float
-    forecast_enabled: bool = True
-    horizon: int = 12
-    snapshot_every: int = 30
-    recent_decisions: int = 50
-    default_capacity_per_replica: float = 1.0
-    apply_enabled: bool = True
-    observe_interval_seconds: float = 300.0
-    pool: ResourceVector | None = None
-    """The fair-share pool; None: no fair sharing."""
-    tier_weights: dict[str, float] = field(default_factory=dict)
-    demand_ttl_seconds: float = 1800.0
-    demand_windows: int = 3
-    """Closed windows passed to ``decide`` as ``demand_window`` (it reads the last one)."""
-    signer: SnapshotSigner | None = None
-    """Signs the snapshots stored and verifies those read; None: no snapshot is written or read."""
-    max_models_per_tenant: int = 200
-    max_models: int = 5000
-    """Forecasters held in memory per tenant and in all (least recently used evicted)."""
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> EngineConfig:
-        pool = None
-        limits = (settings.scaling_pool_cpu, settings.scaling_pool_memory_gib, settings.scaling_pool_gpus)
-        if any(v is not None for v in limits):
-            pool = ResourceVector.from_tuple([UNLIMITED if v is None else v for v in limits])
-        return cls(
-            window_seconds=float(settings.utilization_window_seconds),
-            forecast_enabled=settings.scaling_forecast_enabled,
-            horizon=settings.scaling_forecast_horizon,
-            snapshot_every=settings.scaling_snapshot_every_windows,
-            recent_decisions=settings.scaling_recent_decisions,
-            default_capacity_per_replica=settings.scaling_default_capacity_per_replica,
-            apply_enabled=settings.scaling_apply_enabled,
-            observe_interval_seconds=settings.scaling_observe_interval_seconds,
-            pool=pool,
-            tier_weights=dict(settings.scaling_tier_weights),
-            demand_ttl_seconds=settings.scaling_demand_ttl_seconds,
-            signer=signer_of(settings),
-            max_models_per_tenant=settings.scaling_max_workloads_per_tenant,
-            max_models=settings.scaling_max_models,
-        )
-
-    @property
-    def keep_windows(self) -> int:
-        return max(self.snapshot_every + 2, self.demand_windows)
-
-
-@dataclass
-class Tables:
-    policies: TypedTable[PolicySet]
-    state: TypedTable[WorkloadScaling]
-    decisions: TypedTable[StoredDecision]
-    """``tenant/workload/slot``: a ring of the workload's most recent decisions."""
-    index: TypedTable[WorkloadIndex]
-    snapshots: TypedTable[ModelSnapshot]
-    tenants: TypedTable[TenantRecord]
-    quotas: TypedTable[QuotaRecord]
-    windows: Callable[[str, datetime], WindowStats | None] | None = None
-    """The utilization window of ``tenant/workload`` starting at a time, as stored: where the open window
-    resumes from in a new process (None: the open window starts empty)."""
-
-
-@dataclass
-class Outcome:
-    """What the agent does after a call: emit records, ask the Kubernetes API, send demands to the pool."""
-
-    emits: list[Emit] = field(default_factory=list)
-    applies: list[ApplyRequest] = field(default_factory=list)
-    demands: list[Demand] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.emits or self.applies or self.demands)
-
-    def extend(self, other: Outcome) -> None:
-        """Append ``other``'s effects after this one's (the order they are carried out in)."""
-        self.emits += other.emits
-        self.applies += other.applies
-        self.demands += other.demands
-
-
-class _Window:
-    """The open window of one workload (in memory)."""
-
-    __slots__ = ("count", "cpu_sum", "replicas", "start")
-
-    def __init__(self, start: float) -> None:
-        self.start = start
-        self.count = 0
-        self.cpu_sum = 0.0
-        self.replicas: int | None = None
-
-    def add(self, sample: ResourceMetrics) -> None:
-        self.count += 1
-        self.cpu_sum += sample.cpu_cores
-        if sample.replicas is not None:
-            self.replicas = sample.replicas
-
-
-@dataclass
-class ClosedWindow:
-    """A window the engine closed, waiting for its forecast (:meth:`ScalingEngine.finish`)."""
-
-    tenant_id: str
-    workload: str
-    end: datetime
-    demand: float
-    replicas: int | None
-    policies: list[Policy]
-    """The workload's policies when it closed (they choose the forecast's band)."""
-    generation: int
-
-    @property
-    def key(self) -> str:
-        return workload_key(self.tenant_id, self.workload)
-
-
-@dataclass
-class Accumulated:
-    """What :meth:`ScalingEngine.accumulate` made of some samples."""
-
-    outcome: Outcome = field(default_factory=Outcome)
-    """Deployments to observe (a workload's first sample in this process)."""
-    closed: list[ClosedWindow] = field(default_factory=list)
-
-
-@dataclass
-class EngineStats:
-    samples: int = 0
-    late: int = 0
-    windows: int = 0
-    model_seconds: float = 0.0
-    model_calls: int = 0
-    snapshots: int = 0
-    snapshots_refused: int = 0
-    evictions: int = 0
-    restores: dict[str, int] = field(default_factory=dict)
-
-
-def _acting(policies: Sequence[Policy]) -> bool:
-    """True when some enabled policy may change the replica count (not forecast-only, not a budget)."""
-    return any(
-        p.enabled and not isinstance(p, CostAwarePolicy) and not (isinstance(p, PredictivePolicy) and p.forecast_only)
-        for p in policies
-    )
-
-
-def _pending_grant(key: str, requested: int, current: int, weight: float) -> TenantAllocation:
-    return TenantAllocation(
-        tenant_id=key, requested=requested, granted=max(current, 0), resources=ResourceVector(),
-        dominant_resource=None, dominant_share=0.0, weighted_share=0.0, weight=weight, limited_by="pending",
-    )
-
-
-class ScalingEngine:
+class ScalingEngine(Deciding):
     """Per-worker engine: open windows and forecasters in memory, everything else in the tables."""
-
-    def __init__(self, config: EngineConfig, tables: Tables, wall: Callable[[], datetime] | None = None) -> None:
-        self.config = config
-        self.tables = tables
-        self.wall = wall or (lambda: datetime.now(UTC))
-        self.open: dict[str, _Window] = {}
-        # Read-through caches of what this engine writes itself (cleared at every rebalance: ``forget``).
-        self._states: dict[str, WorkloadScaling] = {}
-        self._policy_sets: dict[str, PolicySet | None] = {}
-        self.stats = EngineStats()
-        self._window = config.window_seconds
-        self.forecaster_config = ForecasterConfig(interval_minutes=config.window_seconds / 60.0,
-                                                  horizon=config.horizon)
-        self.host = ModelHost(self.forecaster_config, config.snapshot_every)
-        """The models of :meth:`on_sample` (the worker's agent sends :meth:`learn_requests` to its own host)."""
-        self.hosted: dict[str, int] = {}
-        """Observations of each workload's model in the host, as its last result said."""
-        self.residency = ModelResidency(config.max_models_per_tenant, config.max_models)
-        """The workloads whose models the host keeps, as the requests sent so far left it."""
-        self.generation = 0
-        """Bumped by :meth:`forget`: windows closed before it are not recorded after it."""
-        self.waiting: dict[str, float] = {}
-        """Workloads whose scaling requests wait for a read of their Deployment -> when the read was last asked
-        for (wall clock, epoch seconds): :meth:`reads_due` asks again for those that waited too long."""
-        self._waiting_scanned = -1
-        """The generation whose state table :meth:`reads_due` has scanned for waiting requests."""
 
     # -- samples and windows ---------------------------------------------------------------------------
 
@@ -320,7 +109,7 @@ class ScalingEngine:
                     accumulated.outcome.extend(observe)
                 continue
             if start > window.start:
-                fresh = _Window(start)
+                fresh = OpenWindow(start)
                 fresh.add(sample)
                 self.open[key] = fresh
                 if (closed := self._closed(sample.tenant_id, sample.workload, window, live)) is not None:
@@ -341,7 +130,7 @@ class ScalingEngine:
         if st is not None and st.last_window_end is not None and start < st.last_window_end.timestamp():
             self._late()
             return None
-        window = _Window(start)
+        window = OpenWindow(start)
         stored = self.tables.windows(key, datetime.fromtimestamp(start, UTC)) if self.tables.windows else None
         if stored is not None:
             window.count, window.cpu_sum, window.replicas = stored.count, stored.cpu_sum, stored.replicas_last
@@ -351,7 +140,7 @@ class ScalingEngine:
             return Outcome(applies=[ApplyRequest(sample.tenant_id, sample.workload)])
         return None
 
-    def _closed(self, tenant_id: str, workload: str, window: _Window, live: dict[str, bool]) -> ClosedWindow | None:
+    def _closed(self, tenant_id: str, workload: str, window: OpenWindow, live: dict[str, bool]) -> ClosedWindow | None:
         """The closed window to learn and decide on; None for an unknown tenant, an empty or a late window."""
         if tenant_id not in live:
             live[tenant_id] = self._live_tenant(tenant_id) is not None
@@ -366,134 +155,7 @@ class ScalingEngine:
                             replicas=window.replicas, policies=self.policies_of(tenant_id, workload),
                             generation=self.generation)
 
-    def _stale(self, st: WorkloadScaling | None) -> bool:
-        if st is None or st.observed is None:
-            return True
-        age = (self.wall() - st.observed.observed_at).total_seconds()
-        return age > self.config.observe_interval_seconds
-
-    def _live_tenant(self, tenant_id: str) -> TenantRecord | None:
-        tenant = self.tables.tenants.get(tenant_id)
-        if tenant is None or tenant.state is not TenantState.ACTIVE:
-            return None
-        return tenant
-
-    def _state(self, tenant_id: str, workload: str) -> WorkloadScaling:
-        key = workload_key(tenant_id, workload)
-        st = self.load(key)
-        if st is None:
-            st = WorkloadScaling(tenant_id=tenant_id, workload=workload)
-            index = self.tables.index.get(tenant_id) or WorkloadIndex(tenant_id=tenant_id)
-            if workload not in index.workloads:
-                index.workloads = sorted([*index.workloads, workload])
-                self.tables.index.put(tenant_id, index)
-        return st
-
-    def policy_set(self, tenant_id: str) -> PolicySet | None:
-        """The tenant's policies (cached: this engine is their only writer while it owns the tenant)."""
-        if tenant_id not in self._policy_sets:
-            self._policy_sets[tenant_id] = self.tables.policies.get(tenant_id)
-        return self._policy_sets[tenant_id]
-
-    def load(self, key: str) -> WorkloadScaling | None:
-        """A workload's state (cached, like the policies)."""
-        st = self._states.get(key)
-        if st is None:
-            st = self.tables.state.get(key)
-            if st is not None:
-                self._states[key] = st
-        return st
-
-    def save(self, key: str, st: WorkloadScaling) -> None:
-        self.tables.state.put(key, st)
-        self._states[key] = st
-
-    def forget(self) -> None:
-        """Drop the caches and the open windows (a rebalance: other workers may have written the tables)."""
-        self._states.clear()
-        self._policy_sets.clear()
-        self.open.clear()
-        self.waiting.clear()  # the next reads_due scans the state table again
-        self.generation += 1
-
-    def policies_of(self, tenant_id: str, workload: str) -> list[Policy]:
-        policy_set = self.policy_set(tenant_id)
-        if policy_set is None:
-            return []
-        return [p for p in policy_set.for_workload(workload) if p.enabled]
-
-    # -- forecasts ------------------------------------------------------------------------------------
-
-    def learn_requests(self, closed: Sequence[ClosedWindow]) -> list[LearnRequest]:
-        """What the model host learns for the closed windows, in order (none with forecasting off). A request
-        carries the restore material when the host may not hold the workload's model as the state has it."""
-        if not self.config.forecast_enabled:
-            return []
-        requests: list[LearnRequest] = []
-        checked: set[str] = set()
-        for window in closed:
-            key = window.key
-            restore = None
-            evict: tuple[str, ...] = ()
-            if key not in checked:
-                checked.add(key)
-                resident = key in self.residency
-                evict = self._make_room(key, window.tenant_id, checked)
-                st = self.load(key)
-                if not resident or self.hosted.get(key) != (st.observations if st is not None else 0):
-                    restore = self.restore_material(key, st)
-            requests.append(LearnRequest(key=key, value=window.demand, end=window.end,
-                                         quantiles=required_quantiles(window.policies, BAND), restore=restore,
-                                         evict=evict))
-        metrics.FORECASTERS_LIVE.set(len(self.residency))
-        return requests
-
-    def _make_room(self, key: str, tenant_id: str, keep: set[str]) -> tuple[str, ...]:
-        """Make ``key`` resident; the models to evict for it (never one this batch learns)."""
-        evicted = self.residency.touch(key, tenant_id, keep)
-        for victim, reason in evicted:
-            self.hosted.pop(victim, None)
-            self.stats.evictions += 1
-            metrics.FORECASTERS_EVICTED.labels(reason).inc()
-        if evicted:
-            logger.debug("evicting the forecasters of %s for %s", [v for v, _ in evicted], key)
-        return tuple(victim for victim, _ in evicted)
-
-    def restore_material(self, key: str, st: WorkloadScaling | None) -> Restore:
-        """The workload's snapshot and the windows its state keeps: what a host rebuilds the model from."""
-        snapshot = self.tables.snapshots.get(key)
-        blob = self._verified(key, snapshot) if snapshot is not None else None
-        return Restore(
-            snapshot=blob,
-            snapshot_window_end=snapshot.window_end if snapshot is not None and blob is not None else None,
-            recent=tuple(st.recent) if st is not None else (),
-            observations=st.observations if st is not None else 0,
-        )
-
-    def _verified(self, key: str, snapshot: ModelSnapshot) -> bytes | None:
-        """The snapshot's bytes when this fleet's key signed them for this workload, else None (refused: the
-        model starts anew from the windows in its state). Nothing unverified reaches the unpickler."""
-        signer = self.config.signer
-        if signer is None:
-            return None
-        try:
-            blob = base64.b64decode(snapshot.data_b64, validate=True)
-        except ValueError:
-            blob = None
-        if blob is not None and signer.verify(key, blob, snapshot.signature):
-            return blob
-        reason = "unsigned" if not snapshot.signature else "bad_signature"
-        self.stats.snapshots_refused += 1
-        metrics.SNAPSHOTS_REFUSED.labels(reason).inc()
-        logger.warning("refusing the forecaster snapshot of %s (%s): it is not signed with SNAPSHOT_SIGNING_KEY "
-                       "for this workload; the model starts anew from its recent windows", key, reason)
-        return None
-
-    def models_lost(self) -> None:
-        """The model host lost its models (its process died): every next request restores."""
-        self.hosted.clear()
-        self.residency.clear()
-        metrics.FORECASTERS_LIVE.set(0)
+    # -- closed windows: recorded with their forecasts, then decided ---------------------------------------
 
     def finish(self, accumulated: Accumulated, results: Sequence[LearnResult]) -> Outcome:
         """Record the closed windows with their forecasts (``results`` as :meth:`learn_requests` ordered them;
@@ -514,19 +176,6 @@ class ScalingEngine:
         for key, st in closed.items():  # one write per workload, however many of its windows closed
             self.save(key, st)
         return outcome
-
-    def _learned(self, result: LearnResult) -> None:
-        if result.key in self.residency:  # else evicted by a later request: the host no longer has it
-            self.hosted[result.key] = result.observations
-        self.stats.model_seconds += result.seconds
-        self.stats.model_calls += 1
-        metrics.MODEL_SECONDS.observe(result.seconds)
-        if result.restored_from is not None:
-            self.stats.restores[result.restored_from] = self.stats.restores.get(result.restored_from, 0) + 1
-            metrics.MODEL_RESTORES.labels(result.restored_from).inc()
-            if result.restored_from != "new":
-                logger.info("forecaster of %s loaded (%s, %d windows replayed): %d observations",
-                            result.key, result.restored_from, result.replayed, result.observations)
 
     def _close(self, window: ClosedWindow, st: WorkloadScaling, result: LearnResult | None) -> Outcome:
         """Record a closed window in the workload's state (the caller saves it) and decide on it."""
@@ -550,173 +199,6 @@ class ScalingEngine:
             outcome = self._decide(st, window.policies, window.end, "window", forecast)
         return outcome
 
-    def _store_snapshot(self, key: str, st: WorkloadScaling, blob: bytes, end: datetime) -> None:
-        assert self.config.signer is not None
-        self.tables.snapshots.put(key, ModelSnapshot(
-            tenant_id=st.tenant_id, workload=st.workload, river_version=RIVER_VERSION,
-            observations=st.observations, window_end=end, taken_at=self.wall(), size_bytes=len(blob),
-            data_b64=base64.b64encode(blob).decode(), signature=self.config.signer.sign(key, blob),
-        ))
-        st.snapshot_observations = st.observations
-        st.snapshot_window_end = end
-        self.stats.snapshots += 1
-
-    # -- decisions --------------------------------------------------------------------------------------
-
-    def _decide(
-        self, st: WorkloadScaling, policies: list[Policy], now: datetime, trigger: Trigger,
-        forecast: Forecast | None, *, only_if_changed: bool = False,
-    ) -> Outcome:
-        last_at = st.state.last_decision_at if st.state is not None else None
-        if last_at is not None and now < last_at:
-            now = last_at  # a workload's decisions never go back in time
-        basis = DecisionBasis(
-            at=now,
-            demand_window=[value for _, value in st.recent[-self.config.demand_windows :]],
-            with_forecast=forecast is not None,
-            replicas_reported=st.replicas_reported,
-        )
-        return self._run(st, policies, basis, trigger, st.state, send_demand=True, only_if_changed=only_if_changed)
-
-    def _current(self, st: WorkloadScaling, basis: DecisionBasis) -> int:
-        observed = st.observed
-        if observed is not None and observed.exists and observed.replicas is not None:
-            return observed.replicas
-        if basis.replicas_reported is not None:
-            return basis.replicas_reported
-        if st.state is not None and st.state.desired_replicas is not None:
-            return st.state.desired_replicas
-        return 0
-
-    def _capacity(self, st: WorkloadScaling) -> float:
-        observed = st.observed
-        if observed is not None and observed.exists and observed.cpu_per_replica:
-            return observed.cpu_per_replica
-        return self.config.default_capacity_per_replica
-
-    def _run(
-        self, st: WorkloadScaling, policies: list[Policy], basis: DecisionBasis, trigger: Trigger,
-        prior: ScalingState | None, *, send_demand: bool, only_if_changed: bool = False,
-        decision_id: str | None = None, not_applied: str | None = None,
-    ) -> Outcome:
-        """Decide from ``basis`` and store, emit and apply the decision. ``decision_id``: the id to give it
-        (default: derived from its inputs and the previous decision's id); ``not_applied``: why it is not
-        applied whatever it says (the Deployment could not be read)."""
-        outcome = Outcome()
-        key = workload_key(st.tenant_id, st.workload)
-        forecast = _forecast_of(st) if basis.with_forecast else None
-        current = self._current(st, basis)
-        cpr = self._capacity(st)
-        observed = st.observed if st.observed is not None and st.observed.exists else None
-        request = basis.request
-        inputs = DecisionInputs(
-            tenant_id=st.tenant_id, workload=st.workload, now=basis.at, current_replicas=current,
-            ready_replicas=observed.ready_replicas if observed is not None else None,
-            demand_window=basis.demand_window, capacity_per_replica=cpr,
-            forecast=forecast,
-            request=RequestInput(event_id=request.event_id, target=request.target, asked=request.asked,
-                                 reason=request.reason) if request is not None else None,
-            quota=self._quota_room(st) if request is not None else None,
-        )
-        granted: int | None = None
-        pending = False
-        if self.config.pool is not None:
-            uncapped_decision, _ = decide(inputs, policies, prior)
-            uncapped = uncapped_decision.desired_replicas
-            demand = self._demand(st, uncapped, cpr, basis.at)
-            if st.grant is not None:
-                allocation = st.grant.allocation
-            else:
-                allocation = _pending_grant(key, uncapped, current, demand.weight)
-                pending = True
-            decision, new_state = decide(replace(inputs, fair_share=allocation), policies, prior)
-            granted = allocation.granted
-            if send_demand and (not only_if_changed or st.last is None or st.last.uncapped != uncapped):
-                st.demand_seq += 1
-                outcome.demands.append(demand.model_copy(update={"seq": st.demand_seq}))
-                st.demand_sent_at = demand.sent_at
-        else:
-            decision, new_state = decide(inputs, policies, prior)
-            uncapped = decision.desired_replicas
-        if only_if_changed and st.last is not None and st.last.desired == decision.desired_replicas:
-            return outcome
-        if not_applied is not None:
-            applied, reason = False, not_applied
-        else:
-            applied, reason = self._apply_plan(st, policies, decision, outcome, requested=request is not None)
-        if decision_id is None:
-            decision_id = derived_id(key, trigger, basis.at.isoformat(), str(decision.desired_replicas),
-                                     str(granted), st.last.decision_id if st.last is not None else "")
-        stored = StoredDecision(
-            decision_id=decision_id, seq=st.decisions, trigger=trigger, issued_at=self.wall(), applied=applied,
-            apply_reason=reason, cause_event_id=request.event_id if request is not None else None,
-            uncapped_replicas=uncapped if self.config.pool is not None else None,
-            model=ModelInfo(observations=st.observations, snapshot_observations=st.snapshot_observations,
-                            river_version=RIVER_VERSION) if self.config.forecast_enabled else None,
-            decision=decision,
-        )
-        self.tables.decisions.put(f"{key}/{st.decisions % self.config.recent_decisions}", stored)
-        st.decisions += 1
-        st.prior_state = prior
-        st.state = new_state
-        st.basis = basis
-        st.last = LastDecision(
-            decision_id=decision_id, at=basis.at, trigger=trigger, desired=decision.desired_replicas,
-            uncapped=uncapped, granted=granted, grant_pending=pending, applied=applied, apply_reason=reason,
-            observed=observed is not None,
-        )
-        metrics.DECISIONS.labels(trigger, decision.action).inc()
-        outcome.emits.append(Emit(SCALING_EVENTS, st.tenant_id, decision_event(stored)))
-        return outcome
-
-    def _apply_plan(
-        self, st: WorkloadScaling, policies: list[Policy], decision: ScalingDecision, outcome: Outcome,
-        *, requested: bool = False,
-    ) -> tuple[bool, str]:
-        """Whether (and why not) the decision goes to the Kubernetes API; adds the request to ``outcome``.
-        ``requested``: a scaling request's decision, which acts whatever the policies are."""
-        if not self.config.apply_enabled:
-            return False, "applying is off (SCALING_APPLY_ENABLED=false)"
-        if not requested and not _acting(policies):
-            return False, "forecast-only: no enabled policy acts on the workload"
-        request = ApplyRequest(st.tenant_id, st.workload)
-        observed = st.observed
-        if observed is None:
-            outcome.applies.append(request)
-            return False, "waiting for the Deployment to be observed"
-        if not observed.exists:
-            if self._stale(st):
-                outcome.applies.append(request)
-            return False, "the Deployment does not exist"
-        if observed.replicas == decision.desired_replicas:
-            if self._stale(st):
-                outcome.applies.append(request)
-            return False, "unchanged"
-        outcome.applies.append(replace(request, replicas=decision.desired_replicas))
-        # What spec.replicas is about to be: later decisions compare with it, not with the count before this patch
-        # (its report updates it again; a failed patch forgets the observation, so it is read again).
-        st.observed = observed.model_copy(update={"replicas": decision.desired_replicas})
-        return True, f"scale {observed.replicas} -> {decision.desired_replicas}"
-
-    def _demand(self, st: WorkloadScaling, replicas: int, cpr: float, at: datetime) -> Demand:
-        tenant = self.tables.tenants.get(st.tenant_id)
-        tier = tenant.tier.value if tenant is not None else ""
-        quota_record = self.tables.quotas.get(st.tenant_id)
-        quota = None
-        if quota_record is not None:
-            limits = quota_record.limits
-            quota = ResourceVector(cpu=limits.cpu_cores, memory=limits.memory_gib, gpu=limits.gpus)
-        observed = st.observed if st.observed is not None and st.observed.exists else None
-        per_replica = ResourceVector(
-            cpu=observed.cpu_per_replica if observed is not None and observed.cpu_per_replica else cpr,
-            memory=(observed.memory_gib_per_replica or 0.0) if observed is not None else 0.0,
-            gpu=(observed.gpus_per_replica or 0.0) if observed is not None else 0.0,
-        )
-        return Demand(
-            tenant_id=st.tenant_id, workload=st.workload, replicas=replicas, per_replica=per_replica, tier=tier,
-            weight=self.config.tier_weights.get(tier, 1.0), quota=quota, decided_at=at, sent_at=self.wall(),
-        )
-
     # -- the other triggers ------------------------------------------------------------------------------
 
     def on_tick(self, tick: Tick) -> Outcome:
@@ -734,7 +216,7 @@ class ScalingEngine:
                 outcome.applies.append(ApplyRequest(tick.tenant_id, workload))
                 self.save(key, st)
                 continue
-            result = self._decide(st, self.policies_of(tick.tenant_id, workload), tick.at, "schedule", _forecast_of(st),
+            result = self._decide(st, self.policies_of(tick.tenant_id, workload), tick.at, "schedule", forecast_of(st),
                                   only_if_changed=st.last is not None)
             self.save(key, st)
             _merge(outcome, result)
@@ -868,83 +350,6 @@ class ScalingEngine:
             self.waiting[key] = now
         return [ApplyRequest(*split_key(key)) for key in due]
 
-    def _decide_request(self, st: WorkloadScaling, pending: PendingRequest, unreadable: str | None) -> Outcome:
-        """Decide a request now (the caller saves ``st``): its id is derived from the request's event id."""
-        key = workload_key(st.tenant_id, st.workload)
-        last_at = st.state.last_decision_at if st.state is not None else None
-        at = pending.occurred_at if last_at is None or pending.occurred_at >= last_at else last_at
-        basis = DecisionBasis(
-            at=at,
-            demand_window=[value for _, value in st.recent[-self.config.demand_windows :]],
-            with_forecast=st.forecast is not None,
-            replicas_reported=st.replicas_reported,
-        )
-        target, asked = resolve_target(pending.desired_replicas, pending.delta, self._current(st, basis))
-        basis.request = RequestBasis(event_id=pending.event_id, target=target, asked=asked, reason=pending.reason)
-        # A Deployment known to be missing (or unreadable) asks the pool for nothing: it would hold a share of
-        # the pool for a workload that cannot use it until the demand expires.
-        missing = unreadable is not None or (st.observed is not None and not st.observed.exists)
-        return self._run(st, self.policies_of(st.tenant_id, st.workload), basis, "request", st.state,
-                         send_demand=not missing, decision_id=derived_id(key, "request", pending.event_id),
-                         not_applied=unreadable)
-
-    def _quota_room(self, st: WorkloadScaling) -> QuotaRoom | None:
-        """Room the tenant's quota leaves for the workload's replicas: its limits minus what the tenant's other
-        observed Deployments request (none while the tenant is marked over its quota)."""
-        record = self.tables.quotas.get(st.tenant_id)
-        if record is None:
-            return None
-        refusal = refusal_for(record, "kubernetes")
-        if refusal is not None:
-            return QuotaRoom(replicas=0, detail=refusal)
-        observed = st.observed
-        if observed is None or not observed.exists:
-            return None
-        others = [0.0, 0.0, 0.0]
-        index = self.tables.index.get(st.tenant_id)
-        for name in index.workloads if index is not None else []:
-            other = self.load(workload_key(st.tenant_id, name)) if name != st.workload else None
-            seen = other.observed if other is not None else None
-            if seen is None or not seen.exists or not seen.replicas:
-                continue
-            for i, each in enumerate((seen.cpu_per_replica, seen.memory_gib_per_replica, seen.gpus_per_replica)):
-                others[i] += seen.replicas * (each or 0.0)
-        limits = record.limits
-        return quota_room(
-            ResourceVector(cpu=observed.cpu_per_replica or 0.0, memory=observed.memory_gib_per_replica or 0.0,
-                           gpu=observed.gpus_per_replica or 0.0),
-            ResourceVector(cpu=limits.cpu_cores, memory=limits.memory_gib, gpu=limits.gpus),
-            ResourceVector.from_tuple(others),
-        )
-
-    def recent_decisions(self, tenant_id: str, workload: str | None = None) -> list[StoredDecision]:
-        """The stored decisions of the tenant's workloads (or of one), newest first."""
-        index = self.tables.index.get(tenant_id)
-        workloads = [w for w in (index.workloads if index is not None else []) if workload in (None, w)]
-        found: list[StoredDecision] = []
-        for name in workloads:
-            key = workload_key(tenant_id, name)
-            st = self.load(key)
-            for slot in range(min(st.decisions if st is not None else 0, self.config.recent_decisions)):
-                stored = self.tables.decisions.get(f"{key}/{slot}")
-                if stored is not None:
-                    found.append(stored)
-        found.sort(key=lambda d: (d.decision.at, d.issued_at, d.seq), reverse=True)
-        return found
-
-    def tick_tenants(self) -> list[str]:
-        """Tenants (held here) with an enabled scheduled policy: the timer sends each a tick."""
-        return sorted(
-            tenant_id for tenant_id, policy_set in self.tables.policies.items()
-            if any(isinstance(p, ScheduledPolicy) and p.enabled for p in policy_set.policies.values())
-        )
-
-
-def _forecast_of(st: WorkloadScaling) -> Forecast | None:
-    if st.forecast is None:
-        return None
-    return Forecast.from_dict(st.forecast.model_dump())
-
 
 def _merge(into: Outcome, other: Outcome) -> None:
     into.emits.extend(other.emits)
@@ -952,112 +357,3 @@ def _merge(into: Outcome, other: Outcome) -> None:
     into.demands.extend(other.demands)
 
 
-def decision_event(stored: StoredDecision) -> ScalingDecisionEvent:
-    decision = stored.decision
-    if stored.applied:
-        status = "accepted"
-    elif stored.apply_reason == "unchanged":
-        status = "unchanged"
-    elif stored.apply_reason.startswith("forecast-only"):
-        status = "forecast-only"
-    else:
-        status = "not-applied"
-    return ScalingDecisionEvent(
-        command_id=stored.decision_id, tenant_id=decision.tenant_id, workload=decision.workload,
-        desired_replicas=decision.desired_replicas, current_replicas=decision.current_replicas,
-        action=decision.action, status=status, binding=decision.binding, trigger=stored.trigger,
-        reason=decision.explanation, issued_at=stored.issued_at, decided_at=decision.at,
-        cause_event_id=stored.cause_event_id, decision=decision,
-    )
-
-
-# -- the fair-share pool ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PoolAllocation:
-    result: FairShareResult | None
-    allocations: dict[str, TenantAllocation]
-    expired: list[str]
-
-
-def allocate_pool(
-    pool: ResourceVector, demands: dict[str, Demand], now: datetime, ttl_seconds: float
-) -> PoolAllocation:
-    """Weighted DRF over the latest demand of every workload (keyed ``tenant/workload``).
-
-    Demands not refreshed within ``ttl_seconds`` (wall clock) leave the pool. Each tenant's tier weight is
-    split evenly over its workloads in the pool, so a tenant's share does not grow with its number of
-    workloads; the tenant's quota caps the sum over its workloads. A workload needing a resource the pool
-    has none of gets nothing (``limited_by="capacity"``).
-    """
-    cutoff = now - timedelta(seconds=ttl_seconds)
-    live = {k: d for k, d in demands.items() if d.sent_at >= cutoff}
-    expired = sorted(k for k in demands if k not in live)
-    per_tenant: dict[str, int] = {}
-    for demand in live.values():
-        per_tenant[demand.tenant_id] = per_tenant.get(demand.tenant_id, 0) + 1
-    capacity = pool.as_tuple()
-    allocations: dict[str, TenantAllocation] = {}
-    entries: list[TenantDemand] = []
-    quotas: dict[str, ResourceVector] = {}
-    for key, demand in sorted(live.items()):
-        weight = demand.weight / per_tenant[demand.tenant_id]
-        needs = demand.per_replica.as_tuple()
-        impossible = [RESOURCES[i] for i in range(len(RESOURCES)) if needs[i] > 0 and capacity[i] <= 0]
-        if impossible or all(v <= 0 for v in needs):
-            allocations[key] = TenantAllocation(
-                tenant_id=key, requested=demand.replicas, granted=0 if impossible else demand.replicas,
-                resources=ResourceVector(), dominant_resource=None, dominant_share=0.0, weighted_share=0.0,
-                weight=weight, limited_by="capacity" if impossible else "demand",
-            )
-            continue
-        if demand.quota is not None:
-            quotas[demand.tenant_id] = demand.quota
-        entries.append(TenantDemand(tenant_id=key, per_replica=demand.per_replica, replicas=demand.replicas,
-                                    weight=weight, group=demand.tenant_id))
-    result = drf_allocate(pool, entries, quotas) if entries else None
-    if result is not None:
-        for allocation in result.allocations:
-            allocations[allocation.tenant_id] = allocation
-    return PoolAllocation(result=result, allocations=allocations, expired=expired)
-
-
-def pool_grants(
-    pool: ResourceVector, demands: TypedTable[Demand], incoming: Demand, now: datetime, ttl_seconds: float
-) -> list[Grant]:
-    """Store ``incoming``, re-run DRF, and return the grants that changed (and always the incoming one's).
-
-    A demand older than the one held for its workload (it was overtaken on the way) is dropped.
-    """
-    incoming_key = workload_key(incoming.tenant_id, incoming.workload)
-    previous = demands.get(incoming_key)
-    if previous is not None and incoming.sent_at < previous.sent_at:
-        return []
-    if previous is not None:
-        incoming = incoming.model_copy(update={"last_granted": previous.last_granted,
-                                               "last_limited_by": previous.last_limited_by})
-    demands.put(incoming_key, incoming)
-    current = dict(demands.items())
-    allocation = allocate_pool(pool, current, now, ttl_seconds)
-    for key in allocation.expired:
-        demands.delete(key)
-    result = allocation.result
-    contended = result.contended if result is not None else False
-    used = result.used if result is not None else ResourceVector()
-    grants: list[Grant] = []
-    for key, alloc in sorted(allocation.allocations.items()):
-        demand = current[key]
-        if key != incoming_key and demand.last_granted == alloc.granted and demand.last_limited_by == alloc.limited_by:
-            continue
-        demands.put(key, demand.model_copy(update={"last_granted": alloc.granted, "last_limited_by": alloc.limited_by}))
-        tenant_id, workload = split_key(key)
-        grants.append(Grant(tenant_id=tenant_id, workload=workload, allocation=alloc, contended=contended,
-                            capacity=pool, used=used, computed_at=now, demand_seq=demand.seq))
-    metrics.GRANTS.inc(len(grants))
-    return grants
-
-
-def snapshot_info(snapshot: ModelSnapshot) -> dict[str, Any]:
-    """A snapshot's metadata (what the API shows; never the blob)."""
-    return snapshot.model_dump(mode="json", exclude={"data_b64", "signature"})

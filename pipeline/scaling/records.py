@@ -1,4 +1,5 @@
-"""Records of the running scaling engine: table values, internal topic records, the decision event.
+"""Records of the running scaling engine: table values, internal topic records, the decision event (and
+:func:`decision_event`, :func:`snapshot_info`: what is published / shown of the stored ones).
 
 Tables (one module each in ``tables/``): ``scaling-policies`` (tenant -> :class:`PolicySet`),
 ``scaling-state`` (tenant/workload -> :class:`WorkloadScaling`), ``scaling-decisions`` (tenant/workload/slot ->
@@ -14,12 +15,12 @@ Output: ``scaling-events`` (:class:`ScalingDecisionEvent`).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
 from pipeline.events.models import Event
-from pipeline.scaling.decide import ForecastSummary, ScalingDecision, ScalingState
+from pipeline.scaling.decision_models import ForecastSummary, ScalingDecision, ScalingState
 from pipeline.scaling.fairshare import ResourceVector, TenantAllocation
 from pipeline.scaling.policies import Policy
 
@@ -303,3 +304,27 @@ class ScalingDecisionEvent(BaseModel):
     cause_event_id: str | None = None
     """The scaling request's event id, for a decision made for one (``command_id`` is derived from it)."""
     decision: ScalingDecision
+
+
+def decision_event(stored: StoredDecision) -> ScalingDecisionEvent:
+    decision = stored.decision
+    if stored.applied:
+        status = "accepted"
+    elif stored.apply_reason == "unchanged":
+        status = "unchanged"
+    elif stored.apply_reason.startswith("forecast-only"):
+        status = "forecast-only"
+    else:
+        status = "not-applied"
+    return ScalingDecisionEvent(
+        command_id=stored.decision_id, tenant_id=decision.tenant_id, workload=decision.workload,
+        desired_replicas=decision.desired_replicas, current_replicas=decision.current_replicas,
+        action=decision.action, status=status, binding=decision.binding, trigger=stored.trigger,
+        reason=decision.explanation, issued_at=stored.issued_at, decided_at=decision.at,
+        cause_event_id=stored.cause_event_id, decision=decision,
+    )
+
+
+def snapshot_info(snapshot: ModelSnapshot) -> dict[str, Any]:
+    """A snapshot's metadata (what the API shows; never the blob)."""
+    return snapshot.model_dump(mode="json", exclude={"data_b64", "signature"})

@@ -34,7 +34,8 @@ from pipeline.events.models import (
 )
 from pipeline.outputs import Emit, Refused, derived_id
 from pipeline.provisioners.tiers import Quota
-from pipeline.scaling.engine import EngineConfig, Outcome, ScalingEngine, Tables
+from pipeline.scaling.engine import ScalingEngine
+from pipeline.scaling.engine_io import EngineConfig, Outcome, Tables
 from pipeline.scaling.kube import ApplyRequest
 from pipeline.scaling.records import (
     ApplyReport,

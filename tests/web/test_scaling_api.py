@@ -11,7 +11,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
 from pipeline.events.models import ResourceMetrics, ScalingRequest, Tier
-from pipeline.scaling.engine import EngineConfig, ScalingEngine, Tables
+from pipeline.scaling.engine import ScalingEngine
+from pipeline.scaling.engine_io import EngineConfig, Tables
 from pipeline.scaling.records import (
     ApplyReport,
     ModelSnapshot,

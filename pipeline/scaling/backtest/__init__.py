@@ -27,7 +27,9 @@ Malformed input (missing columns, non-numeric values, unparsable or decreasing t
 that does not match ``--interval-minutes``, too few rows) is refused with a one-line message on std
 
 Modules: ``series`` (CSV loading), ``options``, ``simulation`` (replay and scores), ``run`` (the whole
-backtest), ``cli`` (arguments and output).
+backtest), ``report`` (the summary table people read; ``--json`` prints the document above instead),
+``plot`` (``--plot PATH``: a self-contained HTML page with the series, the forecast band and each policy's
+replicas), ``cli`` (arguments and output).
 """
 
 from pipeline.scaling.backtest.cli import add_backtest_arguments, main, options_from_args, run_from_args

@@ -1,4 +1,5 @@
-"""``python -m pipeline backtest``: arguments, validation and output (a summary, or JSON with ``--json``)."""
+"""``python -m pipeline backtest``: arguments, validation and output (a summary, or JSON with ``--json``; and with
+``--plot PATH`` an HTML page with the charts)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from pipeline.scaling.backtest.errors import BacktestError
 from pipeline.scaling.backtest.options import BacktestOptions
+from pipeline.scaling.backtest.plot import Traces, write_plot
 from pipeline.scaling.backtest.report import summary
 from pipeline.scaling.backtest.run import run_backtest
 
@@ -62,6 +64,14 @@ def add_backtest_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     )
     parser.add_argument("--no-equal-cost", action="store_true", help="skip the equal-cost comparison")
     parser.add_argument("--json", action="store_true", help="print the whole result as JSON (for scripts)")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="also write the series, the forecast band and each policy's replicas to PATH (one self-contained HTML "
+        "file, nothing fetched from the network)",
+    )
     return parser
 
 
@@ -97,15 +107,25 @@ def run_from_args(args: argparse.Namespace) -> int:
                 raise BacktestError(f"{name} must be in (0, 2]")
         if not 0 < options.predictive_quantile < 1:
             raise BacktestError("--predictive-quantile must be in (0, 1)")
-        result = run_backtest(options)
+        plot: Path | None = getattr(args, "plot", None)
+        if plot is not None and not plot.parent.is_dir():
+            # Refused before the run: the backtest can take minutes on a long series.
+            raise BacktestError(f"--plot {plot}: the directory {plot.parent} does not exist")
+        traces = Traces() if plot is not None else None
+        result = run_backtest(options, traces)
+        text = summary(result)
+        if plot is not None and traces is not None:
+            write_plot(plot, result, traces, text)
     except BacktestError as exc:
         sys.stderr.write(f"backtest: error: {exc}\n")
         return 2
     if getattr(args, "json", False):
         json.dump(result, sys.stdout, indent=2)
     else:
-        sys.stdout.write(summary(result))
+        sys.stdout.write(text)
     sys.stdout.write("\n")
+    if plot is not None:
+        sys.stderr.write(f"backtest: plot written to {plot}\n")
     return 0
 
 

@@ -11,9 +11,11 @@ from typing import Any
 
 from pipeline.scaling.backtest.errors import BacktestError
 from pipeline.scaling.backtest.options import TENANT, WORKLOAD, BacktestOptions, load_policy_file
+from pipeline.scaling.backtest.plot import Traces
 from pipeline.scaling.backtest.series import Series, load_series
 from pipeline.scaling.backtest.simulation import DecideFn, PolicyRun, oracle, simulate
-from pipeline.scaling.decide import DecisionInputs, ScalingState, decide
+from pipeline.scaling.decide import decide
+from pipeline.scaling.decision_models import DecisionInputs, ScalingState
 from pipeline.scaling.forecast import Forecast, ForecasterConfig, OnlineForecaster
 from pipeline.scaling.policies import (
     CostAwarePolicy,
@@ -60,6 +62,34 @@ def _decider(ctx: _Context, policies: Sequence[Policy], use_forecast: bool) -> D
         return decision.desired_replicas, new_state
 
     return step
+
+
+def _imputed(values: Sequence[float | None]) -> tuple[list[float], list[bool]]:
+    """Demand for the simulation: missing steps carry the previous value (and are not scored)."""
+    demand: list[float] = []
+    observed: list[bool] = []
+    last = next((v for v in values if v is not None), 0.0)
+    for v in values:
+        if v is not None:
+            last = v
+        demand.append(max(last, 0.0))
+        observed.append(v is not None)
+    return demand, observed
+
+
+def _simulate(ctx: _Context, name: str, policies: Sequence[Policy], *, use_forecast: bool, initial: int) -> PolicyRun:
+    """One policy set replayed over the series (every run of the backtest shares the rest of the set-up)."""
+    return simulate(
+        name,
+        ctx.demand,
+        ctx.observed,
+        _decider(ctx, policies, use_forecast=use_forecast),
+        initial,
+        ctx.options.boot_steps,
+        ctx.capacity_per_replica,
+        ctx.score_from,
+        ctx.interval_hours,
+    )
 
 
 def _with_bounds(policy: Policy, max_replicas: int) -> Policy:
@@ -177,8 +207,9 @@ def _forecast_metrics(
     return result
 
 
-def run_backtest(options: BacktestOptions) -> dict[str, Any]:
-    """Run the whole backtest and return the JSON-ready result."""
+def run_backtest(options: BacktestOptions, traces: Traces | None = None) -> dict[str, Any]:
+    """Run the whole backtest and return the JSON-ready result; ``traces``, when given, is filled with the
+    per-step series ``--plot`` draws (they stay out of the JSON)."""
     if options.horizon < 1:
         raise BacktestError("--horizon must be at least 1")
     if options.boot_steps < 0:
@@ -206,15 +237,7 @@ def run_backtest(options: BacktestOptions) -> dict[str, Any]:
     if not 0 <= score_from < n - options.horizon:
         raise BacktestError(f"--score-from {score_from} is outside the series ({n} steps)")
 
-    # Demand for the simulation: missing steps carry the previous value (not scored).
-    demand: list[float] = []
-    observed: list[bool] = []
-    last = next((v for v in series.values if v is not None), 0.0)
-    for v in series.values:
-        if v is not None:
-            last = v
-        demand.append(max(last, 0.0))
-        observed.append(v is not None)
+    demand, observed = _imputed(series.values)
     mean_demand = statistics.fmean(demand)
     cpr = options.capacity_per_replica or (mean_demand / 10.0 if mean_demand > 0 else 1.0)
 
@@ -247,34 +270,14 @@ def run_backtest(options: BacktestOptions) -> dict[str, Any]:
     def run_reactive(target: float) -> PolicyRun:
         if target not in reactive_runs:
             pol: list[Policy] = [_reactive(ctx, target, max_replicas), *cost_policies]
-            run = simulate(
-                "reactive",
-                demand,
-                observed,
-                _decider(ctx, pol, use_forecast=False),
-                initial,
-                options.boot_steps,
-                cpr,
-                score_from,
-                ctx.interval_hours,
-            )
+            run = _simulate(ctx, "reactive", pol, use_forecast=False, initial=initial)
             run.extra["target_utilization"] = target
             reactive_runs[target] = run
         return reactive_runs[target]
 
     reactive = run_reactive(reactive_target)
     predictive_policy = _predictive(ctx, max_replicas)
-    predictive = simulate(
-        "predictive",
-        demand,
-        observed,
-        _decider(ctx, [predictive_policy, *cost_policies], use_forecast=True),
-        initial,
-        options.boot_steps,
-        cpr,
-        score_from,
-        ctx.interval_hours,
-    )
+    predictive = _simulate(ctx, "predictive", [predictive_policy, *cost_policies], use_forecast=True, initial=initial)
     predictive.extra.update(
         {
             "quantile": predictive_policy.quantile,
@@ -291,35 +294,17 @@ def run_backtest(options: BacktestOptions) -> dict[str, Any]:
             _reactive(ctx, options.hybrid_reactive_target, max_replicas),
             *cost_policies,
         ]
-        hybrid = simulate(
-            "predictive_plus_reactive",
-            demand,
-            observed,
-            _decider(ctx, hybrid_policies, use_forecast=True),
-            initial,
-            options.boot_steps,
-            cpr,
-            score_from,
-            ctx.interval_hours,
-        )
+        hybrid = _simulate(ctx, "predictive_plus_reactive", hybrid_policies, use_forecast=True, initial=initial)
         hybrid.extra["reactive_target_utilization"] = options.hybrid_reactive_target
         runs["predictive_plus_reactive"] = hybrid
     scheduled = [p for p in policies if isinstance(p, ScheduledPolicy)]
     if scheduled:
         pol: list[Policy] = [_reactive(ctx, reactive_target, max_replicas), *scheduled, *cost_policies]
-        runs["scheduled"] = simulate(
-            "scheduled",
-            demand,
-            observed,
-            _decider(ctx, pol, use_forecast=False),
-            initial,
-            options.boot_steps,
-            cpr,
-            score_from,
-            ctx.interval_hours,
-        )
+        runs["scheduled"] = _simulate(ctx, "scheduled", pol, use_forecast=False, initial=initial)
     best = oracle(demand, observed, options.boot_steps, cpr, score_from, ctx.interval_hours)
     runs["oracle"] = best
+    if traces is not None:
+        _fill_traces(traces, ctx, band, runs)
 
     result: dict[str, Any] = {
         "series": {
@@ -351,6 +336,22 @@ def run_backtest(options: BacktestOptions) -> dict[str, Any]:
         if "predictive_plus_reactive" in runs:
             result["equal_cost_predictive_plus_reactive"] = _equal_cost(run_reactive, runs["predictive_plus_reactive"])
     return result
+
+
+def _fill_traces(traces: Traces, ctx: _Context, band: tuple[float, float], runs: dict[str, PolicyRun]) -> None:
+    horizon = ctx.options.horizon
+    traces.start = ctx.series.start
+    traces.interval_minutes = ctx.options.interval_minutes
+    traces.capacity_per_replica = ctx.capacity_per_replica
+    traces.horizon = horizon
+    traces.score_from = ctx.score_from
+    traces.demand = list(ctx.series.values)
+    traces.band = band
+    # The forecast made at step s - horizon for step s: the band the policies provisioned against.
+    made = [ctx.forecasts[s - horizon] if s >= horizon else None for s in range(len(ctx.demand))]
+    traces.band_low = [None if f is None else f.quantiles[band[0]][horizon - 1] for f in made]
+    traces.band_high = [None if f is None else f.quantiles[band[1]][horizon - 1] for f in made]
+    traces.replicas = {name: list(run.replicas) for name, run in runs.items()}
 
 
 def _equal_cost(run_reactive: Callable[[float], PolicyRun], predictive: PolicyRun) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.scaling.decide import ScalingState
+from pipeline.scaling.decision_models import ScalingState
 
 
 @dataclass

@@ -13,7 +13,8 @@ from pipeline.scaling.cost import (
     ordered_classes,
     place,
 )
-from pipeline.scaling.decide import DecisionInputs, decide
+from pipeline.scaling.decide import decide
+from pipeline.scaling.decision_models import DecisionInputs
 from pipeline.scaling.policies import CapacityClass, CostAwarePolicy, Policy, TargetTrackingPolicy
 
 NOW = datetime(2026, 3, 16, 12, 0, tzinfo=UTC)

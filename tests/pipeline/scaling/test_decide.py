@@ -4,7 +4,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipeline.scaling.decide import DecisionInputs, ScalingDecision, ScalingState, decide
+from pipeline.scaling.decide import decide
+from pipeline.scaling.decision_models import DecisionInputs, ScalingDecision, ScalingState
 from pipeline.scaling.fairshare import ResourceVector, TenantDemand, drf_allocate
 from pipeline.scaling.forecast import Forecast
 from pipeline.scaling.policies import (

@@ -16,28 +16,20 @@ from pipeline.contract.schema_files import SCHEMA_DIR
 from pipeline.contract.topics import SCALING_EVENTS
 from pipeline.events.models import MAX_REQUESTED_REPLICAS, QuotaResource, ScalingRequest
 from pipeline.outputs import Refused, derived_id
-from pipeline.scaling.decide import DecisionInputs, decide
-from pipeline.scaling.engine import Outcome, ScalingEngine
+from pipeline.scaling.decide import decide
+from pipeline.scaling.decision_models import DecisionInputs
+from pipeline.scaling.engine import ScalingEngine
+from pipeline.scaling.engine_io import Outcome
 from pipeline.scaling.fairshare import ResourceVector
 from pipeline.scaling.kube import ApplyRequest
 from pipeline.scaling.policies import parse_policy
+from pipeline.scaling.pool import pool_grants
 from pipeline.scaling.records import MAX_PENDING_REQUESTS, ApplyReport, Demand, Observation, ScalingDecisionEvent
 from pipeline.scaling.requests import QuotaRoom, RequestInput, quota_room, resolve_target
 from pipeline.tenants.models import OverQuota
 from pipeline.typed_table import TypedTable
 from pipeline.usage import workload_key
-from tests.pipeline.scaling.test_engine import (
-    POOL,
-    T0,
-    WALL,
-    FakeCluster,
-    engine,
-    latest,
-    observed,
-    pool_grants,
-    put_policy,
-    sample,
-)
+from tests.pipeline.scaling.support import POOL, T0, WALL, FakeCluster, engine, latest, observed, put_policy, sample
 
 # -- pure functions -----------------------------------------------------------------------------------------
 

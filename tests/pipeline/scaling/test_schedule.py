@@ -5,7 +5,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pipeline.scaling.decide import DecisionInputs, decide
+from pipeline.scaling.decide import decide
+from pipeline.scaling.decision_models import DecisionInputs
 from pipeline.scaling.policies import Policy, ScheduledPolicy, ScheduleWindow, TargetTrackingPolicy
 from pipeline.scaling.schedule import active_windows, last_fire, schedule_effect
 
