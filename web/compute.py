@@ -22,7 +22,7 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -437,7 +437,11 @@ def provision_body(record: ComputeRecord, access: AccessDetails | None, message:
 
 def idempotency_key_of(request: web.Request) -> str | None:
     """The request's ``Idempotency-Key`` (``None`` without one); 400 when malformed or given twice."""
-    values = request.headers.getall(IDEMPOTENCY_HEADER, [])
+    return parse_idempotency_key(request.headers.getall(IDEMPOTENCY_HEADER, []))
+
+
+def parse_idempotency_key(values: Sequence[str]) -> str | None:
+    """The key of the ``Idempotency-Key`` header's values (``None``: no header); 400 when malformed or twice."""
     if not values:
         return None
     if len(values) > 1:
@@ -461,6 +465,12 @@ def request_id_for(tenant_id: str, request_name: str | None, key: str | None) ->
     if key is not None:
         return idempotent_request_id(tenant_id, key)
     return new_request_id(tenant_id)
+
+
+def same_request(existing: ComputeRecord, request: ComputeRequest) -> bool:
+    """Whether ``request`` is a retry of the request ``existing`` records (the same body, as validated)."""
+    stored = existing.request_hash or existing.request.fingerprint()  # records older than the stored hash
+    return stored == request.fingerprint()
 
 
 def key_reused(request_id: str) -> ApiError:
@@ -560,9 +570,7 @@ class LocalCompute:
     async def _rejoin(self, request_id: str, request: ComputeRequest, wait_s: float | None) -> Reply:
         """A POST whose request id exists: the same body is a retry, answered like the first POST from the
         record as it is now (waiting for an allocation in flight); another body reuses a key (422)."""
-        existing = self.runtime.get(request_id)
-        stored = existing.request_hash or existing.request.fingerprint()  # records older than the hash
-        if stored != request.fingerprint():
+        if not same_request(self.runtime.get(request_id), request):
             raise key_reused(request_id)
         try:
             reply = self._answer(request_id, await self.runtime.rejoin(request_id, wait_s), replay=True)
