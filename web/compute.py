@@ -497,8 +497,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         if at.tzinfo is None or not isinstance(request_id, str) or tenant_of(request_id) is None:
             raise ValueError("not a cursor")
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise ApiError(400, "invalid-query", "the cursor is not one this API returned",
-                       {"errors": [{"loc": ["cursor"], "type": "cursor", "msg": "unknown cursor"}]}) from None
+        # well-formed by the document (the pattern), but not a cursor of this API: its own code, since no JSON
+        # Schema can tell a cursor this API issued from any other string
+        raise ApiError(400, "invalid-cursor", "the cursor is not one this API returned; start again without it",
+                       {"parameter": "cursor"}) from None
     return at, request_id
 
 

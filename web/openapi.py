@@ -22,7 +22,8 @@ VERSION = "1.0.0"
 ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "Malformed JSON body (code malformed-json), invalid or unknown query parameter (code invalid-query), or "
     "no tenant_id where a platform-admin must name the tenant (code tenant-required), or a malformed "
-    "Idempotency-Key header (code invalid-idempotency-key).",
+    "Idempotency-Key header (code invalid-idempotency-key), or a cursor this API did not return (code "
+    "invalid-cursor).",
     401: "Missing, expired, badly signed or otherwise unacceptable bearer token (WWW-Authenticate: Bearer).",
     403: "The token may not do this: another tenant, a viewer writing, or a quota change by a non-platform-admin.",
     404: "Unknown tenant (code tenant-not-found) or compute request (code compute-request-not-found).",

@@ -558,7 +558,7 @@ async def test_the_listing_pages_a_tenants_requests_newest_first(env: Env) -> No
 
     assert (await env.get("/provision?tenant_id=thrifty", ACME_ADMIN)).status == 403  # another tenant's
     for query, code in (("limit=0", "invalid-query"), ("limit=201", "invalid-query"), ("limit=x", "invalid-query"),
-                        ("cursor=bm90LWEtY3Vyc29y", "invalid-query"), ("cursor=%25%25", "invalid-query"),
+                        ("cursor=bm90LWEtY3Vyc29y", "invalid-cursor"), ("cursor=%25%25", "invalid-query"),
                         ("limit=1&limit=2", "invalid-query"), ("page=2", "invalid-query"),
                         ("state=sleeping", "invalid-query")):
         response = await env.get(f"/provision?{query}")
