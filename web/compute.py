@@ -1,4 +1,10 @@
-"""The /api/v1/compute routes: provision, status, terminate, one-time access retrieval, capacity.
+"""The /api/v1/compute routes: provision, list, quote, status, terminate, one-time access retrieval, capacity.
+
+Retries: a POST with an ``Idempotency-Key`` header (or a ``request_name`` in the body) gets a request id derived
+from the tenant and the key (``pipeline/compute/request_ids.py``), so a retry reaches the same owner worker and
+the same record; the record (durable in the changelog table) is the idempotency record and stores the canonical
+hash of the body it was created with. Same hash: the answer is rebuilt from the record, nothing is allocated
+again; another hash: 422 ``idempotency-key-reused``. A quote runs the same decision and stores nothing.
 
 Everything about a tenant's compute requests happens on the worker owning the tenant's partition: its records
 (table ``compute-records``), its quota, its allocations in flight and its access details not yet handed out
