@@ -617,6 +617,11 @@ def test_requests_reach_the_owner_worker_from_any_worker(
         code, retried = call(other, "POST", "/api/v1/compute/provision", admin_token, gpu(tenant, 1), headers=key)
         assert code == 201 and retried["request_id"] == body["request_id"], retried
         assert len(mine(engine, body["request_id"])) == 1
+        for worker in (first, second):  # the listing and a quote are answered by the owner, from either worker
+            code, listed = call(worker, "GET", f"/api/v1/compute/provision?tenant_id={tenant}", admin_token)
+            assert code == 200 and [item["request_id"] for item in listed["items"]] == [body["request_id"]], listed
+            code, quote = call(worker, "POST", "/api/v1/compute/quote", admin_token, gpu(tenant, 1))
+            assert code == 200 and quote["quota_refusal"] is None and quote["binding_constraint"] is None, quote
         for worker in (first, second):
             code, status = call(worker, "GET", body["status_url"], admin_token)
             assert code == 200 and status["state"] == "running"
