@@ -267,6 +267,10 @@ async def test_the_openapi_document_describes_the_compute_routes_and_their_real_
     document = await (await env.client.get("/api/v1/openapi.json")).json()
     post = document["paths"]["/compute/provision"]["post"]
     assert {"201", "202", "422", "502"} <= set(post["responses"]) and post["x-audit-action"] == "compute-provision"
+    [header] = [p for p in post["parameters"] if p["in"] == "header"]
+    assert header["name"] == "Idempotency-Key" and header["schema"]["maxLength"] == 128 and not header["required"]
+    assert {"get", "post"} <= set(document["paths"]["/compute/provision"])
+    assert document["paths"]["/compute/quote"]["post"]["responses"]["200"]
     status_op = document["paths"]["/compute/provision/{request_id}"]["get"]
     assert {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}} in \
         status_op["parameters"]
@@ -299,6 +303,9 @@ async def test_the_openapi_document_describes_the_compute_routes_and_their_real_
     check("/compute/provision/{request_id}/access", "post", 200, await claim.json())
     refused = await env.post(gpu_body(count=16), auth=ADMIN)
     check("/compute/provision", "post", 422, await refused.json())
+    quote = await env.client.post("/api/v1/compute/quote", json=example, headers=bearer(ADMIN))
+    check("/compute/quote", "post", 200, await quote.json())
+    check("/compute/provision", "get", 200, await (await env.get("/provision?tenant_id=acme", ADMIN)).json())
 
 
 # -- quota admission (issue #12, defect 5) ------------------------------------------------------------------
