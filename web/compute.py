@@ -81,6 +81,7 @@ MAX_LIST_LIMIT = 200
 QUOTE_EXCLUDED_SAMPLE = 20
 
 TenantLookup = Callable[[str], TenantRecord | None]
+ClientGone = Callable[[], bool]
 PeersHolding = Callable[[], Awaitable[list[ComputeRecord]]]
 
 
@@ -463,6 +464,12 @@ def parse_idempotency_key(values: Sequence[str]) -> str | None:
     return key
 
 
+def client_left(request: web.Request) -> bool:
+    """Whether the client of ``request`` closed its connection (aiohttp lets the handler run on)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 def request_id_for(tenant_id: str, request_name: str | None, key: str | None) -> str:
     """The id of a new ``POST``: the client's name, else derived from (tenant, Idempotency-Key), else random.
     A name and a key together: the name is the id (and works as the key)."""
@@ -552,15 +559,28 @@ class LocalCompute:
         except UnknownRequest:
             raise request_not_found(request_id) from None
 
-    async def provision(self, request_id: str, request: ComputeRequest, wait_s: float | None) -> Reply:
-        return await _reply(self._provision(request_id, request, wait_s))
+    async def provision(self, request_id: str, request: ComputeRequest, wait_s: float | None,
+                        client_gone: ClientGone | None = None) -> Reply:
+        """``client_gone``: whether the requester stopped waiting (its connection closed), checked before access
+        details are put in the answer; then they go back to the vault for a retry or ``POST .../access``."""
+        return await _reply(self._provision(request_id, request, wait_s, client_gone))
 
-    async def _provision(self, request_id: str, request: ComputeRequest, wait_s: float | None) -> Reply:
+    def _keep_for_later(self, request_id: str, outcome: Provisioned, client_gone: ClientGone | None) -> Provisioned:
+        """The outcome to answer with: without the access details when nobody is left to receive them (a client
+        that timed out, about to retry with its Idempotency-Key), which wait in the vault instead of being lost."""
+        if outcome.access is None or client_gone is None or not client_gone():
+            return outcome
+        self.runtime.vault.deposit(request_id, outcome.access)
+        logger.info("compute request %s: the requester left before its access details; kept for a claim", request_id)
+        return Provisioned(outcome.record, None, outcome.finished)
+
+    async def _provision(self, request_id: str, request: ComputeRequest, wait_s: float | None,
+                         client_gone: ClientGone | None = None) -> Reply:
         if tenant_of(request_id) != request.tenant_id:
             raise ApiError(400, "bad-request-id", "the request id does not belong to the request's tenant")
         self._live_tenant(request.tenant_id)
         if self.runtime.store.get(request_id) is not None:  # a retry (key, name, or a retried forward)
-            return await self._rejoin(request_id, request, wait_s)
+            return await self._rejoin(request_id, request, wait_s, client_gone)
         try:
             outcome = await self.runtime.provision(request_id, request, wait_s)
         except NoFeasibleOffer as exc:
@@ -572,16 +592,18 @@ class LocalCompute:
             # them, so this is only a safety net): never allocate twice
             if self.runtime.store.get(request_id) is None:
                 raise
-            return await self._rejoin(request_id, request, wait_s)
-        return self._answer(request_id, outcome)
+            return await self._rejoin(request_id, request, wait_s, client_gone)
+        return self._answer(request_id, self._keep_for_later(request_id, outcome, client_gone))
 
-    async def _rejoin(self, request_id: str, request: ComputeRequest, wait_s: float | None) -> Reply:
+    async def _rejoin(self, request_id: str, request: ComputeRequest, wait_s: float | None,
+                      client_gone: ClientGone | None = None) -> Reply:
         """A POST whose request id exists: the same body is a retry, answered like the first POST from the
         record as it is now (waiting for an allocation in flight); another body reuses a key (422)."""
         if not same_request(self.runtime.get(request_id), request):
             raise key_reused(request_id)
         try:
-            reply = self._answer(request_id, await self.runtime.rejoin(request_id, wait_s), replay=True)
+            outcome = self._keep_for_later(request_id, await self.runtime.rejoin(request_id, wait_s), client_gone)
+            reply = self._answer(request_id, outcome, replay=True)
         except ApiError as exc:
             exc.headers = {**exc.headers, REPLAYED_HEADER: "true"}
             raise
@@ -791,7 +813,7 @@ class ComputeApi:
         wait = self.provision_wait_s if query.wait_seconds is None else query.wait_seconds
         owner = self._owner(compute_request.tenant_id)
         if owner is None:
-            reply = await self.local.provision(request_id, compute_request, wait)
+            reply = await self.local.provision(request_id, compute_request, wait, lambda: client_left(request))
         else:
             assert self.router is not None
             reply = await self.router.forward(

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import jsonschema
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from pipeline.compute.catalog import Offer, load_catalogs
 from pipeline.compute.factory import catalog_paths
 from pipeline.compute.lifecycle import ComputeRecord, ComputeState
 from pipeline.compute.quota import ComputeQuotaRefused
+from pipeline.compute.request_ids import idempotent_request_id
 from pipeline.config import Settings
 from pipeline.events.models import ComputeRequested, QuotaResource, Tier
 from pipeline.tenants.models import OverQuota
@@ -72,8 +76,22 @@ def offers() -> list[Offer]:
     return load_catalogs(catalog_paths(Settings(compute_catalog_dir=None)))
 
 
+class WorkerLikeServer(TestServer):
+    """A test server whose handlers run on when their client disconnects, as in the worker (Faust's aiohttp
+    driver keeps aiohttp's default); the plain TestServer cancels them."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return web.AppRunner(self.app, **{**kwargs, "handler_cancellation": False})
+
+
 @pytest.fixture
 async def env(offers: list[Offer]) -> AsyncIterator[Env]:
+    async with make_env(offers, TestServer) as built:
+        yield built
+
+
+@contextlib.asynccontextmanager
+async def make_env(offers: list[Offer], server: type[TestServer]) -> AsyncIterator[Env]:
     state = MemoryState(quota_for_tier=fixed_quota)
     await state.submit_tenant(tenant_event("acme", Tier.ENTERPRISE))  # 4 GPUs
     await state.submit_tenant(tenant_event("small", Tier.STANDARD))  # no GPU
@@ -89,7 +107,7 @@ async def env(offers: list[Offer]) -> AsyncIterator[Env]:
         local = LocalCompute(compute.runtime, state.stores.tenants.get)
         app = build_root_app(state, state, Authenticator(hs256_secret=SECRET), FakeReadiness(), None,
                              extra_operations=operations(ComputeApi(local, None, provision_wait_s=10)))
-        async with TestClient(TestServer(app)) as client:
+        async with TestClient(server(app)) as client:
             yield Env(client, compute, state)
 
 
@@ -621,3 +639,28 @@ async def test_a_quote_says_why_nothing_would_be_provisioned(env: Env) -> None:
     other = await env.client.post("/api/v1/compute/quote", json=gpu_body("thrifty"), headers=bearer(ACME_ADMIN))
     assert other.status == 403
     assert env.compute.written == [] and env.compute.standin.engine.allocate_calls == 0
+
+
+async def test_access_details_a_timed_out_client_never_got_wait_for_its_retry(offers: list[Offer]) -> None:
+    async with make_env(offers, WorkerLikeServer) as env:
+        await access_kept_for_the_retry(env)
+
+
+async def access_kept_for_the_retry(env: Env) -> None:
+    env.compute.standin.engine.provisioning_s = 1.0
+    with pytest.raises(TimeoutError):  # the client gives up while the server still waits for the allocation
+        await env.client.post("/api/v1/compute/provision?wait_seconds=60", json=gpu_body(),
+                              headers={**bearer(ACME_ADMIN), "Idempotency-Key": KEY},
+                              timeout=aiohttp.ClientTimeout(total=0.2))
+    request_id = idempotent_request_id("acme", KEY)
+    vault = env.compute.runtime.vault
+    for _ in range(600):  # the handler notices the closed connection once the allocation runs (~1 s)
+        if vault.holds(request_id):
+            break
+        await asyncio.sleep(0.05)
+    assert vault.holds(request_id)
+    retried = await post_keyed(env, gpu_body())
+    assert retried.status == 201 and retried.headers["Idempotent-Replayed"] == "true"
+    body = await retried.json()
+    assert body["request_id"] == request_id and "PRIVATE KEY" in body["access"]["ssh_private_key"]
+    assert env.compute.standin.engine.allocate_calls == 1
