@@ -20,8 +20,9 @@ REQUEST_ID_PATTERN = rf"^(?P<tenant>{TENANT_ID_PATTERN[1:-1]})\.(?P<name>{_NAME}
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 #: A client-chosen request name (the part after ``<tenant>.``): as ``ComputeRequested.request_name``.
 REQUEST_NAME_PATTERN = f"^{_NAME}$"
-#: An ``Idempotency-Key``: 1 to 128 characters of a safe alphabet (a UUID, a ULID, ``job-42:attempt``); it is
-#: only hashed, never used as a key or shown raw anywhere else.
+#: An ``Idempotency-Key``: 1 to 128 characters of a safe alphabet (a UUID, a ULID, ``job-42:attempt``), so it
+#: can be logged and audited as it is; the id holds only its hash. A client's ``request_name`` may look like a
+#: derived id (``k<hex>``, ``c<hex>``): only within its own tenant, and the stored body hash still tells them apart.
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 MAX_IDEMPOTENCY_KEY_LENGTH = 128
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
