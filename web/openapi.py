@@ -29,8 +29,8 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     404: "Unknown tenant (code tenant-not-found) or compute request (code compute-request-not-found).",
     409: "The tenant already exists (code tenant-exists), its id belongs to a tenant deleted without purge whose "
     "data is kept (code tenant-id-retained: delete it again with ?purge=true first), or the compute request "
-    "exists already or is not in a "
-    "state that allows this (codes compute-request-exists, access-not-ready, compute-request-terminated).",
+    "is not in a state that allows this (codes access-not-ready, compute-request-terminated: a retry of a "
+    "request that ended).",
     410: "The access details of a compute request were handed out already or expired unclaimed (code access-gone): "
     "they are never stored; terminate the request and request again.",
     422: "The body failed validation (code validation-error, details.errors lists each problem), the tenant "
