@@ -15,6 +15,7 @@ import click
 from pydantic import ValidationError
 
 from pipeline.compute.request import MAX_DURATION_HOURS, ComputeRequest
+from pipeline.compute.request_ids import valid_idempotency_key
 from pipeline.config import Settings
 from pipeline.rest_client import ApiError, Reply, RestClient
 
@@ -151,39 +152,141 @@ def compute() -> None:
     """Compute requests over the REST API (PROVISIONING_API_URL, PROVISIONING_TOKEN)."""
 
 
-@compute.command()
-@click.option("--tenant", required=True, help="The tenant the compute is for.")
-@click.option("--gpu", type=GpuType(), default=None, help="Accelerator and count, e.g. H100:4.")
-@click.option("--cpus", type=click.FloatRange(0, 4096), default=0.0, show_default=True, help="Minimum vCPUs.")
-@click.option("--memory", type=click.FloatRange(0, 65536), default=0.0, show_default=True, help="Minimum GiB.")
-@click.option("--hours", type=click.FloatRange(0, MAX_DURATION_HOURS, min_open=True), required=True,
-              help="How long it is needed.")
-@click.option("--spot", is_flag=True, help="Allow spot (preemptible) offers.")
-@click.option("--max-price", type=click.FloatRange(0, 1e9, min_open=True), default=None,
-              help="Highest hourly price (USD, after discounts).")
-@click.option("--region", "regions", multiple=True, help="Allowed region (repeatable; default: any).")
-@click.option("--provider", "providers", multiple=True, help="Allowed provider (repeatable; default: any).")
-@click.option("--purpose", default="other", show_default=True,
-              type=click.Choice(["training", "fine-tuning", "inference", "notebook", "batch", "development", "other"]))
-@click.option("--wait", type=click.FloatRange(0, MAX_WAIT_SECONDS), default=None,
-              help="Seconds to wait for it to run before returning (default: the server's).")
-@json_option
-def launch(tenant: str, gpu: dict[str, Any] | None, cpus: float, memory: float, hours: float, spot: bool,
-           max_price: float | None, regions: tuple[str, ...], providers: tuple[str, ...], purpose: str,
-           wait: float | None, as_json: bool) -> None:
-    """Provision the cheapest feasible offer (e.g. --gpu H100:4 --hours 6)."""
+def request_options(func: F) -> F:
+    """The options describing a compute request (``launch`` and ``quote`` take the same)."""
+    options = [
+        click.option("--tenant", required=True, help="The tenant the compute is for."),
+        click.option("--gpu", type=GpuType(), default=None, help="Accelerator and count, e.g. H100:4."),
+        click.option("--cpus", type=click.FloatRange(0, 4096), default=0.0, show_default=True, help="Minimum vCPUs."),
+        click.option("--memory", type=click.FloatRange(0, 65536), default=0.0, show_default=True,
+                     help="Minimum GiB."),
+        click.option("--hours", type=click.FloatRange(0, MAX_DURATION_HOURS, min_open=True), required=True,
+                     help="How long it is needed."),
+        click.option("--spot", is_flag=True, help="Allow spot (preemptible) offers."),
+        click.option("--max-price", type=click.FloatRange(0, 1e9, min_open=True), default=None,
+                     help="Highest hourly price (USD, after discounts)."),
+        click.option("--region", "regions", multiple=True, help="Allowed region (repeatable; default: any)."),
+        click.option("--provider", "providers", multiple=True, help="Allowed provider (repeatable; default: any)."),
+        click.option("--purpose", default="other", show_default=True,
+                     type=click.Choice(["training", "fine-tuning", "inference", "notebook", "batch", "development",
+                                        "other"])),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def request_body(tenant: str, gpu: dict[str, Any] | None, cpus: float, memory: float, hours: float, spot: bool,
+                 max_price: float | None, regions: tuple[str, ...], providers: tuple[str, ...],
+                 purpose: str) -> dict[str, Any]:
+    """The JSON body of the options, checked here so a mistake is named before anything is sent (the server
+    checks it again)."""
     body: dict[str, Any] = {
         "tenant_id": tenant, "resources": {"gpu": gpu, "vcpus": cpus, "memory_gib": memory},
         "duration_hours": hours, "spot_allowed": spot, "max_price_per_hour": max_price, "purpose": purpose,
         "regions": list(regions) or None, "providers": list(providers) or None,
     }
-    try:  # the server checks it again; checked here, a mistake is named before anything is sent
+    try:
         ComputeRequest.model_validate(body)
     except ValidationError as exc:
         raise click.UsageError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+    return body
+
+
+@compute.command()
+@request_options
+@click.option("--name", "request_name", default=None,
+              help="Your name for the request (lower case, digits, '-'): its id becomes TENANT.NAME, and running "
+              "the same command again returns that request instead of allocating again.")
+@click.option("--idempotency-key", default=None,
+              help="Sent as the Idempotency-Key header: the same key and request again return the same request "
+              "(safe to retry after a timeout).")
+@click.option("--wait", type=click.FloatRange(0, MAX_WAIT_SECONDS), default=None,
+              help="Seconds to wait for it to run before returning (default: the server's).")
+@json_option
+def launch(tenant: str, gpu: dict[str, Any] | None, cpus: float, memory: float, hours: float, spot: bool,
+           max_price: float | None, regions: tuple[str, ...], providers: tuple[str, ...], purpose: str,
+           request_name: str | None, idempotency_key: str | None, wait: float | None, as_json: bool) -> None:
+    """Provision the cheapest feasible offer (e.g. --gpu H100:4 --hours 6)."""
+    body = request_body(tenant, gpu, cpus, memory, hours, spot, max_price, regions, providers, purpose)
+    if request_name is not None:
+        body["request_name"] = request_name
+    if idempotency_key is not None and not valid_idempotency_key(idempotency_key):
+        raise click.BadParameter("1 to 128 letters, digits, '.', '_', ':' or '-' (a UUID will do)",
+                                 param_hint="--idempotency-key")
     reply = call("POST", "/compute/provision", body=body, query={"wait_seconds": wait},
-                 timeout_seconds=(MAX_WAIT_SECONDS if wait is None else wait) + 30)
+                 timeout_seconds=(MAX_WAIT_SECONDS if wait is None else wait) + 30,
+                 headers={"Idempotency-Key": idempotency_key} if idempotency_key else None)
     show(reply, as_json, _compute_human)
+
+
+QUOTE_COLUMNS = (("#", "rank"), ("provider", "provider"), ("region", "region"), ("instance", "instance_type"),
+                 ("gpu", "gpu_name"), ("count", "gpu_count"), ("vcpus", "vcpus"), ("mem gib", "memory_gib"),
+                 ("spot", "spot"), ("$/hour", "price_per_hour"), ("total $", "total_cost"))
+
+
+def _quote_human(body: dict[str, Any]) -> str:
+    """The optimizer's table (like SkyPilot's): the ranked offers, then how many each check excluded."""
+    hours = body.get("duration_hours")
+    offers = body.get("offers") or []
+    head = (f"{body.get('feasible_count', 0)} feasible of {body.get('offers_considered', 0)} offers for "
+            f"{_cell(hours)} h (tenant {body.get('tenant_id')})")
+    lines = [head]
+    if offers:
+        lines += ["", table(offers, QUOTE_COLUMNS)]
+        if len(offers) < (body.get("feasible_count") or 0):
+            lines.append(f"... and {body['feasible_count'] - len(offers)} more (--limit)")
+    excluded = body.get("excluded") or []
+    if excluded:
+        lines += ["", "Excluded:", table(excluded, (("reason", "reason"), ("offers", "count"), ("why", "detail")))]
+    if not body.get("feasible"):
+        lines += ["", f"Nothing is feasible: {body.get('message') or body.get('binding_constraint')}"]
+    refusal = body.get("quota_refusal")
+    if isinstance(refusal, dict):
+        lines += ["", f"The tenant's quota would refuse it: {refusal.get('message')}"]
+    elif body.get("would_provision"):
+        first = offers[0] if offers else {}
+        lines += ["", f"launch would try {first.get('offer_id')} first "
+                      f"(${_cell(first.get('total_cost'))} for the whole duration); nothing was allocated"]
+    return "\n".join(lines)
+
+
+@compute.command()
+@request_options
+@click.option("--limit", type=click.IntRange(1, 50), default=10, show_default=True, help="Offers to show.")
+@json_option
+def quote(tenant: str, gpu: dict[str, Any] | None, cpus: float, memory: float, hours: float, spot: bool,
+          max_price: float | None, regions: tuple[str, ...], providers: tuple[str, ...], purpose: str, limit: int,
+          as_json: bool) -> None:
+    """What launch would choose, with prices, and why other offers are excluded; allocates nothing."""
+    body = request_body(tenant, gpu, cpus, memory, hours, spot, max_price, regions, providers, purpose)
+    show(call("POST", "/compute/quote", body=body, query={"limit": limit}), as_json, _quote_human)
+
+
+LIST_COLUMNS = (("request", "request_id"), ("state", "state"), ("gpu", "gpu_type"), ("count", "gpu_count"),
+                ("hours", "duration_hours"), ("provider", "provider"), ("region", "region"),
+                ("$/hour", "price_per_hour"), ("created", "created_at"))
+
+
+@compute.command(name="list")
+@click.option("--tenant", default=None, help="Whose requests (default: the token's tenant).")
+@click.option("--limit", type=click.IntRange(1, 200), default=50, show_default=True, help="Page size.")
+@click.option("--cursor", default=None, help="The next page: the cursor the previous page printed.")
+@click.option("--state", default=None,
+              type=click.Choice(["requested", "allocating", "provisioning", "running", "terminating", "terminated",
+                                 "failed"]), help="Only requests in this state.")
+@json_option
+def list_requests(tenant: str | None, limit: int, cursor: str | None, state: str | None, as_json: bool) -> None:
+    """A tenant's compute requests, newest first."""
+
+    def human(body: dict[str, Any]) -> str:
+        out = table(body.get("items", []), LIST_COLUMNS)
+        if body.get("next_cursor"):
+            out += f"\n\nmore: --cursor {body['next_cursor']}"
+        return out
+
+    show(call("GET", "/compute/provision", query={"tenant_id": tenant, "limit": limit, "cursor": cursor,
+                                                  "state": state}), as_json, human)
 
 
 @compute.command()
@@ -194,7 +297,7 @@ def status(request_id: str | None, tenant: str | None, as_json: bool) -> None:
     """A request's state and offer; without REQUEST_ID, capacity and quota.
 
     Without REQUEST_ID it shows the capacity by provider and region and, with --tenant (or a tenant token),
-    the tenant's GPUs in use and remaining budget: the API has no listing of requests."""
+    the tenant's GPUs in use and remaining budget (the requests themselves: compute list)."""
     if request_id is None:
         show(call("GET", "/compute/capacity", query={"tenant_id": tenant}), as_json, _capacity_human)
     else:

@@ -54,10 +54,13 @@ class RestClient:
         body: Any = None,
         query: dict[str, Any] | None = None,
         timeout_seconds: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Reply:
-        """The decoded reply of a 2xx answer; :class:`ApiError` for anything else."""
+        """The decoded reply of a 2xx answer; :class:`ApiError` for anything else. ``headers``: extra request
+        headers (``Idempotency-Key``); they cannot replace the authorization or content headers."""
         data = None if body is None else json.dumps(body).encode()
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json, application/problem+json"}
+        headers = {**(headers or {}), "Authorization": f"Bearer {self.token}",
+                   "Accept": "application/json, application/problem+json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
         # http(s) only: the scheme is checked in __init__.

@@ -21,19 +21,23 @@ VERSION = "1.0.0"
 
 ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "Malformed JSON body (code malformed-json), invalid or unknown query parameter (code invalid-query), or "
-    "no tenant_id where a platform-admin must name the tenant (code tenant-required).",
+    "no tenant_id where a platform-admin must name the tenant (code tenant-required), or a malformed "
+    "Idempotency-Key header (code invalid-idempotency-key), or a cursor this API did not return (code "
+    "invalid-cursor).",
     401: "Missing, expired, badly signed or otherwise unacceptable bearer token (WWW-Authenticate: Bearer).",
     403: "The token may not do this: another tenant, a viewer writing, or a quota change by a non-platform-admin.",
     404: "Unknown tenant (code tenant-not-found) or compute request (code compute-request-not-found).",
     409: "The tenant already exists (code tenant-exists), its id belongs to a tenant deleted without purge whose "
     "data is kept (code tenant-id-retained: delete it again with ?purge=true first), or the compute request "
-    "exists already or is not in a "
-    "state that allows this (codes compute-request-exists, access-not-ready, compute-request-terminated).",
+    "is not in a state that allows this (codes access-not-ready, compute-request-terminated: a retry of a "
+    "request that ended).",
     410: "The access details of a compute request were handed out already or expired unclaimed (code access-gone): "
     "they are never stored; terminate the request and request again.",
     422: "The body failed validation (code validation-error, details.errors lists each problem), the tenant "
     "cannot be planned (code plan-refused), or no compute offer satisfies the request (code no-feasible-offer, "
-    "details.binding_constraint names the constraint that excludes everything).",
+    "details.binding_constraint names the constraint that excludes everything), the tenant's quota does not "
+    "admit the compute request (code quota-exceeded), or an Idempotency-Key or request_name already names a "
+    "compute request with another body (code idempotency-key-reused).",
     502: "Every allocation attempt at the providers failed (code allocation-failed; details.attempts lists them).",
     500: "Unexpected error; details.error_id matches the server's log line. Nothing internal is shown.",
     503: "The worker is not ready (code not-ready), the token signing keys cannot be fetched (auth-unavailable), "
@@ -138,6 +142,7 @@ def openapi_document(operations: Iterable[Operation], server_url: str = "/api/v1
                 parameters.append({"name": name, "in": "path", "required": True, "schema": {"type": "string"}})
         if op.query is not None:
             parameters.extend(_query_parameters(op.query))
+        parameters.extend(op.headers)
         responses: dict[str, Any] = {}
         for status, (model, description) in sorted(op.responses.items()):
             schema = refs[(model, "serialization")] if model is not None else {"type": "object"}

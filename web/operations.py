@@ -32,3 +32,5 @@ class Operation:
     query: type[BaseModel] | None = None
     example: dict[str, Any] | None = None
     description: str = ""
+    #: OpenAPI parameter objects of the request headers the operation reads (``in: header``).
+    headers: tuple[dict[str, Any], ...] = ()

@@ -85,6 +85,9 @@ class ComputeRecord(BaseModel):
     request_id: str
     tenant_id: str
     request: ComputeRequest
+    #: ``request.fingerprint()`` when the record was created: a retried POST with the same Idempotency-Key
+    #: or request_name must carry the same body (``None`` in records written before it existed).
+    request_hash: str | None = None
     state: ComputeState = ComputeState.REQUESTED
     created_at: AwareDatetime
     updated_at: AwareDatetime
@@ -113,6 +116,7 @@ class ComputeRecord(BaseModel):
             request_id=request_id,
             tenant_id=request.tenant_id,
             request=request,
+            request_hash=request.fingerprint(),
             created_at=now,
             updated_at=now,
             history=[StateChange(state=ComputeState.REQUESTED, at=now)],

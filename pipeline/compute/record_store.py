@@ -126,6 +126,23 @@ class TopicRecordStore:
             records[request_id] = record
         return list(records.values())
 
+    def of_tenant(self, tenant_id: str) -> list[ComputeRecord]:
+        """Every record of ``tenant_id`` this worker holds, finished long ago or not (the listing): chosen by
+        the table key's ``<tenant>/`` prefix before any value is parsed; a value that no longer validates
+        reads as absent (as in ``TypedTable.get``)."""
+        prefix = f"{tenant_id}/"
+        records: dict[str, ComputeRecord] = {}
+        for key, raw in list(self.table.backend.items()):
+            if not isinstance(key, str) or not key.startswith(prefix) or not isinstance(raw, dict):
+                continue
+            record = self.table.get(key)
+            if record is not None:
+                records[record.request_id] = record
+        for request_id, (record, _) in list(self._overlay.items()):
+            if record.tenant_id == tenant_id:
+                records[request_id] = record
+        return list(records.values())
+
     @staticmethod
     def _finished_after(raw: dict[str, Any], since: datetime) -> bool:
         finished = raw.get("finished_at") or raw.get("updated_at")

@@ -7,6 +7,8 @@ constraint that excludes everything (returned by the REST layer as a 422).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
 from typing import Literal
 
@@ -132,6 +134,13 @@ class ComputeRequest(ComputeSpec):
     """A validated compute request of one tenant (the REST body; stored in the record)."""
 
     tenant_id: str = Field(pattern=_ID_PATTERN)
+
+    def fingerprint(self) -> str:
+        """The canonical hash of the request as validated (lists normalised, defaults filled in, numbers as
+        floats): two spellings of the same request hash the same, a different request does not. Stored on the
+        record, it tells a retry (same ``Idempotency-Key``, same body) from a reuse of the key."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     @classmethod
     def of(cls, tenant_id: str, spec: ComputeSpec) -> ComputeRequest:

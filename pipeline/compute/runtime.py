@@ -29,7 +29,8 @@ from pipeline.compute.lifecycle import (
     ComputeRecord,
     ComputeState,
 )
-from pipeline.compute.optimizer import NoFeasibleOffer
+from pipeline.compute.optimizer import Decision, NoFeasibleOffer
+from pipeline.compute.quota import ComputeQuotaRefused, QuotaRefusal
 from pipeline.compute.record_store import TopicRecordStore
 from pipeline.compute.request import ComputeRequest
 from pipeline.compute.request_ids import event_request_id, tenant_of
@@ -150,6 +151,38 @@ class ComputeRuntime:
         if not task.done():
             return Provisioned(self.service.get(request_id), None, finished=False)
         return Provisioned(self.service.get(request_id), self.vault.claim(request_id), finished=True)
+
+    async def rejoin(self, request_id: str, wait_s: float | None = None) -> Provisioned:
+        """A retried ``POST`` of a request that exists (same Idempotency-Key or request_name, same body):
+        nothing is submitted or allocated again; wait up to ``wait_s`` for the allocation still in flight here,
+        then answer with the record as it is. The access details go to whoever claims them first (the first
+        answer, if its requester still waits, else this one or ``POST .../access``): they exist once."""
+        task = self._tasks.get(request_id)
+        wait = self.provision_wait_s if wait_s is None else wait_s
+        if task is not None and wait > 0:
+            await asyncio.wait({task}, timeout=wait)
+        record = self.service.get(request_id)
+        if self.busy(request_id) or record.state in (ComputeState.ALLOCATING, ComputeState.PROVISIONING):
+            return Provisioned(record, None, finished=False)
+        if record.state is ComputeState.REQUESTED:  # a reservation, or its start is being arranged
+            return Provisioned(record, None, finished=False)
+        access = self.vault.claim(request_id) if record.state is ComputeState.RUNNING else None
+        return Provisioned(record, access, finished=True)
+
+    def quote(self, request: ComputeRequest) -> tuple[Decision, QuotaRefusal | None]:
+        """What ``provision`` would decide for ``request`` now (current offers, the tenant's usage, discounts,
+        cap and budget), and the quota refusal it would meet, if any. Stores, allocates and announces
+        nothing."""
+        decision = self.service.decide(request)
+        try:
+            self.service.admission(request)
+        except ComputeQuotaRefused as exc:
+            return decision, exc.refusal
+        return decision, None
+
+    def tenant_records(self, tenant_id: str) -> list[ComputeRecord]:
+        """Every record of ``tenant_id`` on this worker (the listing), in no particular order."""
+        return self.store.of_tenant(tenant_id)
 
     async def submit_event(self, event: ComputeRequested) -> ComputeRecord | None:
         """A ``compute-request-events`` event: submit and start it in the background (never waits for the

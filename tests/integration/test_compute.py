@@ -46,24 +46,24 @@ K8S_SHAPES = {
 
 
 def call(worker: WorkerProcess, method: str, path: str, token: str, body: Any = None,
-         timeout: float = 120) -> tuple[int, Any]:
+         timeout: float = 120, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     """One API request, repeated like a client honouring Retry-After while the worker answers 503 not-ready
     (a rebalance, e.g. a second worker joining just after both said ready), until ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
-        code, answer = _request(worker, method, path, token, body, timeout)
+        code, answer = _request(worker, method, path, token, body, timeout, headers)
         not_ready = code == 503 and isinstance(answer, dict) and answer.get("error", {}).get("code") == "not-ready"
         if not not_ready or time.monotonic() > deadline:
             return code, answer
         time.sleep(0.5)
 
 
-def _request(worker: WorkerProcess, method: str, path: str, token: str, body: Any, timeout: float
-             ) -> tuple[int, Any]:
+def _request(worker: WorkerProcess, method: str, path: str, token: str, body: Any, timeout: float,
+             headers: dict[str, str] | None = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(  # noqa: S310 - a loopback URL built here
         f"{worker.url}{path}", data=data, method=method,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        headers={**(headers or {}), "Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
@@ -284,6 +284,57 @@ def test_a_gpu_request_gets_the_cheapest_offer_and_termination_releases_it(
     assert after["tenant"]["gpus_remaining"] == 4
     code, quota = call(worker, "GET", f"/api/v1/tenants/{tenant}/quota", admin_token)
     assert code == 200 and quota["usage"]["gpus"] == 0 and quota["compute_allocations"] == 0, quota
+
+
+def tenant_allocations(engine_url: str, tenant: str) -> list[dict[str, Any]]:
+    """The stand-in's active allocations of any request of ``tenant`` (a tenant id shorter than 15 characters:
+    the client tokens start with it, see ``token_prefix``)."""
+    assert len(tenant) < 15
+    active: list[dict[str, Any]] = standin(engine_url, "GET", "/_standin/state")["active"]
+    return [a for a in active if a["client_token"].startswith(f"{tenant}-")]
+
+
+def test_a_retried_provision_with_the_same_idempotency_key_allocates_once(
+    worker: WorkerProcess, engine: str, admin_token: str, run_id: str
+) -> None:
+    tenant = f"i{run_id}"
+    create_tenant(worker, admin_token, tenant)
+    key = {"Idempotency-Key": f"it-{run_id}-{secrets.token_hex(8)}"}
+    code, first = call(worker, "POST", "/api/v1/compute/provision", admin_token, gpu(tenant, 1), headers=key)
+    assert code == 201, first
+    remember(first)
+    # the client "timed out" and sends the same request again: the same request, nothing allocated again
+    code, again = call(worker, "POST", "/api/v1/compute/provision", admin_token, gpu(tenant, 1), headers=key)
+    assert code == 201, again
+    assert again["request_id"] == first["request_id"] and again["access"] is None
+    assert again["offer_id"] == first["offer_id"]
+    [allocation] = tenant_allocations(engine, tenant)
+    assert allocation["client_token"].startswith(token_prefix(first["request_id"]))
+    code, listed = call(worker, "GET", f"/api/v1/compute/provision?tenant_id={tenant}", admin_token)
+    assert code == 200 and [item["request_id"] for item in listed["items"]] == [first["request_id"]]
+    code, reused = call(worker, "POST", "/api/v1/compute/provision", admin_token, gpu(tenant, 2), headers=key)
+    assert code == 422 and reused["error"]["code"] == "idempotency-key-reused", reused
+    assert len(tenant_allocations(engine, tenant)) == 1
+    code, _ = call(worker, "DELETE", first["status_url"], admin_token)
+    assert code == 200 and tenant_allocations(engine, tenant) == []
+
+
+def test_a_quote_allocates_and_records_nothing(
+    worker: WorkerProcess, engine: str, admin_token: str, run_id: str
+) -> None:
+    tenant = f"q{run_id}"
+    create_tenant(worker, admin_token, tenant)
+    expected = cheapest(engine, "H100", 4, 6)
+    code, quote = call(worker, "POST", "/api/v1/compute/quote", admin_token, gpu(tenant))
+    assert code == 200, quote
+    assert quote["would_provision"] is True and quote["offers"][0]["offer_id"] == expected
+    assert quote["offers"][0]["total_cost"] == pytest.approx(quote["offers"][0]["price_per_hour"] * 6)
+    assert {group["reason"] for group in quote["excluded"]} >= {"gpu_type"}
+    assert tenant_allocations(engine, tenant) == []
+    code, listed = call(worker, "GET", f"/api/v1/compute/provision?tenant_id={tenant}", admin_token)
+    assert code == 200 and listed["items"] == []
+    code, view = call(worker, "GET", f"/api/v1/compute/capacity?tenant_id={tenant}", admin_token)
+    assert code == 200 and view["tenant"]["gpus_in_use"] == 0 and view["tenant"]["gpus_remaining"] == 4
 
 
 def test_failover_on_injected_failures_leaves_nothing_allocated(
@@ -558,9 +609,19 @@ def test_requests_reach_the_owner_worker_from_any_worker(
     forwarded = 0
     for i, tenant in enumerate(tenants):
         via, other = (first, second) if i % 2 else (second, first)
-        code, body = call(via, "POST", "/api/v1/compute/provision", admin_token, gpu(tenant, 1))
+        key = {"Idempotency-Key": f"two-{i}"}
+        code, body = call(via, "POST", "/api/v1/compute/provision", admin_token, gpu(tenant, 1), headers=key)
         assert code == 201, body
         remember(body)
+        # the same key through the other worker: routed to the same owner, the same request, no second machine
+        code, retried = call(other, "POST", "/api/v1/compute/provision", admin_token, gpu(tenant, 1), headers=key)
+        assert code == 201 and retried["request_id"] == body["request_id"], retried
+        assert len(mine(engine, body["request_id"])) == 1
+        for worker in (first, second):  # the listing and a quote are answered by the owner, from either worker
+            code, listed = call(worker, "GET", f"/api/v1/compute/provision?tenant_id={tenant}", admin_token)
+            assert code == 200 and [item["request_id"] for item in listed["items"]] == [body["request_id"]], listed
+            code, quote = call(worker, "POST", "/api/v1/compute/quote", admin_token, gpu(tenant, 1))
+            assert code == 200 and quote["quota_refusal"] is None and quote["binding_constraint"] is None, quote
         for worker in (first, second):
             code, status = call(worker, "GET", body["status_url"], admin_token)
             assert code == 200 and status["state"] == "running"

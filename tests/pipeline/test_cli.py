@@ -39,6 +39,7 @@ from web.server import build_root_app
 COMMANDS = [
     [], ["worker"], ["bridge"], ["backtest"], ["schemas"], ["dev-token"],
     ["compute"], ["compute", "launch"], ["compute", "status"], ["compute", "down"],
+    ["compute", "quote"], ["compute", "list"],
     ["tenants"], ["tenants", "create"], ["tenants", "status"], ["tenants", "delete"],
 ]
 
@@ -223,6 +224,39 @@ async def test_compute_launch_status_and_down(api: Api) -> None:
     down = await run(api, "compute", "down", request_id, "--json")
     assert down.exit_code == 0 and json.loads(down.stdout)["state"] == "terminated"
     assert api.compute.standin.engine.active_allocations() == []
+
+
+async def test_compute_quote_prints_the_ranked_offers_and_allocates_nothing(api: Api) -> None:
+    human = await run(api, "compute", "quote", "--tenant", "acme", "--gpu", "H100:4", "--hours", "6", "--limit", "3")
+    assert human.exit_code == 0, human.output
+    lines = human.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("#"))
+    assert header.split() == ["#", "PROVIDER", "REGION", "INSTANCE", "GPU", "COUNT", "VCPUS", "MEM", "GIB", "SPOT",
+                              "$/HOUR", "TOTAL", "$"]
+    rows = lines[lines.index(header) + 1:lines.index(header) + 4]
+    assert [row.split()[0] for row in rows] == ["0", "1", "2"] and "lambda" in rows[0]
+    assert "Excluded:" in human.stdout and "gpu_type" in human.stdout and "nothing was allocated" in human.stdout
+    as_json = json.loads((await run(api, "compute", "quote", "--tenant", "acme", "--gpu", "H100:4", "--hours", "6",
+                                    "--json")).stdout)
+    assert as_json["offers"][0]["rank"] == 0 and as_json["would_provision"] is True
+    assert api.compute.standin.engine.allocate_calls == 0 and api.compute.written == []
+    infeasible = await run(api, "compute", "quote", "--tenant", "acme", "--gpu", "H100:4", "--hours", "6",
+                           "--max-price", "0.01")
+    assert infeasible.exit_code == 0 and "Nothing is feasible" in infeasible.stdout
+
+
+async def test_compute_launch_with_an_idempotency_key_twice_allocates_once_and_list_shows_it(api: Api) -> None:
+    args = ("compute", "launch", "--tenant", "acme", "--cpus", "2", "--hours", "1", "--idempotency-key", "job-7",
+            "--json")
+    first, second = json.loads((await run(api, *args)).stdout), json.loads((await run(api, *args)).stdout)
+    assert first["request_id"] == second["request_id"] and api.compute.standin.engine.allocate_calls == 1
+    named = json.loads((await run(api, "compute", "launch", "--tenant", "acme", "--cpus", "2", "--hours", "1",
+                                  "--name", "nightly", "--json")).stdout)
+    assert named["request_id"] == "acme.nightly"
+    listed = await run(api, "compute", "list", "--tenant", "acme", "--limit", "1")
+    assert listed.exit_code == 0 and "acme.nightly" in listed.stdout and "more: --cursor" in listed.stdout
+    bad = await run(api, *args[:-3], "--idempotency-key", "no spaces")
+    assert bad.exit_code == 2 and "--idempotency-key" in bad.stderr
 
 
 async def test_client_errors_are_named_and_nothing_is_sent_for_bad_input(api: Api) -> None:

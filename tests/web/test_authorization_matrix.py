@@ -132,6 +132,8 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, str]]] = {
     ("PUT", "/api/v1/tenants/{tenant_id}/quota"): (
         "/api/v1/tenants/acme/quota", {"cpu_cores": 8, "memory_gib": 32, "gpus": 1, "storage_gib": 200}, PLATFORM),
     ("POST", "/api/v1/compute/provision"): ("/api/v1/compute/provision?wait_seconds=0", COMPUTE_BODY, WRITE),
+    ("GET", "/api/v1/compute/provision"): ("/api/v1/compute/provision?tenant_id=acme&limit=5", None, READ),
+    ("POST", "/api/v1/compute/quote"): ("/api/v1/compute/quote", COMPUTE_BODY, READ),
     ("GET", "/api/v1/compute/provision/{request_id}"): (f"/api/v1/compute/provision/{REQUEST}", None, READ),
     ("DELETE", "/api/v1/compute/provision/{request_id}"): (f"/api/v1/compute/provision/{REQUEST}", None, WRITE),
     ("POST", "/api/v1/compute/provision/{request_id}/access"): (
@@ -149,6 +151,8 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, str]]] = {
     ("POST", "/internal/v1/compute/provision"): (
         "/internal/v1/compute/provision", {"request_id": REQUEST, "request": COMPUTE_BODY, "wait_seconds": 0},
         INTERNAL),
+    ("POST", "/internal/v1/compute/quote"): ("/internal/v1/compute/quote", {"request": COMPUTE_BODY}, INTERNAL),
+    ("GET", "/internal/v1/compute/requests"): ("/internal/v1/compute/requests?tenant_id=acme", None, INTERNAL),
     ("GET", "/internal/v1/compute/requests/{request_id}"): (f"/internal/v1/compute/requests/{REQUEST}", None,
                                                            INTERNAL),
     ("DELETE", "/internal/v1/compute/requests/{request_id}"): (f"/internal/v1/compute/requests/{REQUEST}", None,

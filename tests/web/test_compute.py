@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import jsonschema
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from pipeline.compute.catalog import Offer, load_catalogs
 from pipeline.compute.factory import catalog_paths
 from pipeline.compute.lifecycle import ComputeRecord, ComputeState
 from pipeline.compute.quota import ComputeQuotaRefused
+from pipeline.compute.request_ids import idempotent_request_id
 from pipeline.config import Settings
 from pipeline.events.models import ComputeRequested, QuotaResource, Tier
 from pipeline.tenants.models import OverQuota
@@ -72,8 +76,22 @@ def offers() -> list[Offer]:
     return load_catalogs(catalog_paths(Settings(compute_catalog_dir=None)))
 
 
+class WorkerLikeServer(TestServer):
+    """A test server whose handlers run on when their client disconnects, as in the worker (Faust's aiohttp
+    driver keeps aiohttp's default); the plain TestServer cancels them."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return web.AppRunner(self.app, **{**kwargs, "handler_cancellation": False})
+
+
 @pytest.fixture
 async def env(offers: list[Offer]) -> AsyncIterator[Env]:
+    async with make_env(offers, TestServer) as built:
+        yield built
+
+
+@contextlib.asynccontextmanager
+async def make_env(offers: list[Offer], server: type[TestServer]) -> AsyncIterator[Env]:
     state = MemoryState(quota_for_tier=fixed_quota)
     await state.submit_tenant(tenant_event("acme", Tier.ENTERPRISE))  # 4 GPUs
     await state.submit_tenant(tenant_event("small", Tier.STANDARD))  # no GPU
@@ -89,7 +107,7 @@ async def env(offers: list[Offer]) -> AsyncIterator[Env]:
         local = LocalCompute(compute.runtime, state.stores.tenants.get)
         app = build_root_app(state, state, Authenticator(hs256_secret=SECRET), FakeReadiness(), None,
                              extra_operations=operations(ComputeApi(local, None, provision_wait_s=10)))
-        async with TestClient(TestServer(app)) as client:
+        async with TestClient(server(app)) as client:
             yield Env(client, compute, state)
 
 
@@ -267,6 +285,10 @@ async def test_the_openapi_document_describes_the_compute_routes_and_their_real_
     document = await (await env.client.get("/api/v1/openapi.json")).json()
     post = document["paths"]["/compute/provision"]["post"]
     assert {"201", "202", "422", "502"} <= set(post["responses"]) and post["x-audit-action"] == "compute-provision"
+    [header] = [p for p in post["parameters"] if p["in"] == "header"]
+    assert header["name"] == "Idempotency-Key" and header["schema"]["maxLength"] == 128 and not header["required"]
+    assert {"get", "post"} <= set(document["paths"]["/compute/provision"])
+    assert document["paths"]["/compute/quote"]["post"]["responses"]["200"]
     status_op = document["paths"]["/compute/provision/{request_id}"]["get"]
     assert {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}} in \
         status_op["parameters"]
@@ -299,6 +321,9 @@ async def test_the_openapi_document_describes_the_compute_routes_and_their_real_
     check("/compute/provision/{request_id}/access", "post", 200, await claim.json())
     refused = await env.post(gpu_body(count=16), auth=ADMIN)
     check("/compute/provision", "post", 422, await refused.json())
+    quote = await env.client.post("/api/v1/compute/quote", json=example, headers=bearer(ADMIN))
+    check("/compute/quote", "post", 200, await quote.json())
+    check("/compute/provision", "get", 200, await (await env.get("/provision?tenant_id=acme", ADMIN)).json())
 
 
 # -- quota admission (issue #12, defect 5) ------------------------------------------------------------------
@@ -431,3 +456,211 @@ async def test_the_quota_view_and_the_dashboard_count_a_running_allocations_gpus
     assert (await row_gpus(0))["quota"]["compute_allocations"] == 0
     assert await quota_gpus() == 0
     stream.close()
+
+
+# -- retries, listing and quotes (issue #14) ----------------------------------------------------------------
+
+
+KEY = "5f0c6f4e-8d1e-4c55-9a59-3d1b2f1f7a10"
+
+
+async def post_keyed(env: Env, body: dict[str, Any], key: str | None = KEY, auth: str = ACME_ADMIN,
+                     query: str = "") -> Any:
+    headers = {**bearer(auth), **({"Idempotency-Key": key} if key is not None else {})}
+    return await env.client.post(f"/api/v1/compute/provision{query}", json=body, headers=headers)
+
+
+async def test_a_retry_with_the_same_idempotency_key_gets_the_same_request_and_allocates_once(env: Env) -> None:
+    first = await post_keyed(env, gpu_body())
+    assert first.status == 201, await first.text()
+    body = await first.json()
+    assert body["access"]["ssh_private_key"] and "Idempotent-Replayed" not in first.headers
+    # the same request spelled differently (float duration, explicit defaults) is the same request
+    retried = await post_keyed(env, {**gpu_body(), "duration_hours": 6.0, "spot_allowed": False})
+    assert retried.status == 201 and retried.headers["Idempotent-Replayed"] == "true"
+    again = await retried.json()
+    assert again["request_id"] == body["request_id"] and again["offer_id"] == body["offer_id"]
+    assert again["access"] is None and "already claimed" in again["message"]  # the secrets exist once
+    assert retried.headers["Location"] == body["status_url"]
+    assert env.compute.standin.engine.allocate_calls == 1 and len(env.compute.standin.engine.active_allocations()) == 1
+    assert len(env.compute.runtime.tenant_records("acme")) == 1
+    audit = env.state.audit_log[-1]
+    assert audit.detail["idempotency_key"] == KEY and audit.detail["replayed"] is True
+
+    reused = await post_keyed(env, gpu_body(count=2))
+    assert reused.status == 422
+    error = await error_of(reused)
+    assert error["code"] == "idempotency-key-reused" and error["details"]["request_id"] == body["request_id"]
+    assert env.compute.standin.engine.allocate_calls == 1
+
+    other_tenant = await post_keyed(env, cpu_body("small", 1), auth=ADMIN)  # keys are scoped per tenant
+    assert other_tenant.status == 201, await other_tenant.text()
+    assert (await other_tenant.json())["request_id"].startswith("small.")
+
+    await env.client.delete(body["status_url"], headers=bearer(ACME_ADMIN))
+    after = await post_keyed(env, gpu_body())
+    assert after.status == 409 and (await error_of(after))["code"] == "compute-request-terminated"
+    assert after.headers["Idempotent-Replayed"] == "true"
+
+
+async def test_a_retry_while_the_allocation_is_still_running_waits_for_it_and_hands_out_access_once(
+    env: Env,
+) -> None:
+    env.compute.standin.engine.provisioning_s = 30.0
+    first = await post_keyed(env, gpu_body(), query="?wait_seconds=0")
+    assert first.status == 202
+    request_id = (await first.json())["request_id"]
+    retried = await post_keyed(env, gpu_body(), query="?wait_seconds=0")
+    assert retried.status == 202 and (await retried.json())["request_id"] == request_id
+    assert retried.headers["Location"] == f"/api/v1/compute/provision/{request_id}"
+    env.compute.standin.engine.provisioning_s = 0.0
+    running = await post_keyed(env, gpu_body(), query="?wait_seconds=60")  # waits for the same allocation
+    assert running.status == 201, await running.text()
+    body = await running.json()
+    assert body["request_id"] == request_id and "PRIVATE KEY" in body["access"]["ssh_private_key"]
+    claim = await env.client.post(body["access_url"], headers=bearer(ACME_ADMIN))
+    assert claim.status == 410  # handed out by the retry's answer, once
+    assert env.compute.standin.engine.allocate_calls == 1
+
+
+async def test_a_request_name_is_the_request_id_and_makes_the_post_retryable(env: Env) -> None:
+    named = gpu_body(request_name="nightly-42")
+    first = await env.post(named)
+    assert first.status == 201
+    assert (await first.json())["request_id"] == "acme.nightly-42"
+    second = await env.post(named)
+    assert second.status == 201 and (await second.json())["request_id"] == "acme.nightly-42"
+    assert env.compute.standin.engine.allocate_calls == 1
+    reused = await env.post(gpu_body(count=1, request_name="nightly-42"))
+    assert reused.status == 422 and (await error_of(reused))["code"] == "idempotency-key-reused"
+
+
+@pytest.mark.parametrize("key", ["", " ", "a b", "ключ", "a/b", "-leading", "x" * 129, "a;b"])
+async def test_malformed_idempotency_keys_are_refused_before_anything_happens(env: Env, key: str) -> None:
+    response = await post_keyed(env, gpu_body(), key=key)
+    assert response.status == 400
+    assert (await error_of(response))["code"] == "invalid-idempotency-key"
+    assert env.compute.written == [] and env.compute.standin.engine.allocate_calls == 0
+
+
+async def test_an_idempotency_key_given_twice_is_refused(env: Env) -> None:
+    headers = [("Authorization", f"Bearer {ACME_ADMIN}"), ("Idempotency-Key", "a"), ("Idempotency-Key", "b")]
+    response = await env.client.post("/api/v1/compute/provision", json=gpu_body(), headers=headers)
+    assert response.status == 400 and (await error_of(response))["code"] == "invalid-idempotency-key"
+
+
+@pytest.mark.parametrize("name", ["UPPER", "-x", "x-", "a.b", "x" * 49])
+async def test_malformed_request_names_are_validation_errors(env: Env, name: str) -> None:
+    response = await env.post(gpu_body(request_name=name))
+    assert response.status == 422 and (await error_of(response))["code"] == "validation-error"
+
+
+async def test_the_listing_pages_a_tenants_requests_newest_first(env: Env) -> None:
+    ids = []
+    for hours in (1, 2, 3):
+        response = await env.post(cpu_body("acme", 2, duration_hours=hours))
+        assert response.status == 201, await response.text()
+        ids.append((await response.json())["request_id"])
+    assert (await env.post(cpu_body("thrifty", 1), auth=ADMIN)).status == 201  # another tenant's
+    newest_first = [r.request_id for r in sorted(env.compute.runtime.tenant_records("acme"),
+                                                 key=lambda r: (r.created_at, r.request_id), reverse=True)]
+    assert sorted(newest_first) == sorted(ids)
+
+    page = await env.get("/provision?limit=2", ACME_VIEWER)  # the token's tenant by default
+    assert page.status == 200
+    first = await page.json()
+    assert [item["request_id"] for item in first["items"]] == newest_first[:2] and first["next_cursor"]
+    assert first["items"][0]["status_url"] == f"/api/v1/compute/provision/{newest_first[0]}"
+    rest = await (await env.get(f"/provision?tenant_id=acme&limit=2&cursor={first['next_cursor']}")).json()
+    assert [item["request_id"] for item in rest["items"]] == newest_first[2:] and rest["next_cursor"] is None
+    everything = await (await env.get("/provision?tenant_id=acme&limit=200", ADMIN)).json()
+    assert [item["request_id"] for item in everything["items"]] == newest_first
+    assert {item["state"] for item in everything["items"]} == {"running"}
+
+    await env.client.delete(f"/api/v1/compute/provision/{ids[0]}", headers=bearer(ACME_ADMIN))
+    terminated = await (await env.get("/provision?state=terminated")).json()
+    assert [item["request_id"] for item in terminated["items"]] == [ids[0]]
+
+    assert (await env.get("/provision?tenant_id=thrifty", ACME_ADMIN)).status == 403  # another tenant's
+    for query, code in (("limit=0", "invalid-query"), ("limit=201", "invalid-query"), ("limit=x", "invalid-query"),
+                        ("cursor=bm90LWEtY3Vyc29y", "invalid-cursor"), ("cursor=%25%25", "invalid-query"),
+                        ("limit=1&limit=2", "invalid-query"), ("page=2", "invalid-query"),
+                        ("state=sleeping", "invalid-query")):
+        response = await env.get(f"/provision?{query}")
+        assert response.status == 400, query
+        assert (await error_of(response))["code"] == code
+    no_tenant = await env.get("/provision", ADMIN)
+    assert no_tenant.status == 400 and (await error_of(no_tenant))["code"] == "tenant-required"
+    unknown = await env.get("/provision?tenant_id=nobody", ADMIN)
+    assert unknown.status == 404 and (await error_of(unknown))["code"] == "tenant-not-found"
+
+
+async def test_a_quote_ranks_the_offers_and_explains_the_exclusions_without_allocating(env: Env) -> None:
+    response = await env.client.post("/api/v1/compute/quote?limit=5", json=gpu_body(request_name="ignored"),
+                                     headers=bearer(ACME_VIEWER))  # a dry run: reading is enough
+    assert response.status == 200, await response.text()
+    quote = await response.json()
+    assert quote["feasible"] is True and quote["would_provision"] is True and quote["quota_refusal"] is None
+    offers = quote["offers"]
+    assert len(offers) == 5 <= quote["feasible_count"] and offers[0]["offer_id"] == CHEAPEST_4X_H100
+    assert [o["rank"] for o in offers] == list(range(5))
+    assert [o["total_cost"] for o in offers] == sorted(o["total_cost"] for o in offers)
+    for offer in offers:
+        assert offer["gpu_name"].casefold() == "h100" and offer["gpu_count"] >= 4
+        assert offer["spot"] is False and offer["total_cost"] == pytest.approx(offer["price_per_hour"] * 6)
+    excluded = {group["reason"]: group for group in quote["excluded"]}
+    assert excluded["gpu_type"]["count"] > len(excluded["gpu_type"]["offer_ids"]) > 0
+    assert sum(g["count"] for g in quote["excluded"]) + quote["feasible_count"] == quote["offers_considered"]
+    # nothing stored, allocated or announced; the quote is what provision then chooses
+    assert env.compute.written == [] and env.compute.events == [] and env.compute.standin.engine.allocate_calls == 0
+    spot = await (await env.client.post("/api/v1/compute/quote?limit=50", json=gpu_body(count=1, spot_allowed=True),
+                                        headers=bearer(ACME_ADMIN))).json()
+    assert any(o["spot"] and o["capacity_class"] == "spot" for o in spot["offers"])
+    created = await (await env.post(gpu_body())).json()
+    assert created["offer_id"] == offers[0]["offer_id"] and created["price_per_hour"] == offers[0]["price_per_hour"]
+    busy = await (await env.client.post("/api/v1/compute/quote", json=gpu_body(count=1),
+                                        headers=bearer(ACME_ADMIN))).json()
+    assert busy["binding_constraint"] == "quota" and busy["would_provision"] is False  # its 4 GPUs are in use
+
+
+async def test_a_quote_says_why_nothing_would_be_provisioned(env: Env) -> None:
+    nothing = await (await env.client.post("/api/v1/compute/quote", json=gpu_body(providers=["nowhere"]),
+                                           headers=bearer(ACME_ADMIN))).json()
+    assert nothing["feasible"] is False and nothing["would_provision"] is False and nothing["offers"] == []
+    assert nothing["binding_constraint"] == "provider" and nothing["message"]
+    over = await (await env.client.post("/api/v1/compute/quote", json=cpu_body("tiny", 64, 256),
+                                        headers=bearer(ADMIN))).json()
+    assert over["feasible"] is True and over["would_provision"] is False
+    assert over["quota_refusal"]["reason"] and over["quota_refusal"]["details"]["resource"] == "cpu_cores"
+    for body, status, code in ((gpu_body(duration_hours=-1), 422, "validation-error"),
+                               (gpu_body("nobody"), 404, "tenant-not-found")):
+        response = await env.client.post("/api/v1/compute/quote", json=body, headers=bearer(ADMIN))
+        assert response.status == status and (await error_of(response))["code"] == code
+    other = await env.client.post("/api/v1/compute/quote", json=gpu_body("thrifty"), headers=bearer(ACME_ADMIN))
+    assert other.status == 403
+    assert env.compute.written == [] and env.compute.standin.engine.allocate_calls == 0
+
+
+async def test_access_details_a_timed_out_client_never_got_wait_for_its_retry(offers: list[Offer]) -> None:
+    async with make_env(offers, WorkerLikeServer) as env:
+        await access_kept_for_the_retry(env)
+
+
+async def access_kept_for_the_retry(env: Env) -> None:
+    env.compute.standin.engine.provisioning_s = 1.0
+    with pytest.raises(TimeoutError):  # the client gives up while the server still waits for the allocation
+        await env.client.post("/api/v1/compute/provision?wait_seconds=60", json=gpu_body(),
+                              headers={**bearer(ACME_ADMIN), "Idempotency-Key": KEY},
+                              timeout=aiohttp.ClientTimeout(total=0.2))
+    request_id = idempotent_request_id("acme", KEY)
+    vault = env.compute.runtime.vault
+    for _ in range(600):  # the handler notices the closed connection once the allocation runs (~1 s)
+        if vault.holds(request_id):
+            break
+        await asyncio.sleep(0.05)
+    assert vault.holds(request_id)
+    retried = await post_keyed(env, gpu_body())
+    assert retried.status == 201 and retried.headers["Idempotent-Replayed"] == "true"
+    body = await retried.json()
+    assert body["request_id"] == request_id and "PRIVATE KEY" in body["access"]["ssh_private_key"]
+    assert env.compute.standin.engine.allocate_calls == 1

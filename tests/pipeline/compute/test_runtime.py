@@ -165,6 +165,24 @@ def test_store_values_leave_out_records_finished_before_the_budget_period() -> N
     assert month_start(T0) == datetime(2026, 5, 1, tzinfo=UTC)
 
 
+async def test_a_tenants_listing_holds_every_record_of_it_old_or_unsent_and_no_other_tenants() -> None:
+    table: TypedTable[ComputeRecord] = TypedTable({}, ComputeRecord)
+    old = transition(requested("acme.old", T0 - timedelta(days=40)), ComputeState.FAILED, T0 - timedelta(days=40))
+    for record in (old, requested("acme-labs.x", T0), requested("globex.y", T0)):
+        apply_record(table, record)
+
+    async def send(record: ComputeRecord) -> None:
+        return None
+
+    store = TopicRecordStore(table, send, finished_since=lambda: month_start(T0))
+    store["acme.unsent"] = requested("acme.unsent", T0)  # in the overlay only, not yet in the table
+    assert "acme.old" not in {r.request_id for r in store.values() if r.tenant_id == "acme"}
+    table.backend["acme/acme.broken"] = {"request_id": "acme.broken"}  # no longer validates: read as absent
+    assert sorted(r.request_id for r in store.of_tenant("acme")) == ["acme.old", "acme.unsent"]
+    assert [r.request_id for r in store.of_tenant("globex")] == ["globex.y"]
+    await store.close()
+
+
 def test_access_vault_hands_out_once_and_expires() -> None:
     ticks = [0.0]
     vault = AccessVault(ttl_s=60, clock=lambda: ticks[0])
