@@ -177,7 +177,7 @@ def mount_web(worker: Worker, web: Web) -> None:
 
     extra_operations = [
         *compute_web.worker_operations(app, deps.compute.runtime(), deps.compute.records_topic,
-                                       declared.tenants.get, web_app),
+                                       declared.tenants.get, web_app, peer_client),
         *scaling_web.worker_operations(
             app, scaling_web.FaustScalingBackend(app, deps.scaling.engine, owner, io.send), reader,
             declared.scaling_decisions, web_app, peer_client,

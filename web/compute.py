@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from yarl import URL
@@ -62,7 +61,8 @@ from pipeline.tenants.models import TenantRecord, TenantState
 from web.api import Operation, audit_of, json_body, parse_model, parse_query, principal_of, tenant_not_found
 from web.auth import Access, authorize, forbidden
 from web.errors import PROBLEM_JSON, ApiError, error_body, problem_of
-from web.peers import insecure_transport, peer_headers, peer_secret, require_peer, transport_allowed
+from web.peer_client import PeerClient, PeerUnavailable
+from web.peers import peer_headers, peer_secret, require_peer
 from web.routing import owner_of, peer_urls
 
 logger = logging.getLogger(__name__)
@@ -723,11 +723,11 @@ _RELAYED_HEADERS = frozenset({"Retry-After", REPLAYED_HEADER})
 class OwnerRouter:
     """Which worker owns a tenant's compute records, and calls to its internal endpoints."""
 
-    def __init__(self, app: Any, token: str, records_topic: Any, network_encrypted: bool = False) -> None:
+    def __init__(self, app: Any, token: str, records_topic: Any, peer_client: PeerClient) -> None:
         self.app = app
         self.token = token
         self.records_topic = records_topic
-        self.network_encrypted = network_encrypted
+        self.peer_client = peer_client
 
     def owner(self, tenant_id: str) -> URL | None:
         """URL of the worker owning ``tenant_id``'s compute records, or ``None`` when that is this worker."""
@@ -738,20 +738,18 @@ class OwnerRouter:
 
     async def forward(self, owner: URL, method: str, path: str, *, body: Any = None, timeout_s: float = 30.0,
                       query: dict[str, str] | None = None) -> Reply:
-        if not transport_allowed(owner, self.network_encrypted):
-            return Reply.error(insecure_transport(owner))
-        headers = peer_headers(self.token)
         url = owner.with_path(path).with_query(query or {})
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session, \
-                    session.request(method, url, json=body, headers=headers) as response:
-                payload = await response.json(content_type=None)
-                return Reply(response.status, payload, {k: v for k, v in response.headers.items()
-                                                        if k in _RELAYED_HEADERS})
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            reply = await self.peer_client.request(url, method, headers=peer_headers(self.token), json_body=body,
+                                                   timeout_s=timeout_s)
+            payload = reply.json()
+        except ApiError as exc:  # the transport rule refused the call
+            return Reply.error(exc)
+        except (PeerUnavailable, ValueError) as exc:
             logger.warning("compute call to the owner %s failed: %s", owner, type(exc).__name__)
             return Reply.error(ApiError(503, "owner-unavailable", "the worker owning this tenant did not answer; "
                                         "retry later", headers={"Retry-After": "5"}))
+        return Reply(reply.status, payload, {k: v for k, v in reply.headers.items() if k in _RELAYED_HEADERS})
 
     async def holding_from_peers(self) -> list[ComputeRecord]:
         peers = self.peers()
@@ -1080,12 +1078,12 @@ def internal_routes(local: LocalCompute, token: str) -> web.RouteTableDef:
 
 
 def worker_operations(app: Any, runtime: ComputeRuntime, records_topic: Any, tenants: TenantLookup,
-                      web_app: web.Application) -> list[Operation]:
+                      web_app: web.Application, peer_client: PeerClient) -> list[Operation]:
     """The routes, backed by the worker's compute runtime (``app`` is the Faust app, for owner lookups). Also
     adds the owner's internal endpoints to the worker's root web application ``web_app`` (being initialised)."""
     settings = app.settings
     token = peer_secret(settings)
-    router = OwnerRouter(app, token, records_topic, settings.peer_network_encrypted)
+    router = OwnerRouter(app, token, records_topic, peer_client)
     local = LocalCompute(runtime, tenants, router.holding_from_peers)
     web_app.router.add_routes(internal_routes(local, token))
     return operations(ComputeApi(local, router, settings.compute_provision_wait_seconds))

@@ -27,8 +27,6 @@ logger = logging.getLogger(__name__)
 MAX_PEER_RESPONSE_BYTES = 16 * 1024 * 1024
 #: How long a caller waits before asking for the owner again after a failed call (a rebalance in progress).
 REROUTE_PAUSE_S = 0.5
-#: Headers of a peer's answer passed on to the client.
-_PASSED_HEADERS = ("Retry-After", "Location")
 
 
 class PeerUnavailable(Exception):
@@ -49,7 +47,8 @@ def owner_unavailable() -> ApiError:
 
 @dataclass(frozen=True)
 class PeerReply:
-    """A peer's answer: status, raw body (at most :data:`MAX_PEER_RESPONSE_BYTES`) and the headers passed on."""
+    """A peer's answer: status, raw body (at most :data:`MAX_PEER_RESPONSE_BYTES`) and headers (the caller picks
+    the ones it relays)."""
 
     status: int
     body: bytes
@@ -111,8 +110,7 @@ class PeerClient:
             async with self._client().request(method, url, headers=dict(headers or {}), json=json_body,
                                               timeout=timeout) as response:
                 body = await _bounded_body(url, response)
-                passed = {name: response.headers[name] for name in _PASSED_HEADERS if name in response.headers}
-                return PeerReply(response.status, body, passed)
+                return PeerReply(response.status, body, dict(response.headers))
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise PeerUnavailable(url, type(exc).__name__) from None
 

@@ -23,6 +23,7 @@ from pipeline.config import Settings
 from tests.web.conftest import PEER_SECRET, SECRET
 from web.compute import OwnerRouter
 from web.errors import error_middleware
+from web.peer_client import PeerClient
 from web.peers import MIN_PEER_SECRET_CHARS, PeerConfigError, peer_secret, transport_allowed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,7 +91,7 @@ def test_loopback_peers_are_reached_over_http(host: str, port: int) -> None:
 
 
 async def test_a_compute_forward_to_a_plain_http_remote_owner_is_not_made() -> None:
-    router = OwnerRouter(app=None, token=PEER_SECRET, records_topic=None)
+    router = OwnerRouter(app=None, token=PEER_SECRET, records_topic=None, peer_client=PeerClient())
     reply = await router.forward(URL("http://10.9.8.7:6066"), "POST", "/internal/v1/compute/requests/a.b/access")
     assert reply.status == 503 and reply.body["error"]["code"] == "peer-transport-insecure"
 
