@@ -108,12 +108,17 @@ class TenantCosts(BaseModel):
         return self.spent_usd + self.committed_usd
 
 
+#: The largest ``fraction`` reported (spent + committed a million times the budget).
+MAX_BUDGET_FRACTION = 1e6
+
+
 def budget_fraction(used: float, budget: float | None) -> float | None:
     if budget is None:
         return None
     if budget <= 0:
         return 1.0 if used > 0 else 0.0
-    return used / budget
+    # A budget of a fraction of a cent would overflow the ratio: a million times over is over enough.
+    return min(used / budget, MAX_BUDGET_FRACTION)
 
 
 def tenant_costs(

@@ -448,9 +448,11 @@ def test_a_compute_request_event_is_allocated_and_its_access_claimed_once(
     produce(compute_env["KAFKA_BOOTSTRAP_SERVERS"], "compute-request-events", event)
     produce(compute_env["KAFKA_BOOTSTRAP_SERVERS"], "compute-request-events", event)  # redelivered: one request
     request_id = f"{tenant}.nightly-1"
-    status = wait_for(lambda: (lambda r: r[1] if r[0] == 200 and r[1]["state"] == "running" else None)(
+    # The record says running a moment before the access details are in the vault: wait for both.
+    status = wait_for(lambda: (lambda r: r[1] if r[0] == 200 and r[1]["state"] == "running"
+                               and r[1]["access_claimable"] else None)(
         worker.get(f"/api/v1/compute/provision/{request_id}", admin_token)), what="the event's allocation")
-    assert status["access_claimable"] is True and status["request"]["purpose"] == "training"
+    assert status["request"]["purpose"] == "training"
     code, access = call(worker, "POST", f"/api/v1/compute/provision/{request_id}/access", admin_token)
     assert code == 200 and access["allocation_id"] == status["allocation_id"]
     remember(access)
@@ -606,7 +608,6 @@ def test_requests_reach_the_owner_worker_from_any_worker(
     engine = env["DERIVATIVES_ENGINE_URL"]
     standin(engine, "POST", "/_standin/reset")
     owners: list[WorkerProcess] = []
-    forwarded = 0
     for i, tenant in enumerate(tenants):
         via, other = (first, second) if i % 2 else (second, first)
         key = {"Idempotency-Key": f"two-{i}"}
@@ -636,6 +637,7 @@ def test_requests_reach_the_owner_worker_from_any_worker(
                   in w.log_path.read_bytes()]
         assert len(ran_on) == 1  # one worker, the tenant's owner, allocated it
         owners.append(ran_on[0])
-        forwarded += ran_on[0] is not via
+    # Each tenant was asked through both workers, so one of its two calls came through the worker that does not
+    # own it: with owners on both workers, both forwarded. (Which call was forwarded depends on the partition
+    # assignment, so counting only the first calls' forwards could find none.)
     assert {first, second} == set(owners), "the tenants were not spread over both workers"
-    assert forwarded >= 1

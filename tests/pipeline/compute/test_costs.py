@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from pipeline.compute import budget_alerts
 from pipeline.compute.costs import (
+    MAX_BUDGET_FRACTION,
     TenantCosts,
     budget_fraction,
     crossed_thresholds,
@@ -87,6 +88,7 @@ def test_budget_fraction() -> None:
     assert budget_fraction(5.0, None) is None
     assert budget_fraction(0.0, 0.0) == 0.0 and budget_fraction(0.01, 0.0) == 1.0
     assert budget_fraction(50.0, 200.0) == 0.25
+    assert budget_fraction(1.0, 5e-324) == 1e6  # a sub-cent budget: capped, still finite
     assert crossed_thresholds(0.85, (1.0, 0.5, 0.8)) == [0.5, 0.8]
     assert crossed_thresholds(None, (0.5,)) == []
 
@@ -148,7 +150,7 @@ def test_spend_grows_with_time_and_spent_plus_committed_never_falls(
         _finite_non_negative(costs)
         assert costs.forecast_usd >= costs.used_usd - 1e-6
         if budget is not None and budget > 0:
-            assert costs.fraction == pytest.approx(costs.used_usd / budget)
+            assert costs.fraction == pytest.approx(min(costs.used_usd / budget, MAX_BUDGET_FRACTION))
     assert second.spent_usd >= first.spent_usd - 1e-6
     assert second.used_usd >= first.used_usd - 1e-6
 
