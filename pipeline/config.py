@@ -83,6 +83,18 @@ def derive_advertised_url(
     return f"http://{_url_host(host)}:{web_port}"
 
 
+def _is_loopback(host: str | None) -> bool:
+    """Whether ``host`` names this machine (localhost or a loopback address)."""
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class Settings(BaseSettings):
     """Settings of the worker, the bridge, the provisioners and the web API.
 
@@ -199,6 +211,13 @@ class Settings(BaseSettings):
     # Backends
     cassandra_hosts: str = "127.0.0.1"
     cassandra_port: int = 9042
+    cassandra_username: str | None = Field(None, min_length=1, max_length=256,
+                                           description="Cassandra login (PasswordAuthenticator); with the password")
+    cassandra_password: SecretStr | None = None
+    cassandra_ssl_cafile: Path | None = Field(
+        None, description="CA bundle of the Cassandra nodes' certificates: the driver connects over TLS. Needed for "
+        "credentials sent to a node off this machine.",
+    )
     minio_endpoint: str = "127.0.0.1:8333"
     minio_access_key: str = "devstack"
     minio_secret_key: SecretStr = SecretStr("devstack-secret")
@@ -206,6 +225,9 @@ class Settings(BaseSettings):
     ignite_host: str = "127.0.0.1"
     ignite_port: int = 10800
     elasticsearch_host: str = "http://127.0.0.1:9200"
+    elasticsearch_username: str | None = Field(None, min_length=1, max_length=256,
+                                               description="Elasticsearch basic-auth user; with the password")
+    elasticsearch_password: SecretStr | None = None
     openproject_url: str = "http://127.0.0.1:8091"
     openproject_api_key: SecretStr = SecretStr("devstack-openproject-key")
     kubeconfig: Path | None = None
@@ -424,12 +446,29 @@ class Settings(BaseSettings):
                              f"{self.kafka_security_protocol}: use SSL or SASL_SSL")
         if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
             raise ValueError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together (mutual TLS)")
+        self._backend_credentials_are_safe()
         if self.pulsar_tls_trust_certs_file is not None and not (
             self.pulsar_url.startswith("pulsar+ssl://") or self.pulsar_admin_url.startswith("https://")
         ):
             raise ValueError("PULSAR_TLS_TRUST_CERTS_FILE is set but neither PULSAR_URL (pulsar+ssl://) nor "
                              "PULSAR_ADMIN_URL (https://) uses TLS")
         return self
+
+    def _backend_credentials_are_safe(self) -> None:
+        """A login goes with its password, and neither travels in clear off this machine."""
+        for name, user, password in (("CASSANDRA", self.cassandra_username, self.cassandra_password),
+                                     ("ELASTICSEARCH", self.elasticsearch_username, self.elasticsearch_password)):
+            if (user is None) != (password is None):
+                raise ValueError(f"{name}_USERNAME and {name}_PASSWORD go together")
+        if self.cassandra_password is not None and self.cassandra_ssl_cafile is None and not all(
+            _is_loopback(host) for host in self.cassandra_host_list
+        ):
+            raise ValueError("CASSANDRA_PASSWORD would be sent in clear to a node off this machine: set "
+                             "CASSANDRA_SSL_CAFILE (TLS)")
+        url = URL(self.elasticsearch_host)
+        if self.elasticsearch_password is not None and url.scheme != "https" and not _is_loopback(url.host):
+            raise ValueError("ELASTICSEARCH_PASSWORD would be sent over plain http off this machine: use an "
+                             "https:// ELASTICSEARCH_HOST")
 
     @property
     def state_dir(self) -> Path:

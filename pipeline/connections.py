@@ -17,6 +17,7 @@ from typing import Any
 import faust
 import pulsar
 from faust.types.auth import CredentialsT
+from pydantic import SecretStr
 
 from pipeline.config import Settings
 
@@ -101,3 +102,14 @@ def pulsar_admin_ssl(settings: Settings) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
     context.check_hostname = settings.pulsar_tls_validate_hostname
     return context
+
+
+def cassandra_ssl(settings: Settings) -> ssl.SSLContext | None:
+    """The Cassandra driver's TLS context (the nodes' CA bundle, hostnames checked), or None for plain CQL."""
+    if settings.cassandra_ssl_cafile is None:
+        return None
+    return ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(settings.cassandra_ssl_cafile))
+
+
+def secret_value(secret: SecretStr | None) -> str | None:
+    return None if secret is None else secret.get_secret_value()

@@ -8,6 +8,7 @@ lookups bind their values as parameters.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -70,6 +71,7 @@ class CassandraProvisioner(ReconnectingProvisioner):
         username: str | None = None,
         password: str | None = None,
         local_dc: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         connect_timeout: float = 5.0,
         request_timeout: float = 30.0,
     ) -> None:
@@ -80,6 +82,7 @@ class CassandraProvisioner(ReconnectingProvisioner):
         self._port = port
         self._auth = PlainTextAuthProvider(username, password) if username else None
         self._local_dc = local_dc
+        self._ssl_context = ssl_context
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
         self._lock = threading.Lock()
@@ -102,6 +105,7 @@ class CassandraProvisioner(ReconnectingProvisioner):
                 contact_points=self._hosts,
                 port=self._port,
                 auth_provider=self._auth,
+                ssl_context=self._ssl_context,
                 connect_timeout=self._connect_timeout,
                 control_connection_timeout=self._connect_timeout,
                 reconnection_policy=ConstantReconnectionPolicy(1.0, max_attempts=None),

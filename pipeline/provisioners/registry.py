@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterable, Mapping
 
 from pipeline.config import Settings
-from pipeline.connections import pulsar_admin_ssl, pulsar_admin_token
+from pipeline.connections import cassandra_ssl, pulsar_admin_ssl, pulsar_admin_token, secret_value
 from pipeline.provisioners.base import RESOURCES, Provisioner, ResourcePlan, TenantSpec
 from pipeline.provisioners.cassandra import CassandraProvisioner
 from pipeline.provisioners.elasticsearch import ElasticsearchProvisioner
@@ -25,7 +25,10 @@ logger = logging.getLogger(__name__)
 def build_provisioner(resource: str, settings: Settings, tiers: TiersConfig) -> Provisioner:
     """The provisioner of one backend (``resource`` is one of :data:`RESOURCES`)."""
     if resource == "cassandra":
-        return CassandraProvisioner(tiers, settings.cassandra_host_list, settings.cassandra_port)
+        return CassandraProvisioner(tiers, settings.cassandra_host_list, settings.cassandra_port,
+                                    username=settings.cassandra_username,
+                                    password=secret_value(settings.cassandra_password),
+                                    ssl_context=cassandra_ssl(settings))
     if resource == "s3":
         return S3Provisioner(
             tiers,
@@ -43,7 +46,8 @@ def build_provisioner(resource: str, settings: Settings, tiers: TiersConfig) -> 
     if resource == "ignite":
         return IgniteProvisioner(tiers, settings.ignite_host, settings.ignite_port)
     if resource == "elasticsearch":
-        return ElasticsearchProvisioner(tiers, settings.elasticsearch_host)
+        return ElasticsearchProvisioner(tiers, settings.elasticsearch_host, username=settings.elasticsearch_username,
+                                        password=secret_value(settings.elasticsearch_password))
     if resource == "kubernetes":
         return KubernetesProvisioner(tiers, settings.kubeconfig)
     raise PermanentError(f"unknown resource {resource!r}; choose from {', '.join(RESOURCES)}")

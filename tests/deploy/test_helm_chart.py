@@ -67,6 +67,9 @@ def test_the_chart_refuses_to_render_without_a_secret_or_with_a_secret_in_the_co
     assert missing.returncode != 0 and "existingSecret is required" in missing.stderr
     leaked = run(helm, "template", "provisioning", str(CHART), *VALUES["default"], "--set", "config.PEER_SECRET=x")
     assert leaked.returncode != 0 and "values don't meet the specifications of the schema" in leaked.stderr
+    for secret in ("CASSANDRA_PASSWORD", "ELASTICSEARCH_PASSWORD"):  # the backends' passwords stay in the Secret
+        refused = run(helm, "template", "provisioning", str(CHART), *VALUES["default"], "--set", f"config.{secret}=x")
+        assert refused.returncode != 0 and "specifications of the schema" in refused.stderr, secret
     wrong = run(helm, "template", "provisioning", str(CHART), *VALUES["default"], "--set", "replicas=0")
     assert wrong.returncode != 0
 

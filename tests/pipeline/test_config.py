@@ -127,3 +127,27 @@ def test_secrets_do_not_show_in_the_settings_repr(monkeypatch: pytest.MonkeyPatc
     assert settings.kafka_sasl_password.get_secret_value() == "kafka-pw-123"
     text = f"{settings!r} {settings}"
     assert "kafka-pw-123" not in text and "pulsar-token-456" not in text
+
+
+@pytest.mark.parametrize("combo", [
+    {"cassandra_username": "svc"},  # a login without its password
+    {"elasticsearch_password": "p"},
+    {"cassandra_hosts": "10.0.0.5,127.0.0.1", "cassandra_username": "svc", "cassandra_password": "p"},  # clear text
+    {"elasticsearch_host": "http://search.internal:9200", "elasticsearch_username": "svc",
+     "elasticsearch_password": "p"},
+])
+def test_backend_credentials_that_would_leak_or_cannot_work_are_refused(combo: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**combo)
+
+
+def test_backend_credentials_over_tls_or_on_this_machine_are_accepted(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    remote = Settings(cassandra_hosts="10.0.0.5", cassandra_username="svc", cassandra_password="cql-secret-42",
+                      cassandra_ssl_cafile=ca, elasticsearch_host="https://search.internal:9200",
+                      elasticsearch_username="svc", elasticsearch_password="es-secret-42")
+    assert remote.cassandra_password is not None
+    assert "secret-42" not in repr(remote)
+    local = Settings(cassandra_username="svc", cassandra_password="p", elasticsearch_username="svc",
+                     elasticsearch_password="p")
+    assert local.elasticsearch_host.startswith("http://127.0.0.1")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from pipeline.config import Settings
 from pipeline.provisioners.base import RESOURCES, Provisioner, TenantSpec
@@ -119,3 +120,20 @@ def test_make_tenant_gives_unique_valid_ids(make_tenant: Callable[..., TenantSpe
     assert first.tenant_id != second.tenant_id
     first.names()
     second.names()
+
+
+def test_backend_credentials_reach_the_provisioners(tmp_path: Path) -> None:
+    from cassandra.auth import PlainTextAuthProvider
+
+    settings = _unreachable_settings(tmp_path).model_copy(update={
+        "cassandra_username": "svc-cql", "cassandra_password": SecretStr("cql-pass"),
+        "elasticsearch_username": "svc-es", "elasticsearch_password": SecretStr("es-pass"),
+    })
+    built = build_provisioners(settings, only=["cassandra", "elasticsearch"])
+    auth = built["cassandra"]._auth  # type: ignore[attr-defined]
+    assert isinstance(auth, PlainTextAuthProvider) and (auth.username, auth.password) == ("svc-cql", "cql-pass")
+    assert built["cassandra"]._ssl_context is None  # type: ignore[attr-defined]  # loopback, no CA file: plain CQL
+    search = built["elasticsearch"]
+    assert (search._username, search._password) == ("svc-es", "es-pass")  # type: ignore[attr-defined]
+    without = build_provisioners(_unreachable_settings(tmp_path), only=["cassandra"])
+    assert without["cassandra"]._auth is None  # type: ignore[attr-defined]
