@@ -93,6 +93,16 @@ def observation_of(deployment: dict[str, Any], now: datetime) -> Observation:
     )
 
 
+def scaling_target_of(objects: list[dict[str, Any]], kind: str, deployment: str) -> str | None:
+    """``<kind>/<name>`` of the first autoscaler in ``objects`` whose ``spec.scaleTargetRef`` is Deployment
+    ``deployment`` (a ScaledObject's ``kind`` defaults to Deployment), or None."""
+    for obj in objects:
+        target = (obj.get("spec") or {}).get("scaleTargetRef") or {}
+        if target.get("name") == deployment and target.get("kind", "Deployment") == "Deployment":
+            return f"{kind}/{(obj.get('metadata') or {}).get('name', '?')}"
+    return None
+
+
 class DeploymentScaler:
     """Blocking reads and scale patches of tenants' Deployments (call it from a thread)."""
 
@@ -122,6 +132,26 @@ class DeploymentScaler:
         result: dict[str, Any] = api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
         return result
 
+    def _other_autoscaler(self, namespace: str, name: str) -> str | None:
+        """The HorizontalPodAutoscaler or KEDA ScaledObject of the namespace that targets Deployment ``name``
+        (two controllers setting one replica count fight: the service then only advises)."""
+        api = self._client()
+        hpas = k8s.AutoscalingV2Api(api).list_namespaced_horizontal_pod_autoscaler(namespace, _request_timeout=_TIMEOUT)
+        found = scaling_target_of(
+            [api.sanitize_for_serialization(item) for item in hpas.items],  # type: ignore[no-untyped-call]
+            "HorizontalPodAutoscaler", name,
+        )
+        if found is not None:
+            return found
+        try:
+            scaled: Any = k8s.CustomObjectsApi(api).list_namespaced_custom_object(
+                "keda.sh", "v1alpha1", namespace, "scaledobjects", _request_timeout=_TIMEOUT)
+        except ApiException as exc:
+            if exc.status == 404:  # KEDA is not installed in this cluster
+                return None
+            raise
+        return scaling_target_of(list(scaled.get("items", [])), "ScaledObject", name)
+
     def run(self, request: ApplyRequest) -> ApplyReport:
         """Observe the Deployment and scale it when asked; never raises (errors are reported)."""
         now = datetime.now(UTC)
@@ -134,8 +164,16 @@ class DeploymentScaler:
                     observation=Observation(exists=False, observed_at=now), reported_at=now,
                     error=f"Deployment {namespace}/{name} does not exist" if request.replicas is not None else None,
                 )
-            observed = observation_of(current, now)
+            observed = observation_of(current, now).model_copy(
+                update={"scaled_by": self._other_autoscaler(namespace, name)})
             previous = observed.replicas
+            if observed.scaled_by is not None and request.replicas is not None and request.replicas != previous:
+                return ApplyReport(
+                    tenant_id=request.tenant_id, workload=request.workload, requested_replicas=request.replicas,
+                    previous_replicas=previous, observation=observed, reported_at=now,
+                    error=f"not applied: {observed.scaled_by} already scales Deployment {namespace}/{name}; "
+                    "this policy is advisory until that autoscaler is removed",
+                )
             if request.replicas is None or request.replicas == previous:
                 return ApplyReport(
                     tenant_id=request.tenant_id, workload=request.workload, requested_replicas=request.replicas,

@@ -84,6 +84,9 @@ class Observation(BaseModel):
     """CPU cores one pod requests (sum over its containers)."""
     memory_gib_per_replica: float | None = None
     gpus_per_replica: float | None = None
+    scaled_by: str | None = None
+    """Another autoscaler whose target is this Deployment (``HorizontalPodAutoscaler/<name>`` or
+    ``ScaledObject/<name>``): the service's decisions for it are advisory and never applied."""
     observed_at: AwareDatetime
 
 

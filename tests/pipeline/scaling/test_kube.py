@@ -98,3 +98,18 @@ async def test_a_request_submitted_as_the_drain_ends_is_still_run() -> None:
     finally:
         queue.close()
     assert [c.replicas for c in calls] == [3, 2]
+
+
+def test_the_autoscaler_targeting_a_deployment_is_found_by_its_scale_target() -> None:
+    from pipeline.scaling.kube import scaling_target_of
+
+    hpas = [
+        {"metadata": {"name": "web-hpa"}, "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}}},
+        {"metadata": {"name": "set-hpa"}, "spec": {"scaleTargetRef": {"kind": "StatefulSet", "name": "api"}}},
+        {"metadata": {"name": "api-hpa"}, "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "api"}}},
+    ]
+    assert scaling_target_of(hpas, "HorizontalPodAutoscaler", "api") == "HorizontalPodAutoscaler/api-hpa"
+    assert scaling_target_of(hpas, "HorizontalPodAutoscaler", "worker") is None
+    keda = [{"metadata": {"name": "api-so"}, "spec": {"scaleTargetRef": {"name": "api"}}}]  # kind defaults
+    assert scaling_target_of(keda, "ScaledObject", "api") == "ScaledObject/api-so"
+    assert scaling_target_of([{"spec": None}, {}], "ScaledObject", "api") is None
