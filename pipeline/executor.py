@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -106,6 +107,28 @@ async def _perform(command: ProvisioningCommand, provisioner: Provisioner, spec:
     return {"user": user.user_id, "revoked": revoked}
 
 
+#: The transitions a person following a tenant's provisioning wants in the log (one line each).
+_LOGGED: dict[str, int] = {"ready": logging.INFO, "deleted": logging.INFO, "retrying": logging.INFO,
+                           "failed": logging.WARNING}
+
+
+def logged_steps(command: ProvisioningCommand, report: Report) -> Report:
+    """``report``, also writing one log line per step that ends or retries (with its time since the start)."""
+    started = time.monotonic()
+
+    async def report_and_log(result: ProvisioningResult) -> None:
+        level = _LOGGED.get(result.status)
+        if level is not None:
+            error = f": {result.error[:300]}" if result.error else ""
+            who = f" of user {result.user_id}" if result.user_id else ""
+            logger.log(level, "tenant %s: %s %s%s %s after %d attempt(s), %.2f s%s", command.tenant_id,
+                       command.resource, command.action.value, who, result.status, result.attempts,
+                       time.monotonic() - started, error)
+        await report(result)
+
+    return report_and_log
+
+
 async def execute(
     command: ProvisioningCommand,
     provisioners: Mapping[str, Provisioner],
@@ -123,6 +146,7 @@ async def execute(
     verifies, and a resource that exists as planned is ``ready`` without an apply (a replayed create).
     """
     rng = rng or random.Random()
+    report = logged_steps(command, report)
     raw_user = command.spec.get("user") if command.action in USER_ACTIONS else None
     user_id = str(raw_user.get("user_id"))[:128] if isinstance(raw_user, dict) else None
 

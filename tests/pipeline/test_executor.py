@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import logging
 import random
 from datetime import UTC, datetime
 from typing import Any
+
+import pytest
 
 from pipeline.contract.records import ProvisioningResult
 from pipeline.events.models import CommandAction, ProvisioningCommand
@@ -172,3 +175,18 @@ async def test_a_replayed_create_user_whose_grant_is_in_place_is_ready_without_a
     await execute(user_command(CommandAction.CREATE_USER, {"user_id": "bob"}), {"cassandra": backend}, report,
                   verify_first=True)
     assert [r.status for r in reports] == ["provisioning", "ready"] and backend.grants == []
+
+
+async def test_each_step_that_ends_or_retries_is_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pipeline.executor")
+    provisioner = FlakyProvisioner([TransientError("connection refused")])
+    await run(provisioner, command())
+    lines = [r for r in caplog.records if r.name == "pipeline.executor"]
+    assert [r.levelno for r in lines] == [logging.INFO, logging.INFO]
+    retrying, ready = (r.getMessage() for r in lines)
+    assert "cassandra create retrying after 1 attempt(s)" in retrying and "connection refused" in retrying
+    assert "cassandra create ready after 2 attempt(s)" in ready and ready.startswith("tenant ")
+    caplog.clear()
+    await run(FlakyProvisioner([PermanentError("bad replication")]), command())
+    (failed,) = [r for r in caplog.records if r.name == "pipeline.executor"]
+    assert failed.levelno == logging.WARNING and "failed after 1 attempt(s)" in failed.getMessage()
