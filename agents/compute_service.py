@@ -1,6 +1,6 @@
 """The worker's compute runtime (``pipeline.compute.runtime``), built once from settings, and its lifecycle.
 
-Shared by the compute agents and the compute routes (``web/compute.py``): one offer book, one record
+Shared by the compute agents and the compute routes (``web/compute/``): one offer book, one record
 store (writes go through the ``compute-records`` topic), one vault of undelivered access details per worker.
 """
 

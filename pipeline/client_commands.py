@@ -20,7 +20,7 @@ from pipeline.config import Settings
 from pipeline.rest_client import ApiError, Reply, RestClient
 
 F = TypeVar("F", bound=Callable[..., Any])
-# The server waits at most this long for an allocation before answering 202 (web.compute.MAX_WAIT_SECONDS).
+# The server waits at most this long for an allocation before answering 202 (web.compute.models.MAX_WAIT_SECONDS).
 MAX_WAIT_SECONDS = 600.0
 
 

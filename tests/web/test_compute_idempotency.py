@@ -14,7 +14,8 @@ from pipeline.compute.lifecycle import ComputeRecord
 from pipeline.compute.request import ComputeRequest
 from pipeline.compute.request_ids import IDEMPOTENCY_KEY_PATTERN, valid_idempotency_key
 from tests.pipeline.compute.test_request_ids import BODIES, respelled
-from web.compute import ComputeProvisionRequest, key_reused, parse_idempotency_key, request_id_for, same_request
+from web.compute.idempotency import key_reused, parse_idempotency_key, request_id_for, same_request
+from web.compute.models import ComputeProvisionRequest
 from web.errors import ApiError
 
 NOW = datetime(2026, 12, 7, 12, tzinfo=UTC)
