@@ -17,7 +17,14 @@ from pipeline.compute.allocation import AttemptOutcome, FailoverPolicy
 from pipeline.compute.backend import BackendRouter
 from pipeline.compute.catalog import Offer, OfferBook
 from pipeline.compute.engine_client import DerivativesEngineClient
-from pipeline.compute.lifecycle import ComputeEvent, ComputeRecord, ComputeState, IdlePolicy, TerminationReason
+from pipeline.compute.lifecycle import (
+    ComputeEvent,
+    ComputeRecord,
+    ComputeState,
+    IdlePolicy,
+    IdleStep,
+    TerminationReason,
+)
 from pipeline.compute.optimizer import ExclusionReason, NoFeasibleOffer, TenantPolicy
 from pipeline.compute.request import ComputeRequest
 from pipeline.compute.service import ComputeService
@@ -60,7 +67,7 @@ async def env(real_offers: list[Offer]) -> AsyncIterator[Env]:
                 policies={"acme": TenantPolicy(tenant_id="acme", max_gpus=12, budget_usd=2000,
                                                discounts={"nebius": 0.1})},
                 failover=FAST,
-                idle=IdlePolicy(idle_timeout_s=1800),
+                idle=IdlePolicy(warning_grace_s=600),
                 events=sink,
                 clock=lambda: clock[0],
             )
@@ -143,17 +150,44 @@ async def test_quota_and_budget_refusals_with_clear_reasons(env: Env) -> None:
 
 async def test_automatic_termination_after_duration_and_idle(env: Env) -> None:
     service, t0 = env.service, env.clock[0]
-    await service.provision("long", gpu_request(1, duration_hours=10))
+    minute = timedelta(minutes=1)
+    idle = {"after_minutes": 30, "below_utilization": 0.1}
+    await service.provision("long", gpu_request(1, duration_hours=10, idle_termination=idle))
     await service.provision("short", gpu_request(1, duration_hours=1))
-    service.record_utilization("long", 0.9, t0 + timedelta(minutes=50))
+    await service.provision("unwatched", gpu_request(1, duration_hours=10, idle_termination=idle))
+    service.record_utilization("long", 0.9, t0 + 50 * minute)
     env.clock[0] = t0 + timedelta(hours=1)
     changed = await service.enforce()
     assert [(r.request_id, r.state) for r in changed] == [("short", ComputeState.TERMINATED)]
     assert changed[0].history[-1].reason == TerminationReason.DURATION_ELAPSED.value
-    env.clock[0] = t0 + timedelta(minutes=50 + 30)
+    # idle samples from minute 55 on: 20 observed idle minutes (30 - the 10-minute grace) bring the warning
+    env.clock[0] = t0 + 70 * minute
+    for at in range(55, 71, 5):
+        service.record_utilization("long", 0.02, t0 + at * minute)
+    changed = await service.enforce()
+    assert [(r.request_id, r.state, r.idle_warned_at) for r in changed] == [
+        ("long", ComputeState.RUNNING, t0 + 70 * minute)
+    ]
+    warning = env.events[-1]
+    assert (warning.request_id, warning.notice, warning.idle_since) == ("long", IdleStep.WARN, t0 + 50 * minute)
+    assert warning.terminate_not_before == t0 + 80 * minute
+    assert await service.enforce() == []  # warned once per idle stretch
+    # 30 observed idle minutes at minute 80, the grace period is over at minute 80 too
+    env.clock[0] = t0 + 79 * minute
+    service.record_utilization("long", 0.02, t0 + 75 * minute)
+    assert await service.enforce() == []
+    env.clock[0] = t0 + 80 * minute
+    service.record_utilization("long", 0.02, t0 + 80 * minute)
     changed = await service.enforce()
     assert [(r.request_id, r.history[-1].reason) for r in changed] == [("long", "idle")]
     assert changed[0].termination_reason is TerminationReason.IDLE
+    # opted in but no sample was ever observed: never terminated as idle, only at the end of its duration
+    assert service.get("unwatched").state is ComputeState.RUNNING
+    env.clock[0] = t0 + timedelta(hours=10)
+    changed = await service.enforce()
+    assert [(r.request_id, r.termination_reason) for r in changed] == [
+        ("unwatched", TerminationReason.DURATION_ELAPSED)
+    ]
     assert env.standin.engine.active_allocations() == []
 
 
