@@ -78,6 +78,40 @@ class StateChange(BaseModel):
     reason: str | None = None
 
 
+class ReservationTerms(BaseModel):
+    """What an accepted reservation (``start_at`` later than its acceptance) holds until it starts or is
+    cancelled; shown with the record (status endpoint). The derivatives engine has no capacity hold
+    (docs/compute.md, "Reservations"): quota and budget are held, capacity is not."""
+
+    model_config = ConfigDict(frozen=True)
+
+    start_at: AwareDatetime
+    accepted_at: AwareDatetime
+    quota_held: bool = Field(
+        default=True, description="The requested resources count against the tenant's quota from acceptance."
+    )
+    budget_held_usd: float = Field(
+        ge=0, description="The total of the offer chosen at acceptance, counted as committed against the budget."
+    )
+    capacity_held: bool = Field(default=False, description="Capacity is not held by the provider.")
+    guarantee: str
+
+
+def reservation_terms(start_at: datetime, accepted_at: datetime, budget_held_usd: float) -> ReservationTerms:
+    return ReservationTerms(
+        start_at=start_at,
+        accepted_at=accepted_at,
+        budget_held_usd=budget_held_usd,
+        guarantee=(
+            "Held from acceptance until the start or a cancellation: the requested resources against the "
+            f"tenant's quota and {budget_held_usd:.2f} USD (the offer chosen at acceptance) against its budget. "
+            "Capacity is not held (the providers offer no hold): it was checked at acceptance, and at start_at "
+            "the offer is chosen again from the current offers, with failover; a reservation that cannot start "
+            "before its whole duration has passed fails (reservation_missed)."
+        ),
+    )
+
+
 class ComputeRecord(BaseModel):
     """The stored record of one request (changelog table value; status endpoint body). No secrets."""
 
@@ -112,6 +146,8 @@ class ComputeRecord(BaseModel):
     #: When the ``idle-warning`` of the current idle stretch was announced.
     idle_warned_at: AwareDatetime | None = None
     termination_reason: TerminationReason | None = None
+    #: Set when the request was accepted as a reservation (``start_at`` later): what it holds meanwhile.
+    reservation: ReservationTerms | None = None
     error: str | None = None
     unreleased_tokens: list[str] = Field(default_factory=list)
 

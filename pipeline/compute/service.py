@@ -42,6 +42,7 @@ from pipeline.compute.lifecycle import (
     idle_step,
     idle_warning_event,
     last_active,
+    reservation_terms,
     tenant_usage,
     termination_due,
     transition,
@@ -239,7 +240,12 @@ class ComputeService:
             )
             await self._save(failed)
             raise NoFeasibleOffer(decision)
-        return await self._save(record.model_copy(update={"decision": decision}))
+        update: dict[str, object] = {"decision": decision}
+        if request.start_at is not None and request.starts_after(now) and decision.chosen is not None:
+            # accepted as a reservation: from now on it counts against quota (quota.in_use counts every
+            # unfinished record) and budget (costs.split counts its chosen total as committed)
+            update["reservation"] = reservation_terms(request.start_at, now, decision.chosen.total_cost)
+        return await self._save(record.model_copy(update=update))
 
     # ----- allocation -----
 

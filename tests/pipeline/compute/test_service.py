@@ -26,8 +26,11 @@ from pipeline.compute.lifecycle import (
     TerminationReason,
 )
 from pipeline.compute.optimizer import ExclusionReason, NoFeasibleOffer, TenantPolicy
+from pipeline.compute.quota import ComputeQuotaRefused
 from pipeline.compute.request import ComputeRequest
 from pipeline.compute.service import ComputeService
+from pipeline.provisioners.tiers import Quota
+from pipeline.tenants.models import QuotaRecord
 
 FAST = FailoverPolicy(max_attempts=4, deadline_s=30, poll_interval_s=0.01, release_backoff_s=0.01)
 
@@ -146,6 +149,52 @@ async def test_quota_and_budget_refusals_with_clear_reasons(env: Env) -> None:
     with pytest.raises(NoFeasibleOffer) as info:
         await env.service.provision("q3", gpu_request(1, duration_hours=24 * 60))
     assert info.value.constraint is ExclusionReason.BUDGET
+
+
+async def test_an_accepted_reservation_holds_the_budget_and_starts_at_its_time(env: Env) -> None:
+    service, t0 = env.service, env.clock[0]
+    start = t0 + timedelta(hours=2)
+    reserved = (await service.provision("res", gpu_request(4, start_at=start.isoformat(), duration_hours=100))).record
+    assert reserved.state is ComputeState.REQUESTED and reserved.decision is not None
+    chosen = reserved.decision.chosen
+    assert chosen is not None and reserved.reservation is not None
+    held = reserved.reservation.budget_held_usd
+    assert held == pytest.approx(chosen.total_cost) and 1000 < held < 2000  # more than half the budget
+    assert reserved.reservation.quota_held and not reserved.reservation.capacity_held
+    assert "Capacity is not held" in reserved.reservation.guarantee
+    assert env.standin.engine.active_allocations() == []  # nothing allocated yet
+    view = service.capacity("acme")
+    assert view.tenant is not None and view.tenant.budget_remaining_usd == pytest.approx(2000 - held)
+    # a second request that fits the budget alone, but not on top of the reservation, is refused for budget
+    hours = (2000 - held) / chosen.price_per_hour + 1
+    with pytest.raises(NoFeasibleOffer) as info:
+        await service.provision("second", gpu_request(4, duration_hours=hours))
+    assert info.value.constraint is ExclusionReason.BUDGET
+    # the reservation starts at its time: its own held budget does not count against itself
+    env.clock[0] = start
+    started = await service.start("res")
+    assert started.record.state is ComputeState.RUNNING and started.record.running_since == start
+    # without the reservation the same second request fits
+    await service.terminate("res")
+    assert (await service.provision("second-again", gpu_request(4, duration_hours=hours))).record.state is (
+        ComputeState.RUNNING)
+
+
+async def test_an_accepted_reservation_holds_the_quota(env: Env) -> None:
+    service, t0 = env.service, env.clock[0]
+    limits = Quota(cpu_cores=1e9, memory_gib=10**9, gpus=6, storage_gib=10**9)
+    service.quotas = lambda tenant_id: QuotaRecord(tenant_id=tenant_id, limits=limits, updated_at=t0,
+                                                   updated_by="test")
+    start = (t0 + timedelta(days=1)).isoformat()
+    await service.provision("res", gpu_request(4, start_at=start, duration_hours=1))
+    with pytest.raises(ComputeQuotaRefused) as info:
+        await service.provision("now", gpu_request(4, duration_hours=1))
+    assert info.value.refusal.code == "quota-exceeded" and "4 in use of a quota of 6" in info.value.refusal.message
+    assert service.store.get("now") is None
+    assert (await service.provision("small", gpu_request(2, duration_hours=1))).record.state is ComputeState.RUNNING
+    await service.terminate("res")  # a cancelled reservation holds nothing any more
+    await service.terminate("small")
+    assert (await service.provision("now", gpu_request(4, duration_hours=1))).record.state is ComputeState.RUNNING
 
 
 async def test_automatic_termination_after_duration_and_idle(env: Env) -> None:
