@@ -274,8 +274,10 @@ class Settings(BaseSettings):
     compute_deadline_seconds: float = Field(600.0, gt=0)
     compute_poll_interval_seconds: float = Field(2.0, gt=0)
     compute_provisioning_timeout_seconds: float | None = Field(900.0, gt=0)
-    compute_idle_timeout_seconds: float | None = Field(3600.0, gt=0)
-    compute_busy_threshold: float = Field(0.05, ge=0, le=1)
+    compute_idle_warning_seconds: float = Field(
+        600.0, gt=0, le=86400,
+        description="Idle termination (opt-in per request) is announced (idle-warning) this long before it acts.",
+    )
     compute_enforce_interval_seconds: float = Field(15.0, gt=0)
     compute_provision_wait_seconds: float = Field(
         60.0, ge=0, le=600, description="How long POST /compute/provision waits for running before answering 202."

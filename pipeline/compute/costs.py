@@ -10,8 +10,9 @@ the optimizer compares with the budget (plus reservations, see below), never a s
 * ``committed``: money promised but not yet spent. The rest of a holding record's cost (its price x
   the hours left of its duration; the whole duration while provisioning), the chosen candidate's total
   while allocating, and for a reservation (``requested`` with a later ``start_at``) the total of the
-  offer chosen when it was accepted. The optimizer does not count reservations against the budget until
-  they allocate; this view does, because the tenant will pay for them.
+  offer chosen when it was accepted. The optimizer's budget check counts the same figures
+  (:func:`pipeline.compute.service.usage_of`), so an accepted reservation holds its part of the budget
+  from the moment it is accepted.
 * ``forecast`` (to the end of the budget period, "at current scaling"): ``spent + committed`` plus, for
   every running allocation, its price x the hours between the end of its commitment and the end of the
   period, i.e. the machines running now are assumed to be renewed at their price until the period ends,

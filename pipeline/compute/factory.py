@@ -97,16 +97,13 @@ def build_runtime(
             jupyter_url_template=settings.compute_jupyter_url_template,
             monitoring_url_template=settings.compute_monitoring_url_template,
         ),
-        idle=IdlePolicy(
-            idle_timeout_s=settings.compute_idle_timeout_seconds, busy_threshold=settings.compute_busy_threshold
-        ),
+        idle=IdlePolicy(warning_grace_s=settings.compute_idle_warning_seconds),
         events=announce,
         clock=clock,
         period_start=period_start,
         quotas=quotas,
     )
     stale_after = failover.deadline_s + failover.release_timeout_s * failover.release_retries + 120.0
-    idle_timeout = settings.compute_idle_timeout_seconds
     return ComputeRuntime(
         service,
         store,
@@ -114,6 +111,6 @@ def build_runtime(
         engine=engine,
         closers=(engine.close,),
         stale_after_s=stale_after,
-        activity_step_s=min(30.0, idle_timeout / 4) if idle_timeout is not None else 30.0,
+        activity_step_s=min(30.0, settings.compute_idle_warning_seconds / 4),
         provision_wait_s=settings.compute_provision_wait_seconds,
     )

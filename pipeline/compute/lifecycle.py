@@ -4,7 +4,8 @@ States: ``requested -> allocating -> provisioning -> running -> terminating -> t
 ``failed``. :func:`transition` is pure and refuses illegal transitions. :class:`ComputeRecord` is the
 value stored in the changelog-backed table (JSON via pydantic); it never holds secrets (access is a
 :class:`~pipeline.compute.access.MaskedAccess`). :func:`termination_due` decides automatic termination
-(end of duration, idle time) from ``now`` and the last time the machine was busy. :func:`capacity_view`
+at the end of the duration; :func:`idle_step` decides the opt-in idle warning and termination from the
+observed utilization samples. :func:`capacity_view`
 computes available capacity by provider/region/resource type and the tenant's remaining quota/budget
 from the offers and the current records.
 """
@@ -77,6 +78,40 @@ class StateChange(BaseModel):
     reason: str | None = None
 
 
+class ReservationTerms(BaseModel):
+    """What an accepted reservation (``start_at`` later than its acceptance) holds until it starts or is
+    cancelled; shown with the record (status endpoint). The derivatives engine has no capacity hold
+    (docs/compute.md, "Reservations"): quota and budget are held, capacity is not."""
+
+    model_config = ConfigDict(frozen=True)
+
+    start_at: AwareDatetime
+    accepted_at: AwareDatetime
+    quota_held: bool = Field(
+        default=True, description="The requested resources count against the tenant's quota from acceptance."
+    )
+    budget_held_usd: float = Field(
+        ge=0, description="The total of the offer chosen at acceptance, counted as committed against the budget."
+    )
+    capacity_held: bool = Field(default=False, description="Capacity is not held by the provider.")
+    guarantee: str
+
+
+def reservation_terms(start_at: datetime, accepted_at: datetime, budget_held_usd: float) -> ReservationTerms:
+    return ReservationTerms(
+        start_at=start_at,
+        accepted_at=accepted_at,
+        budget_held_usd=budget_held_usd,
+        guarantee=(
+            "Held from acceptance until the start or a cancellation: the requested resources against the "
+            f"tenant's quota and {budget_held_usd:.2f} USD (the offer chosen at acceptance) against its budget. "
+            "Capacity is not held (the providers offer no hold): it was checked at acceptance, and at start_at "
+            "the offer is chosen again from the current offers, with failover; a reservation that cannot start "
+            "before its whole duration has passed fails (reservation_missed)."
+        ),
+    )
+
+
 class ComputeRecord(BaseModel):
     """The stored record of one request (changelog table value; status endpoint body). No secrets."""
 
@@ -105,7 +140,14 @@ class ComputeRecord(BaseModel):
     ends_at: AwareDatetime | None = None
     finished_at: AwareDatetime | None = None
     last_active_at: AwareDatetime | None = None
+    #: The latest ``resource-metrics`` sample of this allocation (``workload`` = request id); ``None``: never
+    #: observed, so never idle.
+    last_sample_at: AwareDatetime | None = None
+    #: When the ``idle-warning`` of the current idle stretch was announced.
+    idle_warned_at: AwareDatetime | None = None
     termination_reason: TerminationReason | None = None
+    #: Set when the request was accepted as a reservation (``start_at`` later): what it holds meanwhile.
+    reservation: ReservationTerms | None = None
     error: str | None = None
     unreleased_tokens: list[str] = Field(default_factory=list)
 
@@ -191,42 +233,74 @@ def transition(
 
 
 class IdlePolicy(BaseModel):
-    """Auto-termination after ``idle_timeout_s`` without utilization >= ``busy_threshold`` (``None``:
-    never for idleness). Utilization is a fraction in [0, 1] (e.g. GPU utilization from
-    ``resource-metrics``)."""
+    """The service-wide part of idle termination: how long before acting the ``idle-warning`` is announced
+    (``COMPUTE_IDLE_WARNING_SECONDS``). Whether and when a request is idle is the request's own
+    :class:`~pipeline.compute.request.IdleTermination` (opt-in)."""
 
     model_config = ConfigDict(frozen=True)
 
-    idle_timeout_s: float | None = Field(default=3600.0, gt=0)
-    busy_threshold: float = Field(default=0.05, ge=0, le=1)
+    warning_grace_s: float = Field(default=600.0, gt=0, le=86400)
 
 
-def last_active(previous: datetime | None, utilization: float, at: datetime, policy: IdlePolicy) -> datetime | None:
-    """New "last busy" time after a utilization sample taken ``at`` (pure)."""
-    if utilization >= policy.busy_threshold and (previous is None or at > previous):
+class IdleStep(StrEnum):
+    WARN = "idle-warning"
+    TERMINATE = "terminate"
+
+
+def last_active(
+    previous: datetime | None, utilization: float, at: datetime, below_utilization: float
+) -> datetime | None:
+    """New "last busy" time after a utilization sample taken ``at`` (pure): a sample at or above the
+    request's ``below_utilization`` is busy."""
+    if utilization >= below_utilization and (previous is None or at > previous):
         return at
     return previous
 
 
-def termination_due(
-    record: ComputeRecord, now: datetime, *, last_active_at: datetime | None = None, idle: IdlePolicy | None = None
-) -> TerminationReason | None:
-    """Whether a running allocation must be terminated now (pure): the duration has elapsed, or it
-    has been idle for ``idle.idle_timeout_s`` (idle counted from the later of ``last_active_at`` and
-    the start of running)."""
+def idle_since(record: ComputeRecord) -> datetime | None:
+    """Start of the idle stretch *observed* for a running record (pure): the later of the start of running and
+    the last busy sample, when a sample (necessarily idle) was observed after it; else ``None`` (no sample
+    at all, or the last one was busy: nothing says the machine is idle)."""
+    if record.state is not ComputeState.RUNNING or record.running_since is None or record.last_sample_at is None:
+        return None
+    since = max(d for d in (record.running_since, record.last_active_at) if d is not None)
+    return since if record.last_sample_at > since else None
+
+
+def idle_step(record: ComputeRecord, now: datetime, grace_s: float) -> IdleStep | None:
+    """What idle termination must do now for ``record`` (pure), only for a request that opted in
+    (``request.idle_termination``) and only on observed samples:
+
+    * ``WARN`` once idle has been observed for ``after_minutes`` minus ``grace_s`` (at once when the window is
+      shorter than the grace) and no warning was given for this idle stretch;
+    * ``TERMINATE`` once idle has been observed (first to last sample) for the whole ``after_minutes`` and
+      the warning of this stretch is at least ``grace_s`` old;
+    * ``None`` otherwise. A busy sample starts a new stretch (the old warning no longer counts); samples
+      that stop arriving stop the observed stretch from growing, so missing metrics never terminate."""
+    _aware(now)
+    policy = record.request.idle_termination
+    since = idle_since(record)
+    if policy is None or since is None or record.last_sample_at is None:
+        return None
+    observed = (min(record.last_sample_at, now) - since).total_seconds()
+    window = policy.after_minutes * 60.0
+    warned_at = record.idle_warned_at
+    if warned_at is None or warned_at < since:
+        return IdleStep.WARN if observed >= max(window - grace_s, 0.0) else None
+    if observed >= window and (now - warned_at).total_seconds() >= grace_s:
+        return IdleStep.TERMINATE
+    return None
+
+
+def termination_due(record: ComputeRecord, now: datetime) -> TerminationReason | None:
+    """Whether a running allocation must be terminated now because its duration has elapsed (pure). Idle
+    termination is :func:`idle_step` (opt-in, warned first)."""
     _aware(now)
     if record.state is not ComputeState.RUNNING or record.running_since is None:
         return None
     ends_at = record.ends_at or record.running_since + timedelta(hours=record.request.duration_hours)
     if now >= ends_at:
         return TerminationReason.DURATION_ELAPSED
-    idle = idle or IdlePolicy()
-    if idle.idle_timeout_s is not None:
-        reference = max(
-            d for d in (record.running_since, record.last_active_at, last_active_at) if d is not None
-        )
-        if (now - reference).total_seconds() >= idle.idle_timeout_s:
-            return TerminationReason.IDLE
     return None
 
 
@@ -316,9 +390,11 @@ def capacity_view(
     now: datetime,
     *,
     tenant: TenantPolicy | None = None,
+    usage: TenantUsage | None = None,
 ) -> CapacityView:
     """Available capacity = pool capacity (from offers: engine quotes, Kubernetes config) minus the
-    pools' allocations held by current records; plus the tenant's remaining quota and budget."""
+    pools' allocations held by current records; plus the tenant's remaining quota and budget (``usage``:
+    the tenant's usage as the service counts it, reservations included; default :func:`tenant_usage`)."""
     _aware(now)
     records = list(records)
     pools: dict[tuple[str, str, str], tuple[Offer, int | None]] = {}
@@ -371,7 +447,7 @@ def capacity_view(
             )
     quota = None
     if tenant is not None:
-        usage = tenant_usage(records, tenant.tenant_id, now)
+        usage = usage or tenant_usage(records, tenant.tenant_id, now)
         quota = TenantQuotaView(
             tenant_id=tenant.tenant_id,
             max_gpus=tenant.max_gpus,
@@ -401,6 +477,10 @@ class ComputeEvent(BaseModel):
     attempts: int = 0
     access: MaskedAccess | None = None
     error: str | None = None
+    #: ``idle-warning``: not a state change but the notice that idle termination will follow.
+    notice: IdleStep | None = None
+    idle_since: AwareDatetime | None = None
+    terminate_not_before: AwareDatetime | None = None
 
 
 def event_for(record: ComputeRecord) -> ComputeEvent:
@@ -416,4 +496,18 @@ def event_for(record: ComputeRecord) -> ComputeEvent:
         attempts=len(record.attempts),
         access=record.access,
         error=record.error,
+    )
+
+
+def idle_warning_event(record: ComputeRecord, now: datetime, grace_s: float) -> ComputeEvent:
+    """The ``idle-warning`` notice of ``record``'s current idle stretch (its id is derived from the stretch's
+    start, so a redelivered or repeated warning is the same event)."""
+    since = idle_since(record)
+    policy = record.request.idle_termination
+    not_before = None
+    if since is not None and policy is not None:
+        not_before = max(since + timedelta(minutes=policy.after_minutes), now + timedelta(seconds=grace_s))
+    return event_for(record).model_copy(
+        update={"at": now, "notice": IdleStep.WARN, "idle_since": since, "terminate_not_before": not_before,
+                "reason": TerminationReason.IDLE.value}
     )

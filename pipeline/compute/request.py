@@ -72,6 +72,23 @@ def _normalized_list(values: list[str] | None, field: str) -> list[str] | None:
     return out
 
 
+#: Upper bound of an idle window (7 days): a longer one is no idle termination at all.
+MAX_IDLE_MINUTES = 7 * 24 * 60
+
+
+class IdleTermination(BaseModel):
+    """Opt-in idle termination of one request (docs/compute.md, "Idle termination"): terminate the machine once
+    utilization below ``below_utilization`` has been *observed* for ``after_minutes`` (``resource-metrics``
+    samples whose ``workload`` is the request id), after an ``idle-warning`` one grace period before."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    after_minutes: int = Field(ge=1, le=MAX_IDLE_MINUTES, description="Observed idle minutes before termination.")
+    below_utilization: float = Field(
+        ge=0, le=1, description="Utilization (0..1, the busier of GPUs and vCPUs) below which a sample is idle."
+    )
+
+
 class ComputeSpec(BaseModel):
     """What is requested, for whom aside (the fields of a ``compute-request-events`` event beyond the
     common ones; :class:`ComputeRequest` adds the tenant).
@@ -79,7 +96,8 @@ class ComputeSpec(BaseModel):
     ``regions``/``providers`` are allow lists (``None`` = any); ``exclude_regions``/``exclude_providers``
     are deny lists. Names are compared case-insensitively and stored normalised (lower case).
     ``max_price_per_hour`` caps the effective (discounted) hourly price. ``start_at`` is a reservation
-    for a scheduled job and must be timezone-aware.
+    for a scheduled job and must be timezone-aware. ``idle_termination`` opts in to idle termination
+    (``None``: never terminated as idle, only at the end of ``duration_hours``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -94,6 +112,17 @@ class ComputeSpec(BaseModel):
     max_price_per_hour: float | None = Field(default=None, gt=0, le=MAX_QUANTITY)
     purpose: Purpose = "other"
     start_at: AwareDatetime | None = None
+    idle_termination: IdleTermination | None = Field(
+        default=None,
+        description=(
+            "Opt-in idle termination; null (the default): never terminated as idle. Utilization is observed from "
+            "resource-metrics samples of the same tenant whose workload is the request id "
+            "(the id the provision response and the compute-status events carry); a request without such "
+            "samples is never terminated as idle. An "
+            "idle-warning (provisioning-events, kind compute-status) precedes termination by "
+            "COMPUTE_IDLE_WARNING_SECONDS."
+        ),
+    )
 
     @field_validator("regions", "providers", mode="after")
     @classmethod
@@ -139,7 +168,11 @@ class ComputeRequest(ComputeSpec):
         """The canonical hash of the request as validated (lists normalised, defaults filled in, numbers as
         floats): two spellings of the same request hash the same, a different request does not. Stored on the
         record, it tells a retry (same ``Idempotency-Key``, same body) from a reuse of the key."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        # Without idle termination the field is left out: records stored before it existed keep their hash.
+        exclude = {"idle_termination"} if self.idle_termination is None else None
+        canonical = json.dumps(
+            self.model_dump(mode="json", exclude=exclude), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        )
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     @classmethod

@@ -44,10 +44,23 @@ logger = logging.getLogger(__name__)
 
 
 def status_event(event: ComputeEvent, record: ComputeRecord | None) -> ProvisioningStatusEvent:
-    """The ``provisioning-events`` record (kind ``compute-status``) of a state change; secrets masked."""
+    """The ``provisioning-events`` record (kind ``compute-status``) of a state change, or of an
+    ``idle-warning`` notice (status ``idle-warning``, id derived from the idle stretch's start); secrets masked."""
+    detail = mask_value(event.model_dump(mode="json"))
+    if event.notice is not None:
+        since = event.idle_since.isoformat() if event.idle_since is not None else ""
+        return ProvisioningStatusEvent(
+            event_id=derived_id("compute-status", event.request_id, event.notice.value, since),
+            tenant_id=event.tenant_id,
+            occurred_at=event.at,
+            kind="compute-status",
+            resource="compute",
+            status=event.notice.value,
+            previous_status=event.state.value,
+            detail=detail,
+        )
     changes = len(record.history) if record is not None else 0
     previous = record.history[-2].state.value if record is not None and len(record.history) >= 2 else None
-    detail = mask_value(event.model_dump(mode="json"))
     return ProvisioningStatusEvent(
         event_id=derived_id("compute-status", event.request_id, event.state.value, str(changes)),
         tenant_id=event.tenant_id,
@@ -282,19 +295,24 @@ class ComputeRuntime:
                 "access_expired": len(expired), "overlay_trimmed": trimmed}
 
     def record_metrics(self, sample: ResourceMetrics) -> ComputeRecord | None:
-        """Fold a ``resource-metrics`` sample whose ``workload`` is a running request's id into its
-        activity (idle detection). Returns the record when it changed."""
+        """Fold a ``resource-metrics`` sample whose ``workload`` is a running request's id (the tag that maps
+        a sample to an allocation; same tenant) into its observed activity (idle termination, for requests
+        that opted in). Samples are kept at a resolution of ``activity_step_s`` so that a busy machine does
+        not write its record on every sample. Returns the record when it changed."""
         request_id = sample.workload
         if tenant_of(request_id) != sample.tenant_id:
             return None
         record = self.store.get(request_id)
-        if record is None or record.state is not ComputeState.RUNNING:
+        if record is None or record.state is not ComputeState.RUNNING or record.request.idle_termination is None:
             return None
-        previous = record.last_active_at
+        utilization = utilization_of(record, sample)
+        busy = utilization >= record.request.idle_termination.below_utilization
+        # an idle sample is compared with the last sample, a busy one with the last busy mark
+        previous = record.last_active_at if busy else record.last_sample_at
         if previous is not None and (sample.occurred_at - previous).total_seconds() < self.activity_step_s:
             return None
-        updated = self.service.record_utilization(request_id, utilization_of(record, sample), sample.occurred_at)
-        return updated if updated is not None and updated.last_active_at != previous else None
+        updated = self.service.record_utilization(request_id, utilization, sample.occurred_at)
+        return updated if updated is not None and updated != record else None
 
     async def close(self, timeout_s: float = 30.0) -> None:
         """Stop: cancel allocations in flight (they release what they hold), send pending writes."""

@@ -26,6 +26,7 @@ from pipeline.compute.allocation import (
 )
 from pipeline.compute.backend import AllocationHandle, BackendError, BackendRouter, ComputeBackend
 from pipeline.compute.catalog import Offer, OfferBook
+from pipeline.compute.costs import tenant_costs
 from pipeline.compute.engine_client import DerivativesEngineClient
 from pipeline.compute.lifecycle import (
     HOLDING,
@@ -34,15 +35,19 @@ from pipeline.compute.lifecycle import (
     ComputeRecord,
     ComputeState,
     IdlePolicy,
+    IdleStep,
     TerminationReason,
     capacity_view,
     event_for,
+    idle_step,
+    idle_warning_event,
     last_active,
+    reservation_terms,
     tenant_usage,
     termination_due,
     transition,
 )
-from pipeline.compute.optimizer import Decision, FailureHistory, NoFeasibleOffer, TenantPolicy, choose
+from pipeline.compute.optimizer import Decision, FailureHistory, NoFeasibleOffer, TenantPolicy, TenantUsage, choose
 from pipeline.compute.quota import ComputeQuotaRefused, admit
 from pipeline.compute.request import ComputeRequest
 from pipeline.isolation import isolated
@@ -81,6 +86,14 @@ class ProvisionResult:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def usage_of(records: Iterable[ComputeRecord], tenant_id: str, now: datetime) -> TenantUsage:
+    """GPUs held, and spent + committed as the costs module counts them (accepted reservations included)."""
+    records = list(records)
+    gpus = tenant_usage(records, tenant_id, now).gpus_in_use
+    costs = tenant_costs(records, tenant_id, now, budget_usd=None, period="total")
+    return TenantUsage(gpus_in_use=gpus, spent_usd=costs.used_usd)
 
 
 #: Intents that may still hold capacity at a backend.
@@ -179,9 +192,16 @@ class ComputeService:
 
     # ----- decision -----
 
-    def decide(self, request: ComputeRequest, now: datetime | None = None) -> Decision:
+    def usage(self, tenant_id: str, now: datetime, *, exclude: str | None = None) -> TenantUsage:
+        """What the optimizer checks ``tenant_id``'s next request against: GPUs held and money spent plus
+        committed, accepted reservations included (their total as accepted), by the costs module's own
+        figures (:func:`pipeline.compute.costs.tenant_costs`). ``exclude``: the request being started, whose
+        reservation must not count against itself."""
+        return usage_of((r for r in self.usage_records(now) if r.request_id != exclude), tenant_id, now)
+
+    def decide(self, request: ComputeRequest, now: datetime | None = None, *, exclude: str | None = None) -> Decision:
         now = now or self.clock()
-        usage = tenant_usage(self.usage_records(now), request.tenant_id, now)
+        usage = self.usage(request.tenant_id, now, exclude=exclude)
         return choose(
             request,
             self.book,
@@ -220,7 +240,12 @@ class ComputeService:
             )
             await self._save(failed)
             raise NoFeasibleOffer(decision)
-        return await self._save(record.model_copy(update={"decision": decision}))
+        update: dict[str, object] = {"decision": decision}
+        if request.start_at is not None and request.starts_after(now) and decision.chosen is not None:
+            # accepted as a reservation: from now on it counts against quota (quota.in_use counts every
+            # unfinished record) and budget (costs.split counts its chosen total as committed)
+            update["reservation"] = reservation_terms(request.start_at, now, decision.chosen.total_cost)
+        return await self._save(record.model_copy(update=update))
 
     # ----- allocation -----
 
@@ -247,7 +272,7 @@ class ComputeService:
 
     async def _start(self, record: ComputeRecord) -> ProvisionResult:
         request = record.request
-        decision = self.decide(request)
+        decision = self.decide(request, exclude=record.request_id)  # its own reservation is what it starts
         if not decision.feasible:
             failed = transition(
                 record, ComputeState.FAILED, self.clock(), reason="no_feasible_offer",
@@ -511,19 +536,38 @@ class ComputeService:
         return released
 
     def record_utilization(self, request_id: str, utilization: float, at: datetime) -> ComputeRecord | None:
-        """Fold one utilization sample (``resource-metrics``) into the record's ``last_active_at``."""
+        """Fold one utilization sample (``resource-metrics``) into the record: ``last_sample_at`` (it was
+        observed) and ``last_active_at`` (when at or above its ``below_utilization``). Only a running request
+        that opted in to idle termination is written."""
         record = self.store.get(request_id)
         if record is None or record.state is not ComputeState.RUNNING:
             return record
-        updated = last_active(record.last_active_at, utilization, at, self.idle)
-        if updated != record.last_active_at:
-            record = record.model_copy(update={"last_active_at": updated})
+        policy = record.request.idle_termination
+        if policy is None:
+            return record
+        update: dict[str, object] = {}
+        if record.last_sample_at is None or at > record.last_sample_at:
+            update["last_sample_at"] = at
+        active = last_active(record.last_active_at, utilization, at, policy.below_utilization)
+        if active != record.last_active_at:
+            update["last_active_at"] = active
+        if update:
+            record = record.model_copy(update=update)
             self.store[request_id] = record
         return record
 
+    async def _warn_idle(self, record: ComputeRecord, now: datetime) -> ComputeRecord:
+        """Announce the ``idle-warning`` of ``record``'s idle stretch and remember it (no state change)."""
+        warned = record.model_copy(update={"idle_warned_at": now})
+        await self._persist(warned)
+        if self._events is not None:
+            await self._events(idle_warning_event(warned, now, self.idle.warning_grace_s))
+        return warned
+
     async def enforce(self, now: datetime | None = None) -> list[ComputeRecord]:
-        """One sweep: terminate running allocations whose duration elapsed or that are idle, and retry
-        releases stuck in ``terminating``. Returns the records it changed."""
+        """One sweep: terminate running allocations whose duration elapsed, warn then terminate those idle
+        (opt-in, observed samples only: :func:`~pipeline.compute.lifecycle.idle_step`), and retry releases
+        stuck in ``terminating``. Returns the records it changed (warned ones included)."""
         now = now or self.clock()
         changed = []
         for record in self.records():
@@ -531,7 +575,14 @@ class ComputeService:
                 if record.state is ComputeState.TERMINATING:
                     changed.append(await self.terminate(record.request_id))
                     continue
-                reason = termination_due(record, now, idle=self.idle)
+                reason = termination_due(record, now)
+                step = idle_step(record, now, self.idle.warning_grace_s) if reason is None else None
+                if step is IdleStep.WARN:
+                    logger.info("idle warning for %s", record.request_id)
+                    changed.append(await self._warn_idle(record, now))
+                    continue
+                if step is IdleStep.TERMINATE:
+                    reason = TerminationReason.IDLE
                 if reason is not None:
                     logger.info("auto-terminating %s: %s", record.request_id, reason.value)
                     changed.append(await self.terminate(record.request_id, reason))
@@ -548,9 +599,12 @@ class ComputeService:
         now = now or self.clock()
         records = {r.request_id: r for r in others}
         records.update((r.request_id, r) for r in self.usage_records(now))
+        usage = None
+        if tenant_id:
+            usage = usage_of(records.values(), tenant_id, now)
         return capacity_view(
             self.book.offers(), records.values(), now,
-            tenant=self.policy(tenant_id) if tenant_id else None,
+            tenant=self.policy(tenant_id) if tenant_id else None, usage=usage,
         )
 
     def holding(self) -> list[ComputeRecord]:

@@ -530,28 +530,38 @@ def test_records_terminate_at_the_end_of_their_duration_and_when_idle(
     compute_env: dict[str, str], start_worker: Callable[..., WorkerProcess], admin_token: str, run_id: str,
 ) -> None:
     app_id = f"it-compute-life-{secrets.token_hex(4)}"
-    env = {**compute_env, "APP_ID": app_id, "COMPUTE_IDLE_TIMEOUT_SECONDS": "90",
+    env = {**compute_env, "APP_ID": app_id, "COMPUTE_IDLE_WARNING_SECONDS": "30",
            "COMPUTE_ENFORCE_INTERVAL_SECONDS": "1"}
     worker = start_worker(env)
     worker.wait_ready()
     # A new app id reads resource-metrics from the beginning: let it catch up with the shared topic's history
-    # first, so that the sample below is not queued behind it.
+    # first, so that the samples below are not queued behind it.
     wait_for(lambda: asyncio.run(consumer_lag(env["KAFKA_BOOTSTRAP_SERVERS"], app_id, "resource-metrics")) < 100,
              timeout=900, what="the worker to catch up with resource-metrics")
     tenant = f"c{run_id}-life"
     create_tenant(worker, admin_token, tenant)
-    code, short = call(worker, "POST", "/api/v1/compute/provision", admin_token, gpu(tenant, 1, duration_hours=0.004))
+    idle_policy = {"after_minutes": 1, "below_utilization": 0.5}
+    code, short = call(worker, "POST", "/api/v1/compute/provision", admin_token,
+                       gpu(tenant, 1, duration_hours=0.004, idle_termination=idle_policy))
     assert code == 201
-    code, idle = call(worker, "POST", "/api/v1/compute/provision", admin_token, gpu(tenant, 1))
+    code, idle = call(worker, "POST", "/api/v1/compute/provision", admin_token,
+                      gpu(tenant, 1, idle_termination=idle_policy))
+    assert code == 201
+    code, unwatched = call(worker, "POST", "/api/v1/compute/provision", admin_token,
+                           gpu(tenant, 1, idle_termination=idle_policy))
     assert code == 201
     remember(short)
     remember(idle)
-    # One busy sample, stamped 30 s into the run (past the activity resolution, idle timeout / 4): idle
-    # termination then comes 90 s after it, not 90 s after the start, whenever the sample arrives meanwhile.
+    remember(unwatched)
+    # A busy sample 30 s into the run, then idle ones 40 s and 70 s after it (past the activity resolution,
+    # warning seconds / 4): idle is observed from the busy sample to the last idle one, so the warning comes
+    # once 60 - 30 s of idleness are observed and the termination once 60 s are and the warning is 30 s old.
     busy_at = datetime.fromisoformat(idle["running_since"]) + timedelta(seconds=30)
-    produce(env["KAFKA_BOOTSTRAP_SERVERS"], "resource-metrics",
-            {"event_id": f"{tenant}-m1", "tenant_id": tenant, "occurred_at": busy_at.isoformat(),
-             "workload": idle["request_id"], "cpu_cores": 1, "memory_gib": 2, "gpus": 1})
+    for number, (at, gpus) in enumerate(((busy_at, 1), (busy_at + timedelta(seconds=40), 0),
+                                         (busy_at + timedelta(seconds=70), 0))):
+        produce(env["KAFKA_BOOTSTRAP_SERVERS"], "resource-metrics",
+                {"event_id": f"{tenant}-m{number}", "tenant_id": tenant, "occurred_at": at.isoformat(),
+                 "workload": idle["request_id"], "cpu_cores": 0, "memory_gib": 2, "gpus": gpus})
 
     def state(view: dict[str, Any]) -> Callable[[], dict[str, Any] | None]:
         def check() -> dict[str, Any] | None:
@@ -565,7 +575,17 @@ def test_records_terminate_at_the_end_of_their_duration_and_when_idle(
     done_idle = wait_for(state(idle), timeout=400, what="idle termination")
     assert done_idle["termination_reason"] == "idle"
     assert done_idle["last_active_at"] is not None and datetime.fromisoformat(done_idle["last_active_at"]) == busy_at
-    assert datetime.fromisoformat(done_idle["finished_at"]) >= busy_at + timedelta(seconds=90)
+    assert datetime.fromisoformat(done_idle["finished_at"]) >= busy_at + timedelta(seconds=60)
+    statuses = [json.loads(v) for v in asyncio.run(read_topic(env["KAFKA_BOOTSTRAP_SERVERS"], "provisioning-events"))
+                if idle["request_id"].encode() in v]
+    order = [s["status"] for s in statuses]
+    assert order.count("idle-warning") == 1 and order.index("idle-warning") < order.index("terminating")
+    warning = statuses[order.index("idle-warning")]
+    assert warning["kind"] == "compute-status" and warning["detail"]["idle_since"] is not None
+    # opted in, no sample of its own: still running long after the other one's idle window
+    code, still = worker.get(unwatched["status_url"], admin_token)
+    assert code == 200 and still["state"] == "running"
+    call(worker, "DELETE", unwatched["status_url"], admin_token)
     engine = env["DERIVATIVES_ENGINE_URL"]
     for view in (done_short, done_idle):
         assert view["allocation_id"] not in {a["allocation_id"] for a in mine(engine, view["request_id"])}

@@ -3,25 +3,31 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from pipeline.compute.catalog import Offer
 from pipeline.compute.lifecycle import (
     TRANSITIONS,
     ComputeRecord,
     ComputeState,
-    IdlePolicy,
+    IdleStep,
     IllegalTransition,
     TerminationReason,
     capacity_view,
     event_for,
     held_by,
+    idle_step,
+    idle_warning_event,
     last_active,
     tenant_usage,
     termination_due,
     transition,
 )
 from pipeline.compute.optimizer import TenantPolicy
-from pipeline.compute.request import ComputeRequest
+from pipeline.compute.request import MAX_IDLE_MINUTES, ComputeRequest, IdleTermination
+from pipeline.compute.runtime import status_event
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 REQUEST = ComputeRequest.model_validate(
@@ -71,27 +77,126 @@ def test_every_illegal_transition_is_refused() -> None:
         transition(base, ComputeState.ALLOCATING, T0, bogus=1)
 
 
-def test_termination_at_end_of_duration_and_when_idle() -> None:
+def test_termination_at_end_of_duration_only() -> None:
     record = running()
-    idle = IdlePolicy(idle_timeout_s=1800)
-    assert termination_due(record, T0 + timedelta(minutes=10), idle=idle) is None
-    busy = T0 + timedelta(hours=2)
-    assert termination_due(record, T0 + timedelta(hours=2, minutes=20), last_active_at=busy, idle=idle) is None
-    assert termination_due(record, T0 + timedelta(hours=2, minutes=30), last_active_at=busy,
-                           idle=idle) is TerminationReason.IDLE
-    assert termination_due(record, T0 + timedelta(hours=6), last_active_at=T0 + timedelta(hours=5, minutes=59),
-                           idle=idle) is TerminationReason.DURATION_ELAPSED
-    never_idle = IdlePolicy(idle_timeout_s=None)
-    assert termination_due(record, T0 + timedelta(hours=5), idle=never_idle) is None
+    assert termination_due(record, T0 + timedelta(minutes=10)) is None
+    assert termination_due(record, T0 + timedelta(hours=5, minutes=59)) is None
+    assert termination_due(record, T0 + timedelta(hours=6)) is TerminationReason.DURATION_ELAPSED
     assert termination_due(ComputeRecord.new("r2", REQUEST, T0), T0 + timedelta(days=9)) is None
 
 
 def test_last_active_from_utilization_samples() -> None:
-    policy = IdlePolicy(busy_threshold=0.1)
     at = T0 + timedelta(minutes=5)
-    assert last_active(T0, 0.05, at, policy) == T0
-    assert last_active(T0, 0.5, at, policy) == at
-    assert last_active(at, 0.9, T0, policy) == at  # out-of-order sample
+    assert last_active(T0, 0.05, at, 0.1) == T0
+    assert last_active(T0, 0.1, at, 0.1) == at  # at the threshold is busy
+    assert last_active(at, 0.9, T0, 0.1) == at  # out-of-order sample
+
+
+IDLE_30 = IdleTermination(after_minutes=30, below_utilization=0.1)
+
+
+def watched(policy: IdleTermination | None = IDLE_30, **fields: object) -> ComputeRecord:
+    """A record running since T0 whose request has ``policy``, with ``fields`` (samples, warning) set."""
+    request = REQUEST.model_copy(update={"idle_termination": policy})
+    record = ComputeRecord.new("r1", request, T0)
+    record = transition(record, ComputeState.ALLOCATING, T0)
+    record = transition(record, ComputeState.PROVISIONING, T0, offer=OFFER, allocation_id="a1", price_per_hour=10.0)
+    return transition(record, ComputeState.RUNNING, T0).model_copy(update=fields)
+
+
+def test_the_idle_warning_comes_one_grace_period_before_the_termination() -> None:
+    grace = 600.0
+    minute = timedelta(minutes=1)
+    # observed idle 19 min (T0 .. T0+19): nothing yet; 20 min = 30 - the 10-minute grace: warn
+    assert idle_step(watched(last_sample_at=T0 + 19 * minute), T0 + 19 * minute, grace) is None
+    assert idle_step(watched(last_sample_at=T0 + 20 * minute), T0 + 20 * minute, grace) is IdleStep.WARN
+    warned = watched(last_sample_at=T0 + 30 * minute, idle_warned_at=T0 + 25 * minute)
+    assert idle_step(warned, T0 + 34 * minute, grace) is None  # observed 30 min, but warned only 9 min ago
+    assert idle_step(warned, T0 + 35 * minute, grace) is IdleStep.TERMINATE
+    # a busy sample after the warning starts a new stretch: the old warning no longer counts
+    busy_again = warned.model_copy(update={"last_active_at": T0 + 26 * minute})
+    assert idle_step(busy_again, T0 + 35 * minute, grace) is None
+    assert idle_step(busy_again.model_copy(update={"last_sample_at": T0 + 46 * minute}), T0 + 46 * minute,
+                     grace) is IdleStep.WARN
+    # a window shorter than the grace: warned at the first idle sample, terminated a grace period later
+    short = IdleTermination(after_minutes=5, below_utilization=0.5)
+    assert idle_step(watched(short, last_sample_at=T0 + minute), T0 + minute, grace) is IdleStep.WARN
+    early = watched(short, last_sample_at=T0 + 6 * minute, idle_warned_at=T0 + minute)
+    assert idle_step(early, T0 + 10 * minute, grace) is None
+    assert idle_step(early, T0 + 11 * minute, grace) is IdleStep.TERMINATE
+
+
+def test_no_policy_or_no_sample_is_never_idle() -> None:
+    late = T0 + timedelta(hours=5)
+    assert idle_step(watched(None, last_sample_at=T0 + timedelta(hours=4)), late, 60) is None
+    assert idle_step(watched(), late, 60) is None  # opted in, but never observed
+    # the last sample was busy: nothing says the machine is idle since, however long ago it was
+    busy = watched(last_sample_at=T0 + timedelta(minutes=3), last_active_at=T0 + timedelta(minutes=3))
+    assert idle_step(busy, late, 60) is None
+    assert idle_step(watched(last_sample_at=late).model_copy(update={"state": ComputeState.TERMINATING}), late,
+                     60) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    after=st.integers(min_value=1, max_value=MAX_IDLE_MINUTES),
+    grace=st.floats(min_value=1.0, max_value=86400.0),
+    busy_s=st.one_of(st.none(), st.integers(min_value=0, max_value=10**6)),
+    sample_s=st.one_of(st.none(), st.integers(min_value=0, max_value=10**6)),
+    warned_s=st.one_of(st.none(), st.integers(min_value=0, max_value=10**6)),
+    now_s=st.integers(min_value=0, max_value=2 * 10**6),
+)
+def test_idle_step_never_terminates_unobserved_unwarned_or_early(
+    after: int, grace: float, busy_s: int | None, sample_s: int | None, warned_s: int | None, now_s: int
+) -> None:
+    def at(seconds: int | None) -> datetime | None:
+        return None if seconds is None else T0 + timedelta(seconds=seconds)
+
+    record = watched(IdleTermination(after_minutes=after, below_utilization=0.3), last_active_at=at(busy_s) or T0,
+                     last_sample_at=at(sample_s), idle_warned_at=at(warned_s))
+    now = T0 + timedelta(seconds=now_s)
+    step = idle_step(record, now, grace)
+    since = max(T0, record.last_active_at or T0)
+    last_sample = record.last_sample_at
+    if last_sample is None or last_sample <= since:
+        assert step is None  # no idle sample observed since the last busy one
+        return
+    observed = (min(last_sample, now) - since).total_seconds()
+    if step is IdleStep.TERMINATE:
+        warned_at = record.idle_warned_at
+        assert warned_at is not None and warned_at >= since  # warned within this idle stretch
+        assert (now - warned_at).total_seconds() >= grace  # a whole grace period before
+        assert observed >= after * 60  # idle observed for the whole window
+    if step is IdleStep.WARN:
+        assert observed >= after * 60 - grace
+        assert record.idle_warned_at is None or record.idle_warned_at < since  # once per stretch
+    if observed < max(after * 60 - grace, 0):
+        assert step is None
+
+
+def test_the_idle_warning_event_id_is_the_stretchs() -> None:
+    minute = timedelta(minutes=1)
+    record = watched(last_sample_at=T0 + 20 * minute, last_active_at=T0 + 2 * minute)
+    first = status_event(idle_warning_event(record, T0 + 20 * minute, 600), record)
+    again = status_event(idle_warning_event(record, T0 + 21 * minute, 600), record)
+    assert (first.status, first.previous_status, first.kind) == ("idle-warning", "running", "compute-status")
+    assert first.event_id == again.event_id
+    assert first.detail["terminate_not_before"] == (T0 + 32 * minute).isoformat().replace("+00:00", "Z")
+    later = record.model_copy(update={"last_active_at": T0 + 40 * minute, "last_sample_at": T0 + 60 * minute})
+    assert status_event(idle_warning_event(later, T0 + 60 * minute, 600), later).event_id != first.event_id
+    assert status_event(event_for(record), record).event_id != first.event_id
+
+
+def test_idle_termination_is_bounded() -> None:
+    with pytest.raises(ValidationError):
+        IdleTermination(after_minutes=0, below_utilization=0.1)
+    with pytest.raises(ValidationError):
+        IdleTermination(after_minutes=MAX_IDLE_MINUTES + 1, below_utilization=0.1)
+    with pytest.raises(ValidationError):
+        IdleTermination(after_minutes=30, below_utilization=1.01)
+    with pytest.raises(ValidationError):
+        IdleTermination.model_validate({"after_minutes": 30, "below_utilization": 0.1, "extra": 1})
+    assert REQUEST.idle_termination is None  # opt-in: never idle-terminated by default
 
 
 def test_capacity_view_reflects_allocations_and_releases() -> None:

@@ -359,7 +359,7 @@ async def test_an_event_is_submitted_once_and_allocated_in_the_background(real_o
 async def test_the_sweep_starts_reservations_and_terminates_at_the_end_of_the_duration(
     real_offers: list[Offer],
 ) -> None:
-    async with runtime_env(real_offers, quotas={"acme": 8}, clock=T0, compute_idle_timeout_seconds=None) as env:
+    async with runtime_env(real_offers, quotas={"acme": 8}, clock=T0) as env:
         start = T0 + timedelta(hours=1)
         outcome = await env.runtime.provision("acme.res", gpu_request(start_at=start.isoformat(), duration_hours=2))
         assert not outcome.finished and outcome.record.state is ComputeState.REQUESTED
@@ -409,8 +409,10 @@ async def test_the_sweep_fails_abandoned_requests_and_releases_what_they_hold(re
 
 
 async def test_samples_of_a_running_allocation_keep_it_from_idling(real_offers: list[Offer]) -> None:
-    async with runtime_env(real_offers, quotas={"acme": 8}, clock=T0, compute_idle_timeout_seconds=600) as env:
-        await env.runtime.provision("acme.r1", gpu_request())
+    async with runtime_env(real_offers, quotas={"acme": 8}, clock=T0, compute_idle_warning_seconds=300) as env:
+        await env.runtime.provision("acme.r1", gpu_request(idle_termination={"after_minutes": 10,
+                                                                             "below_utilization": 0.5}))
+        await env.runtime.provision("acme.r2", gpu_request(count=1))  # not opted in
 
         def sample(at: datetime, gpus: float, workload: str = "acme.r1") -> ResourceMetrics:
             return ResourceMetrics(event_id=f"m{at.timestamp()}", tenant_id="acme", occurred_at=at,
@@ -418,12 +420,25 @@ async def test_samples_of_a_running_allocation_keep_it_from_idling(real_offers: 
 
         busy_at = T0 + timedelta(seconds=500)
         changed = env.runtime.record_metrics(sample(busy_at, 3))
-        assert changed is not None and changed.last_active_at == busy_at
+        assert changed is not None and changed.last_active_at == busy_at == changed.last_sample_at
         assert env.runtime.record_metrics(sample(busy_at + timedelta(seconds=5), 3)) is None  # within the step
-        assert env.runtime.record_metrics(sample(busy_at + timedelta(seconds=60), 0.01)) is None  # idle sample
         assert env.runtime.record_metrics(sample(busy_at, 3, workload="other.r1")) is None  # another tenant's
-        env.clock[0] = T0 + timedelta(seconds=700)
-        assert (await env.runtime.tick())["terminated"] == 0  # busy 200 s ago
-        env.clock[0] = busy_at + timedelta(seconds=600)
+        assert env.runtime.record_metrics(sample(busy_at, 0, workload="acme.r2")) is None  # not opted in
+        idle = env.runtime.record_metrics(sample(busy_at + timedelta(seconds=60), 1))  # 1 of 4 GPUs: idle
+        assert idle is not None and idle.last_active_at == busy_at
+        env.clock[0] = busy_at + timedelta(seconds=299)
+        assert env.runtime.record_metrics(sample(env.clock[0], 1)) is not None
+        assert (await env.runtime.tick())["terminated"] == 0
+        assert not any(e.status == "idle-warning" for e in env.events)  # observed idle 299 s < 600 - 300
+        env.clock[0] = busy_at + timedelta(seconds=300)
+        assert env.runtime.record_metrics(sample(env.clock[0], 1)) is None  # within the step of the last one
+        env.clock[0] = busy_at + timedelta(seconds=330)
+        assert env.runtime.record_metrics(sample(env.clock[0], 1)) is not None
+        assert (await env.runtime.tick())["terminated"] == 0
+        warnings = [e for e in env.events if e.status == "idle-warning"]
+        assert [(e.detail["request_id"], e.previous_status) for e in warnings] == [("acme.r1", "running")]
+        env.clock[0] = busy_at + timedelta(seconds=630)
+        assert env.runtime.record_metrics(sample(env.clock[0], 1)) is not None
         assert (await env.runtime.tick())["terminated"] == 1
         assert env.runtime.get("acme.r1").termination_reason is TerminationReason.IDLE
+        assert env.runtime.get("acme.r2").state is ComputeState.RUNNING

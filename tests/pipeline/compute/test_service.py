@@ -17,10 +17,20 @@ from pipeline.compute.allocation import AttemptOutcome, FailoverPolicy
 from pipeline.compute.backend import BackendRouter
 from pipeline.compute.catalog import Offer, OfferBook
 from pipeline.compute.engine_client import DerivativesEngineClient
-from pipeline.compute.lifecycle import ComputeEvent, ComputeRecord, ComputeState, IdlePolicy, TerminationReason
+from pipeline.compute.lifecycle import (
+    ComputeEvent,
+    ComputeRecord,
+    ComputeState,
+    IdlePolicy,
+    IdleStep,
+    TerminationReason,
+)
 from pipeline.compute.optimizer import ExclusionReason, NoFeasibleOffer, TenantPolicy
+from pipeline.compute.quota import ComputeQuotaRefused
 from pipeline.compute.request import ComputeRequest
 from pipeline.compute.service import ComputeService
+from pipeline.provisioners.tiers import Quota
+from pipeline.tenants.models import QuotaRecord
 
 FAST = FailoverPolicy(max_attempts=4, deadline_s=30, poll_interval_s=0.01, release_backoff_s=0.01)
 
@@ -60,7 +70,7 @@ async def env(real_offers: list[Offer]) -> AsyncIterator[Env]:
                 policies={"acme": TenantPolicy(tenant_id="acme", max_gpus=12, budget_usd=2000,
                                                discounts={"nebius": 0.1})},
                 failover=FAST,
-                idle=IdlePolicy(idle_timeout_s=1800),
+                idle=IdlePolicy(warning_grace_s=600),
                 events=sink,
                 clock=lambda: clock[0],
             )
@@ -141,19 +151,92 @@ async def test_quota_and_budget_refusals_with_clear_reasons(env: Env) -> None:
     assert info.value.constraint is ExclusionReason.BUDGET
 
 
+async def test_an_accepted_reservation_holds_the_budget_and_starts_at_its_time(env: Env) -> None:
+    service, t0 = env.service, env.clock[0]
+    start = t0 + timedelta(hours=2)
+    reserved = (await service.provision("res", gpu_request(4, start_at=start.isoformat(), duration_hours=100))).record
+    assert reserved.state is ComputeState.REQUESTED and reserved.decision is not None
+    chosen = reserved.decision.chosen
+    assert chosen is not None and reserved.reservation is not None
+    held = reserved.reservation.budget_held_usd
+    assert held == pytest.approx(chosen.total_cost) and 1000 < held < 2000  # more than half the budget
+    assert reserved.reservation.quota_held and not reserved.reservation.capacity_held
+    assert "Capacity is not held" in reserved.reservation.guarantee
+    assert env.standin.engine.active_allocations() == []  # nothing allocated yet
+    view = service.capacity("acme")
+    assert view.tenant is not None and view.tenant.budget_remaining_usd == pytest.approx(2000 - held)
+    # a second request that fits the budget alone, but not on top of the reservation, is refused for budget
+    hours = (2000 - held) / chosen.price_per_hour + 1
+    with pytest.raises(NoFeasibleOffer) as info:
+        await service.provision("second", gpu_request(4, duration_hours=hours))
+    assert info.value.constraint is ExclusionReason.BUDGET
+    # the reservation starts at its time: its own held budget does not count against itself
+    env.clock[0] = start
+    started = await service.start("res")
+    assert started.record.state is ComputeState.RUNNING and started.record.running_since == start
+    # without the reservation the same second request fits
+    await service.terminate("res")
+    assert (await service.provision("second-again", gpu_request(4, duration_hours=hours))).record.state is (
+        ComputeState.RUNNING)
+
+
+async def test_an_accepted_reservation_holds_the_quota(env: Env) -> None:
+    service, t0 = env.service, env.clock[0]
+    limits = Quota(cpu_cores=1e9, memory_gib=10**9, gpus=6, storage_gib=10**9)
+    service.quotas = lambda tenant_id: QuotaRecord(tenant_id=tenant_id, limits=limits, updated_at=t0,
+                                                   updated_by="test")
+    start = (t0 + timedelta(days=1)).isoformat()
+    await service.provision("res", gpu_request(4, start_at=start, duration_hours=1))
+    with pytest.raises(ComputeQuotaRefused) as info:
+        await service.provision("now", gpu_request(4, duration_hours=1))
+    assert info.value.refusal.code == "quota-exceeded" and "4 in use of a quota of 6" in info.value.refusal.message
+    assert service.store.get("now") is None
+    assert (await service.provision("small", gpu_request(2, duration_hours=1))).record.state is ComputeState.RUNNING
+    await service.terminate("res")  # a cancelled reservation holds nothing any more
+    await service.terminate("small")
+    assert (await service.provision("now", gpu_request(4, duration_hours=1))).record.state is ComputeState.RUNNING
+
+
 async def test_automatic_termination_after_duration_and_idle(env: Env) -> None:
     service, t0 = env.service, env.clock[0]
-    await service.provision("long", gpu_request(1, duration_hours=10))
+    minute = timedelta(minutes=1)
+    idle = {"after_minutes": 30, "below_utilization": 0.1}
+    await service.provision("long", gpu_request(1, duration_hours=10, idle_termination=idle))
     await service.provision("short", gpu_request(1, duration_hours=1))
-    service.record_utilization("long", 0.9, t0 + timedelta(minutes=50))
+    await service.provision("unwatched", gpu_request(1, duration_hours=10, idle_termination=idle))
+    service.record_utilization("long", 0.9, t0 + 50 * minute)
     env.clock[0] = t0 + timedelta(hours=1)
     changed = await service.enforce()
     assert [(r.request_id, r.state) for r in changed] == [("short", ComputeState.TERMINATED)]
     assert changed[0].history[-1].reason == TerminationReason.DURATION_ELAPSED.value
-    env.clock[0] = t0 + timedelta(minutes=50 + 30)
+    # idle samples from minute 55 on: 20 observed idle minutes (30 - the 10-minute grace) bring the warning
+    env.clock[0] = t0 + 70 * minute
+    for at in range(55, 71, 5):
+        service.record_utilization("long", 0.02, t0 + at * minute)
+    changed = await service.enforce()
+    assert [(r.request_id, r.state, r.idle_warned_at) for r in changed] == [
+        ("long", ComputeState.RUNNING, t0 + 70 * minute)
+    ]
+    warning = env.events[-1]
+    assert (warning.request_id, warning.notice, warning.idle_since) == ("long", IdleStep.WARN, t0 + 50 * minute)
+    assert warning.terminate_not_before == t0 + 80 * minute
+    assert await service.enforce() == []  # warned once per idle stretch
+    # 30 observed idle minutes at minute 80, the grace period is over at minute 80 too
+    env.clock[0] = t0 + 79 * minute
+    service.record_utilization("long", 0.02, t0 + 75 * minute)
+    assert await service.enforce() == []
+    env.clock[0] = t0 + 80 * minute
+    service.record_utilization("long", 0.02, t0 + 80 * minute)
     changed = await service.enforce()
     assert [(r.request_id, r.history[-1].reason) for r in changed] == [("long", "idle")]
     assert changed[0].termination_reason is TerminationReason.IDLE
+    # opted in but no sample was ever observed: never terminated as idle, only at the end of its duration
+    assert service.get("unwatched").state is ComputeState.RUNNING
+    env.clock[0] = t0 + timedelta(hours=10)
+    changed = await service.enforce()
+    assert [(r.request_id, r.termination_reason) for r in changed] == [
+        ("unwatched", TerminationReason.DURATION_ELAPSED)
+    ]
     assert env.standin.engine.active_allocations() == []
 
 
