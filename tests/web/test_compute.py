@@ -362,7 +362,10 @@ async def test_gpu_requests_beyond_the_gpu_quota_are_refused_before_any_decision
 async def test_live_requests_and_future_reservations_count_against_every_resource(env: Env) -> None:
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     reserved = await env.post(gpu_body(count=4, start_at=tomorrow))
-    assert reserved.status == 202 and (await reserved.json())["state"] == "requested"
+    answer = await reserved.json()
+    assert reserved.status == 202 and answer["state"] == "requested"
+    terms = answer["reservation"]  # the POST answer says what is held until the start, and what is not
+    assert terms["quota_held"] is True and terms["capacity_held"] is False
     # The reservation holds the tenant's 4 GPUs: before the fix a requested record held none, so this ran.
     error = await refusal_of(await env.post(gpu_body(count=1)))
     assert (error["details"]["in_use"], error["details"]["limit"]) == (4, 4)

@@ -86,6 +86,7 @@ def provision_body(record: ComputeRecord, access: AccessDetails | None, message:
         running_since=record.running_since,
         ends_at=record.ends_at,
         attempts=len(record.attempts),
+        reservation=record.reservation,
         message=message,
     ).model_dump(mode="json")
     if access is not None:

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from pipeline.compute.catalog import CapacityClass
-from pipeline.compute.lifecycle import ComputeRecord, ComputeState
+from pipeline.compute.lifecycle import ComputeRecord, ComputeState, ReservationTerms
 from pipeline.compute.optimizer import FUNNEL, Decision, ExclusionReason
 from pipeline.compute.quota import QuotaRefusal
 from pipeline.compute.request import ComputeRequest
@@ -69,6 +69,9 @@ class ComputeProvisionResponse(BaseModel):
     ends_at: AwareDatetime | None = None
     attempts: int = 0
     access: RevealedAccess | None = None
+    reservation: ReservationTerms | None = Field(
+        default=None, description="For a request starting later: what is held from now (quota, budget) and what "
+        "is not (capacity: the offer is chosen again at start_at).")
     message: str
 
 
