@@ -17,8 +17,9 @@ Order of evaluation:
    ``max_replicas`` when they set them;
 4. budgets: each enabled cost-aware policy caps the count to what it pays for (said so in
    ``binding`` and ``explanation``; never silently over budget);
-5. quota (when given: scaling requests): a scale-up is capped at the replicas the tenant's quota leaves
-   room for (``binding: quota``);
+5. quota: a scale-up is capped at the replicas the tenant's quota leaves room for (when given: scaling
+   requests), and held at the current count while the tenant is marked over its cpu_cores, memory_gib or gpus
+   quota (any decision) (``binding: quota``; never a scale-down);
 6. fair share: the tenant's DRF grant caps the count.
 
 A scaling request (``DecisionInputs.request``) takes the place of step 2: its count is the combined value
@@ -372,7 +373,7 @@ def decide(
     count = _clamp(combined, bounds)
     cost_policies = [p for p in obs.mine if isinstance(p, CostAwarePolicy)]
     budgets = budget_step(cost_policies, count, obs.cpr, obs.now, bounds.lo, state, inputs)
-    count, quota_capped = quota_step(budgets.count, obs.current, inputs.quota)
+    count, quota_capped = quota_step(budgets.count, obs.current, inputs.quota, inputs.over_quota)
     count, fair = fair_share_step(count, inputs.fair_share)
     cost = final_cost(cost_policies, count.desired, obs.cpr, obs.now, budgets.spent)
     evaluations = [*evaluations, *budgets.evaluations]

@@ -73,6 +73,9 @@ class DecisionInputs:
     share still apply)."""
     quota: QuotaRoom | None = None
     """The replicas the tenant's quota leaves room for: caps a scale-up (never forces a scale-down)."""
+    over_quota: Sequence[str] = ()
+    """The compute resources (``cpu_cores``, ``memory_gib``, ``gpus``) the tenant is marked over quota for: no
+    scale-up while any is marked (a scale-down still goes)."""
 
 
 # --------------------------------------------------------------------------- outputs
