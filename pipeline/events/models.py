@@ -162,10 +162,18 @@ class ComputeRequested(Event, ComputeSpec):
 
 
 class QuotaUpdateRequested(Event):
-    """Internal: the REST API asks the tenant's owner worker to replace its quota."""
+    """Internal: the REST API asks the tenant's owner worker to replace its quota (``quota``), or to lift
+    over-quota marks (``lift_over_quota``: an admin lift; the quota is then absent and stays as it is)."""
 
-    quota: dict[Annotated[str, Field(max_length=32)], Quantity] = Field(max_length=8)
+    quota: dict[Annotated[str, Field(max_length=32)], Quantity] | None = Field(default=None, max_length=8)
+    lift_over_quota: list[QuotaResource] = Field(default_factory=list, max_length=4)
     actor: str = Field(min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _one_change(self) -> QuotaUpdateRequested:
+        if (self.quota is None) == (not self.lift_over_quota):
+            raise ValueError("a quota update carries either a quota or the over-quota marks to lift")
+        return self
 
 
 # -- emitted ---------------------------------------------------------------------------------------

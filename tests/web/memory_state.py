@@ -24,6 +24,8 @@ from pipeline.contract.topics import SCALING_EVENTS
 from pipeline.events.models import (
     AuditEvent,
     QuotaExceeded,
+    QuotaResource,
+    QuotaUpdateRequested,
     ResourceAnomaly,
     ResourceMetrics,
     ScalingRequest,
@@ -183,6 +185,13 @@ class MemoryState:
             return []
 
         self._apply("quota-update", tenant_id, apply)
+
+    async def lift_over_quota(self, tenant_id: str, resources: list[QuotaResource], actor: str) -> None:
+        event = QuotaUpdateRequested(
+            event_id=derived_id("api-lift", tenant_id, self.now().isoformat()), tenant_id=tenant_id,
+            occurred_at=self.now(), lift_over_quota=resources, actor=actor,
+        )
+        self._apply("quota-update", tenant_id, lambda: logic.handle_quota_update(event, self.stores, self.now()))
 
     async def delete_tenant(self, tenant_id: str, purge: bool, actor: str) -> None:
         event = TenantDeleted(
