@@ -48,6 +48,7 @@ from web.models import (
     ProvisionPlan,
     ProvisionQuery,
     ProvisionRequest,
+    QuarantineReleaseAccepted,
     QuotaAccepted,
     QuotaResponse,
     TenantPage,
@@ -348,6 +349,25 @@ class _Api:
         return respond(OverQuotaLiftAccepted(tenant_id=tenant_id, resource=resource, quota_url=quota_url),
                        status=202, headers={"Location": quota_url})
 
+    async def release_quarantine(self, request: web.Request) -> web.Response:
+        """An admin releases a quarantined workload: the tenant's owner ends its isolation and announces it."""
+        tenant_id = request.match_info["tenant_id"]
+        resource_id = request.match_info["resource_id"]
+        audit_of(request).detail["resource_id"] = resource_id[:128]
+        await self._live_tenant(tenant_id)
+        log = await self.reader.anomalies(tenant_id)
+        quarantined = log.quarantined if log is not None else []
+        if resource_id not in quarantined:
+            raise ApiError(
+                404, "not-quarantined", f"tenant {tenant_id!r} has no quarantined workload {resource_id[:128]!r}",
+                {"tenant_id": tenant_id, "quarantined": quarantined[:100]},
+            )
+        await self._send("quarantine release", self.gateway.release_quarantine(tenant_id, resource_id,
+                                                                               principal_of(request).sub))
+        tenant_url = str(request.app.router["get_tenant"].url_for(tenant_id=tenant_id))
+        return respond(QuarantineReleaseAccepted(tenant_id=tenant_id, resource_id=resource_id, tenant_url=tenant_url),
+                       status=202, headers={"Location": tenant_url})
+
     async def delete_tenant(self, request: web.Request) -> web.Response:
         tenant_id = request.match_info["tenant_id"]
         query = parse_query(request, DeleteQuery)
@@ -473,6 +493,17 @@ def operations(api: _Api) -> list[Operation]:
             "quota-exceeded event marks the tenant again. Announced on provisioning-events (kind "
             "quota-enforcement, status under-quota, detail.lifted_by admin). 404 when the tenant is not marked "
             "over quota for that resource.",
+        ),
+        Operation(
+            "DELETE", "/tenants/{tenant_id}/quarantine/{resource_id}", "release_quarantine",
+            "Release a quarantined workload (platform-admin only)", api.release_quarantine, Access.PLATFORM,
+            {202: (QuarantineReleaseAccepted, "The release was sent to the tenant's owner worker.")},
+            errors=(*_AUTH_ERRORS, 404, *_ALL), action="release-quarantine", tenant_in_path=True,
+            description="resource_id: the workload a critical resource anomaly quarantined (the anomaly's "
+            "resource_id). The workload leaves the tenant's quarantined list and the scaling engine's hold at its "
+            "policy floor ends; announced on "
+            "provisioning-events (kind anomaly-reaction, status released, detail.released_by admin). 404 "
+            "not-quarantined when the workload is not quarantined.",
         ),
         Operation(
             "GET", "/openapi.json", "openapi", "This OpenAPI document", api.openapi, Access.PUBLIC,

@@ -304,6 +304,16 @@ class FaustCommandGateway:
         )
         await self._send(QUOTA_UPDATES, tenant_id, request)
 
+    async def release_quarantine(self, tenant_id: str, resource_id: str, actor: str) -> None:
+        request = QuotaUpdateRequested(
+            event_id=str(uuid.uuid4()),
+            tenant_id=tenant_id,
+            occurred_at=datetime.now(UTC),
+            release_quarantine=resource_id,
+            actor=actor,
+        )
+        await self._send(QUOTA_UPDATES, tenant_id, request)
+
     async def delete_tenant(self, tenant_id: str, purge: bool, actor: str) -> None:
         event = TenantDeleted(
             event_id=str(uuid.uuid4()), tenant_id=tenant_id, occurred_at=datetime.now(UTC), purge=purge

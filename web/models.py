@@ -198,6 +198,13 @@ class OverQuotaLiftAccepted(BaseModel):
     quota_url: str
 
 
+class QuarantineReleaseAccepted(BaseModel):
+    tenant_id: str
+    resource_id: str
+    status: Literal["accepted"] = "accepted"
+    tenant_url: str
+
+
 class DeleteAccepted(BaseModel):
     tenant_id: str
     status: Literal["accepted"] = "accepted"

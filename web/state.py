@@ -70,6 +70,9 @@ class CommandGateway(Protocol):
     async def lift_over_quota(self, tenant_id: str, resources: list[QuotaResource], actor: str) -> None:
         """Ask the owner of the tenant to lift its over-quota marks of ``resources`` (the quota stays)."""
 
+    async def release_quarantine(self, tenant_id: str, resource_id: str, actor: str) -> None:
+        """Ask the owner of the tenant to release its quarantined workload ``resource_id``."""
+
     async def delete_tenant(self, tenant_id: str, purge: bool, actor: str) -> None: ...
 
     async def audit(self, record: AuditEvent) -> None:

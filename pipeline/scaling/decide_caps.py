@@ -98,6 +98,15 @@ def quota_step(
     return count, None
 
 
+def quarantine_step(count: Count, current: int, lo: int, quarantined: bool) -> tuple[Count, bool]:
+    """A quarantined workload is held at its policy floor (``lo``) and never scaled up: the count is at most
+    the lower of the floor and the current replicas; True when the quarantine set it."""
+    held = min(current, lo)
+    if quarantined and count.desired > held:
+        return Count(held, "quarantine"), True
+    return count, False
+
+
 def fair_share_step(count: Count, grant: TenantAllocation | None) -> tuple[Count, FairShareSummary | None]:
     """The tenant's DRF grant caps the count."""
     if grant is None:

@@ -120,6 +120,7 @@ class Deciding(ModelKeeping):
                                  reason=request.reason) if request is not None else None,
             quota=self._quota_room(st) if request is not None else None,
             over_quota=self._compute_marks(st.tenant_id),
+            quarantined=self._quarantined(st),
         )
         granted: int | None = None
         pending = False
@@ -239,6 +240,11 @@ class Deciding(ModelKeeping):
         return self._run(st, self.policies_of(st.tenant_id, st.workload), basis, "request", st.state,
                          send_demand=not missing, decision_id=derived_id(key, "request", pending.event_id),
                          not_applied=unreadable)
+
+    def _quarantined(self, st: WorkloadScaling) -> bool:
+        """Whether a critical anomaly quarantined the workload (held at its floor until an admin releases it)."""
+        log = self.tables.anomalies.get(st.tenant_id) if self.tables.anomalies is not None else None
+        return log is not None and st.workload in log.quarantined
 
     def _compute_marks(self, tenant_id: str) -> list[str]:
         """The compute resources the tenant is marked over quota for: they hold every scale-up (a policy's as

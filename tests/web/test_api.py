@@ -9,7 +9,9 @@ from aiohttp.test_utils import TestClient
 from pipeline.events.models import (
     QuotaExceeded,
     QuotaResource,
+    ResourceAnomaly,
     ResourceMetrics,
+    Severity,
     TenantCreated,
     Tier,
     UserCreated,
@@ -341,6 +343,35 @@ async def test_an_admin_lifts_an_over_quota_mark_and_it_is_audited_and_announced
 
     again = await client.delete("/api/v1/tenants/acme/quota/over-quota/cpu_cores", headers=bearer(ADMIN))
     assert again.status == 404 and (await error_of(again))["code"] == "over-quota-mark-not-found"
+
+
+async def test_an_admin_releases_a_quarantined_workload(client: TestClient, state: MemoryState):
+    await state.submit_tenant(tenant_event("acme"))
+    at = tenant_event("acme").occurred_at
+    for event_id, workload in (("a1", "api"), ("a2", "etl")):
+        state.record_anomaly(ResourceAnomaly(event_id=event_id, tenant_id="acme", occurred_at=at,
+                                             resource_type="deployment", resource_id=workload,
+                                             anomaly_type="egress-spike", severity=Severity.CRITICAL, value=9.0))
+    state.audit_log.clear()
+    response = await client.delete("/api/v1/tenants/acme/quarantine/api", headers=bearer(ADMIN))
+    assert response.status == 202
+    body = await response.json()
+    assert body == {"tenant_id": "acme", "resource_id": "api", "status": "accepted",
+                    "tenant_url": "/api/v1/tenants/acme"}
+    assert response.headers["Location"] == body["tenant_url"]
+    log = await state.anomalies("acme")
+    assert log is not None and log.quarantined == ["etl"]
+    [announced] = [e.value for e in state.emitted if getattr(e.value, "status", None) == "released"]
+    assert announced.resource == "api" and announced.detail == {"released_by": "admin", "actor": "root-admin"}
+    [record] = state.audit_log
+    assert record.action == "release-quarantine" and record.detail["resource_id"] == "api"
+
+    again = await client.delete("/api/v1/tenants/acme/quarantine/api", headers=bearer(ADMIN))
+    assert again.status == 404
+    error = await error_of(again)
+    assert error["code"] == "not-quarantined" and error["details"]["quarantined"] == ["etl"]
+    ghost = await client.delete("/api/v1/tenants/ghost/quarantine/api", headers=bearer(ADMIN))
+    assert ghost.status == 404 and (await error_of(ghost))["code"] == "tenant-not-found"
 
 
 @pytest.mark.parametrize("resource", ["storage_gib", "pods", "x" * 300])

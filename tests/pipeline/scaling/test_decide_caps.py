@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.scaling.decide_caps import Count, budget_step, fair_share_step, final_cost, quota_step
+from pipeline.scaling.decide_caps import (
+    Count,
+    budget_step,
+    fair_share_step,
+    final_cost,
+    quarantine_step,
+    quota_step,
+)
 from pipeline.scaling.decision_models import DecisionInputs, ScalingState
 from pipeline.scaling.fairshare import ResourceVector, TenantAllocation
 from pipeline.scaling.policies import CostAwarePolicy
@@ -66,6 +73,21 @@ def test_the_quota_step_never_scales_up_past_a_mark_nor_down_past_the_count(
         assert capped is not None and count.binding == "quota"
     else:
         assert capped is None and count.binding == "policy:cpu"
+
+
+def test_a_quarantine_holds_the_workload_at_its_floor_and_never_scales_it_up() -> None:
+    assert quarantine_step(Count(9, "policy:cpu"), 5, 2, True) == (Count(2, "quarantine"), True)  # down to floor
+    assert quarantine_step(Count(9, "policy:cpu"), 1, 2, True) == (Count(1, "quarantine"), True)  # not up to it
+    assert quarantine_step(Count(0, "budget:b"), 5, 2, True) == (Count(0, "budget:b"), False)  # a lower cap stays
+    assert quarantine_step(Count(9, "policy:cpu"), 5, 2, False) == (Count(9, "policy:cpu"), False)
+
+
+@given(desired=st.integers(0, 500), current=st.integers(0, 500), lo=st.integers(0, 500))
+def test_a_quarantined_count_is_never_above_the_floor_nor_the_current_count(desired: int, current: int,
+                                                                           lo: int) -> None:
+    count, held = quarantine_step(Count(desired, "policy:cpu"), current, lo, True)
+    assert count.desired == min(desired, current, lo)
+    assert held == (count.desired != desired) and count.binding == ("quarantine" if held else "policy:cpu")
 
 
 def test_the_grant_caps_the_count_and_is_summarised_either_way() -> None:

@@ -181,9 +181,10 @@ def test_a_quota_update_lifting_a_mark_keeps_the_quota_and_announces_the_lift(st
     assert handle_quota_update(lift, stores, NOW) == []  # redelivered: nothing more to lift
 
 
-@pytest.mark.parametrize("fields", [{}, {"quota": {"gpus": 1}, "lift_over_quota": ["gpus"]}])
-def test_a_quota_update_carries_a_quota_or_marks_to_lift_not_both_nor_neither(fields: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match="either a quota or the over-quota marks"):
+@pytest.mark.parametrize("fields", [{}, {"quota": {"gpus": 1}, "lift_over_quota": ["gpus"]},
+                                    {"lift_over_quota": ["gpus"], "release_quarantine": "api"}])
+def test_a_quota_update_carries_exactly_one_change(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="carries one of a quota, the over-quota marks"):
         QuotaUpdateRequested(event_id="u1", tenant_id="acme", occurred_at=NOW, actor="root", **fields)
 
 
