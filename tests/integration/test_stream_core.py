@@ -223,6 +223,34 @@ def test_usage_back_under_the_limit_lifts_the_over_quota_mark_it_can_see(
     assert code == 404 and body["code"] == "over-quota-mark-not-found", body
 
 
+def test_a_critical_anomaly_quarantines_its_workload_until_an_admin_releases_it(
+    stream_env: dict[str, str], start_worker: Callable[..., WorkerProcess], publish: Callable[[str, Any], None],
+    admin_token: str, run_id: str,
+) -> None:
+    worker = start_worker(stream_env)
+    worker.wait_ready()
+    tenant = f"t{run_id}-quar"
+    publish("tenant-created-events", tenant_event(tenant, f"{tenant}-evt"))
+    wait_for(lambda: worker.get(f"/api/v1/tenants/{tenant}", admin_token)[0] == 200, what="the tenant")
+    publish("resource-anomaly-events", {
+        "event_id": f"{tenant}-anomaly", "tenant_id": tenant, "occurred_at": now_iso(), "resource_type": "deployment",
+        "resource_id": "api", "anomaly_type": "egress-spike", "severity": "critical", "value": 9.0})
+
+    def reactions(status: str) -> list[dict[str, Any]]:
+        return asyncio.run(read_topic(
+            stream_env["KAFKA_BOOTSTRAP_SERVERS"], "provisioning-events", idle=1.0,
+            match=lambda e: e.get("tenant_id") == tenant and e.get("kind") == "anomaly-reaction"
+            and e.get("status") == status))
+
+    wait_for(lambda: reactions("quarantine"), what="the quarantine announced")
+    code, body = delete(worker, f"/api/v1/tenants/{tenant}/quarantine/api", admin_token)
+    assert code == 202, body
+    [released] = wait_for(lambda: reactions("released"), what="the release announced")
+    assert released["resource"] == "api" and released["detail"]["released_by"] == "admin"
+    wait_for(lambda: delete(worker, f"/api/v1/tenants/{tenant}/quarantine/api", admin_token)[0] == 404,
+             what="the workload no longer quarantined")
+
+
 def delete(worker: WorkerProcess, path: str, token: str) -> tuple[int, Any]:
     request = urllib.request.Request(  # noqa: S310 - a loopback URL built here
         f"{worker.url}{path}", method="DELETE", headers={"Authorization": f"Bearer {token}"})
