@@ -47,7 +47,7 @@ class ScalingRuntime:
         self.tables = EngineTables(
             policies=tables.scaling_policies, state=tables.scaling_state, decisions=tables.scaling_decisions,
             index=tables.scaling_index, snapshots=tables.model_snapshots, tenants=tables.tenants,
-            quotas=tables.quotas, windows=tables.utilization.stored_window,
+            quotas=tables.quotas, anomalies=tables.anomalies, windows=tables.utilization.stored_window,
         )
         self.engine = ScalingEngine(EngineConfig.from_settings(settings), self.tables)
         self.model_host = ProcessModelHost(self.engine.forecaster_config, self.engine.config.snapshot_every)

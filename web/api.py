@@ -23,7 +23,14 @@ from aiohttp.typedefs import Middleware
 from pydantic import BaseModel, ValidationError
 
 from pipeline import bounded_json
-from pipeline.events.models import TENANT_ID_PATTERN, AuditEvent, CommandAction, TenantCreated, Tier
+from pipeline.events.models import (
+    TENANT_ID_PATTERN,
+    AuditEvent,
+    CommandAction,
+    QuotaResource,
+    TenantCreated,
+    Tier,
+)
 from pipeline.provisioners.errors import PermanentError
 from pipeline.provisioners.tiers import Quota
 from pipeline.tenants.logic import provisioning_commands, refusal_to_create
@@ -35,11 +42,13 @@ from web.errors import ApiError, Handler, as_api_error, instance_of, route_patte
 from web.models import (
     DeleteAccepted,
     DeleteQuery,
+    OverQuotaLiftAccepted,
     ProvisionAccepted,
     ProvisioningStatusResponse,
     ProvisionPlan,
     ProvisionQuery,
     ProvisionRequest,
+    QuarantineReleaseAccepted,
     QuotaAccepted,
     QuotaResponse,
     TenantPage,
@@ -321,6 +330,44 @@ class _Api:
         return respond(QuotaAccepted(tenant_id=tenant_id, requested=quota, quota_url=quota_url), status=202,
                        headers={"Location": quota_url})
 
+    async def lift_over_quota(self, request: web.Request) -> web.Response:
+        """An admin lifts an over-quota mark (the quota stays): the tenant's owner drops it and announces it."""
+        tenant_id = request.match_info["tenant_id"]
+        name = request.match_info["resource"]
+        audit_of(request).detail["resource"] = name[:32]
+        await self._live_tenant(tenant_id)
+        quota = await self.reader.quota(tenant_id)
+        resource = next((r for r in QuotaResource if r.value == name), None)
+        if quota is None or resource is None or resource not in quota.over_quota:
+            raise ApiError(
+                404, "over-quota-mark-not-found", f"tenant {tenant_id!r} is not marked over quota for {name[:32]!r}",
+                {"tenant_id": tenant_id, "marked": sorted(r.value for r in quota.over_quota) if quota else []},
+            )
+        await self._send("over-quota lift", self.gateway.lift_over_quota(tenant_id, [resource],
+                                                                         principal_of(request).sub))
+        quota_url = str(request.app.router["get_quota"].url_for(tenant_id=tenant_id))
+        return respond(OverQuotaLiftAccepted(tenant_id=tenant_id, resource=resource, quota_url=quota_url),
+                       status=202, headers={"Location": quota_url})
+
+    async def release_quarantine(self, request: web.Request) -> web.Response:
+        """An admin releases a quarantined workload: the tenant's owner ends its isolation and announces it."""
+        tenant_id = request.match_info["tenant_id"]
+        resource_id = request.match_info["resource_id"]
+        audit_of(request).detail["resource_id"] = resource_id[:128]
+        await self._live_tenant(tenant_id)
+        log = await self.reader.anomalies(tenant_id)
+        quarantined = log.quarantined if log is not None else []
+        if resource_id not in quarantined:
+            raise ApiError(
+                404, "not-quarantined", f"tenant {tenant_id!r} has no quarantined workload {resource_id[:128]!r}",
+                {"tenant_id": tenant_id, "quarantined": quarantined[:100]},
+            )
+        await self._send("quarantine release", self.gateway.release_quarantine(tenant_id, resource_id,
+                                                                               principal_of(request).sub))
+        tenant_url = str(request.app.router["get_tenant"].url_for(tenant_id=tenant_id))
+        return respond(QuarantineReleaseAccepted(tenant_id=tenant_id, resource_id=resource_id, tenant_url=tenant_url),
+                       status=202, headers={"Location": tenant_url})
+
     async def delete_tenant(self, request: web.Request) -> web.Response:
         tenant_id = request.match_info["tenant_id"]
         query = parse_query(request, DeleteQuery)
@@ -435,6 +482,28 @@ def operations(api: _Api) -> list[Operation]:
             {202: (QuotaAccepted, "The quota change was sent to the tenant's owner worker.")},
             errors=(400, *_AUTH_ERRORS, 404, 422, *_ALL), action="set-quota", tenant_in_path=True, body=Quota,
             example=QUOTA_EXAMPLE,
+        ),
+        Operation(
+            "DELETE", "/tenants/{tenant_id}/quota/over-quota/{resource}", "lift_over_quota",
+            "Lift an over-quota mark (platform-admin only)", api.lift_over_quota, Access.PLATFORM,
+            {202: (OverQuotaLiftAccepted, "The lift was sent to the tenant's owner worker.")},
+            errors=(*_AUTH_ERRORS, 404, *_ALL), action="lift-over-quota", tenant_in_path=True,
+            description="resource: cpu_cores, memory_gib, gpus or storage_gib. The mark goes, the quota stays: "
+            "new provisioning, new compute and scale-ups gated by the mark are allowed again until the next "
+            "quota-exceeded event marks the tenant again. Announced on provisioning-events (kind "
+            "quota-enforcement, status under-quota, detail.lifted_by admin). 404 when the tenant is not marked "
+            "over quota for that resource.",
+        ),
+        Operation(
+            "DELETE", "/tenants/{tenant_id}/quarantine/{resource_id}", "release_quarantine",
+            "Release a quarantined workload (platform-admin only)", api.release_quarantine, Access.PLATFORM,
+            {202: (QuarantineReleaseAccepted, "The release was sent to the tenant's owner worker.")},
+            errors=(*_AUTH_ERRORS, 404, *_ALL), action="release-quarantine", tenant_in_path=True,
+            description="resource_id: the workload a critical resource anomaly quarantined (the anomaly's "
+            "resource_id). The workload leaves the tenant's quarantined list and the scaling engine's hold at its "
+            "policy floor ends; announced on "
+            "provisioning-events (kind anomaly-reaction, status released, detail.released_by admin). 404 "
+            "not-quarantined when the workload is not quarantined.",
         ),
         Operation(
             "GET", "/openapi.json", "openapi", "This OpenAPI document", api.openapi, Access.PUBLIC,

@@ -26,7 +26,7 @@ from pipeline.compute.lifecycle import ComputeHeld, held_by
 from pipeline.compute.runtime import ComputeRuntime
 from pipeline.config import Settings
 from pipeline.contract.topics import AUDIT_EVENTS, QUOTA_UPDATES, TENANT_CREATED, TENANT_DELETED
-from pipeline.events.models import AuditEvent, QuotaUpdateRequested, TenantCreated, TenantDeleted
+from pipeline.events.models import AuditEvent, QuotaResource, QuotaUpdateRequested, TenantCreated, TenantDeleted
 from pipeline.executor import dry_run_plan
 from pipeline.provisioners.base import Provisioner
 from pipeline.provisioners.tiers import Quota
@@ -288,6 +288,28 @@ class FaustCommandGateway:
             tenant_id=tenant_id,
             occurred_at=datetime.now(UTC),
             quota=quota.model_dump(),
+            actor=actor,
+        )
+        await self._send(QUOTA_UPDATES, tenant_id, request)
+
+    async def lift_over_quota(self, tenant_id: str, resources: list[QuotaResource], actor: str) -> None:
+        # The same topic as a quota change: the owner applies both in their order, so a lift and a raised
+        # quota of the same tenant never race.
+        request = QuotaUpdateRequested(
+            event_id=str(uuid.uuid4()),
+            tenant_id=tenant_id,
+            occurred_at=datetime.now(UTC),
+            lift_over_quota=resources,
+            actor=actor,
+        )
+        await self._send(QUOTA_UPDATES, tenant_id, request)
+
+    async def release_quarantine(self, tenant_id: str, resource_id: str, actor: str) -> None:
+        request = QuotaUpdateRequested(
+            event_id=str(uuid.uuid4()),
+            tenant_id=tenant_id,
+            occurred_at=datetime.now(UTC),
+            release_quarantine=resource_id,
             actor=actor,
         )
         await self._send(QUOTA_UPDATES, tenant_id, request)

@@ -191,6 +191,20 @@ class QuotaAccepted(BaseModel):
     quota_url: str
 
 
+class OverQuotaLiftAccepted(BaseModel):
+    tenant_id: str
+    resource: QuotaResource
+    status: Literal["accepted"] = "accepted"
+    quota_url: str
+
+
+class QuarantineReleaseAccepted(BaseModel):
+    tenant_id: str
+    resource_id: str
+    status: Literal["accepted"] = "accepted"
+    tenant_url: str
+
+
 class DeleteAccepted(BaseModel):
     tenant_id: str
     status: Literal["accepted"] = "accepted"

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from pipeline.compute.costs import TenantCosts
 from pipeline.compute.lifecycle import ComputeHeld
-from pipeline.events.models import AuditEvent, TenantCreated
+from pipeline.events.models import AuditEvent, QuotaResource, TenantCreated
 from pipeline.provisioners.tiers import Quota
 from pipeline.tenants.models import AnomalyLog, ProvisioningStatus, QuotaRecord, TenantRecord, TenantUsers
 from pipeline.usage import TenantUtilization, UsageRecord
@@ -66,6 +66,12 @@ class CommandGateway(Protocol):
 
     async def set_quota(self, tenant_id: str, quota: Quota, actor: str) -> None:
         """Ask the owner of the tenant to replace its quota (quota table and Kubernetes ResourceQuota)."""
+
+    async def lift_over_quota(self, tenant_id: str, resources: list[QuotaResource], actor: str) -> None:
+        """Ask the owner of the tenant to lift its over-quota marks of ``resources`` (the quota stays)."""
+
+    async def release_quarantine(self, tenant_id: str, resource_id: str, actor: str) -> None:
+        """Ask the owner of the tenant to release its quarantined workload ``resource_id``."""
 
     async def delete_tenant(self, tenant_id: str, purge: bool, actor: str) -> None: ...
 

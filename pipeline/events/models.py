@@ -162,10 +162,22 @@ class ComputeRequested(Event, ComputeSpec):
 
 
 class QuotaUpdateRequested(Event):
-    """Internal: the REST API asks the tenant's owner worker to replace its quota."""
+    """Internal: an enforcement change the REST API asks the tenant's owner worker to make: replace its quota
+    (``quota``), lift over-quota marks (``lift_over_quota``; the quota stays) or release a quarantined
+    workload (``release_quarantine``). Exactly one of them; one topic, so the owner applies them in order."""
 
-    quota: dict[Annotated[str, Field(max_length=32)], Quantity] = Field(max_length=8)
+    quota: dict[Annotated[str, Field(max_length=32)], Quantity] | None = Field(default=None, max_length=8)
+    lift_over_quota: list[QuotaResource] = Field(default_factory=list, max_length=4)
+    release_quarantine: str | None = Field(default=None, min_length=1, max_length=128)
     actor: str = Field(min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _one_change(self) -> QuotaUpdateRequested:
+        given = (self.quota is not None) + bool(self.lift_over_quota) + (self.release_quarantine is not None)
+        if given != 1:
+            raise ValueError("a quota update carries one of a quota, the over-quota marks to lift or the "
+                             "quarantined workload to release")
+        return self
 
 
 # -- emitted ---------------------------------------------------------------------------------------

@@ -17,9 +17,12 @@ Order of evaluation:
    ``max_replicas`` when they set them;
 4. budgets: each enabled cost-aware policy caps the count to what it pays for (said so in
    ``binding`` and ``explanation``; never silently over budget);
-5. quota (when given: scaling requests): a scale-up is capped at the replicas the tenant's quota leaves
-   room for (``binding: quota``);
-6. fair share: the tenant's DRF grant caps the count.
+5. quota: a scale-up is capped at the replicas the tenant's quota leaves room for (when given: scaling
+   requests), and held at the current count while the tenant is marked over its cpu_cores, memory_gib or gpus
+   quota (any decision) (``binding: quota``; never a scale-down);
+6. fair share: the tenant's DRF grant caps the count;
+7. quarantine (``DecisionInputs.quarantined``): the workload is held at its policy floor, never scaled up
+   (``binding: quarantine``).
 
 A scaling request (``DecisionInputs.request``) takes the place of step 2: its count is the combined value
 (``binding: request``), the policies are still evaluated and explained but not combined, and steps 3 to 6
@@ -41,7 +44,14 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from pipeline.scaling import hpa
-from pipeline.scaling.decide_caps import Count, budget_step, fair_share_step, final_cost, quota_step
+from pipeline.scaling.decide_caps import (
+    Count,
+    budget_step,
+    fair_share_step,
+    final_cost,
+    quarantine_step,
+    quota_step,
+)
 from pipeline.scaling.decide_explain import explain, explain_caps
 from pipeline.scaling.decision_models import (
     UNBOUNDED,
@@ -372,15 +382,16 @@ def decide(
     count = _clamp(combined, bounds)
     cost_policies = [p for p in obs.mine if isinstance(p, CostAwarePolicy)]
     budgets = budget_step(cost_policies, count, obs.cpr, obs.now, bounds.lo, state, inputs)
-    count, quota_capped = quota_step(budgets.count, obs.current, inputs.quota)
+    count, quota_capped = quota_step(budgets.count, obs.current, inputs.quota, inputs.over_quota)
     count, fair = fair_share_step(count, inputs.fair_share)
+    count, held = quarantine_step(count, obs.current, bounds.lo, inputs.quarantined)
     cost = final_cost(cost_policies, count.desired, obs.cpr, obs.now, budgets.spent)
     evaluations = [*evaluations, *budgets.evaluations]
     action = _action(obs.current, count.desired)
     explanation = explain(
         action, obs.current, count.desired, count.binding, evaluations, bounds.lo, bounds.hi, bounds.source,
         budgets.summaries, fair, cost.cost_per_hour, cost.currency, obs.demand,
-    ) + explain_caps(quota_capped, inputs.request, count)
+    ) + explain_caps(quota_capped, inputs.request, count, held)
     decision = ScalingDecision(
         tenant_id=inputs.tenant_id,
         workload=inputs.workload,

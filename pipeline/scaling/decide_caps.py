@@ -79,11 +79,32 @@ def budget_step(
     return Budgets(count, summaries, evaluations, spent_by_policy)
 
 
-def quota_step(count: Count, current: int, quota: QuotaRoom | None) -> tuple[Count, QuotaRoom | None]:
-    """A scale-up is capped at the replicas the tenant's quota leaves room for (never forces a scale-down)."""
+def quota_step(
+    count: Count, current: int, quota: QuotaRoom | None, over_quota: Sequence[str] = (),
+) -> tuple[Count, QuotaRoom | None]:
+    """A scale-up is capped at the replicas the tenant's quota leaves room for, and held at the current count
+    while the tenant is marked over its quota for a compute resource (``over_quota``); never forces a
+    scale-down."""
     if quota is not None and count.desired > max(current, quota.replicas):
         return Count(max(current, quota.replicas), "quota"), quota
+    if over_quota and count.desired > current:
+        marked = ", ".join(sorted(set(over_quota)))
+        held = QuotaRoom(
+            replicas=current,
+            detail=f"tenant is marked over its {marked} quota: no scale-up until the mark is lifted (usage back "
+            "within the limit, a raised quota or an admin lift)",
+        )
+        return Count(current, "quota"), held
     return count, None
+
+
+def quarantine_step(count: Count, current: int, lo: int, quarantined: bool) -> tuple[Count, bool]:
+    """A quarantined workload is held at its policy floor (``lo``) and never scaled up: the count is at most
+    the lower of the floor and the current replicas; True when the quarantine set it."""
+    held = min(current, lo)
+    if quarantined and count.desired > held:
+        return Count(held, "quarantine"), True
+    return count, False
 
 
 def fair_share_step(count: Count, grant: TenantAllocation | None) -> tuple[Count, FairShareSummary | None]:

@@ -10,11 +10,16 @@ from pipeline.scaling.decision_models import UNBOUNDED, BudgetSummary, FairShare
 from pipeline.scaling.requests import QuotaRoom, RequestInput
 
 
-def explain_caps(quota_capped: QuotaRoom | None, request: RequestInput | None, count: Count) -> str:
-    """What the explanation adds for a quota cap and for a scaling request's outcome."""
+def explain_caps(
+    quota_capped: QuotaRoom | None, request: RequestInput | None, count: Count, quarantined: bool = False,
+) -> str:
+    """What the explanation adds for a quota cap, a quarantine hold and a scaling request's outcome."""
     text = ""
     if quota_capped is not None:
         text += f"; quota: {quota_capped.detail}; CAPPED"
+    if quarantined:
+        text += (f"; quarantined: held at {count.desired} (the policy floor, never a scale-up) until a platform "
+                 "admin releases it")
     if request is not None:
         outcome = "granted" if count.desired == request.target else f"capped at {count.desired} by {count.binding}"
         text += f"; request {request.event_id} for {request.target} replicas: {outcome}"

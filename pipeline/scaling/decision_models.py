@@ -73,6 +73,12 @@ class DecisionInputs:
     share still apply)."""
     quota: QuotaRoom | None = None
     """The replicas the tenant's quota leaves room for: caps a scale-up (never forces a scale-down)."""
+    quarantined: bool = False
+    """The workload is quarantined (a critical anomaly, until an admin releases it): held at its policy floor
+    (``min_replicas``), never scaled up."""
+    over_quota: Sequence[str] = ()
+    """The compute resources (``cpu_cores``, ``memory_gib``, ``gpus``) the tenant is marked over quota for: no
+    scale-up while any is marked (a scale-down still goes)."""
 
 
 # --------------------------------------------------------------------------- outputs

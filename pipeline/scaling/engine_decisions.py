@@ -37,6 +37,7 @@ from pipeline.scaling.records import (
 )
 from pipeline.scaling.requests import QuotaRoom, RequestInput, quota_room, resolve_target
 from pipeline.tenants.logic import refusal_for
+from pipeline.tenants.quota_marks import SAMPLED
 from pipeline.usage import workload_key
 
 
@@ -118,6 +119,8 @@ class Deciding(ModelKeeping):
             request=RequestInput(event_id=request.event_id, target=request.target, asked=request.asked,
                                  reason=request.reason) if request is not None else None,
             quota=self._quota_room(st) if request is not None else None,
+            over_quota=self._compute_marks(st.tenant_id),
+            quarantined=self._quarantined(st),
         )
         granted: int | None = None
         pending = False
@@ -237,6 +240,19 @@ class Deciding(ModelKeeping):
         return self._run(st, self.policies_of(st.tenant_id, st.workload), basis, "request", st.state,
                          send_demand=not missing, decision_id=derived_id(key, "request", pending.event_id),
                          not_applied=unreadable)
+
+    def _quarantined(self, st: WorkloadScaling) -> bool:
+        """Whether a critical anomaly quarantined the workload (held at its floor until an admin releases it)."""
+        log = self.tables.anomalies.get(st.tenant_id) if self.tables.anomalies is not None else None
+        return log is not None and st.workload in log.quarantined
+
+    def _compute_marks(self, tenant_id: str) -> list[str]:
+        """The compute resources the tenant is marked over quota for: they hold every scale-up (a policy's as
+        well as a request's) until the mark is lifted. The storage mark does not: replicas use no storage."""
+        record = self.tables.quotas.get(tenant_id)
+        if record is None:
+            return []
+        return sorted(resource.value for resource in record.over_quota if resource in SAMPLED)
 
     def _quota_room(self, st: WorkloadScaling) -> QuotaRoom | None:
         """Room the tenant's quota leaves for the workload's replicas: its limits minus what the tenant's other

@@ -14,7 +14,7 @@ from pipeline.scaling.kube import ApplyRequest
 from pipeline.scaling.pool import UNLIMITED
 from pipeline.scaling.records import Demand, ModelSnapshot, PolicySet, StoredDecision, WorkloadIndex, WorkloadScaling
 from pipeline.scaling.snapshot_signing import SnapshotSigner, signer_of
-from pipeline.tenants.models import QuotaRecord, TenantRecord
+from pipeline.tenants.models import AnomalyLog, QuotaRecord, TenantRecord
 from pipeline.typed_table import TypedTable
 from pipeline.usage import WindowStats
 
@@ -79,6 +79,8 @@ class Tables:
     snapshots: TypedTable[ModelSnapshot]
     tenants: TypedTable[TenantRecord]
     quotas: TypedTable[QuotaRecord]
+    anomalies: TypedTable[AnomalyLog] | None = None
+    """The tenant's anomaly log: a workload in its ``quarantined`` list is held at its policy floor."""
     windows: Callable[[str, datetime], WindowStats | None] | None = None
     """The utilization window of ``tenant/workload`` starting at a time, as stored: where the open window
     resumes from in a new process (None: the open window starts empty)."""

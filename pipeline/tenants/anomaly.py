@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from pipeline.contract.records import ScalingCommand
 from pipeline.contract.topics import PROVISIONING_EVENTS, SCALING_EVENTS
-from pipeline.events.models import ProvisioningStatusEvent, ResourceAnomaly, Severity
+from pipeline.events.models import ProvisioningStatusEvent, QuotaUpdateRequested, ResourceAnomaly, Severity
 from pipeline.outputs import Emit, derived_id
 from pipeline.tenants.logic import TenantStores, require_tenant
 from pipeline.tenants.models import AnomalyLog, AnomalyRecord
@@ -91,3 +91,34 @@ def handle_anomaly(
             )
         )
     return emits
+
+
+def release_quarantine(
+    event: QuotaUpdateRequested, stores: TenantStores, anomalies: TypedTable[AnomalyLog], now: datetime,
+) -> list[Emit]:
+    """A platform admin releases a quarantined workload (``event.release_quarantine``): it leaves the log's
+    ``quarantined`` list (the scaling hold and the compute refusal go with it) and the release is announced on
+    ``provisioning-events``. A workload not quarantined (a redelivered release) changes nothing."""
+    require_tenant(stores, event.tenant_id)
+    resource_id = event.release_quarantine
+    log = anomalies.get(event.tenant_id)
+    if resource_id is None or log is None or resource_id not in log.quarantined:
+        return []
+    log.quarantined = [r for r in log.quarantined if r != resource_id]
+    anomalies.put(event.tenant_id, log)
+    return [
+        Emit(
+            PROVISIONING_EVENTS,
+            event.tenant_id,
+            ProvisioningStatusEvent(
+                event_id=derived_id(event.event_id, "released"),
+                tenant_id=event.tenant_id,
+                occurred_at=now,
+                kind="anomaly-reaction",
+                resource=resource_id,
+                status="released",
+                previous_status="quarantine",
+                detail={"released_by": "admin", "actor": event.actor},
+            ),
+        )
+    ]

@@ -42,6 +42,7 @@ from pipeline.tenants.models import (
     UserView,
     quota_limit,
 )
+from pipeline.tenants.quota_marks import lifted_by_admin
 from pipeline.typed_table import TypedTable
 
 #: Resources every tenant gets, in provisioning order (teardown runs in reverse).
@@ -486,8 +487,17 @@ def set_quota(
 
 
 def handle_quota_update(event: QuotaUpdateRequested, stores: TenantStores, now: datetime) -> list[Emit]:
-    """Replace the quota (from the REST API) and have the Kubernetes ResourceQuota follow."""
+    """Replace the quota (from the REST API) and have the Kubernetes ResourceQuota follow; or lift the
+    over-quota marks an admin asked to lift (announced on provisioning-events; the quota stays)."""
     tenant = require_tenant(stores, event.tenant_id)
+    if event.quota is None:
+        quota = stores.quotas.get(event.tenant_id)
+        if quota is None:
+            return []
+        lifted, emits = lifted_by_admin(quota, event.lift_over_quota, event.actor, now)
+        if lifted is not None:
+            stores.quotas.put(event.tenant_id, lifted)
+        return emits
     record, _ = set_quota(stores, event.tenant_id, Quota.model_validate(event.quota), event.actor, now)
     commands = provisioning_commands(
         tenant, record, CommandAction.UPDATE_QUOTA, event.event_id, now, resources=("kubernetes",)

@@ -98,3 +98,37 @@ def without_marks(quota: QuotaRecord, lifted: dict[QuotaResource, str], now: dat
         del changed.over_quota[resource]
     changed.updated_at = now
     return changed
+
+
+def lifted_by_admin(
+    quota: QuotaRecord, resources: list[QuotaResource], actor: str, now: datetime,
+) -> tuple[QuotaRecord | None, list[Emit]]:
+    """A platform admin lifts the marks of ``resources`` (pure): the record without them (None when none of
+    them is marked: a redelivered or raced lift changes nothing) and the event announcing each lift on
+    ``provisioning-events``. The quota itself stays: the tenant may be marked again by the next
+    quota-exceeded event."""
+    marked = [r for r in dict.fromkeys(resources) if r in quota.over_quota]
+    if not marked:
+        return None, []
+    changed = quota.model_copy(deep=True)
+    emits = []
+    for resource in marked:
+        mark = changed.over_quota.pop(resource)
+        emits.append(Emit(
+            PROVISIONING_EVENTS,
+            quota.tenant_id,
+            ProvisioningStatusEvent(
+                # Derived from the mark: lifting the same mark again (a redelivery) announces it once.
+                event_id=derived_id(mark.event_id, "lifted-by-admin"),
+                tenant_id=quota.tenant_id,
+                occurred_at=now,
+                kind="quota-enforcement",
+                resource=resource.value,
+                status="under-quota",
+                previous_status="over-quota",
+                detail={"used": mark.used, "limit": quota_limit(quota.limits, resource),
+                        "marked_since": mark.since.isoformat(), "lifted_by": "admin", "actor": actor},
+            ),
+        ))
+    changed.updated_at = now
+    return changed, emits

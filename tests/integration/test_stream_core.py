@@ -209,6 +209,57 @@ def test_usage_back_under_the_limit_lifts_the_over_quota_mark_it_can_see(
     assert [(e["resource"], e["detail"]["used"], e["detail"]["lifted_by"]) for e in lifted] == [
         ("cpu_cores", limit / 2, "usage")]
 
+    # The storage mark only an admin lifts: through the tenant's owner, announced, the quota unchanged.
+    code, body = delete(worker, f"/api/v1/tenants/{tenant}/quota/over-quota/storage_gib", admin_token)
+    assert code == 202, body
+    wait_for(lambda: marks() == [], what="the storage mark lifted by the admin")
+    assert float(worker.get(f"/api/v1/tenants/{tenant}/quota", admin_token)[1]["limits"]["cpu_cores"]) == limit
+    by_admin = wait_for(lambda: asyncio.run(read_topic(
+        stream_env["KAFKA_BOOTSTRAP_SERVERS"], "provisioning-events", idle=1.0,
+        match=lambda e: e.get("tenant_id") == tenant and e.get("status") == "under-quota"
+        and e.get("detail", {}).get("lifted_by") == "admin")), what="the admin lift announced")
+    assert [(e["resource"], e["detail"]["used"]) for e in by_admin] == [("storage_gib", 10_000)]
+    code, body = delete(worker, f"/api/v1/tenants/{tenant}/quota/over-quota/storage_gib", admin_token)
+    assert code == 404 and body["code"] == "over-quota-mark-not-found", body
+
+
+def test_a_critical_anomaly_quarantines_its_workload_until_an_admin_releases_it(
+    stream_env: dict[str, str], start_worker: Callable[..., WorkerProcess], publish: Callable[[str, Any], None],
+    admin_token: str, run_id: str,
+) -> None:
+    worker = start_worker(stream_env)
+    worker.wait_ready()
+    tenant = f"t{run_id}-quar"
+    publish("tenant-created-events", tenant_event(tenant, f"{tenant}-evt"))
+    wait_for(lambda: worker.get(f"/api/v1/tenants/{tenant}", admin_token)[0] == 200, what="the tenant")
+    publish("resource-anomaly-events", {
+        "event_id": f"{tenant}-anomaly", "tenant_id": tenant, "occurred_at": now_iso(), "resource_type": "deployment",
+        "resource_id": "api", "anomaly_type": "egress-spike", "severity": "critical", "value": 9.0})
+
+    def reactions(status: str) -> list[dict[str, Any]]:
+        return asyncio.run(read_topic(
+            stream_env["KAFKA_BOOTSTRAP_SERVERS"], "provisioning-events", idle=1.0,
+            match=lambda e: e.get("tenant_id") == tenant and e.get("kind") == "anomaly-reaction"
+            and e.get("status") == status))
+
+    wait_for(lambda: reactions("quarantine"), what="the quarantine announced")
+    code, body = delete(worker, f"/api/v1/tenants/{tenant}/quarantine/api", admin_token)
+    assert code == 202, body
+    [released] = wait_for(lambda: reactions("released"), what="the release announced")
+    assert released["resource"] == "api" and released["detail"]["released_by"] == "admin"
+    wait_for(lambda: delete(worker, f"/api/v1/tenants/{tenant}/quarantine/api", admin_token)[0] == 404,
+             what="the workload no longer quarantined")
+
+
+def delete(worker: WorkerProcess, path: str, token: str) -> tuple[int, Any]:
+    request = urllib.request.Request(  # noqa: S310 - a loopback URL built here
+        f"{worker.url}{path}", method="DELETE", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
 
 def samples_per_workload(worker: WorkerProcess, tenant_id: str, token: str) -> dict[str, int]:
     """How many samples the tenant's recent utilization windows count, per workload."""

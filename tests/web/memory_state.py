@@ -24,6 +24,8 @@ from pipeline.contract.topics import SCALING_EVENTS
 from pipeline.events.models import (
     AuditEvent,
     QuotaExceeded,
+    QuotaResource,
+    QuotaUpdateRequested,
     ResourceAnomaly,
     ResourceMetrics,
     ScalingRequest,
@@ -47,7 +49,7 @@ from pipeline.scaling.records import (
     WorkloadScaling,
 )
 from pipeline.tenants import logic
-from pipeline.tenants.anomaly import handle_anomaly
+from pipeline.tenants.anomaly import handle_anomaly, release_quarantine
 from pipeline.tenants.models import (
     AnomalyLog,
     ProvisioningStatus,
@@ -116,7 +118,8 @@ class MemoryState:
             EngineConfig(window_seconds=UTILIZATION_WINDOW.total_seconds(), forecast_enabled=False),
             Tables(policies=TypedTable({}, PolicySet), state=TypedTable({}, WorkloadScaling),
                    decisions=TypedTable({}, StoredDecision), index=TypedTable({}, WorkloadIndex),
-                   snapshots=TypedTable({}, ModelSnapshot), tenants=self.stores.tenants, quotas=self.stores.quotas),
+                   snapshots=TypedTable({}, ModelSnapshot), tenants=self.stores.tenants, quotas=self.stores.quotas,
+                   anomalies=self.anomaly_table),
             wall=now,
         )
         #: (tenant id, workload) -> its Deployment, as the engine's Kubernetes calls find it.
@@ -183,6 +186,21 @@ class MemoryState:
             return []
 
         self._apply("quota-update", tenant_id, apply)
+
+    async def lift_over_quota(self, tenant_id: str, resources: list[QuotaResource], actor: str) -> None:
+        event = QuotaUpdateRequested(
+            event_id=derived_id("api-lift", tenant_id, self.now().isoformat()), tenant_id=tenant_id,
+            occurred_at=self.now(), lift_over_quota=resources, actor=actor,
+        )
+        self._apply("quota-update", tenant_id, lambda: logic.handle_quota_update(event, self.stores, self.now()))
+
+    async def release_quarantine(self, tenant_id: str, resource_id: str, actor: str) -> None:
+        event = QuotaUpdateRequested(
+            event_id=derived_id("api-release", tenant_id, resource_id, self.now().isoformat()), tenant_id=tenant_id,
+            occurred_at=self.now(), release_quarantine=resource_id, actor=actor,
+        )
+        self._apply("quarantine-release", tenant_id,
+                    lambda: release_quarantine(event, self.stores, self.anomaly_table, self.now()))
 
     async def delete_tenant(self, tenant_id: str, purge: bool, actor: str) -> None:
         event = TenantDeleted(

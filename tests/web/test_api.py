@@ -9,7 +9,9 @@ from aiohttp.test_utils import TestClient
 from pipeline.events.models import (
     QuotaExceeded,
     QuotaResource,
+    ResourceAnomaly,
     ResourceMetrics,
+    Severity,
     TenantCreated,
     Tier,
     UserCreated,
@@ -309,6 +311,78 @@ async def test_put_quota_sends_the_change(client: TestClient, state: MemoryState
     assert response.headers["Location"] == body["quota_url"]
     quota = await state.quota("acme")
     assert quota is not None and quota.limits.model_dump() == new and quota.updated_by == "root-admin"
+
+
+async def test_an_admin_lifts_an_over_quota_mark_and_it_is_audited_and_announced(
+    client: TestClient, state: MemoryState,
+):
+    await state.submit_tenant(tenant_event("acme"))
+    at = tenant_event("acme").occurred_at
+    for event_id, resource in (("q1", QuotaResource.CPU_CORES), ("q2", QuotaResource.GPUS)):
+        state.quota_exceeded(QuotaExceeded(event_id=event_id, tenant_id="acme", occurred_at=at, resource=resource,
+                                           used=5, limit=4))
+    before = await state.quota("acme")
+    assert before is not None
+    state.audit_log.clear()
+    response = await client.delete("/api/v1/tenants/acme/quota/over-quota/cpu_cores", headers=bearer(ADMIN))
+    assert response.status == 202
+    body = await response.json()
+    assert body == {"tenant_id": "acme", "resource": "cpu_cores", "status": "accepted",
+                    "quota_url": "/api/v1/tenants/acme/quota"}
+    assert response.headers["Location"] == body["quota_url"]
+    after = await state.quota("acme")
+    assert after is not None and list(after.over_quota) == [QuotaResource.GPUS]  # the other mark stays
+    assert after.limits == before.limits  # the quota itself is unchanged
+    [announced] = [e.value for e in state.emitted if getattr(e.value, "kind", None) == "quota-enforcement"
+                   and getattr(e.value, "status", None) == "under-quota"]
+    assert announced.resource == "cpu_cores" and announced.detail["lifted_by"] == "admin"
+    assert announced.detail["actor"] == "root-admin"
+    [record] = state.audit_log
+    assert record.action == "lift-over-quota" and record.detail["resource"] == "cpu_cores"
+    assert record.outcome == "accepted"
+
+    again = await client.delete("/api/v1/tenants/acme/quota/over-quota/cpu_cores", headers=bearer(ADMIN))
+    assert again.status == 404 and (await error_of(again))["code"] == "over-quota-mark-not-found"
+
+
+async def test_an_admin_releases_a_quarantined_workload(client: TestClient, state: MemoryState):
+    await state.submit_tenant(tenant_event("acme"))
+    at = tenant_event("acme").occurred_at
+    for event_id, workload in (("a1", "api"), ("a2", "etl")):
+        state.record_anomaly(ResourceAnomaly(event_id=event_id, tenant_id="acme", occurred_at=at,
+                                             resource_type="deployment", resource_id=workload,
+                                             anomaly_type="egress-spike", severity=Severity.CRITICAL, value=9.0))
+    state.audit_log.clear()
+    response = await client.delete("/api/v1/tenants/acme/quarantine/api", headers=bearer(ADMIN))
+    assert response.status == 202
+    body = await response.json()
+    assert body == {"tenant_id": "acme", "resource_id": "api", "status": "accepted",
+                    "tenant_url": "/api/v1/tenants/acme"}
+    assert response.headers["Location"] == body["tenant_url"]
+    log = await state.anomalies("acme")
+    assert log is not None and log.quarantined == ["etl"]
+    [announced] = [e.value for e in state.emitted if getattr(e.value, "status", None) == "released"]
+    assert announced.resource == "api" and announced.detail == {"released_by": "admin", "actor": "root-admin"}
+    [record] = state.audit_log
+    assert record.action == "release-quarantine" and record.detail["resource_id"] == "api"
+
+    again = await client.delete("/api/v1/tenants/acme/quarantine/api", headers=bearer(ADMIN))
+    assert again.status == 404
+    error = await error_of(again)
+    assert error["code"] == "not-quarantined" and error["details"]["quarantined"] == ["etl"]
+    ghost = await client.delete("/api/v1/tenants/ghost/quarantine/api", headers=bearer(ADMIN))
+    assert ghost.status == 404 and (await error_of(ghost))["code"] == "tenant-not-found"
+
+
+@pytest.mark.parametrize("resource", ["storage_gib", "pods", "x" * 300])
+async def test_lifting_a_mark_that_is_not_there_is_404(client: TestClient, state: MemoryState, resource: str):
+    await state.submit_tenant(tenant_event("acme"))
+    response = await client.delete(f"/api/v1/tenants/acme/quota/over-quota/{resource}", headers=bearer(ADMIN))
+    assert response.status == 404
+    error = await error_of(response)
+    assert error["code"] == "over-quota-mark-not-found" and error["details"]["marked"] == []
+    ghost = await client.delete("/api/v1/tenants/ghost/quota/over-quota/cpu_cores", headers=bearer(ADMIN))
+    assert ghost.status == 404 and (await error_of(ghost))["code"] == "tenant-not-found"
 
 
 @pytest.mark.parametrize(

@@ -131,6 +131,10 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, str]]] = {
     ("GET", "/api/v1/tenants/{tenant_id}/costs"): ("/api/v1/tenants/acme/costs", None, READ),
     ("PUT", "/api/v1/tenants/{tenant_id}/quota"): (
         "/api/v1/tenants/acme/quota", {"cpu_cores": 8, "memory_gib": 32, "gpus": 1, "storage_gib": 200}, PLATFORM),
+    ("DELETE", "/api/v1/tenants/{tenant_id}/quota/over-quota/{resource}"): (
+        "/api/v1/tenants/acme/quota/over-quota/cpu_cores", None, PLATFORM),
+    ("DELETE", "/api/v1/tenants/{tenant_id}/quarantine/{resource_id}"): (
+        "/api/v1/tenants/acme/quarantine/api", None, PLATFORM),
     ("POST", "/api/v1/compute/provision"): ("/api/v1/compute/provision?wait_seconds=0", COMPUTE_BODY, WRITE),
     ("GET", "/api/v1/compute/provision"): ("/api/v1/compute/provision?tenant_id=acme&limit=5", None, READ),
     ("POST", "/api/v1/compute/quote"): ("/api/v1/compute/quote", COMPUTE_BODY, READ),

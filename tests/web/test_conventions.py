@@ -145,6 +145,10 @@ LOCATION_TESTS: dict[tuple[str, str, int], str] = {
     ("post", "/provision", 202): "test_api.py::test_provision_sends_the_event_and_the_state_shows_the_tenant",
     ("put", "/tenants/{tenant_id}/quota", 202): "test_api.py::test_put_quota_sends_the_change",
     ("delete", "/tenants/{tenant_id}", 202): "test_api.py::test_delete_sends_the_deletion",
+    ("delete", "/tenants/{tenant_id}/quarantine/{resource_id}", 202):
+        "test_api.py::test_an_admin_releases_a_quarantined_workload",
+    ("delete", "/tenants/{tenant_id}/quota/over-quota/{resource}", 202):
+        "test_api.py::test_an_admin_lifts_an_over_quota_mark_and_it_is_audited_and_announced",
     ("post", "/compute/provision", 201):
         "test_compute.py::test_a_gpu_request_runs_on_the_cheapest_offer_and_returns_its_secrets_once",
     ("post", "/compute/provision", 202):

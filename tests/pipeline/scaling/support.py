@@ -25,7 +25,7 @@ from pipeline.scaling.records import (
     WorkloadScaling,
 )
 from pipeline.scaling.snapshot_signing import SnapshotSigner
-from pipeline.tenants.models import QuotaRecord, TenantRecord
+from pipeline.tenants.models import AnomalyLog, QuotaRecord, TenantRecord
 from pipeline.typed_table import TypedTable
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -45,7 +45,7 @@ def make_tables() -> Tables:
         policies=TypedTable({}, PolicySet), state=TypedTable({}, WorkloadScaling),
         decisions=TypedTable({}, StoredDecision), index=TypedTable({}, WorkloadIndex),
         snapshots=TypedTable({}, ModelSnapshot), tenants=TypedTable({}, TenantRecord),
-        quotas=TypedTable({}, QuotaRecord),
+        quotas=TypedTable({}, QuotaRecord), anomalies=TypedTable({}, AnomalyLog),
     )
 
 

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pipeline.scaling.decide_caps import Count, budget_step, fair_share_step, final_cost, quota_step
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.scaling.decide_caps import (
+    Count,
+    budget_step,
+    fair_share_step,
+    final_cost,
+    quarantine_step,
+    quota_step,
+)
 from pipeline.scaling.decision_models import DecisionInputs, ScalingState
 from pipeline.scaling.fairshare import ResourceVector, TenantAllocation
 from pipeline.scaling.policies import CostAwarePolicy
@@ -33,6 +43,51 @@ def test_the_quota_caps_a_scale_up_and_never_forces_a_scale_down() -> None:
     assert quota_step(Count(9, "policy:cpu"), 8, room) == (Count(8, "quota"), room)  # held, not scaled down
     assert quota_step(Count(5, "policy:cpu"), 8, room) == (Count(5, "policy:cpu"), None)
     assert quota_step(Count(9, "policy:cpu"), 4, None) == (Count(9, "policy:cpu"), None)
+
+
+def test_an_over_quota_mark_holds_a_scale_up_at_the_current_count_and_says_why() -> None:
+    count, held = quota_step(Count(9, "policy:cpu"), 4, None, ["memory_gib", "cpu_cores"])
+    assert count == Count(4, "quota")
+    assert held is not None and held.replicas == 4
+    assert "marked over its cpu_cores, memory_gib quota: no scale-up" in held.detail
+    # a scale-down and a hold go through; the room of a request caps first (its reason stays the one shown)
+    assert quota_step(Count(2, "policy:cpu"), 4, None, ["gpus"]) == (Count(2, "policy:cpu"), None)
+    assert quota_step(Count(4, "policy:cpu"), 4, None, ["gpus"]) == (Count(4, "policy:cpu"), None)
+    room = QuotaRoom(replicas=0, detail="tenant is over its gpus quota")
+    assert quota_step(Count(9, "request"), 4, room, ["gpus"]) == (Count(4, "quota"), room)
+
+
+@given(desired=st.integers(0, 500), current=st.integers(0, 500),
+       marks=st.lists(st.sampled_from(["cpu_cores", "memory_gib", "gpus"]), max_size=3),
+       room=st.none() | st.integers(0, 500))
+def test_the_quota_step_never_scales_up_past_a_mark_nor_down_past_the_count(
+    desired: int, current: int, marks: list[str], room: int | None,
+) -> None:
+    quota = QuotaRoom(replicas=room, detail="room") if room is not None else None
+    count, capped = quota_step(Count(desired, "policy:cpu"), current, quota, marks)
+    assert count.desired <= desired  # a cap, never a raise
+    assert count.desired >= min(desired, current)  # never forces a scale-down
+    if marks:
+        assert count.desired == min(desired, current)  # no scale-up while marked, a scale-down goes
+    if count.desired != desired:
+        assert capped is not None and count.binding == "quota"
+    else:
+        assert capped is None and count.binding == "policy:cpu"
+
+
+def test_a_quarantine_holds_the_workload_at_its_floor_and_never_scales_it_up() -> None:
+    assert quarantine_step(Count(9, "policy:cpu"), 5, 2, True) == (Count(2, "quarantine"), True)  # down to floor
+    assert quarantine_step(Count(9, "policy:cpu"), 1, 2, True) == (Count(1, "quarantine"), True)  # not up to it
+    assert quarantine_step(Count(0, "budget:b"), 5, 2, True) == (Count(0, "budget:b"), False)  # a lower cap stays
+    assert quarantine_step(Count(9, "policy:cpu"), 5, 2, False) == (Count(9, "policy:cpu"), False)
+
+
+@given(desired=st.integers(0, 500), current=st.integers(0, 500), lo=st.integers(0, 500))
+def test_a_quarantined_count_is_never_above_the_floor_nor_the_current_count(desired: int, current: int,
+                                                                           lo: int) -> None:
+    count, held = quarantine_step(Count(desired, "policy:cpu"), current, lo, True)
+    assert count.desired == min(desired, current, lo)
+    assert held == (count.desired != desired) and count.binding == ("quarantine" if held else "policy:cpu")
 
 
 def test_the_grant_caps_the_count_and_is_summarised_either_way() -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from pipeline.events.models import QuotaResource
 from pipeline.scaling.fairshare import ResourceVector, TenantAllocation
 from pipeline.scaling.kube import ApplyRequest
 from pipeline.scaling.pool import pool_grants
 from pipeline.scaling.records import ApplyReport, Demand, Grant, Observation
+from pipeline.tenants.models import AnomalyLog, OverQuota
 from pipeline.typed_table import TypedTable
 from tests.pipeline.scaling.support import (
     POOL,
@@ -69,6 +71,49 @@ def test_a_budget_caps_a_scale_up_and_says_so() -> None:
     assert stored.decision.desired_replicas == 3 and stored.decision.binding == "budget:budget"
     assert "capped by budget of policy budget" in stored.decision.explanation
     assert cluster.replicas[("acme", "api")] == 3
+
+
+def test_an_over_quota_mark_holds_a_policy_scale_up_and_a_lifted_mark_releases_it() -> None:
+    eng = engine()
+    quota = eng.tables.quotas.get("acme")
+    assert quota is not None
+    eng.tables.quotas.put("acme", quota.model_copy(update={"over_quota": {QuotaResource.MEMORY_GIB: OverQuota(
+        used=300, limit=256, since=T0, event_id="q1")}}))
+    put_policy(eng, {"policy_id": "cpu", "kind": "target_tracking", "target_utilization": 0.5})
+    cluster = FakeCluster(eng, replicas=2)
+    replay(eng, T0, T0 + timedelta(minutes=30), lambda _: 3.0, cluster)  # 6 replicas wanted
+    held = latest(eng)
+    assert held.decision.desired_replicas == 2 and held.decision.binding == "quota"
+    assert "quota: tenant is marked over its memory_gib quota: no scale-up" in held.decision.explanation
+    assert cluster.replicas[("acme", "api")] == 2
+
+    replay(eng, T0 + timedelta(minutes=60), T0 + timedelta(minutes=90), lambda _: 0.4, cluster)  # 1 wanted
+    assert latest(eng).decision.desired_replicas == 1 and cluster.replicas[("acme", "api")] == 1  # down goes
+
+    eng.tables.quotas.put("acme", quota)  # the mark lifted
+    replay(eng, T0 + timedelta(minutes=120), T0 + timedelta(minutes=150), lambda _: 3.0, cluster)
+    released = latest(eng)  # scaled up again (as far as the policy's scale-up rate limit lets it)
+    assert released.decision.binding != "quota" and released.decision.desired_replicas > 1
+    assert cluster.replicas[("acme", "api")] == released.decision.desired_replicas
+
+
+def test_a_quarantined_workload_is_held_at_its_floor_until_released() -> None:
+    eng = engine()
+    assert eng.tables.anomalies is not None
+    eng.tables.anomalies.put("acme", AnomalyLog(tenant_id="acme", quarantined=["etl", "api"]))
+    put_policy(eng, {"policy_id": "cpu", "kind": "target_tracking", "target_utilization": 0.5, "min_replicas": 2})
+    cluster = FakeCluster(eng, replicas=4)
+    replay(eng, T0, T0 + timedelta(minutes=30), lambda _: 3.0, cluster)  # 6 replicas wanted
+    held = latest(eng)
+    assert held.decision.desired_replicas == 2 and held.decision.binding == "quarantine"
+    assert "quarantined: held at 2 (the policy floor, never a scale-up)" in held.decision.explanation
+    assert cluster.replicas[("acme", "api")] == 2
+
+    eng.tables.anomalies.put("acme", AnomalyLog(tenant_id="acme", quarantined=["etl"]))  # released
+    replay(eng, T0 + timedelta(minutes=60), T0 + timedelta(minutes=90), lambda _: 3.0, cluster)
+    released = latest(eng)
+    assert released.decision.binding != "quarantine" and released.decision.desired_replicas > 2
+    assert cluster.replicas[("acme", "api")] == released.decision.desired_replicas
 
 
 def test_a_workload_scales_up_only_as_far_as_its_grant() -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from pipeline.contract.topics import PROVISIONING_COMMANDS, PROVISIONING_EVENTS
@@ -158,6 +160,32 @@ def test_quota_update_clears_over_quota_it_lifts_and_updates_kubernetes(stores: 
     assert quota is not None and quota.limits.cpu_cores == 16 and quota.over_quota == {}
     assert [(c.resource, c.action) for c in cmds] == [("kubernetes", CommandAction.UPDATE_QUOTA)]
     assert cmds[0].spec["quota"]["cpu_cores"] == 16
+
+
+def test_a_quota_update_lifting_a_mark_keeps_the_quota_and_announces_the_lift(stores: TenantStores) -> None:
+    handle_tenant_created(tenant_created(), stores, quota_for_tier, NOW)
+    handle_quota_exceeded(
+        QuotaExceeded(event_id="q1", tenant_id="acme", occurred_at=NOW, resource=QuotaResource.GPUS, used=9,
+                      limit=8),
+        stores,
+        NOW,
+    )
+    before = stores.quotas.get("acme")
+    assert before is not None and QuotaResource.GPUS in before.over_quota
+    lift = QuotaUpdateRequested(event_id="l1", tenant_id="acme", occurred_at=NOW, actor="root",
+                                lift_over_quota=[QuotaResource.GPUS])
+    emits = handle_quota_update(lift, stores, NOW)
+    after = stores.quotas.get("acme")
+    assert after is not None and after.over_quota == {} and after.limits == before.limits
+    assert [e.topic for e in emits] == [PROVISIONING_EVENTS]  # no ResourceQuota change: the limits are the same
+    assert handle_quota_update(lift, stores, NOW) == []  # redelivered: nothing more to lift
+
+
+@pytest.mark.parametrize("fields", [{}, {"quota": {"gpus": 1}, "lift_over_quota": ["gpus"]},
+                                    {"lift_over_quota": ["gpus"], "release_quarantine": "api"}])
+def test_a_quota_update_carries_exactly_one_change(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="carries one of a quota, the over-quota marks"):
+        QuotaUpdateRequested(event_id="u1", tenant_id="acme", occurred_at=NOW, actor="root", **fields)
 
 
 def test_teardown_runs_in_reverse_order_and_carries_purge(stores: TenantStores) -> None:

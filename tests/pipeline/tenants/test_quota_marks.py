@@ -13,7 +13,7 @@ from agents.resource_metrics import MetricsBatches
 from pipeline.events.models import QuotaResource, Tier
 from pipeline.outputs import Emit
 from pipeline.tenants.models import OverQuota, QuotaRecord
-from pipeline.tenants.quota_marks import lift_marks, lifted_by_usage, without_marks
+from pipeline.tenants.quota_marks import lift_marks, lifted_by_admin, lifted_by_usage, without_marks
 from pipeline.tenants.tiers import quota_for_tier
 from pipeline.typed_table import TypedTable
 from pipeline.usage import UsageRecord, WorkloadSample
@@ -104,3 +104,20 @@ async def test_the_agent_announces_before_it_writes_and_keeps_a_mark_set_during_
     assert order == ["sent 2, marks then: ['cpu_cores', 'gpus']"]
     final = quotas.get("acme")
     assert final is not None and list(final.over_quota) == [QuotaResource.GPUS]
+
+
+def test_an_admin_lift_drops_only_the_named_marks_and_announces_each_once() -> None:
+    quota = marked(QuotaResource.CPU_CORES, QuotaResource.STORAGE_GIB)
+    later = NOW + timedelta(minutes=5)
+    record, emits = lifted_by_admin(quota, [QuotaResource.STORAGE_GIB, QuotaResource.STORAGE_GIB], "root", later)
+    assert record is not None and list(record.over_quota) == [QuotaResource.CPU_CORES]
+    assert record.limits == quota.limits and record.updated_at == later
+    assert list(quota.over_quota) == [QuotaResource.CPU_CORES, QuotaResource.STORAGE_GIB]  # the input is kept
+    [emit] = emits
+    event = emit.value
+    assert event.kind == "quota-enforcement" and event.status == "under-quota"
+    assert event.previous_status == "over-quota" and event.resource == "storage_gib"
+    assert event.detail["lifted_by"] == "admin" and event.detail["actor"] == "root"
+    assert event.event_id == lifted_by_admin(quota, [QuotaResource.STORAGE_GIB], "other", NOW)[1][0].value.event_id
+    # a mark not there (a redelivered lift, or lifted meanwhile) changes nothing and says nothing
+    assert lifted_by_admin(record, [QuotaResource.STORAGE_GIB, QuotaResource.GPUS], "root", later) == (None, [])
