@@ -19,7 +19,7 @@ from pipeline.compute.runtime import ComputeRuntime
 from pipeline.contract.topics import COMPUTE_RECORDS, PROVISIONING_EVENTS
 from pipeline.events.models import ProvisioningStatusEvent
 from pipeline.isolation import guarded
-from pipeline.tenants.models import QuotaRecord
+from pipeline.tenants.models import AnomalyLog, QuotaRecord
 from pipeline.typed_table import TypedTable
 
 logger = logging.getLogger(__name__)
@@ -29,12 +29,13 @@ class ComputeService:
     """The compute runtime of one worker (built on first use), and the topic its record writes go through."""
 
     def __init__(self, app: ProvisioningApp, io: AgentRuntime, records: TypedTable[ComputeRecord],
-                 quotas: TypedTable[QuotaRecord]) -> None:
+                 quotas: TypedTable[QuotaRecord], anomalies: TypedTable[AnomalyLog] | None = None) -> None:
         self.app = app
         self.settings = app.settings
         self.io = io
         self.records = records
         self.quotas = quotas
+        self.anomalies = anomalies
         #: ``<app id>-compute-records``, keyed by tenant id: the records the compute-records agent writes to the
         #: table. Declared by the app (created before it subscribes) and private to this app id, like a changelog.
         self.records_topic = app.topic(
@@ -54,11 +55,15 @@ class ComputeService:
         quota = self.quotas.get(tenant_id)
         return quota.limits.gpus if quota is not None else None
 
+    def _quarantined(self, tenant_id: str) -> list[str]:
+        log = self.anomalies.get(tenant_id) if self.anomalies is not None else None
+        return list(log.quarantined) if log is not None else []
+
     def runtime(self) -> ComputeRuntime:
         if self._runtime is None:
             self._runtime = build_runtime(
                 self.settings, table=self.records, send_record=self._send_record, send_status=self._send_status,
-                quota_gpus=self._quota_gpus, quotas=self.quotas.get,
+                quota_gpus=self._quota_gpus, quotas=self.quotas.get, quarantined=self._quarantined,
             )
         return self._runtime
 

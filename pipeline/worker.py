@@ -129,7 +129,7 @@ def build_worker(settings: Settings) -> Worker:
     io.register()
     stores = declared.stores
     backends = Backends(settings, build_provisioners)
-    compute = ComputeService(app, io, declared.compute_records, declared.quotas)
+    compute = ComputeService(app, io, declared.compute_records, declared.quotas, declared.anomalies)
     compute.register()
     scaling = ScalingRuntime(app, io, declared)
     scaling.register()

@@ -3,7 +3,7 @@ failover, access and idle policies)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,6 +50,7 @@ def build_runtime(
     send_status: StatusSender,
     quota_gpus: Callable[[str], int | None],
     quotas: QuotaLookup,
+    quarantined: Callable[[str], Sequence[str]] | None = None,
     engine: DerivativesEngineClient | None = None,
     kubernetes: ComputeBackend | None = None,
     offers: list[Offer] | None = None,
@@ -102,6 +103,7 @@ def build_runtime(
         clock=clock,
         period_start=period_start,
         quotas=quotas,
+        quarantined=quarantined,
     )
     stale_after = failover.deadline_s + failover.release_timeout_s * failover.release_retries + 120.0
     return ComputeRuntime(

@@ -16,7 +16,7 @@ Amounts are compared in integer thousandths, so sums are exact and the check has
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,7 +35,7 @@ _UNITS = {
 }
 _SCALE = 1000
 
-RefusalCode = Literal["quota-exceeded", "over-quota", "no-quota"]
+RefusalCode = Literal["quota-exceeded", "over-quota", "no-quota", "quarantined"]
 
 
 def _milli(value: float) -> int:
@@ -134,10 +134,22 @@ class ComputeQuotaRefused(Exception):
 
 
 def admit(
-    request: ComputeRequest, records: Iterable[ComputeRecord], quota: QuotaRecord | None
+    request: ComputeRequest, records: Iterable[ComputeRecord], quota: QuotaRecord | None,
+    quarantined: Sequence[str] = (),
 ) -> QuotaRefusal | None:
-    """``None`` when the tenant may have ``request`` on top of its live ``records``, else why not (pure)."""
+    """``None`` when the tenant may have ``request`` on top of its live ``records``, else why not (pure).
+
+    ``quarantined``: the tenant's workloads a critical anomaly quarantined. A compute request names no
+    workload, so while any is quarantined the tenant gets no new compute (a platform admin releases them).
+    """
     tenant_id = request.tenant_id
+    if quarantined:
+        names = ", ".join(sorted(quarantined)[:5])
+        return QuotaRefusal(
+            "quarantined", tenant_id,
+            f"tenant has quarantined workloads ({names}); new compute is refused until a platform admin releases "
+            f"them (DELETE /api/v1/tenants/{tenant_id}/quarantine/<resource_id>)",
+        )
     if quota is None:
         return QuotaRefusal("no-quota", tenant_id, f"tenant {tenant_id!r} has no quota record; compute is refused")
     if quota.over_quota:

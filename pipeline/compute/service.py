@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -119,6 +119,7 @@ class ComputeService:
         clock: Callable[[], datetime] = _utcnow,
         period_start: Callable[[datetime], datetime] | None = None,
         quotas: QuotaLookup | None = None,
+        quarantined: Callable[[str], Sequence[str]] | None = None,
     ) -> None:
         self.book = book
         self.backends = backends
@@ -134,6 +135,8 @@ class ComputeService:
         self.period_start = period_start
         self.quotas = quotas
         """The tenants' quota records; ``None``: no quota admission (tests of the other parts only)."""
+        self.quarantined = quarantined
+        """The tenant's quarantined workloads (none refuse nothing); ``None``: not checked."""
         self._inflight: dict[str, asyncio.Task[ProvisionResult]] = {}
         self._terminate_requested: set[str] = set()
 
@@ -217,7 +220,8 @@ class ComputeService:
         live requests (:func:`pipeline.compute.quota.admit`)."""
         if self.quotas is None:
             return
-        refusal = admit(request, self.records(), self.quotas(request.tenant_id))
+        quarantined = self.quarantined(request.tenant_id) if self.quarantined is not None else ()
+        refusal = admit(request, self.records(), self.quotas(request.tenant_id), quarantined)
         if refusal is not None:
             raise ComputeQuotaRefused(refusal)
 

@@ -667,3 +667,15 @@ async def access_kept_for_the_retry(env: Env) -> None:
     body = await retried.json()
     assert body["request_id"] == request_id and "PRIVATE KEY" in body["access"]["ssh_private_key"]
     assert env.compute.standin.engine.allocate_calls == 1
+
+
+async def test_a_tenant_with_a_quarantined_workload_gets_no_new_compute(env: Env) -> None:
+    env.compute.runtime.service.quarantined = lambda tenant_id: ["api"] if tenant_id == "acme" else []
+    refused = await env.post(gpu_body(count=1))
+    error = await error_of(refused)
+    assert refused.status == 409 and error["code"] == "tenant-quarantined", error
+    assert "api" in error["message"] and error["details"]["reason"] == "quarantined"
+    assert env.compute.runtime.service.store.values() == []  # nothing stored, nothing allocated
+    assert (await env.post(gpu_body("thrifty", count=1), auth=ADMIN)).status in (201, 202)  # others are not held
+    env.compute.runtime.service.quarantined = lambda tenant_id: []  # released: admitted again
+    assert (await env.post(gpu_body(count=1))).status in (201, 202)

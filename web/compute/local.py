@@ -65,7 +65,10 @@ def infeasible(request_id: str, decision: Decision) -> ApiError:
 
 
 def over_quota(refusal: QuotaRefusal) -> ApiError:
-    """The 422 of a request the tenant's quota does not admit (nothing was stored or allocated)."""
+    """The 422 of a request the tenant's quota does not admit, or the 409 of a tenant with a quarantined
+    workload (nothing was stored or allocated)."""
+    if refusal.code == "quarantined":
+        return ApiError(409, "tenant-quarantined", refusal.message, {"reason": refusal.code, **refusal.details()})
     return ApiError(422, "quota-exceeded", refusal.message, {"reason": refusal.code, **refusal.details()})
 
 

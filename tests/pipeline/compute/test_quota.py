@@ -123,3 +123,9 @@ def test_admitted_requests_never_take_the_tenant_over_its_quota(
         used = in_use(live, "acme")
         for resource in RESOURCES:
             assert used[resource] <= round(quota_limit(limit, resource) * 1000), resource
+
+
+def test_a_quarantined_workload_refuses_new_compute_before_anything_else() -> None:
+    refusal = admit(request(vcpus=1), [], quota(FREE), quarantined=["api", "batch"])
+    assert refusal is not None and refusal.code == "quarantined" and "api, batch" in refusal.message
+    assert admit(request(vcpus=1), [], quota(FREE), quarantined=[]) is None
