@@ -169,6 +169,12 @@ class OpenProjectProvisioner(BaseProvisioner):
                 return str(role["_links"]["self"]["href"])
         raise PermanentError(f"OpenProject has no role named {name!r}")
 
+    async def _user_membership(self, identifier: str, login: str) -> dict[str, Any] | None:
+        """The membership of user ``login`` in project ``identifier`` (None: no project, user or membership)."""
+        project = await self._get(identifier)
+        principal = await self._principal(login) if project is not None else None
+        return await self._membership(project["id"], principal["id"]) if project and principal else None
+
     async def _membership(self, project_id: Any, principal_id: Any) -> dict[str, Any] | None:
         found = await self._elements("memberships", [
             {"project": {"operator": "=", "values": [str(project_id)]}},
@@ -227,9 +233,7 @@ class OpenProjectProvisioner(BaseProvisioner):
         identifier = tenant.names().openproject_identifier
 
         async def run() -> bool:
-            project = await self._get(identifier)
-            principal = await self._principal(user.user_id) if project is not None else None
-            membership = await self._membership(project["id"], principal["id"]) if project and principal else None
+            membership = await self._user_membership(identifier, user.user_id)
             if membership is None:
                 return False
             await self._http.request("DELETE", path("memberships", str(membership["id"]), raw_prefix=_API),
@@ -245,9 +249,7 @@ class OpenProjectProvisioner(BaseProvisioner):
         async def run() -> UserAccessResult:
             result = UserAccessResult(resource=self.resource, tenant_id=names.tenant_id, user_id=user.user_id)
             label = f"membership of {user.user_id} in project {identifier}"
-            project = await self._get(identifier)
-            principal = await self._principal(user.user_id) if project is not None else None
-            membership = await self._membership(project["id"], principal["id"]) if project and principal else None
+            membership = await self._user_membership(identifier, user.user_id)
             if membership is None:
                 result.missing.append(label)
                 return result

@@ -19,7 +19,7 @@ from datetime import datetime
 from pipeline.contract.topics import PROVISIONING_EVENTS
 from pipeline.events.models import ProvisioningStatusEvent, QuotaResource
 from pipeline.outputs import Emit, derived_id
-from pipeline.tenants.models import QuotaRecord, quota_limit
+from pipeline.tenants.models import OverQuota, QuotaRecord, quota_limit
 from pipeline.usage import UsageRecord
 
 #: The marks that samples can lift, and the sample field each one reads.
@@ -52,6 +52,23 @@ def lifted_by_usage(quota: QuotaRecord, usage: UsageRecord) -> dict[QuotaResourc
     return lifted
 
 
+def _lift_announcement(
+    tenant_id: str, resource: QuotaResource, mark: OverQuota, how: str, now: datetime, detail: dict[str, object],
+) -> Emit:
+    """The ``quota-enforcement``/``under-quota`` event of one lifted mark; its id derives from the mark and
+    ``how`` it was lifted, so announcing the same lift again repeats the id."""
+    return Emit(PROVISIONING_EVENTS, tenant_id, ProvisioningStatusEvent(
+        event_id=derived_id(mark.event_id, how),
+        tenant_id=tenant_id,
+        occurred_at=now,
+        kind="quota-enforcement",
+        resource=resource.value,
+        status="under-quota",
+        previous_status="over-quota",
+        detail={**detail, "marked_since": mark.since.isoformat()},
+    ))
+
+
 def lift_marks(
     quota: QuotaRecord | None, usage: UsageRecord, now: datetime,
 ) -> tuple[dict[QuotaResource, str], list[Emit]]:
@@ -69,21 +86,8 @@ def lift_marks(
     for resource, used in lifted_by_usage(quota, usage).items():
         mark = quota.over_quota[resource]
         lifted[resource] = mark.event_id
-        emits.append(Emit(
-            PROVISIONING_EVENTS,
-            usage.tenant_id,
-            ProvisioningStatusEvent(
-                event_id=derived_id(mark.event_id, "lifted"),
-                tenant_id=usage.tenant_id,
-                occurred_at=now,
-                kind="quota-enforcement",
-                resource=resource.value,
-                status="under-quota",
-                previous_status="over-quota",
-                detail={"used": used, "limit": quota_limit(quota.limits, resource),
-                        "marked_since": mark.since.isoformat(), "lifted_by": "usage"},
-            ),
-        ))
+        emits.append(_lift_announcement(usage.tenant_id, resource, mark, "lifted", now, {
+            "used": used, "limit": quota_limit(quota.limits, resource), "lifted_by": "usage"}))
     return lifted, emits
 
 
@@ -114,21 +118,9 @@ def lifted_by_admin(
     emits = []
     for resource in marked:
         mark = changed.over_quota.pop(resource)
-        emits.append(Emit(
-            PROVISIONING_EVENTS,
-            quota.tenant_id,
-            ProvisioningStatusEvent(
-                # Derived from the mark: lifting the same mark again (a redelivery) announces it once.
-                event_id=derived_id(mark.event_id, "lifted-by-admin"),
-                tenant_id=quota.tenant_id,
-                occurred_at=now,
-                kind="quota-enforcement",
-                resource=resource.value,
-                status="under-quota",
-                previous_status="over-quota",
-                detail={"used": mark.used, "limit": quota_limit(quota.limits, resource),
-                        "marked_since": mark.since.isoformat(), "lifted_by": "admin", "actor": actor},
-            ),
-        ))
+        # Derived from the mark: lifting the same mark again (a redelivery) announces it once.
+        emits.append(_lift_announcement(quota.tenant_id, resource, mark, "lifted-by-admin", now, {
+            "used": mark.used, "limit": quota_limit(quota.limits, resource), "lifted_by": "admin",
+            "actor": actor}))
     changed.updated_at = now
     return changed, emits
