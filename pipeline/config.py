@@ -83,7 +83,7 @@ def derive_advertised_url(
     return f"http://{_url_host(host)}:{web_port}"
 
 
-def _is_loopback(host: str | None) -> bool:
+def is_loopback_host(host: str | None) -> bool:
     """Whether ``host`` names this machine (localhost or a loopback address)."""
     if not host:
         return False
@@ -463,12 +463,12 @@ class Settings(BaseSettings):
             if (user is None) != (password is None):
                 raise ValueError(f"{name}_USERNAME and {name}_PASSWORD go together")
         if self.cassandra_password is not None and self.cassandra_ssl_cafile is None and not all(
-            _is_loopback(host) for host in self.cassandra_host_list
+            is_loopback_host(host) for host in self.cassandra_host_list
         ):
             raise ValueError("CASSANDRA_PASSWORD would be sent in clear to a node off this machine: set "
                              "CASSANDRA_SSL_CAFILE (TLS)")
         url = URL(self.elasticsearch_host)
-        if self.elasticsearch_password is not None and url.scheme != "https" and not _is_loopback(url.host):
+        if self.elasticsearch_password is not None and url.scheme != "https" and not is_loopback_host(url.host):
             raise ValueError("ELASTICSEARCH_PASSWORD would be sent over plain http off this machine: use an "
                              "https:// ELASTICSEARCH_HOST")
 

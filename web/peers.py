@@ -15,7 +15,6 @@ WireGuard...); otherwise they are refused with 503 and nothing is sent.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -26,7 +25,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from yarl import URL
 
-from pipeline.config import Settings
+from pipeline.config import Settings, is_loopback_host
 from pipeline.events.models import AuditEvent
 from web.errors import ApiError, Handler
 
@@ -75,21 +74,10 @@ def peer_headers(secret: str) -> dict[str, str]:
     return {PEER_HEADER: secret}
 
 
-def _loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def transport_allowed(url: URL, network_encrypted: bool) -> bool:
     """Whether a peer call carrying secrets may go to ``url``: https, a loopback address, or a network the
     operator declared encrypted."""
-    return url.scheme == "https" or _loopback(url.host) or network_encrypted
+    return url.scheme == "https" or is_loopback_host(url.host) or network_encrypted
 
 
 def insecure_transport(url: URL) -> ApiError:
