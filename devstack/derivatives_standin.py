@@ -92,6 +92,8 @@ class StandinEngine:
     offers: Sequence[Offer]
     default_capacity: int = 4
     wholesale_factor: float = 1.0
+    #: USD per GiB of attached storage and hour, sent with every offer that does not carry its own.
+    storage_price_per_gib_hour: float | None = None
     provisioning_s: float = 0.0
     quote_ttl_s: float = 300.0
     _by_id: dict[str, Offer] = field(init=False)
@@ -176,6 +178,8 @@ class StandinEngine:
         capacity = self.capacity_of(pool)
         wire = offer_to_wire(offer)
         wire["wholesale_price_per_hour"] = round(offer.price_per_hour * self.wholesale_factor, 6)
+        if wire.get("storage_price_per_gib_hour") is None:
+            wire["storage_price_per_gib_hour"] = self.storage_price_per_gib_hour
         wire["capacity"] = capacity
         wire["available"] = max(capacity - self.allocated_in(pool), 0)
         return wire
@@ -407,6 +411,7 @@ async def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         default_capacity=args.capacity,
         wholesale_factor=args.wholesale_factor,
+        storage_price_per_gib_hour=args.storage_price_per_gib_hour,
         provisioning_s=args.provisioning_s,
     ) as standin:
         sys.stdout.write(f"STAND-IN derivatives engine on {standin.url} ({len(offers)} offers)\n")
@@ -428,6 +433,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--capacity", type=int, default=4, help="instances per pool")
     parser.add_argument("--wholesale-factor", type=float, default=1.0)
     parser.add_argument("--provisioning-s", type=float, default=0.0)
+    parser.add_argument("--storage-price-per-gib-hour", type=float, default=None,
+                        help="price attached storage (USD per GiB-hour); unpriced by default")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):

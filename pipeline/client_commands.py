@@ -222,7 +222,8 @@ def launch(tenant: str, gpu: dict[str, Any] | None, cpus: float, memory: float, 
 
 QUOTE_COLUMNS = (("#", "rank"), ("provider", "provider"), ("region", "region"), ("instance", "instance_type"),
                  ("gpu", "gpu_name"), ("count", "gpu_count"), ("vcpus", "vcpus"), ("mem gib", "memory_gib"),
-                 ("spot", "spot"), ("$/hour", "price_per_hour"), ("total $", "total_cost"))
+                 ("spot", "spot"), ("disk $/h", "storage_price_per_hour"), ("$/hour", "price_per_hour"),
+                 ("total $", "total_cost"))
 
 
 def _quote_human(body: dict[str, Any]) -> str:

@@ -55,7 +55,10 @@ class Offer(BaseModel):
     """One purchasable machine shape in one place, in one capacity class, at one hourly price.
 
     ``price_per_hour`` is the list (catalog) or wholesale (engine) price before tenant discounts.
-    ``max_storage_gib`` ``None`` means any disk size can be attached. ``available``/``capacity`` are
+    ``max_storage_gib`` ``None`` means any disk size can be attached. ``storage_price_per_gib_hour`` is
+    what the provider charges per GiB of attached storage and hour, ``None`` where it does not price
+    storage separately (SkyPilot catalogs carry no such column; a catalog may add
+    ``StoragePricePerGiBHour``, the engine sends the field in its quotes). ``available``/``capacity`` are
     instance counts when known (engine quotes, Kubernetes configuration), ``None`` when unknown.
     """
 
@@ -72,6 +75,8 @@ class Offer(BaseModel):
     vcpus: float = Field(ge=0)
     memory_gib: float = Field(ge=0)
     max_storage_gib: float | None = None
+    #: Bounded so that a hostile catalog or quote cannot make one GiB cost more than a machine could.
+    storage_price_per_gib_hour: float | None = Field(default=None, ge=0, le=1.0)
     capacity_class: CapacityClass = "on_demand"
     price_per_hour: float = Field(ge=0)
     source: OfferSource = "catalog"
@@ -159,6 +164,7 @@ def _row_offers(row: Mapping[str, str | None], provider: str) -> list[Offer]:
     if gpu_name and gpu_count == 0:
         raise ValueError("accelerator name without a count")
     gpu_memory = _gpu_memory_mib(row.get("GpuInfo")) if gpu_name else None
+    storage_price = _float(row.get("StoragePricePerGiBHour"))
     offers = []
     for capacity_class, column in (("on_demand", "Price"), ("spot", "SpotPrice")):
         price = _float(row.get(column))
@@ -178,6 +184,7 @@ def _row_offers(row: Mapping[str, str | None], provider: str) -> list[Offer]:
                 memory_gib=memory,
                 capacity_class=capacity_class,  # type: ignore[arg-type]
                 price_per_hour=price,
+                storage_price_per_gib_hour=storage_price,
             )
         )
     if not offers:

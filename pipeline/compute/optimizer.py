@@ -12,8 +12,9 @@ Semantics (the brute-force test in ``tests/pipeline/compute/test_optimizer.py`` 
   -> ``price_cap`` (effective price > request's ``max_price_per_hour``) -> ``tenant_price_cap``
   -> ``quota`` (offer's GPUs > tenant's ``max_gpus`` - GPUs in use) -> ``budget`` (total cost > remaining).
 
-* Effective price = list/wholesale price x (1 - tenant's negotiated discount for the provider).
-  Total cost = effective price x duration hours, compared at micro-dollar resolution.
+* Hourly price = the machine's list/wholesale price + requested storage GiB x the offer's storage price
+  (where the provider prices storage). Effective price = hourly price x (1 - tenant's negotiated discount
+  for the provider). Total cost = effective price x duration hours, compared at micro-dollar resolution.
 * Ranking key: (total cost, failure count of the offer, offer id) ascending; the offer id makes the
   order total and deterministic.
 * When nothing is feasible, ``binding_constraint`` is the funnel check at which the set of remaining
@@ -151,6 +152,8 @@ class Candidate(BaseModel):
     vcpus: float
     memory_gib: float
     list_price_per_hour: float
+    #: The storage part of ``list_price_per_hour`` (requested GiB x the offer's storage price; 0 unpriced).
+    storage_price_per_hour: float = 0.0
     price_per_hour: float
     total_cost: float
     failures: int = 0
@@ -246,6 +249,7 @@ class _Entry(NamedTuple):
     max_storage_gib: float | None
     spot: bool
     price: float
+    storage_price: float
     available: int | None
     offer: Offer
 
@@ -268,6 +272,7 @@ class OfferIndex:
                     offer.max_storage_gib,
                     offer.capacity_class == "spot",
                     offer.price_per_hour,
+                    offer.storage_price_per_gib_hour or 0.0,
                     offer.available,
                     offer,
                 )
@@ -372,7 +377,7 @@ def choose(
         elif entry.available is not None and entry.available <= 0:
             x_capacity.append(oid)
         else:
-            price = entry.price * (1.0 - discounts.get(entry.provider, 0.0))
+            price = (entry.price + need_storage * entry.storage_price) * (1.0 - discounts.get(entry.provider, 0.0))
             if cap is not None and price > cap + _EPS:
                 x_cap.append(oid)
             elif tenant_cap is not None and price > tenant_cap + _EPS:
@@ -401,7 +406,8 @@ def choose(
             gpu_count=entry.gpu_count,
             vcpus=entry.vcpus,
             memory_gib=entry.memory_gib,
-            list_price_per_hour=entry.price,
+            list_price_per_hour=entry.price + need_storage * entry.storage_price,
+            storage_price_per_hour=need_storage * entry.storage_price,
             price_per_hour=price,
             total_cost=price * hours,
             failures=fails,
@@ -512,7 +518,7 @@ def _infeasible_message(
         return prefix + f"the {n} matching {what}s are spot capacity and spot_allowed is false"
     if binding is ExclusionReason.CAPACITY:
         return prefix + f"the {n} matching {what}s have no capacity available now"
-    prices = [e.price * policy.multiplier(e.provider) for e in reached]
+    prices = [(e.price + res.storage_gib * e.storage_price) * policy.multiplier(e.provider) for e in reached]
     if binding is ExclusionReason.PRICE_CAP:
         return prefix + f"the cheapest matching {what} costs {_money(min(prices))}/h, above " \
             f"max_price_per_hour {_money(req.max_price_per_hour or 0)}/h"

@@ -232,7 +232,7 @@ async def test_compute_quote_prints_the_ranked_offers_and_allocates_nothing(api:
     lines = human.stdout.splitlines()
     header = next(line for line in lines if line.startswith("#"))
     assert header.split() == ["#", "PROVIDER", "REGION", "INSTANCE", "GPU", "COUNT", "VCPUS", "MEM", "GIB", "SPOT",
-                              "$/HOUR", "TOTAL", "$"]
+                              "DISK", "$/H", "$/HOUR", "TOTAL", "$"]
     rows = lines[lines.index(header) + 1:lines.index(header) + 4]
     assert [row.split()[0] for row in rows] == ["0", "1", "2"] and "lambda" in rows[0]
     assert "Excluded:" in human.stdout and "gpu_type" in human.stdout and "nothing was allocated" in human.stdout

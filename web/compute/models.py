@@ -211,7 +211,11 @@ class QuotedOffer(BaseModel):
     memory_gib: float
     capacity_class: CapacityClass
     spot: bool
-    list_price_per_hour: float = Field(description="Catalog or wholesale price, USD per hour.")
+    list_price_per_hour: float = Field(
+        description="Catalog or wholesale price of the machine plus its storage part, USD per hour.")
+    storage_price_per_hour: float = Field(
+        default=0.0, description="The storage part of list_price_per_hour: requested GiB x the provider's "
+        "storage price (0 where the provider does not price storage), USD per hour.")
     price_per_hour: float = Field(description="After the tenant's discount, USD per hour.")
     total_cost: float = Field(description="price_per_hour x duration_hours, USD.")
 
@@ -256,7 +260,8 @@ class ComputeQuote(BaseModel):
                 rank=c.rank, offer_id=c.offer_id, provider=c.provider, region=c.region, zone=c.zone,
                 instance_type=c.instance_type, gpu_name=c.gpu_name, gpu_count=c.gpu_count, vcpus=c.vcpus,
                 memory_gib=c.memory_gib, capacity_class=c.capacity_class, spot=c.capacity_class == "spot",
-                list_price_per_hour=c.list_price_per_hour, price_per_hour=c.price_per_hour, total_cost=c.total_cost,
+                list_price_per_hour=c.list_price_per_hour, storage_price_per_hour=c.storage_price_per_hour,
+                price_per_hour=c.price_per_hour, total_cost=c.total_cost,
             )
             for c in decision.candidates[:limit]
         ]
