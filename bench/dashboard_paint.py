@@ -25,11 +25,11 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
+import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -89,11 +89,10 @@ def one_run(url: str, token: str, timeout: float) -> dict[str, Any]:
 
 
 def delete_tenant(url: str, token: str, tenant: str) -> None:
-    request = urllib.request.Request(f"{url}/api/v1/tenants/{tenant}", method="DELETE",
-                                     headers={"Authorization": f"Bearer {token}"})
     try:
-        urllib.request.urlopen(request, timeout=30).close()
-    except OSError as exc:
+        requests.delete(f"{url}/api/v1/tenants/{tenant}", headers={"Authorization": f"Bearer {token}"},
+                        timeout=30).raise_for_status()
+    except requests.RequestException as exc:
         sys.stderr.write(f"could not delete {tenant}: {exc}\n")
 
 
