@@ -141,7 +141,7 @@ def install_secret_masking(handlers: Iterable[logging.Handler] | None = None) ->
 class SshKeyPair(BaseModel):
     """An ed25519 key pair in OpenSSH formats; the private key is a ``SecretStr``."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     public_key: str
     private_key: SecretStr
@@ -182,7 +182,7 @@ class AccessConfig(BaseModel):
     ``str.format`` templates with ``{host}``, ``{allocation_id}``, ``{request_id}`` (and the Jupyter one
     gets ``{token}`` appended as a query parameter)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     ssh_user: str = "ubuntu"
     jupyter_url_template: str = "https://{host}:8888/lab"
@@ -194,7 +194,7 @@ class AccessConfig(BaseModel):
 class AccessSecrets(BaseModel):
     """Secrets minted for one allocation attempt before the machine exists."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     ssh: SshKeyPair
     jupyter_token: SecretStr
@@ -216,7 +216,7 @@ class AccessSecrets(BaseModel):
 class MaskedAccess(BaseModel):
     """The public view of access details: safe for records, events, logs and the status endpoint."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     allocation_id: str
     ssh_user: str
@@ -233,7 +233,7 @@ class AccessDetails(BaseModel):
     """Full access details, secrets included. Return :meth:`reveal` to the requester once; store only
     :meth:`public_view`."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     allocation_id: str
     ssh_user: str

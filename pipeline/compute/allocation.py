@@ -88,7 +88,7 @@ class IntentState(StrEnum):
 class AllocationIntent(BaseModel):
     """An attempt as recorded before its backend call: enough to release it after a crash."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     attempt: int = Field(ge=1)
     client_token: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")
@@ -101,7 +101,7 @@ class AllocationIntent(BaseModel):
 class Attempt(BaseModel):
     """One allocation attempt (stored in the record, returned by the status endpoint)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     attempt: int
     offer_id: str
@@ -124,7 +124,7 @@ class FailoverPolicy(BaseModel):
     attempt (``None``: only the total deadline); release calls are bounded by ``release_timeout_s`` and
     retried ``release_retries`` times (cleanup may run past the deadline by that much)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     max_attempts: int = Field(default=5, ge=1)
     deadline_s: float = Field(default=600.0, gt=0)
@@ -139,7 +139,7 @@ class FailoverResult(BaseModel):
     """Outcome of :func:`allocate_with_failover`. ``unreleased`` must be empty; if not, those client
     tokens may still hold capacity and the caller must retry ``release_by_token``."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     ok: bool
     offer: Offer | None = None

@@ -34,7 +34,7 @@ class AllocationState(StrEnum):
 class AllocationHandle(BaseModel):
     """A backend's allocation (what ``allocate`` and ``status`` return). Holds no secrets."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     allocation_id: str
     client_token: str
@@ -49,7 +49,7 @@ class AllocationHandle(BaseModel):
 class ListedAllocation(BaseModel):
     """An allocation as a provider lists it (found by its labels, not by anything in memory)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     allocation_id: str
     client_token: str
@@ -64,7 +64,7 @@ class AccessSetup(BaseModel):
     ``get_secret_value()`` only to hand it to the machine.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     ssh_public_key: str
     jupyter_token: SecretStr

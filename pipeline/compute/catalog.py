@@ -62,7 +62,7 @@ class Offer(BaseModel):
     instance counts when known (engine quotes, Kubernetes configuration), ``None`` when unknown.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     offer_id: str
     provider: str

@@ -61,7 +61,7 @@ _ERRORS: dict[str, type[BackendError]] = {
 class Quote(BaseModel):
     """Offers of the engine at wholesale prices (``Offer.price_per_hour``), valid until ``valid_until``."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     quote_id: str
     valid_until: datetime
@@ -71,7 +71,7 @@ class Quote(BaseModel):
 class CapacityPool(BaseModel):
     """The engine's view of one physical pool (provider, region, instance type) in instances."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     provider: str
     region: str

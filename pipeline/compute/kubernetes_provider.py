@@ -91,7 +91,7 @@ def memory_quantity(gib: float) -> str:
 class KubernetesShape(BaseModel):
     """A priced machine shape of the in-house cluster (becomes an offer)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     name: str
     gpu_name: str | None = None
@@ -109,7 +109,7 @@ class KubernetesShape(BaseModel):
 class KubernetesProviderConfig(BaseModel):
     """Configuration of the in-house provider (prices in USD per hour)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     provider: str = "kubernetes"
     region: str = "in-house"

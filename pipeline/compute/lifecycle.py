@@ -71,7 +71,7 @@ class TerminationReason(StrEnum):
 
 
 class StateChange(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     state: ComputeState
     at: AwareDatetime
@@ -83,7 +83,7 @@ class ReservationTerms(BaseModel):
     cancelled; shown with the record (status endpoint). The derivatives engine has no capacity hold
     (docs/compute.md, "Reservations"): quota and budget are held, capacity is not."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     start_at: AwareDatetime
     accepted_at: AwareDatetime
@@ -115,7 +115,7 @@ def reservation_terms(start_at: datetime, accepted_at: datetime, budget_held_usd
 class ComputeRecord(BaseModel):
     """The stored record of one request (changelog table value; status endpoint body). No secrets."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     request_id: str
     tenant_id: str
@@ -237,7 +237,7 @@ class IdlePolicy(BaseModel):
     (``COMPUTE_IDLE_WARNING_SECONDS``). Whether and when a request is idle is the request's own
     :class:`~pipeline.compute.request.IdleTermination` (opt-in)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     warning_grace_s: float = Field(default=600.0, gt=0, le=86400)
 
@@ -348,7 +348,7 @@ def held_by(records: Iterable[ComputeRecord], tenant_id: str) -> ComputeHeld:
 class CapacityRow(BaseModel):
     """Capacity of one (provider, region, resource type); ``None`` where the capacity is unknown."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     provider: str
     region: str
@@ -362,7 +362,7 @@ class CapacityRow(BaseModel):
 
 
 class TenantQuotaView(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     tenant_id: str
     max_gpus: int | None
@@ -377,7 +377,7 @@ class TenantQuotaView(BaseModel):
 class CapacityView(BaseModel):
     """Body of ``GET /api/v1/compute/capacity``."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     generated_at: AwareDatetime
     rows: list[CapacityRow]
@@ -464,7 +464,7 @@ def capacity_view(
 class ComputeEvent(BaseModel):
     """Payload announced on ``provisioning-events`` for every state change (no secrets)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     kind: str = "compute"
     request_id: str

@@ -69,7 +69,7 @@ class TenantPolicy(BaseModel):
     comes from :class:`TenantUsage`. ``discounts`` maps provider -> fraction off (0.15 = 15 % off).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     tenant_id: str
     max_gpus: int | None = Field(default=None, ge=0)
@@ -96,7 +96,7 @@ class TenantComputeSettings(BaseModel):
     ``"*"`` -> these fields). ``max_gpus`` can only lower the tenant's quota (the quota table's ``gpus``
     is the cap); ``budget_usd`` is per budget period (``COMPUTE_BUDGET_PERIOD``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     max_gpus: int | None = Field(default=None, ge=0)
     max_price_per_hour: float | None = Field(default=None, gt=0)
@@ -129,7 +129,7 @@ class TenantComputeSettings(BaseModel):
 class TenantUsage(BaseModel):
     """What the tenant holds now: GPUs of active allocations, and spend (spent + committed) in USD."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     gpus_in_use: int = Field(default=0, ge=0)
     spent_usd: float = Field(default=0.0, ge=0)
@@ -138,7 +138,7 @@ class TenantUsage(BaseModel):
 class Candidate(BaseModel):
     """A feasible offer, ranked (rank 0 = chosen)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     rank: int
     offer_id: str
@@ -167,7 +167,7 @@ class Decision(BaseModel):
     ``exclusion_details`` says what each reason meant for this request.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     tenant_id: str
     decided_at: AwareDatetime

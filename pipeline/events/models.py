@@ -194,7 +194,7 @@ class CommandAction(StrEnum):
 class ProvisioningCommand(BaseModel):
     """One resource to provision (or tear down) for a tenant; ``command_id`` is deterministic."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     command_id: str
     tenant_id: TenantId

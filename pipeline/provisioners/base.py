@@ -51,7 +51,7 @@ class TenantSpec(BaseModel):
     """What a tenant asks for. Field values are checked by :meth:`names` (called by every ``plan``)."""
 
     # Unknown keys are ignored, so a provisioning command's ``spec`` can be passed as it is.
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     tenant_id: str = Field(max_length=1024)
     name: str = Field(min_length=1, max_length=255, description="display name (OpenProject project name)")
@@ -89,7 +89,7 @@ class TenantSpec(BaseModel):
 class ResourcePlan(BaseModel):
     """What a provisioner creates for a tenant: names and settings, JSON-serialisable (``model_dump()``)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     resource: str
     tenant_id: str
@@ -100,7 +100,7 @@ class ResourcePlan(BaseModel):
 
 
 class Difference(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     path: str
     expected: Any
@@ -174,7 +174,7 @@ class UserGrant(BaseModel):
     """One user's access to one tenant: the id is checked like the owner id (it becomes a RoleBinding subject
     and a Pulsar role, so only a safe alphabet of 1-128 characters)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     user_id: str = Field(min_length=1, max_length=128)
     role: UserRole

@@ -83,7 +83,7 @@ class DecisionInputs:
 
 # --------------------------------------------------------------------------- outputs
 class _Out(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
 
 class PolicyEvaluation(_Out):

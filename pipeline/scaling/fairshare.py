@@ -23,7 +23,7 @@ _EPS = 1e-9
 
 
 class ResourceVector(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     cpu: float = Field(0.0, ge=0.0)
     memory: float = Field(0.0, ge=0.0)
@@ -39,7 +39,7 @@ class ResourceVector(BaseModel):
 
 
 class TenantDemand(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     tenant_id: str = Field(min_length=1)
     per_replica: ResourceVector
@@ -62,7 +62,7 @@ class TenantDemand(BaseModel):
 
 
 class TenantAllocation(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     tenant_id: str
     requested: int
@@ -77,7 +77,7 @@ class TenantAllocation(BaseModel):
 
 
 class FairShareResult(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     capacity: ResourceVector
     used: ResourceVector

@@ -246,7 +246,7 @@ class ModelSnapshot(BaseModel):
 class Tick(BaseModel):
     """Internal: evaluate the scheduled policies of ``tenant_id`` at ``at`` (the timer's clock)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     tenant_id: str
     at: AwareDatetime

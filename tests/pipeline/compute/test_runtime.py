@@ -442,3 +442,16 @@ async def test_samples_of_a_running_allocation_keep_it_from_idling(real_offers: 
         assert (await env.runtime.tick())["terminated"] == 1
         assert env.runtime.get("acme.r1").termination_reason is TerminationReason.IDLE
         assert env.runtime.get("acme.r2").state is ComputeState.RUNNING
+
+
+def test_store_values_read_a_record_that_no_longer_validates_as_absent() -> None:
+    table: TypedTable[ComputeRecord] = TypedTable({}, ComputeRecord)
+    apply_record(table, requested("acme.ok", T0))
+    table.backend["acme/acme.broken"] = {"request_id": "acme.broken", "state": "running"}
+    table.backend["acme/acme.nan"] = requested("acme.nan", T0).model_dump(mode="json") | {"price_per_hour": "nan"}
+
+    async def send(record: ComputeRecord) -> None:
+        return None
+
+    store = TopicRecordStore(table, send)
+    assert [r.request_id for r in store.values()] == ["acme.ok"]

@@ -121,3 +121,10 @@ def test_the_quote_answer_shows_the_storage_part() -> None:
     assert quoted.storage_price_per_hour == pytest.approx(0.1)
     assert quoted.list_price_per_hour == pytest.approx(0.5)
     assert quoted.total_cost == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("field", ["wholesale_price_per_hour", "vcpus", "memory_gib", "max_storage_gib"])
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", 1e999])
+def test_an_offer_with_a_non_finite_number_is_refused(field: str, value: object) -> None:
+    with pytest.raises(ValueError):
+        offer_from_wire(offer_to_wire(_offer("alpha", 0.4, None)) | {field: value})
