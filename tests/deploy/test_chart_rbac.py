@@ -1,8 +1,9 @@
 """The chart's ClusterRole is exactly what the service uses: on the local kube-apiserver (RBAC on), a service
 account bound to the rendered ClusterRole runs the Kubernetes provisioner (apply, drift repair, quota update,
-per-user grants and revokes, a workload's quarantine and release, delete), the in-house compute provider (allocate, status, list, release) and the
-scaling applier (read, scale). Every call the service makes is recorded: a call the role does not grant fails
-the step (403), and a granted verb no call used fails the test (least privilege)."""
+per-user grants and revokes, a workload's quarantine and release, delete), the in-house compute provider
+(allocate, status, list, release) and the scaling applier (read, scale). Every call the service makes is
+recorded: a call the role does not grant fails the step (403), and a granted verb no call used fails the test
+(least privilege)."""
 
 from __future__ import annotations
 
