@@ -4,7 +4,8 @@ Every transition goes to ``provisioning-results`` (the status table is written b
 A command already finished (status ready/failed/deleted under the same command id) or already running
 here is skipped, so redelivered commands do nothing twice. A command its tenant's state no longer wants
 (deleted, re-created as a new generation, superseded, or unknown: history read by a new consumer group) is
-dropped (``command_fence``), on arrival and again before each retry. Commands of events older than this
+dropped (``command_fence``; a quarantine released since, or a release quarantined again since:
+``workload_fence``), on arrival and again before each retry. Commands of events older than this
 worker run in the replay lane (``pipeline/command_scheduler.py``): few at a time, verify before apply.
 """
 
@@ -24,10 +25,12 @@ from pipeline.config import Settings
 from pipeline.contract.records import ProvisioningResult
 from pipeline.contract.topics import PROVISIONING_COMMANDS, PROVISIONING_RESULTS
 from pipeline.events.models import CommandAction, ProvisioningCommand
-from pipeline.executor import execute, fenced
+from pipeline.executor import WORKLOAD_ACTIONS, execute, fenced
 from pipeline.logs import log_context
+from pipeline.tenants.anomaly import workload_fence
 from pipeline.tenants.logic import USER_ACTIONS, TenantStores, command_fence, user_key
-from pipeline.tenants.models import ResourceState, UserRecord
+from pipeline.tenants.models import AnomalyLog, ResourceState, UserRecord
+from pipeline.typed_table import TypedTable
 
 if TYPE_CHECKING:
     from agents.deps import AgentDeps
@@ -41,8 +44,11 @@ class Executor:
     """The commands this worker runs: a scheduler of background tasks (normal and replay lanes), and what
     decides whether a command is still wanted. Shared by the executor agent and the reconciler."""
 
-    def __init__(self, settings: Settings, stores: TenantStores, io: AgentRuntime, backends: Backends) -> None:
+    def __init__(self, settings: Settings, stores: TenantStores, io: AgentRuntime, backends: Backends,
+                 anomalies: TypedTable[AnomalyLog] | None = None) -> None:
         self.settings = settings
+        #: The quarantined workloads, for the fence of ``quarantine``/``release_quarantine`` commands.
+        self.anomalies = anomalies
         self.stores = stores
         self.io = io
         self.backends = backends
@@ -73,7 +79,10 @@ class Executor:
         return self.stores.users.get(user_key(command.tenant_id, user_id)) if isinstance(user_id, str) else None
 
     def fence(self, command: ProvisioningCommand) -> str | None:
-        return command_fence(command, self.stores)
+        reason = command_fence(command, self.stores)
+        if reason is None and command.action in WORKLOAD_ACTIONS and self.anomalies is not None:
+            reason = workload_fence(command, self.anomalies.get(command.tenant_id))
+        return reason
 
     async def _run(self, command: ProvisioningCommand, verify_first: bool, sleep: Sleep) -> ProvisioningResult:
         with log_context(tenant_id=command.tenant_id, command_id=command.command_id,

@@ -28,15 +28,17 @@ from pipeline.metrics import COMMANDS_DEFERRED
 logger = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+#: Commands that never run in the replay lane (see :func:`is_replay`).
+_ALWAYS_LIVE = (CommandAction.UPDATE_QUOTA, CommandAction.QUARANTINE, CommandAction.RELEASE_QUARANTINE)
 #: Runs one command to its end: ``(command, verify_first, sleep)``; ``sleep`` is the backoff between attempts.
 Runner = Callable[[ProvisioningCommand, bool, Sleep], Awaitable[ProvisioningResult]]
 
 
 def is_replay(command: ProvisioningCommand, event_time: datetime | None, started_at: datetime) -> bool:
     """Whether ``command`` comes from an event older than this worker (``event_time``: the time of the tenant's
-    create or delete event, or of the user's). Quota changes are always live: a person waits on them, and a
-    replayed one that is no longer the tenant's quota is fenced anyway."""
-    if command.action is CommandAction.UPDATE_QUOTA or event_time is None:
+    create or delete event, or of the user's). Quota changes and quarantines are always live: a person waits on
+    them (a quarantine must isolate now), and a replayed one no longer wanted is fenced anyway."""
+    if command.action in _ALWAYS_LIVE or event_time is None:
         return False
     return event_time < started_at
 

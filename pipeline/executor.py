@@ -42,8 +42,19 @@ class QuotaUpdater(Protocol):
     async def update_quota(self, tenant: TenantSpec, quota: Quota) -> Any: ...
 
 
+@runtime_checkable
+class WorkloadIsolation(Protocol):
+    """A backend that isolates a quarantined workload (Kubernetes: a deny-all NetworkPolicy and a pod label)."""
+
+    async def quarantine_workload(self, tenant: TenantSpec, workload: str) -> dict[str, Any]: ...
+
+    async def release_workload(self, tenant: TenantSpec, workload: str) -> dict[str, Any]: ...
+
+
 #: Actions about one user of the tenant (``spec.user``).
 USER_ACTIONS = (CommandAction.CREATE_USER, CommandAction.DELETE_USER)
+#: Actions about one workload of the tenant (``spec.workload``).
+WORKLOAD_ACTIONS = (CommandAction.QUARANTINE, CommandAction.RELEASE_QUARANTINE)
 
 Report = Callable[[ProvisioningResult], Awaitable[None]]
 #: Why a command must stop before its next backend call, or None (``pipeline.tenants.logic.command_fence``).
@@ -81,6 +92,15 @@ def user_grant(command: ProvisioningCommand) -> UserGrant:
                      email=email if isinstance(email, str) else None)
 
 
+def workload_of(command: ProvisioningCommand) -> str:
+    """The workload a ``quarantine``/``release_quarantine`` command is about (``spec.workload``); ValueError if
+    it is missing or oversized (the provisioner checks that it is a valid name)."""
+    workload = command.spec.get("workload")
+    if not isinstance(workload, str) or not 0 < len(workload) <= 256:
+        raise ValueError("the command names no workload")
+    return workload
+
+
 def _user_access(command: ProvisioningCommand, provisioner: Provisioner) -> UserAccess:
     if not isinstance(provisioner, UserAccess):
         raise PermanentError(f"{command.resource} holds no per-user access")
@@ -99,6 +119,13 @@ async def _perform(command: ProvisioningCommand, provisioner: Provisioner, spec:
             raise PermanentError(f"{command.resource} has no quota to update")
         await provisioner.update_quota(spec, Quota.model_validate(command.spec["quota"]))
         return {"quota": command.spec["quota"]}
+    if command.action in WORKLOAD_ACTIONS:
+        if not isinstance(provisioner, WorkloadIsolation):
+            raise PermanentError(f"{command.resource} cannot isolate a workload")
+        workload = workload_of(command)
+        if command.action is CommandAction.QUARANTINE:
+            return await provisioner.quarantine_workload(spec, workload)
+        return await provisioner.release_workload(spec, workload)
     user = user_grant(command)
     if command.action is CommandAction.CREATE_USER:
         granted = await _user_access(command, provisioner).grant_user(spec, user)
@@ -173,6 +200,8 @@ async def execute(
         spec = tenant_spec(command)
         spec.names()
         user = user_grant(command) if command.action in USER_ACTIONS else None
+        if command.action in WORKLOAD_ACTIONS:
+            workload_of(command)
     except (ProvisioningError, ValueError) as exc:
         final = result("failed", 0, f"refused: {exc}")
         await report(final)

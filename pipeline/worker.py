@@ -135,7 +135,7 @@ def build_worker(settings: Settings) -> Worker:
     scaling.register()
     deps = AgentDeps(
         settings=settings, tables=declared, stores=stores, io=io, backends=backends,
-        executor=Executor(settings, stores, io, backends), compute=compute, scaling=scaling,
+        executor=Executor(settings, stores, io, backends, declared.anomalies), compute=compute, scaling=scaling,
     )
     for module in AGENT_MODULES:
         module.register(app, deps)

@@ -189,6 +189,9 @@ class CommandAction(StrEnum):
     UPDATE_QUOTA = "update_quota"
     CREATE_USER = "create_user"
     DELETE_USER = "delete_user"
+    #: Isolate (or stop isolating) the workload ``spec.workload`` (a quarantine by a critical resource anomaly).
+    QUARANTINE = "quarantine"
+    RELEASE_QUARANTINE = "release_quarantine"
 
 
 class ProvisioningCommand(BaseModel):

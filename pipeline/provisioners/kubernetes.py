@@ -8,7 +8,8 @@ Objects (``<ns>`` is ``tenant-<id>``):
   ``requests.storage`` and ``pods`` from the tenant's quota (tier quota, then per-tenant overrides);
 * ``LimitRange tenant-limits``: per-container defaults and maximums (pods need requests under a quota);
 * ``NetworkPolicy default-deny`` (all ingress and egress), plus ``allow-same-namespace`` and ``allow-dns``
-  as the tier says;
+  as the tier says; the allow policies select only pods without the ``provisioning-service/quarantined``
+  label, so that a quarantined workload is isolated (:mod:`pipeline.provisioners.kubernetes_quarantine`);
 * ``RoleBinding tenant-admin``: ClusterRole ``admin`` for the owner (``User``); left out without an owner.
 
 Per user (:class:`~pipeline.provisioners.base.UserAccess`): ``RoleBinding user-<hash of the user id>`` in the
@@ -36,6 +37,7 @@ from kubernetes.config.config_exception import ConfigException
 from kubernetes.utils import parse_quantity
 
 from pipeline.kube_client import KubeClient
+from pipeline.provisioners import kubernetes_quarantine as quarantine
 from pipeline.provisioners.base import (
     BaseProvisioner,
     DeleteResult,
@@ -67,6 +69,8 @@ USER_CLUSTER_ROLES: dict[UserRole, str] = {UserRole.VIEWER: "view", UserRole.EDI
 USER_LABEL = f"{LABEL_PREFIX}/user-binding"
 _QUANTITY_MAPS = {"hard", "default", "defaultRequest", "max", "min"}
 _TIMEOUT = (5.0, 30.0)
+#: The allow policies' pods: all but quarantined ones (policies are additive: no allow may select those).
+_NOT_QUARANTINED_PODS: dict[str, Any] = {"matchExpressions": [quarantine.NOT_QUARANTINED]}
 
 
 # -- manifests (pure) ------------------------------------------------------------------------------------------
@@ -134,14 +138,14 @@ def manifests(tenant: TenantSpec, names: TenantNames, tier: TierConfig) -> list[
         out.append(_network_policy(ns, "default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}))
     if policy.allow_same_namespace:
         out.append(_network_policy(ns, "allow-same-namespace", {
-            "podSelector": {},
+            "podSelector": _NOT_QUARANTINED_PODS,
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [{"from": [{"podSelector": {}}]}],
             "egress": [{"to": [{"podSelector": {}}]}],
         }))
     if policy.allow_dns:
         out.append(_network_policy(ns, "allow-dns", {
-            "podSelector": {},
+            "podSelector": _NOT_QUARANTINED_PODS,
             "policyTypes": ["Egress"],
             "egress": [{
                 "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}],
@@ -415,6 +419,29 @@ class KubernetesProvisioner(BaseProvisioner):
 
         return await self._run("update_quota", tenant, lambda: blocking(run))
 
+    # -- quarantine (pipeline/provisioners/kubernetes_quarantine.py) ------------------------------------------
+
+    async def quarantine_workload(self, tenant: TenantSpec, workload: str) -> dict[str, Any]:
+        """Isolate the tenant's Deployment or StatefulSet ``workload`` (idempotent; see the module it calls)."""
+        names = tenant.names()
+        policies = [m for m in manifests(tenant, names, self.tiers.tier(tenant.tier)) if m["kind"] == "NetworkPolicy"]
+        ns = names.kubernetes_namespace
+        return await self._run("quarantine", tenant, lambda: blocking(
+            self._isolation, lambda api: quarantine.isolate(api, ns, workload, policies, MANAGED_BY), workload))
+
+    async def release_workload(self, tenant: TenantSpec, workload: str) -> dict[str, Any]:
+        """End the isolation of ``workload`` (labels removed, its deny-all policy deleted; idempotent)."""
+        ns = tenant.names().kubernetes_namespace
+        return await self._run("release_quarantine", tenant, lambda: blocking(
+            self._isolation, lambda api: quarantine.release(api, ns, workload), workload))
+
+    def _isolation(self, step: Callable[[quarantine.KubeWorkloads], dict[str, Any]], workload: str) -> dict[str, Any]:
+        if not quarantine.is_workload_name(workload):
+            raise PermanentError(f"{workload[:64]!r} is not a Kubernetes workload name", resource=self.resource)
+        try:
+            return step(quarantine.KubeWorkloads(self._client, self._ensure, _TIMEOUT))
+        except (LookupError, ValueError) as exc:
+            raise PermanentError(str(exc), resource=self.resource) from exc
 
     # -- per-user access --------------------------------------------------------------------------------------
 

@@ -119,7 +119,7 @@ def _status_event(
 
 def provisioning_commands(
     tenant: TenantRecord,
-    quota: QuotaRecord,
+    quota: QuotaRecord | None,
     action: CommandAction,
     cause_event_id: str,
     now: datetime,
@@ -132,7 +132,8 @@ def provisioning_commands(
         "tier": tenant.tier.value,
         "region": tenant.region,
         "owner_user_id": tenant.owner_user_id,
-        "quota": quota.limits.model_dump(),
+        # None: a tenant whose quota record a crash left unwritten (its tier's quota applies)
+        **({"quota": quota.limits.model_dump()} if quota is not None else {}),
         **(extra_spec or {}),
     }
     return [

@@ -1,8 +1,9 @@
 """The chart's ClusterRole is exactly what the service uses: on the local kube-apiserver (RBAC on), a service
 account bound to the rendered ClusterRole runs the Kubernetes provisioner (apply, drift repair, quota update,
-per-user grants and revokes, delete), the in-house compute provider (allocate, status, list, release) and the
-scaling applier (read, scale). Every call the service makes is recorded: a call the role does not grant fails
-the step (403), and a granted verb no call used fails the test (least privilege)."""
+per-user grants and revokes, a workload's quarantine and release, delete), the in-house compute provider
+(allocate, status, list, release) and the scaling applier (read, scale). Every call the service makes is
+recorded: a call the role does not grant fails the step (403), and a granted verb no call used fails the test
+(least privilege)."""
 
 from __future__ import annotations
 
@@ -181,6 +182,24 @@ async def test_the_chart_grants_exactly_what_the_service_calls(
                 "spec": {"containers": [{"name": "api", "image": "registry.invalid/api:1"}]}}}})
         report = DeploymentScaler(kubeconfig).run(ApplyRequest(tenant_id=tenant.tenant_id, workload="api", replicas=3))
         assert report.error is None and report.scaled, report
+
+        # quarantine: a Deployment and a StatefulSet isolated (deny-all policy, labelled template and pods), the
+        # Deployment's twice (a replace of its drifted policy), then both released (policies deleted)
+        k8s.AppsV1Api(admin).create_namespaced_stateful_set(namespace, {
+            "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+            "spec": {"serviceName": "db", "replicas": 1, "selector": {"matchLabels": {"app": "db"}}, "template": {
+                "metadata": {"labels": {"app": "db"}},
+                "spec": {"containers": [{"name": "db", "image": "registry.invalid/db:1"}]}}}})
+        for app in ("api", "db"):
+            k8s.CoreV1Api(admin).create_namespaced_pod(namespace, {
+                "metadata": {"name": f"{app}-0", "labels": {"app": app}},
+                "spec": {"containers": [{"name": app, "image": f"registry.invalid/{app}:1"}]}})
+        for workload in ("api", "db"):
+            assert (await provisioner.quarantine_workload(tenant, workload))["pods_labelled"] == 1
+        drift(admin, namespace)
+        assert (await provisioner.quarantine_workload(tenant, "api"))["policy"] == "replaced"
+        for workload in ("api", "db"):
+            assert (await provisioner.release_workload(tenant, workload))["policy_deleted"] is True
     finally:
         await provisioner.delete(tenant, purge=True)
         await provisioner.aclose()

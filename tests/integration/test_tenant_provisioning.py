@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from kubernetes import client as k8s
 from minio.deleteobjects import DeleteObject
 from pyignite.datatypes.cache_config import CacheAtomicityMode, CacheMode
 from pyignite.datatypes.prop_codes import (
@@ -49,6 +50,7 @@ from devstack.harness.worker import WorkerProcess, poll
 from devstack.process import log_tail
 from pipeline.provisioners.base import RESOURCES, TenantSpec
 from pipeline.provisioners.kubernetes import quota_hard, user_binding_name
+from pipeline.provisioners.kubernetes_quarantine import NOT_QUARANTINED, QUARANTINE_LABEL
 from pipeline.provisioners.tiers import Quota, TiersConfig, load_tiers
 from tests.integration.conftest import JWT_SECRET
 
@@ -699,4 +701,56 @@ def test_user_created_grants_a_rolebinding_and_a_pulsar_permission_and_user_dele
     wait_for(revoked, "the user's grants revoked", worker, api, tenant_id)
     names = {b["metadata"]["name"] for b in backends.namespaced("RoleBinding", n["namespace"])}
     assert "tenant-admin" in names  # the owner's binding is not the user's
+    assert api.all_ready(tenant_id)  # the tenant's own resources are untouched
+
+
+# -- quarantine: a critical anomaly isolates the workload's network until an admin releases it ----------------
+
+
+def test_a_critical_anomaly_isolates_the_workload_until_an_admin_releases_it(
+    worker: WorkerProcess, api: Api, publisher: Publisher, plane: EventPlane, backends: Backends,
+    new_tenant: Callable[..., str],
+) -> None:
+    tenant_id = new_tenant("quarantine")
+    namespace = names_of(tenant_id)["namespace"]
+    publisher.send("tenant-created-events", tenant_created(tenant_id, "standard"))
+    wait_ready(api, worker, tenant_id)
+    # the tenant's workload, as its admin would make it (the local server runs no controller-manager: its pod
+    # is made by hand)
+    core, apps = k8s.CoreV1Api(backends.kube()), k8s.AppsV1Api(backends.kube())
+    container = {"name": "api", "image": "registry.invalid/api:1"}
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "default"}})
+    apps.create_namespaced_deployment(namespace, {"metadata": {"name": "api"}, "spec": {
+        "replicas": 1, "selector": {"matchLabels": {"app": "api"}},
+        "template": {"metadata": {"labels": {"app": "api"}}, "spec": {"containers": [container]}}}})
+    core.create_namespaced_pod(namespace, {"metadata": {"name": "api-0", "labels": {"app": "api"}},
+                                           "spec": {"containers": [container]}})
+
+    def pod_labels() -> dict[str, str]:
+        labels: dict[str, str] = backends.plain(core.read_namespaced_pod("api-0", namespace))["metadata"]["labels"]
+        return labels
+
+    def policies() -> dict[str, dict[str, Any]]:
+        return {p["metadata"]["name"]: p for p in backends.namespaced("NetworkPolicy", namespace)}
+
+    publisher.send("resource-anomaly-events", {
+        "event_id": f"{tenant_id}-anomaly", "tenant_id": tenant_id, "occurred_at": now_iso(),
+        "resource_type": "deployment", "resource_id": "api", "anomaly_type": "egress-spike", "severity": "critical",
+        "value": 9.0})
+    wait_for(lambda: "quarantine-api" in policies() and pod_labels().get(QUARANTINE_LABEL) == "true",
+             "the deny-all policy and the pod's quarantine label", worker, api, tenant_id)
+    deny = policies()["quarantine-api"]["spec"]
+    assert deny == {"podSelector": {"matchLabels": {"app": "api"}}, "policyTypes": ["Ingress", "Egress"]}
+    allow = [p for p in policies().values() if p["spec"].get("ingress") or p["spec"].get("egress")]
+    assert allow and all(NOT_QUARANTINED in p["spec"]["podSelector"].get("matchExpressions", []) for p in allow)
+    events = provisioning_events(plane, tenant_id, lambda es: any(
+        e["resource"] == "kubernetes:quarantine" and e["status"] == "ready" for e in es), timeout=30)
+    assert [e["status"] for e in events if e["resource"] == "kubernetes:quarantine"][-1] == "ready"
+
+    code, body = api.call("DELETE", f"/tenants/{tenant_id}/quarantine/api")
+    assert code == 202, body
+    wait_for(lambda: "quarantine-api" not in policies() and QUARANTINE_LABEL not in pod_labels(),
+             "the policy deleted and the label removed", worker, api, tenant_id)
+    template = backends.plain(apps.read_namespaced_deployment("api", namespace))["spec"]["template"]
+    assert template["metadata"]["labels"] == {"app": "api"}
     assert api.all_ready(tenant_id)  # the tenant's own resources are untouched

@@ -165,6 +165,54 @@ async def test_a_user_command_with_an_unsafe_or_missing_user_is_refused_before_a
         assert backend.grants == [] and backend.revokes == []
 
 
+# -- workload isolation (quarantine) ----------------------------------------------------------------------
+
+
+class IsolatingBackend(FlakyProvisioner):
+    """A provisioner that isolates workloads: records each call, fails the first ones as told."""
+
+    def __init__(self, failures: list[Exception]) -> None:
+        super().__init__([])
+        self.isolation_failures = failures
+        self.isolation: list[tuple[str, str]] = []
+
+    async def quarantine_workload(self, tenant: TenantSpec, workload: str) -> dict[str, Any]:
+        if self.isolation_failures:
+            raise self.isolation_failures.pop(0)
+        self.isolation.append(("quarantine", workload))
+        return {"network_policy": f"quarantine-{workload}"}
+
+    async def release_workload(self, tenant: TenantSpec, workload: str) -> dict[str, Any]:
+        self.isolation.append(("release", workload))
+        return {"policy_deleted": True}
+
+
+def workload_command(action: CommandAction, workload: Any) -> ProvisioningCommand:
+    return command().model_copy(update={"action": action, "spec": {**command().spec, "workload": workload}})
+
+
+async def test_quarantine_and_release_commands_call_the_backend_with_retries() -> None:
+    backend = IsolatingBackend([TransientError("connection reset")])
+    reports, _ = await run(backend, workload_command(CommandAction.QUARANTINE, "api"))
+    assert [r.status for r in reports] == ["provisioning", "retrying", "ready"]
+    assert reports[-1].detail == {"network_policy": "quarantine-api"}
+    reports, _ = await run(backend, workload_command(CommandAction.RELEASE_QUARANTINE, "api"))
+    assert [r.status for r in reports] == ["provisioning", "ready"]
+    assert backend.isolation == [("quarantine", "api"), ("release", "api")] and backend.calls == 0
+
+
+async def test_a_workload_command_without_a_workload_or_isolation_is_refused_or_fails() -> None:
+    for workload in (None, "", 7, "x" * 257):
+        backend = IsolatingBackend([])
+        reports, _ = await run(backend, workload_command(CommandAction.QUARANTINE, workload))
+        assert [r.status for r in reports] == ["failed"]
+        assert reports[0].error is not None and reports[0].error.startswith("refused")
+        assert backend.isolation == []
+    reports, _ = await run(FlakyProvisioner([]), workload_command(CommandAction.QUARANTINE, "api"))
+    assert [r.status for r in reports] == ["provisioning", "failed"]
+    assert reports[-1].error is not None and "cannot isolate a workload" in reports[-1].error
+
+
 async def test_a_replayed_create_user_whose_grant_is_in_place_is_ready_without_a_grant() -> None:
     backend = UserBackend([], granted=True)
     reports: list[ProvisioningResult] = []
