@@ -168,7 +168,8 @@ class QuotaUpdateRequested(Event):
 
     quota: dict[Annotated[str, Field(max_length=32)], Quantity] | None = Field(default=None, max_length=8)
     lift_over_quota: list[QuotaResource] = Field(default_factory=list, max_length=4)
-    release_quarantine: str | None = Field(default=None, min_length=1, max_length=128)
+    #: As long as an anomaly's ``resource_id`` may be: every workload quarantined can be released.
+    release_quarantine: str | None = Field(default=None, min_length=1, max_length=256)
     actor: str = Field(min_length=1, max_length=256)
 
     @model_validator(mode="after")

@@ -85,3 +85,15 @@ def test_the_fence_drops_a_quarantine_released_since_and_a_release_quarantined_a
     assert workload_fence(lift, log.get("acme")) == "the workload was quarantined again since"
     create = quarantine.model_copy(update={"action": CommandAction.CREATE})
     assert workload_fence(create, log.get("acme")) is None  # other actions are not this fence's business
+
+
+def test_a_workload_quarantined_under_the_longest_resource_id_can_be_released(stores: TenantStores) -> None:
+    handle_tenant_created(tenant_created(), stores, quota_for_tier, NOW)
+    log: TypedTable[AnomalyLog] = TypedTable({}, AnomalyLog)
+    longest = "w" * 256
+    handle_anomaly(anomaly("a1", longest), stores, log, {}, NOW)
+    record = log.get("acme")
+    assert record is not None and record.quarantined == [longest]
+    release_quarantine(release("r1", longest), stores, log, NOW)
+    record = log.get("acme")
+    assert record is not None and record.quarantined == []
