@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack import process
-from devstack.base import Service, StackContext
+from devstack.base import PythonModuleService, Service, StackContext
 from devstack.errors import DevstackError, StackUpError
 from devstack.progress import Phase, Reporter
 from pipeline.config import Settings
@@ -185,12 +185,16 @@ def up_in_background(ctx: StackContext, names: Sequence[str]) -> Background:
     if running is not None:
         return Background(running, log, already_running=True)
     log.unlink(missing_ok=True)  # one run per log: the lines of an earlier run would mislead
+    # The same stack (DEVSTACK_HOME and the cache, resolved), and this checkout's devstack: the package is
+    # not installed into the venv, it is found on the path.
+    root = PythonModuleService.source_root
     env = {**os.environ, "DEVSTACK_HOME": str(ctx.home), "DEVSTACK_CACHE_DIR": str(ctx.cache_dir)}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
     pid = process.spawn(
         [sys.executable, "-m", "devstack", "up", *names],
         log_path=log,
         pid_path=ctx.home / BACKGROUND_PID,
-        cwd=Path.cwd(),
+        cwd=root,
         env=env,
     )
     return Background(pid, log, already_running=False)

@@ -382,3 +382,21 @@ def test_plain_up_shows_progress_and_prints_the_status_of_every_service(
     assert [row["service"] for row in json.loads(captured.out)] == ["core-fake", "rest-fake"]
     assert "core-fake: healthy" in captured.err and "rest-fake: healthy" in captured.err
     assert "2 of 2 services healthy" in captured.err
+
+
+def test_the_background_up_is_a_real_process_of_this_checkout_logging_into_the_stack_home(
+    ctx: StackContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An unknown name: the background `up` fails at once, so nothing is installed or started, yet its answer
+    # shows the process ran this checkout's devstack (from any working directory) with this stack's home.
+    monkeypatch.chdir(tmp_path)
+    background = stack.up_in_background(ctx, ["no-such-service"])
+    deadline_polls = int(TIMEOUT / 0.2)
+    for _ in range(deadline_polls):
+        if not process.pid_alive(background.pid):
+            break
+        threading.Event().wait(0.2)
+    assert not process.pid_alive(background.pid)
+    text = background.log.read_text()
+    assert "devstack: [no-such-service] unknown service; choose from kafka, pulsar" in text
+    assert stack.background_pid(ctx) is None, "a finished background up does not count as running"
