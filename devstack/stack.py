@@ -79,7 +79,7 @@ BACKGROUND_PID = "up-background.pid"
 
 def default_start_slots() -> int:
     """Servers starting at once: one per core (at least two). A JVM's start keeps a core busy, and a server
-    that waits for a core eats into its own start timeout, so starting all of them at once is no faster."""
+    starved of CPU by the others spends its own start timeout waiting for a core."""
     return max(2, os.cpu_count() or 2)
 
 
