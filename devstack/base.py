@@ -13,6 +13,7 @@ from pathlib import Path
 
 from devstack import process
 from devstack.errors import DevstackError
+from devstack.progress import LineReporter, Phase, Reporter
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +22,10 @@ JAVA25_HOME = Path("/usr/lib/jvm/temurin-25-jdk-amd64")
 
 
 def progress(service: str, message: str) -> None:
-    """One progress line for the user of the launcher (stderr, so `env` output stays clean)."""
+    """One progress line for the user of a test harness (stderr, so `env` output stays clean).
+
+    The services themselves report to ``ctx.reporter`` (:mod:`devstack.progress`) instead.
+    """
     sys.stderr.write(f"[devstack:{service}] {message}\n")
     sys.stderr.flush()
 
@@ -33,6 +37,8 @@ class StackContext:
     cache_dir: Path
     home: Path
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    #: Where the services report their phases; ``stack.up`` puts its display here.
+    reporter: Reporter = field(default_factory=LineReporter, compare=False, repr=False)
 
     def service_dir(self, name: str) -> Path:
         path = self.home / name
@@ -107,7 +113,7 @@ class Service(ABC):
     def start(self, ctx: StackContext) -> None:
         """Start the server unless it already answers; wait until it is healthy."""
         if self.safe_healthy(ctx):
-            progress(self.name, f"already up at {self.address(ctx)}")
+            ctx.reporter.phase(self.name, Phase.HEALTHY, f"already up at {self.address(ctx)}")
             return
         running = self.pid(ctx)
         if running is None:
@@ -127,7 +133,9 @@ class Service(ABC):
                 cwd=ctx.service_dir(self.name),
                 env=self.process_env(ctx),
             )
-            progress(self.name, f"started pid {running}, log {ctx.log_path(self.name)}")
+            ctx.reporter.phase(self.name, Phase.START, f"pid {running}, log {ctx.log_path(self.name)}")
+        else:
+            ctx.reporter.phase(self.name, Phase.START, f"already running as pid {running}")
         self.wait_healthy(ctx, running)
 
     def wait_healthy(self, ctx: StackContext, pid: int) -> None:
@@ -135,7 +143,9 @@ class Service(ABC):
         next_note = started + 5
         while True:
             if self.safe_healthy(ctx):
-                progress(self.name, f"healthy after {time.monotonic() - started:.1f}s at {self.address(ctx)}")
+                ctx.reporter.phase(
+                    self.name, Phase.HEALTHY, f"after {time.monotonic() - started:.1f}s at {self.address(ctx)}"
+                )
                 return
             if not process.pid_alive(pid):
                 raise DevstackError(
@@ -149,7 +159,7 @@ class Service(ABC):
                     process.log_tail(ctx.log_path(self.name)),
                 )
             if now >= next_note:
-                progress(self.name, f"waiting for it to answer... {now - started:.0f}s")
+                ctx.reporter.note(self.name, f"waiting for it to answer... {now - started:.0f}s")
                 next_note = now + 5
             time.sleep(0.5)
 
@@ -158,7 +168,7 @@ class Service(ABC):
         pid = self.pid(ctx)
         if pid is None:
             return False
-        progress(self.name, f"stopping pid {pid}")
+        ctx.reporter.note(self.name, f"stopping pid {pid}")
         process.stop(pid)
         ctx.pid_path(self.name).unlink(missing_ok=True)
         return True

@@ -13,3 +13,14 @@ class DevstackError(RuntimeError):
         if log_tail:
             text += f"\n--- last lines of the {service} log ---\n{log_tail}"
         super().__init__(text)
+
+
+class StackUpError(DevstackError):
+    """One or more services of an ``up`` failed: every one of them, each with its own message and log tail."""
+
+    def __init__(self, errors: list[DevstackError]) -> None:
+        self.errors = errors
+        super().__init__(", ".join(e.service for e in errors), f"{len(errors)} service(s) failed")
+
+    def __str__(self) -> str:
+        return "\n\n".join(str(e) for e in self.errors)

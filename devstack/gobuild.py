@@ -11,6 +11,10 @@ The module cache (``GOMODCACHE``) and the build cache (``GOCACHE``) live in the 
 rebuild after a small change, or a second stack on the same machine, only recompiles what changed. The
 binary is written to a ``.partial`` file and renamed on success, so an interrupted build is redone and
 never used; a file lock keeps two launchers from building the same binary at once.
+
+Only one Go build runs at a time on the machine (:func:`build_slot`, a file lock shared by every thread
+and every launcher using this cache): a build keeps every core busy, so two at once finish no sooner
+and slow down the services starting beside them.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from devstack.base import StackContext, progress
+from devstack.base import StackContext
 from devstack.errors import DevstackError
+from devstack.progress import Phase
 
 #: Wrapper modules, one folder per binary.
 MODULES_DIR = Path(__file__).resolve().parent / "go"
@@ -98,6 +103,25 @@ def build_env(ctx: StackContext) -> dict[str, str]:
 
 
 @contextlib.contextmanager
+def build_slot(ctx: StackContext, service: str) -> Iterator[None]:
+    """Hold the machine's one Go build slot; report ``waiting`` while another build holds it.
+
+    A ``flock`` on a file opened here: two threads of one launcher open it separately, so they exclude
+    each other as two launchers do.
+    """
+    with (ctx.cache("go") / "build-slot.lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            ctx.reporter.phase(service, Phase.WAITING, "for the Go build slot (one build at a time)")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     with path.open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -135,7 +159,8 @@ def build(
     with _locked(bin_dir / f"{name}.lock"):
         if target.exists():  # built by another launcher while we waited for the lock
             return target
-        _build(ctx, service, go, source, package, tags, variables, target)
+        with build_slot(ctx, service):
+            _build(ctx, service, go, source, package, tags, variables, target)
     return target
 
 
@@ -162,7 +187,7 @@ def _build(
         argv.append("-tags=" + ",".join(tags))
     argv += ["-o", str(partial), package]
     label = target.name.rsplit("-", 1)[0] if package == "." else package
-    progress(service, f"building {label} with {go_version(go)} (first time only; log {log_path})")
+    ctx.reporter.phase(service, Phase.BUILD, f"{label} with {go_version(go)} (first time only; log {log_path})")
     started = time.monotonic()
     compiled = 0
     next_note = started + _PROGRESS_EVERY
@@ -181,7 +206,7 @@ def _build(
             now = time.monotonic()
             if now >= next_note:
                 log.flush()
-                progress(service, f"still building {label}: {compiled} packages, {now - started:.0f}s")
+                ctx.reporter.note(service, f"still building {label}: {compiled} packages, {now - started:.0f}s")
                 next_note = now + _PROGRESS_EVERY
         code = proc.wait()
     elapsed = time.monotonic() - started
@@ -193,7 +218,7 @@ def _build(
     partial.rename(target)
     shutil.rmtree(work, ignore_errors=True)
     size_mb = target.stat().st_size / 1e6
-    progress(service, f"built {target.name} ({size_mb:.0f} MB) in {elapsed:.0f}s")
+    ctx.reporter.note(service, f"built {target.name} ({size_mb:.0f} MB) in {elapsed:.0f}s")
     _prune(target)
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from pyignite import Client
 
 from devstack import maven, process
-from devstack.base import JAVA17_HOME, Service, StackContext, progress
+from devstack.base import JAVA17_HOME, Service, StackContext
 from devstack.errors import DevstackError
+from devstack.progress import Phase
 
 IGNITE_VERSION = "2.17.0"
 CLIENT_PORT = 10800
@@ -73,7 +74,7 @@ def compile_main(ctx: StackContext, service: str, source: Path, classpath: str, 
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    progress(service, f"compiling {source.name} into {target}")
+    ctx.reporter.phase(service, Phase.BUILD, f"compiling {source.name} into {target}")
     result = subprocess.run(
         [str(java_home / "bin" / "javac"), "-nowarn", "-cp", classpath, "-d", str(partial), str(source)],
         capture_output=True,

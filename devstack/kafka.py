@@ -9,7 +9,7 @@ import uuid
 from aiokafka.admin import AIOKafkaAdminClient
 
 from devstack import maven, process
-from devstack.base import JAVA17_HOME, Service, StackContext, progress
+from devstack.base import JAVA17_HOME, Service, StackContext
 
 KAFKA_VERSION = "4.1.1"
 BROKER_PORT = 9092
@@ -95,7 +95,7 @@ class Kafka(Service):
             _SERVER_PROPERTIES.format(broker=self.broker_port, controller=self.controller_port, data=data)
         )
         if not (data / "meta.properties").exists():
-            progress(self.name, "formatting KRaft storage")
+            ctx.reporter.note(self.name, "formatting KRaft storage")
             argv = self._java(
                 ctx, "kafka.tools.StorageTool", "format", "-t", str(uuid.uuid4()), "-c", str(config)
             )

@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from devstack import gobuild, process
-from devstack.base import Service, StackContext, progress
+from devstack.base import Service, StackContext
 
 SECURE_PORT = 6443
 SERVICE_CIDR = "10.96.0.0/16"
@@ -182,7 +182,7 @@ class KubeApiServer(Service):
         pki = self.pki(ctx)
         if all((pki / f).exists() for f in ("ca.crt", "apiserver.crt", "apiserver.key", "sa.key", "sa.pub")):
             return
-        progress(self.name, f"generating a CA, a serving certificate and service-account keys in {pki}")
+        ctx.reporter.note(self.name, f"generating a CA, a serving certificate and service-account keys in {pki}")
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_cert = _certificate("devstack-kubernetes-ca", ca_key.public_key(), None, ca_key, ca=True)
         server_key = ec.generate_private_key(ec.SECP256R1())

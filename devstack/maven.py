@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from devstack.base import StackContext, progress
+from devstack.base import StackContext
 from devstack.errors import DevstackError
+from devstack.progress import Phase
 
 _POM = """<?xml version="1.0" encoding="UTF-8"?>
 <project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -91,7 +92,7 @@ def resolve_classpath(
     mvn = shutil.which("mvn")
     if mvn is None:
         raise DevstackError(service, "Maven (mvn) is not installed: apt-get install maven")
-    progress(service, f"resolving {', '.join(coordinates)} from Maven Central into {target}")
+    ctx.reporter.phase(service, Phase.DOWNLOAD, f"resolving {', '.join(coordinates)} from Maven Central into {target}")
     argv = [
         mvn,
         "-B",
@@ -111,12 +112,12 @@ def resolve_classpath(
             if "Downloaded from" in line:
                 downloaded += 1
                 if downloaded % 25 == 0:
-                    progress(service, f"downloaded {downloaded} files...")
+                    ctx.reporter.note(service, f"downloaded {downloaded} files...")
         code = proc.wait()
     if code != 0:
         tail = "\n".join(log_path.read_text().splitlines()[-30:])
         raise DevstackError(service, f"Maven could not resolve the server's jars (exit {code})", tail)
-    progress(service, f"resolved {len(list((partial / 'lib').glob('*.jar')))} jars ({downloaded} downloads)")
+    ctx.reporter.note(service, f"resolved {len(list((partial / 'lib').glob('*.jar')))} jars ({downloaded} downloads)")
     shutil.rmtree(target, ignore_errors=True)
     (partial / ".complete").write_text("ok\n")
     partial.rename(target)

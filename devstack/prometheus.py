@@ -14,8 +14,9 @@ import urllib.request
 from pathlib import Path
 
 from devstack import process
-from devstack.base import Service, StackContext, progress
+from devstack.base import Service, StackContext
 from devstack.errors import DevstackError
+from devstack.progress import Phase
 from pipeline.config import Settings, get_settings
 
 PORT = 9090
@@ -92,11 +93,11 @@ class Prometheus(Service):
         partial = root.with_name(root.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        progress(self.name, f"downloading Debian's {PACKAGE} package into {root}")
+        ctx.reporter.phase(self.name, Phase.DOWNLOAD, f"Debian's {PACKAGE} package into {root}")
         result = _apt("download", PACKAGE, cwd=partial)
         if result.returncode != 0:
             # Missing or stale package lists (a fresh container, or a point release since): refresh once.
-            progress(self.name, "apt-get download failed; refreshing the package lists (apt-get update)")
+            ctx.reporter.note(self.name, "apt-get download failed; refreshing the package lists (apt-get update)")
             update = _apt("update")
             if update.returncode != 0:
                 raise DevstackError(
@@ -114,7 +115,7 @@ class Prometheus(Service):
         debs = sorted(partial.glob(f"{PACKAGE}_*.deb"))
         if len(debs) != 1:
             raise DevstackError(self.name, f"expected one {PACKAGE}_*.deb in {partial}, found {debs}")
-        progress(self.name, f"unpacking {debs[0].name}")
+        ctx.reporter.note(self.name, f"unpacking {debs[0].name}")
         unpack = subprocess.run(
             ["dpkg-deb", "-x", str(debs[0]), str(partial / "root")],
             capture_output=True,
@@ -134,7 +135,7 @@ class Prometheus(Service):
         (partial / ".complete").write_text("ok\n")
         shutil.rmtree(root, ignore_errors=True)
         partial.rename(root)
-        progress(self.name, f"installed {(root / 'VERSION').read_text().splitlines()[0]}")
+        ctx.reporter.note(self.name, f"installed {(root / 'VERSION').read_text().splitlines()[0]}")
 
     # -- run ----------------------------------------------------------------------------------------
 
