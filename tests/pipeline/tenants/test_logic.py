@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from pipeline.contract.records import ProvisioningResult
 from pipeline.contract.topics import PROVISIONING_COMMANDS, PROVISIONING_EVENTS
 from pipeline.events.models import (
     CommandAction,
@@ -21,6 +23,7 @@ from pipeline.tenants.logic import (
     TENANT_RESOURCES,
     USER_RESOURCES,
     TenantStores,
+    handle_provisioning_result,
     handle_quota_exceeded,
     handle_quota_update,
     handle_tenant_created,
@@ -28,7 +31,7 @@ from pipeline.tenants.logic import (
     handle_user_created,
     start_provisioning,
 )
-from pipeline.tenants.models import ResourceState
+from pipeline.tenants.models import ProvisioningStatus, ResourceState, ResourceStatus
 from tests.pipeline.tenants.conftest import NOW, quota_for_tier, tenant_created
 
 
@@ -228,3 +231,59 @@ def test_a_redelivery_after_a_kill_between_the_table_writes_sends_every_command_
     status, quota = stores.status.get("acme"), stores.quotas.get("acme")
     assert status is not None and set(status.resources) == set(TENANT_RESOURCES)
     assert quota is not None and quota.limits == quota_for_tier(Tier.STANDARD)
+
+
+# -- a backend switched off by configuration (KUBERNETES_ENABLED=false) -----------------------------------------
+
+SKIP_REASON = "Kubernetes disabled (KUBERNETES_ENABLED=false): ..."
+
+
+def _finish(stores: TenantStores, action: CommandAction, done: str) -> list[ProvisioningStatusEvent]:
+    """Every resource's command ends ``done``, kubernetes's ``skipped`` (as the executor reports a disabled
+    backend); the status events of kubernetes."""
+    status = stores.status.get("acme")
+    assert status is not None
+    events: list[ProvisioningStatusEvent] = []
+    for resource, entry in list(status.resources.items()):
+        skipped = resource == "kubernetes"
+        emits = handle_provisioning_result(ProvisioningResult(
+            command_id=entry.command_id, tenant_id="acme", resource=resource, action=action,
+            status="skipped" if skipped else done, attempts=0 if skipped else 1,  # type: ignore[arg-type]
+            detail={"reason": SKIP_REASON} if skipped else {}, at=NOW + timedelta(seconds=1),
+        ), stores, NOW)
+        events += [e.value for e in emits if e.topic == PROVISIONING_EVENTS and skipped]
+    return events
+
+
+def test_a_tenant_is_ready_and_deletable_with_a_skipped_resource(stores: TenantStores) -> None:
+    handle_tenant_created(tenant_created(), stores, quota_for_tier, NOW)
+    [event] = _finish(stores, CommandAction.CREATE, "ready")
+    status = stores.status.get("acme")
+    assert status is not None and status.overall == "ready"
+    assert status.resources["kubernetes"].status is ResourceState.SKIPPED
+    assert status.resources["kubernetes"].last_error is None
+    assert (event.status, event.previous_status, event.detail) == ("skipped", "pending", {"reason": SKIP_REASON})
+
+    handle_tenant_deleted(TenantDeleted(event_id="evt-del", tenant_id="acme", occurred_at=NOW + timedelta(seconds=2),
+                                        purge=True), stores, NOW)
+    status = stores.status.get("acme")
+    assert status is not None and status.resources["kubernetes"].status is ResourceState.DELETING
+    _finish(stores, CommandAction.DELETE, "deleted")
+    record, status = stores.tenants.get("acme"), stores.status.get("acme")
+    assert record is not None and record.state.value == "deleted"
+    assert status is not None and status.overall == "deleted"
+
+
+def test_a_skipped_resource_does_not_make_an_unfinished_tenant_ready() -> None:
+    def overall(*states: ResourceState) -> str:
+        resources = {f"r{i}": ResourceStatus(resource=f"r{i}", status=s, command_id="c", updated_at=NOW)
+                     for i, s in enumerate(states)}
+        return ProvisioningStatus(tenant_id="acme", resources=resources).overall
+
+    assert overall(ResourceState.READY, ResourceState.SKIPPED) == "ready"
+    assert overall(ResourceState.PENDING, ResourceState.SKIPPED) == "in-progress"
+    assert overall(ResourceState.FAILED, ResourceState.SKIPPED) == "failed"
+    assert overall(ResourceState.RETRYING, ResourceState.SKIPPED) == "retrying"
+    assert overall(ResourceState.DELETED, ResourceState.SKIPPED) == "deleted"
+    assert overall(ResourceState.DELETING, ResourceState.SKIPPED) == "in-progress"
+    assert overall(ResourceState.READY, ResourceState.DELETED) == "in-progress"
