@@ -419,16 +419,21 @@ async def _serve(args: argparse.Namespace) -> None:
         await stop.wait()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line (compose.yaml's service passes ``--host 0.0.0.0``; on the host it stays on loopback)."""
     parser = argparse.ArgumentParser(description="STAND-IN derivatives engine (tests/benchmarks only)")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address; 0.0.0.0 inside a container only")
     parser.add_argument("--port", type=int, default=8092)
     parser.add_argument("--catalog-dir", type=Path, default=PACKAGED_CATALOG_DIR)
     parser.add_argument("--extra-catalog", action="append", default=[], help="a user CSV in the same format")
     parser.add_argument("--capacity", type=int, default=4, help="instances per pool")
     parser.add_argument("--wholesale-factor", type=float, default=1.0)
     parser.add_argument("--provisioning-s", type=float, default=0.0)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args))
