@@ -32,6 +32,7 @@ from pipeline.tenants.logic import (
     start_provisioning,
 )
 from pipeline.tenants.models import ProvisioningStatus, ResourceState, ResourceStatus
+from pipeline.tenants.reconcile import tenant_pass
 from tests.pipeline.tenants.conftest import NOW, quota_for_tier, tenant_created
 
 
@@ -287,3 +288,35 @@ def test_a_skipped_resource_does_not_make_an_unfinished_tenant_ready() -> None:
     assert overall(ResourceState.DELETED, ResourceState.SKIPPED) == "deleted"
     assert overall(ResourceState.DELETING, ResourceState.SKIPPED) == "in-progress"
     assert overall(ResourceState.READY, ResourceState.DELETED) == "in-progress"
+
+
+def test_a_skipped_resource_is_provisioned_once_its_backend_is_switched_on(stores: TenantStores) -> None:
+    handle_tenant_created(tenant_created(), stores, quota_for_tier, NOW)
+    _finish(stores, CommandAction.CREATE, "ready")
+    status = stores.status.get("acme")
+    assert status is not None
+    skipped_id = status.resources["kubernetes"].command_id
+    an_hour_ago = NOW - timedelta(hours=1)
+
+    still_off = tenant_pass(stores, "acme", (), NOW, an_hour_ago, an_hour_ago, (), {"kubernetes"})
+    assert still_off.restart == [] and "kubernetes" not in {c.resource for c in still_off.verify}
+    switched_on = tenant_pass(stores, "acme", (), NOW, an_hour_ago, an_hour_ago, ())
+    [restart] = switched_on.restart
+    assert (restart.resource, restart.action, restart.command_id) == ("kubernetes", CommandAction.CREATE, skipped_id)
+    assert tenant_pass(stores, "acme", {skipped_id}, NOW, an_hour_ago, an_hour_ago, ()).restart == []  # running
+
+
+def test_a_skipped_delete_is_run_again_once_the_backend_is_switched_on(stores: TenantStores) -> None:
+    handle_tenant_created(tenant_created(), stores, quota_for_tier, NOW)
+    handle_tenant_deleted(TenantDeleted(event_id="evt-del", tenant_id="acme", occurred_at=NOW + timedelta(seconds=2),
+                                        purge=True), stores, NOW)
+    status = stores.status.get("acme")
+    assert status is not None
+    entry = status.resources["kubernetes"]
+    handle_provisioning_result(ProvisioningResult(
+        command_id=entry.command_id, tenant_id="acme", resource="kubernetes", action=CommandAction.DELETE,
+        status="skipped", attempts=0, detail={"reason": SKIP_REASON}, at=NOW + timedelta(seconds=3),
+    ), stores, NOW)
+    an_hour_ago = NOW - timedelta(hours=1)
+    [restart] = tenant_pass(stores, "acme", (), NOW, an_hour_ago, an_hour_ago, ()).restart  # the others: not stale
+    assert (restart.resource, restart.action, restart.spec["purge"]) == ("kubernetes", CommandAction.DELETE, True)
