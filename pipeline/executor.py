@@ -1,9 +1,9 @@
 """Executing provisioning commands against the backends: retries with backoff, one result per transition.
 
 ``execute`` runs one command to its end (ready, failed, deleted; skipped when its backend is switched off by
-configuration) and reports every transition through
-``report``; the agents turn reports into status-table writes and ``provisioning-events``. Commands of
-different resources run concurrently, so one backend failing does not hold up the others.
+configuration) and reports every transition through ``report``; the agents turn reports into status-table
+writes and ``provisioning-events``. Commands of different resources run concurrently, so one backend failing
+does not hold up the others.
 """
 
 from __future__ import annotations

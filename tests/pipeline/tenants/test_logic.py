@@ -320,3 +320,31 @@ def test_a_skipped_delete_is_run_again_once_the_backend_is_switched_on(stores: T
     an_hour_ago = NOW - timedelta(hours=1)
     [restart] = tenant_pass(stores, "acme", (), NOW, an_hour_ago, an_hour_ago, ()).restart  # the others: not stale
     assert (restart.resource, restart.action, restart.spec["purge"]) == ("kubernetes", CommandAction.DELETE, True)
+
+
+def test_a_switched_off_backend_is_neither_verified_nor_checked_for_orphans(stores: TenantStores) -> None:
+    """Resources made while Kubernetes was on stay as they are, unverified, while it is off (no warning per pass)."""
+    handle_tenant_created(tenant_created(), stores, quota_for_tier, NOW)
+    status = stores.status.get("acme")
+    assert status is not None
+    for entry in status.resources.values():
+        entry.status = ResourceState.READY
+    stores.status.put("acme", status)
+    an_hour_ago = NOW - timedelta(hours=1)
+    enabled = tenant_pass(stores, "acme", (), NOW, an_hour_ago, an_hour_ago, ())
+    assert {c.resource for c in enabled.verify} == set(TENANT_RESOURCES)
+    work = tenant_pass(stores, "acme", (), NOW, an_hour_ago, an_hour_ago, (), {"kubernetes"})
+    assert {c.resource for c in work.verify} == set(TENANT_RESOURCES) - {"kubernetes"} and work.restart == []
+
+    handle_tenant_deleted(TenantDeleted(event_id="evt-del", tenant_id="acme", occurred_at=NOW + timedelta(seconds=2),
+                                        purge=True), stores, NOW)
+    status = stores.status.get("acme")
+    assert status is not None
+    for resource, entry in list(status.resources.items()):
+        handle_provisioning_result(ProvisioningResult(
+            command_id=entry.command_id, tenant_id="acme", resource=resource, action=CommandAction.DELETE,
+            status="deleted", attempts=1, at=NOW + timedelta(seconds=3)), stores, NOW)
+    assert {c.resource for c in tenant_pass(stores, "acme", (), NOW, an_hour_ago, an_hour_ago, ()).orphan} \
+        == set(TENANT_RESOURCES)
+    work = tenant_pass(stores, "acme", (), NOW, an_hour_ago, an_hour_ago, (), {"kubernetes"})
+    assert {c.resource for c in work.orphan} == set(TENANT_RESOURCES) - {"kubernetes"}
