@@ -25,6 +25,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     WEB_HOST=0.0.0.0 \
     WEB_PORT=6066
 COPY --from=build /opt/venv /opt/venv
+# The local stand-ins of OpenProject and of the derivatives engine, which compose.yaml runs from this image as
+# services of their own (working_dir /opt/standins: `python -m devstack.<stand-in>`). Copied beside the
+# wheel, never into it: the wheel ships only pipeline, agents, tables and web; the worker does not import them.
+COPY devstack/__init__.py devstack/openproject_standin.py devstack/derivatives_standin.py /opt/standins/devstack/
 RUN useradd --system --uid 10001 --home-dir /data --create-home worker
 USER worker
 WORKDIR /data

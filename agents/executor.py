@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FINISHED = {ResourceState.READY, ResourceState.FAILED, ResourceState.DELETED}
+FINISHED = {ResourceState.READY, ResourceState.FAILED, ResourceState.DELETED, ResourceState.SKIPPED}
 
 
 class Executor:

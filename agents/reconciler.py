@@ -26,6 +26,7 @@ from pipeline.events.models import CommandAction, ProvisioningCommand
 from pipeline.executor import tenant_spec
 from pipeline.isolation import guarded, isolated
 from pipeline.metrics import ORPHANS_REMOVED
+from pipeline.provisioners.disabled import DisabledProvisioner
 from pipeline.provisioners.errors import ProvisioningError
 from pipeline.tenants.models import TenantState
 from pipeline.tenants.reconcile import RoundRobin, tenant_pass, verify_outdated
@@ -55,13 +56,14 @@ class Reconciler:
         stale_before = at - timedelta(seconds=settings.reconcile_stale_after_seconds)
         orphans_since = at - timedelta(seconds=settings.reconcile_orphan_window_seconds)
         data_bearing = {name for name, p in self.backends.provisioners().items() if p.data_bearing}
+        switched_off = {name for name, p in self.backends.provisioners().items() if isinstance(p, DisabledProvisioner)}
         checking = bool(self._checks)
         batch = self._tenants.next_batch(self.stores.status.keys(), settings.reconcile_batch_tenants)
         verifies = 0
         for tenant_id in batch:
             with isolated("reconcile", tenant_id):  # one tenant's bad state does not stop the others'
                 work = tenant_pass(self.stores, tenant_id, self.executor.running, at, stale_before, orphans_since,
-                                   data_bearing)
+                                   data_bearing, switched_off)
                 for command in work.restart:
                     logger.info("restarting stale %s command of %s", command.resource, tenant_id)
                     self.executor.start(command)

@@ -424,9 +424,10 @@ async def _serve(args: argparse.Namespace) -> None:
         await stop.wait()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line (compose.yaml's service passes ``--host 0.0.0.0``; on the host it stays on loopback)."""
     parser = argparse.ArgumentParser(description="STAND-IN derivatives engine (tests/benchmarks only)")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address; 0.0.0.0 inside a container only")
     parser.add_argument("--port", type=int, default=8092)
     parser.add_argument("--catalog-dir", type=Path, default=PACKAGED_CATALOG_DIR)
     parser.add_argument("--extra-catalog", action="append", default=[], help="a user CSV in the same format")
@@ -435,7 +436,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--provisioning-s", type=float, default=0.0)
     parser.add_argument("--storage-price-per-gib-hour", type=float, default=None,
                         help="price attached storage (USD per GiB-hour); unpriced by default")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args))

@@ -813,15 +813,20 @@ def create_app(api_key: str) -> web.Application:
     return app
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line (compose.yaml's service passes ``--host 0.0.0.0``; on the host it stays on loopback)."""
     parser = argparse.ArgumentParser(
         prog="python -m devstack.openproject_standin",
         description="STAND-IN for OpenProject's API v3 projects endpoints (tests and local runs only).",
     )
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address; 0.0.0.0 inside a container only")
     parser.add_argument("--port", type=int, default=8091)
     parser.add_argument("--api-key", default="devstack-openproject-key")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sys.stdout.write(f"OpenProject API v3 STAND-IN listening on http://{args.host}:{args.port}/api/v3\n")
     sys.stdout.flush()

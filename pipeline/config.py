@@ -41,6 +41,15 @@ KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"
 KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 LogFormat = Literal["text", "json"]
 
+#: What the worker logs once, and what every piece of Kubernetes work it skips reports, under
+#: KUBERNETES_ENABLED=false (compose.yaml's default: Docker users need no cluster to try the service).
+KUBERNETES_DISABLED_REASON = (
+    "Kubernetes disabled (KUBERNETES_ENABLED=false): tenant namespaces, quotas and role bindings are skipped, "
+    "the kubernetes compute provider is left out of offers and scaling decisions are advisory; set "
+    "KUBERNETES_ENABLED=true and KUBECONFIG (with compose: add compose.kubernetes.yaml, see README.md) to "
+    "provision namespaces, compute and scaling on a cluster"
+)
+
 #: Bind addresses that mean "every interface": a peer cannot call a worker there.
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]", "*"})  # noqa: S104 (names, not a bind)
 
@@ -230,6 +239,11 @@ class Settings(BaseSettings):
     elasticsearch_password: SecretStr | None = None
     openproject_url: str = "http://127.0.0.1:8091"
     openproject_api_key: SecretStr = SecretStr("devstack-openproject-key")
+    kubernetes_enabled: bool = Field(
+        True,
+        description="Talk to a Kubernetes cluster (KUBECONFIG, else in-cluster); false: tenant namespaces are "
+        "skipped, the kubernetes compute provider is left out and scaling only advises.",
+    )
     kubeconfig: Path | None = None
     k8s_namespace: str = "provisioning-system"
     prometheus_url: str = "http://127.0.0.1:9090"
@@ -480,6 +494,14 @@ class Settings(BaseSettings):
     def advertised_url(self, host_address: Callable[[], str] = hostname_address) -> str:
         """The URL peers reach this worker at (:func:`derive_advertised_url`)."""
         return derive_advertised_url(self.web_host, self.web_port, self.web_advertised_url, self.pod_ip, host_address)
+
+    @property
+    def kubernetes_disabled_reason(self) -> str | None:
+        """Why nothing talks to Kubernetes (the one message the worker logs, and what skipped work reports), or
+        None when Kubernetes is enabled."""
+        if self.kubernetes_enabled:
+            return None
+        return KUBERNETES_DISABLED_REASON
 
     @property
     def budget_alert_thresholds(self) -> tuple[float, ...]:

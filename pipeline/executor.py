@@ -1,8 +1,9 @@
 """Executing provisioning commands against the backends: retries with backoff, one result per transition.
 
-``execute`` runs one command to its end (ready, failed, deleted) and reports every transition through
-``report``; the agents turn reports into status-table writes and ``provisioning-events``. Commands of
-different resources run concurrently, so one backend failing does not hold up the others.
+``execute`` runs one command to its end (ready, failed, deleted; skipped when its backend is switched off by
+configuration) and reports every transition through ``report``; the agents turn reports into status-table
+writes and ``provisioning-events``. Commands of different resources run concurrently, so one backend failing
+does not hold up the others.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pipeline.contract.records import ProvisioningResult
 from pipeline.events.models import CommandAction, ProvisioningCommand
 from pipeline.metrics import COMMANDS_FENCED, PROVISIONING_ATTEMPTS, PROVISIONING_VERIFIED
 from pipeline.provisioners.base import Provisioner, TenantSpec, UserAccess, UserGrant, effective_role
+from pipeline.provisioners.disabled import DisabledProvisioner
 from pipeline.provisioners.errors import PermanentError, ProvisioningError
 from pipeline.provisioners.tiers import Quota, QuotaOverride
 
@@ -210,6 +212,11 @@ async def execute(
     if reason is not None:
         fenced(command, reason)
         return result("fenced", 0, reason)
+    if isinstance(provisioner, DisabledProvisioner):
+        # Switched off by configuration: nothing to retry, and nothing failed.
+        final = result("skipped", 0, None, reason=provisioner.reason)
+        await report(final)
+        return final
     await report(result("provisioning", 0))
     if verify_first and command.action in (CommandAction.CREATE, CommandAction.CREATE_USER):
         try:

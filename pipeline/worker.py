@@ -123,6 +123,9 @@ def build_worker(settings: Settings) -> Worker:
     """Create the Faust app and declare the worker's tables, agents, timers and services on it; the web layer
     is installed on its aiohttp server when that initialises (:func:`mount_web`). Nothing is started."""
     app = create_app(settings)
+    if settings.kubernetes_disabled_reason is not None:
+        # Said once here; each skipped command and advisory decision carries the reason as well.
+        logger.warning("%s", settings.kubernetes_disabled_reason)
     app.service(bridge_service(settings))
     declared = tables.declare(app)
     io = AgentRuntime(app, declared.processed_events)

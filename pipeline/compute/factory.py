@@ -66,12 +66,17 @@ def build_runtime(
         if settings.derivatives_engine_api_token else None,
     )
     k8s_config = settings.compute_kubernetes
-    if kubernetes is None:
-        kubernetes = KubernetesComputeProvider(
-            k8s_config, kubeconfig=str(settings.kubeconfig) if settings.kubeconfig else None
-        )
+    by_provider: dict[str, ComputeBackend] = {}
     book = OfferBook(offers if offers is not None else load_catalogs(catalog_paths(settings)))
-    book.merge(k8s_config.offers())
+    # Under KUBERNETES_ENABLED=false the in-house provider is neither offered nor given a backend: no request can
+    # land on a cluster this worker must not talk to (the worker logs why once, at start).
+    if settings.kubernetes_enabled:
+        if kubernetes is None:
+            kubernetes = KubernetesComputeProvider(
+                k8s_config, kubeconfig=str(settings.kubeconfig) if settings.kubeconfig else None
+            )
+        by_provider[k8s_config.provider] = kubernetes
+        book.merge(k8s_config.offers())
     period_start = month_start if settings.compute_budget_period == "month" else None
     store = TopicRecordStore(
         table, send_record, finished_since=lambda: period_start(clock()) if period_start is not None else None
@@ -89,7 +94,7 @@ def build_runtime(
     )
     service = ComputeService(
         book=book,
-        backends=BackendRouter(engine, {k8s_config.provider: kubernetes}),
+        backends=BackendRouter(engine, by_provider),
         store=store,
         policies=lambda tenant_id: tenant_policy(settings, tenant_id, quota_gpus(tenant_id)),
         failover=failover,

@@ -20,7 +20,8 @@ class ProvisioningResult(BaseModel):
     resource: str
     action: CommandAction
     #: ``fenced``: the command was stopped before touching the backend (its tenant was deleted or re-created).
-    status: Literal["provisioning", "retrying", "ready", "failed", "deleted", "drifted", "fenced"]
+    #: ``skipped``: the backend is switched off by configuration (``detail.reason`` says which setting).
+    status: Literal["provisioning", "retrying", "ready", "failed", "deleted", "drifted", "fenced", "skipped"]
     attempts: int
     error: str | None = None
     detail: dict[str, Any] = Field(default_factory=dict)

@@ -10,6 +10,7 @@ from pipeline.config import Settings
 from pipeline.connections import cassandra_ssl, pulsar_admin_ssl, pulsar_admin_token, secret_value
 from pipeline.provisioners.base import RESOURCES, Provisioner, ResourcePlan, TenantSpec
 from pipeline.provisioners.cassandra import CassandraProvisioner
+from pipeline.provisioners.disabled import DisabledProvisioner
 from pipeline.provisioners.elasticsearch import ElasticsearchProvisioner
 from pipeline.provisioners.errors import PermanentError
 from pipeline.provisioners.ignite import IgniteProvisioner
@@ -49,7 +50,9 @@ def build_provisioner(resource: str, settings: Settings, tiers: TiersConfig) -> 
         return ElasticsearchProvisioner(tiers, settings.elasticsearch_host, username=settings.elasticsearch_username,
                                         password=secret_value(settings.elasticsearch_password))
     if resource == "kubernetes":
-        return KubernetesProvisioner(tiers, settings.kubeconfig)
+        kubernetes = KubernetesProvisioner(tiers, settings.kubeconfig)
+        disabled = settings.kubernetes_disabled_reason
+        return kubernetes if disabled is None else DisabledProvisioner(kubernetes, disabled)
     raise PermanentError(f"unknown resource {resource!r}; choose from {', '.join(RESOURCES)}")
 
 

@@ -180,7 +180,7 @@ class Deciding(ModelKeeping):
         """Whether (and why not) the decision goes to the Kubernetes API; adds the request to ``outcome``.
         ``requested``: a scaling request's decision, which acts whatever the policies are."""
         if not self.config.apply_enabled:
-            return False, "applying is off (SCALING_APPLY_ENABLED=false)"
+            return False, self.config.apply_off_reason
         if not requested and not _acting(policies):
             return False, "forecast-only: no enabled policy acts on the workload"
         request = ApplyRequest(st.tenant_id, st.workload)

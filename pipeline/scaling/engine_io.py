@@ -28,6 +28,8 @@ class EngineConfig:
     recent_decisions: int = 50
     default_capacity_per_replica: float = 1.0
     apply_enabled: bool = True
+    apply_off_reason: str = "applying is off (SCALING_APPLY_ENABLED=false)"
+    """Why a decision is not applied while ``apply_enabled`` is false (shown with the decision)."""
     observe_interval_seconds: float = 300.0
     pool: ResourceVector | None = None
     """The fair-share pool; None: no fair sharing."""
@@ -54,7 +56,12 @@ class EngineConfig:
             snapshot_every=settings.scaling_snapshot_every_windows,
             recent_decisions=settings.scaling_recent_decisions,
             default_capacity_per_replica=settings.scaling_default_capacity_per_replica,
-            apply_enabled=settings.scaling_apply_enabled,
+            # Without Kubernetes there is no Deployment to read or scale: decisions are recorded, advisory.
+            apply_enabled=settings.scaling_apply_enabled and settings.kubernetes_enabled,
+            apply_off_reason=(
+                "applying is off (SCALING_APPLY_ENABLED=false)" if not settings.scaling_apply_enabled
+                else "applying is off (KUBERNETES_ENABLED=false)"
+            ),
             observe_interval_seconds=settings.scaling_observe_interval_seconds,
             pool=pool,
             tier_weights=dict(settings.scaling_tier_weights),

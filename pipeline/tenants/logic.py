@@ -112,9 +112,17 @@ def _status_event(
             resource=resource,
             status=status.status.value,
             previous_status=previous,
-            detail={"last_error": status.last_error} if status.last_error else {},
+            detail=_event_detail(status),
         ),
     )
+
+
+def _event_detail(status: ResourceStatus) -> dict[str, object]:
+    """What a status event tells besides the state: the last error, or why the resource was skipped."""
+    if status.last_error:
+        return {"last_error": status.last_error}
+    reason = status.detail.get("reason") if status.status is ResourceState.SKIPPED else None
+    return {"reason": reason} if isinstance(reason, str) else {}
 
 
 def provisioning_commands(
@@ -419,10 +427,11 @@ def handle_user_result(result: ProvisioningResult, stores: TenantStores) -> list
         "attempts": result.attempts,
         "last_error": result.error,
         "updated_at": result.at,
+        **({"detail": result.detail} if result.status == "skipped" else {}),  # the reason, for the status event
     })
     user.resources[result.resource] = updated
     if result.action is CommandAction.DELETE_USER and all(
-        r.status is ResourceState.DELETED for r in user.resources.values()
+        r.status in GONE for r in user.resources.values()
     ):
         user.state = UserState.DELETED
     stores.users.put(key, user)
@@ -506,6 +515,10 @@ def handle_quota_update(event: QuotaUpdateRequested, stores: TenantStores, now: 
     return [Emit(PROVISIONING_COMMANDS, tenant.tenant_id, c) for c in commands]
 
 
+#: The states of a deletion's resources that finish it (a backend switched off by configuration has nothing to
+#: delete here: what an earlier configuration created there is the operator's to remove).
+GONE = frozenset({ResourceState.DELETED, ResourceState.SKIPPED})
+
 _RESULT_STATES: dict[str, ResourceState] = {
     "provisioning": ResourceState.PROVISIONING,
     "retrying": ResourceState.RETRYING,
@@ -513,6 +526,7 @@ _RESULT_STATES: dict[str, ResourceState] = {
     "failed": ResourceState.FAILED,
     "deleted": ResourceState.DELETED,
     "drifted": ResourceState.DRIFTED,
+    "skipped": ResourceState.SKIPPED,
 }
 
 
@@ -553,7 +567,7 @@ def handle_provisioning_result(result: ProvisioningResult, stores: TenantStores,
             _observe_ready(stores, result)
         emits = [_status_event(result.tenant_id, result.resource, updated, entry.status.value)]
         if result.action is CommandAction.DELETE and all(
-            r.status is ResourceState.DELETED for r in status.resources.values()
+            r.status in GONE for r in status.resources.values()
         ):
             tenant = stores.tenants.get(result.tenant_id)
             if tenant is not None:
@@ -568,6 +582,7 @@ def handle_provisioning_result(result: ProvisioningResult, stores: TenantStores,
         updated_at=result.at,
         attempts=result.attempts,
         last_error=result.error,
+        detail=result.detail if result.status == "skipped" else {},
     )
     return [_status_event(result.tenant_id, f"{result.resource}:{result.action.value}", side, None)]
 

@@ -70,6 +70,8 @@ class ResourceState(StrEnum):
     FAILED = "failed"
     DRIFTED = "drifted"
     REFUSED = "refused"
+    #: The backend is switched off by configuration (KUBERNETES_ENABLED=false): nothing was done, nothing to retry.
+    SKIPPED = "skipped"
     DELETING = "deleting"
     DELETED = "deleted"
 
@@ -96,9 +98,10 @@ class ProvisioningStatus(BaseModel):
         for state in (ResourceState.FAILED, ResourceState.REFUSED, ResourceState.RETRYING):
             if state in states:
                 return state.value
-        if states == {ResourceState.READY}:
+        # A resource skipped by configuration neither holds a tenant back nor keeps it from being deleted.
+        if ResourceState.READY in states and states <= {ResourceState.READY, ResourceState.SKIPPED}:
             return "ready"
-        if states == {ResourceState.DELETED}:
+        if ResourceState.DELETED in states and states <= {ResourceState.DELETED, ResourceState.SKIPPED}:
             return "deleted"
         return "in-progress"
 

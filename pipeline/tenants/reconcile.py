@@ -37,10 +37,15 @@ def tenant_pass(
     stale_before: datetime,
     orphans_since: datetime,
     data_bearing: Collection[str],
+    switched_off: Collection[str] = (),
 ) -> TenantPass:
     """The work for ``tenant_id``: stale in-flight commands to restart (same ids), ready resources of an active
     tenant to verify, and, for a tenant deleted after ``orphans_since``, deleted resources that must be gone
-    (all with purge; without purge only the ones that are not in ``data_bearing``)."""
+    (all with purge; without purge only the ones that are not in ``data_bearing``).
+
+    A resource ``skipped`` while its backend was switched off by configuration, and no longer in
+    ``switched_off``, is restarted too: switching Kubernetes on provisions the namespaces it skipped. A backend in
+    ``switched_off`` is neither verified nor checked for orphans (this worker must not talk to it)."""
     work = TenantPass()
     tenant, quota, status = stores.tenants.get(tenant_id), stores.quotas.get(tenant_id), stores.status.get(tenant_id)
     if tenant is None or quota is None or status is None:
@@ -49,6 +54,8 @@ def tenant_pass(
         if tenant.updated_at < orphans_since:
             return work
         for entry in status.resources.values():
+            if entry.resource in switched_off:
+                continue
             if entry.status is ResourceState.DELETED and (tenant.purged or entry.resource not in data_bearing):
                 work.orphan.append(command_for(tenant, quota, entry, CommandAction.DELETE, now))
         return work
@@ -60,8 +67,12 @@ def tenant_pass(
             deleting = entry.status is ResourceState.DELETING or tenant.state is TenantState.DELETING
             action = CommandAction.DELETE if deleting else CommandAction.CREATE
             work.restart.append(command_for(tenant, quota, entry, action, now))
-        elif entry.status is ResourceState.READY and tenant.state is TenantState.ACTIVE:
+        elif entry.status is ResourceState.READY and tenant.state is TenantState.ACTIVE \
+                and entry.resource not in switched_off:
             work.verify.append(command_for(tenant, quota, entry, CommandAction.CREATE, now))
+        elif entry.status is ResourceState.SKIPPED and entry.resource not in switched_off:
+            action = CommandAction.DELETE if tenant.state is TenantState.DELETING else CommandAction.CREATE
+            work.restart.append(command_for(tenant, quota, entry, action, now))
     return work
 
 

@@ -19,7 +19,7 @@ from pipeline.compute.optimizer import ExclusionReason, NoFeasibleOffer
 from pipeline.compute.record_store import TopicRecordStore, apply_record, supersedes
 from pipeline.compute.request import ComputeRequest
 from pipeline.compute.request_ids import event_request_id, new_request_id, record_key, tenant_of
-from pipeline.compute.runtime import month_start, status_event, utilization_of
+from pipeline.compute.runtime import ComputeRuntime, month_start, status_event, utilization_of
 from pipeline.compute.vault import AccessVault
 from pipeline.config import Settings
 from pipeline.events.models import ComputeRequested, ResourceMetrics
@@ -271,6 +271,28 @@ async def test_build_runtime_merges_the_kubernetes_shapes(real_offers: list[Offe
     assert runtime.service.backends.for_offer(offer) is not runtime.engine
     assert await runtime.refresh_offers() is None  # nothing answers on port 9: a warning, not a crash
     await runtime.close()
+
+
+async def test_no_kubernetes_offer_or_backend_while_kubernetes_is_disabled(real_offers: list[Offer]) -> None:
+    shapes = {"price_per_gpu_hour": {"H100": 1.0},
+              "shapes": [{"name": "h100-x1", "gpu_name": "H100", "gpu_count": 1, "vcpus": 8, "memory_gib": 64}]}
+
+    async def send(_: object) -> None:
+        return None
+
+    def runtime(settings: Settings) -> ComputeRuntime:
+        return build_runtime(settings, table=TypedTable({}, ComputeRecord), send_record=send, send_status=send,
+                             quota_gpus=lambda _: 4, quotas=lambda _: None,
+                             engine=DerivativesEngineClient("http://127.0.0.1:9"), offers=real_offers)
+
+    on = runtime(Settings(compute_kubernetes=shapes))
+    off = runtime(Settings(compute_kubernetes=shapes, kubernetes_enabled=False))
+    assert on.service.book.get("kubernetes/in-house/h100-x1/on_demand") is not None
+    assert not [o for o in off.service.book.offers() if o.provider == "kubernetes"]
+    assert len(off.service.book.offers()) == len(on.service.book.offers()) - 1
+    assert off.service.backends.by_provider == {} and "kubernetes" in on.service.backends.by_provider
+    await on.close()
+    await off.close()
 
 
 # -- the runtime against the stand-in ------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.config import Settings
 from pipeline.contract.schema_files import SCHEMA_DIR
 from pipeline.contract.topics import SCALING_EVENTS
 from pipeline.events.models import MAX_REQUESTED_REPLICAS, QuotaResource, ScalingRequest
@@ -19,7 +20,7 @@ from pipeline.outputs import Refused, derived_id
 from pipeline.scaling.decide import decide
 from pipeline.scaling.decision_models import DecisionInputs
 from pipeline.scaling.engine import ScalingEngine
-from pipeline.scaling.engine_io import Outcome
+from pipeline.scaling.engine_io import EngineConfig, Outcome
 from pipeline.scaling.fairshare import ResourceVector
 from pipeline.scaling.kube import ApplyRequest
 from pipeline.scaling.policies import parse_policy
@@ -252,6 +253,21 @@ def test_with_applying_off_a_request_is_decided_at_once_and_explained() -> None:
     [event] = decision_events(outcome)
     assert event.trigger == "request" and event.status == "not-applied" and not outcome.applies
     assert latest(eng).apply_reason.startswith("applying is off")
+
+
+def test_without_kubernetes_decisions_are_recorded_and_only_advise() -> None:
+    """KUBERNETES_ENABLED=false: nothing to read or scale, so the engine decides at once and says why."""
+    assert EngineConfig.from_settings(Settings()).apply_enabled
+    config = EngineConfig.from_settings(Settings(kubernetes_enabled=False))
+    assert not config.apply_enabled and config.apply_off_reason == "applying is off (KUBERNETES_ENABLED=false)"
+    both = EngineConfig.from_settings(Settings(kubernetes_enabled=False, scaling_apply_enabled=False))
+    assert both.apply_off_reason == "applying is off (SCALING_APPLY_ENABLED=false)"
+    eng = engine(apply_enabled=config.apply_enabled, apply_off_reason=config.apply_off_reason)
+    outcome = eng.on_request(request())
+    [event] = decision_events(outcome)
+    assert event.status == "not-applied" and not outcome.applies
+    assert latest(eng).apply_reason == "applying is off (KUBERNETES_ENABLED=false)"
+    assert eng.reads_due(0.0) == []
 
 
 def test_the_policies_decide_again_at_the_next_window() -> None:

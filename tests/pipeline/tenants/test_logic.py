@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from pipeline.contract.records import ProvisioningResult
 from pipeline.contract.topics import PROVISIONING_COMMANDS, PROVISIONING_EVENTS
 from pipeline.events.models import (
     CommandAction,
@@ -21,6 +23,7 @@ from pipeline.tenants.logic import (
     TENANT_RESOURCES,
     USER_RESOURCES,
     TenantStores,
+    handle_provisioning_result,
     handle_quota_exceeded,
     handle_quota_update,
     handle_tenant_created,
@@ -28,7 +31,8 @@ from pipeline.tenants.logic import (
     handle_user_created,
     start_provisioning,
 )
-from pipeline.tenants.models import ResourceState
+from pipeline.tenants.models import ProvisioningStatus, ResourceState, ResourceStatus
+from pipeline.tenants.reconcile import tenant_pass
 from tests.pipeline.tenants.conftest import NOW, quota_for_tier, tenant_created
 
 
@@ -228,3 +232,119 @@ def test_a_redelivery_after_a_kill_between_the_table_writes_sends_every_command_
     status, quota = stores.status.get("acme"), stores.quotas.get("acme")
     assert status is not None and set(status.resources) == set(TENANT_RESOURCES)
     assert quota is not None and quota.limits == quota_for_tier(Tier.STANDARD)
+
+
+# -- a backend switched off by configuration (KUBERNETES_ENABLED=false) -----------------------------------------
+
+SKIP_REASON = "Kubernetes disabled (KUBERNETES_ENABLED=false): ..."
+
+
+def _finish(stores: TenantStores, action: CommandAction, done: str) -> list[ProvisioningStatusEvent]:
+    """Every resource's command ends ``done``, kubernetes's ``skipped`` (as the executor reports a disabled
+    backend); the status events of kubernetes."""
+    status = stores.status.get("acme")
+    assert status is not None
+    events: list[ProvisioningStatusEvent] = []
+    for resource, entry in list(status.resources.items()):
+        skipped = resource == "kubernetes"
+        emits = handle_provisioning_result(ProvisioningResult(
+            command_id=entry.command_id, tenant_id="acme", resource=resource, action=action,
+            status="skipped" if skipped else done, attempts=0 if skipped else 1,  # type: ignore[arg-type]
+            detail={"reason": SKIP_REASON} if skipped else {}, at=NOW + timedelta(seconds=1),
+        ), stores, NOW)
+        events += [e.value for e in emits if e.topic == PROVISIONING_EVENTS and skipped]
+    return events
+
+
+def test_a_tenant_is_ready_and_deletable_with_a_skipped_resource(stores: TenantStores) -> None:
+    handle_tenant_created(tenant_created(), stores, quota_for_tier, NOW)
+    [event] = _finish(stores, CommandAction.CREATE, "ready")
+    status = stores.status.get("acme")
+    assert status is not None and status.overall == "ready"
+    assert status.resources["kubernetes"].status is ResourceState.SKIPPED
+    assert status.resources["kubernetes"].last_error is None
+    assert (event.status, event.previous_status, event.detail) == ("skipped", "pending", {"reason": SKIP_REASON})
+
+    handle_tenant_deleted(TenantDeleted(event_id="evt-del", tenant_id="acme", occurred_at=NOW + timedelta(seconds=2),
+                                        purge=True), stores, NOW)
+    status = stores.status.get("acme")
+    assert status is not None and status.resources["kubernetes"].status is ResourceState.DELETING
+    _finish(stores, CommandAction.DELETE, "deleted")
+    record, status = stores.tenants.get("acme"), stores.status.get("acme")
+    assert record is not None and record.state.value == "deleted"
+    assert status is not None and status.overall == "deleted"
+
+
+def test_a_skipped_resource_does_not_make_an_unfinished_tenant_ready() -> None:
+    def overall(*states: ResourceState) -> str:
+        resources = {f"r{i}": ResourceStatus(resource=f"r{i}", status=s, command_id="c", updated_at=NOW)
+                     for i, s in enumerate(states)}
+        return ProvisioningStatus(tenant_id="acme", resources=resources).overall
+
+    assert overall(ResourceState.READY, ResourceState.SKIPPED) == "ready"
+    assert overall(ResourceState.PENDING, ResourceState.SKIPPED) == "in-progress"
+    assert overall(ResourceState.FAILED, ResourceState.SKIPPED) == "failed"
+    assert overall(ResourceState.RETRYING, ResourceState.SKIPPED) == "retrying"
+    assert overall(ResourceState.DELETED, ResourceState.SKIPPED) == "deleted"
+    assert overall(ResourceState.DELETING, ResourceState.SKIPPED) == "in-progress"
+    assert overall(ResourceState.READY, ResourceState.DELETED) == "in-progress"
+
+
+def test_a_skipped_resource_is_provisioned_once_its_backend_is_switched_on(stores: TenantStores) -> None:
+    handle_tenant_created(tenant_created(), stores, quota_for_tier, NOW)
+    _finish(stores, CommandAction.CREATE, "ready")
+    status = stores.status.get("acme")
+    assert status is not None
+    skipped_id = status.resources["kubernetes"].command_id
+    an_hour_ago = NOW - timedelta(hours=1)
+
+    still_off = tenant_pass(stores, "acme", (), NOW, an_hour_ago, an_hour_ago, (), {"kubernetes"})
+    assert still_off.restart == [] and "kubernetes" not in {c.resource for c in still_off.verify}
+    switched_on = tenant_pass(stores, "acme", (), NOW, an_hour_ago, an_hour_ago, ())
+    [restart] = switched_on.restart
+    assert (restart.resource, restart.action, restart.command_id) == ("kubernetes", CommandAction.CREATE, skipped_id)
+    assert tenant_pass(stores, "acme", {skipped_id}, NOW, an_hour_ago, an_hour_ago, ()).restart == []  # running
+
+
+def test_a_skipped_delete_is_run_again_once_the_backend_is_switched_on(stores: TenantStores) -> None:
+    handle_tenant_created(tenant_created(), stores, quota_for_tier, NOW)
+    handle_tenant_deleted(TenantDeleted(event_id="evt-del", tenant_id="acme", occurred_at=NOW + timedelta(seconds=2),
+                                        purge=True), stores, NOW)
+    status = stores.status.get("acme")
+    assert status is not None
+    entry = status.resources["kubernetes"]
+    handle_provisioning_result(ProvisioningResult(
+        command_id=entry.command_id, tenant_id="acme", resource="kubernetes", action=CommandAction.DELETE,
+        status="skipped", attempts=0, detail={"reason": SKIP_REASON}, at=NOW + timedelta(seconds=3),
+    ), stores, NOW)
+    an_hour_ago = NOW - timedelta(hours=1)
+    [restart] = tenant_pass(stores, "acme", (), NOW, an_hour_ago, an_hour_ago, ()).restart  # the others: not stale
+    assert (restart.resource, restart.action, restart.spec["purge"]) == ("kubernetes", CommandAction.DELETE, True)
+
+
+def test_a_switched_off_backend_is_neither_verified_nor_checked_for_orphans(stores: TenantStores) -> None:
+    """Resources made while Kubernetes was on stay as they are, unverified, while it is off (no warning per pass)."""
+    handle_tenant_created(tenant_created(), stores, quota_for_tier, NOW)
+    status = stores.status.get("acme")
+    assert status is not None
+    for entry in status.resources.values():
+        entry.status = ResourceState.READY
+    stores.status.put("acme", status)
+    an_hour_ago = NOW - timedelta(hours=1)
+    enabled = tenant_pass(stores, "acme", (), NOW, an_hour_ago, an_hour_ago, ())
+    assert {c.resource for c in enabled.verify} == set(TENANT_RESOURCES)
+    work = tenant_pass(stores, "acme", (), NOW, an_hour_ago, an_hour_ago, (), {"kubernetes"})
+    assert {c.resource for c in work.verify} == set(TENANT_RESOURCES) - {"kubernetes"} and work.restart == []
+
+    handle_tenant_deleted(TenantDeleted(event_id="evt-del", tenant_id="acme", occurred_at=NOW + timedelta(seconds=2),
+                                        purge=True), stores, NOW)
+    status = stores.status.get("acme")
+    assert status is not None
+    for resource, entry in list(status.resources.items()):
+        handle_provisioning_result(ProvisioningResult(
+            command_id=entry.command_id, tenant_id="acme", resource=resource, action=CommandAction.DELETE,
+            status="deleted", attempts=1, at=NOW + timedelta(seconds=3)), stores, NOW)
+    assert {c.resource for c in tenant_pass(stores, "acme", (), NOW, an_hour_ago, an_hour_ago, ()).orphan} \
+        == set(TENANT_RESOURCES)
+    work = tenant_pass(stores, "acme", (), NOW, an_hour_ago, an_hour_ago, (), {"kubernetes"})
+    assert {c.resource for c in work.orphan} == set(TENANT_RESOURCES) - {"kubernetes"}

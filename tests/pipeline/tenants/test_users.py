@@ -224,3 +224,20 @@ def test_user_deleted_of_an_unknown_tenant_is_refused(stores: TenantStores) -> N
     with pytest.raises(Refused) as refused:
         handle_user_deleted(deleted(), stores, LATER)
     assert refused.value.reason == "unknown-tenant"
+
+
+def test_a_users_skipped_grant_and_revoke_finish_the_user(tenant: TenantStores) -> None:
+    """A backend switched off by configuration (KUBERNETES_ENABLED=false) reports ``skipped``: the user is
+    granted everywhere else, and deleted once the others are revoked."""
+    def finish(cmds: list[ProvisioningCommand], done: str) -> None:
+        for command in cmds:
+            outcome = result(command, "skipped" if command.resource == "kubernetes" else done)
+            handle_provisioning_result(outcome.model_copy(update={"detail": {"reason": "off"}}), tenant, LATER)
+
+    finish(commands(handle_user_created(created(), tenant, LATER)), "ready")
+    user = tenant.users.get("acme/bob")
+    assert user is not None and user.overall == "ready"
+    assert user.resources["kubernetes"].status is ResourceState.SKIPPED
+    finish(commands(handle_user_deleted(deleted(), tenant, LATER)), "deleted")
+    user = tenant.users.get("acme/bob")
+    assert user is not None and user.state is UserState.DELETED
