@@ -227,3 +227,14 @@ def test_the_stand_ins_are_in_the_image_but_not_in_the_wheel() -> None:
     copied = [source for sources in dockerfile_copies().values() for source in sources]
     assert sorted(s for s in copied if s.startswith("devstack")) == [
         "devstack/__init__.py", "devstack/derivatives_standin.py", "devstack/openproject_standin.py"]
+
+
+def test_the_build_context_leaves_out_the_local_stack_and_keeps_what_the_image_copies() -> None:
+    ignored = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    for heavy in (".git", ".venv", ".devstack", ".data"):
+        assert heavy in ignored
+    copied = [source for sources in dockerfile_copies().values() for source in sources]
+    for source in copied:
+        assert not any(fnmatch.fnmatch(source, pattern) or source.startswith(pattern.rstrip("/") + "/")
+                       for pattern in ignored), f"{source} is copied by the Dockerfile but ignored"
