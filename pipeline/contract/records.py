@@ -20,7 +20,8 @@ class ProvisioningResult(BaseModel):
     resource: str
     action: CommandAction
     #: ``fenced``: the command was stopped before touching the backend (its tenant was deleted or re-created).
-    status: Literal["provisioning", "retrying", "ready", "failed", "deleted", "drifted", "fenced"]
+    #: ``waiting``: the backend cannot be reached (yet); the command waits for it without spending attempts.
+    status: Literal["provisioning", "retrying", "waiting", "ready", "failed", "deleted", "drifted", "fenced"]
     attempts: int
     error: str | None = None
     detail: dict[str, Any] = Field(default_factory=dict)

@@ -508,6 +508,7 @@ def handle_quota_update(event: QuotaUpdateRequested, stores: TenantStores, now: 
 _RESULT_STATES: dict[str, ResourceState] = {
     "provisioning": ResourceState.PROVISIONING,
     "retrying": ResourceState.RETRYING,
+    "waiting": ResourceState.WAITING,
     "ready": ResourceState.READY,
     "failed": ResourceState.FAILED,
     "deleted": ResourceState.DELETED,
