@@ -298,8 +298,9 @@ _UNREACHABLE_NAMES = frozenset({
 
 
 def _linked(exc: BaseException) -> list[BaseException]:
-    """The exceptions ``exc`` wraps: its cause and context, and the client libraries' own wrapped errors."""
-    found: list[BaseException] = [e for e in (exc.__cause__, exc.__context__) if e is not None]
+    """The exceptions ``exc`` wraps: its cause (not its context: an error raised while handling a refusal is
+    about something else), and the client libraries' own wrapped errors."""
+    found: list[BaseException] = [exc.__cause__] if exc.__cause__ is not None else []
     for attribute in ("os_error", "reason"):  # aiohttp ClientConnectorError, urllib3 MaxRetryError
         inner = getattr(exc, attribute, None)
         if isinstance(inner, BaseException):
@@ -319,7 +320,7 @@ def _unreachable_here(exc: BaseException) -> bool:
         return True
     if isinstance(exc, aiohttp.ClientSSLError):  # the server answered the handshake: it is reachable
         return False
-    return any(type(e).__name__ in _UNREACHABLE_NAMES for e in type(exc).__mro__)
+    return any(cls.__name__ in _UNREACHABLE_NAMES for cls in type(exc).__mro__)
 
 
 def is_unreachable(exc: BaseException) -> bool:
