@@ -168,6 +168,16 @@ def test_the_worker_is_ready_with_only_kafka_and_pulsar_and_provisioning_waits_f
         assert status["resources"]["kubernetes"]["last_error"].startswith("waiting for backend kubernetes")
         log = worker.log_path.read_text(errors="replace")
         assert f"tenant {tenant}: elasticsearch create waiting after 0 attempt(s)" in log
+        # At start, one line per missing backend (checked in the background, so polled for).
+
+        def startup_lines() -> list[str] | None:
+            lines = [line for line in worker.log_path.read_text(errors="replace").splitlines()
+                     if "is not reachable (yet" in line]
+            return lines if len(lines) >= len(others) else None
+
+        lines = wait_for(startup_lines, "a start-up line per missing backend", worker, api, tenant)
+        assert sorted(line.split("backend ", 1)[1].split(" ", 1)[0] for line in lines) == sorted(others)
+        assert any(f"backend elasticsearch at http://127.0.0.1:{down} is not reachable" in line for line in lines)
     finally:
         worker.stop()
         purge_pulsar(settings_from(pulsar_service), spec("none"))  # the only backend that holds something
