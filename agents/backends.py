@@ -31,4 +31,5 @@ class Backends:
             max_attempts=settings.executor_max_attempts,
             base_delay=settings.executor_base_delay_seconds,
             max_delay=settings.executor_max_delay_seconds,
+            backend_wait=settings.provisioning_backend_wait_seconds,
         )

@@ -114,7 +114,7 @@ class ReadyWatcher:
             self.at[tenant].setdefault((resource, status), datetime.fromisoformat(event["occurred_at"]).timestamp())
         if status == "ready":
             self.ready[tenant].setdefault(resource, seen)
-        elif status in ("failed", "retrying"):
+        elif status in ("failed", "retrying", "waiting"):
             self.failed[tenant].append(f"{resource} {status}: {event.get('detail', {}).get('last_error')}")
 
     def wait_all_ready(self, tenants: list[str], timeout: float) -> bool:

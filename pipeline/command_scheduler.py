@@ -7,6 +7,9 @@
 * **Bounded replay backlog.** At most ``replay_backlog`` replay commands are queued or running; one more is
   not queued (:meth:`CommandScheduler.start` returns False). Its status entry stays pending and the
   reconciler starts it on a later pass, so the backlog lives in the status table, not in memory.
+* **Slots are for backend calls.** A command gives its slot back while it backs off or waits for an unreachable
+  backend (``waiting``, up to ``PROVISIONING_BACKEND_WAIT_SECONDS``) and takes one again for its next call,
+  so commands waiting for a backend still starting never hold up those of the backends that answer.
 * **Deletes win.** A delete of a (tenant, resource) waits until every earlier command of that resource on this
   worker has stopped: one backing off wakes at once, one in a backend call finishes that call; either then
   meets the fence (``command_fence``) before its next backend call. So the delete is the last call the backend
@@ -94,9 +97,26 @@ class CommandScheduler:
         if earlier:
             await asyncio.wait(earlier)
         slots = self._replay_slots if replay else self._live_slots
-        async with slots:
-            key = (command.tenant_id, command.resource)
-            return await self.runner(command, replay, lambda seconds: self._sleep(key, seconds))
+        key = (command.tenant_id, command.resource)
+        held = False
+
+        async def backoff(seconds: float) -> None:
+            # A slot bounds the backend calls in flight, not the commands alive: one backing off, or waiting
+            # up to PROVISIONING_BACKEND_WAIT_SECONDS for a backend still starting, lets others run meanwhile.
+            nonlocal held
+            slots.release()
+            held = False
+            await self._sleep(key, seconds)  # cancelled here: nothing held, nothing to give back
+            await slots.acquire()
+            held = True
+
+        await slots.acquire()
+        held = True
+        try:
+            return await self.runner(command, replay, backoff)
+        finally:
+            if held:
+                slots.release()
 
     async def _sleep(self, key: tuple[str, str], seconds: float) -> None:
         wake = self._wake.setdefault(key, asyncio.Event())

@@ -262,6 +262,11 @@ class Settings(BaseSettings):
     executor_max_attempts: int = Field(8, ge=1, le=1000)
     executor_base_delay_seconds: float = Field(0.5, gt=0, le=3600)
     executor_max_delay_seconds: float = Field(20.0, gt=0, le=24 * 3600)
+    provisioning_backend_wait_seconds: float = Field(
+        1800.0, ge=0, le=7 * 24 * 3600,
+        description="How long a provisioning command waits for a backend it cannot reach (still starting, or "
+        "down) before it fails; the tries while waiting do not count as attempts.",
+    )
     reconcile_interval_seconds: float = Field(30.0, gt=0, le=24 * 3600)
     reconcile_stale_after_seconds: float = Field(60.0, gt=0, le=7 * 24 * 3600)
     reconcile_batch_tenants: int = Field(

@@ -4,6 +4,11 @@
 configuration) and reports every transition through ``report``; the agents turn reports into status-table
 writes and ``provisioning-events``. Commands of different resources run concurrently, so one backend failing
 does not hold up the others.
+
+A backend that cannot be reached at all (:class:`~pipeline.provisioners.errors.BackendUnavailable`: still
+being built or started, or down) makes the command ``waiting``: it tries again with the same capped backoff
+without spending its attempts, for up to ``RetryPolicy.backend_wait`` seconds
+(``PROVISIONING_BACKEND_WAIT_SECONDS``), then fails saying so.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pipeline.events.models import CommandAction, ProvisioningCommand
 from pipeline.metrics import COMMANDS_FENCED, PROVISIONING_ATTEMPTS, PROVISIONING_VERIFIED
 from pipeline.provisioners.base import Provisioner, TenantSpec, UserAccess, UserGrant, effective_role
 from pipeline.provisioners.disabled import DisabledProvisioner
-from pipeline.provisioners.errors import PermanentError, ProvisioningError
+from pipeline.provisioners.errors import BackendUnavailable, PermanentError, ProvisioningError
 from pipeline.provisioners.tiers import Quota, QuotaOverride
 
 logger = logging.getLogger(__name__)
@@ -33,6 +38,8 @@ class RetryPolicy:
     max_attempts: int = 8
     base_delay: float = 0.5
     max_delay: float = 30.0
+    #: How long a command waits for an unreachable backend (tries not counted as attempts) before it fails.
+    backend_wait: float = 1800.0
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Full-jitter exponential backoff before attempt ``attempt + 1``."""
@@ -138,14 +145,26 @@ async def _perform(command: ProvisioningCommand, provisioner: Provisioner, spec:
 
 #: The transitions a person following a tenant's provisioning wants in the log (one line each).
 _LOGGED: dict[str, int] = {"ready": logging.INFO, "deleted": logging.INFO, "retrying": logging.INFO,
-                           "failed": logging.WARNING}
+                           "waiting": logging.INFO, "failed": logging.WARNING}
+#: The detail key of a ``failed`` result that gave up waiting for an unreachable backend.
+GAVE_UP_WAITING = "backend_unavailable"
 
 
 def logged_steps(command: ProvisioningCommand, report: Report) -> Report:
-    """``report``, also writing one log line per step that ends or retries (with its time since the start)."""
+    """``report``, also writing one log line per step that ends, retries or starts waiting for its backend (with
+    its time since the start), and one when a backend waited for answers again."""
     started = time.monotonic()
+    waiting_since: float | None = None
 
     async def report_and_log(result: ProvisioningResult) -> None:
+        nonlocal waiting_since
+        if result.status == "waiting":
+            waiting_since = time.monotonic()
+        elif waiting_since is not None:
+            if not result.detail.get(GAVE_UP_WAITING):
+                logger.info("tenant %s: backend %s joined after %.2f s of waiting for it", command.tenant_id,
+                            command.resource, time.monotonic() - waiting_since)
+            waiting_since = None
         level = _LOGGED.get(result.status)
         if level is not None:
             error = f": {result.error[:300]}" if result.error else ""
@@ -167,12 +186,16 @@ async def execute(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     fence: Fence | None = None,
     verify_first: bool = False,
+    clock: Callable[[], float] = time.monotonic,
 ) -> ProvisioningResult:
-    """Run ``command`` until it succeeds, fails permanently or runs out of attempts.
+    """Run ``command`` until it succeeds, fails permanently, runs out of attempts or out of time waiting for its
+    backend.
 
-    ``fence`` is asked before every backend call (the first attempt and each retry after its backoff): a
-    command it stops reports nothing more and returns ``fenced``. With ``verify_first`` a create first
-    verifies, and a resource that exists as planned is ``ready`` without an apply (a replayed create).
+    ``fence`` is asked before every backend call (the first attempt and each try after a backoff, waiting ones
+    included): a command it stops reports nothing more and returns ``fenced``. With ``verify_first`` a create
+    first verifies, and a resource that exists as planned is ``ready`` without an apply (a replayed create).
+    A :class:`BackendUnavailable` reports ``waiting`` (once per spell of waiting) and is tried again after a
+    backoff without counting as an attempt, until ``policy.backend_wait`` seconds (``clock``) have passed.
     """
     rng = rng or random.Random()
     report = logged_steps(command, report)
@@ -234,14 +257,38 @@ async def execute(
                 await report(final)
                 return final
     last_error = ""
-    for attempt in range(1, policy.max_attempts + 1):
-        reason = fence(command) if fence and attempt > 1 else None
+    attempt = 0  # attempts spent: tries that reached the backend
+    tries = 0
+    waiting_since: float | None = None  # when the current spell of waiting for an unreachable backend began
+    waits = 0  # backoffs of the current spell
+    while attempt < policy.max_attempts:
+        reason = fence(command) if fence and tries > 0 else None
         if reason is not None:
             fenced(command, reason)
-            return result("fenced", attempt - 1, reason)
+            return result("fenced", attempt, reason)
+        tries += 1
         try:
             detail = await _perform(command, provisioner, spec)
+        except BackendUnavailable as exc:
+            where = f"backend {command.resource} at {exc.address or 'its configured address'}"
+            cause = str(exc.args[0]) if exc.args else str(exc)
+            now = clock()
+            if waiting_since is None:
+                waiting_since, waits = now, 0
+                await report(result("waiting", attempt, f"waiting for {where} ({cause})"))
+            waited = now - waiting_since
+            if waited >= policy.backend_wait:
+                final = result("failed", attempt, f"gave up waiting for {where} after {waited:.0f} s "
+                               f"(PROVISIONING_BACKEND_WAIT_SECONDS={policy.backend_wait:g}): {cause}",
+                               **{GAVE_UP_WAITING: True})
+                await report(final)
+                return final
+            waits += 1
+            await sleep(min(policy.delay(waits, rng), policy.backend_wait - waited))
+            continue
         except ProvisioningError as exc:
+            waiting_since = None
+            attempt += 1
             last_error = str(exc)
             PROVISIONING_ATTEMPTS.labels(command.resource, "error").inc()
             if not exc.retryable:
@@ -252,6 +299,7 @@ async def execute(
                 await report(result("retrying", attempt, last_error))
                 await sleep(policy.delay(attempt, rng))
             continue
+        attempt += 1
         PROVISIONING_ATTEMPTS.labels(command.resource, "ok").inc()
         done = "deleted" if command.action in (CommandAction.DELETE, CommandAction.DELETE_USER) else "ready"
         final = result(done, attempt, None, **detail)

@@ -22,6 +22,7 @@ from typing import Any
 from pythonjsonlogger.json import JsonFormatter
 
 from pipeline.config import LogFormat
+from pipeline.provisioners.base import is_unreachable
 
 #: Loggers of libraries whose INFO lines describe their own machinery (a line per partition, per
 #: connection, per request), not the service's work.
@@ -58,10 +59,39 @@ def library_levels(log_level: str) -> dict[str, int]:
     return {name: library for name in LIBRARY_LOGGERS}
 
 
+#: Client loggers that write a warning or error, with a traceback, on every connection a backend refuses
+#: (Cassandra's control connection, pyignite's handshake, urllib3's retries of minio and the Kubernetes client).
+UNREACHABLE_NOISE_LOGGERS = ("cassandra.cluster", "pyignite.connection", "urllib3.connectionpool")
+
+
+class UnreachableBackendNoise(logging.Filter):
+    """Drops a client library's line about a backend that cannot be reached at all: while a backend is still
+    starting (or down) every try of a waiting command would log a traceback. The executor logs one line when a
+    command starts waiting for the backend and one when it joins instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        errors: list[BaseException] = []
+        if record.exc_info and isinstance(record.exc_info[1], BaseException):
+            errors.append(record.exc_info[1])
+        if isinstance(record.args, tuple):
+            errors += [arg for arg in record.args if isinstance(arg, BaseException)]
+        return not any(is_unreachable(error) for error in errors)
+
+
+_NOISE_FILTER = UnreachableBackendNoise()
+
+
 def quiet_libraries(log_level: str) -> None:
-    """Apply :func:`library_levels` to the loggers (before or after the root logger is configured)."""
+    """Apply :func:`library_levels` to the loggers (before or after the root logger is configured); unless
+    debugging, drop the clients' per-try lines about unreachable backends (:class:`UnreachableBackendNoise`)."""
     for name, level in library_levels(log_level).items():
         logging.getLogger(name).setLevel(level)
+    for name in UNREACHABLE_NOISE_LOGGERS:
+        logger = logging.getLogger(name)
+        if level_number(log_level) <= logging.DEBUG:
+            logger.removeFilter(_NOISE_FILTER)
+        else:
+            logger.addFilter(_NOISE_FILTER)  # a filter already there is not added twice
 
 
 #: What a JSON line may hold where known, besides timestamp, level, logger and message.

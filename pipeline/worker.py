@@ -58,6 +58,7 @@ from pipeline.contract.topics import TENANT_CREATED, kafka_topics
 from pipeline.faust_consumer import check_faust_version, consumer_lag
 from pipeline.faust_tuning import tune_garbage_collector, use_event_loop
 from pipeline.logs import configure, logging_config, quiet_libraries
+from pipeline.provisioners.reachability import log_missing_backends
 from pipeline.provisioners.registry import build_provisioners
 from pipeline.readiness import is_ready
 from pipeline.scaling.snapshot_signing import require_key
@@ -127,6 +128,7 @@ def build_worker(settings: Settings) -> Worker:
         # Said once here; each skipped command and advisory decision carries the reason as well.
         logger.warning("%s", settings.kubernetes_disabled_reason)
     app.service(bridge_service(settings))
+    app.service(backend_check_service(settings))
     declared = tables.declare(app)
     io = AgentRuntime(app, declared.processed_events)
     io.register()
@@ -207,6 +209,18 @@ def bridge_service(settings: Settings) -> type[Service]:
                 await self._bridge.stop()
 
     return BridgeService
+
+
+def backend_check_service(settings: Settings) -> type[Service]:
+    """One log line per provisioning backend that does not answer when the worker starts, checked in the
+    background: the worker does not wait for them (the executor waits per command, ``waiting``)."""
+
+    class BackendCheckService(Service):
+        async def on_start(self) -> None:
+            if settings.executor_enabled:
+                self.add_future(log_missing_backends(settings))
+
+    return BackendCheckService
 
 
 def run_worker() -> None:

@@ -462,7 +462,8 @@ def operations(api: _Api) -> list[Operation]:
             errors=(400, *_AUTH_ERRORS, 404, *_ALL), tenant_in_path=True, query=UsersQuery,
             description="Users come from user-created-events; each backend holding per-user access (Kubernetes "
             "RoleBinding, Pulsar namespace permission, OpenProject membership) reports pending, provisioning, "
-            "retrying, ready or failed for its grant, deleting or deleted for its revoke.",
+            "retrying, waiting (its backend unreachable), ready or failed for its grant, deleting or deleted for its "
+            "revoke.",
         ),
         Operation(
             "GET", "/tenants/{tenant_id}/quota", "get_quota", "Quota limits, over-quota marks and usage totals",

@@ -122,7 +122,7 @@ class ProvisionPlan(BaseModel):
 class ProvisioningStatusResponse(BaseModel):
     tenant_id: str
     overall: str = Field(
-        description="unknown, in-progress, ready, failed, refused, retrying or deleted (worst resource wins)."
+        description="unknown, in-progress, ready, failed, refused, retrying, waiting or deleted (worst resource wins)."
     )
     resources: dict[str, ResourceStatus]
 

@@ -126,6 +126,7 @@ class ComputeRuntime:
         self.provision_wait_s = provision_wait_s
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.last_refresh: datetime | None = None
+        self._engine_failing = False  # the last refresh of offers failed (logged once per spell)
 
     # ----- allocation ------------------------------------------------------------------------------
 
@@ -240,8 +241,15 @@ class ComputeRuntime:
         try:
             count = await self.service.refresh_offers(self.engine)
         except BackendError as exc:
-            logger.warning("could not refresh offers from the derivatives engine: %s", exc)
+            # One warning per spell of failures (an engine still starting, or down, fails every refresh).
+            level = logging.DEBUG if self._engine_failing else logging.WARNING
+            logger.log(level, "could not refresh offers from the derivatives engine (tried again every refresh; "
+                       "logged again when it answers): %s", exc)
+            self._engine_failing = True
             return None
+        if self._engine_failing:
+            logger.info("the derivatives engine answers again: %d offers refreshed", count)
+            self._engine_failing = False
         self.last_refresh = self.service.clock()
         return count
 

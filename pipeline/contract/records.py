@@ -20,8 +20,10 @@ class ProvisioningResult(BaseModel):
     resource: str
     action: CommandAction
     #: ``fenced``: the command was stopped before touching the backend (its tenant was deleted or re-created).
+    #: ``waiting``: the backend cannot be reached (yet); the command waits for it without spending attempts.
     #: ``skipped``: the backend is switched off by configuration (``detail.reason`` says which setting).
-    status: Literal["provisioning", "retrying", "ready", "failed", "deleted", "drifted", "fenced", "skipped"]
+    status: Literal["provisioning", "retrying", "waiting", "ready", "failed", "deleted", "drifted", "fenced",
+                    "skipped"]
     attempts: int
     error: str | None = None
     detail: dict[str, Any] = Field(default_factory=dict)

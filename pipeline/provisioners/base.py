@@ -17,7 +17,9 @@ Every method raises :class:`~pipeline.provisioners.errors.TransientError` (retry
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -27,7 +29,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
-from pipeline.provisioners.errors import PermanentError, ProvisioningError, TransientError
+from pipeline.provisioners.errors import BackendUnavailable, PermanentError, ProvisioningError, TransientError
 from pipeline.provisioners.naming import TenantNames, names_for, validate_owner_user_id, validate_region
 from pipeline.provisioners.tiers import Quota, QuotaOverride, TierConfig, TiersConfig
 
@@ -283,6 +285,66 @@ def is_transient_exception(exc: BaseException) -> bool:
                             aiohttp.ServerTimeoutError, EOFError))
 
 
+#: OS errors of a connection that could not be opened at all (nothing listens, no route to the host).
+_UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL})
+#: Client errors that say the connection could not be opened, whatever their cause (imported by name, so a
+#: client library missing one of them does not break the others).
+_UNREACHABLE_NAMES = frozenset({
+    "ClientConnectorDNSError",  # aiohttp: the host name does not resolve
+    "ConnectionTimeoutError",  # aiohttp >= 3.10: connecting timed out (not a slow answer)
+    "NewConnectionError",  # urllib3 (minio, kubernetes): connect failed; NameResolutionError is one
+    "ConnectTimeoutError",  # urllib3: connecting timed out
+})
+
+
+def _linked(exc: BaseException) -> list[BaseException]:
+    """The exceptions ``exc`` wraps: its cause (not its context: an error raised while handling a refusal is
+    about something else), and the client libraries' own wrapped errors."""
+    found: list[BaseException] = [exc.__cause__] if exc.__cause__ is not None else []
+    for attribute in ("os_error", "reason"):  # aiohttp ClientConnectorError, urllib3 MaxRetryError
+        inner = getattr(exc, attribute, None)
+        if isinstance(inner, BaseException):
+            found.append(inner)
+    errors = getattr(exc, "errors", None)  # elastic_transport ConnectionError (a tuple), NoHostAvailable (a dict)
+    if isinstance(errors, dict):
+        errors = list(errors.values())
+    if isinstance(errors, (list, tuple)):
+        found += [e for e in errors if isinstance(e, BaseException)]
+    return found
+
+
+def _unreachable_here(exc: BaseException) -> bool:
+    if isinstance(exc, (ConnectionRefusedError, socket.gaierror)):
+        return True
+    if isinstance(exc, OSError) and exc.errno in _UNREACHABLE_ERRNOS:
+        return True
+    if isinstance(exc, aiohttp.ClientSSLError):  # the server answered the handshake: it is reachable
+        return False
+    return any(cls.__name__ in _UNREACHABLE_NAMES for cls in type(exc).__mro__)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) says the backend could not be reached at all: connection refused, a
+    name that does not resolve, no route, a connect timeout. A reachable server's errors (5xx, 429, a slow
+    answer, a dropped connection) are not. Cassandra's ``NoHostAvailable`` is unreachable only when every host's
+    error is."""
+    seen: set[int] = set()
+
+    def walk(error: BaseException, depth: int) -> bool:
+        if id(error) in seen or depth > 8:
+            return False
+        seen.add(id(error))
+        if _unreachable_here(error):
+            return True
+        if type(error).__name__ == "NoHostAvailable":
+            errors = getattr(error, "errors", None)
+            hosts = list(errors.values()) if isinstance(errors, dict) else []
+            return bool(hosts) and all(isinstance(e, BaseException) and walk(e, depth + 1) for e in hosts)
+        return any(walk(inner, depth + 1) for inner in _linked(error))
+
+    return walk(exc, 0)
+
+
 class BaseProvisioner(ABC):
     """Shared plumbing: tier lookup, error mapping, timing logs, blocking calls in a worker thread."""
 
@@ -290,6 +352,8 @@ class BaseProvisioner(ABC):
     data_bearing: bool = False
     #: The backend client's own exceptions that are worth a retry, besides :func:`is_transient_exception`.
     transient_exceptions: tuple[type[BaseException], ...] = ()
+    #: Where the backend is looked for (a URL or host:port), shown while a command waits for it.
+    address: str = ""
 
     def __init__(self, tiers: TiersConfig) -> None:
         self.tiers = tiers
@@ -349,6 +413,18 @@ class BaseProvisioner(ABC):
     async def _on_failure(self, error: ProvisioningError) -> None:  # noqa: B027 - optional hook
         """Called when an operation failed; backends drop a broken connection here."""
 
+    def _unavailable(self, exc: BaseException) -> BackendUnavailable | None:
+        """``exc`` as a :class:`BackendUnavailable` if it says the backend cannot be reached, else None."""
+        if isinstance(exc, BackendUnavailable) or not is_unreachable(exc):
+            return None
+        if isinstance(exc, ProvisioningError) and not exc.retryable:
+            return None  # a provisioner's own permanent verdict stands
+        if isinstance(exc, ProvisioningError) and exc.args:
+            message = str(exc.args[0])  # without the "<resource>: " prefix its __str__ adds
+        else:
+            message = f"{type(exc).__name__}: {exc}"
+        return BackendUnavailable(message, resource=self.resource, address=self.address or None)
+
     # -- helpers -------------------------------------------------------------------------------------------
 
     async def _run(self, op: str, tenant: TenantSpec, call: Callable[[], Awaitable[T]]) -> T:
@@ -358,19 +434,31 @@ class BaseProvisioner(ABC):
         except ProvisioningError as exc:
             if exc.resource is None:
                 exc.resource = self.resource
-            await self._on_failure(exc)
-            logger.warning("%s %s of tenant %s failed: %s", self.resource, op, tenant.tenant_id, exc)
+            # A transient error a backend mapped itself (e.g. a client's connection error) whose cause says
+            # the backend cannot be reached at all.
+            unavailable = self._unavailable(exc)
+            if isinstance(exc, BackendUnavailable) and exc.address is None:
+                exc.address = self.address or None
+            await self._failed(op, tenant, unavailable or exc)
+            if unavailable is not None:
+                raise unavailable from exc
             raise
         except Exception as exc:
-            error = self._classify(exc)
-            await self._on_failure(error)
-            logger.warning("%s %s of tenant %s failed: %s", self.resource, op, tenant.tenant_id, error)
+            error = self._unavailable(exc) or self._classify(exc)
+            await self._failed(op, tenant, error)
             raise error from exc
         # One INFO line per step that changes something; verifies (before every apply, on every reconcile
         # pass) only at DEBUG.
         logger.log(logging.DEBUG if op == "verify" else logging.INFO, "%s %s of tenant %s took %.3fs",
                    self.resource, op, tenant.tenant_id, time.monotonic() - started)
         return result
+
+    async def _failed(self, op: str, tenant: TenantSpec, error: ProvisioningError) -> None:
+        await self._on_failure(error)
+        # An unreachable backend is logged by the executor when a command starts and stops waiting for it,
+        # not on every try.
+        level = logging.DEBUG if isinstance(error, BackendUnavailable) else logging.WARNING
+        logger.log(level, "%s %s of tenant %s failed: %s", self.resource, op, tenant.tenant_id, error)
 
     def _verify_result(self, plan: ResourcePlan, **fields: Any) -> VerifyResult:
         return VerifyResult(resource=self.resource, tenant_id=plan.tenant_id, **fields)

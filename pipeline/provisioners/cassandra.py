@@ -80,6 +80,7 @@ class CassandraProvisioner(ReconnectingProvisioner):
             raise PermanentError("no Cassandra hosts configured", resource=self.resource)
         self._hosts = list(hosts)
         self._port = port
+        self.address = ",".join(f"{host}:{port}" for host in self._hosts)
         self._auth = PlainTextAuthProvider(username, password) if username else None
         self._local_dc = local_dc
         self._ssl_context = ssl_context

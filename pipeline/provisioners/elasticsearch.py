@@ -67,6 +67,7 @@ class ElasticsearchProvisioner(BaseProvisioner):
     ) -> None:
         super().__init__(tiers)
         self._url = url
+        self.address = url
         self._choice: AdapterChoice = adapter if isinstance(adapter, str) else "auto"
         self._adapter: SearchAdapter | None = None if isinstance(adapter, str) else adapter
         self._timeout = timeout

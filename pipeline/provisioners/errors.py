@@ -1,8 +1,9 @@
 """Errors of the provisioners: retryable (transient) versus not (permanent).
 
 The executor retries a :class:`TransientError` with backoff and gives up at once on a
-:class:`PermanentError`. Every provisioner method raises only these (or lets an ``asyncio.CancelledError``
-through); the backend's own exception is kept as ``__cause__``.
+:class:`PermanentError`; a :class:`BackendUnavailable` (a transient error: the backend cannot be reached at
+all) is waited for without counting as an attempt. Every provisioner method raises only these (or lets an
+``asyncio.CancelledError`` through); the backend's own exception is kept as ``__cause__``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,18 @@ class TransientError(ProvisioningError):
     """The backend is unreachable, timed out, overloaded (5xx, 429) or busy: retry later."""
 
     retryable = True
+
+
+class BackendUnavailable(TransientError):
+    """The backend cannot be reached at all: connection refused, its name does not resolve, the connection
+    cannot be opened in time. Unlike other transient errors (a reachable server's 5xx, 429 or slow answer) this
+    says nothing about the request, only that the backend is not (yet) up: the executor waits for it without
+    spending the command's attempts (``PROVISIONING_BACKEND_WAIT_SECONDS``)."""
+
+    def __init__(self, message: str, *, resource: str | None = None, address: str | None = None) -> None:
+        super().__init__(message, resource=resource)
+        #: Where the backend was looked for (a URL or host:port), for the "waiting for backend" status.
+        self.address = address
 
 
 class PermanentError(ProvisioningError):

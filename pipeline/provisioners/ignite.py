@@ -39,7 +39,7 @@ from pipeline.provisioners.base import (
     blocking,
     diff,
 )
-from pipeline.provisioners.errors import DriftError
+from pipeline.provisioners.errors import BackendUnavailable, DriftError
 from pipeline.provisioners.naming import TenantNames, check_ignite_cache_name
 from pipeline.provisioners.tiers import TierConfig, TiersConfig
 
@@ -85,6 +85,7 @@ class IgniteProvisioner(ReconnectingProvisioner):
         super().__init__(tiers)
         self._host = host
         self._port = port
+        self.address = f"{host}:{port}"
         self._timeout = timeout
         self._credentials = {"username": username, "password": password} if username else {}
         self._lock = threading.RLock()  # the thin client is not thread-safe: one call at a time
@@ -95,7 +96,13 @@ class IgniteProvisioner(ReconnectingProvisioner):
     def _connect(self) -> Client:
         if self._client is None:
             client = Client(timeout=self._timeout, **self._credentials)
-            client.connect(self._host, self._port)
+            try:
+                client.connect(self._host, self._port)
+            except ReconnectError as exc:
+                # pyignite raises this, without a cause, when no node accepted the connection (a handshake
+                # refused by a reachable node is a different error).
+                raise BackendUnavailable(f"cannot connect: {exc}", resource=self.resource,
+                                         address=self.address) from exc
             self._client = client
         return self._client
 

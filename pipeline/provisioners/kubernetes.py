@@ -53,7 +53,7 @@ from pipeline.provisioners.base import (
     http_error,
     is_transient_exception,
 )
-from pipeline.provisioners.errors import PermanentError, ProvisioningError, TransientError
+from pipeline.provisioners.errors import BackendUnavailable, PermanentError, ProvisioningError, TransientError
 from pipeline.provisioners.naming import TenantNames, check_dns1123_label
 from pipeline.provisioners.tiers import KubernetesTier, Quota, TierConfig, TiersConfig
 
@@ -241,6 +241,8 @@ class KubernetesProvisioner(BaseProvisioner):
     def __init__(self, tiers: TiersConfig, kubeconfig: Path | None = None, *, context: str | None = None) -> None:
         super().__init__(tiers)
         self._kube = KubeClient(kubeconfig, context)
+        self._kubeconfig = kubeconfig
+        self.address = f"kubeconfig {kubeconfig}" if kubeconfig else "the in-cluster API server"
 
     # -- connection ---------------------------------------------------------------------------------------------
 
@@ -248,6 +250,10 @@ class KubernetesProvisioner(BaseProvisioner):
         try:
             return self._kube.get()
         except (ConfigException, OSError) as exc:
+            if self._kubeconfig is not None and not self._kubeconfig.exists():
+                # The cluster writes its kubeconfig when it is up (``python -m devstack`` starting it): wait.
+                raise BackendUnavailable(f"the kubeconfig {self._kubeconfig} does not exist (yet)",
+                                         resource=self.resource, address=self.address) from exc
             raise PermanentError(f"cannot load the Kubernetes configuration: {exc}", resource=self.resource) from exc
 
     def _drop_client(self) -> None:

@@ -69,6 +69,7 @@ class OpenProjectProvisioner(BaseProvisioner):
             headers={"Accept": "application/hal+json", **basic_auth("apikey", api_key)},
             timeout=timeout,
         )
+        self.address = self._http.base_url
 
     async def aclose(self) -> None:
         await self._http.close()

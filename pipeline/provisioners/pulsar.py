@@ -86,6 +86,7 @@ class PulsarProvisioner(BaseProvisioner):
         self._http = JsonHttp(admin_url, resource=self.resource, headers=headers, timeout=timeout,
                               ssl_context=ssl_context)
         self._clusters = sorted(clusters) if clusters else None
+        self.address = self._http.base_url
         self._admin_roles = sorted(admin_roles)
 
     async def aclose(self) -> None:

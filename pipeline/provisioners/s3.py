@@ -112,6 +112,7 @@ class S3Provisioner(BaseProvisioner):
     ) -> None:
         super().__init__(tiers)
         self._endpoint = endpoint
+        self.address = f"{'https' if secure else 'http'}://{endpoint}"
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=min(timeout, 5.0), read=timeout),
             retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[502, 503, 504]),

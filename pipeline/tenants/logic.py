@@ -522,6 +522,7 @@ GONE = frozenset({ResourceState.DELETED, ResourceState.SKIPPED})
 _RESULT_STATES: dict[str, ResourceState] = {
     "provisioning": ResourceState.PROVISIONING,
     "retrying": ResourceState.RETRYING,
+    "waiting": ResourceState.WAITING,
     "ready": ResourceState.READY,
     "failed": ResourceState.FAILED,
     "deleted": ResourceState.DELETED,

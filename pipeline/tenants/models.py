@@ -67,6 +67,8 @@ class ResourceState(StrEnum):
     PROVISIONING = "provisioning"
     READY = "ready"
     RETRYING = "retrying"
+    #: The backend cannot be reached (still starting, or down): the command waits for it (not a failure).
+    WAITING = "waiting"
     FAILED = "failed"
     DRIFTED = "drifted"
     REFUSED = "refused"
@@ -95,7 +97,7 @@ class ProvisioningStatus(BaseModel):
         states = {r.status for r in self.resources.values()}
         if not states:
             return "unknown"
-        for state in (ResourceState.FAILED, ResourceState.REFUSED, ResourceState.RETRYING):
+        for state in (ResourceState.FAILED, ResourceState.REFUSED, ResourceState.RETRYING, ResourceState.WAITING):
             if state in states:
                 return state.value
         # A resource skipped by configuration neither holds a tenant back nor keeps it from being deleted.

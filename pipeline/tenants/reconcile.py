@@ -17,8 +17,8 @@ from pipeline.tenants.models import ResourceState, TenantState
 #: Not finished: restarted when stale. DRIFTED included: a worker that died between reporting drift and the
 #: repair would otherwise leave the resource drifted for good (it is neither ready nor restarted).
 IN_FLIGHT = {
-    ResourceState.PENDING, ResourceState.PROVISIONING, ResourceState.RETRYING, ResourceState.DELETING,
-    ResourceState.DRIFTED,
+    ResourceState.PENDING, ResourceState.PROVISIONING, ResourceState.RETRYING, ResourceState.WAITING,
+    ResourceState.DELETING, ResourceState.DRIFTED,
 }
 
 @dataclass

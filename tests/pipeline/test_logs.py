@@ -163,3 +163,27 @@ def test_log_format_text_keeps_the_workers_text_lines(capsys: pytest.CaptureFixt
     logging.getLogger("pipeline.test").info("hello %s", "text")
     err = capsys.readouterr().err
     assert "hello text" in err and not err.lstrip().startswith("{")
+
+
+def _record(name: str, msg: str, args: tuple[object, ...] = (),
+            error: BaseException | None = None) -> logging.LogRecord:
+    exc_info = (type(error), error, None) if error is not None else None
+    return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, args, exc_info)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_client_lines_about_an_unreachable_backend_are_dropped_unless_debugging() -> None:
+    import urllib3
+
+    refused = ConnectionRefusedError(111, "Connection refused")
+    retry = urllib3.exceptions.NewConnectionError(None, "Failed to establish a new connection: refused")  # type: ignore[arg-type]
+    logs.quiet_libraries("info")
+    cassandra, urllib3_pool = logging.getLogger("cassandra.cluster"), logging.getLogger("urllib3.connectionpool")
+    assert not cassandra.filter(_record("cassandra.cluster", "[control connection] Error connecting", error=refused))
+    assert not urllib3_pool.filter(_record("urllib3.connectionpool", "Retrying (%r) after connection broken by '%r'",
+                                           ("Retry(total=1)", retry)))
+    # Anything else the clients say stays, a reachable server's errors included.
+    assert cassandra.filter(_record("cassandra.cluster", "query failed", error=TimeoutError("read timed out")))
+    assert cassandra.filter(_record("cassandra.cluster", "Host 10.0.0.1 is down"))
+    logs.quiet_libraries("debug")
+    assert cassandra.filter(_record("cassandra.cluster", "[control connection] Error connecting", error=refused))

@@ -35,7 +35,7 @@ WAIT_SECONDS = 10
 
 T = TypeVar("T")
 PROGRESS = {
-    "kubernetes": "ready", "cassandra": "ready", "s3": "ready", "pulsar": "ready",
+    "kubernetes": "ready", "cassandra": "ready", "s3": "ready", "pulsar": "waiting",
     "ignite": "provisioning", "elasticsearch": "retrying", "openproject": "failed",
 }
 
@@ -123,7 +123,8 @@ def test_the_dashboard_follows_the_state_live(chromium: WebDriver, served: tuple
         await state.submit_tenant(tenant_event("globex", Tier.ENTERPRISE, name="Globex"))
         now = datetime.now(UTC)
         for resource, target in PROGRESS.items():
-            error = {"elasticsearch": "cluster yellow", "openproject": "HTTP 500 from OpenProject"}.get(resource)
+            error = {"elasticsearch": "cluster yellow", "openproject": "HTTP 500 from OpenProject",
+                     "pulsar": "waiting for backend pulsar at http://127.0.0.1:8080"}.get(resource)
             state.set_resource_status("acme", resource, ResourceState(target), error)
         state.record_usage(ResourceMetrics(event_id="m1", tenant_id="acme", occurred_at=now, workload="api",
                                            cpu_cores=3.2, memory_gib=6, gpus=0, replicas=4))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -293,6 +295,32 @@ async def test_no_kubernetes_offer_or_backend_while_kubernetes_is_disabled(real_
     assert off.service.backends.by_provider == {} and "kubernetes" in on.service.backends.by_provider
     await on.close()
     await off.close()
+
+
+async def test_an_absent_derivatives_engine_is_warned_about_once_not_on_every_refresh(
+    real_offers: list[Offer], caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def send(_: object) -> None:
+        return None
+
+    runtime = build_runtime(Settings(), table=TypedTable({}, ComputeRecord), send_record=send, send_status=send,
+                            quota_gpus=lambda _: 4, quotas=lambda _: None,
+                            engine=DerivativesEngineClient(f"http://127.0.0.1:{closed_port()}"), offers=real_offers)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="pipeline.compute.runtime"):
+            for _ in range(3):
+                assert await runtime.refresh_offers() is None
+    finally:
+        await runtime.close()
+    lines = [r for r in caplog.records if "could not refresh offers" in r.getMessage()]
+    assert [r.levelno for r in lines] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 # -- the runtime against the stand-in ------------------------------------------------------------------
