@@ -177,6 +177,9 @@ async def measure(url: str, mode: str, args: argparse.Namespace, cache_name: str
         if worker.cache is not None:
             await worker.cache.get("bench:warm-up")
     calls_before = [dict(w.engine.calls) for w in workers]
+    for worker in workers:  # count the measured requests' lookups only
+        if worker.quotes is not None:
+            worker.quotes.hits = worker.quotes.near_hits = worker.quotes.misses = worker.quotes.invalid = 0
     run = Run()
     # the same sequence in every mode: which worker (a load balancer's pick) and which shape of the mix
     rng = random.Random(args.seed)
@@ -200,7 +203,7 @@ async def measure(url: str, mode: str, args: argparse.Namespace, cache_name: str
     all_calls = sum(sum(w.engine.calls.values()) - sum(before.values()) for w, before in zip(workers, calls_before,
                                                                                              strict=True))
     hits = sum(w.quotes.hits + w.quotes.near_hits for w in workers if w.quotes is not None)
-    shared_hits = sum(w.quotes.hits for w in workers if w.quotes is not None)
+    shared_hits = sum(w.quotes.hits for w in workers if w.quotes is not None)  # from Ignite (not held by the worker)
     misses = sum(w.quotes.misses for w in workers if w.quotes is not None)
     invalid = sum(w.quotes.invalid for w in workers if w.quotes is not None)
     for worker in workers:

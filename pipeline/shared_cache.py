@@ -8,7 +8,8 @@ and durable state stays in the changelog tables.
 A cache outage must never fail a request. :class:`IgniteSharedCache` turns every Ignite failure into a miss (or a
 dropped put), logs the first failure of a streak once, counts each one in
 ``provisioning_shared_cache_errors_total``, and after a connection failure does not try to connect again for
-``retry_after_s`` (a down node must not add a connect timeout to every request). Every operation is bounded by
+``retry_after_s`` (a down node must not add a connect timeout to every request), after a failed operation for
+a few seconds (a sick node must not add a timeout to every operation of a request). Every operation is bounded by
 ``timeout_s``.
 
 Implementations: :class:`IgniteSharedCache` (pyignite's asyncio thin client, one cache with an expiry policy per
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 #: value written by someone else is a miss), so a cache entry can never make a worker read megabytes.
 MAX_KEY_CHARS = 256
 MAX_VALUE_CHARS = 4_000_000
+#: How long the workers go without the cache after a failed operation (a failed connect: ``retry_after_s``).
+OPERATION_FAILURE_PAUSE_S = 5.0
 
 
 class SharedCache(Protocol):
@@ -196,6 +199,14 @@ class IgniteSharedCache:
         else:
             logger.debug("shared cache %s failed on %s: %s", self.label, operation, exc)
 
+    async def _broken(self, operation: str, exc: BaseException) -> None:
+        """An operation failed (a timeout, a lost connection): count it, drop the connection (the next call makes a
+        new one; pyignite's own reconnect may be stuck) and do without the cache for a few seconds, so that one
+        request does not wait for a sick node once per operation."""
+        self._failed(operation, exc)
+        self._down_until = self._clock() + min(self._retry_after_s, OPERATION_FAILURE_PAUSE_S)
+        await self._drop_connection()
+
     def _succeeded(self) -> None:
         if self._failing:
             self._failing = False
@@ -222,8 +233,7 @@ class IgniteSharedCache:
         try:
             value = await cache.get(key, timeout=self._timeout_s)
         except Exception as exc:
-            self._failed("get", exc)
-            await self._drop_connection()  # the next call reconnects (pyignite's own reconnect may be stuck)
+            await self._broken("get", exc)
             return None
         self._succeeded()
         if not isinstance(value, str) or len(value) > MAX_VALUE_CHARS:
@@ -241,8 +251,7 @@ class IgniteSharedCache:
             ttl = timedelta(milliseconds=ttl_ms)
             await cache.with_expire_policy(create=ttl, update=ttl).put(key, value, timeout=self._timeout_s)
         except Exception as exc:
-            self._failed("put", exc)
-            await self._drop_connection()
+            await self._broken("put", exc)
             return
         self._succeeded()
 
@@ -259,8 +268,7 @@ class IgniteSharedCache:
                 key, value, timeout=self._timeout_s
             )
         except Exception as exc:
-            self._failed("add", exc)
-            await self._drop_connection()
+            await self._broken("add", exc)
             return True
         self._succeeded()
         return bool(added)
@@ -274,8 +282,7 @@ class IgniteSharedCache:
         try:
             await cache.remove_key(key, timeout=self._timeout_s)
         except Exception as exc:
-            self._failed("delete", exc)
-            await self._drop_connection()
+            await self._broken("delete", exc)
             return
         self._succeeded()
 

@@ -17,7 +17,13 @@ from pipeline.compute.catalog import PACKAGED_CATALOG_DIR, Offer, load_catalogs,
 from pipeline.compute.engine_client import DerivativesEngineClient
 from pipeline.compute.quote_cache import CachedQuotes
 from pipeline.config import Settings
-from pipeline.shared_cache import IgniteSharedCache, MemoryCache, NullCache, build_shared_cache
+from pipeline.shared_cache import (
+    OPERATION_FAILURE_PAUSE_S,
+    IgniteSharedCache,
+    MemoryCache,
+    NullCache,
+    build_shared_cache,
+)
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +104,40 @@ async def test_an_unreachable_ignite_is_a_miss_and_is_not_retried_at_once() -> N
     assert await cache.get("k") is None
     assert _errors("connect") - before == 2
     assert not cache.connected
+    await cache.close()
+
+
+class SickCache:
+    """Stands for a connected pyignite cache whose node stopped answering in time."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def get(self, key: str, **_: Any) -> str:
+        self.calls += 1
+        raise TimeoutError
+
+    async def put(self, key: str, value: str, **_: Any) -> None:
+        self.calls += 1
+        raise TimeoutError
+
+    def with_expire_policy(self, **_: Any) -> SickCache:
+        return self
+
+
+async def test_a_failed_operation_pauses_the_cache_for_a_few_seconds() -> None:
+    ticks = Ticks()
+    cache = IgniteSharedCache("127.0.0.1", 9, "service_test_sick", label="test-down", retry_after_s=30.0, clock=ticks)
+    sick = SickCache()
+    cache._cache = sick  # type: ignore[assignment]  # as if connected to a node that then fell sick
+    before_get, before_connect = _errors("get"), _errors("connect")
+    assert await cache.get("k") is None
+    await cache.put("k", "v", 5.0)  # the same request's next operation does not wait for the node again
+    assert await cache.get("k") is None
+    assert sick.calls == 1 and _errors("get") - before_get == 1 and not cache.connected
+    ticks.now = OPERATION_FAILURE_PAUSE_S
+    assert await cache.get("k") is None  # the pause is over: a new connection is tried (nothing listens on 9)
+    assert _errors("connect") - before_connect == 1
     await cache.close()
 
 
