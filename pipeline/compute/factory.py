@@ -115,7 +115,7 @@ def build_runtime(
         store,
         AccessVault(settings.compute_access_claim_ttl_seconds),
         engine=engine,
-        quotes=CachedQuotes(engine, shared_cache, settings.shared_cache_quote_ttl_seconds)
+        quotes=CachedQuotes(engine, shared_cache, settings.shared_cache_quote_ttl_seconds, namespace=engine.base_url)
         if shared_cache is not None else engine,
         quote_on_request=settings.compute_quote_on_request,
         closers=(engine.close,),

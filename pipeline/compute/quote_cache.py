@@ -103,9 +103,12 @@ class QuoteQuery(BaseModel):
         tenant = tenant_id.strip() if tenant_id and tenant_id.strip() else None  # tenant ids are case-sensitive
         return cls(tenant_id=tenant, gpu_name=gpu, providers=names(providers), regions=names(regions))
 
-    def key(self) -> str:
-        """The cache key: a digest of the canonical JSON (bounded length, no user text in the key)."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    def key(self, engine: str = "") -> str:
+        """The cache key: a digest of the canonical JSON of the query and ``engine`` (which engine answers it: its
+        base URL, so that workers of other engines sharing the Ignite cluster never share quotes; bounded length,
+        no user text in the key)."""
+        body = {"engine": engine, **self.model_dump(mode="json")}
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return _KEY_PREFIX + hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -218,11 +221,19 @@ class CachedQuotes:
     this worker's lookups (the benchmark reads them; the metric counts them too)."""
 
     def __init__(
-        self, engine: QuoteSource, cache: SharedCache, ttl_s: float, *, clock: Callable[[], datetime] = _utcnow
+        self,
+        engine: QuoteSource,
+        cache: SharedCache,
+        ttl_s: float,
+        *,
+        namespace: str = "",
+        clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         if not MIN_TTL_S <= ttl_s <= MAX_TTL_S:
             raise ValueError(f"quote TTL must be in [{MIN_TTL_S}, {MAX_TTL_S}] s, got {ttl_s}")
         self.engine = engine
+        self.namespace = namespace
+        """Part of every key: the engine's base URL (see :meth:`QuoteQuery.key`)."""
         self.cache = cache
         self.ttl_s = ttl_s
         self.clock = clock
@@ -244,7 +255,7 @@ class CachedQuotes:
         return await self.quote_for(query)
 
     async def quote_for(self, query: QuoteQuery) -> Quote:
-        key = query.key()
+        key = query.key(self.namespace)
         near = self._near.get(key)
         if near is not None:
             if near[0] > self.clock():

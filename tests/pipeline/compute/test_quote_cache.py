@@ -82,6 +82,18 @@ def test_key_ignores_case_order_and_duplicates(
     assert len(a.key()) < 128
 
 
+async def test_workers_of_different_engines_never_share_a_quote() -> None:
+    assert QuoteQuery.of().key("http://engine-a") != QuoteQuery.of().key("http://engine-b")
+    shared = MemoryCache()
+    engine = FakeEngine()
+    clock = Clock()
+    a = CachedQuotes(engine, shared, 10.0, namespace="http://engine-a", clock=clock.utc)
+    b = CachedQuotes(engine, shared, 10.0, namespace="http://engine-b", clock=clock.utc)
+    assert (await a.quote(gpu_name="H100")).quote_id == "q-1"
+    assert (await b.quote(gpu_name="H100")).quote_id == "q-2"
+    assert b.hits == 0 and len(engine.calls) == 2
+
+
 # ----- read-back validation ---------------------------------------------------------------------------------
 
 
