@@ -226,8 +226,8 @@ class Settings(BaseSettings):
     ignite_port: int = 10800
     shared_cache_enabled: bool = Field(
         True, description="Share the derivatives engine's quotes between the workers through Ignite "
-        "(IGNITE_HOST/PORT); off: every worker asks the engine itself. An unreachable Ignite is a miss, never a "
-        "failed request.",
+        "(IGNITE_HOST/PORT); off: each worker keeps only the quotes it got itself, for the TTL. An unreachable "
+        "Ignite is a miss, never a failed request.",
     )
     shared_cache_name: str = Field(
         "service_compute_quotes", pattern=r"^service_[a-z0-9_]{1,56}$",

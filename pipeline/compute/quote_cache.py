@@ -251,7 +251,12 @@ class CachedQuotes:
         providers: list[str] | None = None,
         regions: list[str] | None = None,
     ) -> Quote:
-        query = QuoteQuery.of(tenant_id=tenant_id, gpu_name=gpu_name, providers=providers, regions=regions)
+        try:
+            query = QuoteQuery.of(tenant_id=tenant_id, gpu_name=gpu_name, providers=providers, regions=regions)
+        except ValidationError:
+            # filters beyond the key's bounds (very many or very long names): ask without them. Filters are hints
+            # (the optimizer re-checks every offer), so the unfiltered quote is a superset that serves as well.
+            query = QuoteQuery.of(tenant_id=tenant_id, gpu_name=gpu_name)
         return await self.quote_for(query)
 
     async def quote_for(self, query: QuoteQuery) -> Quote:
@@ -290,7 +295,8 @@ class CachedQuotes:
         up to ``LEASE_WAIT_S`` for its entry), take the lease, ask the engine and store the answer. An entry
         expires on every worker at once; the lease keeps the workers from all asking the engine at that moment."""
         lease = _LEASE_PREFIX + key
-        if not await self.cache.add(lease, "1", LEASE_S):
+        held = await self.cache.add(lease, "1", LEASE_S)
+        if not held:
             found = await self._wait_for_entry(key)
             if found is not None:
                 return found
@@ -307,7 +313,8 @@ class CachedQuotes:
                 self._remember(key, now + timedelta(seconds=written[1]), quote)
                 await self.cache.put(key, written[0], written[1])
         finally:
-            await self.cache.delete(lease)  # the entry is there (or the engine failed): nobody waits any more
+            if held:  # the entry is there (or the engine failed): nobody waits any more
+                await self.cache.delete(lease)
         return quote
 
     async def _wait_for_entry(self, key: str) -> Quote | None:

@@ -94,6 +94,15 @@ async def test_workers_of_different_engines_never_share_a_quote() -> None:
     assert b.hits == 0 and len(engine.calls) == 2
 
 
+async def test_filters_beyond_the_keys_bounds_ask_for_the_unfiltered_quote() -> None:
+    engine = FakeEngine()
+    quotes = CachedQuotes(engine, MemoryCache(), 10.0, clock=Clock().utc)
+    many = [f"p{i}" for i in range(100)]
+    await quotes.quote(gpu_name="H100", providers=many)
+    await quotes.quote(gpu_name="H100", regions=["r" * 200])
+    assert engine.calls == [{"tenant_id": None, "gpu_name": "h100", "providers": None, "regions": None}]
+
+
 # ----- read-back validation ---------------------------------------------------------------------------------
 
 
