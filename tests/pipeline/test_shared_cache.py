@@ -165,7 +165,7 @@ async def ignite_caches(ignite_service: dict[str, str]) -> AsyncIterator[Callabl
 
     def make() -> IgniteSharedCache:
         cache = IgniteSharedCache(settings.ignite_host, settings.ignite_port, name, label="test",
-                                  timeout_s=5.0, connect_timeout_s=10.0)
+                                  timeout_s=30.0, connect_timeout_s=30.0)  # generous: a loaded CI machine
         made.append(cache)
         return cache
 

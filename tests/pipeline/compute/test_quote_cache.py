@@ -70,6 +70,7 @@ def test_different_queries_have_different_keys() -> None:
 _names = st.text(alphabet="abcdefghXYZ-_0123456789 ", min_size=1, max_size=12).filter(lambda s: s.strip())
 
 
+@settings(deadline=None)
 @given(gpu=_names, providers=st.lists(_names, max_size=5), regions=st.lists(_names, max_size=5), data=st.data())
 def test_key_ignores_case_order_and_duplicates(
     gpu: str, providers: list[str], regions: list[str], data: st.DataObject
@@ -179,7 +180,7 @@ _json = st.recursive(
 )
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)  # no timing: a loaded CI machine
 @given(raw=st.one_of(st.text(max_size=200), _json.map(json.dumps)))
 def test_arbitrary_values_are_invalid_never_a_crash(raw: str) -> None:
     with pytest.raises(InvalidEntry):
@@ -192,7 +193,7 @@ _field_values = st.one_of(
 )
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=200)
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=200, deadline=None)
 @given(field=st.sampled_from(["key", "expires_at", "quote_id", "valid_until", "v", "offers"]), value=_field_values)
 def test_a_changed_envelope_field_reads_back_as_a_quote_a_miss_or_invalid(field: str, value: Any) -> None:
     e = entry()
@@ -205,7 +206,7 @@ def test_a_changed_envelope_field_reads_back_as_a_quote_a_miss_or_invalid(field:
     assert result is None or isinstance(result, Quote)
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=300)
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=300, deadline=None)
 @given(
     field=st.sampled_from(sorted(offer().model_dump().keys())),
     value=_field_values,
