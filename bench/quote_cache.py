@@ -174,8 +174,8 @@ async def measure(url: str, mode: str, args: argparse.Namespace, cache_name: str
         workers.append(build_worker(url, cache, args.ttl))
     for worker in workers:  # as a worker starts: its first full quote, its connection to Ignite (not measured)
         await worker.runtime.refresh_offers()
-        if worker.cache is not None:
-            await worker.cache.get("bench:warm-up")
+        if isinstance(worker.cache, IgniteSharedCache):
+            await worker.cache.connect()
     calls_before = [dict(w.engine.calls) for w in workers]
     for worker in workers:  # count the measured requests' lookups only
         if worker.quotes is not None:

@@ -127,7 +127,8 @@ class IgniteSharedCache:
 
     Each ``put`` carries its own expiry policy (Ignite drops the entry ``ttl_s`` after the write), so the TTL is
     the writer's choice and changing the setting needs no new cache. ``label`` names the cache in the metrics.
-    The client connects on first use; a failure marks it down for ``retry_after_s``.
+    The client connects in the background on first use (that use, and any until it is connected, is a miss); a
+    failed connect pauses the cache for ``retry_after_s``, a failed operation for a few seconds.
     """
 
     def __init__(
@@ -159,36 +160,55 @@ class IgniteSharedCache:
         self._cache: AioCache | None = None
         self._down_until = 0.0
         self._failing = False  # inside a streak of failures (logged once per streak)
-        self._lock = asyncio.Lock()
+        self._connecting: asyncio.Task[None] | None = None
 
     @property
     def connected(self) -> bool:
         return self._cache is not None
 
     async def _connected_cache(self) -> AioCache | None:
+        """The cache when connected. Otherwise ``None`` at once (the request goes on without it), with a connect
+        started in the background unless one is running or the cache is paused: no request waits for a connect."""
         if self._cache is not None:
             return self._cache
-        if self._clock() < self._down_until:
-            return None
-        async with self._lock:  # one connect at a time; the others wait for its outcome
-            if self._cache is not None:
-                return self._cache
-            if self._clock() < self._down_until:
-                return None
-            client = AioClient(handshake_timeout=self._connect_timeout_s, **self._credentials)
-            try:
-                await asyncio.wait_for(client.connect(self._host, self._port), self._connect_timeout_s)
-                settings: dict[int, str] = {PROP_NAME: self._cache_name}
-                if self._group:
-                    settings[PROP_GROUP_NAME] = self._group
-                cache = await asyncio.wait_for(client.get_or_create_cache(settings), self._connect_timeout_s)
-            except Exception as exc:  # any failure of a cache is a miss, never the request's failure
-                self._down_until = self._clock() + self._retry_after_s
-                self._failed("connect", exc)
-                await self._close_client(client)
-                return None
-            self._client, self._cache = client, cache
-            return cache
+        self._start_connect()
+        return None
+
+    def _start_connect(self) -> asyncio.Task[None] | None:
+        if self._connecting is None and self._clock() >= self._down_until:
+            self._connecting = asyncio.get_running_loop().create_task(
+                self._connect(), name=f"shared-cache-connect-{self.label}"
+            )
+        return self._connecting
+
+    async def connect(self) -> bool:
+        """Connect now and wait for it (start-up, tests); whether the cache is usable. A paused cache (after a
+        failure) does not try."""
+        if self._cache is None:
+            task = self._start_connect()
+            if task is not None:
+                await asyncio.shield(task)
+        return self._cache is not None
+
+    async def _connect(self) -> None:
+        client = AioClient(handshake_timeout=self._connect_timeout_s, **self._credentials)
+        try:
+            await asyncio.wait_for(client.connect(self._host, self._port), self._connect_timeout_s)
+            settings: dict[int, str] = {PROP_NAME: self._cache_name}
+            if self._group:
+                settings[PROP_GROUP_NAME] = self._group
+            cache = await asyncio.wait_for(client.get_or_create_cache(settings), self._connect_timeout_s)
+        except asyncio.CancelledError:  # closed while connecting
+            await self._close_client(client)
+            raise
+        except Exception as exc:  # any failure of a cache is a miss, never the request's failure
+            self._down_until = self._clock() + self._retry_after_s
+            self._failed("connect", exc)
+            await self._close_client(client)
+            return
+        finally:
+            self._connecting = None
+        self._client, self._cache = client, cache
 
     def _failed(self, operation: str, exc: BaseException) -> None:
         SHARED_CACHE_ERRORS.labels(self.label, operation).inc()
@@ -288,12 +308,15 @@ class IgniteSharedCache:
 
     async def destroy(self) -> None:
         """Destroy the Ignite cache (tests' own caches only: the service's cache is shared by every worker)."""
-        cache = await self._connected_cache()
-        if cache is not None:
-            await cache.destroy()
-        await self._drop_connection()
+        if await self.connect() and self._cache is not None:
+            await self._cache.destroy()
+        await self.close()
 
     async def close(self) -> None:
+        task, self._connecting = self._connecting, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
         await self._drop_connection()
 
 

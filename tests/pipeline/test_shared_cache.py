@@ -95,13 +95,16 @@ async def test_an_unreachable_ignite_is_a_miss_and_is_not_retried_at_once() -> N
     cache = IgniteSharedCache("127.0.0.1", 9, "service_test_down", label="test-down", connect_timeout_s=2.0,
                               retry_after_s=30.0, clock=ticks)
     before = _errors("connect")
-    assert await cache.get("k") is None
+    assert await cache.get("k") is None  # a miss at once; the connect runs in the background
+    assert not await cache.connect()  # (waited for here)
+    assert _errors("connect") - before == 1
     await cache.put("k", "v", 5.0)
     await cache.delete("k")
     assert await cache.get("k") is None
-    assert _errors("connect") - before == 1  # one failed connect; the rest waited for the retry window
+    assert not await cache.connect()
+    assert _errors("connect") - before == 1  # one failed connect; nothing tried again within the retry window
     ticks.now = 30.0
-    assert await cache.get("k") is None
+    assert not await cache.connect()
     assert _errors("connect") - before == 2
     assert not cache.connected
     await cache.close()
@@ -135,8 +138,10 @@ async def test_a_failed_operation_pauses_the_cache_for_a_few_seconds() -> None:
     await cache.put("k", "v", 5.0)  # the same request's next operation does not wait for the node again
     assert await cache.get("k") is None
     assert sick.calls == 1 and _errors("get") - before_get == 1 and not cache.connected
+    assert not await cache.connect()  # paused: no connect is tried
+    assert _errors("connect") - before_connect == 0
     ticks.now = OPERATION_FAILURE_PAUSE_S
-    assert await cache.get("k") is None  # the pause is over: a new connection is tried (nothing listens on 9)
+    assert not await cache.connect()  # the pause is over: a new connection is tried (nothing listens on 9)
     assert _errors("connect") - before_connect == 1
     await cache.close()
 
@@ -149,24 +154,32 @@ async def test_quotes_go_on_when_ignite_is_unreachable(real_offers: list[Offer])
         )
         first = await worker_a.quote(gpu_name="H100")
         second = await worker_b.quote(gpu_name="H100")
+        for worker in (worker_a, worker_b):
+            await worker.cache.close()
     assert first.offers and first.quote_id != second.quote_id  # both from the engine: nothing was shared
     assert engine.calls["quote"] == 2 and worker_a.misses == worker_b.misses == 1
 
 
 # ----- integration: the local Ignite --------------------------------------------------------------------------
 
+MakeCache = Callable[[], Awaitable[IgniteSharedCache]]
+
+
 
 @pytest.fixture
-async def ignite_caches(ignite_service: dict[str, str]) -> AsyncIterator[Callable[[], IgniteSharedCache]]:
-    """``make()``: another client (another worker) of one cache of this test's own."""
+async def ignite_caches(
+    ignite_service: dict[str, str],
+) -> AsyncIterator[MakeCache]:
+    """``await make()``: another client (another worker) of one cache of this test's own, connected."""
     settings = Settings(**{key.lower(): value for key, value in ignite_service.items()})  # type: ignore[arg-type]
     name = f"service_test_{uuid.uuid4().hex[:12]}"
     made: list[IgniteSharedCache] = []
 
-    def make() -> IgniteSharedCache:
+    async def make() -> IgniteSharedCache:
         cache = IgniteSharedCache(settings.ignite_host, settings.ignite_port, name, label="test",
                                   timeout_s=30.0, connect_timeout_s=30.0)  # generous: a loaded CI machine
         made.append(cache)
+        assert await cache.connect()
         return cache
 
     try:
@@ -188,8 +201,8 @@ async def poll(check: Callable[[], Awaitable[bool]], timeout_s: float = 60.0) ->
 
 
 @pytest.mark.integration
-async def test_a_value_one_worker_puts_is_read_by_another(ignite_caches: Callable[[], IgniteSharedCache]) -> None:
-    first, second = ignite_caches(), ignite_caches()
+async def test_a_value_one_worker_puts_is_read_by_another(ignite_caches: MakeCache) -> None:
+    first, second = await ignite_caches(), await ignite_caches()
     await first.put("k", "value of the first", 300.0)
     assert await second.get("k") == "value of the first"
     assert first.connected and second.connected
@@ -198,8 +211,8 @@ async def test_a_value_one_worker_puts_is_read_by_another(ignite_caches: Callabl
 
 
 @pytest.mark.integration
-async def test_ignite_expires_entries_after_their_ttl(ignite_caches: Callable[[], IgniteSharedCache]) -> None:
-    first, second = ignite_caches(), ignite_caches()
+async def test_ignite_expires_entries_after_their_ttl(ignite_caches: MakeCache) -> None:
+    first, second = await ignite_caches(), await ignite_caches()
     await first.put("short", "v", 1.0)
     await first.put("long", "v", 300.0)
 
@@ -212,12 +225,12 @@ async def test_ignite_expires_entries_after_their_ttl(ignite_caches: Callable[[]
 
 @pytest.mark.integration
 async def test_a_quote_cached_by_one_worker_is_served_to_another(
-    ignite_caches: Callable[[], IgniteSharedCache], real_offers: list[Offer]
+    ignite_caches: MakeCache, real_offers: list[Offer]
 ) -> None:
     async with running_standin(real_offers) as standin:
         async with DerivativesEngineClient(standin.url) as engine_a, DerivativesEngineClient(standin.url) as engine_b:
-            worker_a = CachedQuotes(engine_a, ignite_caches(), 300.0)
-            worker_b = CachedQuotes(engine_b, ignite_caches(), 300.0)
+            worker_a = CachedQuotes(engine_a, await ignite_caches(), 300.0)
+            worker_b = CachedQuotes(engine_b, await ignite_caches(), 300.0)
             a = await worker_a.quote(gpu_name="H100", providers=["lambda", "nebius"])
             b = await worker_b.quote(gpu_name="h100", providers=["Nebius", "Lambda"])
             other = await worker_b.quote(gpu_name="A100")
@@ -229,16 +242,16 @@ async def test_a_quote_cached_by_one_worker_is_served_to_another(
 
 @pytest.mark.integration
 async def test_a_forged_entry_in_ignite_is_dropped(
-    ignite_caches: Callable[[], IgniteSharedCache], real_offers: list[Offer]
+    ignite_caches: MakeCache, real_offers: list[Offer]
 ) -> None:
     from pipeline.compute.quote_cache import QuoteQuery
 
-    forger = ignite_caches()
+    forger = await ignite_caches()
     key = QuoteQuery.of(gpu_name="H100").key()
     forged: dict[str, Any] = {"v": 1, "key": key, "quote_id": "q-forged", "offers": []}
     await forger.put(key, str(forged), 300.0)
     async with running_standin(real_offers) as standin, DerivativesEngineClient(standin.url) as engine:
-        worker = CachedQuotes(engine, ignite_caches(), 300.0)
+        worker = CachedQuotes(engine, await ignite_caches(), 300.0)
         quote = await worker.quote(gpu_name="H100")
     assert quote.quote_id != "q-forged" and quote.offers
     assert worker.invalid == 1 and engine.calls["quote"] == 1
