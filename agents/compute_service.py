@@ -19,6 +19,7 @@ from pipeline.compute.runtime import ComputeRuntime
 from pipeline.contract.topics import COMPUTE_RECORDS, PROVISIONING_EVENTS
 from pipeline.events.models import ProvisioningStatusEvent
 from pipeline.isolation import guarded
+from pipeline.shared_cache import SharedCache
 from pipeline.tenants.models import AnomalyLog, QuotaRecord
 from pipeline.typed_table import TypedTable
 
@@ -29,8 +30,11 @@ class ComputeService:
     """The compute runtime of one worker (built on first use), and the topic its record writes go through."""
 
     def __init__(self, app: ProvisioningApp, io: AgentRuntime, records: TypedTable[ComputeRecord],
-                 quotas: TypedTable[QuotaRecord], anomalies: TypedTable[AnomalyLog] | None = None) -> None:
+                 quotas: TypedTable[QuotaRecord], anomalies: TypedTable[AnomalyLog] | None = None,
+                 shared_cache: SharedCache | None = None) -> None:
         self.app = app
+        #: The workers' shared cache the engine's quotes go through (built by pipeline.worker; closed here).
+        self.shared_cache = shared_cache
         self.settings = app.settings
         self.io = io
         self.records = records
@@ -64,13 +68,16 @@ class ComputeService:
             self._runtime = build_runtime(
                 self.settings, table=self.records, send_record=self._send_record, send_status=self._send_status,
                 quota_gpus=self._quota_gpus, quotas=self.quotas.get, quarantined=self._quarantined,
+                shared_cache=self.shared_cache,
             )
         return self._runtime
 
     async def close(self) -> None:
-        """Stop the runtime if it was ever built."""
+        """Stop the runtime if it was ever built, and close the shared cache's connection."""
         if self._runtime is not None:
             await self._runtime.close()
+        if self.shared_cache is not None:
+            await self.shared_cache.close()
 
     def register(self) -> None:
         """The first quote at start, and the service that masks secrets and stops the runtime with the worker."""

@@ -233,6 +233,26 @@ class Settings(BaseSettings):
     minio_secure: bool = False
     ignite_host: str = "127.0.0.1"
     ignite_port: int = 10800
+    shared_cache_enabled: bool = Field(
+        True, description="Share the derivatives engine's quotes between the workers through Ignite "
+        "(IGNITE_HOST/PORT); off: each worker keeps only the quotes it got itself, for the TTL. An unreachable "
+        "Ignite is a miss, never a failed request.",
+    )
+    shared_cache_name: str = Field(
+        "service_compute_quotes", pattern=r"^service_[a-z0-9_]{1,56}$",
+        description="The Ignite cache of the shared quotes (service_*: never a tenant's tenant_* cache).",
+    )
+    shared_cache_quote_ttl_seconds: float = Field(
+        15.0, ge=1, le=600, allow_inf_nan=False,
+        description="How long a cached quote serves every worker (never past the quote's own valid_until).",
+    )
+    shared_cache_timeout_seconds: float = Field(
+        1.0, ge=0.01, le=10, allow_inf_nan=False, description="Bound of one shared-cache read or write."
+    )
+    shared_cache_retry_seconds: float = Field(
+        30.0, ge=1, le=3600, allow_inf_nan=False,
+        description="After a failed connect to Ignite, how long the workers go without the cache before retrying.",
+    )
     elasticsearch_host: str = "http://127.0.0.1:9200"
     elasticsearch_username: str | None = Field(None, min_length=1, max_length=256,
                                                description="Elasticsearch basic-auth user; with the password")
@@ -289,6 +309,10 @@ class Settings(BaseSettings):
     compute_engine_timeout_seconds: float = Field(10.0, gt=0)
     compute_allocate_timeout_seconds: float = Field(30.0, gt=0)
     compute_quote_refresh_seconds: float = Field(60.0, gt=0)
+    compute_quote_on_request: bool = Field(
+        False, description="Provision and quote first merge a current engine quote of the request's GPU type, "
+        "providers and regions (through the shared cache when it is on); off: the offer book of the periodic refresh.",
+    )
     compute_max_attempts: int = Field(5, ge=1)
     compute_deadline_seconds: float = Field(600.0, gt=0)
     compute_poll_interval_seconds: float = Field(2.0, gt=0)

@@ -89,6 +89,25 @@ COMPUTE_ATTEMPTS = Counter(
     "Compute allocation attempts, by provider and outcome (running, capacity, timeout, refused...).",
     ["provider", "outcome"],
 )
+SHARED_CACHE_LOOKUPS = Counter(
+    "provisioning_shared_cache_lookups_total",
+    "Lookups in the cache shared by the workers (Ignite), by cache and result: hit (from Ignite, also after waiting "
+    "for the worker that holds the key's lease), near_hit (a live entry this worker already held) or miss (answered "
+    "by an engine call); invalid counts entries that failed validation on read besides (dropped; each also a miss).",
+    ["cache", "result"],
+)
+SHARED_CACHE_ERRORS = Counter(
+    "provisioning_shared_cache_errors_total",
+    "Failures of the shared cache (connect, get, put, add, delete), each one a miss or a skipped write: requests go "
+    "on.",
+    ["cache", "operation"],
+)
+COMPUTE_ENGINE_CALLS = Counter(
+    "provisioning_compute_engine_calls_total",
+    "Calls to the derivatives engine, by operation (quote, allocate, status, release, release_by_token, capacity, "
+    "health) and outcome (ok, error).",
+    ["operation", "outcome"],
+)
 BUILD_INFO = Info("provisioning_build", "The running service's version and its main libraries' versions.")
 
 

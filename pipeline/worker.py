@@ -62,6 +62,7 @@ from pipeline.provisioners.reachability import log_missing_backends
 from pipeline.provisioners.registry import build_provisioners
 from pipeline.readiness import is_ready
 from pipeline.scaling.snapshot_signing import require_key
+from pipeline.shared_cache import build_shared_cache
 from web import compute as compute_web
 from web import costs as costs_web
 from web import scaling as scaling_web
@@ -134,7 +135,11 @@ def build_worker(settings: Settings) -> Worker:
     io.register()
     stores = declared.stores
     backends = Backends(settings, build_provisioners)
-    compute = ComputeService(app, io, declared.compute_records, declared.quotas, declared.anomalies)
+    # One cache shared by every worker (Ignite; NullCache when SHARED_CACHE_ENABLED is off), built here and handed
+    # to the compute runtime, which asks the derivatives engine for quotes through it.
+    shared_cache = build_shared_cache(settings)
+    compute = ComputeService(app, io, declared.compute_records, declared.quotas, declared.anomalies,
+                             shared_cache=shared_cache)
     compute.register()
     scaling = ScalingRuntime(app, io, declared)
     scaling.register()

@@ -21,6 +21,7 @@ request bodies (they carry the Jupyter token).
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -42,6 +43,7 @@ from pipeline.compute.backend import (
 )
 from pipeline.compute.catalog import Offer
 from pipeline.compute.request import ComputeRequest
+from pipeline.metrics import COMPUTE_ENGINE_CALLS
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +119,8 @@ class DerivativesEngineClient:
         self.timeout_s = timeout_s
         self.allocate_timeout_s = allocate_timeout_s
         self._headers = {"Authorization": f"Bearer {api_token}"} if api_token else {}
+        #: Calls made by this client, by operation (the benchmarks read it; the metric counts every client's).
+        self.calls: Counter[str] = Counter()
 
     async def __aenter__(self) -> DerivativesEngineClient:
         return self
@@ -138,6 +142,19 @@ class DerivativesEngineClient:
         return self._session
 
     async def _call(
+        self, method: str, path: str, *, operation: str, json: Any = None, timeout_s: float | None = None
+    ) -> tuple[int, Any]:
+        """One call; ``operation`` (a fixed name per method, never the path: it carries ids) labels the count."""
+        self.calls[operation] += 1
+        try:
+            result = await self._request(method, path, json=json, timeout_s=timeout_s)
+        except BackendError:
+            COMPUTE_ENGINE_CALLS.labels(operation, "error").inc()
+            raise
+        COMPUTE_ENGINE_CALLS.labels(operation, "ok").inc()
+        return result
+
+    async def _request(
         self, method: str, path: str, *, json: Any = None, timeout_s: float | None = None
     ) -> tuple[int, Any]:
         url = f"{self.base_url}{API_PREFIX}{path}"
@@ -190,7 +207,7 @@ class DerivativesEngineClient:
             raise ProtocolError(f"malformed allocation: {exc.error_count()} error(s)") from exc
 
     async def health(self) -> bool:
-        _, body = await self._call("GET", "/health")
+        _, body = await self._call("GET", "/health", operation="health")
         return isinstance(body, dict) and body.get("status") == "ok"
 
     async def quote(
@@ -203,7 +220,7 @@ class DerivativesEngineClient:
     ) -> Quote:
         """Offers at wholesale prices, optionally filtered (filters are hints: the optimizer re-checks)."""
         filters = {"tenant_id": tenant_id, "gpu_name": gpu_name, "providers": providers, "regions": regions}
-        _, body = await self._call("POST", "/quotes", json=filters)
+        _, body = await self._call("POST", "/quotes", operation="quote", json=filters)
         try:
             return Quote(
                 quote_id=body["quote_id"],
@@ -225,29 +242,33 @@ class DerivativesEngineClient:
             "ssh_public_key": setup.ssh_public_key,
             "jupyter_token": setup.jupyter_token.get_secret_value(),
         }
-        _, answer = await self._call("POST", "/allocations", json=body, timeout_s=self.allocate_timeout_s)
+        _, answer = await self._call(
+            "POST", "/allocations", operation="allocate", json=body, timeout_s=self.allocate_timeout_s
+        )
         handle = self._handle(answer)
         logger.info("engine allocated %s on %s (token %s)", handle.allocation_id, offer.offer_id, client_token)
         return handle
 
     async def status(self, allocation_id: str) -> AllocationHandle:
-        _, body = await self._call("GET", f"/allocations/{allocation_id}")
+        _, body = await self._call("GET", f"/allocations/{allocation_id}", operation="status")
         return self._handle(body)
 
     async def release(self, allocation_id: str) -> None:
         try:
-            await self._call("DELETE", f"/allocations/{allocation_id}")
+            await self._call("DELETE", f"/allocations/{allocation_id}", operation="release")
         except AllocationNotFound:
             logger.debug("release %s: already gone", allocation_id)
 
     async def release_by_token(self, client_token: str) -> None:
-        _, body = await self._call("POST", "/allocations/release", json={"client_token": client_token})
+        _, body = await self._call(
+            "POST", "/allocations/release", operation="release_by_token", json={"client_token": client_token}
+        )
         released = body.get("released", []) if isinstance(body, dict) else []
         if released:
             logger.info("engine released %s by token %s", released, client_token)
 
     async def capacity(self) -> list[CapacityPool]:
-        _, body = await self._call("GET", "/capacity")
+        _, body = await self._call("GET", "/capacity", operation="capacity")
         try:
             return [CapacityPool.model_validate(p) for p in body["pools"]]
         except (KeyError, TypeError, ValidationError) as exc:

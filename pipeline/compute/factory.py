@@ -18,12 +18,14 @@ from pipeline.compute.lifecycle import (
     IdlePolicy,
 )
 from pipeline.compute.optimizer import TenantComputeSettings, TenantPolicy
+from pipeline.compute.quote_cache import CachedQuotes
 from pipeline.compute.record_store import RecordSender, RecordTable, TopicRecordStore
 from pipeline.compute.runtime import ComputeRuntime, month_start, status_event
 from pipeline.compute.service import ComputeService, QuotaLookup
 from pipeline.compute.vault import AccessVault
 from pipeline.config import Settings
 from pipeline.events.models import ProvisioningStatusEvent
+from pipeline.shared_cache import SharedCache
 
 StatusSender = Callable[[ProvisioningStatusEvent], Awaitable[None]]
 
@@ -55,9 +57,11 @@ def build_runtime(
     kubernetes: ComputeBackend | None = None,
     offers: list[Offer] | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    shared_cache: SharedCache | None = None,
 ) -> ComputeRuntime:
     """The worker's runtime from settings (``engine``/``kubernetes``/``offers`` override what the
-    settings would build, for tests)."""
+    settings would build, for tests). ``shared_cache``: the workers' cache (built by the composition root,
+    :mod:`pipeline.worker`) that the engine's quotes go through; ``None``: every quote asks the engine."""
     engine = engine or DerivativesEngineClient(
         settings.derivatives_engine_url,
         timeout_s=settings.compute_engine_timeout_seconds,
@@ -116,6 +120,9 @@ def build_runtime(
         store,
         AccessVault(settings.compute_access_claim_ttl_seconds),
         engine=engine,
+        quotes=CachedQuotes(engine, shared_cache, settings.shared_cache_quote_ttl_seconds, namespace=engine.base_url)
+        if shared_cache is not None else engine,
+        quote_on_request=settings.compute_quote_on_request,
         closers=(engine.close,),
         stale_after_s=stale_after,
         activity_step_s=min(30.0, settings.compute_idle_warning_seconds / 4),

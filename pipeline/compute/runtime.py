@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,7 @@ from pipeline.compute.lifecycle import (
 )
 from pipeline.compute.optimizer import Decision, NoFeasibleOffer
 from pipeline.compute.quota import ComputeQuotaRefused, QuotaRefusal
+from pipeline.compute.quote_cache import QuoteSource
 from pipeline.compute.record_store import TopicRecordStore
 from pipeline.compute.request import ComputeRequest
 from pipeline.compute.request_ids import event_request_id, tenant_of
@@ -111,6 +113,8 @@ class ComputeRuntime:
         vault: AccessVault,
         *,
         engine: DerivativesEngineClient | None = None,
+        quotes: QuoteSource | None = None,
+        quote_on_request: bool = False,
         closers: tuple[Callable[[], Awaitable[None]], ...] = (),
         stale_after_s: float = 900.0,
         activity_step_s: float = 30.0,
@@ -120,6 +124,11 @@ class ComputeRuntime:
         self.store = store
         self.vault = vault
         self.engine = engine
+        self.quotes: QuoteSource | None = quotes if quotes is not None else engine
+        """Where quotes come from: the engine, or the workers' shared cache in front of it."""
+        self.quote_on_request = quote_on_request
+        """Whether provision and quote ask for a quote of the request's GPU type, providers and regions first."""
+        self._merged_quotes: deque[str] = deque(maxlen=256)
         self._closers = closers
         self.stale_after_s = stale_after_s
         self.activity_step_s = activity_step_s
@@ -152,9 +161,32 @@ class ComputeRuntime:
         task.add_done_callback(lambda _: self._tasks.pop(request_id, None))
         return task
 
+    async def refresh_for(self, request: ComputeRequest) -> bool:
+        """With ``quote_on_request``: merge a current quote of ``request``'s GPU type, providers and regions into
+        the offer book before deciding (fresh wholesale prices and availability). The quote comes through the
+        workers' shared cache when there is one, so requests alike on any worker within its TTL share one quote
+        and one engine call. A quote already merged here (the same ``quote_id``) is not merged again. An engine
+        failure is logged and the decision uses the offers as they are. Returns whether it merged a quote."""
+        if not self.quote_on_request or self.quotes is None:
+            return False
+        gpu = request.resources.gpu
+        try:
+            quote = await self.quotes.quote(
+                gpu_name=gpu.type if gpu is not None else None, providers=request.providers, regions=request.regions
+            )
+        except BackendError as exc:
+            logger.warning("no quote from the derivatives engine for a request of %s: %s", request.tenant_id, exc)
+            return False
+        if quote.quote_id in self._merged_quotes:
+            return False
+        self.service.book.merge(quote.offers)
+        self._merged_quotes.append(quote.quote_id)
+        return True
+
     async def provision(self, request_id: str, request: ComputeRequest, wait_s: float | None = None) -> Provisioned:
         """Submit (``NoFeasibleOffer``: the 422), then allocate in a task of its own and wait up to
         ``wait_s`` for it. A reservation (``start_at`` later) is only submitted; ``tick`` starts it."""
+        await self.refresh_for(request)
         record = await self.service.submit(request_id, request)
         if request.starts_after(self.service.clock()):
             return Provisioned(record, None, finished=False)
@@ -206,6 +238,9 @@ class ComputeRuntime:
             logger.info("compute request %s exists; event %s ignored", request_id, event.event_id)
             return None
         request = ComputeRequest.of(event.tenant_id, event)
+        await self.refresh_for(request)
+        if self.store.get(request_id) is not None or self.busy(request_id):  # submitted while we asked
+            return None
         try:
             record = await self.service.submit(request_id, request)
         except NoFeasibleOffer as exc:
@@ -236,10 +271,10 @@ class ComputeRuntime:
 
     async def refresh_offers(self) -> int | None:
         """Merge the engine's current quote into the offer book (``None`` when the engine failed)."""
-        if self.engine is None:
+        if self.quotes is None:
             return None
         try:
-            count = await self.service.refresh_offers(self.engine)
+            count = await self.service.refresh_offers(self.quotes)
         except BackendError as exc:
             # One warning per spell of failures (an engine still starting, or down, fails every refresh).
             level = logging.DEBUG if self._engine_failing else logging.WARNING

@@ -27,7 +27,6 @@ from pipeline.compute.allocation import (
 from pipeline.compute.backend import AllocationHandle, BackendError, BackendRouter, ComputeBackend
 from pipeline.compute.catalog import Offer, OfferBook
 from pipeline.compute.costs import tenant_costs
-from pipeline.compute.engine_client import DerivativesEngineClient
 from pipeline.compute.lifecycle import (
     HOLDING,
     CapacityView,
@@ -49,6 +48,7 @@ from pipeline.compute.lifecycle import (
 )
 from pipeline.compute.optimizer import Decision, FailureHistory, NoFeasibleOffer, TenantPolicy, TenantUsage, choose
 from pipeline.compute.quota import ComputeQuotaRefused, admit
+from pipeline.compute.quote_cache import QuoteSource
 from pipeline.compute.request import ComputeRequest
 from pipeline.isolation import isolated
 from pipeline.metrics import COMPUTE_ATTEMPTS, COMPUTE_RECOVERED
@@ -187,8 +187,9 @@ class ComputeService:
             self.store[record.request_id] = record
         return record
 
-    async def refresh_offers(self, engine: DerivativesEngineClient) -> int:
-        """Merge the engine's current quote (wholesale prices, availability) into the offer book."""
+    async def refresh_offers(self, engine: QuoteSource) -> int:
+        """Merge the engine's current quote (wholesale prices, availability) into the offer book (``engine``: the
+        client, or the workers' shared cache of its quotes in front of it)."""
         quote = await engine.quote()
         self.book.merge(quote.offers)
         return len(quote.offers)

@@ -91,7 +91,7 @@ async def env(offers: list[Offer]) -> AsyncIterator[Env]:
 
 
 @contextlib.asynccontextmanager
-async def make_env(offers: list[Offer], server: type[TestServer]) -> AsyncIterator[Env]:
+async def make_env(offers: list[Offer], server: type[TestServer], **settings: Any) -> AsyncIterator[Env]:
     state = MemoryState(quota_for_tier=fixed_quota)
     await state.submit_tenant(tenant_event("acme", Tier.ENTERPRISE))  # 4 GPUs
     await state.submit_tenant(tenant_event("small", Tier.STANDARD))  # no GPU
@@ -103,7 +103,7 @@ async def make_env(offers: list[Offer], server: type[TestServer]) -> AsyncIterat
         return quota.limits.gpus if quota is not None else None
 
     async with runtime_env(offers, quota_gpus=quota_gpus, quota_records=state.stores.quotas.get,
-                           compute_tenant_policies={"thrifty": {"budget_usd": 50}}) as compute:
+                           compute_tenant_policies={"thrifty": {"budget_usd": 50}}, **settings) as compute:
         local = LocalCompute(compute.runtime, state.stores.tenants.get)
         app = build_root_app(state, state, Authenticator(hs256_secret=SECRET), FakeReadiness(), None,
                              extra_operations=operations(ComputeApi(local, None, provision_wait_s=10)))
@@ -624,6 +624,20 @@ async def test_a_quote_ranks_the_offers_and_explains_the_exclusions_without_allo
     busy = await (await env.client.post("/api/v1/compute/quote", json=gpu_body(count=1),
                                         headers=bearer(ACME_ADMIN))).json()
     assert busy["binding_constraint"] == "quota" and busy["would_provision"] is False  # its 4 GPUs are in use
+
+
+async def test_with_quote_on_request_the_quote_route_asks_the_engine_first(offers: list[Offer]) -> None:
+    async with make_env(offers, TestServer, compute_quote_on_request=True) as fresh:
+        fresh.compute.standin.engine.exhaust("lambda")  # after the runtime's last full quote
+        one = gpu_body(count=1)  # 1x H100 exists at nebius and verda too
+        response = await fresh.client.post("/api/v1/compute/quote", json=one, headers=bearer(ACME_ADMIN))
+        assert response.status == 200, await response.text()
+        quote = await response.json()
+        excluded = {group["reason"]: group for group in quote["excluded"]}
+        assert excluded["capacity"]["count"] > 0 and quote["offers"][0]["provider"] != "lambda"
+        created = await (await fresh.post(one)).json()
+        assert created["state"] == "running" and created["attempts"] == 1  # no attempt on the exhausted provider
+        assert created["offer_id"] == quote["offers"][0]["offer_id"]
 
 
 async def test_a_quote_says_why_nothing_would_be_provisioned(env: Env) -> None:

@@ -150,8 +150,9 @@ class LocalCompute:
         except ComputeQuotaRefused as exc:
             raise over_quota(exc.refusal) from None
         except ValueError:
-            # submitted meanwhile by a concurrent retry (the check and the store happen without an await between
-            # them, so this is only a safety net): never allocate twice
+            # submitted meanwhile by a concurrent retry (with COMPUTE_QUOTE_ON_REQUEST the engine's quote is awaited
+            # between the check and the store; without it, nothing is, and this is only a safety net): never
+            # allocate twice
             if self.runtime.store.get(request_id) is None:
                 raise
             return await self._rejoin(request_id, request, wait_s, client_gone)
@@ -210,6 +211,7 @@ class LocalCompute:
     async def quote(self, request: ComputeRequest, limit: int) -> Reply:
         async def run() -> Reply:
             self._live_tenant(request.tenant_id)
+            await self.runtime.refresh_for(request)  # COMPUTE_QUOTE_ON_REQUEST: the engine's current quote first
             decision, refusal = self.runtime.quote(request)
             return Reply.of(ComputeQuote.of(decision, refusal, limit))
 

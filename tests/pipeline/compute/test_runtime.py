@@ -505,3 +505,40 @@ def test_store_values_read_a_record_that_no_longer_validates_as_absent() -> None
 
     store = TopicRecordStore(table, send)
     assert [r.request_id for r in store.values()] == ["acme.ok"]
+
+
+# -- a current quote before deciding (COMPUTE_QUOTE_ON_REQUEST) ------------------------------------------
+
+
+async def test_with_quote_on_request_a_decision_sees_the_engines_current_capacity(real_offers: list[Offer]) -> None:
+    async with runtime_env(real_offers, quotas={"acme": 8}, compute_quote_on_request=True) as env:
+        request = gpu_request()
+        assert env.runtime.quote(request)[0].chosen.offer_id == CHEAPEST  # type: ignore[union-attr]
+        env.standin.engine.exhaust("lambda")  # after the worker's last full quote
+        calls = env.runtime.engine.calls["quote"]  # type: ignore[union-attr]
+        assert await env.runtime.refresh_for(request)
+        assert env.runtime.engine.calls["quote"] == calls + 1  # type: ignore[union-attr]
+        decision, _ = env.runtime.quote(request)
+        assert CHEAPEST in decision.excluded[ExclusionReason.CAPACITY]
+        assert decision.chosen is not None and decision.chosen.provider != "lambda"
+        outcome = await env.runtime.provision("acme.fresh", request)
+        assert outcome.record.state is ComputeState.RUNNING and outcome.record.offer is not None
+        assert outcome.record.offer.provider != "lambda"
+        assert [a.offer_id for a in outcome.record.attempts] == [decision.chosen.offer_id]  # no failed attempt
+
+
+async def test_without_quote_on_request_the_book_of_the_last_refresh_decides(real_offers: list[Offer]) -> None:
+    async with runtime_env(real_offers, quotas={"acme": 8}) as env:
+        env.standin.engine.exhaust("lambda")
+        calls = env.runtime.engine.calls["quote"]  # type: ignore[union-attr]
+        assert not await env.runtime.refresh_for(gpu_request())
+        assert env.runtime.engine.calls["quote"] == calls  # type: ignore[union-attr]
+        assert env.runtime.quote(gpu_request())[0].chosen.offer_id == CHEAPEST  # type: ignore[union-attr]
+
+
+async def test_an_engine_that_does_not_answer_leaves_the_decision_to_the_book(real_offers: list[Offer]) -> None:
+    async with runtime_env(real_offers, quotas={"acme": 8}, compute_quote_on_request=True) as env:
+        async with DerivativesEngineClient("http://127.0.0.1:9") as down:
+            env.runtime.quotes = down
+            assert not await env.runtime.refresh_for(gpu_request())
+        assert env.runtime.quote(gpu_request())[0].chosen.offer_id == CHEAPEST  # type: ignore[union-attr]
