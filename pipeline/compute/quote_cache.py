@@ -129,6 +129,7 @@ class CachedOffer(BaseModel):
     vcpus: float = Field(ge=0, le=100_000)
     memory_gib: float = Field(ge=0, le=10**8)
     max_storage_gib: float | None = Field(default=None, ge=0, le=10**9)
+    storage_price_per_gib_hour: float | None = Field(default=None, ge=0, le=1.0)
     capacity_class: Literal["on_demand", "spot"] = "on_demand"
     price_per_hour: float = Field(ge=0, le=10**7)
     source: Literal["engine"] = "engine"

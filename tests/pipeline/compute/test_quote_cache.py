@@ -403,3 +403,10 @@ async def test_a_failed_engine_call_releases_the_lease() -> None:
     engine.fail = False
     other = CachedQuotes(engine, shared, 10.0, clock=clock.utc)
     assert (await other.quote(gpu_name="H100")).quote_id == "q-2"  # asked at once: nobody holds the lease
+
+
+def test_the_cached_offer_has_every_field_of_the_offer() -> None:
+    from pipeline.compute.catalog import Offer
+    from pipeline.compute.quote_cache import CachedOffer
+
+    assert set(CachedOffer.model_fields) == set(Offer.model_fields)
