@@ -183,10 +183,10 @@ def processed(workers: list[Worker]) -> tuple[float, float]:
     return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
 
-def measure(workers: list[Worker], total: int, timeout: float) -> dict[str, Any]:
-    """Poll the workers' counters until ``total`` events were handled; rate and CPU from first change to last."""
-    base, _ = processed(workers)
-    cpu_at_start = sum(w.cpu_seconds() for w in workers)
+def measure(workers: list[Worker], total: int, timeout: float, base: float, cpu_at_start: float
+            ) -> dict[str, Any]:
+    """Poll the workers' counters until ``total`` events more than ``base`` (read before the publish) were
+    handled; rate and CPU from the first change to the last."""
     first: tuple[float, float, float] | None = None  # (time, count, cpu) at the first change
     last: tuple[float, float, float] | None = None  # (time, count, cpu) at the latest change
     deadline = time.monotonic() + timeout
@@ -251,7 +251,11 @@ async def one_count(args: argparse.Namespace, stack: dict[str, str], workdir: Pa
         await ready.wait()
         progress(f"{count} worker(s) ready in {result['ready_s']} s; publishing {len(events)} events via {args.via}")
         result["loadavg_before"] = loadavg()
-        measuring = asyncio.create_task(asyncio.to_thread(measure, workers, len(events), args.timeout))
+        # read before the publish: the workers start on the events while they are being published
+        base, _ = processed(workers)
+        cpu_at_start = sum(w.cpu_seconds() for w in workers)
+        measuring = asyncio.create_task(asyncio.to_thread(measure, workers, len(events), args.timeout, base,
+                                                          cpu_at_start))
         if args.via == "pulsar":
             result["publish"] = await asyncio.to_thread(publish_pulsar, stack["PULSAR_URL"], namespace, events)
         else:
