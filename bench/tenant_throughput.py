@@ -71,6 +71,8 @@ from pipeline.provisioners.base import RESOURCES
 PROCESSED = "provisioning_events_processed_total"
 FAILED = "provisioning_events_failed_total"
 TIERS = ("free", "standard", "enterprise")
+#: Set when a measurement ends early (an error, SIGTERM): the polling thread stops, so the run can exit.
+ABORT = threading.Event()
 
 
 def progress(message: str) -> None:
@@ -191,7 +193,7 @@ def measure(workers: list[Worker], total: int, timeout: float, base: float, cpu_
     last: tuple[float, float, float] | None = None  # (time, count, cpu) at the latest change
     deadline = time.monotonic() + timeout
     count = failed = 0.0
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not ABORT.is_set():
         done, failed = processed(workers)
         now, cpu = time.perf_counter(), sum(w.cpu_seconds() for w in workers)
         count = done - base
@@ -238,6 +240,7 @@ async def one_count(args: argparse.Namespace, stack: dict[str, str], workdir: Pa
     events = [tenant_created(f"bench-{run}-w{count}-t{i}", f"bench-{run}-w{count}-t{i}-created", TIERS[i % 3])
               for i in range(args.events)]
     commands = Commands({e["event_id"] for e in events})
+    ABORT.clear()
     stop, ready = asyncio.Event(), asyncio.Event()
     reader = asyncio.create_task(read_commands(bootstrap, commands, stop, ready))
     result: dict[str, Any] = {"workers": count, "app_id": app_id, "pulsar_namespace": namespace if
@@ -272,6 +275,7 @@ async def one_count(args: argparse.Namespace, stack: dict[str, str], workdir: Pa
                 break
             await asyncio.sleep(0.25)
     finally:
+        ABORT.set()  # a measuring thread still polling (after an error) ends; the next measurement clears it
         stop.set()
         await reader
         for worker in workers:
