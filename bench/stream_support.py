@@ -319,8 +319,10 @@ def extra_worker_env(args: argparse.Namespace) -> dict[str, str]:
 Run = Callable[[argparse.Namespace, dict[str, str], Path], Awaitable[dict[str, Any]]]
 
 
-def run_on_event_plane(args: argparse.Namespace, run: Run, module: str, keep: bool = False) -> None:
-    """Run ``run(args, stack env, workdir)`` on an event plane of its own and print its result as JSON."""
+def run_on_event_plane(args: argparse.Namespace, run: Run, module: str, keep: bool = False,
+                       output: Callable[[dict[str, Any]], str] | None = None, json_output: bool = True) -> None:
+    """Run ``run(args, stack env, workdir)`` on an event plane of its own and print its result as JSON
+    (if ``json_output``), then as ``output(result)`` (a table) if given."""
     stop_on_sigterm()
     workdir = Path(tempfile.mkdtemp(prefix=f"{module.replace('_', '-')}-"))
     try:
@@ -330,7 +332,10 @@ def run_on_event_plane(args: argparse.Namespace, run: Run, module: str, keep: bo
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     result["command"] = f"python -m bench.{module} " + " ".join(sys.argv[1:])
-    emit(result)
+    if json_output:
+        emit(result)
+    if output is not None:
+        sys.stdout.write(output(result) + "\n")
 
 
 def tree_cpu_seconds(pid: int) -> float:
