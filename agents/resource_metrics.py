@@ -90,7 +90,7 @@ class MetricsBatches:
                 compute.record_metrics(sample)
             # Before the windows are written: an engine that has no open window for a workload resumes it
             # from the stored one, which must not count this batch yet.
-            accumulated = self.scaling.accumulate_samples(folded.fresh)
+            accumulated = self.scaling.accumulate_samples(folded.fresh, folded.placed, folded.window_seconds)
             if folded.usage is not None:
                 self.usage.put(tenant_id, folded.usage)
                 await self.lift_quota_marks(folded.usage)
