@@ -94,8 +94,8 @@ class MetricsBatches:
             if folded.usage is not None:
                 self.usage.put(tenant_id, folded.usage)
                 await self.lift_quota_marks(folded.usage)
-            for (key, start), stats in folded.windows.items():
-                utilization.store_window(key, start, stats)
+            for (key, start), record in folded.records.items():
+                utilization.store_record(key, start, record)
         EVENTS_DUPLICATE.labels(RESOURCE_METRICS).inc(folded.duplicates)
         EVENTS_PROCESSED.labels(RESOURCE_METRICS).inc(len(folded.fresh))
         return accumulated

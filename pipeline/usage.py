@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, Field
 
@@ -103,7 +104,9 @@ class FoldedSamples:
     """What a batch of one tenant's samples changes: the tables to write, the samples that were new."""
 
     usage: UsageRecord | None = None
-    windows: dict[WindowKey, WindowStats] = field(default_factory=dict)
+    records: dict[WindowKey, dict[str, Any]] = field(default_factory=dict)
+    """The windows to write, each as the table stores it (``WindowStats.model_dump()``, made without a model:
+    a model per window and its dump cost more than the rest of the window's fold)."""
     fresh: list[ResourceMetrics] = field(default_factory=list)
     duplicates: int = 0
     placed: list[tuple[str, float]] = field(default_factory=list)
@@ -111,6 +114,11 @@ class FoldedSamples:
     the scaling engine, whose windows are the same size, need not place it again."""
     window_seconds: float = 0.0
     """The window size ``placed`` was computed with."""
+
+    @property
+    def windows(self) -> dict[WindowKey, WindowStats]:
+        """The windows to write, as models."""
+        return {key: WindowStats.model_validate(record) for key, record in self.records.items()}
 
 
 class _OpenStats:
@@ -151,13 +159,13 @@ class _OpenStats:
         if sample.replicas is not None:
             self.replicas_last = sample.replicas
 
-    def stats(self) -> WindowStats:
-        # Built without validation: every value came from a validated record or sample.
-        return WindowStats.model_construct(
-            count=self.count, cpu_sum=self.cpu_sum, cpu_max=self.cpu_max, memory_sum=self.memory_sum,
-            memory_max=self.memory_max, gpus_sum=self.gpus_sum, gpus_max=self.gpus_max,
-            requests_sum=self.requests_sum, replicas_last=self.replicas_last, event_ids=self.event_ids,
-        )
+    def record(self) -> dict[str, Any]:
+        """The window as ``WindowStats.model_dump()`` makes it (same keys, same order)."""
+        return {
+            "count": self.count, "cpu_sum": self.cpu_sum, "cpu_max": self.cpu_max, "memory_sum": self.memory_sum,
+            "memory_max": self.memory_max, "gpus_sum": self.gpus_sum, "gpus_max": self.gpus_max,
+            "requests_sum": self.requests_sum, "replicas_last": self.replicas_last, "event_ids": self.event_ids,
+        }
 
 
 _EMPTY_WINDOW = WindowStats()
@@ -209,7 +217,7 @@ def fold_samples(
         newest = latest.get(workload)
         if newest is None or newest.occurred_at <= sample.occurred_at:
             latest[workload] = sample
-    folded.windows = {(key, starts[start]): stats.stats() for (key, start), stats in changed.items()}
+    folded.records = {(key, starts[start]): stats.record() for (key, start), stats in changed.items()}
     for sample in latest.values():
         usage = record_sample(usage, sample)
     folded.usage = usage if latest else None
