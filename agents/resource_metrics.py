@@ -90,12 +90,12 @@ class MetricsBatches:
                 compute.record_metrics(sample)
             # Before the windows are written: an engine that has no open window for a workload resumes it
             # from the stored one, which must not count this batch yet.
-            accumulated = self.scaling.accumulate_samples(folded.fresh)
+            accumulated = self.scaling.accumulate_samples(folded.fresh, folded.placed, folded.window_seconds)
             if folded.usage is not None:
                 self.usage.put(tenant_id, folded.usage)
                 await self.lift_quota_marks(folded.usage)
-            for (key, start), stats in folded.windows.items():
-                utilization.store_window(key, start, stats)
+            for (key, start), record in folded.records.items():
+                utilization.store_record(key, start, record)
         EVENTS_DUPLICATE.labels(RESOURCE_METRICS).inc(folded.duplicates)
         EVENTS_PROCESSED.labels(RESOURCE_METRICS).inc(len(folded.fresh))
         return accumulated

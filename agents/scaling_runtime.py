@@ -116,15 +116,17 @@ class ScalingRuntime:
             for fut in await self.send_out(outcome):
                 await fut
 
-    def accumulate_samples(self, samples: Sequence[ResourceMetrics]) -> Accumulated:
+    def accumulate_samples(self, samples: Sequence[ResourceMetrics], placed: Sequence[tuple[str, float]] | None = None,
+                           placed_window: float = 0.0) -> Accumulated:
         """New samples into the engine's open windows; the windows they close wait for :meth:`learn_windows`.
+        ``placed``/``placed_window``: where the utilization fold placed them (:meth:`ScalingEngine.accumulate`).
 
         Call inside stream processing, before the samples' utilization windows are written (the engine resumes
         an open window it lacks from the stored one)."""
         if not self.enabled:
             return Accumulated()
         try:
-            return self.engine.accumulate(samples)
+            return self.engine.accumulate(samples, placed, placed_window)
         except Exception:
             self.engine.forget()  # a half-made change must not stay cached
             logger.exception("scaling failed on the samples of %s", samples[0].tenant_id if samples else "?")

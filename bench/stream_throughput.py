@@ -282,7 +282,7 @@ async def run(args: argparse.Namespace, stack: dict[str, str], workdir: Path) ->
             result["faust_passthrough_events_per_s"] = floor_rate
             result["ratio_faust_passthrough_to_bare"] = round(floor_rate / result["bare_events_per_s"], 3)
             result["ratio_worker_to_faust_passthrough"] = round(worker_rate / floor_rate, 3)
-        result["target_ratio"] = 0.3
+        result["target_ratio"] = 0.4
         if profile:
             result["profile"] = top_functions(profile)
     finally:

@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, Field
 
@@ -103,9 +104,71 @@ class FoldedSamples:
     """What a batch of one tenant's samples changes: the tables to write, the samples that were new."""
 
     usage: UsageRecord | None = None
-    windows: dict[WindowKey, WindowStats] = field(default_factory=dict)
+    records: dict[WindowKey, dict[str, Any]] = field(default_factory=dict)
+    """The windows to write, each as the table stores it (``WindowStats.model_dump()``, made without a model:
+    a model per window and its dump cost more than the rest of the window's fold)."""
     fresh: list[ResourceMetrics] = field(default_factory=list)
     duplicates: int = 0
+    placed: list[tuple[str, float]] = field(default_factory=list)
+    """For each sample of ``fresh``: its workload key and the start of its window (epoch seconds), so that
+    the scaling engine, whose windows are the same size, need not place it again."""
+    window_seconds: float = 0.0
+    """The window size ``placed`` was computed with."""
+
+    @property
+    def windows(self) -> dict[WindowKey, WindowStats]:
+        """The windows to write, as models."""
+        return {key: WindowStats.model_validate(record) for key, record in self.records.items()}
+
+
+class _OpenStats:
+    """A window being folded: :class:`WindowStats` as plain attributes (a pydantic model's attribute
+    assignment costs about ten times more, and a batch makes ten assignments per sample). Adds exactly as
+    :meth:`WindowStats.add` does, in the same order, so the sums are the same floats."""
+
+    __slots__ = ("count", "cpu_max", "cpu_sum", "event_ids", "gpus_max", "gpus_sum", "ids", "memory_max",
+                 "memory_sum", "replicas_last", "requests_sum")
+
+    def __init__(self, stored: WindowStats | None) -> None:
+        stats = stored if stored is not None else _EMPTY_WINDOW
+        self.count = stats.count
+        self.cpu_sum, self.cpu_max = stats.cpu_sum, stats.cpu_max
+        self.memory_sum, self.memory_max = stats.memory_sum, stats.memory_max
+        self.gpus_sum, self.gpus_max = stats.gpus_sum, stats.gpus_max
+        self.requests_sum = stats.requests_sum
+        self.replicas_last = stats.replicas_last
+        self.event_ids = list(stats.event_ids)  # a copy: what was read is not changed in place
+        self.ids = set(self.event_ids)
+
+    def add(self, sample: ResourceMetrics) -> None:
+        self.event_ids.append(sample.event_id)
+        self.ids.add(sample.event_id)
+        self.count += 1
+        # ``if b > a: a = b`` is what max(a, b) does, without the call.
+        cpu, memory, gpus = sample.cpu_cores, sample.memory_gib, sample.gpus
+        self.cpu_sum += cpu
+        if cpu > self.cpu_max:
+            self.cpu_max = cpu
+        self.memory_sum += memory
+        if memory > self.memory_max:
+            self.memory_max = memory
+        self.gpus_sum += gpus
+        if gpus > self.gpus_max:
+            self.gpus_max = gpus
+        self.requests_sum += sample.requests_per_s or 0.0
+        if sample.replicas is not None:
+            self.replicas_last = sample.replicas
+
+    def record(self) -> dict[str, Any]:
+        """The window as ``WindowStats.model_dump()`` makes it (same keys, same order)."""
+        return {
+            "count": self.count, "cpu_sum": self.cpu_sum, "cpu_max": self.cpu_max, "memory_sum": self.memory_sum,
+            "memory_max": self.memory_max, "gpus_sum": self.gpus_sum, "gpus_max": self.gpus_max,
+            "requests_sum": self.requests_sum, "replicas_last": self.replicas_last, "event_ids": self.event_ids,
+        }
+
+
+_EMPTY_WINDOW = WindowStats()
 
 
 def fold_samples(
@@ -116,27 +179,45 @@ def fold_samples(
 ) -> FoldedSamples:
     """Fold one tenant's samples (in arrival order) into its usage record and the workload windows.
 
-    ``stored_window(key, start)`` reads a window as stored before this batch. A sample whose event id its
-    window already counts is a duplicate (a redelivery): it changes nothing and is not in ``fresh``.
+    ``stored_window(key, start)`` reads a window as stored before this batch (once per window of the batch).
+    A sample whose event id its window already counts is a duplicate (a redelivery): it changes nothing and
+    is not in ``fresh``. Each sample is placed in its window once; the window starts and workload keys are
+    computed once per batch (this runs for every sample the worker takes).
     """
-    folded = FoldedSamples()
-    windows: dict[WindowKey, WindowStats] = {}
+    seconds = size.total_seconds()
+    folded = FoldedSamples(window_seconds=seconds)
+    fresh, placed = folded.fresh, folded.placed
+    opened: dict[tuple[str, float], _OpenStats] = {}
+    changed: dict[tuple[str, float], _OpenStats] = {}  # in the order of their first new sample
+    starts: dict[float, datetime] = {}
+    keys: dict[str, str] = {}
     latest: dict[str, ResourceMetrics] = {}
+    floor = math.floor
     for sample in samples:
-        key = (workload_key(sample.tenant_id, sample.workload), window_start(sample.occurred_at, size))
-        stats = windows.get(key)
+        workload = sample.workload
+        key = keys.get(workload)
+        if key is None:
+            key = keys[workload] = workload_key(sample.tenant_id, workload)
+        # The same arithmetic as window_start, without making a datetime per sample.
+        slot = (key, floor(sample.occurred_at.timestamp() / seconds) * seconds)
+        stats = opened.get(slot)
         if stats is None:
-            stored = stored_window(*key)
-            stats = windows[key] = stored.model_copy(deep=True) if stored is not None else WindowStats()
-        if sample.event_id in stats.event_ids:
+            start = starts.get(slot[1])
+            if start is None:
+                start = starts[slot[1]] = datetime.fromtimestamp(slot[1], UTC)
+            stats = opened[slot] = _OpenStats(stored_window(key, start))
+        if sample.event_id in stats.ids:
             folded.duplicates += 1
             continue
         stats.add(sample)
-        folded.windows[key] = stats
-        folded.fresh.append(sample)
-        newest = latest.get(sample.workload)
+        if slot not in changed:
+            changed[slot] = stats
+        fresh.append(sample)
+        placed.append(slot)
+        newest = latest.get(workload)
         if newest is None or newest.occurred_at <= sample.occurred_at:
-            latest[sample.workload] = sample
+            latest[workload] = sample
+    folded.records = {(key, starts[start]): stats.record() for (key, start), stats in changed.items()}
     for sample in latest.values():
         usage = record_sample(usage, sample)
     folded.usage = usage if latest else None

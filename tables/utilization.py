@@ -7,7 +7,7 @@ redelivered sample lands in the window that already counted it.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from faust.tables.wrappers import WindowWrapper
 
@@ -32,7 +32,11 @@ class Utilization:
 
     def store_window(self, key: str, start: datetime, stats: WindowStats) -> None:
         """Write a window (inside stream processing: the changelog partition is the current event's)."""
-        self.table.relative_to(start)[key] = stats.model_dump()
+        self.store_record(key, start, stats.model_dump())
+
+    def store_record(self, key: str, start: datetime, record: dict[str, Any]) -> None:
+        """:meth:`store_window` for a window already dumped (``FoldedSamples.records``)."""
+        self.table.relative_to(start)[key] = record
 
 
 class RecentUtilization:

@@ -93,16 +93,23 @@ class ScalingEngine(Deciding):
             return accumulated.outcome or None
         return self.finish(accumulated, self.host.learn(self.learn_requests(accumulated.closed)))
 
-    def accumulate(self, samples: Sequence[ResourceMetrics]) -> Accumulated:
+    def accumulate(self, samples: Sequence[ResourceMetrics], placed: Sequence[tuple[str, float]] | None = None,
+                   placed_window: float = 0.0) -> Accumulated:
         """Add samples to their open windows. A sample of a later window closes the open one: the closed
-        windows wait for their forecasts (:meth:`learn_requests`, then :meth:`finish`)."""
+        windows wait for their forecasts (:meth:`learn_requests`, then :meth:`finish`).
+
+        ``placed``: each sample's workload key and window start (epoch seconds) as the utilization fold
+        computed them (``FoldedSamples.placed``) with windows of ``placed_window`` seconds; used when that is
+        this engine's window size (it is the same setting), else the samples are placed here."""
         accumulated = Accumulated()
         self.stats.samples += len(samples)
         metrics.SAMPLES.inc(len(samples))
         live: dict[str, bool] = {}  # tenants looked up in this call
-        for sample in samples:
-            key = workload_key(sample.tenant_id, sample.workload)
-            start = math.floor(sample.occurred_at.timestamp() / self._window) * self._window
+        if placed is None or placed_window != self._window or len(placed) != len(samples):
+            size = self._window
+            placed = [(workload_key(s.tenant_id, s.workload), math.floor(s.occurred_at.timestamp() / size) * size)
+                      for s in samples]
+        for sample, (key, start) in zip(samples, placed, strict=True):
             window = self.open.get(key)
             if window is None:
                 if (observe := self._first_sample(key, sample, start)) is not None:

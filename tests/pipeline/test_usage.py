@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.events.models import ResourceMetrics
 from pipeline.usage import WindowStats, fold_samples, window_start
@@ -77,3 +81,68 @@ def test_an_all_duplicate_batch_changes_nothing() -> None:
     folded = fold_samples([sample("a1", T0, 1.0)], None, lambda key, start: stored.get((key, start)), MINUTE)
     assert folded.usage is None and folded.windows == {} and folded.fresh == [] and folded.duplicates == 1
     assert stored[("acme/api", T0)].event_ids == ["a1"]  # what was read is not changed in place
+
+
+# -- the fold against the reference: one pydantic window per (workload, window), one sample at a time ---------
+
+
+def reference_fold(samples: list[ResourceMetrics], stored: dict[tuple[str, datetime], WindowStats],
+                   size: timedelta) -> tuple[dict[tuple[str, datetime], WindowStats], list[str], int]:
+    """What fold_samples computes, written the plain way (the way it was before it was made faster)."""
+    windows: dict[tuple[str, datetime], WindowStats] = {}
+    changed: dict[tuple[str, datetime], WindowStats] = {}
+    fresh: list[str] = []
+    duplicates = 0
+    for each in samples:
+        key = (f"{each.tenant_id}/{each.workload}", window_start(each.occurred_at, size))
+        if key not in windows:
+            found = stored.get(key)
+            windows[key] = found.model_copy(deep=True) if found is not None else WindowStats()
+        if each.event_id in windows[key].event_ids:
+            duplicates += 1
+            continue
+        windows[key].add(each)
+        changed[key] = windows[key]
+        fresh.append(each.event_id)
+    return changed, fresh, duplicates
+
+
+finite_cpu = st.floats(min_value=0, max_value=512, allow_nan=False, allow_infinity=False)
+a_sample = st.builds(
+    lambda n, seconds, cpu, workload, replicas, requests: ResourceMetrics(
+        event_id=f"e{n}", tenant_id="acme", occurred_at=T0 + timedelta(seconds=seconds), workload=workload,
+        cpu_cores=cpu, memory_gib=cpu / 2, gpus=float(n % 3), replicas=replicas, requests_per_s=requests),
+    st.integers(0, 30), st.floats(min_value=-200, max_value=400, allow_nan=False), finite_cpu,
+    st.sampled_from(["api", "train"]), st.none() | st.integers(0, 50), st.none() | finite_cpu,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(batch=st.lists(a_sample, max_size=40), stored_batch=st.lists(a_sample, max_size=10),
+       size_s=st.sampled_from([1.0, 30.0, 60.0, 90.0]))
+def test_the_fold_computes_exactly_what_the_plain_fold_does(
+    batch: list[ResourceMetrics], stored_batch: list[ResourceMetrics], size_s: float,
+) -> None:
+    size = timedelta(seconds=size_s)
+    stored: dict[tuple[str, datetime], WindowStats] = {}
+    for each in stored_batch:  # windows as an earlier batch left them
+        window = stored.setdefault((f"acme/{each.workload}", window_start(each.occurred_at, size)), WindowStats())
+        if each.event_id not in window.event_ids:
+            window.add(each)
+    before = {key: window.model_copy(deep=True) for key, window in stored.items()}
+
+    folded = fold_samples(batch, None, lambda key, start: stored.get((key, start)), size)
+
+    windows, fresh, duplicates = reference_fold(batch, stored, size)
+    assert list(folded.windows) == list(windows)  # the same windows, written in the same order
+    # Stored exactly as the models would be dumped: the same keys in the same order, the same values.
+    dumped = [list(w.model_dump().items()) for w in windows.values()]
+    assert [list(r.items()) for r in folded.records.values()] == dumped
+    assert folded.windows == windows
+    assert [s.event_id for s in folded.fresh] == fresh and folded.duplicates == duplicates
+    assert stored == before  # the stored windows are not changed in place
+    # Each new sample is placed where the scaling engine (windows of the same size) would place it.
+    assert folded.window_seconds == size_s
+    assert folded.placed == [
+        (f"acme/{s.workload}", math.floor(s.occurred_at.timestamp() / size_s) * size_s) for s in folded.fresh
+    ]

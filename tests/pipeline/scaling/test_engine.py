@@ -9,17 +9,21 @@ from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.contract.schema_files import SCHEMA_DIR
 from pipeline.contract.topics import SCALING_EVENTS
+from pipeline.events.models import ResourceMetrics
 from pipeline.outputs import Refused
 from pipeline.scaling.policies import parse_policy
 from pipeline.scaling.pool import pool_grants
 from pipeline.scaling.records import Demand, PolicyChange, ScalingDecisionEvent, Tick, WorkloadIndex, WorkloadScaling
 from pipeline.tenants.models import TenantState
 from pipeline.typed_table import TypedTable
-from pipeline.usage import WindowStats
+from pipeline.usage import WindowStats, fold_samples
 from tests.pipeline.scaling.support import (
+    HALF_HOUR,
     POOL,
     T0,
     WALL,
@@ -219,3 +223,33 @@ def test_grants_answering_a_replaced_demand_are_ignored() -> None:
     fresh = pool_grants(POOL, table, sent[-1], WALL, 600)[0]
     assert cluster.handle(eng.on_grant(fresh)).emits  # the answer to the latest demand re-makes the decision
     assert cluster.replicas[("acme", "api")] == 4
+
+
+def _open_windows(eng: Any) -> dict[str, tuple[float, int, float, int | None]]:
+    return {key: (w.start, w.count, w.cpu_sum, w.replicas) for key, w in eng.open.items()}
+
+
+@settings(max_examples=150, deadline=None)
+@given(batches=st.lists(st.lists(st.tuples(st.integers(-40, 300), st.floats(0, 64), st.sampled_from(["api", "web"])),
+                                 max_size=12), min_size=1, max_size=4))
+def test_samples_placed_by_the_utilization_fold_accumulate_as_samples_placed_by_the_engine(
+    batches: list[list[tuple[int, float, str]]],
+) -> None:
+    by_itself, from_fold = engine(), engine()
+    for offset, batch in enumerate(batches):
+        samples = [ResourceMetrics(event_id=f"e{offset}-{i}", tenant_id="acme", workload=workload, cpu_cores=cores,
+                                   occurred_at=T0 + timedelta(minutes=minutes), memory_gib=1.0, gpus=0, replicas=i)
+                   for i, (minutes, cores, workload) in enumerate(batch)]
+        folded = fold_samples(samples, None, lambda _key, _start: None, timedelta(seconds=HALF_HOUR))
+        expected = by_itself.accumulate(folded.fresh)
+        got = from_fold.accumulate(folded.fresh, folded.placed, folded.window_seconds)
+        assert got.closed == expected.closed and got.outcome == expected.outcome
+        assert _open_windows(from_fold) == _open_windows(by_itself)
+    assert from_fold.stats == by_itself.stats  # the same samples, the same late ones
+
+
+def test_placements_of_another_window_size_are_not_used() -> None:
+    eng = engine()
+    first = sample(T0, 1.0)
+    eng.accumulate([first], [("acme/api", T0.timestamp() + 60)], placed_window=60.0)  # not this engine's size
+    assert eng.open["acme/api"].start == T0.timestamp()
