@@ -58,6 +58,15 @@ def events_acked_by_process(stream: Any) -> Any:
     return stream.noack().events()
 
 
+#: Events whose records may be on their way to Kafka at once, per source topic, before the agent waits for the
+#: oldest. The producer sends one request at a time per broker, with at most one batch per partition: with
+#: 500, the agent stopped every few hundred events for as many round trips as the backlog of small batches
+#: needed, and one worker held about 240 tenant-created events a second whatever its CPU (5,000: 300 a
+#: second and a fifth less CPU per event, docs/benchmarks.md section 8). About 15 records of under 1 kB per
+#: tenant-created event: at most some 75 MB waiting, and at most this many events sent again after a crash.
+PENDING_EVENTS_LIMIT = 5_000
+
+
 class PendingMarks:
     """Events handled whose records are on their way to Kafka. Once Kafka acknowledged all of an event's
     records, in arrival order, its id is marked processed and the event itself acknowledged (its offset may
@@ -69,7 +78,7 @@ class PendingMarks:
     through to the domain function, which re-sends the same command ids.
     """
 
-    def __init__(self, dedupe: DedupeMemory, limit: int = 500) -> None:
+    def __init__(self, dedupe: DedupeMemory, limit: int = PENDING_EVENTS_LIMIT) -> None:
         self.dedupe = dedupe
         self.limit = limit
         self._queue: deque[tuple[EventT[Any], str, list[asyncio.Future[Any]]]] = deque()
