@@ -61,9 +61,10 @@ def events_acked_by_process(stream: Any) -> Any:
 #: Events whose records may be on their way to Kafka at once, per source topic, before the agent waits for the
 #: oldest. The producer sends one request at a time per broker, with at most one batch per partition: with
 #: 500, the agent stopped every few hundred events for as many round trips as the backlog of small batches
-#: needed, and one worker held about 240 tenant-created events a second whatever its CPU (5,000: 300 a
-#: second and a fifth less CPU per event, docs/benchmarks.md section 8). About 15 records of under 1 kB per
-#: tenant-created event: at most some 75 MB waiting, and at most this many events sent again after a crash.
+#: needed, and one worker held about 240 tenant-created events a second whatever its CPU (with 5,000 and the
+#: direct sends, about 430 a second, at a fifth less CPU per event than the direct sends alone:
+#: docs/benchmarks.md section 8). The bound: some 15 records of under 1 kB per tenant-created event (at most
+#: ~75 MB waiting), and as many unacknowledged events handled again after a crash (with the same record ids).
 PENDING_EVENTS_LIMIT = 5_000
 
 
