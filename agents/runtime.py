@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import faust
 from faust.types import EventT
@@ -23,7 +23,7 @@ from pipeline.events.dead_letters import MAX_REASON_CHARS, dead_letter_record
 from pipeline.events.dead_letters import kafka_key as dead_letter_key
 from pipeline.events.decode import Invalid, decode
 from pipeline.events.models import Event
-from pipeline.faust_adapter import processing
+from pipeline.faust_adapter import check_sends_are_immediate, processing, send_record
 from pipeline.faust_tuning import RawBytesSchema
 from pipeline.isolation import isolated, record_failure
 from pipeline.logs import log_context
@@ -58,6 +58,16 @@ def events_acked_by_process(stream: Any) -> Any:
     return stream.noack().events()
 
 
+#: Events whose records may be on their way to Kafka at once, per source topic, before the agent waits for the
+#: oldest. The producer sends one request at a time per broker, with at most one batch per partition: with
+#: 500, the agent stopped every few hundred events for as many round trips as the backlog of small batches
+#: needed, and one worker held about 240 tenant-created events a second whatever its CPU (with 5,000 and the
+#: direct sends, about 430 a second, at a fifth less CPU per event than the direct sends alone:
+#: docs/benchmarks.md section 8). The bound: some 15 records of under 1 kB per tenant-created event (at most
+#: ~75 MB waiting), and as many unacknowledged events handled again after a crash (with the same record ids).
+PENDING_EVENTS_LIMIT = 5_000
+
+
 class PendingMarks:
     """Events handled whose records are on their way to Kafka. Once Kafka acknowledged all of an event's
     records, in arrival order, its id is marked processed and the event itself acknowledged (its offset may
@@ -69,7 +79,7 @@ class PendingMarks:
     through to the domain function, which re-sends the same command ids.
     """
 
-    def __init__(self, dedupe: DedupeMemory, limit: int = 500) -> None:
+    def __init__(self, dedupe: DedupeMemory, limit: int = PENDING_EVENTS_LIMIT) -> None:
         self.dedupe = dedupe
         self.limit = limit
         self._queue: deque[tuple[EventT[Any], str, list[asyncio.Future[Any]]]] = deque()
@@ -115,6 +125,7 @@ class AgentRuntime:
         self.dedupe = dedupe
         self._topics: dict[str, faust.TopicT] = {}
         self._pending_marks: dict[str, PendingMarks] = {}
+        check_sends_are_immediate(app)
 
     def register(self) -> None:
         """Forget pending marks when partitions are revoked, and settle them every second."""
@@ -134,16 +145,18 @@ class AgentRuntime:
 
     async def send(self, topic_name: str, key: str, value: Any) -> None:
         """Send one record (``value`` a pydantic model) and wait until Kafka acknowledged it."""
-        fut = await self.topic(topic_name).send(key=key.encode(), value=value.model_dump_json().encode())
-        await fut
+        await (await self.send_all([Emit(topic_name, key, value)]))[0]
 
     async def send_all(self, emits: Iterable[Emit]) -> list[asyncio.Future[Any]]:
-        """Hand every record to the producer; the futures resolve when Kafka acknowledged them."""
-        return [
-            cast(asyncio.Future[Any],
-                 await self.topic(e.topic).send(key=e.key.encode(), value=e.value.model_dump_json().encode()))
-            for e in emits
-        ]
+        """Hand every record to the producer, in order; the futures resolve when Kafka acknowledged them.
+
+        Straight to the producer (:func:`pipeline.faust_adapter.send_record`), not through Faust's
+        ``Topic.send``: the same records on the same producer, without Faust's per-record promise, schema
+        and sensor layers (half of the tenant-created agent's time, docs/benchmarks.md section 6).
+        """
+        producer = await self.app.maybe_start_producer()
+        return [await send_record(producer, e.topic, e.key.encode(), e.value.model_dump_json().encode())
+                for e in emits]
 
     async def emit_all(self, emits: Iterable[Emit]) -> None:
         """Send every record and wait until Kafka acknowledged each one."""
@@ -179,10 +192,9 @@ class AgentRuntime:
         logger.warning("dead-lettered a message from %s (%d bytes): %s: %s",
                        source_topic, record.original_length, record.reason, record.detail)
         try:
-            fut = await self.topic(self.settings.dead_letter_topic).send(
-                key=dead_letter_key(key), value=record.model_dump_json().encode()
-            )
-            await fut
+            producer = await self.app.maybe_start_producer()
+            await (await send_record(producer, self.settings.dead_letter_topic, dead_letter_key(key),
+                                     record.model_dump_json().encode()))
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -10,6 +10,9 @@ Checked against faust-streaming ``FAUST_VERSION``. What is relied on:
   :class:`StateResetAwareRecovery` (:class:`StateResetAwareTableManager`, set as the app's ``TableManager``).
 - ``Recovery.crash``: how the recovery service fails; a ``ConsistencyError`` raised by its recovery task
   arrives there (the service's own task wrapper crashes it).
+- ``app.conf.stream_publish_on_commit`` (public) as the one switch of ``Topic.send``'s "attachments" (records
+  held back until their event's offset is committed): :func:`send_record` bypasses ``Topic.send``, so it is
+  only equivalent while that switch is off (:func:`check_sends_are_immediate`).
 
 Elsewhere, by subclassing: ``App._new_producer`` (``pipeline/app.py``) and the consumer and producer methods
 that ``pipeline/faust_consumer.py`` replaces (its own version check runs at worker start).
@@ -17,20 +20,21 @@ that ``pipeline/faust_consumer.py`` replaces (its own version check runs at work
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.exceptions import ConsistencyError
 from faust.streams import _current_event
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
-from faust.types import EventT
+from faust.types import EventT, ProducerT
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +50,26 @@ def processing(event: EventT[Any]) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+def check_sends_are_immediate(app: faust.App) -> None:
+    """Refuse an app whose ``Topic.send`` holds records back until their event is committed ("attachments",
+    ``stream_publish_on_commit``): :func:`send_record` would send them at once, which is only what Faust
+    does when that is off (the worker's configuration, and Faust's default)."""
+    if app.conf.stream_publish_on_commit:
+        raise RuntimeError("stream_publish_on_commit is set: the agents' records would bypass its attachments")
+
+
+async def send_record(producer: ProducerT, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[Any]:
+    """Hand one record to the app's producer; the future resolves when Kafka acknowledged it (or raises).
+
+    What ``Topic.send`` ends with for a topic of raw bytes (``RawBytesSchema``), without its layers: no
+    ``FutureMessage``/``PendingMessage`` per record, no key/value preparation through the serializer registry
+    (raw bytes stay as they are), no sensor calls (``QuietMonitor`` ignores sends) and no completion callback.
+    The record's bytes, its partition (the producer's partitioner over the key) and its order among the
+    records sent before it are the same. ``ProducerT.send`` is Faust's public producer interface.
+    """
+    return cast(asyncio.Future[Any], await producer.send(topic, key, value, None, None, None))
 
 
 def has_joined_group(app: faust.App) -> bool:
