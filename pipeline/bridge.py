@@ -6,8 +6,8 @@ Kafka acknowledged the write, so a bridge that dies in between loses nothing (Pu
 agents deduplicate by event id).
 
 A message that can never be written to Kafka (larger than the service accepts, or refused by Kafka for its
-content) is replaced by a bounded dead letter on the dead-letter topic, and acknowledged once that is
-written: one message never blocks the ones behind it. Unreadable messages of acceptable size are forwarded
+size even when produced alone) is replaced by a bounded dead letter on the dead-letter topic, and acknowledged
+once that is written: one message never blocks the ones behind it. Unreadable messages of acceptable size are forwarded
 as they are and dead-lettered by the agents' decoder, with the precise reason.
 
 Outbound: the service's output topics are copied from Kafka to Pulsar; Kafka offsets are committed only
@@ -201,7 +201,7 @@ async def ensure_kafka_topics(settings: Settings, names: Sequence[str]) -> None:
 # -- Pulsar -> Kafka ------------------------------------------------------------------------------------
 
 #: Kafka error codes that refuse a record for what it is (its size), not for the broker's state: the record
-#: would be refused again on every redelivery, so its dead letter replaces it.
+#: would be refused again on every redelivery, so its dead letter replaces it (once refused alone too).
 CONTENT_REFUSALS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE})
 #: Messages produced to Kafka and not yet acknowledged by it, at most (then the thread waits for delivery
 #: reports before receiving more).
@@ -248,14 +248,21 @@ class KafkaProduce(Protocol):
     def flush(self, timeout: float) -> int: ...
 
 
+#: What a produced record is, for its delivery report: the message as received (possibly batched with others),
+#: the message produced again alone after a refusal, or a dead letter.
+BATCHED, ALONE, DEAD_LETTER = "batched", "alone", "dead-letter"
+
+
 class InboundForwarder:
     """Pulsar -> Kafka in one thread: produces each received message and acknowledges it on Pulsar from its
     Kafka delivery report (served by :meth:`serve`, in the same thread), so only what Kafka acknowledged
     (acks=all) is ever acknowledged on Pulsar.
 
-    A record Kafka refuses for its content is replaced by its dead letter, and the message is acknowledged
-    once the dead letter is written; any other failure (the broker unavailable past the producer's delivery
-    timeout...) negatively acknowledges it, so Pulsar redelivers it: nothing is lost.
+    A record Kafka refuses for its size is replaced by its dead letter, and the message is acknowledged once
+    the dead letter is written. The broker refuses a whole batch of records when it is too large for the topic,
+    so a refused record is first produced again alone, and dead-lettered only if refused again: a small message
+    batched with a large one is forwarded. Any other failure (the broker unavailable past the producer's
+    delivery timeout...) negatively acknowledges the message, so Pulsar redelivers it: nothing is lost.
     """
 
     def __init__(self, consumer: PulsarAcks, producer: KafkaProduce, dead_letter_topic: str) -> None:
@@ -265,6 +272,7 @@ class InboundForwarder:
         self.undelivered = 0
         self.fatal: KafkaError | None = None
         self._routes: dict[str, _Route] = {}
+        self._refused: list[tuple[pulsar.Message, _Route]] = []
 
     def _route(self, topic: str) -> _Route:
         route = self._routes.get(topic)
@@ -274,9 +282,9 @@ class InboundForwarder:
 
     def forward(self, message: pulsar.Message) -> None:
         route = self._route(message.topic_name())
-        payload = message.data()
-        record = kafka_record(self.dead_letter_topic, route.name, payload, message.partition_key() or None)
-        self._produce(record, partial(self._delivered, message, route, record.topic != route.name))
+        record = kafka_record(self.dead_letter_topic, route.name, message.data(), message.partition_key() or None)
+        kind = BATCHED if record.topic == route.name else DEAD_LETTER
+        self._produce(record, partial(self._delivered, message, route, kind))
 
     def _produce(self, record: KafkaRecord, on_delivery: Callable[[KafkaError | None, Any], None]) -> None:
         while True:
@@ -289,19 +297,19 @@ class InboundForwarder:
             self.undelivered += 1
             return
 
-    def _delivered(self, message: pulsar.Message, route: _Route, dead_letter: bool, error: KafkaError | None,
+    def _delivered(self, message: pulsar.Message, route: _Route, kind: str, error: KafkaError | None,
                    _record: Any) -> None:
         self.undelivered -= 1
         if error is None:
             self.consumer.acknowledge(message)
             route.count += 1
             route.last_publish_ms = message.publish_timestamp()
-        elif error.code() in CONTENT_REFUSALS and not dead_letter:
+        elif error.code() in CONTENT_REFUSALS and kind == BATCHED:
+            self._refused.append((message, route))  # produced again alone by serve (not from a callback)
+        elif error.code() in CONTENT_REFUSALS and kind == ALONE:
             # Refused for what it is: it would be refused again on every redelivery, so its (small) dead letter
             # replaces it, and the message is acknowledged once that is written.
-            record = dead_letter_instead(self.dead_letter_topic, route.name, message.data(),
-                                         message.partition_key() or None, "unforwardable", f"Kafka: {error.str()}")
-            self._produce(record, partial(self._delivered, message, route, True))
+            self._dead_letter(message, route, f"Kafka: {error.str()}")
         else:
             if error.fatal():
                 self.fatal = error
@@ -309,25 +317,43 @@ class InboundForwarder:
                            route.name, error.str())
             self.consumer.negative_acknowledge(message)
 
+    def _dead_letter(self, message: pulsar.Message, route: _Route, detail: str) -> None:
+        record = dead_letter_instead(self.dead_letter_topic, route.name, message.data(),
+                                     message.partition_key() or None, "unforwardable", detail)
+        self._produce(record, partial(self._delivered, message, route, DEAD_LETTER))
+
     def refused_at_once(self, message: pulsar.Message, exc: Exception) -> None:
         """A record the producer refused before sending it (larger than it accepts, ...): its dead letter."""
-        route = self._route(message.topic_name())
-        record = dead_letter_instead(self.dead_letter_topic, route.name, message.data(),
-                                     message.partition_key() or None, "unforwardable", f"{type(exc).__name__}: {exc}")
-        self._produce(record, partial(self._delivered, message, route, True))
+        self._dead_letter(message, self._route(message.topic_name()), f"{type(exc).__name__}: {exc}")
+
+    def _produce_refused_alone(self) -> None:
+        """Produce each record refused in a batch again, alone: everything else delivered first, and its own
+        delivery waited for before anything else is produced (rare: a record too large for the topic)."""
+        while self._refused:
+            if self.producer.flush(FLUSH_TIMEOUT_S) > 0:
+                return  # Kafka slow or away: try again at the next serving
+            message, route = self._refused.pop(0)
+            record = kafka_record(self.dead_letter_topic, route.name, message.data(), message.partition_key() or None)
+            self._produce(record, partial(self._delivered, message, route, ALONE))
+            self.producer.flush(FLUSH_TIMEOUT_S)
 
     def serve(self, timeout: float = 0.0) -> None:
         """Deliver Kafka's reports (acknowledging on Pulsar) and update the metrics; raise on a fatal producer
         error (the direction restarts with a new producer; what it had not acknowledged is redelivered)."""
         self.producer.poll(timeout)
+        if self._refused:
+            self._produce_refused_alone()
         for route in self._routes.values():
             route.publish()
         if self.fatal is not None:
             raise KafkaException(self.fatal)
 
     def close(self, timeout: float = FLUSH_TIMEOUT_S) -> None:
-        """Wait (bounded) for Kafka to acknowledge what was produced, acknowledging it on Pulsar."""
+        """Wait (bounded) for Kafka to acknowledge what was produced, acknowledging it on Pulsar; a message
+        left unacknowledged (Kafka away, or refused and not yet produced alone) is redelivered by Pulsar."""
         self.producer.flush(timeout)
+        if self._refused:
+            self._produce_refused_alone()
         for route in self._routes.values():
             route.publish()
 
@@ -354,6 +380,15 @@ def kafka_client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "error_cb": _log_kafka_error,
         **extra,
     }
+
+
+def inbound_producer_config(settings: Settings) -> dict[str, Any]:
+    """The inbound producer: acks=all and idempotent (no loss, no duplicate from its retries), and murmur2 for
+    keyed records, the partitioner of aiokafka (the worker's producer, Faust's tables) and of the Java client:
+    librdkafka's default (CRC32) would put a tenant's events on another partition than its table state."""
+    return kafka_client_config(settings, **{
+        "acks": "all", "enable.idempotence": True, "linger.ms": 2, "partitioner": "murmur2_random",
+    })
 
 
 def _log_kafka_error(error: KafkaError) -> None:
@@ -489,9 +524,7 @@ class Bridge:
             receiver_queue_size=MAX_IN_FLIGHT,
         )
         try:
-            producer = Producer(kafka_client_config(
-                self.settings, acks="all", **{"enable.idempotence": True, "linger.ms": 2}
-            ))
+            producer = Producer(inbound_producer_config(self.settings))
             forwarder = InboundForwarder(consumer, producer, self.settings.dead_letter_topic)
             try:
                 self._forward_until_stopped(consumer, forwarder)

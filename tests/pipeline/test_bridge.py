@@ -199,22 +199,38 @@ def test_a_transient_failure_is_redelivered_never_acknowledged() -> None:
     assert len(producer.produced) == 1  # no dead letter: the broker's state, not the message
 
 
-def test_a_record_kafka_refuses_for_its_size_is_replaced_by_its_dead_letter() -> None:
-
+def test_a_record_kafka_refuses_for_its_size_is_produced_alone_then_replaced_by_its_dead_letter() -> None:
     producer = FakeProducer()
     forwarder, consumer = forwarder_with(producer)
     message = FakeMessage(EVENT, key="acme")
     forward_one(forwarder, message)
     producer.report(0, FakeKafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
     forwarder.serve()
+    # The broker refuses a whole batch: first the record again, alone.
+    assert [p[:3] for p in producer.produced] == [("resource-metrics", EVENT, b"acme")] * 2
+    assert consumer.acked == [] and consumer.nacked == []
+    producer.report(1, FakeKafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+    forwarder.serve()
     assert consumer.acked == [] and consumer.nacked == []  # not yet: its dead letter is not written
-    topic, value, key, _, _ = producer.produced[1]
+    topic, value, key, _, _ = producer.produced[2]
     letter = DeadLetter.model_validate_json(value)
     assert (topic, key, letter.reason, letter.source_topic) == (
         "dead-letter-events", b"acme", "unforwardable", "resource-metrics")
-    producer.report(1, None)
+    producer.report(2, None)
     forwarder.serve()
     assert consumer.acked == [message]
+
+
+def test_a_record_refused_with_its_batch_but_accepted_alone_is_forwarded() -> None:
+    producer = FakeProducer()
+    forwarder, consumer = forwarder_with(producer)
+    message = FakeMessage(EVENT, key="acme")
+    forward_one(forwarder, message)
+    producer.report(0, FakeKafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+    forwarder.serve()
+    producer.report(1, None)
+    forwarder.serve()
+    assert consumer.acked == [message] and len(producer.produced) == 2  # no dead letter
 
 
 def test_a_dead_letter_that_fails_is_redelivered_not_dead_lettered_again() -> None:
