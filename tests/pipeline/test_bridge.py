@@ -309,3 +309,20 @@ def test_outbound_commits_the_offset_after_the_last_record_of_each_partition() -
 
     offsets = outbound_offsets([Record("a", 0, 5), Record("a", 1, 9), Record("a", 0, 6), Record("b", 0, 0)])
     assert sorted((tp.topic, tp.partition, tp.offset) for tp in offsets) == [("a", 0, 7), ("a", 1, 10), ("b", 0, 1)]
+
+
+def test_a_failed_direction_is_restarted_until_the_bridge_stops() -> None:
+    from pipeline.bridge import Bridge
+    from pipeline.config import Settings
+
+    bridge = Bridge(Settings(), inbound=[], outbound=[])
+    calls: list[int] = []
+
+    def run() -> None:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise RuntimeError("the broker went away")
+        bridge._stopping.set()  # the second run ends as a stop would end it
+
+    bridge._supervise(run)  # returns only once stopped; the failure did not end it
+    assert calls == [0, 1]
