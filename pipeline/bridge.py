@@ -26,6 +26,7 @@ import logging
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -218,9 +219,10 @@ FLUSH_TIMEOUT_S = 10.0
 
 
 class _Route:
-    """Per source topic: its short name and metric children, and what happened since the last metrics update."""
+    """Per source topic: its short name and metric children, what happened since the last metrics update, and
+    (inbound) the messages received and not yet acknowledged, in the order received."""
 
-    __slots__ = ("count", "forwarded", "lag", "last_publish_ms", "name")
+    __slots__ = ("count", "forwarded", "lag", "last_publish_ms", "name", "pending")
 
     def __init__(self, direction: str, name: str) -> None:
         self.name = name
@@ -228,6 +230,16 @@ class _Route:
         self.lag = BRIDGE_LAG_SECONDS.labels(direction, name)
         self.count = 0
         self.last_publish_ms = 0
+        #: [message, delivered] per message, oldest first.
+        self.pending: deque[list[Any]] = deque()
+
+    def delivered_prefix(self) -> Any:
+        """The last message of the longest run of delivered messages at the head (taken off), or None."""
+        pending = self.pending
+        last = None
+        while pending and pending[0][1]:
+            last = pending.popleft()[0]
+        return last
 
     def publish(self) -> None:
         """Move the counts to the metrics (once per serving, not per message: the labelled metric's lock and
@@ -239,8 +251,13 @@ class _Route:
 
 
 class PulsarAcks(Protocol):
-    def acknowledge(self, message: Any) -> None: ...
+    def acknowledge_cumulative(self, message: Any) -> None: ...
     def negative_acknowledge(self, message: Any) -> None: ...
+
+
+class KafkaDeliveryFailed(RuntimeError):
+    """Kafka did not take a message (not for its content): the direction restarts, and Pulsar redelivers the
+    message and every later one not acknowledged."""
 
 
 class KafkaProduce(Protocol):
@@ -256,15 +273,20 @@ BATCHED, ALONE, DEAD_LETTER = "batched", "alone", "dead-letter"
 
 
 class InboundForwarder:
-    """Pulsar -> Kafka in one thread: produces each received message and acknowledges it on Pulsar from its
-    Kafka delivery report (served by :meth:`serve`, in the same thread), so only what Kafka acknowledged
-    (acks=all) is ever acknowledged on Pulsar.
+    """Pulsar -> Kafka in one thread: produces each received message, and acknowledges on Pulsar from Kafka's
+    delivery reports (served by :meth:`serve`, in the same thread): per topic, cumulatively, up to the last
+    message of the contiguous run of messages Kafka acknowledged (acks=all) from the oldest one not yet
+    acknowledged. A message Kafka did not acknowledge is never covered: the run stops before it. (The Failover
+    subscription allows cumulative acknowledgements; one per topic per serving instead of one per message is
+    what the sync client's blocking ``acknowledge`` costs.)
 
     A record Kafka refuses for its size is replaced by its dead letter, and the message is acknowledged once
     the dead letter is written. The broker refuses a whole batch of records when it is too large for the topic,
     so a refused record is first produced again alone, and dead-lettered only if refused again: a small message
     batched with a large one is forwarded. Any other failure (the broker unavailable past the producer's
-    delivery timeout...) negatively acknowledges the message, so Pulsar redelivers it: nothing is lost.
+    delivery timeout...) negatively acknowledges the message and raises :class:`KafkaDeliveryFailed` from
+    :meth:`serve`: the direction restarts, and Pulsar redelivers it and what follows it: nothing is lost (what
+    Kafka did take after it is written again: a duplicate, which the agents drop by event id).
     """
 
     def __init__(self, consumer: PulsarAcks, producer: KafkaProduce, dead_letter_topic: str) -> None:
@@ -272,7 +294,7 @@ class InboundForwarder:
         self.producer = producer
         self.dead_letter_topic = dead_letter_topic
         self.undelivered = 0
-        self.fatal: KafkaError | None = None
+        self.failed: KafkaError | None = None
         self._routes: dict[str, _Route] = {}
         self._refused: list[tuple[pulsar.Message, _Route]] = []
 
@@ -286,7 +308,9 @@ class InboundForwarder:
         route = self._route(message.topic_name())
         record = kafka_record(self.dead_letter_topic, route.name, message.data(), message.partition_key() or None)
         kind = BATCHED if record.topic == route.name else DEAD_LETTER
-        self._produce(record, partial(self._delivered, message, route, kind))
+        entry = [message, False]
+        route.pending.append(entry)
+        self._produce(record, partial(self._delivered, entry, route, kind))
 
     def _produce(self, record: KafkaRecord, on_delivery: Callable[[KafkaError | None, Any], None]) -> None:
         while True:
@@ -299,34 +323,35 @@ class InboundForwarder:
             self.undelivered += 1
             return
 
-    def _delivered(self, message: pulsar.Message, route: _Route, kind: str, error: KafkaError | None,
-                   _record: Any) -> None:
+    def _delivered(self, entry: list[Any], route: _Route, kind: str, error: KafkaError | None, _record: Any) -> None:
         self.undelivered -= 1
         if error is None:
-            self.consumer.acknowledge(message)
+            entry[1] = True  # acknowledged on Pulsar by serve, with the run it ends or belongs to
             route.count += 1
-            route.last_publish_ms = message.publish_timestamp()
         elif error.code() in CONTENT_REFUSALS and kind == BATCHED:
-            self._refused.append((message, route))  # produced again alone by serve (not from a callback)
+            self._refused.append((entry, route))  # produced again alone by serve (not from a callback)
         elif error.code() in CONTENT_REFUSALS and kind == ALONE:
             # Refused for what it is: it would be refused again on every redelivery, so its (small) dead letter
             # replaces it, and the message is acknowledged once that is written.
-            self._dead_letter(message, route, f"Kafka: {error.str()}")
+            self._dead_letter(entry, route, f"Kafka: {error.str()}")
         else:
-            if error.fatal():
-                self.fatal = error
             logger.warning("bridge: Kafka refused a message from %s (%s); Pulsar will redeliver it",
                            route.name, error.str())
-            self.consumer.negative_acknowledge(message)
+            self.consumer.negative_acknowledge(entry[0])
+            self.failed = self.failed or error
 
-    def _dead_letter(self, message: pulsar.Message, route: _Route, detail: str) -> None:
+    def _dead_letter(self, entry: list[Any], route: _Route, detail: str) -> None:
+        message = entry[0]
         record = dead_letter_instead(self.dead_letter_topic, route.name, message.data(),
                                      message.partition_key() or None, "unforwardable", detail)
-        self._produce(record, partial(self._delivered, message, route, DEAD_LETTER))
+        self._produce(record, partial(self._delivered, entry, route, DEAD_LETTER))
 
     def refused_at_once(self, message: pulsar.Message, exc: Exception) -> None:
         """A record the producer refused before sending it (larger than it accepts, ...): its dead letter."""
-        self._dead_letter(message, self._route(message.topic_name()), f"{type(exc).__name__}: {exc}")
+        route = self._route(message.topic_name())
+        if not route.pending or route.pending[-1][0] is not message:  # refused before forward added it
+            route.pending.append([message, False])
+        self._dead_letter(route.pending[-1], route, f"{type(exc).__name__}: {exc}")
 
     def _produce_refused_alone(self) -> None:
         """Produce each record refused in a batch again, alone: everything else delivered first, and its own
@@ -334,21 +359,30 @@ class InboundForwarder:
         while self._refused:
             if self.producer.flush(FLUSH_TIMEOUT_S) > 0:
                 return  # Kafka slow or away: try again at the next serving
-            message, route = self._refused.pop(0)
+            entry, route = self._refused.pop(0)
+            message = entry[0]
             record = kafka_record(self.dead_letter_topic, route.name, message.data(), message.partition_key() or None)
-            self._produce(record, partial(self._delivered, message, route, ALONE))
+            self._produce(record, partial(self._delivered, entry, route, ALONE))
             self.producer.flush(FLUSH_TIMEOUT_S)
 
+    def _acknowledge(self) -> None:
+        for route in self._routes.values():
+            last = route.delivered_prefix()
+            if last is not None:
+                self.consumer.acknowledge_cumulative(last)
+                route.last_publish_ms = last.publish_timestamp()
+            route.publish()
+
     def serve(self, timeout: float = 0.0) -> None:
-        """Deliver Kafka's reports (acknowledging on Pulsar) and update the metrics; raise on a fatal producer
-        error (the direction restarts with a new producer; what it had not acknowledged is redelivered)."""
+        """Deliver Kafka's reports, acknowledge on Pulsar what they allow and update the metrics; raise
+        :class:`KafkaDeliveryFailed` after a failed delivery (the direction restarts with a new producer and
+        consumer; what was not acknowledged is redelivered)."""
         self.producer.poll(timeout)
         if self._refused:
             self._produce_refused_alone()
-        for route in self._routes.values():
-            route.publish()
-        if self.fatal is not None:
-            raise KafkaException(self.fatal)
+        self._acknowledge()
+        if self.failed is not None:
+            raise KafkaDeliveryFailed(f"Kafka did not take a message: {self.failed.str()}")
 
     def close(self, timeout: float = FLUSH_TIMEOUT_S) -> None:
         """Wait (bounded) for Kafka to acknowledge what was produced, acknowledging it on Pulsar; a message
@@ -356,8 +390,7 @@ class InboundForwarder:
         self.producer.flush(timeout)
         if self._refused:
             self._produce_refused_alone()
-        for route in self._routes.values():
-            route.publish()
+        self._acknowledge()
 
 
 def forward_one(forwarder: InboundForwarder, message: pulsar.Message) -> None:

@@ -3,6 +3,7 @@ Kafka, what is acknowledged on Pulsar and when, dead letters, redelivery, the ou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -18,7 +19,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from devstack.harness.tenant_provisioning import EventPlane
-from pipeline.bridge import Bridge, InboundForwarder, forward_one, pulsar_topic
+from pipeline.bridge import Bridge, InboundForwarder, KafkaDeliveryFailed, forward_one, pulsar_topic
 from pipeline.config import Settings
 from pipeline.events.models import DeadLetter
 
@@ -90,15 +91,18 @@ def bridge_threads() -> list[threading.Thread]:
 
 async def test_inbound_forwards_keyed_and_timestamped_acknowledges_and_stops_cleanly(event_plane: EventPlane) -> None:
     settings = settings_of(event_plane, "in")
-    topic = "bridge-it-in"
+    topic, other = "bridge-it-in", "bridge-it-in-other"
     payloads = [(f"tenant-{n % 7}", event(f"tenant-{n % 7}", n)) for n in range(50)]
     publish(settings, topic, payloads)
-    bridge = Bridge(settings, inbound=[topic], outbound=[])
+    publish(settings, other, payloads[:5])
+    bridge = Bridge(settings, inbound=[topic, other], outbound=[])
     await bridge.start()
     try:
         records = read_kafka(settings, topic, 50)
-        # Every message acknowledged on Pulsar (after Kafka's acknowledgement, see the unit tests).
-        wait_for(lambda: backlog(settings, topic) == 0, "the bridge subscription to have no backlog")
+        assert sorted(r.value() for r in read_kafka(settings, other, 5)) == sorted(p for _, p in payloads[:5])
+        # Every message acknowledged on Pulsar (after Kafka's acknowledgement, see the unit tests), on each topic.
+        wait_for(lambda: backlog(settings, topic) == 0 and backlog(settings, other) == 0,
+                 "the bridge subscription to have no backlog")
     finally:
         await bridge.stop()
     assert bridge_threads() == []  # both directions' threads ended: nothing left running after stop
@@ -163,11 +167,14 @@ def test_a_transient_kafka_failure_is_redelivered_and_forwarded_later(event_plan
         for message in first:
             forward_one(failing, message)
 
-        def failed() -> bool:
-            failing.serve(0.2)
+        def reported() -> bool:
+            with contextlib.suppress(KafkaDeliveryFailed):
+                failing.serve(0.2)
             return failing.undelivered == 0
 
-        wait_for(failed, "the deliveries to fail")
+        wait_for(reported, "the deliveries to fail")
+        with pytest.raises(KafkaDeliveryFailed):  # what restarts the direction
+            failing.serve()
         real = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all",
                          "enable.idempotence": True})
         forwarder = InboundForwarder(consumer, real, settings.dead_letter_topic)

@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from pipeline.bridge import InboundForwarder, forward_one, kafka_key_and_timestamp, outbound_offsets
+from pipeline.bridge import (
+    InboundForwarder,
+    KafkaDeliveryFailed,
+    forward_one,
+    kafka_key_and_timestamp,
+    outbound_offsets,
+)
 from pipeline.events.models import DeadLetter
 
 
@@ -105,11 +111,13 @@ class FakeMessage:
 
 
 class FakeConsumer:
+    """Records the cumulative acknowledgements (each covers its message and every earlier one of its topic)."""
+
     def __init__(self) -> None:
         self.acked: list[object] = []
         self.nacked: list[object] = []
 
-    def acknowledge(self, message: object) -> None:
+    def acknowledge_cumulative(self, message: object) -> None:
         self.acked.append(message)
 
     def negative_acknowledge(self, message: object) -> None:
@@ -167,10 +175,23 @@ def test_a_message_is_acknowledged_only_after_kafka_acknowledged_it() -> None:
         "resource-metrics", EVENT, b"acme", int(datetime(2026, 3, 1, 10, tzinfo=UTC).timestamp() * 1000))
     producer.report(1, None)
     forwarder.serve()
-    assert consumer.acked == [second] and forwarder.undelivered == 1
+    # The second is in Kafka, but acknowledging it would cover the first, which is not: nothing yet.
+    assert consumer.acked == [] and forwarder.undelivered == 1
     producer.report(0, None)
     forwarder.serve()
-    assert consumer.acked == [second, first] and consumer.nacked == []
+    assert consumer.acked == [second] and consumer.nacked == []  # both, cumulatively
+
+
+def test_acknowledgements_are_per_topic() -> None:
+    producer = FakeProducer()
+    forwarder, consumer = forwarder_with(producer)
+    metrics = FakeMessage(EVENT)
+    created = FakeMessage(EVENT, topic="persistent://public/default/tenant-created-events")
+    forward_one(forwarder, metrics)
+    forward_one(forwarder, created)
+    producer.report(1, None)
+    forwarder.serve()
+    assert consumer.acked == [created]  # its topic's oldest; the other topic's message is not covered
 
 
 class FakeKafkaError:
@@ -194,9 +215,26 @@ def test_a_transient_failure_is_redelivered_never_acknowledged() -> None:
     message = FakeMessage(EVENT)
     forward_one(forwarder, message)
     producer.report(0, FakeKafkaError(KafkaError._MSG_TIMED_OUT))
-    forwarder.serve()
+    with pytest.raises(KafkaDeliveryFailed):  # the direction restarts
+        forwarder.serve()
     assert consumer.nacked == [message] and consumer.acked == []
     assert len(producer.produced) == 1  # no dead letter: the broker's state, not the message
+
+
+def test_acknowledgements_never_pass_a_message_kafka_did_not_take() -> None:
+    producer = FakeProducer()
+    forwarder, consumer = forwarder_with(producer)
+    messages = [FakeMessage(EVENT) for _ in range(4)]
+    for message in messages:
+        forward_one(forwarder, message)
+    producer.report(0, None)
+    producer.report(1, FakeKafkaError(KafkaError._MSG_TIMED_OUT))
+    producer.report(2, None)
+    producer.report(3, None)
+    with pytest.raises(KafkaDeliveryFailed):
+        forwarder.serve()
+    forwarder.close(0)  # as the restart does: what can be acknowledged is, still never past the failed one
+    assert consumer.acked == [messages[0]] and consumer.nacked == [messages[1]]
 
 
 def test_a_record_kafka_refuses_for_its_size_is_produced_alone_then_replaced_by_its_dead_letter() -> None:
@@ -241,8 +279,9 @@ def test_a_dead_letter_that_fails_is_redelivered_not_dead_lettered_again() -> No
     forward_one(forwarder, message)
     assert producer.produced[0][0] == "dead-letter-events"  # too large for the service: its dead letter at once
     producer.report(0, FakeKafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
-    forwarder.serve()
-    assert consumer.nacked == [message] and len(producer.produced) == 1
+    with pytest.raises(KafkaDeliveryFailed):
+        forwarder.serve()
+    assert consumer.nacked == [message] and consumer.acked == [] and len(producer.produced) == 1
 
 
 def test_a_record_the_producer_refuses_at_once_is_dead_lettered() -> None:
@@ -273,7 +312,7 @@ def test_a_fatal_producer_error_restarts_the_direction() -> None:
     message = FakeMessage(EVENT)
     forward_one(forwarder, message)
     producer.report(0, FakeKafkaError(KafkaError._FATAL, fatal=True))
-    with pytest.raises(KafkaException):
+    with pytest.raises(KafkaDeliveryFailed):
         forwarder.serve()
     assert consumer.nacked == [message] and consumer.acked == []
 
