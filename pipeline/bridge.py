@@ -213,6 +213,8 @@ MAX_UNDELIVERED = 20_000
 RECEIVE_TIMEOUT_MS = 100
 #: How many messages are produced between two servings of Kafka's delivery reports.
 REPORTS_EVERY = 256
+#: Kafka records the outbound direction reads at once, sends to Pulsar, and commits after Pulsar's acks.
+OUTBOUND_BATCH = 1000
 #: How long stopping waits for Kafka to acknowledge what was produced (unacknowledged messages are
 #: redelivered by Pulsar to the next bridge, so this only limits duplicates).
 FLUSH_TIMEOUT_S = 10.0
@@ -600,7 +602,7 @@ class Bridge:
         consumer.subscribe(self.outbound)
         try:
             while not self._stopping.is_set():
-                records = [r for r in consumer.consume(num_messages=1000, timeout=0.5) if _usable(r)]
+                records = [r for r in consumer.consume(num_messages=OUTBOUND_BATCH, timeout=0.5) if _usable(r)]
                 if not records:
                     continue
                 sent = _Sent()
@@ -609,8 +611,10 @@ class Bridge:
                     assert topic is not None  # a record (not an error event) always has its topic
                     producer = producers.get(topic)
                     if producer is None:
+                        # Room for a whole consumed batch: send_async never has to wait for queue space.
                         producer = producers[topic] = self._pulsar.create_producer(
-                            pulsar_topic(self.settings, topic), batching_enabled=True, block_if_queue_full=True
+                            pulsar_topic(self.settings, topic), batching_enabled=True, block_if_queue_full=True,
+                            max_pending_messages=2 * OUTBOUND_BATCH,
                         )
                         routes[topic] = _Route("kafka-to-pulsar", topic)
                     key = record.key()

@@ -19,7 +19,14 @@ from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from devstack.harness.tenant_provisioning import EventPlane
-from pipeline.bridge import Bridge, InboundForwarder, KafkaDeliveryFailed, forward_one, pulsar_topic
+from pipeline.bridge import (
+    OUTBOUND_BATCH,
+    Bridge,
+    InboundForwarder,
+    KafkaDeliveryFailed,
+    forward_one,
+    pulsar_topic,
+)
 from pipeline.config import Settings
 from pipeline.events.models import DeadLetter
 
@@ -192,6 +199,7 @@ def test_a_transient_kafka_failure_is_redelivered_and_forwarded_later(event_plan
 
 
 async def test_outbound_commits_after_pulsar_acknowledged(event_plane: EventPlane) -> None:
+    COUNT = 2 * OUTBOUND_BATCH + 500  # several batches, more than a Pulsar producer's default queue
     settings = settings_of(event_plane, "out")
     topic = "bridge-it-out"
     client = pulsar.Client(settings.pulsar_url, logger=QUIET)
@@ -202,7 +210,7 @@ async def test_outbound_commits_after_pulsar_acknowledged(event_plane: EventPlan
         bridge = Bridge(settings, inbound=[], outbound=[topic])
         await bridge.start()  # creates the Kafka topic
         producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
-        for n in range(30):
+        for n in range(COUNT):
             producer.produce(topic, event(f"tenant-{n % 4}", n), f"tenant-{n % 4}".encode())
         assert producer.flush(60) == 0
         group = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -213,12 +221,12 @@ async def test_outbound_commits_after_pulsar_acknowledged(event_plane: EventPlan
             return sum(max(tp.offset, 0) for tp in group.committed(partitions, timeout=30))
 
         try:
-            wait_for(lambda: committed() == 30, "the bridge to commit all 30 records")
+            wait_for(lambda: committed() == COUNT, "the bridge to commit every record")
         finally:
             group.close()
             await bridge.stop()
-        received = [reader.receive(30_000) for _ in range(30)]
-        assert sorted(m.data() for m in received) == sorted(event(f"tenant-{n % 4}", n) for n in range(30))
+        received = [reader.receive(30_000) for _ in range(COUNT)]
+        assert sorted(m.data() for m in received) == sorted(event(f"tenant-{n % 4}", n) for n in range(COUNT))
         assert {m.partition_key() for m in received} == {f"tenant-{n}" for n in range(4)}
     finally:
         client.close()
