@@ -3,6 +3,7 @@ Kafka, what is acknowledged on Pulsar and when, dead letters, redelivery, the ou
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import threading
@@ -230,4 +231,20 @@ async def test_outbound_commits_after_pulsar_acknowledged(event_plane: EventPlan
         assert {m.partition_key() for m in received} == {f"tenant-{n}" for n in range(4)}
     finally:
         client.close()
+    assert bridge_threads() == []
+
+
+async def test_run_forever_stops_cleanly_when_cancelled(event_plane: EventPlane) -> None:
+    """``python -m pipeline bridge`` runs ``run_forever`` under ``asyncio.run``: Ctrl-C cancels it."""
+    settings = settings_of(event_plane, "forever")
+    bridge = Bridge(settings, inbound=["bridge-it-forever"], outbound=["bridge-it-forever-out"])
+    task = asyncio.create_task(bridge.run_forever())
+    for _ in range(450):  # start creates the topics first: up to 90 s
+        if len(bridge_threads()) == 2:
+            break
+        await asyncio.sleep(0.2)
+    assert {t.name for t in bridge_threads()} == {"bridge-inbound", "bridge-outbound"}
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
     assert bridge_threads() == []
