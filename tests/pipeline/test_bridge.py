@@ -14,6 +14,7 @@ from pipeline.bridge import (
     KafkaDeliveryFailed,
     forward_one,
     kafka_key_and_timestamp,
+    kafka_record,
     outbound_offsets,
 )
 from pipeline.events.models import DeadLetter
@@ -180,6 +181,17 @@ def test_a_message_is_acknowledged_only_after_kafka_acknowledged_it() -> None:
     producer.report(0, None)
     forwarder.serve()
     assert consumer.acked == [second] and consumer.nacked == []  # both, cumulatively
+
+
+def test_the_forwarder_keys_like_kafka_record() -> None:
+    producer = FakeProducer()
+    forwarder, _ = forwarder_with(producer)
+    payloads = [(EVENT, "other"), (b"\xff not json", "k1"), (b"[1]", ""), (b'{"tenant_id": "a b"}', "k2")]
+    for payload, key in payloads:
+        forward_one(forwarder, FakeMessage(payload, key=key))
+    for (payload, key), (topic, value, produced_key, timestamp, _) in zip(payloads, producer.produced, strict=True):
+        expected = kafka_record("dead-letter-events", "resource-metrics", payload, key or None)
+        assert (topic, value, produced_key, timestamp or None) == tuple(expected)
 
 
 def test_acknowledgements_are_per_topic() -> None:
