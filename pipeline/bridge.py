@@ -211,10 +211,8 @@ CONTENT_REFUSALS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_
 MAX_UNDELIVERED = 20_000
 #: How long a blocking receive waits before the thread checks whether it must stop (and serves reports).
 RECEIVE_TIMEOUT_MS = 100
-#: How many messages are produced between two servings of Kafka's delivery reports, at most.
+#: How many messages are produced between two servings of Kafka's delivery reports.
 REPORTS_EVERY = 256
-#: How long a batch receive waits for more messages after the first (a little latency for fewer calls).
-BATCH_WAIT_MS = 1
 #: Kafka records the outbound direction reads at once, sends to Pulsar, and commits after Pulsar's acks.
 OUTBOUND_BATCH = 1000
 #: How long stopping waits for Kafka to acknowledge what was produced (unacknowledged messages are
@@ -309,27 +307,12 @@ class InboundForwarder:
         return route
 
     def forward(self, message: pulsar.Message) -> None:
-        topic = message.topic_name()
-        route = self._routes.get(topic) or self._route(topic)
-        payload = message.data()
+        route = self._route(message.topic_name())
+        record = kafka_record(self.dead_letter_topic, route.name, message.data(), message.partition_key() or None)
+        kind = BATCHED if record.topic == route.name else DEAD_LETTER
         entry = [message, False]
         route.pending.append(entry)
-        if len(payload) > bounded_json.MAX_DOCUMENT_BYTES:
-            record = kafka_record(self.dead_letter_topic, route.name, payload, message.partition_key() or None)
-            self._produce(record, partial(self._delivered, entry, route, DEAD_LETTER))
-            return
-        # What kafka_record does, inlined (the per-message path): the Pulsar key is read only when the payload
-        # names no valid tenant, the only case it is used in.
-        key, timestamp = kafka_key_and_timestamp(payload, None)
-        if key is None:
-            key = dead_letter_key(message.partition_key() or None)
-        on_delivery = partial(self._delivered, entry, route, BATCHED)
-        try:
-            self.producer.produce(route.name, payload, key, on_delivery=on_delivery, timestamp=timestamp or 0)
-        except BufferError:  # librdkafka's queue is full: _produce waits for deliveries and tries again
-            self._produce(KafkaRecord(route.name, payload, key, timestamp), on_delivery)
-        else:
-            self.undelivered += 1
+        self._produce(record, partial(self._delivered, entry, route, kind))
 
     def _produce(self, record: KafkaRecord, on_delivery: Callable[[KafkaError | None, Any], None]) -> None:
         while True:
@@ -576,7 +559,6 @@ class Bridge:
             initial_position=pulsar.InitialPosition.Earliest,
             negative_ack_redelivery_delay_ms=1000,
             receiver_queue_size=MAX_IN_FLIGHT,
-            batch_receive_policy=pulsar.ConsumerBatchReceivePolicy(REPORTS_EVERY, 16 * 1024 * 1024, BATCH_WAIT_MS),
         )
         try:
             producer = Producer(inbound_producer_config(self.settings))
@@ -590,18 +572,17 @@ class Bridge:
                 consumer.close()
 
     def _forward_until_stopped(self, consumer: pulsar.Consumer, forwarder: InboundForwarder) -> None:
+        produced = 0
         while not self._stopping.is_set():
             try:
                 message = consumer.receive(RECEIVE_TIMEOUT_MS)
             except pulsar.Timeout:
                 forwarder.serve()
                 continue
-            forward_one(forwarder, message)  # at once: a lone message waits for nothing
-            # Then what else is queued, in one call (up to REPORTS_EVERY messages; it waits BATCH_WAIT_MS at
-            # most for more): one hop into the client per batch instead of one per message.
-            for message in consumer.batch_receive():
-                forward_one(forwarder, message)
-            forwarder.serve()
+            forward_one(forwarder, message)
+            produced += 1
+            if produced % REPORTS_EVERY == 0:
+                forwarder.serve()
             while forwarder.undelivered >= MAX_UNDELIVERED and not self._stopping.is_set():
                 forwarder.serve(0.05)
 
