@@ -6,13 +6,15 @@ On an event plane of its own (a Kafka broker started for the run and a fresh Pul
 series, ~245 bytes, keyed by tenant) are published once on a dedicated topic. Then each pass reads all of
 them through a subscription of its own, from the earliest message:
 
-* ``bare_sync``: pulsar-client's blocking ``receive()`` + ``acknowledge()`` loop (in a thread);
-* ``bare_asyncio``: the same with ``pulsar.asyncio`` (``await receive()``, ``await acknowledge()``), the
-  client API the bridge uses, same subscription type (KeyShared) and receiver queue (2,000);
-* ``bridge``: ``Bridge(settings, inbound=[topic], outbound=[])`` in this process: produce to Kafka
-  (acks=all, idempotent), acknowledge on Pulsar only after Kafka acknowledged; rate from its
-  ``provisioning_bridge_forwarded_total`` counter (polled every 50 ms); ``kafka_records_written`` counts
-  what reached Kafka (the topic is created, with a probe record per partition, before the passes).
+* ``bare_sync``: pulsar-client's blocking ``receive()`` + ``acknowledge()`` loop (in a thread), the client
+  API the bridge's inbound thread uses;
+* ``bare_asyncio``: the same with ``pulsar.asyncio`` (``await receive()``, ``await acknowledge()``), what an
+  asyncio bridge would use; both with the same subscription type (KeyShared) and receiver queue (2,000);
+* ``bridge``: ``Bridge(settings, inbound=[topic], outbound=[])`` in this process (its inbound thread):
+  produce to Kafka with librdkafka (acks=all, idempotent), acknowledge on Pulsar only after Kafka's delivery
+  report; rate from its ``provisioning_bridge_forwarded_total`` counter (polled every 50 ms; the bridge
+  updates it every 256 messages); ``kafka_records_written`` counts what reached Kafka (the topic is
+  created, with a probe record per partition, before the passes).
 
 Order: bare_sync, bare_asyncio, bridge, bare_sync, bare_asyncio (drift shows). Rate = messages / (time of
 the last one - time of the first one); CPU = this process (all threads, the client's C++ threads

@@ -6,14 +6,16 @@ Kafka acknowledged the write, so a bridge that dies in between loses nothing (Pu
 agents deduplicate by event id).
 
 A message that can never be written to Kafka (larger than the service accepts, or refused by Kafka for its
-content) is replaced by a bounded dead letter on the dead-letter topic, and acknowledged once that is
-written: one message never blocks the ones behind it. Unreadable messages of acceptable size are forwarded
+size even when produced alone) is replaced by a bounded dead letter on the dead-letter topic, and acknowledged
+once that is written: one message never blocks the ones behind it. Unreadable messages of acceptable size are forwarded
 as they are and dead-lettered by the agents' decoder, with the precise reason.
 
 Outbound: the service's output topics are copied from Kafka to Pulsar; Kafka offsets are committed only
 after Pulsar acknowledged every message up to them.
 
-Runs inside the worker as a Faust service, or alone with ``python -m pipeline bridge``.
+Each direction runs in a thread of its own, with the blocking Pulsar client and librdkafka (confluent-kafka):
+the per-message work stays off the event loop of the worker it runs in (as a Faust service), or runs alone
+with ``python -m pipeline bridge``. A failed direction restarts after a pause (1 s, doubling up to 30 s).
 """
 
 from __future__ import annotations
@@ -22,21 +24,24 @@ import asyncio
 import contextlib
 import logging
 import re
+import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple, Protocol
 
 import pulsar
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer
+from aiokafka import TopicPartition as AIOTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
-from aiokafka.errors import MessageSizeTooLargeError, TopicAlreadyExistsError
-from pulsar import asyncio as pulsar_asyncio
+from aiokafka.errors import TopicAlreadyExistsError
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from pipeline import bounded_json
 from pipeline.config import Settings
-from pipeline.connections import aiokafka_security, pulsar_client_options
+from pipeline.connections import aiokafka_security, librdkafka_security, pulsar_client_options
 from pipeline.contract.topics import INPUT_TOPICS, OUTPUT_TOPICS
 from pipeline.events.dead_letters import dead_letter_record
 from pipeline.events.dead_letters import kafka_key as dead_letter_key
@@ -61,31 +66,34 @@ def kafka_key_and_timestamp(payload: bytes, pulsar_key: str | None) -> tuple[byt
     An unreadable payload is still forwarded (the agents dead-letter it with its reason), keyed by the
     Pulsar message key when there is one.
     """
-    key = dead_letter_key(pulsar_key) if pulsar_key else None
+    # Called for every message the bridge forwards: plain try/except rather than contextlib.suppress, and the
+    # fallback key only computed when it is used (same checks, a third of the cost).
     try:
         event = bounded_json.loads(payload)  # never raises anything else, whatever the payload
     except bounded_json.JsonRefused:
-        return key, None
+        return (dead_letter_key(pulsar_key) if pulsar_key else None), None
     if not isinstance(event, dict):
-        return key, None
+        return (dead_letter_key(pulsar_key) if pulsar_key else None), None
     tenant_id = event.get("tenant_id")
     if isinstance(tenant_id, str) and _TENANT_ID.fullmatch(tenant_id):
-        key = tenant_id.encode()
-    timestamp = None
+        key: bytes | None = tenant_id.encode()
+    else:
+        key = dead_letter_key(pulsar_key) if pulsar_key else None
     occurred_at = event.get("occurred_at")
-    if isinstance(occurred_at, str) and len(occurred_at) <= 64:
-        with contextlib.suppress(ValueError, OverflowError, OSError):
-            parsed = datetime.fromisoformat(occurred_at)
-            if parsed.tzinfo is not None:
-                millis = int(parsed.timestamp() * 1000)
-                if 0 <= millis <= _MAX_TIMESTAMP_MS:
-                    timestamp = millis
-    return key, timestamp
+    if not isinstance(occurred_at, str) or len(occurred_at) > 64:
+        return key, None
+    try:
+        parsed = datetime.fromisoformat(occurred_at)
+        if parsed.tzinfo is None:
+            return key, None
+        millis = int(parsed.timestamp() * 1000)
+    except (ValueError, OverflowError, OSError):
+        return key, None
+    return key, (millis if 0 <= millis <= _MAX_TIMESTAMP_MS else None)
 
 
-@dataclass(frozen=True)
-class KafkaRecord:
-    """What the bridge writes to Kafka for one Pulsar message."""
+class KafkaRecord(NamedTuple):
+    """What the bridge writes to Kafka for one Pulsar message (a named tuple: one is built per message)."""
 
     topic: str
     value: bytes
@@ -149,7 +157,7 @@ async def _holding_records(settings: Settings, partitions: Mapping[str, int]) ->
     await consumer.start()
     try:
         ends = await consumer.end_offsets(
-            [TopicPartition(name, p) for name, count in partitions.items() for p in range(count)]
+            [AIOTopicPartition(name, p) for name, count in partitions.items() for p in range(count)]
         )
     finally:
         await consumer.stop()
@@ -193,7 +201,283 @@ async def ensure_kafka_topics(settings: Settings, names: Sequence[str]) -> None:
         await admin.close()
 
 
+# -- Pulsar -> Kafka ------------------------------------------------------------------------------------
+
+#: Kafka error codes that refuse a record for what it is (its size), not for the broker's state: the record
+#: would be refused again on every redelivery, so its dead letter replaces it (once refused alone too).
+CONTENT_REFUSALS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE})
+#: Messages produced to Kafka and not yet acknowledged by it, at most (then the thread waits for delivery
+#: reports before receiving more).
+MAX_UNDELIVERED = 20_000
+#: How long a blocking receive waits before the thread checks whether it must stop (and serves reports).
+RECEIVE_TIMEOUT_MS = 100
+#: How many messages are produced between two servings of Kafka's delivery reports.
+REPORTS_EVERY = 256
+#: Kafka records the outbound direction reads at once, sends to Pulsar, and commits after Pulsar's acks.
+OUTBOUND_BATCH = 1000
+#: How long stopping waits for Kafka to acknowledge what was produced (unacknowledged messages are
+#: redelivered by Pulsar to the next bridge, so this only limits duplicates).
+FLUSH_TIMEOUT_S = 10.0
+
+
+class _Route:
+    """Per source topic: its short name and metric children, what happened since the last metrics update, and
+    (inbound) the messages received and not yet acknowledged, in the order received."""
+
+    __slots__ = ("count", "forwarded", "lag", "last_publish_ms", "name", "pending")
+
+    def __init__(self, direction: str, name: str) -> None:
+        self.name = name
+        self.forwarded = BRIDGE_FORWARDED.labels(direction, name)
+        self.lag = BRIDGE_LAG_SECONDS.labels(direction, name)
+        self.count = 0
+        self.last_publish_ms = 0
+        #: [message, delivered] per message, oldest first.
+        self.pending: deque[list[Any]] = deque()
+
+    def delivered_prefix(self) -> Any:
+        """The last message of the longest run of delivered messages at the head (taken off), or None."""
+        pending = self.pending
+        last = None
+        while pending and pending[0][1]:
+            last = pending.popleft()[0]
+        return last
+
+    def publish(self) -> None:
+        """Move the counts to the metrics (once per serving, not per message: the labelled metric's lock and
+        the clock are per-message costs otherwise)."""
+        if self.count:
+            self.forwarded.inc(self.count)
+            self.lag.set(max(0.0, time.time() - self.last_publish_ms / 1000))
+            self.count = 0
+
+
+class PulsarAcks(Protocol):
+    def acknowledge_cumulative(self, message: Any) -> None: ...
+    def negative_acknowledge(self, message: Any) -> None: ...
+
+
+class KafkaDeliveryFailed(RuntimeError):
+    """Kafka did not take a message (not for its content): the direction restarts, and Pulsar redelivers the
+    message and every later one not acknowledged."""
+
+
+class KafkaProduce(Protocol):
+    def produce(self, topic: str, value: bytes, key: bytes | None = None, *, on_delivery: Callable[..., None],
+                timestamp: int = 0) -> None: ...
+    def poll(self, timeout: float) -> int: ...
+    def flush(self, timeout: float) -> int: ...
+
+
+#: What a produced record is, for its delivery report: the message as received (possibly batched with others),
+#: the message produced again alone after a refusal, or a dead letter.
+BATCHED, ALONE, DEAD_LETTER = "batched", "alone", "dead-letter"
+
+
+class InboundForwarder:
+    """Pulsar -> Kafka in one thread: produces each received message, and acknowledges on Pulsar from Kafka's
+    delivery reports (served by :meth:`serve`, in the same thread): per topic, cumulatively, up to the last
+    message of the contiguous run of messages Kafka acknowledged (acks=all) from the oldest one not yet
+    acknowledged. A message Kafka did not acknowledge is never covered: the run stops before it. (The Failover
+    subscription allows cumulative acknowledgements; one per topic per serving instead of one per message is
+    what the sync client's blocking ``acknowledge`` costs.)
+
+    A record Kafka refuses for its size is replaced by its dead letter, and the message is acknowledged once
+    the dead letter is written. The broker refuses a whole batch of records when it is too large for the topic,
+    so a refused record is first produced again alone, and dead-lettered only if refused again: a small message
+    batched with a large one is forwarded. Any other failure (the broker unavailable past the producer's
+    delivery timeout...) negatively acknowledges the message and raises :class:`KafkaDeliveryFailed` from
+    :meth:`serve`: the direction restarts, and Pulsar redelivers it and what follows it: nothing is lost (what
+    Kafka did take after it is written again: a duplicate, which the agents drop by event id).
+    """
+
+    def __init__(self, consumer: PulsarAcks, producer: KafkaProduce, dead_letter_topic: str) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.dead_letter_topic = dead_letter_topic
+        self.undelivered = 0
+        self.failed: KafkaError | None = None
+        self._routes: dict[str, _Route] = {}
+        self._refused: list[tuple[pulsar.Message, _Route]] = []
+
+    def _route(self, topic: str) -> _Route:
+        route = self._routes.get(topic)
+        if route is None:
+            route = self._routes[topic] = _Route("pulsar-to-kafka", topic.rsplit("/", 1)[-1])
+        return route
+
+    def forward(self, message: pulsar.Message) -> None:
+        route = self._route(message.topic_name())
+        record = kafka_record(self.dead_letter_topic, route.name, message.data(), message.partition_key() or None)
+        kind = BATCHED if record.topic == route.name else DEAD_LETTER
+        entry = [message, False]
+        route.pending.append(entry)
+        self._produce(record, partial(self._delivered, entry, route, kind))
+
+    def _produce(self, record: KafkaRecord, on_delivery: Callable[[KafkaError | None, Any], None]) -> None:
+        while True:
+            try:
+                self.producer.produce(record.topic, record.value, record.key, on_delivery=on_delivery,
+                                      timestamp=record.timestamp_ms or 0)  # 0: the producer's clock
+            except BufferError:  # librdkafka's queue is full: wait for deliveries, then again
+                self.producer.poll(0.1)
+                continue
+            self.undelivered += 1
+            return
+
+    def _delivered(self, entry: list[Any], route: _Route, kind: str, error: KafkaError | None, _record: Any) -> None:
+        self.undelivered -= 1
+        if error is None:
+            entry[1] = True  # acknowledged on Pulsar by serve, with the run it ends or belongs to
+            route.count += 1
+        elif error.code() in CONTENT_REFUSALS and kind == BATCHED:
+            self._refused.append((entry, route))  # produced again alone by serve (not from a callback)
+        elif error.code() in CONTENT_REFUSALS and kind == ALONE:
+            # Refused for what it is: it would be refused again on every redelivery, so its (small) dead letter
+            # replaces it, and the message is acknowledged once that is written.
+            self._dead_letter(entry, route, f"Kafka: {error.str()}")
+        else:
+            logger.warning("bridge: Kafka refused a message from %s (%s); Pulsar will redeliver it",
+                           route.name, error.str())
+            self.consumer.negative_acknowledge(entry[0])
+            self.failed = self.failed or error
+
+    def _dead_letter(self, entry: list[Any], route: _Route, detail: str) -> None:
+        message = entry[0]
+        record = dead_letter_instead(self.dead_letter_topic, route.name, message.data(),
+                                     message.partition_key() or None, "unforwardable", detail)
+        self._produce(record, partial(self._delivered, entry, route, DEAD_LETTER))
+
+    def refused_at_once(self, message: pulsar.Message, exc: Exception) -> None:
+        """A record the producer refused before sending it (larger than it accepts, ...): its dead letter."""
+        route = self._route(message.topic_name())
+        if not route.pending or route.pending[-1][0] is not message:  # refused before forward added it
+            route.pending.append([message, False])
+        self._dead_letter(route.pending[-1], route, f"{type(exc).__name__}: {exc}")
+
+    def _produce_refused_alone(self) -> None:
+        """Produce each record refused in a batch again, alone: everything else delivered first, and its own
+        delivery waited for before anything else is produced (rare: a record too large for the topic)."""
+        while self._refused:
+            if self.producer.flush(FLUSH_TIMEOUT_S) > 0:
+                return  # Kafka slow or away: try again at the next serving
+            entry, route = self._refused.pop(0)
+            message = entry[0]
+            record = kafka_record(self.dead_letter_topic, route.name, message.data(), message.partition_key() or None)
+            self._produce(record, partial(self._delivered, entry, route, ALONE))
+            self.producer.flush(FLUSH_TIMEOUT_S)
+
+    def _acknowledge(self) -> None:
+        for route in self._routes.values():
+            last = route.delivered_prefix()
+            if last is not None:
+                self.consumer.acknowledge_cumulative(last)
+                route.last_publish_ms = last.publish_timestamp()
+            route.publish()
+
+    def serve(self, timeout: float = 0.0) -> None:
+        """Deliver Kafka's reports, acknowledge on Pulsar what they allow and update the metrics; raise
+        :class:`KafkaDeliveryFailed` after a failed delivery (the direction restarts with a new producer and
+        consumer; what was not acknowledged is redelivered)."""
+        self.producer.poll(timeout)
+        if self._refused:
+            self._produce_refused_alone()
+        self._acknowledge()
+        if self.failed is not None:
+            raise KafkaDeliveryFailed(f"Kafka did not take a message: {self.failed.str()}")
+
+    def close(self, timeout: float = FLUSH_TIMEOUT_S) -> None:
+        """Wait (bounded) for Kafka to acknowledge what was produced, acknowledging it on Pulsar; a message
+        left unacknowledged (Kafka away, or refused and not yet produced alone) is redelivered by Pulsar."""
+        self.producer.flush(timeout)
+        if self._refused:
+            self._produce_refused_alone()
+        self._acknowledge()
+
+
+def forward_one(forwarder: InboundForwarder, message: pulsar.Message) -> None:
+    """Produce ``message`` (or its dead letter when the producer refuses it at once for its content)."""
+    try:
+        forwarder.forward(message)
+    except KafkaException as exc:
+        if exc.args[0].code() not in CONTENT_REFUSALS:
+            raise
+        forwarder.refused_at_once(message, exc)
+    except (ValueError, TypeError) as exc:
+        forwarder.refused_at_once(message, exc)
+
+
+def kafka_client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """A librdkafka configuration: the brokers, the security settings, and logs and errors through logging
+    (librdkafka writes them to stderr otherwise, which would break LOG_FORMAT=json)."""
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **librdkafka_security(settings),
+        "logger": logging.getLogger("pipeline.bridge.kafka"),
+        "error_cb": _log_kafka_error,
+        **extra,
+    }
+
+
+def inbound_producer_config(settings: Settings) -> dict[str, Any]:
+    """The inbound producer: acks=all and idempotent (no loss, no duplicate from its retries), and murmur2 for
+    keyed records, the partitioner of aiokafka (the worker's producer, Faust's tables) and of the Java client:
+    librdkafka's default (CRC32) would put a tenant's events on another partition than its table state."""
+    return kafka_client_config(settings, **{
+        "acks": "all", "enable.idempotence": True, "linger.ms": 2, "partitioner": "murmur2_random",
+    })
+
+
+def _log_kafka_error(error: KafkaError) -> None:
+    # Connection errors are retried by librdkafka; a fatal one fails the deliveries, which restarts the direction.
+    logger.warning("bridge: Kafka client error: %s", error.str())
+
+
+# -- Kafka -> Pulsar ------------------------------------------------------------------------------------
+
+
+class _Sent:
+    """Pulsar's answers to a batch of sends, from the client's threads."""
+
+    def __init__(self) -> None:
+        self._done = threading.Condition()
+        self.pending = 0
+        self.failures: list[str] = []
+
+    def add(self) -> None:
+        with self._done:
+            self.pending += 1
+
+    def callback(self, result: pulsar.Result, _message_id: Any) -> None:
+        with self._done:
+            self.pending -= 1
+            if result != pulsar.Result.Ok:
+                self.failures.append(str(result))
+            self._done.notify_all()
+
+    def wait(self, stopping: threading.Event) -> bool:
+        """Whether every send was answered (False when stopping first)."""
+        with self._done:
+            while self.pending and not stopping.is_set():
+                self._done.wait(0.2)
+            return not self.pending
+
+
+def outbound_offsets(records: Sequence[Any]) -> list[TopicPartition]:
+    """The offsets to commit after ``records`` (Kafka messages) were all acknowledged by Pulsar: per partition,
+    the one after the last record."""
+    last: dict[tuple[str, int], int] = {}
+    for record in records:
+        key = (record.topic(), record.partition())
+        last[key] = max(last.get(key, -1), record.offset())
+    return [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()]
+
+
 class Bridge:
+    """Both directions, each in a thread of its own off the event loop (the sync Pulsar client and librdkafka
+    do their per-message work without the loop); ``start``/``stop``/``run_forever`` are coroutines for the
+    worker's Faust service and ``python -m pipeline bridge``."""
+
     def __init__(
         self,
         settings: Settings,
@@ -203,63 +487,69 @@ class Bridge:
         self.settings = settings
         self.inbound = list(inbound)
         self.outbound = list(outbound)
-        self._tasks: list[asyncio.Task[None]] = []
-        self._pulsar: pulsar_asyncio.Client | None = None
-        self._stopping = asyncio.Event()
+        self._threads: list[threading.Thread] = []
+        self._pulsar: pulsar.Client | None = None
+        self._stopping = threading.Event()
+        self._stopped: asyncio.Event | None = None
 
     async def start(self) -> None:
         dead_letters = [self.settings.dead_letter_topic] if self.inbound else []
         await ensure_kafka_topics(self.settings, [*self.inbound, *self.outbound, *dead_letters])
-        self._pulsar = pulsar_asyncio.Client(
+        self._stopping.clear()
+        self._stopped = asyncio.Event()
+        self._pulsar = pulsar.Client(
             self.settings.pulsar_url, operation_timeout_seconds=30, logger=logging.getLogger("pulsar.client"),
             **pulsar_client_options(self.settings),
         )
-        if self.inbound:
-            self._tasks.append(asyncio.create_task(self._supervise(self._run_inbound), name="bridge-inbound"))
-        if self.outbound:
-            self._tasks.append(asyncio.create_task(self._supervise(self._run_outbound), name="bridge-outbound"))
+        runs = [(self._run_inbound, "bridge-inbound")] if self.inbound else []
+        runs += [(self._run_outbound, "bridge-outbound")] if self.outbound else []
+        for run, name in runs:
+            thread = threading.Thread(target=self._supervise, args=(run,), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
-    async def _supervise(self, run: Callable[[], Awaitable[None]]) -> None:
+    def _supervise(self, run: Callable[[], None]) -> None:
         """Run one direction until stopped, restarting it after a failure (a broker restart, a rebalance
         that invalidated a commit...). Nothing is lost: unacknowledged input is delivered again."""
         delay = 1.0
         while not self._stopping.is_set():
             try:
-                await run()
-            except asyncio.CancelledError:
-                raise
+                run()
             except Exception:
                 logger.exception("bridge %s failed; restarting in %.0fs", run.__name__, delay)
-                await asyncio.sleep(delay)
+                self._stopping.wait(delay)
                 delay = min(delay * 2, 30.0)
             else:
                 delay = 1.0
 
     async def stop(self) -> None:
         self._stopping.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        for thread in self._threads:
+            # Bounded: a receive or consume wakes up within a second, a flush waits FLUSH_TIMEOUT_S at most.
+            await asyncio.to_thread(thread.join, FLUSH_TIMEOUT_S + 30)
+            if thread.is_alive():
+                logger.warning("bridge: %s did not stop in time", thread.name)
+        self._threads.clear()
         if self._pulsar is not None:
             with contextlib.suppress(Exception):
-                await self._pulsar.close()
+                await asyncio.to_thread(self._pulsar.close)
             self._pulsar = None
+        if self._stopped is not None:
+            self._stopped.set()
 
     async def run_forever(self) -> None:
         await self.start()
+        assert self._stopped is not None
         try:
-            await asyncio.gather(*self._tasks)
+            await self._stopped.wait()
         finally:
             await self.stop()
 
     # -- Pulsar -> Kafka ------------------------------------------------------------------------------
 
-    async def _run_inbound(self) -> None:
+    def _run_inbound(self) -> None:
         assert self._pulsar is not None
-        consumer = await self._pulsar.subscribe(
+        consumer = self._pulsar.subscribe(
             [pulsar_topic(self.settings, t) for t in self.inbound],
             subscription_name=self.settings.bridge_subscription,
             # Failover: one active bridge per topic (per-key order kept), the others take over when it dies
@@ -270,111 +560,95 @@ class Bridge:
             negative_ack_redelivery_delay_ms=1000,
             receiver_queue_size=MAX_IN_FLIGHT,
         )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            **aiokafka_security(self.settings),
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=2,
-        )
-        await producer.start()
-        in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
-        pending: set[asyncio.Task[None]] = set()
         try:
-            while not self._stopping.is_set():
-                message = await consumer.receive()
-                await in_flight.acquire()
-                delivery = await self._produce(producer, message)
-                task = asyncio.create_task(self._ack_after(consumer, message, delivery, in_flight))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
+            producer = Producer(inbound_producer_config(self.settings))
+            forwarder = InboundForwarder(consumer, producer, self.settings.dead_letter_topic)
+            try:
+                self._forward_until_stopped(consumer, forwarder)
+            finally:
+                forwarder.close()
         finally:
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
-            await producer.stop()
             with contextlib.suppress(Exception):
-                await consumer.close()
+                consumer.close()
 
-    async def _produce(self, producer: AIOKafkaProducer, message: pulsar.Message) -> asyncio.Future[Any]:
-        name = message.topic_name().rsplit("/", 1)[-1]
-        payload = message.data()
-        pulsar_key = message.partition_key() or None
-        record = kafka_record(self.settings.dead_letter_topic, name, payload, pulsar_key)
-        try:
-            delivery: asyncio.Future[Any] = await producer.send(
-                record.topic, record.value, key=record.key, timestamp_ms=record.timestamp_ms
-            )
-        except (MessageSizeTooLargeError, ValueError, TypeError) as exc:
-            # Refused for what it is, not for the broker's state: it would be refused again on every
-            # redelivery, so it is replaced by its (small) dead letter and the topic moves on.
-            record = dead_letter_instead(self.settings.dead_letter_topic, name, payload, pulsar_key,
-                                         "unforwardable", f"{type(exc).__name__}: {exc}")
-            delivery = await producer.send(record.topic, record.value, key=record.key)
-        return delivery
-
-    async def _ack_after(
-        self,
-        consumer: pulsar_asyncio.Consumer,
-        message: pulsar.Message,
-        delivery: asyncio.Future[Any],
-        in_flight: asyncio.Semaphore,
-    ) -> None:
-        name = message.topic_name().rsplit("/", 1)[-1]
-        try:
-            await delivery
-        except Exception:
-            logger.exception("Kafka refused a message from %s; Pulsar will redeliver it", name)
-            consumer.negative_acknowledge(message)
-        else:
-            await consumer.acknowledge(message)
-            BRIDGE_FORWARDED.labels("pulsar-to-kafka", name).inc()
-            BRIDGE_LAG_SECONDS.labels("pulsar-to-kafka", name).set(
-                max(0.0, time.time() - message.publish_timestamp() / 1000)
-            )
-        finally:
-            in_flight.release()
+    def _forward_until_stopped(self, consumer: pulsar.Consumer, forwarder: InboundForwarder) -> None:
+        produced = 0
+        while not self._stopping.is_set():
+            try:
+                message = consumer.receive(RECEIVE_TIMEOUT_MS)
+            except pulsar.Timeout:
+                forwarder.serve()
+                continue
+            forward_one(forwarder, message)
+            produced += 1
+            if produced % REPORTS_EVERY == 0:
+                forwarder.serve()
+            while forwarder.undelivered >= MAX_UNDELIVERED and not self._stopping.is_set():
+                forwarder.serve(0.05)
 
     # -- Kafka -> Pulsar ------------------------------------------------------------------------------
 
-    async def _run_outbound(self) -> None:
+    def _run_outbound(self) -> None:
         assert self._pulsar is not None
-        consumer = AIOKafkaConsumer(
-            *self.outbound,
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            **aiokafka_security(self.settings),
-            group_id=f"{self.settings.app_id}-bridge-out",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        producers: dict[str, pulsar_asyncio.Producer] = {}
-        await consumer.start()
+        consumer = Consumer(kafka_client_config(
+            self.settings, **{
+                "group.id": f"{self.settings.app_id}-bridge-out",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
+        ))
+        producers: dict[str, pulsar.Producer] = {}
+        routes: dict[str, _Route] = {}
+        consumer.subscribe(self.outbound)
         try:
             while not self._stopping.is_set():
-                batches = await consumer.getmany(timeout_ms=500, max_records=1000)
-                if not batches:
+                records = [r for r in consumer.consume(num_messages=OUTBOUND_BATCH, timeout=0.5) if _usable(r)]
+                if not records:
                     continue
-                sends = []
-                for tp, records in batches.items():
-                    if tp.topic not in producers:
-                        producers[tp.topic] = await self._pulsar.create_producer(
-                            pulsar_topic(self.settings, tp.topic), batching_enabled=True
+                sent = _Sent()
+                for record in records:
+                    topic = record.topic()
+                    assert topic is not None  # a record (not an error event) always has its topic
+                    producer = producers.get(topic)
+                    if producer is None:
+                        # Room for a whole consumed batch: send_async never has to wait for queue space.
+                        producer = producers[topic] = self._pulsar.create_producer(
+                            pulsar_topic(self.settings, topic), batching_enabled=True, block_if_queue_full=True,
+                            max_pending_messages=2 * OUTBOUND_BATCH,
                         )
-                    for record in records:
-                        sends.append(
-                            producers[tp.topic].send(
-                                record.value or b"",
-                                partition_key=record.key.decode("utf-8", "replace") if record.key else None,
-                            )
-                        )
-                await asyncio.gather(*sends)
-                await consumer.commit()
-                for tp, records in batches.items():
-                    BRIDGE_FORWARDED.labels("kafka-to-pulsar", tp.topic).inc(len(records))
-                    BRIDGE_LAG_SECONDS.labels("kafka-to-pulsar", tp.topic).set(
-                        max(0.0, time.time() - records[-1].timestamp / 1000)
-                    )
+                        routes[topic] = _Route("kafka-to-pulsar", topic)
+                    key = record.key()
+                    sent.add()
+                    producer.send_async(record.value() or b"", sent.callback,
+                                        partition_key=key.decode("utf-8", "replace") if key else None)
+                    route = routes[topic]
+                    route.count += 1
+                    route.last_publish_ms = record.timestamp()[1]
+                for producer in producers.values():
+                    producer.flush()
+                if not sent.wait(self._stopping):
+                    return  # stopping: nothing committed, the batch is read again by the next bridge
+                if sent.failures:
+                    raise RuntimeError(f"Pulsar refused {len(sent.failures)} messages: {sent.failures[0]}")
+                # Only now: every record up to these offsets is acknowledged by Pulsar.
+                consumer.commit(offsets=outbound_offsets(records), asynchronous=False)
+                for route in routes.values():
+                    route.publish()
         finally:
-            await consumer.stop()
+            with contextlib.suppress(Exception):
+                consumer.close()
             for producer in producers.values():
                 with contextlib.suppress(Exception):
-                    await producer.close()
+                    producer.close()
+
+
+def _usable(record: Any) -> bool:
+    """Whether a consumed item is a record (not an error event); a fatal consumer error raises, which restarts
+    the direction."""
+    error = record.error()
+    if error is None:
+        return True
+    if error.fatal():
+        raise KafkaException(error)
+    logger.warning("bridge: Kafka consumer error: %s", error.str())
+    return False

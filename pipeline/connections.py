@@ -1,7 +1,8 @@
 """The security arguments of every Kafka and Pulsar client, built from the settings in one place.
 
 Kafka: the Faust worker gets ``broker_credentials`` (Faust turns them into aiokafka's arguments); the bridge's
-aiokafka producer, consumer and admin client get the same arguments directly. Pulsar: the bridge's client gets
+aiokafka admin client gets the same arguments directly, and its librdkafka (confluent-kafka) producer and consumer
+the same settings as librdkafka configuration properties. Pulsar: the bridge's client gets
 token authentication and its CA bundle; the admin API (tenant and namespace provisioning) gets an
 ``Authorization: Bearer`` header and the same CA bundle.
 
@@ -48,6 +49,29 @@ def aiokafka_security(settings: Settings) -> dict[str, Any]:
             sasl_plain_username=settings.kafka_sasl_username,
             sasl_plain_password=settings.kafka_sasl_password.get_secret_value(),
         )
+    return options
+
+
+def librdkafka_security(settings: Settings) -> dict[str, str]:
+    """The same settings as :func:`aiokafka_security`, as librdkafka configuration properties (the bridge's
+    confluent-kafka producer and consumer)."""
+    protocol = settings.kafka_security_protocol
+    options = {"security.protocol": protocol.lower()}
+    if protocol in ("SSL", "SASL_SSL"):
+        # Unset, librdkafka would use its bundled OpenSSL's default paths; "probe" finds the system's CA bundle,
+        # as Python's default context does.
+        options["ssl.ca.location"] = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else "probe"
+        options["ssl.endpoint.identification.algorithm"] = "https" if settings.kafka_ssl_check_hostname else "none"
+        if settings.kafka_ssl_certfile is not None and settings.kafka_ssl_keyfile is not None:
+            options["ssl.certificate.location"] = str(settings.kafka_ssl_certfile)
+            options["ssl.key.location"] = str(settings.kafka_ssl_keyfile)
+    if protocol.startswith("SASL_"):
+        assert settings.kafka_sasl_username is not None and settings.kafka_sasl_password is not None  # validated
+        options.update({
+            "sasl.mechanism": settings.kafka_sasl_mechanism,
+            "sasl.username": settings.kafka_sasl_username,
+            "sasl.password": settings.kafka_sasl_password.get_secret_value(),
+        })
     return options
 
 

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import confluent_kafka
 import faust
 import pulsar
 import pytest
@@ -15,6 +16,7 @@ from pipeline.config import Settings
 from pipeline.connections import (
     aiokafka_security,
     faust_broker_credentials,
+    librdkafka_security,
     pulsar_admin_ssl,
     pulsar_admin_token,
     pulsar_client_options,
@@ -133,3 +135,38 @@ async def test_the_admin_token_is_sent_as_a_bearer_header() -> None:
             await provisioner.aclose()
     assert response.data == ["standalone"]
     assert seen == [f"Bearer {TOKEN}"]
+
+
+# -- the bridge's librdkafka clients get the same settings -------------------------------------------------
+
+
+def test_librdkafka_plaintext() -> None:
+    assert librdkafka_security(Settings()) == {"security.protocol": "plaintext"}
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_librdkafka_sasl_over_tls_with_a_client_certificate(mechanism: str, cert_pair: tuple[Path, Path]) -> None:
+    cert, key = cert_pair
+    settings = Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism=mechanism,
+                        kafka_sasl_username="svc-provisioning", kafka_sasl_password=PASSWORD, kafka_ssl_cafile=cert,
+                        kafka_ssl_certfile=cert, kafka_ssl_keyfile=key)
+    options = librdkafka_security(settings)
+    assert options == {
+        "security.protocol": "sasl_ssl", "sasl.mechanism": mechanism, "sasl.username": "svc-provisioning",
+        "sasl.password": PASSWORD, "ssl.ca.location": str(cert), "ssl.endpoint.identification.algorithm": "https",
+        "ssl.certificate.location": str(cert), "ssl.key.location": str(key),
+    }
+    # librdkafka itself accepts every property (it checks names and values, and loads the files, when the
+    # client is created; nothing connects before a request).
+    confluent_kafka.Producer({"bootstrap.servers": "127.0.0.1:1", **options}).flush(0)
+
+
+def test_librdkafka_sasl_plaintext_and_tls_without_hostname_check(cert_pair: tuple[Path, Path]) -> None:
+    sasl = librdkafka_security(Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="SCRAM-SHA-256",
+                                        kafka_sasl_username="u", kafka_sasl_password=PASSWORD))
+    assert sasl == {"security.protocol": "sasl_plaintext", "sasl.mechanism": "SCRAM-SHA-256", "sasl.username": "u",
+                    "sasl.password": PASSWORD}
+    tls = librdkafka_security(Settings(kafka_security_protocol="SSL", kafka_ssl_check_hostname=False))
+    assert tls == {"security.protocol": "ssl", "ssl.ca.location": "probe",
+                   "ssl.endpoint.identification.algorithm": "none"}
+    confluent_kafka.Consumer({"bootstrap.servers": "127.0.0.1:1", "group.id": "g", **tls}).close()
