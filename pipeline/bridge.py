@@ -5,10 +5,11 @@ id, with the event's ``occurred_at`` as the record timestamp. A Pulsar message i
 Kafka acknowledged the write, so a bridge that dies in between loses nothing (Pulsar redelivers; the
 agents deduplicate by event id).
 
-A message that can never be written to Kafka (larger than the service accepts, or refused by Kafka for its
-size even when produced alone) is replaced by a bounded dead letter on the dead-letter topic, and acknowledged
-once that is written: one message never blocks the ones behind it. Unreadable messages of acceptable size are forwarded
-as they are and dead-lettered by the agents' decoder, with the precise reason.
+A message that can never be written to Kafka (larger than the service accepts, or refused by Kafka for what it
+is even when produced alone: its size, its timestamp, its content) is replaced by a bounded dead letter on the
+dead-letter topic, and acknowledged once that is written: one message never blocks the ones behind it.
+Unreadable messages of acceptable size are forwarded as they are and dead-lettered by the agents' decoder, with
+the precise reason.
 
 Outbound: the service's output topics are copied from Kafka to Pulsar; Kafka offsets are committed only
 after Pulsar acknowledged every message up to them.
@@ -264,9 +265,28 @@ async def ensure_kafka_topics(settings: Settings, names: Sequence[str]) -> None:
 
 # -- Pulsar -> Kafka ------------------------------------------------------------------------------------
 
-#: Kafka error codes that refuse a record for what it is (its size), not for the broker's state: the record
-#: would be refused again on every redelivery, so its dead letter replaces it (once refused alone too).
-CONTENT_REFUSALS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE})
+#: Kafka error codes (librdkafka's, as delivery reports and ``produce`` give them) that refuse a record for what
+#: it is, not for the broker's state: the record would be refused again on every redelivery and stall its topic,
+#: so once refused alone too its dead letter replaces it, with the refusal as the reason. The broker refuses a
+#: whole batch for one such record, so the first refusal only leads to producing the record again alone (which
+#: also gives a batch garbled in transit, CORRUPT_MESSAGE, a second try).
+CONTENT_REFUSALS = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE,  # larger than the topic's max.message.bytes (also raised by produce)
+    KafkaError.INVALID_MSG_SIZE,
+    KafkaError.RECORD_LIST_TOO_LARGE,  # the batch holding the record larger than the broker accepts
+    KafkaError.INVALID_MSG,  # CORRUPT_MESSAGE: the record fails the broker's checks (CRC, ...)
+    KafkaError.INVALID_RECORD,  # e.g. no key on a compacted topic, or a broker-side validation
+    KafkaError.INVALID_TIMESTAMP,  # the event time outside the topic's message.timestamp.before/after.max.ms
+    KafkaError.POLICY_VIOLATION,  # a broker policy refusing what the record holds
+})
+# Left out on purpose, as the broker's or the client's state (redelivered, the direction restarts): timeouts,
+# unavailable leaders and replicas, authorization, UNSUPPORTED_FOR_MESSAGE_FORMAT and UNSUPPORTED_COMPRESSION_TYPE
+# (the topic's configuration: every record would be refused), fatal producer errors.
+
+
+def refused_for_its_content(error: KafkaError) -> bool:
+    """Whether Kafka refused a record for what the record is (permanent for that record), not for its state."""
+    return error.code() in CONTENT_REFUSALS and not error.fatal()
 #: Messages produced to Kafka and not yet acknowledged by it, at most (then the thread waits for delivery
 #: reports before receiving more).
 MAX_UNDELIVERED = 20_000
@@ -343,13 +363,14 @@ class InboundForwarder:
     subscription allows cumulative acknowledgements; one per topic per serving instead of one per message is
     what the sync client's blocking ``acknowledge`` costs.)
 
-    A record Kafka refuses for its size is replaced by its dead letter, and the message is acknowledged once
-    the dead letter is written. The broker refuses a whole batch of records when it is too large for the topic,
-    so a refused record is first produced again alone, and dead-lettered only if refused again: a small message
-    batched with a large one is forwarded. Any other failure (the broker unavailable past the producer's
-    delivery timeout...) negatively acknowledges the message and raises :class:`KafkaDeliveryFailed` from
-    :meth:`serve`: the direction restarts, and Pulsar redelivers it and what follows it: nothing is lost (what
-    Kafka did take after it is written again: a duplicate, which the agents drop by event id).
+    A record Kafka refuses for what it is (its size, its timestamp, its content: :data:`CONTENT_REFUSALS`) is
+    replaced by its dead letter, and the message is acknowledged once the dead letter is written. The broker
+    refuses a whole batch of records for one of them, so a refused record is first produced again alone, and
+    dead-lettered only if refused again: a good message batched with a refused one is forwarded. Any other
+    failure (the broker unavailable past the producer's delivery timeout...) negatively acknowledges the
+    message and raises :class:`KafkaDeliveryFailed` from :meth:`serve`: the direction restarts, and Pulsar
+    redelivers it and what follows it: nothing is lost (what Kafka did take after it is written again: a
+    duplicate, which the agents drop by event id).
     """
 
     def __init__(self, consumer: PulsarAcks, producer: KafkaProduce, dead_letter_topic: str) -> None:
@@ -391,9 +412,9 @@ class InboundForwarder:
         if error is None:
             entry[1] = True  # acknowledged on Pulsar by serve, with the run it ends or belongs to
             route.count += 1
-        elif error.code() in CONTENT_REFUSALS and kind == BATCHED:
+        elif kind == BATCHED and refused_for_its_content(error):
             self._refused.append((entry, route))  # produced again alone by serve (not from a callback)
-        elif error.code() in CONTENT_REFUSALS and kind == ALONE:
+        elif kind == ALONE and refused_for_its_content(error):
             # Refused for what it is: it would be refused again on every redelivery, so its (small) dead letter
             # replaces it, and the message is acknowledged once that is written.
             self._dead_letter(entry, route, f"Kafka: {error.str()}")
@@ -461,7 +482,7 @@ def forward_one(forwarder: InboundForwarder, message: pulsar.Message) -> None:
     try:
         forwarder.forward(message)
     except KafkaException as exc:
-        if exc.args[0].code() not in CONTENT_REFUSALS:
+        if not refused_for_its_content(exc.args[0]):
             raise
         forwarder.refused_at_once(message, exc)
     except (ValueError, TypeError) as exc:

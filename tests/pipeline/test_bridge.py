@@ -21,6 +21,7 @@ from pipeline.bridge import (
     kafka_key_and_timestamp,
     kafka_record,
     outbound_offsets,
+    refused_for_its_content,
 )
 from pipeline.config import Settings
 from pipeline.events.models import DeadLetter
@@ -274,6 +275,52 @@ def test_a_record_kafka_refuses_for_its_size_is_produced_alone_then_replaced_by_
     producer.report(2, None)
     forwarder.serve()
     assert consumer.acked == [message]
+
+
+@pytest.mark.parametrize("code", [
+    KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE, KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_MSG, KafkaError.INVALID_RECORD, KafkaError.INVALID_TIMESTAMP, KafkaError.POLICY_VIOLATION,
+])
+def test_refusals_of_the_record_itself_are_permanent_for_it(code: int) -> None:
+    assert refused_for_its_content(KafkaError(code))
+    assert not refused_for_its_content(FakeKafkaError(code, fatal=True))  # a fatal producer restarts instead
+
+
+@pytest.mark.parametrize("code", [
+    KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_ENOUGH_REPLICAS,
+    KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND, KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.INVALID_REQUIRED_ACKS, KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT,
+    KafkaError.UNSUPPORTED_COMPRESSION_TYPE, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, KafkaError._FATAL,
+    KafkaError._QUEUE_FULL,
+])
+def test_refusals_for_the_brokers_or_the_clients_state_are_redelivered(code: int) -> None:
+    assert not refused_for_its_content(KafkaError(code))
+
+
+@pytest.mark.parametrize("code", [KafkaError.INVALID_TIMESTAMP, KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG,
+                                  KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.POLICY_VIOLATION])
+def test_a_record_refused_for_its_content_is_produced_alone_then_dead_lettered_with_the_reason(code: int) -> None:
+    producer = FakeProducer()
+    forwarder, consumer = forwarder_with(producer)
+    refused, behind = FakeMessage(EVENT, key="acme"), FakeMessage(EVENT, key="acme")
+    forward_one(forwarder, refused)
+    forward_one(forwarder, behind)
+    producer.report(0, KafkaError(code))
+    producer.report(1, None)
+    forwarder.serve()
+    assert [p[:3] for p in producer.produced] == [("resource-metrics", EVENT, b"acme")] * 3  # again, alone
+    assert consumer.acked == [] and consumer.nacked == []  # the one behind waits for the refused one
+    producer.report(2, KafkaError(code))
+    forwarder.serve()
+    topic, value, key, _, _ = producer.produced[3]
+    letter = DeadLetter.model_validate_json(value)
+    assert (topic, key, letter.reason) == ("dead-letter-events", b"acme", "unforwardable")
+    assert KafkaError(code).str() in letter.detail
+    producer.report(3, None)
+    forwarder.serve()  # no KafkaDeliveryFailed: the topic moves on
+    assert consumer.acked == [behind] and consumer.nacked == []  # cumulative: covers the dead-lettered one
 
 
 def test_a_record_refused_with_its_batch_but_accepted_alone_is_forwarded() -> None:
