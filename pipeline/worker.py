@@ -51,7 +51,8 @@ from agents.executor import Executor
 from agents.runtime import AgentRuntime
 from agents.scaling_runtime import ScalingRuntime
 from pipeline.app import ProvisioningApp, create_app
-from pipeline.bridge import Bridge, PartitionCountMismatch, TopicAdministrationFailed, ensure_kafka_topics
+from pipeline.bridge import Bridge
+from pipeline.bridge.topics import PartitionCountMismatch, TopicAdministrationFailed, ensure_kafka_topics
 from pipeline.compute import cost_metrics
 from pipeline.config import Settings, get_settings
 from pipeline.contract.topics import TENANT_CREATED, kafka_topics

@@ -20,14 +20,10 @@ from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from devstack.harness.tenant_provisioning import EventPlane
-from pipeline.bridge import (
-    OUTBOUND_BATCH,
-    Bridge,
-    InboundForwarder,
-    KafkaDeliveryFailed,
-    forward_one,
-    pulsar_topic,
-)
+from pipeline.bridge.inbound import InboundForwarder, KafkaDeliveryFailed, forward_one
+from pipeline.bridge.outbound import OUTBOUND_BATCH
+from pipeline.bridge.service import Bridge
+from pipeline.bridge.topics import pulsar_topic
 from pipeline.config import Settings
 from pipeline.events.models import DeadLetter
 

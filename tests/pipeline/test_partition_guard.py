@@ -11,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from pipeline.bridge import PartitionCountMismatch, ensure_kafka_topics
+from pipeline.bridge.topics import PartitionCountMismatch, ensure_kafka_topics
 from pipeline.config import Settings
 
 pytestmark = pytest.mark.integration
