@@ -46,7 +46,8 @@ from bench.stream_support import (
     run_on_event_plane,
     tenant_ids,
 )
-from pipeline.bridge import MAX_IN_FLIGHT, Bridge, ensure_kafka_topics, pulsar_topic
+from pipeline.bridge.service import MAX_IN_FLIGHT, Bridge
+from pipeline.bridge.topics import ensure_kafka_topics, pulsar_topic
 from pipeline.config import Settings
 
 QUIET = pulsar.ConsoleLogger(pulsar.LoggerLevel.Error)

@@ -55,7 +55,7 @@ from bench.stream_support import (
     tenant_created,
     worker_env,
 )
-from pipeline.bridge import ensure_kafka_topics
+from pipeline.bridge.topics import ensure_kafka_topics
 from pipeline.config import Settings
 from pipeline.contract.topics import PROVISIONING_COMMANDS, RESOURCE_METRICS, TENANT_CREATED, kafka_topics
 from pipeline.provisioners.base import RESOURCES

@@ -62,7 +62,7 @@ from bench.stream_support import (
     tenant_ids,
     worker_env,
 )
-from pipeline.bridge import ensure_kafka_topics
+from pipeline.bridge.topics import ensure_kafka_topics
 from pipeline.config import Settings
 from pipeline.contract.topics import RESOURCE_METRICS, TENANT_CREATED, kafka_topics
 

@@ -63,7 +63,7 @@ from bench.stream_support import (
     worker_env,
 )
 from devstack.harness.tenant_provisioning import _pulsar_admin
-from pipeline.bridge import ensure_kafka_topics
+from pipeline.bridge.topics import ensure_kafka_topics
 from pipeline.config import Settings
 from pipeline.contract.topics import PROVISIONING_COMMANDS, TENANT_CREATED, kafka_topics
 from pipeline.provisioners.base import RESOURCES

@@ -51,7 +51,8 @@ from agents.executor import Executor
 from agents.runtime import AgentRuntime
 from agents.scaling_runtime import ScalingRuntime
 from pipeline.app import ProvisioningApp, create_app
-from pipeline.bridge import Bridge, PartitionCountMismatch, ensure_kafka_topics
+from pipeline.bridge import Bridge
+from pipeline.bridge.topics import PartitionCountMismatch, TopicAdministrationFailed, ensure_kafka_topics
 from pipeline.compute import cost_metrics
 from pipeline.config import Settings, get_settings
 from pipeline.contract.topics import TENANT_CREATED, kafka_topics
@@ -248,7 +249,7 @@ def run_worker() -> None:
     # count every per-tenant table shares.
     try:
         asyncio.run(ensure_kafka_topics(settings, kafka_topics(settings.dead_letter_topic)))
-    except PartitionCountMismatch as exc:
+    except (PartitionCountMismatch, TopicAdministrationFailed) as exc:
         raise SystemExit(f"cannot start the worker: {exc}") from None
     # Faust creates its data folder but not the folders above it: DATA_DIR/<APP_ID>/ needs DATA_DIR.
     settings.state_dir.mkdir(parents=True, exist_ok=True)

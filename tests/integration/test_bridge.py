@@ -20,14 +20,10 @@ from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from devstack.harness.tenant_provisioning import EventPlane
-from pipeline.bridge import (
-    OUTBOUND_BATCH,
-    Bridge,
-    InboundForwarder,
-    KafkaDeliveryFailed,
-    forward_one,
-    pulsar_topic,
-)
+from pipeline.bridge.inbound import InboundForwarder, KafkaDeliveryFailed, forward_one
+from pipeline.bridge.outbound import OUTBOUND_BATCH
+from pipeline.bridge.service import Bridge
+from pipeline.bridge.topics import pulsar_topic
 from pipeline.config import Settings
 from pipeline.events.models import DeadLetter
 
@@ -153,6 +149,38 @@ async def test_a_record_kafka_refuses_is_dead_lettered_and_the_topic_moves_on(ev
     assert (letter.reason, letter.source_topic, letter.original_length) == ("unforwardable", topic, len(big))
     assert letters[0].key() == b"acme"
     assert [r.value() for r in forwarded] == [event("acme", 1)]
+
+
+async def test_a_record_refused_for_its_timestamp_is_dead_lettered_and_the_topic_moves_on(
+    event_plane: EventPlane,
+) -> None:
+    settings = settings_of(event_plane, "old")
+    topic = "bridge-it-old"
+    # A topic that takes no record timestamped more than an hour ago: an event that occurred long ago (the record
+    # timestamp is its occurred_at) is refused for its timestamp (INVALID_TIMESTAMP), on every try.
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, settings.topic_partitions, 1,
+                                            topic_configs={"message.timestamp.before.max.ms": "3600000"})])
+    finally:
+        await admin.close()
+    old = event("acme", 0)  # occurred_at 2026-03-01
+    recent = json.dumps({"event_id": "e-1", "tenant_id": "acme", "occurred_at": datetime.now(UTC).isoformat(),
+                         "n": 1}).encode()
+    publish(settings, topic, [("acme", old), ("acme", recent)])
+    bridge = Bridge(settings, inbound=[topic], outbound=[])
+    await bridge.start()
+    try:
+        letters = read_kafka(settings, settings.dead_letter_topic, 1)
+        forwarded = read_kafka(settings, topic, 1)
+        wait_for(lambda: backlog(settings, topic) == 0, "both messages acknowledged")
+    finally:
+        await bridge.stop()
+    letter = DeadLetter.model_validate_json(letters[0].value())
+    assert (letter.reason, letter.source_topic, letter.original_length) == ("unforwardable", topic, len(old))
+    assert "timestamp" in letter.detail.lower()
+    assert [r.value() for r in forwarded] == [recent]
 
 
 def test_a_transient_kafka_failure_is_redelivered_and_forwarded_later(event_plane: EventPlane) -> None:

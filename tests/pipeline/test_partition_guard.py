@@ -3,6 +3,7 @@ record, and refuses to start against topics whose records were placed under anot
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -10,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from pipeline.bridge import PartitionCountMismatch, ensure_kafka_topics
+from pipeline.bridge.topics import PartitionCountMismatch, ensure_kafka_topics
 from pipeline.config import Settings
 
 pytestmark = pytest.mark.integration
@@ -99,3 +100,18 @@ async def test_a_topic_with_more_partitions_is_refused_even_when_empty(
 
     assert refused.value.found == {wide: 4}
     assert await partition_counts(admin, [wide]) == {wide: 4}
+
+
+async def test_two_workers_creating_the_same_fresh_topics_at_once_both_succeed(
+    kafka_service: dict[str, str], admin: AIOKafkaAdminClient,
+) -> None:
+    # Two workers with a fresh APP_ID starting at the same moment: one may list a topic the other has just
+    # created before Kafka describes it, and must neither fail nor try to grow it.
+    settings = Settings(kafka_bootstrap_servers=kafka_service["KAFKA_BOOTSTRAP_SERVERS"], topic_partitions=3)
+    for _round in range(3):
+        topics = names(4)
+        admin.created.extend(topics)  # type: ignore[attr-defined]
+
+        await asyncio.gather(ensure_kafka_topics(settings, topics), ensure_kafka_topics(settings, topics))
+
+        assert await partition_counts(admin, topics) == dict.fromkeys(topics, 3)

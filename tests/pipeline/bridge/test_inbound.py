@@ -1,3 +1,5 @@
+"""The inbound forwarder: acknowledgements follow Kafka's delivery reports, refusals and dead letters."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -5,89 +7,16 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from pipeline.bridge import (
+from pipeline.bridge.inbound import (
     InboundForwarder,
     KafkaDeliveryFailed,
     forward_one,
-    kafka_key_and_timestamp,
-    kafka_record,
-    outbound_offsets,
+    refused_for_its_content,
 )
+from pipeline.bridge.records import kafka_record
 from pipeline.events.models import DeadLetter
-
-
-def test_key_is_the_tenant_and_timestamp_the_event_time() -> None:
-    payload = b'{"tenant_id": "acme", "occurred_at": "2026-03-01T10:00:00+00:00"}'
-    key, timestamp = kafka_key_and_timestamp(payload, None)
-    assert key == b"acme"
-    assert timestamp == int(datetime(2026, 3, 1, 10, tzinfo=UTC).timestamp() * 1000)
-
-
-def test_unreadable_payloads_are_still_forwarded_keyed_by_the_pulsar_key() -> None:
-    assert kafka_key_and_timestamp(b"\xff not json", "k1") == (b"k1", None)
-    assert kafka_key_and_timestamp(b"[1]", None) == (None, None)
-    assert kafka_key_and_timestamp(b'{"tenant_id": "a", "occurred_at": "yesterday"}', None) == (b"a", None)
-    naive = b'{"tenant_id": "a", "occurred_at": "2026-03-01T10:00:00"}'
-    assert kafka_key_and_timestamp(naive, None) == (b"a", None)
-
-
-# -- hostile messages ---------------------------------------------------------------------------------------
-
-
-def test_deeply_nested_payloads_are_forwarded_keyed_by_the_pulsar_key_instead_of_raising() -> None:
-    for payload in (b"[" * 5000, b'{"a":' * 5000, b'{"tenant_id": "acme", "x": ' + b"[" * 5000 + b"]}"):
-        assert kafka_key_and_timestamp(payload, "k1") == (b"k1", None)
-
-
-def test_hostile_keys_and_timestamps_are_not_used() -> None:
-    bad_tenant = b'{"tenant_id": "' + b"x" * 100_000 + b'", "occurred_at": "0001-01-01T00:00:00+00:00"}'
-    assert kafka_key_and_timestamp(bad_tenant, None) == (None, None)
-    far = b'{"tenant_id": "acme", "occurred_at": "9999-12-31T23:59:59.999999-23:59"}'
-    assert kafka_key_and_timestamp(far, None) == (b"acme", None)
-
-
-def test_an_oversized_message_becomes_a_small_dead_letter_and_a_normal_one_is_forwarded() -> None:
-    from pipeline.bridge import kafka_record
-    from pipeline.events.models import DeadLetter
-
-    big = b'{"tenant_id": "acme", "junk": "' + b"x" * 800_000 + b'"}'
-    record = kafka_record("dead-letter-events", "tenant-created-events", big, "acme")
-    assert record.topic == "dead-letter-events" and record.key == b"acme"
-    assert len(record.value) < 16 * 1024
-    letter = DeadLetter.model_validate_json(record.value)
-    assert letter.reason == "too-large" and letter.source_topic == "tenant-created-events"
-    assert letter.original_length == len(big) and letter.original_truncated
-
-    small = b'{"tenant_id": "acme", "occurred_at": "2026-03-01T10:00:00+00:00"}'
-    forwarded = kafka_record("dead-letter-events", "tenant-created-events", small, None)
-    assert (forwarded.topic, forwarded.value, forwarded.key) == ("tenant-created-events", small, b"acme")
-
-
-@settings(max_examples=200, deadline=None)
-@given(payload=st.one_of(st.binary(max_size=3000), st.text(max_size=3000).map(lambda t: t.encode("utf-8", "replace"))),
-       pulsar_key=st.one_of(st.none(), st.text(max_size=300)))
-def test_the_bridge_never_raises_on_any_payload(payload: bytes, pulsar_key: str | None) -> None:
-    from pipeline.bridge import kafka_record
-
-    record = kafka_record("dead-letter-events", "resource-metrics", payload, pulsar_key)
-    assert record.topic == "resource-metrics" and record.value == payload
-    assert record.key is None or len(record.key) <= 1024
-
-
-def test_topics_are_created_with_the_replication_settings() -> None:
-    from pipeline.bridge import new_topic
-    from pipeline.config import Settings
-
-    default = new_topic(Settings(), "tenant-created-events")
-    assert (default.name, default.num_partitions, default.replication_factor, default.topic_configs) == (
-        "tenant-created-events", 4, 1, {})  # as before the settings: one replica, the broker's min ISR
-    ha = new_topic(Settings(topic_partitions=12, topic_replication_factor=3, topic_min_insync_replicas=2), "x")
-    assert (ha.num_partitions, ha.replication_factor, ha.topic_configs) == (12, 3, {"min.insync.replicas": "2"})
-
 
 # -- the inbound forwarder: acknowledgements follow Kafka's delivery reports ---------------------------------
 
@@ -271,6 +200,52 @@ def test_a_record_kafka_refuses_for_its_size_is_produced_alone_then_replaced_by_
     assert consumer.acked == [message]
 
 
+@pytest.mark.parametrize("code", [
+    KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE, KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_MSG, KafkaError.INVALID_RECORD, KafkaError.INVALID_TIMESTAMP, KafkaError.POLICY_VIOLATION,
+])
+def test_refusals_of_the_record_itself_are_permanent_for_it(code: int) -> None:
+    assert refused_for_its_content(KafkaError(code))
+    assert not refused_for_its_content(FakeKafkaError(code, fatal=True))  # a fatal producer restarts instead
+
+
+@pytest.mark.parametrize("code", [
+    KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_ENOUGH_REPLICAS,
+    KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND, KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.INVALID_REQUIRED_ACKS, KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT,
+    KafkaError.UNSUPPORTED_COMPRESSION_TYPE, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, KafkaError._FATAL,
+    KafkaError._QUEUE_FULL,
+])
+def test_refusals_for_the_brokers_or_the_clients_state_are_redelivered(code: int) -> None:
+    assert not refused_for_its_content(KafkaError(code))
+
+
+@pytest.mark.parametrize("code", [KafkaError.INVALID_TIMESTAMP, KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG,
+                                  KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.POLICY_VIOLATION])
+def test_a_record_refused_for_its_content_is_produced_alone_then_dead_lettered_with_the_reason(code: int) -> None:
+    producer = FakeProducer()
+    forwarder, consumer = forwarder_with(producer)
+    refused, behind = FakeMessage(EVENT, key="acme"), FakeMessage(EVENT, key="acme")
+    forward_one(forwarder, refused)
+    forward_one(forwarder, behind)
+    producer.report(0, KafkaError(code))
+    producer.report(1, None)
+    forwarder.serve()
+    assert [p[:3] for p in producer.produced] == [("resource-metrics", EVENT, b"acme")] * 3  # again, alone
+    assert consumer.acked == [] and consumer.nacked == []  # the one behind waits for the refused one
+    producer.report(2, KafkaError(code))
+    forwarder.serve()
+    topic, value, key, _, _ = producer.produced[3]
+    letter = DeadLetter.model_validate_json(value)
+    assert (topic, key, letter.reason) == ("dead-letter-events", b"acme", "unforwardable")
+    assert KafkaError(code).str() in letter.detail
+    producer.report(3, None)
+    forwarder.serve()  # no KafkaDeliveryFailed: the topic moves on
+    assert consumer.acked == [behind] and consumer.nacked == []  # cumulative: covers the dead-lettered one
+
+
 def test_a_record_refused_with_its_batch_but_accepted_alone_is_forwarded() -> None:
     producer = FakeProducer()
     forwarder, consumer = forwarder_with(producer)
@@ -342,38 +317,3 @@ def test_the_forwarded_counter_and_lag_are_updated_per_serving() -> None:
     forwarder.serve()
     assert REGISTRY.get_sample_value("provisioning_bridge_forwarded_total", labels) == before + 3
     assert (REGISTRY.get_sample_value("provisioning_bridge_lag_seconds", labels) or 0.0) > 0
-
-
-def test_outbound_commits_the_offset_after_the_last_record_of_each_partition() -> None:
-    class Record:
-        def __init__(self, topic: str, partition: int, offset: int) -> None:
-            self._t, self._p, self._o = topic, partition, offset
-
-        def topic(self) -> str:
-            return self._t
-
-        def partition(self) -> int:
-            return self._p
-
-        def offset(self) -> int:
-            return self._o
-
-    offsets = outbound_offsets([Record("a", 0, 5), Record("a", 1, 9), Record("a", 0, 6), Record("b", 0, 0)])
-    assert sorted((tp.topic, tp.partition, tp.offset) for tp in offsets) == [("a", 0, 7), ("a", 1, 10), ("b", 0, 1)]
-
-
-def test_a_failed_direction_is_restarted_until_the_bridge_stops() -> None:
-    from pipeline.bridge import Bridge
-    from pipeline.config import Settings
-
-    bridge = Bridge(Settings(), inbound=[], outbound=[])
-    calls: list[int] = []
-
-    def run() -> None:
-        calls.append(len(calls))
-        if len(calls) == 1:
-            raise RuntimeError("the broker went away")
-        bridge._stopping.set()  # the second run ends as a stop would end it
-
-    bridge._supervise(run)  # returns only once stopped; the failure did not end it
-    assert calls == [0, 1]
