@@ -3,8 +3,9 @@ handles the next record: an exception out of an agent would stop the worker."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from agents.runtime import AgentRuntime
 from pipeline.contract.topics import COMPUTE_REQUESTS
 from pipeline.events.models import UserCreated
 from pipeline.metrics import FAILURES
+from pipeline.outputs import Emit
 from pipeline.worker import Worker
 
 
@@ -44,7 +46,18 @@ def capture_dead_letters(io: AgentRuntime, monkeypatch: pytest.MonkeyPatch) -> l
         sent.append((source_topic, reason, detail))
 
     monkeypatch.setattr(io, "dead_letter", dead_letter)
+    monkeypatch.setattr(io, "send_all", accepted_by_kafka)  # the app is never started: nothing connects
     return sent
+
+
+async def accepted_by_kafka(emits: Iterable[Emit]) -> list[asyncio.Future[Any]]:
+    """Every record acknowledged at once, as a broker would (these tests are about the handler, not sending)."""
+    done: list[asyncio.Future[Any]] = []
+    for _ in emits:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        done.append(fut)
+    return done
 
 
 async def test_process_dead_letters_an_event_whose_handler_raises_and_handles_the_next(
